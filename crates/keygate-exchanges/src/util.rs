@@ -1,0 +1,296 @@
+//! Small building blocks shared by the exchange modules: MACs, hashes, query and form
+//! handling, decimal parsing. Nothing here knows about a particular exchange.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256, Sha512};
+use std::str::FromStr;
+
+use crate::ParseError;
+
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
+pub fn hmac_sha512(key: &[u8], msg: &[u8]) -> [u8; 64] {
+    let mut mac = Hmac::<Sha512>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
+pub fn sha256(msg: &[u8]) -> [u8; 32] {
+    Sha256::digest(msg).into()
+}
+
+pub fn sha512(msg: &[u8]) -> [u8; 64] {
+    Sha512::digest(msg).into()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
+pub fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn hex_lower(bytes: &[u8]) -> String {
+    hex::encode(bytes)
+}
+
+/// Characters left unescaped by RFC 3986 (`A-Z a-z 0-9 - . _ ~`).
+pub const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+pub fn percent_encode(s: &str) -> String {
+    utf8_percent_encode(s, RFC3986).to_string()
+}
+
+/// Splits a raw query (or `application/x-www-form-urlencoded` body) into its `k=v` pieces
+/// **without decoding**, so that a re-joined string is byte-identical to the input.
+pub fn split_raw_pairs(raw: &str) -> Vec<(&str, &str)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect()
+}
+
+/// Joins raw pairs back into a query string.
+pub fn join_raw_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (k, v) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+/// Removes the named parameters from a raw query, keeping every other byte as it was.
+/// Returns `None` when nothing is left.
+pub fn remove_raw_params(raw: Option<&str>, names: &[&str]) -> Option<String> {
+    let raw = raw?;
+    let kept: Vec<_> = split_raw_pairs(raw)
+        .into_iter()
+        .filter(|(k, _)| !names.iter().any(|n| n.eq_ignore_ascii_case(k)))
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        Some(join_raw_pairs(kept))
+    }
+}
+
+/// Decodes a query or form body into owned key/value pairs (order kept).
+pub fn decode_pairs(raw: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The first value of `name` among decoded pairs.
+pub fn pair<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Removes every header whose name is in `names` (case-insensitive) or starts with one of
+/// `prefixes` (lower-case).
+pub fn remove_headers(headers: &mut HeaderMap, names: &[&str], prefixes: &[&str]) {
+    let doomed: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|h| {
+            let n = h.as_str();
+            names.iter().any(|x| x.eq_ignore_ascii_case(n))
+                || prefixes.iter().any(|p| n.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for h in doomed {
+        headers.remove(h);
+    }
+}
+
+/// Sets a header from a string that keygate built (always valid header text).
+pub fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    let value = http::HeaderValue::from_str(value).expect("signature header values are ASCII");
+    headers.insert(http::HeaderName::from_static(name), value);
+}
+
+/// Parses a decimal from an exchange field (accepts `"1.5"`, `1.5`, `"1e-8"`).
+pub fn parse_decimal(field: &'static str, s: &str) -> Result<Decimal, ParseError> {
+    let s = s.trim();
+    Decimal::from_str(s)
+        .or_else(|_| Decimal::from_scientific(s))
+        .map_err(|_| ParseError::InvalidValue(field))
+}
+
+/// Reads a decimal out of a JSON value that may be a string or a number.
+pub fn json_decimal(field: &'static str, v: &serde_json::Value) -> Result<Decimal, ParseError> {
+    match v {
+        serde_json::Value::String(s) => parse_decimal(field, s),
+        serde_json::Value::Number(n) => parse_decimal(field, &n.to_string()),
+        _ => Err(ParseError::InvalidValue(field)),
+    }
+}
+
+/// Like [`json_decimal`] but absent / null / empty string is `None`.
+pub fn json_opt_decimal(
+    field: &'static str,
+    v: Option<&serde_json::Value>,
+) -> Result<Option<Decimal>, ParseError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
+        Some(v) => json_decimal(field, v).map(Some),
+    }
+}
+
+/// Parses a JSON body, mapping failure to [`ParseError::Malformed`] without echoing it.
+pub fn json_body(body: &[u8]) -> Result<serde_json::Value, ParseError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ParseError::Malformed(format!("json: {}", e.classify_str())))
+}
+
+trait ClassifyStr {
+    fn classify_str(&self) -> &'static str;
+}
+
+impl ClassifyStr for serde_json::Error {
+    fn classify_str(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        }
+    }
+}
+
+/// Splits a concatenated symbol such as `BTCUSDT` into base and quote by known quote
+/// suffixes. `None` when no known quote matches.
+pub fn split_concatenated_symbol(symbol: &str) -> Option<(String, String)> {
+    const QUOTES: [&str; 14] = [
+        "FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "DAI", "USD", "EUR", "TRY", "BRL", "BTC",
+        "ETH", "BNB",
+    ];
+    let upper = symbol.to_ascii_uppercase();
+    QUOTES.iter().find_map(|q| {
+        upper
+            .strip_suffix(q)
+            .filter(|b| !b.is_empty())
+            .map(|b| (b.to_string(), q.to_string()))
+    })
+}
+
+/// One row of an exchange's endpoint table: `(method, path pattern, class)`.
+/// `method` is an upper-case HTTP method, several joined by `|`, or `"*"` for any.
+pub type RouteRow = (&'static str, &'static str, crate::EndpointClass);
+
+/// Whether `path` matches `pattern`, segment by segment (a trailing `/` on `path` is
+/// ignored). Pattern segments: a literal; `{name}` or `*`, any one non-empty segment;
+/// `a|b`, one of the literals; `pre*`, a segment starting with `pre`; a final `**`, zero or
+/// more further segments.
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let mut want = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (Some("**"), _) => return want.next().is_none(),
+            (None, None) => return true,
+            (Some(w), Some(g)) => {
+                let ok = if w == "*" || (w.starts_with('{') && w.ends_with('}')) {
+                    !g.is_empty()
+                } else if let Some(prefix) = w.strip_suffix('*') {
+                    g.starts_with(prefix) && g.len() > prefix.len()
+                } else if w.contains('|') {
+                    w.split('|').any(|alt| alt == g)
+                } else {
+                    w == g
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// The class of the first row of `table` matching `method path`, if any.
+pub fn route_class(
+    table: &[RouteRow],
+    method: &http::Method,
+    path: &str,
+) -> Option<crate::EndpointClass> {
+    table
+        .iter()
+        .find(|(m, p, _)| {
+            (*m == "*" || m.split('|').any(|m| m == method.as_str())) && path_matches(p, path)
+        })
+        .map(|(_, _, class)| *class)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_pairs_round_trip_byte_for_byte() {
+        let q = "symbol=BTCUSDT&price=0.1&note=a%20b&signature=abc";
+        assert_eq!(
+            remove_raw_params(Some(q), &["signature"]).unwrap(),
+            "symbol=BTCUSDT&price=0.1&note=a%20b"
+        );
+        assert_eq!(remove_raw_params(Some("signature=x"), &["signature"]), None);
+    }
+
+    #[test]
+    fn hmac_rfc4231_case_2() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex_lower(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn splits_symbols() {
+        assert_eq!(
+            split_concatenated_symbol("BTCUSDT"),
+            Some(("BTC".into(), "USDT".into()))
+        );
+        assert_eq!(split_concatenated_symbol("USDT"), None);
+    }
+
+    #[test]
+    fn path_patterns() {
+        assert!(path_matches("/api/v1/orders/**", "/api/v1/orders"));
+        assert!(path_matches("/api/v1/orders/**", "/api/v1/orders/abc/def"));
+        assert!(path_matches("/a/{id}/c", "/a/x/c/"));
+        assert!(!path_matches("/a/{id}/c", "/a//c"));
+        assert!(path_matches("/a/futures|delivery/x", "/a/delivery/x"));
+        assert!(!path_matches("/a/futures|delivery/x", "/a/spot/x"));
+        assert!(path_matches("/w/sub_account_*", "/w/sub_account_balances"));
+        assert!(!path_matches("/w/sub_account_*", "/w/sub_account_"));
+        assert!(!path_matches("/api/v1/orders", "/api/v1/orders/x"));
+    }
+}

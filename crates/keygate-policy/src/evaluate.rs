@@ -1,0 +1,657 @@
+//! The decision itself: `evaluate(policy, request, now) -> Decision`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Timelike, Utc};
+use keygate_exchanges::{
+    EndpointClass, OrderIntent, RequestIntent, Side, SizeUnit, WithdrawalIntent,
+};
+use rust_decimal::Decimal;
+
+use crate::decision::{Decision, Denial, DenyCode, OrderApproval, PolicyApproved};
+use crate::limits::Limits;
+use crate::scope::{Scope, ScopeSet};
+use crate::state::{Counters, KeyState, KeyStatus, Prices, VaultState};
+use crate::symbol::{normalize_symbol, same_address};
+
+/// One call through the gateway, as the server classified and parsed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRequest {
+    pub class: EndpointClass,
+    /// From `Exchange::parse_intent` for trade/withdraw/transfer classes, else `None`.
+    pub intent: RequestIntent,
+    /// The caller's address as the server determined it (trusted proxy handling is the
+    /// server's job).
+    pub client_ip: IpAddr,
+    /// Exchange path, used only in human-readable details.
+    pub path: String,
+}
+
+/// Everything policy knows about the account at the moment of the call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Effective scopes: see [`crate::scopes_for_connection`].
+    pub scopes: ScopeSet,
+    /// Effective limits: see [`Limits::merge_stricter`].
+    pub limits: Limits,
+    pub key: KeyState,
+    pub vault: VaultState,
+    pub counters: Counters,
+    pub prices: Prices,
+}
+
+/// Decide whether `request` may be signed and forwarded. Pure: same inputs, same answer.
+///
+/// Checks run in this order and the first failure decides: key state, vault, IP
+/// allowlist, endpoint class and scopes, request rates, then what the request does
+/// (orders, withdrawal). A public call with no intent needs only the IP allowlist.
+pub fn evaluate(policy: &Policy, request: &CallRequest, now: DateTime<Utc>) -> Decision {
+    match decide(policy, request, now) {
+        Ok(approved) => Decision::Allow(approved),
+        Err(denial) => Decision::Deny(denial),
+    }
+}
+
+fn decide(p: &Policy, req: &CallRequest, now: DateTime<Utc>) -> Result<PolicyApproved, Denial> {
+    if req.class == EndpointClass::Public && req.intent == RequestIntent::None {
+        // Public calls are not signed: no key, vault or scope is involved. The IP
+        // allowlist still applies because it restricts who may use the connection at all.
+        check_ip(&p.limits, req.client_ip)?;
+        return Ok(PolicyApproved {
+            class: req.class,
+            signed: false,
+            orders: Vec::new(),
+            withdrawal_usd: None,
+        });
+    }
+    check_key(&p.key, now)?;
+    check_vault(p.vault)?;
+    check_ip(&p.limits, req.client_ip)?;
+    check_endpoint(p, req)?;
+    check_rates(&p.limits, &p.counters, now)?;
+
+    let mut approved = PolicyApproved {
+        class: req.class,
+        signed: true,
+        orders: Vec::new(),
+        withdrawal_usd: None,
+    };
+    match &req.intent {
+        RequestIntent::None => {
+            if req.class == EndpointClass::Withdraw && has_withdrawal_limits(&p.limits) {
+                return Err(Denial::new(
+                    DenyCode::WithdrawalUnparsable,
+                    "withdrawal could not be read from the request while withdrawal limits are set",
+                ));
+            }
+        }
+        RequestIntent::Orders { orders } => approved.orders = check_orders(p, orders)?,
+        RequestIntent::Withdrawal(w) => approved.withdrawal_usd = check_withdrawal(p, w)?,
+        RequestIntent::Transfer { amount, .. } => {
+            if amount.is_some_and(|a| a.is_sign_negative() && !a.is_zero()) {
+                return Err(Denial::new(
+                    DenyCode::OrderUnparsable,
+                    "transfer amount is negative",
+                ));
+            }
+        }
+    }
+    Ok(approved)
+}
+
+fn check_key(key: &KeyState, now: DateTime<Utc>) -> Result<(), Denial> {
+    let deny = |code, msg: &str| Err(Denial::new(code, msg));
+    match key.status {
+        KeyStatus::Revoked => return deny(DenyCode::CredentialRevoked, "credential is revoked"),
+        KeyStatus::Suspended => {
+            return deny(DenyCode::CredentialSuspended, "credential is suspended")
+        }
+        KeyStatus::Pending => {
+            return deny(
+                DenyCode::CredentialPending,
+                "credential is pending: the exchange's API key id is not attached yet",
+            )
+        }
+        KeyStatus::Expired => return deny(DenyCode::CredentialExpired, "credential has expired"),
+        KeyStatus::Active | KeyStatus::Rotating => {}
+    }
+    if key.expires_at.is_some_and(|t| t <= now) {
+        return deny(DenyCode::CredentialExpired, "credential has expired");
+    }
+    if key.status == KeyStatus::Rotating {
+        // Fail closed: a rotating version without a grace end is treated as ended.
+        match key.grace_period_ends_at {
+            Some(t) if t > now => {}
+            _ => {
+                return deny(
+                    DenyCode::CredentialRevoked,
+                    "credential version was rotated and its grace period has ended",
+                )
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_vault(vault: VaultState) -> Result<(), Denial> {
+    match vault {
+        VaultState::Locked => Err(Denial::new(
+            DenyCode::VaultLocked,
+            "vault is locked: unlock it to sign requests",
+        )),
+        VaultState::Unlocked | VaultState::NotPasswordProtected => Ok(()),
+    }
+}
+
+fn check_ip(limits: &Limits, ip: IpAddr) -> Result<(), Denial> {
+    let Some(nets) = &limits.ip_allowlist else {
+        return Ok(());
+    };
+    // An IPv4 client seen through a dual-stack socket arrives as ::ffff:a.b.c.d.
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
+    let ok = nets
+        .iter()
+        .any(|n| n.contains(&ip) || mapped.is_some_and(|m| n.contains(&m)));
+    if ok {
+        Ok(())
+    } else {
+        Err(Denial::new(
+            DenyCode::IpNotAllowed,
+            format!("client address {ip} is not in the IP allowlist"),
+        ))
+    }
+}
+
+fn intent_scope(intent: &RequestIntent) -> Option<Scope> {
+    match intent {
+        RequestIntent::None => None,
+        RequestIntent::Orders { .. } => Some(Scope::Trade),
+        RequestIntent::Withdrawal(_) => Some(Scope::Withdraw),
+        RequestIntent::Transfer { .. } => Some(Scope::Transfer),
+    }
+}
+
+fn check_endpoint(p: &Policy, req: &CallRequest) -> Result<(), Denial> {
+    let path = for_message(&req.path, 128);
+    match req.class {
+        EndpointClass::Manage | EndpointClass::Unknown => {
+            let (flag, code, what) = if req.class == EndpointClass::Manage {
+                (
+                    p.limits.allow_manage_endpoints,
+                    DenyCode::EndpointManageDenied,
+                    "key-management / account-settings endpoint",
+                )
+            } else {
+                (
+                    p.limits.allow_unknown_endpoints,
+                    DenyCode::EndpointUnknown,
+                    "endpoint keygate does not classify",
+                )
+            };
+            if !flag {
+                return Err(Denial::new(
+                    code,
+                    format!("{path} is a {what}; the connection does not allow it"),
+                ));
+            }
+            // Such an endpoint may do anything (even mint a withdrawal-enabled key), so
+            // it needs every scope.
+            if !p.scopes.contains_all(&ScopeSet::all()) {
+                return Err(Denial::new(
+                    DenyCode::ScopeDenied,
+                    format!("{path} is a {what} and needs every scope"),
+                ));
+            }
+        }
+        class => {
+            if let Some(s) = Scope::for_class(class) {
+                if !p.scopes.contains(s) {
+                    return Err(Denial::new(
+                        DenyCode::ScopeDenied,
+                        format!("{path} needs scope {}", s.as_str()),
+                    ));
+                }
+            }
+        }
+    }
+    // What the body does counts too: an order on a mis-classified endpoint still needs
+    // `trade`, a withdrawal `withdraw`.
+    if let Some(s) = intent_scope(&req.intent) {
+        if !p.scopes.contains(s) {
+            return Err(Denial::new(
+                DenyCode::ScopeDenied,
+                format!("{path} carries a request that needs scope {}", s.as_str()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Seconds until the calendar window containing `now` ends (at least 1).
+pub(crate) fn secs_to_window_end(now: DateTime<Utc>, window_secs: u32) -> u64 {
+    let into = match window_secs {
+        60 => now.second(),
+        3600 => now.minute() * 60 + now.second(),
+        _ => now.num_seconds_from_midnight(),
+    };
+    u64::from(window_secs.saturating_sub(into).max(1))
+}
+
+fn check_rates(limits: &Limits, c: &Counters, now: DateTime<Utc>) -> Result<(), Denial> {
+    let windows = [
+        (
+            limits.max_requests_per_minute,
+            c.requests_this_minute,
+            60,
+            "minute",
+        ),
+        (
+            limits.max_requests_per_hour,
+            c.requests_this_hour,
+            3600,
+            "hour",
+        ),
+        (
+            limits.max_requests_per_day,
+            c.requests_today,
+            86_400,
+            "day (UTC)",
+        ),
+    ];
+    let mut worst: Option<(u64, &str, u32)> = None;
+    for (limit, used, secs, name) in windows {
+        let Some(limit) = limit else { continue };
+        if u64::from(used) + 1 > u64::from(limit) {
+            let retry = secs_to_window_end(now, secs);
+            if worst.is_none_or(|(r, _, _)| retry > r) {
+                worst = Some((retry, name, limit));
+            }
+        }
+    }
+    match worst {
+        None => Ok(()),
+        Some((retry, name, limit)) => {
+            let mut d = Denial::new(
+                DenyCode::RateLimited,
+                format!("request limit of {limit} per {name} reached"),
+            );
+            d.retry_after_secs = Some(retry);
+            Err(d)
+        }
+    }
+}
+
+fn overflow() -> Denial {
+    Denial::new(
+        DenyCode::ValueOutOfRange,
+        "an amount in the request is too large to evaluate",
+    )
+}
+
+fn positive_or_none(v: Option<Decimal>) -> Option<Decimal> {
+    v.filter(|x| *x > Decimal::ZERO)
+}
+
+fn is_negative(v: Option<Decimal>) -> bool {
+    v.is_some_and(|x| x.is_sign_negative() && !x.is_zero())
+}
+
+/// USD notional of an order. `Ok(None)` = cannot be known from the request and prices.
+/// When both a base quantity and a quote amount are given, the larger value counts.
+fn order_notional(o: &OrderIntent, prices: &Prices) -> Result<Option<Decimal>, Denial> {
+    let quote_usd = o.quote.as_deref().and_then(|q| prices.usd_price(q));
+    let mut best: Option<Decimal> = None;
+    if let Some(qa) = o.quote_amount {
+        let Some(u) = quote_usd else { return Ok(None) };
+        best = Some(qa.checked_mul(u).ok_or_else(overflow)?);
+    }
+    if let Some(qty) = o.quantity {
+        let base_qty = match o.size_unit {
+            SizeUnit::Base => qty,
+            SizeUnit::Contracts => match prices.contract_value(&o.symbol) {
+                Some(cv) => qty.checked_mul(cv).ok_or_else(overflow)?,
+                None => return Ok(None),
+            },
+        };
+        let usd = if let Some(price) = positive_or_none(o.price) {
+            let Some(u) = quote_usd else { return Ok(None) };
+            base_qty
+                .checked_mul(price)
+                .and_then(|v| v.checked_mul(u))
+                .ok_or_else(overflow)?
+        } else {
+            // Market order without a price: the base asset's reference price.
+            let Some(u) = o.base.as_deref().and_then(|b| prices.usd_price(b)) else {
+                return Ok(None);
+            };
+            base_qty.checked_mul(u).ok_or_else(overflow)?
+        };
+        best = Some(best.map_or(usd, |b| b.max(usd)));
+    }
+    Ok(best)
+}
+
+/// Unsigned base-asset quantity of an order, when it can be known.
+fn order_base_qty(o: &OrderIntent, prices: &Prices) -> Result<Option<Decimal>, Denial> {
+    if let Some(qty) = o.quantity {
+        return match o.size_unit {
+            SizeUnit::Base => Ok(Some(qty)),
+            SizeUnit::Contracts => match prices.contract_value(&o.symbol) {
+                Some(cv) => qty.checked_mul(cv).ok_or_else(overflow).map(Some),
+                None => Ok(None),
+            },
+        };
+    }
+    let Some(qa) = o.quote_amount else {
+        return Ok(None);
+    };
+    if let Some(price) = positive_or_none(o.price) {
+        return qa.checked_div(price).ok_or_else(overflow).map(Some);
+    }
+    let base_usd = o.base.as_deref().and_then(|b| prices.usd_price(b));
+    let quote_usd = o.quote.as_deref().and_then(|q| prices.usd_price(q));
+    match (base_usd, quote_usd) {
+        (Some(b), Some(q)) => qa
+            .checked_mul(q)
+            .and_then(|v| v.checked_div(b))
+            .ok_or_else(overflow)
+            .map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn check_symbol(limits: &Limits, o: &OrderIntent) -> Result<(), Denial> {
+    let native = normalize_symbol(&o.symbol);
+    let pair = match (&o.base, &o.quote) {
+        (Some(b), Some(q)) => Some(normalize_symbol(&format!("{b}{q}"))),
+        _ => None,
+    };
+    let matches = |entry: &String| {
+        let e = normalize_symbol(entry);
+        !e.is_empty() && (e == native || pair.as_ref() == Some(&e))
+    };
+    let shown = for_message(&o.symbol, 64);
+    if limits.blocked_symbols.iter().any(matches) {
+        return Err(Denial::new(
+            DenyCode::SymbolBlocked,
+            format!("symbol {shown} is blocked"),
+        ));
+    }
+    if let Some(allowed) = &limits.allowed_symbols {
+        if !allowed.iter().any(matches) {
+            return Err(Denial::new(
+                DenyCode::SymbolNotAllowed,
+                format!("symbol {shown} is not in the allowed symbols"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_orders(p: &Policy, orders: &[OrderIntent]) -> Result<Vec<OrderApproval>, Denial> {
+    let l = &p.limits;
+    let mut out = Vec::with_capacity(orders.len());
+    let mut volume = Decimal::ZERO;
+    // Whether any order of the batch adds volume (cancels and reduce-only orders do not).
+    let mut adds_volume = false;
+    // Net position per symbol after the orders of this batch seen so far.
+    let mut positions: BTreeMap<String, Decimal> = BTreeMap::new();
+
+    for o in orders {
+        let symbol = normalize_symbol(&o.symbol);
+        if o.is_cancel {
+            // Cancels cannot add exposure: only scope, key, vault, IP and rate apply.
+            out.push(OrderApproval {
+                symbol,
+                notional_usd: None,
+                base_quantity: None,
+                reduce_only: o.reduce_only,
+                is_cancel: true,
+            });
+            continue;
+        }
+        if symbol.is_empty() {
+            return Err(Denial::new(
+                DenyCode::OrderUnparsable,
+                "order has no symbol",
+            ));
+        }
+        if is_negative(o.quantity) || is_negative(o.price) || is_negative(o.quote_amount) {
+            return Err(Denial::new(
+                DenyCode::OrderUnparsable,
+                "order quantity, price or quote amount is negative",
+            ));
+        }
+        if o.leverage.is_some_and(|x| x <= Decimal::ZERO) {
+            return Err(Denial::new(
+                DenyCode::OrderUnparsable,
+                "order leverage is not positive",
+            ));
+        }
+        check_symbol(l, o)?;
+        if let (Some(lev), Some(max)) = (o.leverage, l.max_leverage) {
+            if lev > max {
+                return Err(Denial::new(
+                    DenyCode::LeverageExceedsLimit,
+                    format!("leverage {lev} exceeds the limit of {max}"),
+                ));
+            }
+        }
+
+        let notional = order_notional(o, &p.prices)?;
+        let base_qty = order_base_qty(o, &p.prices)?;
+        let signed_qty = match (o.side, base_qty) {
+            (Some(Side::Buy), Some(q)) => Some(q),
+            (Some(Side::Sell), Some(q)) => Some(-q),
+            _ => None,
+        };
+        out.push(OrderApproval {
+            symbol: symbol.clone(),
+            notional_usd: notional,
+            base_quantity: signed_qty,
+            reduce_only: o.reduce_only,
+            is_cancel: false,
+        });
+        if o.reduce_only {
+            // Reduce-only orders only shrink exposure: exempt from size and loss caps.
+            continue;
+        }
+
+        if let Some(max) = l.max_daily_loss_usd {
+            match p.counters.daily_loss_usd {
+                None => {
+                    return Err(Denial::new(
+                        DenyCode::DailyLossUnknown,
+                        "daily loss limit is set but no balance snapshot since 00:00 UTC exists",
+                    ))
+                }
+                Some(loss) if loss >= max => {
+                    return Err(Denial::new(
+                        DenyCode::DailyLossLimitReached,
+                        format!("daily loss limit of {max} USD reached; only reduce-only orders and cancels are allowed"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+
+        // A leverage change carries no size: nothing to measure against size caps.
+        let leverage_change =
+            o.quantity.is_none() && o.quote_amount.is_none() && o.leverage.is_some();
+        if leverage_change {
+            continue;
+        }
+
+        if l.max_trade_usd.is_some() || l.max_daily_volume_usd.is_some() {
+            let Some(n) = notional else {
+                return Err(Denial::new(
+                    DenyCode::NotionalUnknown,
+                    format!(
+                        "USD notional of the {} order cannot be determined (missing size, price, reference price or contract value)",
+                        for_message(&o.symbol, 64)
+                    ),
+                ));
+            };
+            if let Some(max) = l.max_trade_usd {
+                if n > max {
+                    return Err(Denial::new(
+                        DenyCode::NotionalExceedsLimit,
+                        format!(
+                            "order notional {} USD exceeds the limit of {max} USD",
+                            n.round_dp(2)
+                        ),
+                    ));
+                }
+            }
+            volume = volume.checked_add(n).ok_or_else(overflow)?;
+            adds_volume = true;
+        }
+
+        if let Some(max) = l.max_position_size {
+            let Some(q) = signed_qty else {
+                return Err(Denial::new(
+                    DenyCode::PositionUnknown,
+                    "position limit is set but the order's side or base quantity cannot be determined",
+                ));
+            };
+            let cur = match positions.get(&symbol) {
+                Some(v) => *v,
+                None => p.counters.net_position(&o.symbol),
+            };
+            let next = cur.checked_add(q).ok_or_else(overflow)?;
+            if next.abs() > max {
+                return Err(Denial::new(
+                    DenyCode::PositionLimitExceeded,
+                    format!("net position would be {next}, beyond the limit of {max}"),
+                ));
+            }
+            positions.insert(symbol, next);
+        }
+    }
+
+    if let (Some(max), true) = (l.max_daily_volume_usd, adds_volume) {
+        let total = p
+            .counters
+            .daily_volume_usd
+            .checked_add(volume)
+            .ok_or_else(overflow)?;
+        if total > max {
+            return Err(Denial::new(
+                DenyCode::DailyVolumeExceeded,
+                format!(
+                    "daily volume would reach {} USD, beyond the limit of {max} USD",
+                    total.round_dp(2)
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn has_withdrawal_limits(l: &Limits) -> bool {
+    l.max_withdrawal_usd_per_tx.is_some()
+        || l.max_withdrawal_usd_per_day.is_some()
+        || l.max_withdrawal_usd_per_month.is_some()
+        || l.withdrawal_address_allowlist.is_some()
+}
+
+fn check_withdrawal(p: &Policy, w: &WithdrawalIntent) -> Result<Option<Decimal>, Denial> {
+    let l = &p.limits;
+    if w.amount <= Decimal::ZERO || w.asset.trim().is_empty() || w.address.trim().is_empty() {
+        return Err(Denial::new(
+            DenyCode::WithdrawalUnparsable,
+            "withdrawal needs a positive amount, an asset and an address",
+        ));
+    }
+    if let Some(list) = &l.withdrawal_address_allowlist {
+        if !list.iter().any(|a| same_address(a, &w.address)) {
+            return Err(Denial::new(
+                DenyCode::WithdrawalAddressNotAllowed,
+                "destination address is not in the withdrawal allowlist",
+            ));
+        }
+    }
+    let usd = match p.prices.usd_price(&w.asset) {
+        Some(price) => Some(w.amount.checked_mul(price).ok_or_else(overflow)?),
+        None => None,
+    };
+    let caps = [
+        l.max_withdrawal_usd_per_tx,
+        l.max_withdrawal_usd_per_day,
+        l.max_withdrawal_usd_per_month,
+    ];
+    if caps.iter().all(Option::is_none) {
+        return Ok(usd);
+    }
+    let Some(v) = usd else {
+        return Err(Denial::new(
+            DenyCode::WithdrawalValueUnknown,
+            format!(
+                "no USD reference price for {}; withdrawal caps cannot be checked",
+                for_message(&w.asset, 16)
+            ),
+        ));
+    };
+    if let Some(max) = l.max_withdrawal_usd_per_tx {
+        if v > max {
+            return Err(Denial::new(
+                DenyCode::WithdrawalExceedsLimit,
+                format!(
+                    "withdrawal of {} USD exceeds the per-transaction limit of {max} USD",
+                    v.round_dp(2)
+                ),
+            ));
+        }
+    }
+    if let Some(max) = l.max_withdrawal_usd_per_day {
+        let total = p
+            .counters
+            .withdrawals_today_usd
+            .checked_add(v)
+            .ok_or_else(overflow)?;
+        if total > max {
+            return Err(Denial::new(
+                DenyCode::WithdrawalDailyLimitExceeded,
+                format!(
+                    "withdrawals today would reach {} USD, beyond the limit of {max} USD",
+                    total.round_dp(2)
+                ),
+            ));
+        }
+    }
+    if let Some(max) = l.max_withdrawal_usd_per_month {
+        let total = p
+            .counters
+            .withdrawals_this_month_usd
+            .checked_add(v)
+            .ok_or_else(overflow)?;
+        if total > max {
+            return Err(Denial::new(
+                DenyCode::WithdrawalMonthlyLimitExceeded,
+                format!(
+                    "withdrawals this month would reach {} USD, beyond the limit of {max} USD",
+                    total.round_dp(2)
+                ),
+            ));
+        }
+    }
+    Ok(Some(v))
+}
+
+/// Caller-supplied text for a detail message: printable ASCII only, bounded length.
+fn for_message(s: &str, max: usize) -> String {
+    let s = s.split('?').next().unwrap_or_default();
+    let mut out: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(max)
+        .collect();
+    if s.chars().count() > max {
+        out.push_str("...");
+    }
+    out
+}

@@ -1,0 +1,310 @@
+//! The audit log (seed `api_key_usage_audit` + `vault_access_log`): append-only and
+//! chained with HMAC-SHA256, so a deleted, edited, reordered or truncated row is detected.
+//!
+//! Each event's hash is `HMAC(chain_key, prev_hash || canonical(event))`, where the
+//! canonical encoding is backend-neutral (fixed field order, length-prefixed UTF-8,
+//! timestamps in [`DbTime::canonical`] form), so a backup restored into the other backend
+//! still verifies. The chain key is derived from the master key: database write access
+//! alone cannot forge the chain. The head (last seq and hash) lives in `audit_head`.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::{Actor, DbTime, Result, Store};
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub id: Uuid,
+    pub created_at: DbTime,
+    /// vault | credential | gateway | admin | system
+    pub category: String,
+    pub action: String,
+    pub actor_id: Option<Uuid>,
+    pub actor_role: String,
+    pub user_id: Option<Uuid>,
+    pub credential_id: Option<Uuid>,
+    pub connection_id: Option<Uuid>,
+    pub endpoint: Option<String>,
+    pub http_method: Option<String>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub device_fingerprint: Option<String>,
+    pub geo_country: Option<String>,
+    pub geo_city: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub success: bool,
+    pub status_code: Option<i32>,
+    pub reason: Option<String>,
+    pub risk_score: i32,
+    pub risk_reasons: Json<Vec<String>>,
+    pub metadata: Json<serde_json::Value>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+const COLS: &str = "seq, id, created_at, category, action, actor_id, actor_role, user_id, credential_id, connection_id, endpoint, http_method, ip_address, user_agent, device_fingerprint, geo_country, geo_city, session_id, success, status_code, reason, risk_score, risk_reasons, metadata, prev_hash, hash";
+
+/// Filters for listing audit events.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub user_id: Option<Uuid>,
+    pub credential_id: Option<Uuid>,
+    pub category: Option<String>,
+    pub action: Option<String>,
+    /// Events with `seq` below this (newest-first paging).
+    pub before_seq: Option<i64>,
+}
+
+/// Result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChainReport {
+    pub ok: bool,
+    pub events_checked: i64,
+    /// First sequence number where the chain breaks.
+    pub first_broken_seq: Option<i64>,
+    pub problem: Option<String>,
+}
+
+fn put(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => buf.push(0),
+        Some(s) => {
+            buf.push(1);
+            buf.extend_from_slice(&(s.len() as u64).to_be_bytes());
+            buf.extend_from_slice(s.as_bytes());
+        }
+    }
+}
+
+impl AuditEvent {
+    /// The backend-neutral byte encoding the HMAC covers (everything but `hash`).
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(512);
+        b.extend_from_slice(b"keygate-audit-v1");
+        put(&mut b, Some(&self.seq.to_string()));
+        put(&mut b, Some(&self.id.to_string()));
+        put(&mut b, Some(&self.created_at.canonical()));
+        put(&mut b, Some(&self.category));
+        put(&mut b, Some(&self.action));
+        put(&mut b, self.actor_id.map(|u| u.to_string()).as_deref());
+        put(&mut b, Some(&self.actor_role));
+        put(&mut b, self.user_id.map(|u| u.to_string()).as_deref());
+        put(&mut b, self.credential_id.map(|u| u.to_string()).as_deref());
+        put(&mut b, self.connection_id.map(|u| u.to_string()).as_deref());
+        put(&mut b, self.endpoint.as_deref());
+        put(&mut b, self.http_method.as_deref());
+        put(&mut b, self.ip_address.as_deref());
+        put(&mut b, self.user_agent.as_deref());
+        put(&mut b, self.device_fingerprint.as_deref());
+        put(&mut b, self.geo_country.as_deref());
+        put(&mut b, self.geo_city.as_deref());
+        put(&mut b, self.session_id.map(|u| u.to_string()).as_deref());
+        put(&mut b, Some(if self.success { "1" } else { "0" }));
+        put(&mut b, self.status_code.map(|c| c.to_string()).as_deref());
+        put(&mut b, self.reason.as_deref());
+        put(&mut b, Some(&self.risk_score.to_string()));
+        put(&mut b, Some(&self.risk_reasons.0.join("\u{1f}")));
+        put(&mut b, Some(&canonical_json(&self.metadata.0)));
+        put(&mut b, Some(&self.prev_hash));
+        b
+    }
+
+    pub fn compute_hash(&self, chain_key: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(chain_key).expect("any key length");
+        mac.update(&self.canonical());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// JSON with object keys sorted, so jsonb's reordering does not change the hash.
+fn canonical_json(v: &serde_json::Value) -> String {
+    fn sort(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<_> = m.keys().collect();
+                keys.sort();
+                let mut out = serde_json::Map::new();
+                for k in keys {
+                    out.insert(k.clone(), sort(&m[k]));
+                }
+                serde_json::Value::Object(out)
+            }
+            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    sort(v).to_string()
+}
+
+impl Store {
+    /// Appends events (their `seq`, `prev_hash` and `hash` are assigned here) under the
+    /// chain head's row lock, in one transaction. Returns the stored events.
+    pub async fn append_audit(
+        &self,
+        events: Vec<AuditEvent>,
+        chain_key: &[u8],
+    ) -> Result<Vec<AuditEvent>> {
+        if events.is_empty() {
+            return Ok(events);
+        }
+        let ins = format!("INSERT INTO audit_events ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26)");
+        let is_pg = self.backend() == crate::Backend::Postgres;
+        let lock = if is_pg {
+            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+        } else {
+            "SELECT seq, hash FROM audit_head WHERE id = 1"
+        };
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            // SQLite: take the write lock up front so the head cannot move under us.
+            if !is_pg {
+                sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let (mut seq, mut prev): (i64, String) =
+                sqlx::query_as(lock).fetch_one(&mut *tx).await?;
+            let mut out = Vec::with_capacity(events.len());
+            for mut e in events {
+                seq += 1;
+                e.seq = seq;
+                e.prev_hash = prev;
+                e.hash = e.compute_hash(chain_key);
+                prev = e.hash.clone();
+                sqlx::query(&ins)
+                    .bind(e.seq)
+                    .bind(e.id)
+                    .bind(e.created_at)
+                    .bind(&e.category)
+                    .bind(&e.action)
+                    .bind(e.actor_id)
+                    .bind(&e.actor_role)
+                    .bind(e.user_id)
+                    .bind(e.credential_id)
+                    .bind(e.connection_id)
+                    .bind(&e.endpoint)
+                    .bind(&e.http_method)
+                    .bind(&e.ip_address)
+                    .bind(&e.user_agent)
+                    .bind(&e.device_fingerprint)
+                    .bind(&e.geo_country)
+                    .bind(&e.geo_city)
+                    .bind(e.session_id)
+                    .bind(e.success)
+                    .bind(e.status_code)
+                    .bind(&e.reason)
+                    .bind(e.risk_score)
+                    .bind(&e.risk_reasons)
+                    .bind(&e.metadata)
+                    .bind(&e.prev_hash)
+                    .bind(&e.hash)
+                    .execute(&mut *tx)
+                    .await?;
+                out.push(e);
+            }
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(&prev)
+                .execute(&mut *tx)
+                .await?;
+            out
+        }))
+    }
+
+    /// Newest-first page of events visible to `actor` matching `f`.
+    pub async fn list_audit(
+        &self,
+        actor: Actor,
+        f: &AuditFilter,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>> {
+        let sql = format!(
+            "SELECT {COLS} FROM audit_events WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR credential_id = $2) \
+             AND ($3 IS NULL OR category = $3) AND ($4 IS NULL OR action = $4) AND ($5 IS NULL OR seq < $5) ORDER BY seq DESC LIMIT $6"
+        );
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as(&sql)
+                .bind(f.user_id)
+                .bind(f.credential_id)
+                .bind(&f.category)
+                .bind(&f.action)
+                .bind(f.before_seq)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Walks the whole chain in order and reports the first broken link.
+    pub async fn verify_audit_chain(&self, chain_key: &[u8]) -> Result<ChainReport> {
+        let page = 1000i64;
+        let sql = format!("SELECT {COLS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2");
+        let mut last_seq = 0i64;
+        let mut prev = "genesis".to_string();
+        let mut checked = 0i64;
+        let broken = |seq: i64, checked: i64, why: &str| ChainReport {
+            ok: false,
+            events_checked: checked,
+            first_broken_seq: Some(seq),
+            problem: Some(why.to_string()),
+        };
+        loop {
+            let rows: Vec<AuditEvent> = in_tx!(self, Actor::service(), |tx| {
+                sqlx::query_as(&sql)
+                    .bind(last_seq)
+                    .bind(page)
+                    .fetch_all(&mut *tx)
+                    .await?
+            });
+            if rows.is_empty() {
+                break;
+            }
+            for e in rows {
+                if e.seq != last_seq + 1 {
+                    return Ok(broken(
+                        last_seq + 1,
+                        checked,
+                        "missing event (sequence gap)",
+                    ));
+                }
+                if e.prev_hash != prev {
+                    return Ok(broken(
+                        e.seq,
+                        checked,
+                        "link to previous event broken (deleted or reordered)",
+                    ));
+                }
+                if e.compute_hash(chain_key) != e.hash {
+                    return Ok(broken(
+                        e.seq,
+                        checked,
+                        "event content does not match its hash (edited)",
+                    ));
+                }
+                prev = e.hash.clone();
+                last_seq = e.seq;
+                checked += 1;
+            }
+        }
+        let (head_seq, head_hash): (i64, String) = in_tx!(self, Actor::service(), |tx| {
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?
+        });
+        if head_seq != last_seq || head_hash != prev {
+            return Ok(broken(
+                last_seq + 1,
+                checked,
+                "chain ends before its recorded head (truncated)",
+            ));
+        }
+        Ok(ChainReport {
+            ok: true,
+            events_checked: checked,
+            first_broken_seq: None,
+            problem: None,
+        })
+    }
+}

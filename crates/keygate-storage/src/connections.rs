@@ -1,0 +1,311 @@
+//! Connections (seed `exchange_connections` minus key columns) and balances
+//! (seed `exchange_balances`).
+
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::{on_unique, Actor, DbTime, Result, StorageError, Store};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ConnectionRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub exchange: String,
+    pub credential_id: Uuid,
+    pub base_url: Option<String>,
+    pub timeout_ms: i32,
+    pub max_retries: i32,
+    pub is_default: bool,
+    pub is_enabled: bool,
+    pub status: String,
+    pub scopes: Option<Json<Vec<String>>>,
+    pub limits: Json<serde_json::Value>,
+    pub tags: Json<Vec<String>>,
+    pub metadata: Json<serde_json::Value>,
+    pub last_successful_ping: Option<DbTime>,
+    pub last_error_message: Option<String>,
+    pub error_count: i32,
+    pub warnings: Json<Vec<String>>,
+    pub last_verified_at: Option<DbTime>,
+    pub verification_status: String,
+    pub row_version: i64,
+    pub created_at: DbTime,
+    pub updated_at: DbTime,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BalanceRecord {
+    pub id: Uuid,
+    pub connection_id: Uuid,
+    pub user_id: Uuid,
+    pub asset: String,
+    pub account_type: String,
+    pub free: String,
+    pub locked: String,
+    pub total: String,
+    pub usd_value: Option<String>,
+    pub last_price: Option<String>,
+    pub synced_at: DbTime,
+}
+
+const COLS: &str = "id, user_id, name, exchange, credential_id, base_url, timeout_ms, max_retries, is_default, is_enabled, status, scopes, limits, tags, metadata, last_successful_ping, last_error_message, error_count, warnings, last_verified_at, verification_status, row_version, created_at, updated_at";
+const BCOLS: &str = "id, connection_id, user_id, asset, account_type, free, locked, total, usd_value, last_price, synced_at";
+
+impl Store {
+    pub async fn create_connection(&self, actor: Actor, c: &ConnectionRecord) -> Result<()> {
+        let sql = format!("INSERT INTO connections ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24)");
+        in_tx!(self, actor, |tx| {
+            if c.is_default {
+                sqlx::query(
+                    "UPDATE connections SET is_default = $1 WHERE user_id = $2 AND exchange = $3",
+                )
+                .bind(false)
+                .bind(c.user_id)
+                .bind(&c.exchange)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(&sql)
+                .bind(c.id)
+                .bind(c.user_id)
+                .bind(&c.name)
+                .bind(&c.exchange)
+                .bind(c.credential_id)
+                .bind(&c.base_url)
+                .bind(c.timeout_ms)
+                .bind(c.max_retries)
+                .bind(c.is_default)
+                .bind(c.is_enabled)
+                .bind(&c.status)
+                .bind(&c.scopes)
+                .bind(&c.limits)
+                .bind(&c.tags)
+                .bind(&c.metadata)
+                .bind(c.last_successful_ping)
+                .bind(&c.last_error_message)
+                .bind(c.error_count)
+                .bind(&c.warnings)
+                .bind(c.last_verified_at)
+                .bind(&c.verification_status)
+                .bind(c.row_version)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| on_unique(e, "name"))?;
+        });
+        Ok(())
+    }
+
+    pub async fn list_connections(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        cursor: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<ConnectionRecord>> {
+        let sql = format!("SELECT {COLS} FROM connections WHERE user_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3");
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as(&sql)
+                .bind(user_id)
+                .bind(cursor)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+
+    pub async fn connection(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<ConnectionRecord>> {
+        let sql = format!("SELECT {COLS} FROM connections WHERE user_id = $1 AND id = $2");
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as(&sql)
+                .bind(user_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Writes the editable fields if the row is still at `expected_version`.
+    pub async fn update_connection(
+        &self,
+        actor: Actor,
+        c: &ConnectionRecord,
+        expected_version: i64,
+    ) -> Result<ConnectionRecord> {
+        let sel = format!("SELECT {COLS} FROM connections WHERE user_id = $1 AND id = $2");
+        Ok(in_tx!(self, actor, |tx| {
+            if c.is_default {
+                sqlx::query("UPDATE connections SET is_default = $1 WHERE user_id = $2 AND exchange = $3 AND id <> $4")
+                    .bind(false)
+                    .bind(c.user_id)
+                    .bind(&c.exchange)
+                    .bind(c.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let n = sqlx::query("UPDATE connections SET name = $1, credential_id = $2, base_url = $3, timeout_ms = $4, max_retries = $5, is_default = $6, is_enabled = $7, status = $8, scopes = $9, limits = $10, tags = $11, metadata = $12, updated_at = $13, row_version = row_version + 1 WHERE user_id = $14 AND id = $15 AND row_version = $16")
+                .bind(&c.name)
+                .bind(c.credential_id)
+                .bind(&c.base_url)
+                .bind(c.timeout_ms)
+                .bind(c.max_retries)
+                .bind(c.is_default)
+                .bind(c.is_enabled)
+                .bind(&c.status)
+                .bind(&c.scopes)
+                .bind(&c.limits)
+                .bind(&c.tags)
+                .bind(&c.metadata)
+                .bind(c.updated_at)
+                .bind(c.user_id)
+                .bind(c.id)
+                .bind(expected_version)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| on_unique(e, "name"))?
+                .rows_affected();
+            if n != 1 {
+                return Err(StorageError::VersionMismatch);
+            }
+            sqlx::query_as(&sel)
+                .bind(c.user_id)
+                .bind(c.id)
+                .fetch_one(&mut *tx)
+                .await?
+        }))
+    }
+
+    pub async fn delete_connection(&self, actor: Actor, user_id: Uuid, id: Uuid) -> Result<bool> {
+        let n = in_tx!(self, actor, |tx| {
+            sqlx::query("DELETE FROM balances WHERE user_id = $1 AND connection_id = $2")
+                .bind(user_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM api_calls WHERE user_id = $1 AND connection_id = $2")
+                .bind(user_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM connections WHERE user_id = $1 AND id = $2")
+                .bind(user_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Health after a call or a check: success resets the error count.
+    pub async fn record_connection_health(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        id: Uuid,
+        ok: bool,
+        error: Option<&str>,
+        now: DbTime,
+    ) -> Result<()> {
+        in_tx!(self, actor, |tx| {
+            if ok {
+                sqlx::query("UPDATE connections SET last_successful_ping = $1, error_count = 0, status = 'healthy' WHERE user_id = $2 AND id = $3")
+                    .bind(now)
+                    .bind(user_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query("UPDATE connections SET last_error_message = $1, error_count = error_count + 1, status = CASE WHEN error_count + 1 >= 5 THEN 'failing' ELSE 'degraded' END WHERE user_id = $2 AND id = $3")
+                    .bind(error)
+                    .bind(user_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Stores a key check's outcome on the connection.
+    pub async fn record_verification(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        id: Uuid,
+        status: &str,
+        warnings: &[String],
+        now: DbTime,
+    ) -> Result<()> {
+        in_tx!(self, actor, |tx| {
+            sqlx::query("UPDATE connections SET verification_status = $1, warnings = $2, last_verified_at = $3 WHERE user_id = $4 AND id = $5")
+                .bind(status)
+                .bind(Json(warnings))
+                .bind(now)
+                .bind(user_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Replaces a connection's synced balances with a fresh snapshot.
+    pub async fn replace_balances(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        connection_id: Uuid,
+        rows: &[BalanceRecord],
+    ) -> Result<()> {
+        let ins =
+            format!("INSERT INTO balances ({BCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)");
+        in_tx!(self, actor, |tx| {
+            sqlx::query("DELETE FROM balances WHERE user_id = $1 AND connection_id = $2")
+                .bind(user_id)
+                .bind(connection_id)
+                .execute(&mut *tx)
+                .await?;
+            for b in rows {
+                sqlx::query(&ins)
+                    .bind(b.id)
+                    .bind(b.connection_id)
+                    .bind(b.user_id)
+                    .bind(&b.asset)
+                    .bind(&b.account_type)
+                    .bind(&b.free)
+                    .bind(&b.locked)
+                    .bind(&b.total)
+                    .bind(&b.usd_value)
+                    .bind(&b.last_price)
+                    .bind(b.synced_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        });
+        Ok(())
+    }
+
+    pub async fn balances(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        connection_id: Uuid,
+    ) -> Result<Vec<BalanceRecord>> {
+        let sql = format!("SELECT {BCOLS} FROM balances WHERE user_id = $1 AND connection_id = $2 ORDER BY asset, account_type");
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as(&sql)
+                .bind(user_id)
+                .bind(connection_id)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+}

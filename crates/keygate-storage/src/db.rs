@@ -1,0 +1,236 @@
+//! Pools, migrations, and the per-transaction identity that drives row-level security.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use crate::{Result, StorageError};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Who a transaction acts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorRole {
+    /// An end user: sees only their own rows.
+    User,
+    /// An admin user: own rows, plus admin-only tables (site keys, all audit events).
+    Admin,
+    /// The platform itself (service_role tokens, background jobs, operator CLI).
+    Service,
+}
+
+impl ActorRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorRole::User => "user",
+            ActorRole::Admin => "admin",
+            ActorRole::Service => "service",
+        }
+    }
+}
+
+/// The identity a transaction runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: Option<Uuid>,
+    pub role: ActorRole,
+}
+
+impl Actor {
+    pub fn user(user_id: Uuid) -> Self {
+        Actor {
+            user_id: Some(user_id),
+            role: ActorRole::User,
+        }
+    }
+    pub fn admin(user_id: Uuid) -> Self {
+        Actor {
+            user_id: Some(user_id),
+            role: ActorRole::Admin,
+        }
+    }
+    pub fn service() -> Self {
+        Actor {
+            user_id: None,
+            role: ActorRole::Service,
+        }
+    }
+}
+
+/// Sets `ROLE keygate_app` and the caller's identity for the rest of the transaction, in one
+/// round trip. Values are a formatted UUID and a fixed word, so inlining them is safe.
+pub(crate) async fn set_pg_identity(
+    tx: &mut Transaction<'_, Postgres>,
+    actor: Actor,
+) -> Result<()> {
+    let uid = actor.user_id.map(|u| u.to_string()).unwrap_or_default();
+    let sql = format!(
+        "SET LOCAL ROLE keygate_app; SELECT set_config('keygate.user_id', '{uid}', true), set_config('keygate.role', '{}', true)",
+        actor.role.as_str()
+    );
+    sqlx::raw_sql(&sql).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The storage handle: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:` path or `postgres://`). SQLite files are created if
+    /// missing, in WAL mode.
+    pub async fn connect(url: &str) -> Result<Store> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts)
+                .await?;
+            Ok(Store {
+                db: Db::Sqlite(pool),
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            Ok(Store {
+                db: Db::Postgres(pool),
+            })
+        } else {
+            Err(StorageError::UnsupportedUrl(
+                url.split(':').next().unwrap_or_default().to_string(),
+            ))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.db {
+            Db::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Db::Postgres(_) => &PG_MIGRATIONS,
+        }
+    }
+
+    /// Latest schema version this binary knows.
+    pub fn binary_schema_version(&self) -> i64 {
+        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// Highest applied schema version, 0 for an empty database.
+    pub async fn applied_schema_version(&self) -> Result<i64> {
+        let sql = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+        let r: std::result::Result<Option<i64>, sqlx::Error> = match &self.db {
+            Db::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        };
+        match r {
+            Ok(v) => Ok(v.unwrap_or(0)),
+            // no migrations table yet: an empty database
+            Err(sqlx::Error::Database(e))
+                if e.message().contains("no such table")
+                    || e.message().contains("does not exist") =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Refuses a database whose schema is newer than this binary, then applies pending
+    /// migrations (each in its own transaction).
+    pub async fn migrate(&self) -> Result<()> {
+        let db = self.applied_schema_version().await?;
+        let binary = self.binary_schema_version();
+        if db > binary {
+            return Err(StorageError::SchemaTooNew { db, binary });
+        }
+        match &self.db {
+            Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Db::Postgres(p) => {
+                // Instances starting together must not race on migrations.
+                PG_MIGRATIONS.run(p).await?
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the database answers and every migration this binary knows is applied.
+    pub async fn is_ready(&self) -> bool {
+        matches!(self.applied_schema_version().await, Ok(v) if v == self.binary_schema_version())
+    }
+
+    /// Runs a raw read-only query under `actor` and returns how many rows it saw; used by
+    /// the row-level-security test to show that RLS (not only WHERE clauses) isolates users.
+    pub async fn count_rows_as(&self, actor: Actor, table: RawTable) -> Result<i64> {
+        let sql = format!("SELECT COUNT(*) FROM {}", table.name());
+        let n: i64 = in_tx!(self, actor, |tx| {
+            sqlx::query_scalar(&sql).fetch_one(&mut *tx).await?
+        });
+        Ok(n)
+    }
+
+    pub async fn close(&self) {
+        match &self.db {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// Tables [`Store::count_rows_as`] may count (a closed list: no SQL from outside).
+#[derive(Debug, Clone, Copy)]
+pub enum RawTable {
+    Credentials,
+    CredentialSecrets,
+    Connections,
+    UserKeys,
+    AuditEvents,
+    ApiCalls,
+}
+
+impl RawTable {
+    fn name(self) -> &'static str {
+        match self {
+            RawTable::Credentials => "credentials",
+            RawTable::CredentialSecrets => "credential_secrets",
+            RawTable::Connections => "connections",
+            RawTable::UserKeys => "user_keys",
+            RawTable::AuditEvents => "audit_events",
+            RawTable::ApiCalls => "api_calls",
+        }
+    }
+}

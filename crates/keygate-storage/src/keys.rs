@@ -1,0 +1,153 @@
+//! Per-user data keys (seed `user_encryption_keys`): stored only wrapped, versioned.
+
+use uuid::Uuid;
+
+use crate::{Actor, DbTime, Result, Store};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserKeyRecord {
+    pub user_id: Uuid,
+    pub version: i32,
+    /// `None` once crypto-shredded.
+    pub wrapped_dek: Option<Vec<u8>>,
+    pub kek_version: i32,
+    /// `platform` or `password`.
+    pub protection: String,
+    /// `active`, `retired` (older version still needed to read old rows) or `shredded`.
+    pub state: String,
+    pub created_at: DbTime,
+    pub updated_at: DbTime,
+}
+
+const COLS: &str =
+    "user_id, version, wrapped_dek, kek_version, protection, state, created_at, updated_at";
+
+impl Store {
+    /// The user's active DEK record, if any.
+    pub async fn active_user_key(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+    ) -> Result<Option<UserKeyRecord>> {
+        let sql = format!("SELECT {COLS} FROM user_keys WHERE user_id = $1 AND state = 'active' ORDER BY version DESC LIMIT 1");
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as(&sql)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Every DEK record of the user (all versions, any state).
+    pub async fn user_keys(&self, actor: Actor, user_id: Uuid) -> Result<Vec<UserKeyRecord>> {
+        let sql = format!("SELECT {COLS} FROM user_keys WHERE user_id = $1 ORDER BY version");
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as(&sql)
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Inserts a first DEK for a user unless one appeared concurrently; returns the
+    /// active record either way.
+    pub async fn insert_first_user_key(
+        &self,
+        actor: Actor,
+        rec: &UserKeyRecord,
+    ) -> Result<UserKeyRecord> {
+        let ins = "INSERT INTO user_keys (user_id, version, wrapped_dek, kek_version, protection, state, created_at, updated_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, version) DO NOTHING";
+        let sel = format!("SELECT {COLS} FROM user_keys WHERE user_id = $1 AND state = 'active' ORDER BY version DESC LIMIT 1");
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query(ins)
+                .bind(rec.user_id)
+                .bind(rec.version)
+                .bind(&rec.wrapped_dek)
+                .bind(rec.kek_version)
+                .bind(&rec.protection)
+                .bind(&rec.state)
+                .bind(rec.created_at)
+                .bind(rec.updated_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query_as(&sel)
+                .bind(rec.user_id)
+                .fetch_one(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Replaces the wrapped form of one DEK version (password setup/change, KEK rewrap),
+    /// only if it still is what the caller read (`expected_wrapped`).
+    pub async fn rewrap_user_key(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        version: i32,
+        expected_wrapped: &[u8],
+        new_wrapped: &[u8],
+        kek_version: i32,
+        protection: &str,
+        now: DbTime,
+    ) -> Result<bool> {
+        let sql = "UPDATE user_keys SET wrapped_dek = $1, kek_version = $2, protection = $3, updated_at = $4 \
+                   WHERE user_id = $5 AND version = $6 AND wrapped_dek = $7";
+        let n = in_tx!(self, actor, |tx| {
+            sqlx::query(sql)
+                .bind(new_wrapped)
+                .bind(kek_version)
+                .bind(protection)
+                .bind(now)
+                .bind(user_id)
+                .bind(version)
+                .bind(expected_wrapped)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// A batch of DEK records wrapped under a KEK version other than `current`, for
+    /// master-key rotation (service identity). Resumable: call until empty.
+    pub async fn user_keys_not_on_kek(
+        &self,
+        current: i32,
+        limit: i64,
+    ) -> Result<Vec<UserKeyRecord>> {
+        let sql = format!("SELECT {COLS} FROM user_keys WHERE kek_version <> $1 AND wrapped_dek IS NOT NULL ORDER BY user_id, version LIMIT $2");
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query_as(&sql)
+                .bind(current)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Crypto-shredding: destroys every DEK version of the user and their unlock session.
+    /// Ciphertexts stay, unreadable forever; metadata and audit remain.
+    pub async fn shred_user_keys(&self, actor: Actor, user_id: Uuid, now: DbTime) -> Result<u64> {
+        Ok(in_tx!(self, actor, |tx| {
+            let n = sqlx::query("UPDATE user_keys SET wrapped_dek = NULL, state = 'shredded', updated_at = $1 WHERE user_id = $2 AND state <> 'shredded'")
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM vault_sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE credentials SET status = 'shredded', updated_at = $1 WHERE user_id = $2",
+            )
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+            n
+        }))
+    }
+}

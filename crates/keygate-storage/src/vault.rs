@@ -1,0 +1,254 @@
+//! Vault metadata (seed `vault_metadata`) and unlock sessions.
+
+use uuid::Uuid;
+
+use crate::{on_unique, Actor, DbTime, Result, StorageError, Store};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VaultRecord {
+    pub user_id: Uuid,
+    /// KDF and parameters in keygate-crypto's compact form (`argon2id$m=65536,t=3,p=1`).
+    pub kdf: String,
+    pub salt: Vec<u8>,
+    pub auto_lock_minutes: i32,
+    pub require_password_on_decrypt: bool,
+    pub biometric_unlock_enabled: bool,
+    pub failed_unlock_attempts: i32,
+    pub last_failed_unlock_at: Option<DbTime>,
+    pub locked_out_until: Option<DbTime>,
+    pub last_unlocked_at: Option<DbTime>,
+    pub created_at: DbTime,
+    pub updated_at: DbTime,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VaultSession {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    /// The DEK wrapped by the KEK for the session's lifetime.
+    pub session_dek: Vec<u8>,
+    pub dek_version: i32,
+    pub kek_version: i32,
+    pub unlocked_at: DbTime,
+    pub last_used_at: DbTime,
+    pub expires_at: DbTime,
+    pub ip_address: Option<String>,
+}
+
+const VCOLS: &str = "user_id, kdf, salt, auto_lock_minutes, require_password_on_decrypt, biometric_unlock_enabled, failed_unlock_attempts, last_failed_unlock_at, locked_out_until, last_unlocked_at, created_at, updated_at";
+const SCOLS: &str = "user_id, session_id, session_dek, dek_version, kek_version, unlocked_at, last_used_at, expires_at, ip_address";
+
+impl Store {
+    pub async fn vault(&self, actor: Actor, user_id: Uuid) -> Result<Option<VaultRecord>> {
+        let sql = format!("SELECT {VCOLS} FROM vaults WHERE user_id = $1");
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as(&sql)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Creates the vault row and switches the DEK to password protection in one
+    /// transaction (`expected_wrapped` guards against a concurrent change).
+    pub async fn setup_vault(
+        &self,
+        actor: Actor,
+        v: &VaultRecord,
+        dek_version: i32,
+        expected_wrapped: &[u8],
+        new_wrapped: &[u8],
+    ) -> Result<()> {
+        let ins =
+            format!("INSERT INTO vaults ({VCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)");
+        in_tx!(self, actor, |tx| {
+            sqlx::query(&ins)
+                .bind(v.user_id)
+                .bind(&v.kdf)
+                .bind(&v.salt)
+                .bind(v.auto_lock_minutes)
+                .bind(v.require_password_on_decrypt)
+                .bind(v.biometric_unlock_enabled)
+                .bind(v.failed_unlock_attempts)
+                .bind(v.last_failed_unlock_at)
+                .bind(v.locked_out_until)
+                .bind(v.last_unlocked_at)
+                .bind(v.created_at)
+                .bind(v.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| on_unique(e, "vault"))?;
+            let n = sqlx::query("UPDATE user_keys SET wrapped_dek = $1, protection = 'password', updated_at = $2 WHERE user_id = $3 AND version = $4 AND wrapped_dek = $5")
+                .bind(new_wrapped)
+                .bind(v.updated_at)
+                .bind(v.user_id)
+                .bind(dek_version)
+                .bind(expected_wrapped)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n != 1 {
+                return Err(StorageError::VersionMismatch);
+            }
+        });
+        Ok(())
+    }
+
+    /// Records a failed unlock and returns the updated record.
+    pub async fn record_failed_unlock(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        now: DbTime,
+        locked_out_until: Option<DbTime>,
+    ) -> Result<()> {
+        in_tx!(self, actor, |tx| {
+            sqlx::query("UPDATE vaults SET failed_unlock_attempts = failed_unlock_attempts + 1, last_failed_unlock_at = $1, locked_out_until = $2, updated_at = $1 WHERE user_id = $3")
+                .bind(now)
+                .bind(locked_out_until)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Opens an unlock session (replacing any previous one), resets the failure count, and
+    /// optionally stores an upgraded KDF + rewrapped DEK (PBKDF2 → Argon2id on unlock).
+    pub async fn open_vault_session(
+        &self,
+        actor: Actor,
+        s: &VaultSession,
+        kdf_upgrade: Option<(&str, &[u8], &[u8])>,
+    ) -> Result<()> {
+        let ins =
+            format!("INSERT INTO vault_sessions ({SCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)");
+        in_tx!(self, actor, |tx| {
+            sqlx::query("DELETE FROM vault_sessions WHERE user_id = $1")
+                .bind(s.user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&ins)
+                .bind(s.user_id)
+                .bind(s.session_id)
+                .bind(&s.session_dek)
+                .bind(s.dek_version)
+                .bind(s.kek_version)
+                .bind(s.unlocked_at)
+                .bind(s.last_used_at)
+                .bind(s.expires_at)
+                .bind(&s.ip_address)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE vaults SET failed_unlock_attempts = 0, locked_out_until = NULL, last_unlocked_at = $1, updated_at = $1 WHERE user_id = $2")
+                .bind(s.unlocked_at)
+                .bind(s.user_id)
+                .execute(&mut *tx)
+                .await?;
+            if let Some((kdf, salt, wrapped)) = kdf_upgrade {
+                sqlx::query("UPDATE vaults SET kdf = $1, salt = $2 WHERE user_id = $3")
+                    .bind(kdf)
+                    .bind(salt)
+                    .bind(s.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE user_keys SET wrapped_dek = $1 WHERE user_id = $2 AND version = $3",
+                )
+                .bind(wrapped)
+                .bind(s.user_id)
+                .bind(s.dek_version)
+                .execute(&mut *tx)
+                .await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// The user's live unlock session (not expired at `now`).
+    pub async fn vault_session(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        now: DbTime,
+    ) -> Result<Option<VaultSession>> {
+        let sql =
+            format!("SELECT {SCOLS} FROM vault_sessions WHERE user_id = $1 AND expires_at > $2");
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as(&sql)
+                .bind(user_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Slides the idle timeout of a live session.
+    pub async fn touch_vault_session(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        now: DbTime,
+        expires_at: DbTime,
+    ) -> Result<()> {
+        in_tx!(self, actor, |tx| {
+            sqlx::query("UPDATE vault_sessions SET last_used_at = $1, expires_at = $2 WHERE user_id = $3 AND expires_at > $1")
+                .bind(now)
+                .bind(expires_at)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Ends the unlock session; returns whether one was open.
+    pub async fn close_vault_session(&self, actor: Actor, user_id: Uuid) -> Result<bool> {
+        let n = in_tx!(self, actor, |tx| {
+            sqlx::query("DELETE FROM vault_sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Password change: rewrap the DEK under the new password key (data untouched).
+    pub async fn change_vault_password(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        kdf: &str,
+        salt: &[u8],
+        dek_version: i32,
+        expected_wrapped: &[u8],
+        new_wrapped: &[u8],
+        now: DbTime,
+    ) -> Result<()> {
+        in_tx!(self, actor, |tx| {
+            let n = sqlx::query("UPDATE user_keys SET wrapped_dek = $1, updated_at = $2 WHERE user_id = $3 AND version = $4 AND wrapped_dek = $5")
+                .bind(new_wrapped)
+                .bind(now)
+                .bind(user_id)
+                .bind(dek_version)
+                .bind(expected_wrapped)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n != 1 {
+                return Err(StorageError::VersionMismatch);
+            }
+            sqlx::query(
+                "UPDATE vaults SET kdf = $1, salt = $2, updated_at = $3 WHERE user_id = $4",
+            )
+            .bind(kdf)
+            .bind(salt)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        });
+        Ok(())
+    }
+}
