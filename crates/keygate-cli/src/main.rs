@@ -1,1 +1,152 @@
-fn main() {}
+//! The `keygate` binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use keygate_server::{auth, keyfiles, telemetry, Application, Config};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "Vault and signing gateway for exchange API keys"
+)]
+struct Cli {
+    /// TOML configuration file (KEYGATE_* environment variables override it).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Run database migrations and exit.
+    Migrate,
+    /// Print a token the local server accepts.
+    Token {
+        /// User id (UUID) the token acts for.
+        #[arg(long)]
+        user: Option<Uuid>,
+        /// Mark the token as an admin's.
+        #[arg(long)]
+        admin: bool,
+        /// `authenticated` (default) or `service_role`.
+        #[arg(long, default_value = "authenticated")]
+        role: String,
+        /// Lifetime, e.g. 1h, 15m, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+    },
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the audit chain; exit 1 and name the first broken link if it is broken.
+    Verify,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("keygate: {msg}");
+    ExitCode::FAILURE
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Some(f) = cli.log_format {
+        config.log_format = f;
+    }
+    telemetry::init(&config.log_format);
+    match cli.command {
+        Command::Serve => {
+            let app = match Application::build(config).await {
+                Ok(a) => a,
+                Err(e) => return fail(e),
+            };
+            tracing::info!(addr = %app.local_addr(), "keygate listening");
+            if let Err(e) = app.run_until(keygate_server::shutdown_signal()).await {
+                return fail(e);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Migrate => match keygate_server::prepare(config).await {
+            Ok(s) => {
+                println!(
+                    "migrations applied (schema version {})",
+                    s.store.binary_schema_version()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Token {
+            user,
+            admin,
+            role,
+            ttl,
+        } => {
+            if role != "authenticated" && role != "service_role" {
+                return fail("--role must be authenticated or service_role");
+            }
+            if user.is_none() && role != "service_role" {
+                return fail("--user is required unless --role service_role");
+            }
+            if let Err(e) = keyfiles::ensure_data_dir(&config.data_dir) {
+                return fail(e);
+            }
+            let secret = match keyfiles::load_or_create_jwt_secret(&config) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let ttl: Duration = ttl.into();
+            match auth::mint_token(&secret, user, admin, &role, ttl, &config.admin_claim) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let state = match keygate_server::prepare(config).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match state
+                .store
+                .verify_audit_chain(state.chain_key.as_ref())
+                .await
+            {
+                Ok(r) => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    if r.ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}

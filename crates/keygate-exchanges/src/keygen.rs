@@ -200,3 +200,67 @@ mod tests {
         assert!(!dbg.contains("PRIVATE KEY"));
     }
 }
+
+/// The kind of a private key given as PEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivateKeyKind {
+    Ed25519,
+    Rsa,
+    EcP256,
+}
+
+impl PrivateKeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivateKeyKind::Ed25519 => "ed25519",
+            PrivateKeyKind::Rsa => "rsa",
+            PrivateKeyKind::EcP256 => "ec",
+        }
+    }
+}
+
+/// Parses a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC; literal `\n` accepted as
+/// Coinbase's JSON download has it) and says what it is; `None` when it is none of these.
+pub fn detect_private_key(pem: &str) -> Option<PrivateKeyKind> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+    let pem = pem.replace("\\n", "\n");
+    let pem = pem.trim();
+    if ed25519_dalek::SigningKey::from_pkcs8_pem(pem).is_ok() {
+        return Some(PrivateKeyKind::Ed25519);
+    }
+    if p256::SecretKey::from_sec1_pem(pem).is_ok() || p256::SecretKey::from_pkcs8_pem(pem).is_ok() {
+        return Some(PrivateKeyKind::EcP256);
+    }
+    {
+        use rsa::pkcs1::DecodeRsaPrivateKey as _;
+        use rsa::pkcs8::DecodePrivateKey as _;
+        if rsa::RsaPrivateKey::from_pkcs1_pem(pem).is_ok()
+            || rsa::RsaPrivateKey::from_pkcs8_pem(pem).is_ok()
+        {
+            return Some(PrivateKeyKind::Rsa);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod detect_tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn detects_generated_keys() {
+        assert_eq!(
+            detect_private_key(generate_ed25519().private_pem.expose_secret()),
+            Some(PrivateKeyKind::Ed25519)
+        );
+        assert_eq!(
+            detect_private_key(generate_p256().private_pem.expose_secret()),
+            Some(PrivateKeyKind::EcP256)
+        );
+        assert_eq!(
+            detect_private_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"),
+            None
+        );
+    }
+}

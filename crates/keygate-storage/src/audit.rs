@@ -7,12 +7,13 @@
 //! still verifies. The chain key is derived from the master key: database write access
 //! alone cannot forge the chain. The head (last seq and hash) lives in `audit_head`.
 
+use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::{Actor, DbTime, Result, Store};
+use crate::{multi_insert, Actor, DbTime, Result, Store};
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
 pub struct AuditEvent {
@@ -140,77 +141,97 @@ fn canonical_json(v: &serde_json::Value) -> String {
 }
 
 impl Store {
+    async fn audit_page(&self, sql: &str, after: i64, limit: i64) -> Result<Vec<AuditEvent>> {
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, _>(sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String)> {
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            let head = sqlx::query::<DB>("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            (sqlx::Row::try_get(&head, 0)?, sqlx::Row::try_get(&head, 1)?)
+        }))
+    }
+
     /// Appends events (their `seq`, `prev_hash` and `hash` are assigned here) under the
     /// chain head's row lock, in one transaction. Returns the stored events.
-    pub async fn append_audit(
-        &self,
+    pub fn append_audit<'a>(
+        &'a self,
         events: Vec<AuditEvent>,
-        chain_key: &[u8],
-    ) -> Result<Vec<AuditEvent>> {
-        if events.is_empty() {
-            return Ok(events);
-        }
-        let ins = format!("INSERT INTO audit_events ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26)");
-        let is_pg = self.backend() == crate::Backend::Postgres;
-        let lock = if is_pg {
-            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
-        } else {
-            "SELECT seq, hash FROM audit_head WHERE id = 1"
-        };
-        Ok(in_tx!(self, Actor::service(), |tx| {
-            // SQLite: take the write lock up front so the head cannot move under us.
-            if !is_pg {
-                sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+        chain_key: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<AuditEvent>>> {
+        Box::pin(async move {
+            if events.is_empty() {
+                return Ok(events);
+            }
+            let ins_head = format!("INSERT INTO audit_events ({COLS}) VALUES ");
+            Ok(in_tx!(self, Actor::service(), |tx| {
+                // Lock the head first (a row lock on PostgreSQL, the write lock on SQLite), so
+                // no other writer can move it before this transaction commits.
+                sqlx::query::<DB>("UPDATE audit_head SET seq = seq WHERE id = 1")
                     .execute(&mut *tx)
                     .await?;
-            }
-            let (mut seq, mut prev): (i64, String) =
-                sqlx::query_as(lock).fetch_one(&mut *tx).await?;
-            let mut out = Vec::with_capacity(events.len());
-            for mut e in events {
-                seq += 1;
-                e.seq = seq;
-                e.prev_hash = prev;
-                e.hash = e.compute_hash(chain_key);
-                prev = e.hash.clone();
-                sqlx::query(&ins)
-                    .bind(e.seq)
-                    .bind(e.id)
-                    .bind(e.created_at)
-                    .bind(&e.category)
-                    .bind(&e.action)
-                    .bind(e.actor_id)
-                    .bind(&e.actor_role)
-                    .bind(e.user_id)
-                    .bind(e.credential_id)
-                    .bind(e.connection_id)
-                    .bind(&e.endpoint)
-                    .bind(&e.http_method)
-                    .bind(&e.ip_address)
-                    .bind(&e.user_agent)
-                    .bind(&e.device_fingerprint)
-                    .bind(&e.geo_country)
-                    .bind(&e.geo_city)
-                    .bind(e.session_id)
-                    .bind(e.success)
-                    .bind(e.status_code)
-                    .bind(&e.reason)
-                    .bind(e.risk_score)
-                    .bind(&e.risk_reasons)
-                    .bind(&e.metadata)
-                    .bind(&e.prev_hash)
-                    .bind(&e.hash)
+                let head = sqlx::query::<DB>("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let mut seq: i64 = sqlx::Row::try_get(&head, 0)?;
+                let mut prev: String = sqlx::Row::try_get(&head, 1)?;
+                let mut out = Vec::with_capacity(events.len());
+                for mut e in events {
+                    seq += 1;
+                    e.seq = seq;
+                    e.prev_hash = prev;
+                    e.hash = e.compute_hash(chain_key);
+                    prev = e.hash.clone();
+                    out.push(e);
+                }
+                let sql = multi_insert(&ins_head, 26, out.len());
+                let mut q = sqlx::query::<DB>(&sql);
+                for e in &out {
+                    q = q
+                        .bind(e.seq)
+                        .bind(e.id)
+                        .bind(e.created_at)
+                        .bind(e.category.clone())
+                        .bind(e.action.clone())
+                        .bind(e.actor_id)
+                        .bind(e.actor_role.clone())
+                        .bind(e.user_id)
+                        .bind(e.credential_id)
+                        .bind(e.connection_id)
+                        .bind(e.endpoint.clone())
+                        .bind(e.http_method.clone())
+                        .bind(e.ip_address.clone())
+                        .bind(e.user_agent.clone())
+                        .bind(e.device_fingerprint.clone())
+                        .bind(e.geo_country.clone())
+                        .bind(e.geo_city.clone())
+                        .bind(e.session_id)
+                        .bind(e.success)
+                        .bind(e.status_code)
+                        .bind(e.reason.clone())
+                        .bind(e.risk_score)
+                        .bind(e.risk_reasons.clone())
+                        .bind(e.metadata.clone())
+                        .bind(e.prev_hash.clone())
+                        .bind(e.hash.clone());
+                }
+                q.execute(&mut *tx).await?;
+                sqlx::query::<DB>("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(prev.clone())
                     .execute(&mut *tx)
                     .await?;
-                out.push(e);
-            }
-            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                .bind(seq)
-                .bind(&prev)
-                .execute(&mut *tx)
-                .await?;
-            out
-        }))
+                out
+            }))
+        })
     }
 
     /// Newest-first page of events visible to `actor` matching `f`.
@@ -225,11 +246,11 @@ impl Store {
              AND ($3 IS NULL OR category = $3) AND ($4 IS NULL OR action = $4) AND ($5 IS NULL OR seq < $5) ORDER BY seq DESC LIMIT $6"
         );
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(f.user_id)
                 .bind(f.credential_id)
-                .bind(&f.category)
-                .bind(&f.action)
+                .bind(f.category.clone())
+                .bind(f.action.clone())
                 .bind(f.before_seq)
                 .bind(limit)
                 .fetch_all(&mut *tx)
@@ -238,73 +259,69 @@ impl Store {
     }
 
     /// Walks the whole chain in order and reports the first broken link.
-    pub async fn verify_audit_chain(&self, chain_key: &[u8]) -> Result<ChainReport> {
-        let page = 1000i64;
-        let sql = format!("SELECT {COLS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2");
-        let mut last_seq = 0i64;
-        let mut prev = "genesis".to_string();
-        let mut checked = 0i64;
-        let broken = |seq: i64, checked: i64, why: &str| ChainReport {
-            ok: false,
-            events_checked: checked,
-            first_broken_seq: Some(seq),
-            problem: Some(why.to_string()),
-        };
-        loop {
-            let rows: Vec<AuditEvent> = in_tx!(self, Actor::service(), |tx| {
-                sqlx::query_as(&sql)
-                    .bind(last_seq)
-                    .bind(page)
-                    .fetch_all(&mut *tx)
-                    .await?
-            });
-            if rows.is_empty() {
-                break;
+    pub fn verify_audit_chain<'a>(
+        &'a self,
+        chain_key: &'a [u8],
+    ) -> BoxFuture<'a, Result<ChainReport>> {
+        Box::pin(async move {
+            let page = 1000i64;
+            let sql =
+                format!("SELECT {COLS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2");
+            let mut last_seq = 0i64;
+            let mut prev = "genesis".to_string();
+            let mut checked = 0i64;
+            let broken = |seq: i64, checked: i64, why: &str| ChainReport {
+                ok: false,
+                events_checked: checked,
+                first_broken_seq: Some(seq),
+                problem: Some(why.to_string()),
+            };
+            loop {
+                let rows = self.audit_page(&sql, last_seq, page).await?;
+                if rows.is_empty() {
+                    break;
+                }
+                for e in rows {
+                    if e.seq != last_seq + 1 {
+                        return Ok(broken(
+                            last_seq + 1,
+                            checked,
+                            "missing event (sequence gap)",
+                        ));
+                    }
+                    if e.prev_hash != prev {
+                        return Ok(broken(
+                            e.seq,
+                            checked,
+                            "link to previous event broken (deleted or reordered)",
+                        ));
+                    }
+                    if e.compute_hash(chain_key) != e.hash {
+                        return Ok(broken(
+                            e.seq,
+                            checked,
+                            "event content does not match its hash (edited)",
+                        ));
+                    }
+                    prev = e.hash.clone();
+                    last_seq = e.seq;
+                    checked += 1;
+                }
             }
-            for e in rows {
-                if e.seq != last_seq + 1 {
-                    return Ok(broken(
-                        last_seq + 1,
-                        checked,
-                        "missing event (sequence gap)",
-                    ));
-                }
-                if e.prev_hash != prev {
-                    return Ok(broken(
-                        e.seq,
-                        checked,
-                        "link to previous event broken (deleted or reordered)",
-                    ));
-                }
-                if e.compute_hash(chain_key) != e.hash {
-                    return Ok(broken(
-                        e.seq,
-                        checked,
-                        "event content does not match its hash (edited)",
-                    ));
-                }
-                prev = e.hash.clone();
-                last_seq = e.seq;
-                checked += 1;
+            let (head_seq, head_hash) = self.audit_head().await?;
+            if head_seq != last_seq || head_hash != prev {
+                return Ok(broken(
+                    last_seq + 1,
+                    checked,
+                    "chain ends before its recorded head (truncated)",
+                ));
             }
-        }
-        let (head_seq, head_hash): (i64, String) = in_tx!(self, Actor::service(), |tx| {
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await?
-        });
-        if head_seq != last_seq || head_hash != prev {
-            return Ok(broken(
-                last_seq + 1,
-                checked,
-                "chain ends before its recorded head (truncated)",
-            ));
-        }
-        Ok(ChainReport {
-            ok: true,
-            events_checked: checked,
-            first_broken_seq: None,
-            problem: None,
+            Ok(ChainReport {
+                ok: true,
+                events_checked: checked,
+                first_broken_seq: None,
+                problem: None,
+            })
         })
     }
 }

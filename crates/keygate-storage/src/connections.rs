@@ -1,6 +1,7 @@
 //! Connections (seed `exchange_connections` minus key columns) and balances
 //! (seed `exchange_balances`).
 
+use futures::future::BoxFuture;
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -57,37 +58,37 @@ impl Store {
         let sql = format!("INSERT INTO connections ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24)");
         in_tx!(self, actor, |tx| {
             if c.is_default {
-                sqlx::query(
+                sqlx::query::<DB>(
                     "UPDATE connections SET is_default = $1 WHERE user_id = $2 AND exchange = $3",
                 )
                 .bind(false)
                 .bind(c.user_id)
-                .bind(&c.exchange)
+                .bind(c.exchange.clone())
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query(&sql)
+            sqlx::query::<DB>(&sql)
                 .bind(c.id)
                 .bind(c.user_id)
-                .bind(&c.name)
-                .bind(&c.exchange)
+                .bind(c.name.clone())
+                .bind(c.exchange.clone())
                 .bind(c.credential_id)
-                .bind(&c.base_url)
+                .bind(c.base_url.clone())
                 .bind(c.timeout_ms)
                 .bind(c.max_retries)
                 .bind(c.is_default)
                 .bind(c.is_enabled)
-                .bind(&c.status)
-                .bind(&c.scopes)
-                .bind(&c.limits)
-                .bind(&c.tags)
-                .bind(&c.metadata)
+                .bind(c.status.clone())
+                .bind(c.scopes.clone())
+                .bind(c.limits.clone())
+                .bind(c.tags.clone())
+                .bind(c.metadata.clone())
                 .bind(c.last_successful_ping)
-                .bind(&c.last_error_message)
+                .bind(c.last_error_message.clone())
                 .bind(c.error_count)
-                .bind(&c.warnings)
+                .bind(c.warnings.clone())
                 .bind(c.last_verified_at)
-                .bind(&c.verification_status)
+                .bind(c.verification_status.clone())
                 .bind(c.row_version)
                 .bind(c.created_at)
                 .bind(c.updated_at)
@@ -107,7 +108,7 @@ impl Store {
     ) -> Result<Vec<ConnectionRecord>> {
         let sql = format!("SELECT {COLS} FROM connections WHERE user_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(cursor)
                 .bind(limit)
@@ -124,7 +125,7 @@ impl Store {
     ) -> Result<Option<ConnectionRecord>> {
         let sql = format!("SELECT {COLS} FROM connections WHERE user_id = $1 AND id = $2");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -142,27 +143,27 @@ impl Store {
         let sel = format!("SELECT {COLS} FROM connections WHERE user_id = $1 AND id = $2");
         Ok(in_tx!(self, actor, |tx| {
             if c.is_default {
-                sqlx::query("UPDATE connections SET is_default = $1 WHERE user_id = $2 AND exchange = $3 AND id <> $4")
+                sqlx::query::<DB>("UPDATE connections SET is_default = $1 WHERE user_id = $2 AND exchange = $3 AND id <> $4")
                     .bind(false)
                     .bind(c.user_id)
-                    .bind(&c.exchange)
+                    .bind(c.exchange.clone())
                     .bind(c.id)
                     .execute(&mut *tx)
                     .await?;
             }
-            let n = sqlx::query("UPDATE connections SET name = $1, credential_id = $2, base_url = $3, timeout_ms = $4, max_retries = $5, is_default = $6, is_enabled = $7, status = $8, scopes = $9, limits = $10, tags = $11, metadata = $12, updated_at = $13, row_version = row_version + 1 WHERE user_id = $14 AND id = $15 AND row_version = $16")
-                .bind(&c.name)
+            let n = sqlx::query::<DB>("UPDATE connections SET name = $1, credential_id = $2, base_url = $3, timeout_ms = $4, max_retries = $5, is_default = $6, is_enabled = $7, status = $8, scopes = $9, limits = $10, tags = $11, metadata = $12, updated_at = $13, row_version = row_version + 1 WHERE user_id = $14 AND id = $15 AND row_version = $16")
+                .bind(c.name.clone())
                 .bind(c.credential_id)
-                .bind(&c.base_url)
+                .bind(c.base_url.clone())
                 .bind(c.timeout_ms)
                 .bind(c.max_retries)
                 .bind(c.is_default)
                 .bind(c.is_enabled)
-                .bind(&c.status)
-                .bind(&c.scopes)
-                .bind(&c.limits)
-                .bind(&c.tags)
-                .bind(&c.metadata)
+                .bind(c.status.clone())
+                .bind(c.scopes.clone())
+                .bind(c.limits.clone())
+                .bind(c.tags.clone())
+                .bind(c.metadata.clone())
                 .bind(c.updated_at)
                 .bind(c.user_id)
                 .bind(c.id)
@@ -174,7 +175,7 @@ impl Store {
             if n != 1 {
                 return Err(StorageError::VersionMismatch);
             }
-            sqlx::query_as(&sel)
+            sqlx::query_as::<DB, _>(&sel)
                 .bind(c.user_id)
                 .bind(c.id)
                 .fetch_one(&mut *tx)
@@ -184,17 +185,17 @@ impl Store {
 
     pub async fn delete_connection(&self, actor: Actor, user_id: Uuid, id: Uuid) -> Result<bool> {
         let n = in_tx!(self, actor, |tx| {
-            sqlx::query("DELETE FROM balances WHERE user_id = $1 AND connection_id = $2")
+            sqlx::query::<DB>("DELETE FROM balances WHERE user_id = $1 AND connection_id = $2")
                 .bind(user_id)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM api_calls WHERE user_id = $1 AND connection_id = $2")
+            sqlx::query::<DB>("DELETE FROM api_calls WHERE user_id = $1 AND connection_id = $2")
                 .bind(user_id)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM connections WHERE user_id = $1 AND id = $2")
+            sqlx::query::<DB>("DELETE FROM connections WHERE user_id = $1 AND id = $2")
                 .bind(user_id)
                 .bind(id)
                 .execute(&mut *tx)
@@ -216,14 +217,14 @@ impl Store {
     ) -> Result<()> {
         in_tx!(self, actor, |tx| {
             if ok {
-                sqlx::query("UPDATE connections SET last_successful_ping = $1, error_count = 0, status = 'healthy' WHERE user_id = $2 AND id = $3")
+                sqlx::query::<DB>("UPDATE connections SET last_successful_ping = $1, error_count = 0, status = 'healthy' WHERE user_id = $2 AND id = $3")
                     .bind(now)
                     .bind(user_id)
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
             } else {
-                sqlx::query("UPDATE connections SET last_error_message = $1, error_count = error_count + 1, status = CASE WHEN error_count + 1 >= 5 THEN 'failing' ELSE 'degraded' END WHERE user_id = $2 AND id = $3")
+                sqlx::query::<DB>("UPDATE connections SET last_error_message = $1, error_count = error_count + 1, status = CASE WHEN error_count + 1 >= 5 THEN 'failing' ELSE 'degraded' END WHERE user_id = $2 AND id = $3")
                     .bind(error)
                     .bind(user_id)
                     .bind(id)
@@ -245,7 +246,7 @@ impl Store {
         now: DbTime,
     ) -> Result<()> {
         in_tx!(self, actor, |tx| {
-            sqlx::query("UPDATE connections SET verification_status = $1, warnings = $2, last_verified_at = $3 WHERE user_id = $4 AND id = $5")
+            sqlx::query::<DB>("UPDATE connections SET verification_status = $1, warnings = $2, last_verified_at = $3 WHERE user_id = $4 AND id = $5")
                 .bind(status)
                 .bind(Json(warnings))
                 .bind(now)
@@ -258,39 +259,45 @@ impl Store {
     }
 
     /// Replaces a connection's synced balances with a fresh snapshot.
-    pub async fn replace_balances(
-        &self,
+    pub fn replace_balances<'a>(
+        &'a self,
         actor: Actor,
         user_id: Uuid,
         connection_id: Uuid,
-        rows: &[BalanceRecord],
-    ) -> Result<()> {
-        let ins =
-            format!("INSERT INTO balances ({BCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)");
-        in_tx!(self, actor, |tx| {
-            sqlx::query("DELETE FROM balances WHERE user_id = $1 AND connection_id = $2")
-                .bind(user_id)
-                .bind(connection_id)
-                .execute(&mut *tx)
-                .await?;
-            for b in rows {
-                sqlx::query(&ins)
-                    .bind(b.id)
-                    .bind(b.connection_id)
-                    .bind(b.user_id)
-                    .bind(&b.asset)
-                    .bind(&b.account_type)
-                    .bind(&b.free)
-                    .bind(&b.locked)
-                    .bind(&b.total)
-                    .bind(&b.usd_value)
-                    .bind(&b.last_price)
-                    .bind(b.synced_at)
+        rows: &'a [BalanceRecord],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let ins = format!(
+                "INSERT INTO balances ({BCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+            );
+            in_tx!(self, actor, |tx| {
+                sqlx::query::<DB>("DELETE FROM balances WHERE user_id = $1 AND connection_id = $2")
+                    .bind(user_id)
+                    .bind(connection_id)
                     .execute(&mut *tx)
                     .await?;
-            }
-        });
-        Ok(())
+                if !rows.is_empty() {
+                    let sql = crate::multi_insert(&ins, 11, rows.len());
+                    let mut q = sqlx::query::<DB>(&sql);
+                    for b in rows {
+                        q = q
+                            .bind(b.id)
+                            .bind(b.connection_id)
+                            .bind(b.user_id)
+                            .bind(b.asset.clone())
+                            .bind(b.account_type.clone())
+                            .bind(b.free.clone())
+                            .bind(b.locked.clone())
+                            .bind(b.total.clone())
+                            .bind(b.usd_value.clone())
+                            .bind(b.last_price.clone())
+                            .bind(b.synced_at);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+            });
+            Ok(())
+        })
     }
 
     pub async fn balances(
@@ -301,7 +308,7 @@ impl Store {
     ) -> Result<Vec<BalanceRecord>> {
         let sql = format!("SELECT {BCOLS} FROM balances WHERE user_id = $1 AND connection_id = $2 ORDER BY asset, account_type");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(connection_id)
                 .fetch_all(&mut *tx)

@@ -74,17 +74,17 @@ macro_rules! insert_secret {
     ($tx:expr, $s:expr) => {{
         let s: &SecretRecord = $s;
         let sql = format!("INSERT INTO credential_secrets ({SCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)");
-        sqlx::query(&sql)
+        sqlx::query::<DB>(&sql)
             .bind(s.id)
             .bind(s.credential_id)
             .bind(s.user_id)
             .bind(s.generation)
             .bind(s.dek_version)
-            .bind(&s.api_key_ct)
-            .bind(&s.api_secret_ct)
-            .bind(&s.passphrase_ct)
-            .bind(&s.private_key_ct)
-            .bind(&s.status)
+            .bind(s.api_key_ct.clone())
+            .bind(s.api_secret_ct.clone())
+            .bind(s.passphrase_ct.clone())
+            .bind(s.private_key_ct.clone())
+            .bind(s.status.clone())
             .bind(s.rotated_from)
             .bind(s.grace_period_ends_at)
             .bind(s.last_nonce)
@@ -104,23 +104,23 @@ impl Store {
     ) -> Result<()> {
         let sql = format!("INSERT INTO credentials ({CCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)");
         in_tx!(self, actor, |tx| {
-            sqlx::query(&sql)
+            sqlx::query::<DB>(&sql)
                 .bind(c.id)
                 .bind(c.user_id)
-                .bind(&c.exchange)
-                .bind(&c.label)
-                .bind(&c.environment)
-                .bind(&c.status)
-                .bind(&c.key_type)
-                .bind(&c.api_key_hint)
-                .bind(&c.public_key)
-                .bind(&c.permissions)
-                .bind(&c.limits)
+                .bind(c.exchange.clone())
+                .bind(c.label.clone())
+                .bind(c.environment.clone())
+                .bind(c.status.clone())
+                .bind(c.key_type.clone())
+                .bind(c.api_key_hint.clone())
+                .bind(c.public_key.clone())
+                .bind(c.permissions.clone())
+                .bind(c.limits.clone())
                 .bind(c.current_generation)
                 .bind(c.expires_at)
                 .bind(c.usage_count)
                 .bind(c.last_used_at)
-                .bind(&c.suspended_reason)
+                .bind(c.suspended_reason.clone())
                 .bind(c.row_version)
                 .bind(c.created_at)
                 .bind(c.updated_at)
@@ -142,7 +142,7 @@ impl Store {
     ) -> Result<Vec<CredentialRecord>> {
         let sql = format!("SELECT {CCOLS} FROM credentials WHERE user_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(cursor)
                 .bind(limit)
@@ -159,7 +159,7 @@ impl Store {
     ) -> Result<Option<CredentialRecord>> {
         let sql = format!("SELECT {CCOLS} FROM credentials WHERE user_id = $1 AND id = $2");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -177,14 +177,14 @@ impl Store {
     ) -> Result<CredentialRecord> {
         let sel = format!("SELECT {CCOLS} FROM credentials WHERE user_id = $1 AND id = $2");
         Ok(in_tx!(self, actor, |tx| {
-            let n = sqlx::query("UPDATE credentials SET label = $1, permissions = $2, limits = $3, expires_at = $4, status = $5, suspended_reason = $6, api_key_hint = $7, updated_at = $8, row_version = row_version + 1 WHERE user_id = $9 AND id = $10 AND row_version = $11")
-                .bind(&c.label)
-                .bind(&c.permissions)
-                .bind(&c.limits)
+            let n = sqlx::query::<DB>("UPDATE credentials SET label = $1, permissions = $2, limits = $3, expires_at = $4, status = $5, suspended_reason = $6, api_key_hint = $7, updated_at = $8, row_version = row_version + 1 WHERE user_id = $9 AND id = $10 AND row_version = $11")
+                .bind(c.label.clone())
+                .bind(c.permissions.clone())
+                .bind(c.limits.clone())
                 .bind(c.expires_at)
-                .bind(&c.status)
-                .bind(&c.suspended_reason)
-                .bind(&c.api_key_hint)
+                .bind(c.status.clone())
+                .bind(c.suspended_reason.clone())
+                .bind(c.api_key_hint.clone())
                 .bind(c.updated_at)
                 .bind(c.user_id)
                 .bind(c.id)
@@ -196,7 +196,7 @@ impl Store {
             if n != 1 {
                 return Err(StorageError::VersionMismatch);
             }
-            sqlx::query_as(&sel)
+            sqlx::query_as::<DB, _>(&sel)
                 .bind(c.user_id)
                 .bind(c.id)
                 .fetch_one(&mut *tx)
@@ -207,7 +207,7 @@ impl Store {
     /// Deletes a credential and its secrets; refused while a connection uses it.
     pub async fn delete_credential(&self, actor: Actor, user_id: Uuid, id: Uuid) -> Result<bool> {
         let n = in_tx!(self, actor, |tx| {
-            let used: i64 = sqlx::query_scalar(
+            let used: i64 = sqlx::query_scalar::<DB, _>(
                 "SELECT COUNT(*) FROM connections WHERE user_id = $1 AND credential_id = $2",
             )
             .bind(user_id)
@@ -217,12 +217,14 @@ impl Store {
             if used > 0 {
                 return Err(StorageError::Conflict("credential_in_use"));
             }
-            sqlx::query("DELETE FROM credential_secrets WHERE user_id = $1 AND credential_id = $2")
-                .bind(user_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM credentials WHERE user_id = $1 AND id = $2")
+            sqlx::query::<DB>(
+                "DELETE FROM credential_secrets WHERE user_id = $1 AND credential_id = $2",
+            )
+            .bind(user_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query::<DB>("DELETE FROM credentials WHERE user_id = $1 AND id = $2")
                 .bind(user_id)
                 .bind(id)
                 .execute(&mut *tx)
@@ -244,10 +246,10 @@ impl Store {
     ) -> Result<CredentialRecord> {
         let sel = format!("SELECT {CCOLS} FROM credentials WHERE user_id = $1 AND id = $2");
         Ok(in_tx!(self, actor, |tx| {
-            let n = sqlx::query("UPDATE credentials SET current_generation = $1, status = $2, api_key_hint = $3, updated_at = $4, row_version = row_version + 1 WHERE user_id = $5 AND id = $6 AND row_version = $7")
+            let n = sqlx::query::<DB>("UPDATE credentials SET current_generation = $1, status = $2, api_key_hint = $3, updated_at = $4, row_version = row_version + 1 WHERE user_id = $5 AND id = $6 AND row_version = $7")
                 .bind(new_secret.generation)
-                .bind(&c.status)
-                .bind(&c.api_key_hint)
+                .bind(c.status.clone())
+                .bind(c.api_key_hint.clone())
                 .bind(new_secret.created_at)
                 .bind(c.user_id)
                 .bind(c.id)
@@ -258,14 +260,14 @@ impl Store {
             if n != 1 {
                 return Err(StorageError::VersionMismatch);
             }
-            sqlx::query("UPDATE credential_secrets SET status = 'rotating', grace_period_ends_at = $1 WHERE user_id = $2 AND credential_id = $3 AND status = 'active'")
+            sqlx::query::<DB>("UPDATE credential_secrets SET status = 'rotating', grace_period_ends_at = $1 WHERE user_id = $2 AND credential_id = $3 AND status = 'active'")
                 .bind(grace_period_ends_at)
                 .bind(c.user_id)
                 .bind(c.id)
                 .execute(&mut *tx)
                 .await?;
             insert_secret!(&mut *tx, new_secret);
-            sqlx::query_as(&sel)
+            sqlx::query_as::<DB, _>(&sel)
                 .bind(c.user_id)
                 .bind(c.id)
                 .fetch_one(&mut *tx)
@@ -283,7 +285,7 @@ impl Store {
     ) -> Result<Option<SecretRecord>> {
         let sql = format!("SELECT {SCOLS} FROM credential_secrets WHERE user_id = $1 AND credential_id = $2 AND generation = $3");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(credential_id)
                 .bind(generation)
@@ -301,7 +303,7 @@ impl Store {
     ) -> Result<Vec<SecretRecord>> {
         let sql = format!("SELECT {SCOLS} FROM credential_secrets WHERE user_id = $1 AND credential_id = $2 ORDER BY generation DESC");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(credential_id)
                 .fetch_all(&mut *tx)
@@ -317,7 +319,7 @@ impl Store {
         now: DbTime,
     ) -> Result<u64> {
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query("UPDATE credential_secrets SET status = 'revoked' WHERE user_id = $1 AND status = 'rotating' AND grace_period_ends_at <= $2")
+            sqlx::query::<DB>("UPDATE credential_secrets SET status = 'revoked' WHERE user_id = $1 AND status = 'rotating' AND grace_period_ends_at <= $2")
                 .bind(user_id)
                 .bind(now)
                 .execute(&mut *tx)
@@ -335,12 +337,12 @@ impl Store {
         expected_dek_version: i32,
     ) -> Result<bool> {
         let n = in_tx!(self, actor, |tx| {
-            sqlx::query("UPDATE credential_secrets SET dek_version = $1, api_key_ct = $2, api_secret_ct = $3, passphrase_ct = $4, private_key_ct = $5 WHERE id = $6 AND user_id = $7 AND dek_version = $8")
+            sqlx::query::<DB>("UPDATE credential_secrets SET dek_version = $1, api_key_ct = $2, api_secret_ct = $3, passphrase_ct = $4, private_key_ct = $5 WHERE id = $6 AND user_id = $7 AND dek_version = $8")
                 .bind(s.dek_version)
-                .bind(&s.api_key_ct)
-                .bind(&s.api_secret_ct)
-                .bind(&s.passphrase_ct)
-                .bind(&s.private_key_ct)
+                .bind(s.api_key_ct.clone())
+                .bind(s.api_secret_ct.clone())
+                .bind(s.passphrase_ct.clone())
+                .bind(s.private_key_ct.clone())
                 .bind(s.id)
                 .bind(s.user_id)
                 .bind(expected_dek_version)
@@ -361,7 +363,7 @@ impl Store {
     ) -> Result<Vec<SecretRecord>> {
         let sql = format!("SELECT {SCOLS} FROM credential_secrets WHERE user_id = $1 AND dek_version <> $2 ORDER BY id LIMIT $3");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(current)
                 .bind(limit)
@@ -374,7 +376,7 @@ impl Store {
     /// `floor` (e.g. the current time in µs), shared by every instance (Kraken).
     pub async fn next_nonce(&self, actor: Actor, secret_id: Uuid, floor: i64) -> Result<i64> {
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_scalar("UPDATE credential_secrets SET last_nonce = CASE WHEN last_nonce + 1 > $1 THEN last_nonce + 1 ELSE $1 END WHERE id = $2 RETURNING last_nonce")
+            sqlx::query_scalar::<DB, _>("UPDATE credential_secrets SET last_nonce = CASE WHEN last_nonce + 1 > $1 THEN last_nonce + 1 ELSE $1 END WHERE id = $2 RETURNING last_nonce")
                 .bind(floor)
                 .bind(secret_id)
                 .fetch_optional(&mut *tx)

@@ -75,18 +75,21 @@ impl Actor {
     }
 }
 
-/// Sets `ROLE keygate_app` and the caller's identity for the rest of the transaction, in one
-/// round trip. Values are a formatted UUID and a fixed word, so inlining them is safe.
+/// Switches to `keygate_app` and sets the caller's identity for the rest of the
+/// transaction, in one round trip (`set_config('role', ..)` is `SET LOCAL ROLE`).
 pub(crate) async fn set_pg_identity(
     tx: &mut Transaction<'_, Postgres>,
     actor: Actor,
 ) -> Result<()> {
     let uid = actor.user_id.map(|u| u.to_string()).unwrap_or_default();
-    let sql = format!(
-        "SET LOCAL ROLE keygate_app; SELECT set_config('keygate.user_id', '{uid}', true), set_config('keygate.role', '{}', true)",
-        actor.role.as_str()
-    );
-    sqlx::raw_sql(&sql).execute(&mut **tx).await?;
+    let conn: &mut sqlx::PgConnection = tx;
+    sqlx::query::<Postgres>(
+        "SELECT set_config('role', 'keygate_app', true), set_config('keygate.user_id', $1, true), set_config('keygate.role', $2, true)",
+    )
+    .bind(uid)
+    .bind(actor.role.as_str())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -154,8 +157,16 @@ impl Store {
     pub async fn applied_schema_version(&self) -> Result<i64> {
         let sql = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
         let r: std::result::Result<Option<i64>, sqlx::Error> = match &self.db {
-            Db::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
-            Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            Db::Sqlite(p) => {
+                sqlx::query_scalar::<sqlx::Sqlite, _>(sql)
+                    .fetch_one(p)
+                    .await
+            }
+            Db::Postgres(p) => {
+                sqlx::query_scalar::<sqlx::Postgres, _>(sql)
+                    .fetch_one(p)
+                    .await
+            }
         };
         match r {
             Ok(v) => Ok(v.unwrap_or(0)),
@@ -198,7 +209,9 @@ impl Store {
     pub async fn count_rows_as(&self, actor: Actor, table: RawTable) -> Result<i64> {
         let sql = format!("SELECT COUNT(*) FROM {}", table.name());
         let n: i64 = in_tx!(self, actor, |tx| {
-            sqlx::query_scalar(&sql).fetch_one(&mut *tx).await?
+            sqlx::query_scalar::<DB, _>(&sql)
+                .fetch_one(&mut *tx)
+                .await?
         });
         Ok(n)
     }

@@ -31,7 +31,7 @@ impl Store {
     ) -> Result<Option<UserKeyRecord>> {
         let sql = format!("SELECT {COLS} FROM user_keys WHERE user_id = $1 AND state = 'active' ORDER BY version DESC LIMIT 1");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -42,7 +42,7 @@ impl Store {
     pub async fn user_keys(&self, actor: Actor, user_id: Uuid) -> Result<Vec<UserKeyRecord>> {
         let sql = format!("SELECT {COLS} FROM user_keys WHERE user_id = $1 ORDER BY version");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .fetch_all(&mut *tx)
                 .await?
@@ -60,18 +60,18 @@ impl Store {
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, version) DO NOTHING";
         let sel = format!("SELECT {COLS} FROM user_keys WHERE user_id = $1 AND state = 'active' ORDER BY version DESC LIMIT 1");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query(ins)
+            sqlx::query::<DB>(ins)
                 .bind(rec.user_id)
                 .bind(rec.version)
-                .bind(&rec.wrapped_dek)
+                .bind(rec.wrapped_dek.clone())
                 .bind(rec.kek_version)
-                .bind(&rec.protection)
-                .bind(&rec.state)
+                .bind(rec.protection.clone())
+                .bind(rec.state.clone())
                 .bind(rec.created_at)
                 .bind(rec.updated_at)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query_as(&sel)
+            sqlx::query_as::<DB, _>(&sel)
                 .bind(rec.user_id)
                 .fetch_one(&mut *tx)
                 .await?
@@ -80,6 +80,7 @@ impl Store {
 
     /// Replaces the wrapped form of one DEK version (password setup/change, KEK rewrap),
     /// only if it still is what the caller read (`expected_wrapped`).
+    #[allow(clippy::too_many_arguments)] // one compare-and-swap; a struct would only rename the arguments
     pub async fn rewrap_user_key(
         &self,
         actor: Actor,
@@ -94,7 +95,7 @@ impl Store {
         let sql = "UPDATE user_keys SET wrapped_dek = $1, kek_version = $2, protection = $3, updated_at = $4 \
                    WHERE user_id = $5 AND version = $6 AND wrapped_dek = $7";
         let n = in_tx!(self, actor, |tx| {
-            sqlx::query(sql)
+            sqlx::query::<DB>(sql)
                 .bind(new_wrapped)
                 .bind(kek_version)
                 .bind(protection)
@@ -118,7 +119,7 @@ impl Store {
     ) -> Result<Vec<UserKeyRecord>> {
         let sql = format!("SELECT {COLS} FROM user_keys WHERE kek_version <> $1 AND wrapped_dek IS NOT NULL ORDER BY user_id, version LIMIT $2");
         Ok(in_tx!(self, Actor::service(), |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(current)
                 .bind(limit)
                 .fetch_all(&mut *tx)
@@ -130,17 +131,17 @@ impl Store {
     /// Ciphertexts stay, unreadable forever; metadata and audit remain.
     pub async fn shred_user_keys(&self, actor: Actor, user_id: Uuid, now: DbTime) -> Result<u64> {
         Ok(in_tx!(self, actor, |tx| {
-            let n = sqlx::query("UPDATE user_keys SET wrapped_dek = NULL, state = 'shredded', updated_at = $1 WHERE user_id = $2 AND state <> 'shredded'")
+            let n = sqlx::query::<DB>("UPDATE user_keys SET wrapped_dek = NULL, state = 'shredded', updated_at = $1 WHERE user_id = $2 AND state <> 'shredded'")
                 .bind(now)
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            sqlx::query("DELETE FROM vault_sessions WHERE user_id = $1")
+            sqlx::query::<DB>("DELETE FROM vault_sessions WHERE user_id = $1")
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
+            sqlx::query::<DB>(
                 "UPDATE credentials SET status = 'shredded', updated_at = $1 WHERE user_id = $2",
             )
             .bind(now)

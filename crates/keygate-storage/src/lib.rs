@@ -21,6 +21,8 @@ macro_rules! in_tx {
     ($store:expr, $actor:expr, |$tx:ident| $body:block) => {{
         match &$store.db {
             $crate::db::Db::Sqlite(pool) => {
+                #[allow(dead_code)]
+                type DB = sqlx::Sqlite;
                 let mut $tx = pool.begin().await?;
                 #[allow(unused_mut)]
                 let out = { $body };
@@ -28,6 +30,8 @@ macro_rules! in_tx {
                 out
             }
             $crate::db::Db::Postgres(pool) => {
+                #[allow(dead_code)]
+                type DB = sqlx::Postgres;
                 let mut $tx = pool.begin().await?;
                 $crate::db::set_pg_identity(&mut $tx, $actor).await?;
                 #[allow(unused_mut)]
@@ -55,6 +59,7 @@ pub use credentials::*;
 pub use db::{Actor, ActorRole, Backend, RawTable, Store};
 pub use keys::*;
 pub use meta::*;
+pub use sqlx::types::Json;
 pub use time::DbTime;
 pub use usage::*;
 pub use vault::*;
@@ -91,4 +96,44 @@ pub(crate) fn on_unique(e: sqlx::Error, what: &'static str) -> StorageError {
         }
     }
     StorageError::Database(e)
+}
+
+/// `head` followed by `rows` groups of `cols` placeholders: `($1,..,$n),($n+1,..)`.
+pub(crate) fn multi_insert(head: &str, cols: usize, rows: usize) -> String {
+    let mut s = String::with_capacity(head.len() + rows * cols * 5);
+    s.push_str(head);
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+#[cfg(test)]
+mod send_tests {
+    //! Every store future must be `Send` so axum handlers can await it.
+    use super::*;
+
+    fn assert_send<T: Send>(_: T) {}
+
+    #[allow(dead_code)]
+    fn store_futures_are_send(s: Store, rows: Vec<ApiCallRecord>, ev: Vec<AuditEvent>) {
+        assert_send(s.insert_api_calls(&rows));
+        assert_send(s.append_audit(ev, &[0u8; 32]));
+        assert_send(s.verify_audit_chain(&[0u8; 32]));
+        let u = uuid::Uuid::nil();
+        assert_send(s.vault(Actor::service(), u));
+        assert_send(s.credential(Actor::service(), u, u));
+        assert_send(s.spent_since(Actor::service(), u, DbTime::now()));
+    }
 }

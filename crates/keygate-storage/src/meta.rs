@@ -11,8 +11,18 @@ impl Store {
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>> {
         let sql = "SELECT value FROM keygate_meta WHERE key = $1";
         Ok(match &self.db {
-            Db::Sqlite(p) => sqlx::query_scalar(sql).bind(key).fetch_optional(p).await?,
-            Db::Postgres(p) => sqlx::query_scalar(sql).bind(key).fetch_optional(p).await?,
+            Db::Sqlite(p) => {
+                sqlx::query_scalar::<sqlx::Sqlite, _>(sql)
+                    .bind(key)
+                    .fetch_optional(p)
+                    .await?
+            }
+            Db::Postgres(p) => {
+                sqlx::query_scalar::<sqlx::Postgres, _>(sql)
+                    .bind(key)
+                    .fetch_optional(p)
+                    .await?
+            }
         })
     }
 
@@ -22,13 +32,13 @@ impl Store {
         let ins =
             "INSERT INTO keygate_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
         match &self.db {
-            Db::Sqlite(p) => sqlx::query(ins)
+            Db::Sqlite(p) => sqlx::query::<sqlx::Sqlite>(ins)
                 .bind(key)
                 .bind(value)
                 .execute(p)
                 .await
                 .map(|_| ())?,
-            Db::Postgres(p) => sqlx::query(ins)
+            Db::Postgres(p) => sqlx::query::<sqlx::Postgres>(ins)
                 .bind(key)
                 .bind(value)
                 .execute(p)
@@ -42,13 +52,13 @@ impl Store {
     pub async fn meta_set(&self, key: &str, value: &str) -> Result<()> {
         let sql = "INSERT INTO keygate_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
         match &self.db {
-            Db::Sqlite(p) => sqlx::query(sql)
+            Db::Sqlite(p) => sqlx::query::<sqlx::Sqlite>(sql)
                 .bind(key)
                 .bind(value)
                 .execute(p)
                 .await
                 .map(|_| ())?,
-            Db::Postgres(p) => sqlx::query(sql)
+            Db::Postgres(p) => sqlx::query::<sqlx::Postgres>(sql)
                 .bind(key)
                 .bind(value)
                 .execute(p)
@@ -62,8 +72,16 @@ impl Store {
     pub async fn is_empty(&self) -> Result<bool> {
         let sql = "SELECT COUNT(*) FROM user_keys";
         let n: i64 = match &self.db {
-            Db::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
-            Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
+            Db::Sqlite(p) => {
+                sqlx::query_scalar::<sqlx::Sqlite, _>(sql)
+                    .fetch_one(p)
+                    .await?
+            }
+            Db::Postgres(p) => {
+                sqlx::query_scalar::<sqlx::Postgres, _>(sql)
+                    .fetch_one(p)
+                    .await?
+            }
         };
         Ok(n == 0)
     }

@@ -2,6 +2,7 @@
 //! `exchange_api_calls`), credential usage counters, persisted sums that limits are
 //! derived from, and shared short-window rate counters.
 
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::{Actor, DbTime, Result, Store};
@@ -37,47 +38,49 @@ const COLS: &str = "id, connection_id, credential_id, user_id, method, endpoint,
 impl Store {
     /// Writes a batch of call rows and bumps each used credential's usage count, in one
     /// transaction under the service identity (the batch mixes users).
-    pub async fn insert_api_calls(&self, rows: &[ApiCallRecord]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let ins = format!("INSERT INTO api_calls ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)");
-        in_tx!(self, Actor::service(), |tx| {
-            for r in rows {
-                sqlx::query(&ins)
-                    .bind(r.id)
-                    .bind(r.connection_id)
-                    .bind(r.credential_id)
-                    .bind(r.user_id)
-                    .bind(&r.method)
-                    .bind(&r.endpoint)
-                    .bind(&r.class)
-                    .bind(&r.decision)
-                    .bind(&r.deny_code)
-                    .bind(r.status_code)
-                    .bind(r.response_time_ms)
-                    .bind(r.success)
-                    .bind(&r.error_message)
-                    .bind(r.rate_limit_remaining)
-                    .bind(r.rate_limit_reset)
-                    .bind(r.notional_usd_micros)
-                    .bind(r.withdrawal_usd_micros)
-                    .bind(&r.ip_address)
-                    .bind(&r.user_agent)
-                    .bind(r.session_id)
-                    .bind(r.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                if r.decision == "allowed" {
-                    sqlx::query("UPDATE credentials SET usage_count = usage_count + 1, last_used_at = $1 WHERE id = $2")
+    pub fn insert_api_calls<'a>(&'a self, rows: &'a [ApiCallRecord]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let ins = format!("INSERT INTO api_calls ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)");
+            in_tx!(self, Actor::service(), |tx| {
+                for r in rows {
+                    sqlx::query::<DB>(&ins)
+                        .bind(r.id)
+                        .bind(r.connection_id)
+                        .bind(r.credential_id)
+                        .bind(r.user_id)
+                        .bind(r.method.clone())
+                        .bind(r.endpoint.clone())
+                        .bind(r.class.clone())
+                        .bind(r.decision.clone())
+                        .bind(r.deny_code.clone())
+                        .bind(r.status_code)
+                        .bind(r.response_time_ms)
+                        .bind(r.success)
+                        .bind(r.error_message.clone())
+                        .bind(r.rate_limit_remaining)
+                        .bind(r.rate_limit_reset)
+                        .bind(r.notional_usd_micros)
+                        .bind(r.withdrawal_usd_micros)
+                        .bind(r.ip_address.clone())
+                        .bind(r.user_agent.clone())
+                        .bind(r.session_id)
+                        .bind(r.created_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.decision == "allowed" {
+                        sqlx::query::<DB>("UPDATE credentials SET usage_count = usage_count + 1, last_used_at = $1 WHERE id = $2")
                         .bind(r.created_at)
                         .bind(r.credential_id)
                         .execute(&mut *tx)
                         .await?;
+                    }
                 }
-            }
-        });
-        Ok(())
+            });
+            Ok(())
+        })
     }
 
     /// A connection's call log, newest first, after `cursor`.
@@ -91,7 +94,7 @@ impl Store {
     ) -> Result<Vec<ApiCallRecord>> {
         let sql = format!("SELECT {COLS} FROM api_calls WHERE user_id = $1 AND connection_id = $2 AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(connection_id)
                 .bind(cursor)
@@ -111,7 +114,7 @@ impl Store {
     ) -> Result<(i64, i64)> {
         let sql = "SELECT COALESCE(SUM(notional_usd_micros), 0), COALESCE(SUM(withdrawal_usd_micros), 0) FROM api_calls WHERE credential_id = $1 AND created_at >= $2 AND decision = 'allowed'";
         Ok(in_tx!(self, actor, |tx| {
-            let row: (i64, i64) = sqlx::query_as(sql)
+            let row: (i64, i64) = sqlx::query_as::<DB, _>(sql)
                 .bind(credential_id)
                 .bind(since)
                 .fetch_one(&mut *tx)
@@ -124,7 +127,7 @@ impl Store {
     /// and returns the new count (PostgreSQL: shared by every instance).
     pub async fn bump_counter(&self, actor: Actor, bucket: &str, window_start: i64) -> Result<i64> {
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_scalar("INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count")
+            sqlx::query_scalar::<DB, _>("INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count")
                 .bind(bucket)
                 .bind(window_start)
                 .fetch_one(&mut *tx)
@@ -135,7 +138,7 @@ impl Store {
     /// Drops counter windows that ended before `before`.
     pub async fn prune_counters(&self, before: i64) -> Result<u64> {
         Ok(in_tx!(self, Actor::service(), |tx| {
-            sqlx::query("DELETE FROM rate_counters WHERE window_start < $1")
+            sqlx::query::<DB>("DELETE FROM rate_counters WHERE window_start < $1")
                 .bind(before)
                 .execute(&mut *tx)
                 .await?

@@ -42,7 +42,7 @@ impl Store {
     pub async fn vault(&self, actor: Actor, user_id: Uuid) -> Result<Option<VaultRecord>> {
         let sql = format!("SELECT {VCOLS} FROM vaults WHERE user_id = $1");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -62,10 +62,10 @@ impl Store {
         let ins =
             format!("INSERT INTO vaults ({VCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)");
         in_tx!(self, actor, |tx| {
-            sqlx::query(&ins)
+            sqlx::query::<DB>(&ins)
                 .bind(v.user_id)
-                .bind(&v.kdf)
-                .bind(&v.salt)
+                .bind(v.kdf.clone())
+                .bind(v.salt.clone())
                 .bind(v.auto_lock_minutes)
                 .bind(v.require_password_on_decrypt)
                 .bind(v.biometric_unlock_enabled)
@@ -78,7 +78,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| on_unique(e, "vault"))?;
-            let n = sqlx::query("UPDATE user_keys SET wrapped_dek = $1, protection = 'password', updated_at = $2 WHERE user_id = $3 AND version = $4 AND wrapped_dek = $5")
+            let n = sqlx::query::<DB>("UPDATE user_keys SET wrapped_dek = $1, protection = 'password', updated_at = $2 WHERE user_id = $3 AND version = $4 AND wrapped_dek = $5")
                 .bind(new_wrapped)
                 .bind(v.updated_at)
                 .bind(v.user_id)
@@ -103,7 +103,7 @@ impl Store {
         locked_out_until: Option<DbTime>,
     ) -> Result<()> {
         in_tx!(self, actor, |tx| {
-            sqlx::query("UPDATE vaults SET failed_unlock_attempts = failed_unlock_attempts + 1, last_failed_unlock_at = $1, locked_out_until = $2, updated_at = $1 WHERE user_id = $3")
+            sqlx::query::<DB>("UPDATE vaults SET failed_unlock_attempts = failed_unlock_attempts + 1, last_failed_unlock_at = $1, locked_out_until = $2, updated_at = $1 WHERE user_id = $3")
                 .bind(now)
                 .bind(locked_out_until)
                 .bind(user_id)
@@ -124,35 +124,35 @@ impl Store {
         let ins =
             format!("INSERT INTO vault_sessions ({SCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)");
         in_tx!(self, actor, |tx| {
-            sqlx::query("DELETE FROM vault_sessions WHERE user_id = $1")
+            sqlx::query::<DB>("DELETE FROM vault_sessions WHERE user_id = $1")
                 .bind(s.user_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(&ins)
+            sqlx::query::<DB>(&ins)
                 .bind(s.user_id)
                 .bind(s.session_id)
-                .bind(&s.session_dek)
+                .bind(s.session_dek.clone())
                 .bind(s.dek_version)
                 .bind(s.kek_version)
                 .bind(s.unlocked_at)
                 .bind(s.last_used_at)
                 .bind(s.expires_at)
-                .bind(&s.ip_address)
+                .bind(s.ip_address.clone())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE vaults SET failed_unlock_attempts = 0, locked_out_until = NULL, last_unlocked_at = $1, updated_at = $1 WHERE user_id = $2")
+            sqlx::query::<DB>("UPDATE vaults SET failed_unlock_attempts = 0, locked_out_until = NULL, last_unlocked_at = $1, updated_at = $1 WHERE user_id = $2")
                 .bind(s.unlocked_at)
                 .bind(s.user_id)
                 .execute(&mut *tx)
                 .await?;
             if let Some((kdf, salt, wrapped)) = kdf_upgrade {
-                sqlx::query("UPDATE vaults SET kdf = $1, salt = $2 WHERE user_id = $3")
+                sqlx::query::<DB>("UPDATE vaults SET kdf = $1, salt = $2 WHERE user_id = $3")
                     .bind(kdf)
                     .bind(salt)
                     .bind(s.user_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(
+                sqlx::query::<DB>(
                     "UPDATE user_keys SET wrapped_dek = $1 WHERE user_id = $2 AND version = $3",
                 )
                 .bind(wrapped)
@@ -175,7 +175,7 @@ impl Store {
         let sql =
             format!("SELECT {SCOLS} FROM vault_sessions WHERE user_id = $1 AND expires_at > $2");
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_as(&sql)
+            sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(now)
                 .fetch_optional(&mut *tx)
@@ -192,7 +192,7 @@ impl Store {
         expires_at: DbTime,
     ) -> Result<()> {
         in_tx!(self, actor, |tx| {
-            sqlx::query("UPDATE vault_sessions SET last_used_at = $1, expires_at = $2 WHERE user_id = $3 AND expires_at > $1")
+            sqlx::query::<DB>("UPDATE vault_sessions SET last_used_at = $1, expires_at = $2 WHERE user_id = $3 AND expires_at > $1")
                 .bind(now)
                 .bind(expires_at)
                 .bind(user_id)
@@ -205,7 +205,7 @@ impl Store {
     /// Ends the unlock session; returns whether one was open.
     pub async fn close_vault_session(&self, actor: Actor, user_id: Uuid) -> Result<bool> {
         let n = in_tx!(self, actor, |tx| {
-            sqlx::query("DELETE FROM vault_sessions WHERE user_id = $1")
+            sqlx::query::<DB>("DELETE FROM vault_sessions WHERE user_id = $1")
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?
@@ -215,6 +215,7 @@ impl Store {
     }
 
     /// Password change: rewrap the DEK under the new password key (data untouched).
+    #[allow(clippy::too_many_arguments)] // one compare-and-swap; a struct would only rename the arguments
     pub async fn change_vault_password(
         &self,
         actor: Actor,
@@ -227,7 +228,7 @@ impl Store {
         now: DbTime,
     ) -> Result<()> {
         in_tx!(self, actor, |tx| {
-            let n = sqlx::query("UPDATE user_keys SET wrapped_dek = $1, updated_at = $2 WHERE user_id = $3 AND version = $4 AND wrapped_dek = $5")
+            let n = sqlx::query::<DB>("UPDATE user_keys SET wrapped_dek = $1, updated_at = $2 WHERE user_id = $3 AND version = $4 AND wrapped_dek = $5")
                 .bind(new_wrapped)
                 .bind(now)
                 .bind(user_id)
@@ -239,7 +240,7 @@ impl Store {
             if n != 1 {
                 return Err(StorageError::VersionMismatch);
             }
-            sqlx::query(
+            sqlx::query::<DB>(
                 "UPDATE vaults SET kdf = $1, salt = $2, updated_at = $3 WHERE user_id = $4",
             )
             .bind(kdf)

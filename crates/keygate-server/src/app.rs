@@ -1,0 +1,277 @@
+//! Building and running the server: startup checks (data dir, keys, migrations, key-check
+//! value), the router with its middleware, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use keygate_keys::{KeyProvider, LocalKeyProvider};
+use keygate_storage::{Store, META_KEY_CHECK};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, ConfigError};
+use crate::error::{problem_response, ErrorCause};
+use crate::keyfiles::{self, KeySource};
+use crate::keyring::Keyring;
+use crate::metrics::Metrics;
+use crate::recorder::Recorder;
+use crate::state::AppState;
+
+/// Opens the database, runs migrations, loads (or, for an empty database, creates) the
+/// master key and checks it against the stored key-check value. Every failure is one line.
+pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
+    keyfiles::ensure_data_dir(&config.data_dir)?;
+    let store = Store::connect(&config.database_url)
+        .await
+        .map_err(|e| ConfigError(format!("cannot open database: {e}")))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| ConfigError(format!("database migration failed: {e}")))?;
+    let loaded = keyfiles::load_master_key(&config)?;
+    let stored_check = store
+        .meta_get(META_KEY_CHECK)
+        .await
+        .map_err(|e| ConfigError(format!("cannot read database metadata: {e}")))?;
+    let (master, source) = match loaded {
+        Some(k) => k,
+        None => {
+            let empty = store
+                .is_empty()
+                .await
+                .map_err(|e| ConfigError(e.to_string()))?;
+            if stored_check.is_some() || !empty {
+                return Err(ConfigError(format!(
+                    "no master key found ({} missing and KEYGATE_MASTER_KEY unset) but the database already holds keys; supply the master key it was created with",
+                    config.data_dir.join(keyfiles::MASTER_KEY_FILE).display()
+                )));
+            }
+            keyfiles::generate_master_key(&config)?
+        }
+    };
+    let check = master.key_check_value();
+    let agreed = store
+        .meta_set_if_absent(META_KEY_CHECK, &check)
+        .await
+        .map_err(|e| ConfigError(e.to_string()))?;
+    if !master.verify_key_check_value(&agreed) {
+        return Err(ConfigError(
+            "master key does not match this database (key-check value differs); refusing to start"
+                .into(),
+        ));
+    }
+    match &source {
+        KeySource::Generated(p) => tracing::warn!(
+            path = %p.display(),
+            "generated a new master key: BACK IT UP and keep it apart from the database and its backups; without it no secret can be recovered"
+        ),
+        KeySource::File(p) => tracing::info!(path = %p.display(), "master key loaded from file"),
+        KeySource::Env => tracing::info!("master key loaded from KEYGATE_MASTER_KEY"),
+    }
+    let jwt_secret = keyfiles::load_or_create_jwt_secret(&config)?;
+    let chain_key = Arc::new(*master.derive_subkey("audit-chain/v1").as_bytes());
+    let provider: Arc<dyn KeyProvider> = Arc::new(LocalKeyProvider::new(1, master));
+    let auth = Authenticator::new(
+        &jwt_secret,
+        &config.admin_claim,
+        config.jwt_audience.as_deref(),
+        config.jwks_url.as_deref(),
+    );
+    let recorder = Recorder::start(store.clone(), chain_key.clone());
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ConfigError(format!("http client: {e}")))?;
+    Ok(AppState {
+        keyring: Keyring::new(provider, store.clone()),
+        gateway: Arc::new(crate::gateway::Gateway::new(&config)),
+        config: Arc::new(config),
+        store,
+        auth,
+        recorder,
+        metrics: Arc::new(Metrics::default()),
+        http,
+        chain_key,
+    })
+}
+
+/// The full router with middleware.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(crate::routes::health::router())
+        .merge(crate::routes::credentials::router())
+        .merge(crate::routes::connections::router())
+        .merge(crate::routes::vault::router())
+        .merge(crate::routes::audit::router())
+        .merge(crate::gateway::router())
+        .fallback(|| async {
+            problem_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                Some("no such route".into()),
+                vec![],
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            problem_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                Some("an internal error occurred; it has been logged".into()),
+                vec![],
+            )
+        }))
+        .with_state(state)
+}
+
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| s.to_string())
+}
+
+/// Request id, access log, metrics, error-cause logging, and problem+json for bare
+/// framework errors (405 and friends).
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let rid = req
+        .headers()
+        .get("x-request-id")
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(&rid).expect("checked"),
+    );
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %rid, method = %method, route = %route);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status();
+    if let Some(cause) = resp.extensions().get::<ErrorCause>() {
+        span.in_scope(|| tracing::error!(cause = %cause.0, "request failed"));
+    }
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if (status.is_client_error() || status.is_server_error())
+        && !is_problem
+        && !route.contains("/proxy/")
+    {
+        let code = match status {
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::NOT_FOUND => "not_found",
+            s if s.is_server_error() => "internal_error",
+            _ => "bad_request",
+        };
+        let allow = resp.headers().get(header::ALLOW).cloned();
+        resp = problem_response(status, code, None, vec![]);
+        if let Some(a) = allow {
+            resp.headers_mut().insert(header::ALLOW, a);
+        }
+    }
+    resp.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(&rid).expect("checked"),
+    );
+    let secs = start.elapsed().as_secs_f64();
+    state
+        .metrics
+        .observe_request(method.as_str(), &route, status.as_u16(), secs);
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = secs * 1000.0,
+            "handled"
+        )
+    });
+    resp
+}
+
+/// A bound, ready-to-run server (port 0 allowed; tests read `local_addr`).
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    pub state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Application, ConfigError> {
+        let listen = config.listen;
+        let state = prepare(config).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| ConfigError(format!("cannot listen on {listen}: {e}")))?;
+        let router = router(state.clone());
+        Ok(Application {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+impl IntoResponse for ConfigError {
+    fn into_response(self) -> Response {
+        problem_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "config_error",
+            None,
+            vec![],
+        )
+    }
+}

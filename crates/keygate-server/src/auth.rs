@@ -1,0 +1,340 @@
+//! Bearer-token authentication: HS256 with the server's secret, or RS256/ES256 from a JWKS
+//! URL, so Supabase access tokens work unchanged (`sub` = user id, `role` =
+//! `authenticated` | `service_role`, admins marked by a configurable claim).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use jsonwebtoken::{
+    decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
+use parking_lot::RwLock;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use keygate_storage::Actor;
+
+/// Clock-skew leeway for `exp`/`nbf`.
+pub const LEEWAY_SECS: u64 = 30;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: HashMap<String, serde_json::Value>,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `sub` as a UUID (absent for a service_role token without `sub`).
+    pub user_id: Option<Uuid>,
+    pub service: bool,
+    pub admin: bool,
+    pub session_id: Option<Uuid>,
+}
+
+impl Caller {
+    /// The caller's own user id, or 403 for a service token acting for nobody.
+    pub fn user(&self) -> Result<Uuid, ApiError> {
+        self.user_id.ok_or_else(|| {
+            ApiError::forbidden(
+                "user_required",
+                "this route acts for a user; the token has no user (sub)",
+            )
+        })
+    }
+
+    /// The storage identity that row-level security applies to.
+    pub fn actor(&self) -> Actor {
+        match (self.service, self.admin, self.user_id) {
+            (true, _, _) => Actor {
+                user_id: self.user_id,
+                role: keygate_storage::ActorRole::Service,
+            },
+            (false, true, Some(u)) => Actor::admin(u),
+            (false, _, Some(u)) => Actor::user(u),
+            (false, _, None) => Actor {
+                user_id: None,
+                role: keygate_storage::ActorRole::User,
+            },
+        }
+    }
+
+    pub fn role_name(&self) -> &'static str {
+        if self.service {
+            "service_role"
+        } else if self.admin {
+            "admin"
+        } else {
+            "authenticated"
+        }
+    }
+}
+
+/// Verifies tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator {
+    hs_key: Arc<DecodingKey>,
+    admin_claim: Arc<str>,
+    audience: Option<Arc<str>>,
+    jwks: Option<Arc<Jwks>>,
+}
+
+/// Keys by `kid`, and when they were fetched.
+type KeyCache = (HashMap<String, (Algorithm, DecodingKey)>, Option<Instant>);
+
+struct Jwks {
+    url: String,
+    keys: RwLock<KeyCache>,
+    http: reqwest::Client,
+}
+
+impl Jwks {
+    async fn refresh(&self) -> Result<(), String> {
+        {
+            let g = self.keys.read();
+            if let Some(t) = g.1 {
+                if t.elapsed() < Duration::from_secs(30) {
+                    return Ok(());
+                }
+            }
+        }
+        let set: jsonwebtoken::jwk::JwkSet = self
+            .http
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("jwks fetch: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("jwks parse: {e}"))?;
+        let mut map = HashMap::new();
+        for k in set.keys {
+            let Some(kid) = k.common.key_id.clone() else {
+                continue;
+            };
+            let alg = match &k.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                _ => continue,
+            };
+            if let Ok(dk) = DecodingKey::from_jwk(&k) {
+                map.insert(kid, (alg, dk));
+            }
+        }
+        *self.keys.write() = (map, Some(Instant::now()));
+        Ok(())
+    }
+}
+
+impl Authenticator {
+    pub fn new(
+        secret: &SecretString,
+        admin_claim: &str,
+        audience: Option<&str>,
+        jwks_url: Option<&str>,
+    ) -> Self {
+        Authenticator {
+            hs_key: Arc::new(DecodingKey::from_secret(secret.expose_secret().as_bytes())),
+            admin_claim: admin_claim.into(),
+            audience: audience.map(Into::into),
+            jwks: jwks_url.map(|u| {
+                Arc::new(Jwks {
+                    url: u.to_string(),
+                    keys: RwLock::new((HashMap::new(), None)),
+                    http: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(5))
+                        .build()
+                        .expect("http client"),
+                })
+            }),
+        }
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.validate_exp = true;
+        v.required_spec_claims = ["exp"].into_iter().map(String::from).collect();
+        match &self.audience {
+            Some(a) => v.set_audience(&[a.as_ref()]),
+            None => v.validate_aud = false,
+        }
+        v
+    }
+
+    /// Verifies `token` and returns the caller. Errors are 401s whose detail never echoes
+    /// the token.
+    pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let header =
+            decode_header(token).map_err(|_| ApiError::unauthorized("malformed bearer token"))?;
+        let claims = match header.alg {
+            Algorithm::HS256 => {
+                decode::<Claims>(token, &self.hs_key, &self.validation(Algorithm::HS256))
+            }
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let jwks = self.jwks.as_ref().ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "asymmetric tokens need KEYGATE_JWKS_URL to be configured",
+                    )
+                })?;
+                let kid = header
+                    .kid
+                    .clone()
+                    .ok_or_else(|| ApiError::unauthorized("token has no kid"))?;
+                let mut found = jwks.keys.read().0.get(&kid).map(|(a, k)| (*a, k.clone()));
+                if found.is_none() {
+                    if let Err(e) = jwks.refresh().await {
+                        tracing::warn!(error = %e, "jwks refresh failed");
+                    }
+                    found = jwks.keys.read().0.get(&kid).map(|(a, k)| (*a, k.clone()));
+                }
+                let (alg, key) = found
+                    .ok_or_else(|| ApiError::unauthorized("token signed by an unknown key"))?;
+                if alg != header.alg {
+                    return Err(ApiError::unauthorized(
+                        "token algorithm does not match its key",
+                    ));
+                }
+                decode::<Claims>(token, &key, &self.validation(alg))
+            }
+            _ => return Err(ApiError::unauthorized("unsupported token algorithm")),
+        }
+        .map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            let why = match e.kind() {
+                K::ExpiredSignature => "token expired",
+                K::ImmatureSignature => "token not yet valid",
+                K::InvalidSignature => "token signature invalid",
+                K::InvalidAudience => "token audience not accepted",
+                _ => "token invalid",
+            };
+            tracing::debug!(reason = why, "token rejected");
+            ApiError::unauthorized(why)
+        })?
+        .claims;
+        self.caller_from(claims)
+    }
+
+    fn caller_from(&self, c: Claims) -> Result<Caller, ApiError> {
+        let service = c.role.as_deref() == Some("service_role");
+        if !service && c.role.as_deref().is_some_and(|r| r != "authenticated") {
+            return Err(ApiError::unauthorized("token role is not accepted"));
+        }
+        let user_id = match c.sub.as_deref() {
+            Some(s) => Some(
+                Uuid::parse_str(s)
+                    .map_err(|_| ApiError::unauthorized("token sub is not a UUID"))?,
+            ),
+            None if service => None,
+            None => return Err(ApiError::unauthorized("token has no sub")),
+        };
+        let admin = match c.extra.get(self.admin_claim.as_ref()) {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::String(s)) => s == "admin" || s == "true",
+            Some(serde_json::Value::Array(a)) => a.iter().any(|v| v.as_str() == Some("admin")),
+            _ => false,
+        } || c
+            .extra
+            .get("app_metadata")
+            .and_then(|m| m.get(self.admin_claim.as_ref()))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let session_id = c
+            .session_id
+            .as_deref()
+            .and_then(|s| Uuid::parse_str(s).ok());
+        Ok(Caller {
+            user_id,
+            service,
+            admin,
+            session_id,
+        })
+    }
+}
+
+/// Mints an HS256 token the local server accepts (`keygate token`).
+pub fn mint_token(
+    secret: &SecretString,
+    user: Option<Uuid>,
+    admin: bool,
+    role: &str,
+    ttl: Duration,
+    admin_claim: &str,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = chrono::Utc::now().timestamp();
+    let mut extra = HashMap::new();
+    if admin {
+        extra.insert(admin_claim.to_string(), serde_json::Value::Bool(true));
+    }
+    let claims = Claims {
+        sub: user.map(|u| u.to_string()),
+        role: Some(role.to_string()),
+        exp: now + ttl.as_secs() as i64,
+        nbf: Some(now),
+        iat: Some(now),
+        session_id: Some(Uuid::new_v4().to_string()),
+        extra,
+    };
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+}
+
+/// Extracts the bearer token: `Authorization: Bearer`, or `X-Keygate-Token` when the
+/// `Authorization` header belongs to the exchange (proxy route).
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    if let Some(v) = parts
+        .headers
+        .get("x-keygate-token")
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(v.trim());
+    }
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(c) = parts.extensions.get::<Caller>() {
+            return Ok(c.clone());
+        }
+        let token =
+            bearer_token(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let caller = state.auth.verify(token).await?;
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+}

@@ -1,0 +1,165 @@
+//! Configuration: an optional TOML file (`--config`) overlaid by `KEYGATE_*` environment
+//! variables. Secrets in the configuration (`KEYGATE_MASTER_KEY`, `KEYGATE_JWT_SECRET`)
+//! are held as `SecretString` and never printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Every setting keygate reads. Field docs are the configuration reference.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `KEYGATE_LISTEN` / `listen`: address to serve on. Default `127.0.0.1:8420`.
+    pub listen: SocketAddr,
+    /// `KEYGATE_DATA_DIR` / `data_dir`: key files and the default SQLite database. Default `./keygate-data`.
+    pub data_dir: PathBuf,
+    /// `KEYGATE_DATABASE_URL` / `database_url`: `sqlite:` path or `postgres://` URL.
+    /// Default: `sqlite://<data_dir>/keygate.db`.
+    pub database_url: String,
+    /// `KEYGATE_MASTER_KEY`: base64 master key instead of `<data_dir>/master.key`.
+    pub master_key: Option<SecretString>,
+    /// `KEYGATE_JWT_SECRET`: HS256 token secret instead of `<data_dir>/jwt.secret`.
+    pub jwt_secret: Option<SecretString>,
+    /// `KEYGATE_JWKS_URL` / `jwks_url`: accept RS256/ES256 tokens signed by these keys (Supabase).
+    pub jwks_url: Option<String>,
+    /// `KEYGATE_JWT_AUDIENCE` / `jwt_audience`: required `aud` claim, if set.
+    pub jwt_audience: Option<String>,
+    /// `KEYGATE_ADMIN_CLAIM` / `admin_claim`: claim that marks admins (`true`, or a role
+    /// array containing `admin`). Default `keygate_admin`.
+    pub admin_claim: String,
+    /// `KEYGATE_ALLOWED_UPSTREAMS` / `allowed_upstreams`: extra hosts (`host` or
+    /// `host:port`) connections may forward to besides their exchange's own.
+    pub allowed_upstreams: Vec<String>,
+    /// `KEYGATE_REVEAL_ENABLED` / `reveal_enabled`: allow the reveal endpoint (service role
+    /// only). Default false.
+    pub reveal_enabled: bool,
+    /// `KEYGATE_MAX_BODY_BYTES` / `max_body_bytes`: largest request body. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// `KEYGATE_VAULT_AUTO_LOCK_MINUTES` / `vault_auto_lock_minutes`: default idle time
+    /// before an unlocked vault locks. Default 15.
+    pub vault_auto_lock_minutes: u32,
+    /// `KEYGATE_REDIS_URL` / `redis_url`: shared counters in Redis instead of the database.
+    pub redis_url: Option<String>,
+    /// `KEYGATE_LOG_FORMAT` / `log_format`: `text` or `json`. Default `text`.
+    pub log_format: String,
+    /// `KEYGATE_DEV_FAST_KDF` (tests only): weak Argon2id parameters so test suites stay fast.
+    pub dev_fast_kdf: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    jwks_url: Option<String>,
+    jwt_audience: Option<String>,
+    admin_claim: Option<String>,
+    allowed_upstreams: Option<Vec<String>>,
+    reveal_enabled: Option<bool>,
+    max_body_bytes: Option<usize>,
+    vault_auto_lock_minutes: Option<u32>,
+    redis_url: Option<String>,
+    log_format: Option<String>,
+}
+
+/// A configuration problem, reported as one line at startup.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError(format!("{name}: expected true or false"))),
+    }
+}
+
+impl Config {
+    /// Reads the optional TOML file, then the environment (environment wins).
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let fc: FileConfig = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", p.display()))
+                })?;
+                toml::from_str(&text).map_err(|e| {
+                    ConfigError(format!("config file {}: {}", p.display(), e.message()))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_s = env("KEYGATE_LISTEN")
+            .or(fc.listen)
+            .unwrap_or_else(|| "127.0.0.1:8420".into());
+        let listen = listen_s
+            .parse()
+            .map_err(|_| ConfigError(format!("KEYGATE_LISTEN: not an address: {listen_s}")))?;
+        let data_dir = env("KEYGATE_DATA_DIR")
+            .map(PathBuf::from)
+            .or(fc.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./keygate-data"));
+        let database_url = env("KEYGATE_DATABASE_URL")
+            .or(fc.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("keygate.db").display()));
+        let allowed_upstreams = match env("KEYGATE_ALLOWED_UPSTREAMS") {
+            Some(v) => v
+                .split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => fc.allowed_upstreams.unwrap_or_default(),
+        };
+        let reveal_enabled = match env("KEYGATE_REVEAL_ENABLED") {
+            Some(v) => parse_bool("KEYGATE_REVEAL_ENABLED", &v)?,
+            None => fc.reveal_enabled.unwrap_or(false),
+        };
+        let max_body_bytes = match env("KEYGATE_MAX_BODY_BYTES") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| ConfigError("KEYGATE_MAX_BODY_BYTES: expected a number".into()))?,
+            None => fc.max_body_bytes.unwrap_or(1024 * 1024),
+        };
+        let vault_auto_lock_minutes = match env("KEYGATE_VAULT_AUTO_LOCK_MINUTES") {
+            Some(v) => v.parse().map_err(|_| {
+                ConfigError("KEYGATE_VAULT_AUTO_LOCK_MINUTES: expected a number".into())
+            })?,
+            None => fc.vault_auto_lock_minutes.unwrap_or(15),
+        };
+        let log_format = env("KEYGATE_LOG_FORMAT")
+            .or(fc.log_format)
+            .unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            return Err(ConfigError("log format must be text or json".into()));
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            master_key: env("KEYGATE_MASTER_KEY").map(SecretString::from),
+            jwt_secret: env("KEYGATE_JWT_SECRET").map(SecretString::from),
+            jwks_url: env("KEYGATE_JWKS_URL").or(fc.jwks_url),
+            jwt_audience: env("KEYGATE_JWT_AUDIENCE").or(fc.jwt_audience),
+            admin_claim: env("KEYGATE_ADMIN_CLAIM")
+                .or(fc.admin_claim)
+                .unwrap_or_else(|| "keygate_admin".into()),
+            allowed_upstreams,
+            reveal_enabled,
+            max_body_bytes,
+            vault_auto_lock_minutes,
+            redis_url: env("KEYGATE_REDIS_URL").or(fc.redis_url),
+            log_format,
+            dev_fast_kdf: env("KEYGATE_DEV_FAST_KDF")
+                .map(|v| parse_bool("KEYGATE_DEV_FAST_KDF", &v))
+                .transpose()?
+                .unwrap_or(false),
+        })
+    }
+}

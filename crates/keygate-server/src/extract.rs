@@ -1,0 +1,154 @@
+//! Extractors whose rejections are problem+json: JSON bodies (`AppJson`), paths and queries,
+//! and the request metadata that audit events record.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+
+use crate::error::{ApiError, FieldError};
+use crate::recorder::RequestMeta;
+
+/// `Json<T>` whose rejections are keygate problems: 415 wrong content type, 413 too
+/// large, 400 malformed JSON, 422 wrong shape (naming the field where serde says it).
+pub struct AppJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(AppJson(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> ApiError {
+    match rej {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
+        JsonRejection::JsonDataError(e) => {
+            // serde's message names the path ("missing field `exchange`", "invalid type ...").
+            let msg = e.body_text();
+            let field = msg
+                .split('`')
+                .nth(1)
+                .map(str::to_string)
+                .or_else(|| {
+                    msg.split(": ").next().map(|p| {
+                        p.trim_start_matches(
+                            "Failed to deserialize the JSON body into the target type",
+                        )
+                        .trim()
+                        .to_string()
+                    })
+                })
+                .filter(|f| !f.is_empty() && f.len() < 64)
+                .unwrap_or_else(|| "body".into());
+            let message = msg
+                .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+                .chars()
+                .take(200)
+                .collect::<String>();
+            ApiError::Validation(vec![FieldError::new(field, message)])
+        }
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::bad_request("malformed_json", "the body is not valid JSON")
+        }
+        JsonRejection::BytesRejection(e) => {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the body is larger than this server accepts",
+                )
+            } else {
+                ApiError::bad_request("unreadable_body", "the body could not be read")
+            }
+        }
+        _ => ApiError::bad_request("bad_request", "the body could not be read"),
+    }
+}
+
+/// Path parameters with problem+json rejections (e.g. an id that is not a UUID → 404, so
+/// ids cannot be probed by shape).
+pub struct AppPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| AppPath(p.0))
+            .map_err(|_: PathRejection| ApiError::not_found("resource"))
+    }
+}
+
+/// Query parameters with problem+json rejections.
+pub struct AppQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| AppQuery(q.0))
+            .map_err(|e: QueryRejection| {
+                let msg = e.body_text();
+                let field = msg.split('`').nth(1).unwrap_or("query").to_string();
+                ApiError::Validation(vec![FieldError::new(
+                    field,
+                    msg.chars().take(200).collect::<String>(),
+                )])
+            })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let header = |n: &str| {
+            parts
+                .headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(500).collect::<String>())
+        };
+        let device_fingerprint =
+            header("x-device-id").map(|d| hex::encode(&Sha256::digest(d.as_bytes())[..16]));
+        Ok(RequestMeta {
+            ip,
+            user_agent: header("user-agent"),
+            device_fingerprint,
+            geo_country: None,
+            geo_city: None,
+            request_id: header("x-request-id"),
+        })
+    }
+}

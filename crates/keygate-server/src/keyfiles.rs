@@ -1,0 +1,143 @@
+//! The data directory and the key files in it.
+//!
+//! On first start keygate creates the data dir (0700), a random 256-bit master key
+//! (`master.key`, base64, 0600) and a JWT signing secret (`jwt.secret`, 0600). It refuses
+//! to start on an unreadable, corrupt or group/world-readable key file. The master key is
+//! only ever generated for an empty database (DESIGN.md §7): the database stores a
+//! key-check value, and an instance whose key does not match refuses to start.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use keygate_crypto::MasterKey;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use crate::config::{Config, ConfigError};
+
+pub const MASTER_KEY_FILE: &str = "master.key";
+pub const JWT_SECRET_FILE: &str = "jwt.secret";
+
+/// Creates the data dir with mode 0700 if missing.
+pub fn ensure_data_dir(dir: &Path) -> Result<(), ConfigError> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| ConfigError(format!("cannot create data dir {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+fn check_mode(path: &Path) -> Result<(), ConfigError> {
+    let meta = fs::metadata(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(ConfigError(format!(
+            "{} is readable by group or others (mode {:o}); run: chmod 600 {}",
+            path.display(),
+            meta.permissions().mode() & 0o777,
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, ConfigError> {
+    check_mode(path)?;
+    let text = fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    Ok(Zeroizing::new(text.trim().to_string()))
+}
+
+fn write_secret_file(path: &Path, contents: &str) -> Result<(), ConfigError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ConfigError(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| ConfigError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Where the master key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Env,
+    File(PathBuf),
+    /// Newly generated into this file (first start on an empty database).
+    Generated(PathBuf),
+}
+
+/// Loads the master key from `KEYGATE_MASTER_KEY` or the key file. Returns `None` when
+/// neither exists (the caller may generate one, but only for an empty database).
+pub fn load_master_key(cfg: &Config) -> Result<Option<(MasterKey, KeySource)>, ConfigError> {
+    if let Some(b64) = &cfg.master_key {
+        let key = MasterKey::from_base64(b64.expose_secret())
+            .map_err(|_| ConfigError("KEYGATE_MASTER_KEY is not a base64 256-bit key".into()))?;
+        return Ok(Some((key, KeySource::Env)));
+    }
+    if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
+        // systemd LoadCredential=master.key:/path
+        let p = Path::new(&dir).join(MASTER_KEY_FILE);
+        if p.exists() {
+            let text = fs::read_to_string(&p)
+                .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
+            let key = MasterKey::from_base64(text.trim())
+                .map_err(|_| ConfigError(format!("{} is not a base64 256-bit key", p.display())))?;
+            return Ok(Some((key, KeySource::File(p))));
+        }
+    }
+    let path = cfg.data_dir.join(MASTER_KEY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = read_secret_file(&path)?;
+    let key = MasterKey::from_base64(&text).map_err(|_| {
+        ConfigError(format!(
+            "{} is corrupt (not a base64 256-bit key)",
+            path.display()
+        ))
+    })?;
+    Ok(Some((key, KeySource::File(path))))
+}
+
+/// Generates and writes a fresh master key file (0600).
+pub fn generate_master_key(cfg: &Config) -> Result<(MasterKey, KeySource), ConfigError> {
+    let path = cfg.data_dir.join(MASTER_KEY_FILE);
+    let key = MasterKey::generate();
+    write_secret_file(&path, key.to_base64_secret().expose_secret())?;
+    Ok((key, KeySource::Generated(path)))
+}
+
+/// The HS256 token secret: `KEYGATE_JWT_SECRET`, else `jwt.secret` (created if missing).
+pub fn load_or_create_jwt_secret(cfg: &Config) -> Result<SecretString, ConfigError> {
+    if let Some(s) = &cfg.jwt_secret {
+        return Ok(s.clone());
+    }
+    let path = cfg.data_dir.join(JWT_SECRET_FILE);
+    if path.exists() {
+        let text = read_secret_file(&path)?;
+        if text.len() < 32 {
+            return Err(ConfigError(format!(
+                "{} is corrupt (too short)",
+                path.display()
+            )));
+        }
+        return Ok(SecretString::from(text.as_str()));
+    }
+    let mut raw = Zeroizing::new([0u8; 48]);
+    rand::thread_rng().fill_bytes(raw.as_mut());
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref());
+    write_secret_file(&path, &text)?;
+    tracing::info!(path = %path.display(), "created token signing secret");
+    Ok(SecretString::from(text))
+}

@@ -1,0 +1,202 @@
+//! Per-user data keys at run time: creating a user's first DEK, unwrapping DEKs through the
+//! key provider (and the vault password session in password mode), and a short-TTL cache
+//! of unwrapped DEKs that is zeroized on eviction, lock and shred.
+//!
+//! Unlock sessions store the DEK wrapped by the KEK under a *session* context (the DEK
+//! version with its top bit set), so a session blob copied into `user_keys` cannot strip
+//! the password layer: it would not open under the stored-key context.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keygate_crypto::{Dek, WrapContext};
+use keygate_keys::KeyProvider;
+use keygate_storage::{Actor, DbTime, Store, UserKeyRecord};
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Top bit of the version marks a session wrap (see module docs).
+pub const SESSION_BIT: u32 = 0x8000_0000;
+
+const CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// (user, DEK version) -> (DEK, cached at, password-protected).
+type DekCache = HashMap<(Uuid, u32), (Arc<Dek>, Instant, bool)>;
+
+#[derive(Clone)]
+pub struct Keyring {
+    pub provider: Arc<dyn KeyProvider>,
+    store: Store,
+    cache: Arc<Mutex<DekCache>>,
+}
+
+/// A usable DEK and its version.
+pub struct DekHandle {
+    pub dek: Arc<Dek>,
+    pub version: u32,
+}
+
+impl Keyring {
+    pub fn new(provider: Arc<dyn KeyProvider>, store: Store) -> Self {
+        Keyring {
+            provider,
+            store,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A cached DEK; in password mode only while the unlock session is still live (checked
+    /// in the database, so a lock on another instance takes effect at once).
+    async fn cached(
+        &self,
+        actor: Actor,
+        user: Uuid,
+        version: u32,
+    ) -> Result<Option<Arc<Dek>>, ApiError> {
+        let hit = self.cached_raw(user, version);
+        match hit {
+            Some((d, true)) => {
+                if self
+                    .store
+                    .vault_session(actor, user, DbTime::now())
+                    .await?
+                    .is_some()
+                {
+                    Ok(Some(d))
+                } else {
+                    self.evict(user);
+                    Err(ApiError::forbidden(
+                        "vault_locked",
+                        "the vault is locked; unlock it with the vault password",
+                    ))
+                }
+            }
+            Some((d, false)) => Ok(Some(d)),
+            None => Ok(None),
+        }
+    }
+
+    fn cached_raw(&self, user: Uuid, version: u32) -> Option<(Arc<Dek>, bool)> {
+        let mut c = self.cache.lock();
+        match c.get(&(user, version)) {
+            Some((d, t, pw)) if t.elapsed() < CACHE_TTL => Some((d.clone(), *pw)),
+            Some(_) => {
+                c.remove(&(user, version));
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, user: Uuid, version: u32, dek: Arc<Dek>, password: bool) {
+        let mut c = self.cache.lock();
+        if c.len() > 10_000 {
+            c.retain(|_, (_, t, _)| t.elapsed() < CACHE_TTL);
+        }
+        c.insert((user, version), (dek, Instant::now(), password));
+    }
+
+    /// Drops every cached DEK of `user` (lock, shred, password change). `Dek` zeroizes
+    /// on drop once the last request holding it finishes.
+    pub fn evict(&self, user: Uuid) {
+        self.cache.lock().retain(|(u, _), _| *u != user);
+    }
+
+    /// The user's active DEK record, creating a platform-protected DEK on first use.
+    pub async fn active_record(&self, actor: Actor, user: Uuid) -> Result<UserKeyRecord, ApiError> {
+        if let Some(r) = self.store.active_user_key(actor, user).await? {
+            return Ok(r);
+        }
+        let dek = Dek::generate();
+        let ctx = WrapContext {
+            user_id: user,
+            dek_version: 1,
+        };
+        let wrapped = self.provider.wrap(&ctx, dek.expose_secret()).await?;
+        let now = DbTime::now();
+        let rec = UserKeyRecord {
+            user_id: user,
+            version: 1,
+            wrapped_dek: Some(wrapped),
+            kek_version: self.provider.current_version() as i32,
+            protection: "platform".into(),
+            state: "active".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        Ok(self.store.insert_first_user_key(actor, &rec).await?)
+    }
+
+    /// The DEK of `version` (or the active one) ready for sealing/opening. In password mode
+    /// this needs a live unlock session, else `vault_locked`.
+    pub async fn dek(
+        &self,
+        actor: Actor,
+        user: Uuid,
+        version: Option<u32>,
+    ) -> Result<DekHandle, ApiError> {
+        let rec = match version {
+            None => self.active_record(actor, user).await?,
+            Some(v) => {
+                if let Some(d) = self.cached(actor, user, v).await? {
+                    return Ok(DekHandle { dek: d, version: v });
+                }
+                self.store
+                    .user_keys(actor, user)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.version as u32 == v)
+                    .ok_or_else(|| {
+                        ApiError::internal("ciphertext names a DEK version that does not exist")
+                    })?
+            }
+        };
+        let v = rec.version as u32;
+        if rec.state == "shredded" || rec.wrapped_dek.is_none() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::GONE,
+                "credential_shredded",
+                "this user's keys were destroyed (crypto-shredded)",
+            ));
+        }
+        if let Some(d) = self.cached(actor, user, v).await? {
+            return Ok(DekHandle { dek: d, version: v });
+        }
+        let password = rec.protection == "password";
+        let dek = if rec.protection == "password" {
+            let s = self
+                .store
+                .vault_session(actor, user, DbTime::now())
+                .await?
+                .filter(|s| s.dek_version == rec.version)
+                .ok_or_else(|| {
+                    ApiError::forbidden(
+                        "vault_locked",
+                        "the vault is locked; unlock it with the vault password",
+                    )
+                })?;
+            let ctx = WrapContext {
+                user_id: user,
+                dek_version: v | SESSION_BIT,
+            };
+            let raw = self.provider.unwrap(&ctx, &s.session_dek).await?;
+            Dek::from_bytes(&raw)?
+        } else {
+            let ctx = WrapContext {
+                user_id: user,
+                dek_version: v,
+            };
+            let raw = self
+                .provider
+                .unwrap(&ctx, rec.wrapped_dek.as_deref().unwrap_or_default())
+                .await?;
+            Dek::from_bytes(&raw)?
+        };
+        let dek = Arc::new(dek);
+        self.put(user, v, dek.clone(), password);
+        Ok(DekHandle { dek, version: v })
+    }
+}

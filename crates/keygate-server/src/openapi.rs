@@ -1,0 +1,66 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let comps = api.components.get_or_insert_with(Default::default);
+        comps.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "keygate", description = "Vault and signing gateway for exchange API keys. Errors are RFC 9457 problem+json with a stable `code`."),
+    modifiers(&Bearer),
+    paths(
+        routes::health::healthz,
+        routes::health::readyz,
+        routes::health::metrics,
+        routes::health::openapi,
+        routes::credentials::create,
+        routes::credentials::list,
+        routes::credentials::read,
+        routes::credentials::update,
+        routes::credentials::remove,
+        routes::credentials::rotate,
+        routes::credentials::reveal,
+        routes::connections::create,
+        routes::connections::list,
+        routes::connections::read,
+        routes::connections::update,
+        routes::connections::remove,
+        routes::connections::calls,
+        routes::connections::balances,
+        routes::vault::setup,
+        routes::vault::unlock,
+        routes::vault::lock,
+        routes::vault::status,
+        routes::vault::change_password,
+        routes::vault::access_log,
+        routes::vault::shred_own,
+        routes::vault::shred_user,
+        routes::audit::list,
+        routes::audit::verify,
+    ),
+    components(schemas(crate::error::Problem, crate::error::FieldError))
+)]
+struct ApiDoc;
+
+/// The document served at `/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

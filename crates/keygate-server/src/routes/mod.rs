@@ -1,0 +1,84 @@
+//! HTTP routes, one module per resource. Handlers are thin: extract, call, map errors.
+
+/// Audit log listing and chain verification.
+pub mod audit;
+/// Exchange connections, their limits, call log and balances.
+pub mod connections;
+/// Credentials (exchange API keys): create, list, edit, rotate, reveal, delete.
+pub mod credentials;
+/// Liveness, readiness, metrics and the OpenAPI document.
+pub mod health;
+/// Vault password: setup, unlock, lock, status, access log, crypto-shredding.
+pub mod vault;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{ApiError, FieldError};
+
+/// `limit` and `cursor` of every list route.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct Page {
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    /// Opaque cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(50),
+            Some(l) if (1..=200).contains(&l) => Ok(l),
+            Some(_) => Err(ApiError::Validation(vec![FieldError::new(
+                "limit",
+                "must be between 1 and 200",
+            )])),
+        }
+    }
+    pub fn cursor_uuid(&self) -> Result<Option<Uuid>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                Uuid::parse_str(c)
+                    .map_err(|_| ApiError::field("cursor", "not a cursor returned by this API"))
+            })
+            .transpose()
+    }
+    pub fn cursor_i64(&self) -> Result<Option<i64>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| ApiError::field("cursor", "not a cursor returned by this API"))
+            })
+            .transpose()
+    }
+}
+
+/// The list shape of every collection (DESIGN.md §7).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Builds a list page: asks for `limit + 1` rows upstream, so a next page is known.
+pub fn page<T, R>(
+    mut rows: Vec<R>,
+    limit: i64,
+    cursor_of: impl Fn(&R) -> String,
+    view: impl Fn(R) -> T,
+) -> List<T> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last().map(&cursor_of)
+    } else {
+        None
+    };
+    List {
+        items: rows.into_iter().map(view).collect(),
+        next_cursor,
+    }
+}

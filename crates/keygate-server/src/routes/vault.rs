@@ -1,0 +1,534 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use keygate_crypto::{generate_salt, Dek, KdfParams, PasswordKey, WrapContext};
+use keygate_storage::{AuditFilter, DbTime, VaultRecord, VaultSession};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::keyring::SESSION_BIT;
+use crate::recorder::{event, RequestMeta};
+use crate::routes::audit::AuditView;
+use crate::routes::{page, List, Page};
+use crate::state::AppState;
+
+/// Failed unlocks in a row before lockout.
+pub const MAX_FAILED_UNLOCKS: i32 = 5;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/vault/setup", post(setup))
+        .route("/v1/vault/unlock", post(unlock))
+        .route("/v1/vault/lock", post(lock))
+        .route("/v1/vault/status", get(status))
+        .route("/v1/vault/password", post(change_password))
+        .route("/v1/vault/access-log", get(access_log))
+        .route("/v1/vault/shred", post(shred_own))
+        .route("/v1/admin/users/{id}/shred", post(shred_user))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    #[schema(value_type = String)]
+    pub password: SecretString,
+    /// Idle minutes before auto-lock (setup only; 1–1440, default from config).
+    #[serde(default)]
+    pub auto_lock_minutes: Option<i32>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VaultStatus {
+    /// platform | password
+    pub protection: String,
+    pub unlocked: bool,
+    pub unlocked_until: Option<DateTime<Utc>>,
+    pub auto_lock_minutes: Option<i32>,
+    pub failed_unlock_attempts: i32,
+    pub locked_out_until: Option<DateTime<Utc>>,
+    pub kdf: Option<String>,
+    pub last_unlocked_at: Option<DateTime<Utc>>,
+    pub shredded: bool,
+}
+
+fn kdf_params(s: &AppState) -> KdfParams {
+    if s.config.dev_fast_kdf {
+        KdfParams::Argon2id {
+            m_kib: 1024,
+            t: 1,
+            p: 1,
+        }
+    } else {
+        KdfParams::default()
+    }
+}
+
+fn check_password(p: &SecretString) -> ApiResult<()> {
+    let n = p.expose_secret().chars().count();
+    if !(10..=1024).contains(&n) {
+        return Err(ApiError::field("password", "must be 10 to 1024 characters"));
+    }
+    Ok(())
+}
+
+async fn derive(p: &SecretString, salt: Vec<u8>, params: KdfParams) -> ApiResult<PasswordKey> {
+    let p = p.clone();
+    tokio::task::spawn_blocking(move || PasswordKey::derive(&p, &salt, &params))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+}
+
+/// Protect your vault with a password: the server can then decrypt your secrets only
+/// during an unlock session. Opens one at once.
+#[utoipa::path(post, path = "/v1/vault/setup", tag = "vault", request_body = PasswordBody, security(("bearer" = [])),
+    responses((status = 200, body = VaultStatus), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn setup(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppJson(req): AppJson<PasswordBody>,
+) -> ApiResult<Json<VaultStatus>> {
+    let user = caller.user()?;
+    let actor = caller.actor();
+    check_password(&req.password)?;
+    let minutes = req
+        .auto_lock_minutes
+        .unwrap_or(s.config.vault_auto_lock_minutes as i32);
+    if !(1..=1440).contains(&minutes) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "auto_lock_minutes",
+            "must be between 1 and 1440",
+        )]));
+    }
+    if s.store.vault(actor, user).await?.is_some() {
+        return Err(ApiError::conflict(
+            "vault_exists",
+            "the vault already has a password; use /v1/vault/password to change it",
+        ));
+    }
+    let rec = s.keyring.active_record(actor, user).await?;
+    let handle = s.keyring.dek(actor, user, None).await?;
+    let params = kdf_params(&s);
+    let salt = generate_salt().to_vec();
+    let pk = derive(&req.password, salt.clone(), params).await?;
+    let ctx = WrapContext {
+        user_id: user,
+        dek_version: handle.version,
+    };
+    let inner = pk.seal_dek(&ctx, handle.dek.expose_secret());
+    let outer = s.keyring.provider.wrap(&ctx, &inner).await?;
+    let now = DbTime::now();
+    let v = VaultRecord {
+        user_id: user,
+        kdf: params.to_string(),
+        salt,
+        auto_lock_minutes: minutes,
+        require_password_on_decrypt: true,
+        biometric_unlock_enabled: false,
+        failed_unlock_attempts: 0,
+        last_failed_unlock_at: None,
+        locked_out_until: None,
+        last_unlocked_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    s.store
+        .setup_vault(
+            actor,
+            &v,
+            rec.version,
+            rec.wrapped_dek.as_deref().unwrap_or_default(),
+            &outer,
+        )
+        .await?;
+    s.keyring.evict(user);
+    open_session(
+        &s,
+        &caller,
+        user,
+        handle.version,
+        &handle.dek,
+        minutes,
+        &meta,
+        None,
+    )
+    .await?;
+    s.recorder
+        .record(
+            vec![event("vault", "setup", &caller, Some(user), &meta)],
+            vec![],
+        )
+        .await?;
+    status_of(&s, &caller, user).await.map(Json)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open_session(
+    s: &AppState,
+    caller: &Caller,
+    user: Uuid,
+    version: u32,
+    dek: &Dek,
+    minutes: i32,
+    meta: &RequestMeta,
+    upgrade: Option<(&str, &[u8], &[u8])>,
+) -> ApiResult<DateTime<Utc>> {
+    let ctx = WrapContext {
+        user_id: user,
+        dek_version: version | SESSION_BIT,
+    };
+    let session_dek = s.keyring.provider.wrap(&ctx, dek.expose_secret()).await?;
+    let now = DbTime::now();
+    let until = DbTime::new(now.0 + Duration::minutes(minutes as i64));
+    s.store
+        .open_vault_session(
+            caller.actor(),
+            &VaultSession {
+                user_id: user,
+                session_id: caller.session_id.unwrap_or_else(Uuid::now_v7),
+                session_dek,
+                dek_version: version as i32,
+                kek_version: s.keyring.provider.current_version() as i32,
+                unlocked_at: now,
+                last_used_at: now,
+                expires_at: until,
+                ip_address: meta.ip.clone(),
+            },
+            upgrade,
+        )
+        .await?;
+    Ok(until.0)
+}
+
+/// Unlock with the vault password. Five failures in a row lock the vault out with a
+/// growing backoff.
+#[utoipa::path(post, path = "/v1/vault/unlock", tag = "vault", request_body = PasswordBody, security(("bearer" = [])),
+    responses((status = 200, body = VaultStatus), (status = 403, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
+pub async fn unlock(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppJson(req): AppJson<PasswordBody>,
+) -> ApiResult<Json<VaultStatus>> {
+    let user = caller.user()?;
+    let actor = caller.actor();
+    let v = s.store.vault(actor, user).await?.ok_or_else(|| {
+        ApiError::conflict(
+            "vault_not_password_protected",
+            "this vault has no password; set one with /v1/vault/setup",
+        )
+    })?;
+    let now = DbTime::now();
+    if let Some(until) = v.locked_out_until.filter(|u| *u > now) {
+        let secs = (until.0 - now.0).num_seconds().max(1) as u64;
+        let mut ev = event("vault", "unlock", &caller, Some(user), &meta);
+        ev.success = false;
+        ev.reason = Some("locked out".into());
+        s.recorder.record(vec![ev], vec![]).await?;
+        return Err(ApiError::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "vault_locked_out",
+            detail: format!("too many failed unlocks; try again in {secs} s"),
+            retry_after: Some(secs),
+        });
+    }
+    let rec = s.keyring.active_record(actor, user).await?;
+    let version = rec.version as u32;
+    let ctx = WrapContext {
+        user_id: user,
+        dek_version: version,
+    };
+    let inner = s
+        .keyring
+        .provider
+        .unwrap(&ctx, rec.wrapped_dek.as_deref().unwrap_or_default())
+        .await?;
+    let params = KdfParams::parse(&v.kdf)?;
+    let pk = derive(&req.password, v.salt.clone(), params).await?;
+    let dek = match pk.open_dek(&ctx, &inner) {
+        Ok(d) => d,
+        Err(_) => {
+            let failed = v.failed_unlock_attempts + 1;
+            let lockout = (failed >= MAX_FAILED_UNLOCKS).then(|| {
+                let exp = (failed - MAX_FAILED_UNLOCKS).min(10) as u32;
+                DbTime::new(now.0 + Duration::seconds(60 * 2i64.pow(exp)).min(Duration::hours(24)))
+            });
+            s.store
+                .record_failed_unlock(actor, user, now, lockout)
+                .await?;
+            let mut ev = event("vault", "unlock", &caller, Some(user), &meta);
+            ev.success = false;
+            ev.reason = Some("wrong password".into());
+            ev.risk_score = if failed >= MAX_FAILED_UNLOCKS { 60 } else { 20 };
+            ev.metadata = keygate_storage::Json(serde_json::json!({"failed_attempts": failed}));
+            s.recorder.record(vec![ev], vec![]).await?;
+            return Err(ApiError::forbidden(
+                "wrong_password",
+                "the vault password is wrong",
+            ));
+        }
+    };
+    // PBKDF2 vaults (imported) are upgraded to Argon2id on a successful unlock.
+    let upgrade = if params.needs_upgrade() {
+        let np = kdf_params(&s);
+        let salt = generate_salt().to_vec();
+        let npk = derive(&req.password, salt.clone(), np).await?;
+        let inner = npk.seal_dek(&ctx, dek.expose_secret());
+        let outer = s.keyring.provider.wrap(&ctx, &inner).await?;
+        Some((np.to_string(), salt, outer))
+    } else {
+        None
+    };
+    open_session(
+        &s,
+        &caller,
+        user,
+        version,
+        &dek,
+        v.auto_lock_minutes,
+        &meta,
+        upgrade
+            .as_ref()
+            .map(|(k, s, w)| (k.as_str(), s.as_slice(), w.as_slice())),
+    )
+    .await?;
+    s.keyring.evict(user);
+    let mut ev = event("vault", "unlock", &caller, Some(user), &meta);
+    if upgrade.is_some() {
+        ev.metadata = keygate_storage::Json(serde_json::json!({"kdf_upgraded": true}));
+    }
+    s.recorder.record(vec![ev], vec![]).await?;
+    status_of(&s, &caller, user).await.map(Json)
+}
+
+/// Lock the vault now (ends the unlock session on every instance).
+#[utoipa::path(post, path = "/v1/vault/lock", tag = "vault", security(("bearer" = [])), responses((status = 200, body = VaultStatus)))]
+pub async fn lock(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+) -> ApiResult<Json<VaultStatus>> {
+    let user = caller.user()?;
+    s.store.close_vault_session(caller.actor(), user).await?;
+    s.keyring.evict(user);
+    s.recorder
+        .record(
+            vec![event("vault", "lock", &caller, Some(user), &meta)],
+            vec![],
+        )
+        .await?;
+    status_of(&s, &caller, user).await.map(Json)
+}
+
+async fn status_of(s: &AppState, caller: &Caller, user: Uuid) -> ApiResult<VaultStatus> {
+    let actor = caller.actor();
+    let v = s.store.vault(actor, user).await?;
+    let keys = s.store.user_keys(actor, user).await?;
+    let shredded = keys.iter().any(|k| k.state == "shredded");
+    let session = s.store.vault_session(actor, user, DbTime::now()).await?;
+    Ok(match v {
+        None => VaultStatus {
+            protection: "platform".into(),
+            unlocked: !shredded,
+            unlocked_until: None,
+            auto_lock_minutes: None,
+            failed_unlock_attempts: 0,
+            locked_out_until: None,
+            kdf: None,
+            last_unlocked_at: None,
+            shredded,
+        },
+        Some(v) => VaultStatus {
+            protection: "password".into(),
+            unlocked: session.is_some() && !shredded,
+            unlocked_until: session.map(|s| s.expires_at.0),
+            auto_lock_minutes: Some(v.auto_lock_minutes),
+            failed_unlock_attempts: v.failed_unlock_attempts,
+            locked_out_until: v.locked_out_until.map(|t| t.0),
+            kdf: Some(v.kdf),
+            last_unlocked_at: v.last_unlocked_at.map(|t| t.0),
+            shredded,
+        },
+    })
+}
+
+/// Vault state: protection mode, whether unlocked and until when.
+#[utoipa::path(get, path = "/v1/vault/status", tag = "vault", security(("bearer" = [])), responses((status = 200, body = VaultStatus)))]
+pub async fn status(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<VaultStatus>> {
+    let user = caller.user()?;
+    status_of(&s, &caller, user).await.map(Json)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    #[schema(value_type = String)]
+    pub current_password: SecretString,
+    #[schema(value_type = String)]
+    pub new_password: SecretString,
+}
+
+/// Change the vault password: rewraps only the data key.
+#[utoipa::path(post, path = "/v1/vault/password", tag = "vault", request_body = ChangePassword, security(("bearer" = [])),
+    responses((status = 200, body = VaultStatus), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn change_password(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppJson(req): AppJson<ChangePassword>,
+) -> ApiResult<Json<VaultStatus>> {
+    let user = caller.user()?;
+    let actor = caller.actor();
+    check_password(&req.new_password)
+        .map_err(|_| ApiError::field("new_password", "must be 10 to 1024 characters"))?;
+    let v = s.store.vault(actor, user).await?.ok_or_else(|| {
+        ApiError::conflict("vault_not_password_protected", "this vault has no password")
+    })?;
+    let rec = s.keyring.active_record(actor, user).await?;
+    let ctx = WrapContext {
+        user_id: user,
+        dek_version: rec.version as u32,
+    };
+    let wrapped = rec.wrapped_dek.clone().unwrap_or_default();
+    let inner = s.keyring.provider.unwrap(&ctx, &wrapped).await?;
+    let old = derive(
+        &req.current_password,
+        v.salt.clone(),
+        KdfParams::parse(&v.kdf)?,
+    )
+    .await?;
+    let dek = old.open_dek(&ctx, &inner).map_err(|_| {
+        ApiError::forbidden("wrong_password", "the current vault password is wrong")
+    })?;
+    let params = kdf_params(&s);
+    let salt = generate_salt().to_vec();
+    let new = derive(&req.new_password, salt.clone(), params).await?;
+    let outer = s
+        .keyring
+        .provider
+        .wrap(&ctx, &new.seal_dek(&ctx, dek.expose_secret()))
+        .await?;
+    s.store
+        .change_vault_password(
+            actor,
+            user,
+            &params.to_string(),
+            &salt,
+            rec.version,
+            &wrapped,
+            &outer,
+            DbTime::now(),
+        )
+        .await?;
+    s.keyring.evict(user);
+    s.recorder
+        .record(
+            vec![event(
+                "vault",
+                "password_change",
+                &caller,
+                Some(user),
+                &meta,
+            )],
+            vec![],
+        )
+        .await?;
+    status_of(&s, &caller, user).await.map(Json)
+}
+
+/// Your vault access log (setup, unlocks, failed unlocks, locks, shredding).
+#[utoipa::path(get, path = "/v1/vault/access-log", tag = "vault", params(Page), security(("bearer" = [])),
+    responses((status = 200, body = List<AuditView>)))]
+pub async fn access_log(
+    State(s): State<AppState>,
+    caller: Caller,
+    AppQuery(p): AppQuery<Page>,
+) -> ApiResult<Json<List<AuditView>>> {
+    let user = caller.user()?;
+    let limit = p.limit()?;
+    let f = AuditFilter {
+        user_id: Some(user),
+        category: Some("vault".into()),
+        before_seq: p.cursor_i64()?,
+        ..Default::default()
+    };
+    let rows = s.store.list_audit(caller.actor(), &f, limit + 1).await?;
+    Ok(Json(page(
+        rows,
+        limit,
+        |r| r.seq.to_string(),
+        AuditView::from,
+    )))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShredBody {
+    /// Must be the literal `SHRED ALL MY SECRETS` (irreversible).
+    pub confirm: String,
+}
+
+const SHRED_CONFIRM: &str = "SHRED ALL MY SECRETS";
+
+async fn shred(
+    s: &AppState,
+    caller: &Caller,
+    user: Uuid,
+    meta: &RequestMeta,
+    confirm: &str,
+) -> ApiResult<StatusCode> {
+    if confirm != SHRED_CONFIRM {
+        return Err(ApiError::field(
+            "confirm",
+            format!("type exactly `{SHRED_CONFIRM}`"),
+        ));
+    }
+    let actor = if caller.admin || caller.service {
+        keygate_storage::Actor::service()
+    } else {
+        caller.actor()
+    };
+    s.store.shred_user_keys(actor, user, DbTime::now()).await?;
+    s.keyring.evict(user);
+    let mut ev = event("vault", "shred", caller, Some(user), meta);
+    ev.risk_score = 80;
+    ev.risk_reasons = keygate_storage::Json(vec!["all secrets of the user destroyed".into()]);
+    s.recorder.record(vec![ev], vec![]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Crypto-shred your own secrets: destroys your data keys; metadata and audit remain.
+#[utoipa::path(post, path = "/v1/vault/shred", tag = "vault", request_body = ShredBody, security(("bearer" = [])),
+    responses((status = 204), (status = 422, body = crate::error::Problem)))]
+pub async fn shred_own(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppJson(req): AppJson<ShredBody>,
+) -> ApiResult<StatusCode> {
+    let user = caller.user()?;
+    shred(&s, &caller, user, &meta, &req.confirm).await
+}
+
+/// Admin: crypto-shred a user's secrets.
+#[utoipa::path(post, path = "/v1/admin/users/{id}/shred", tag = "admin", params(("id" = Uuid, Path)), request_body = ShredBody, security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn shred_user(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(req): AppJson<ShredBody>,
+) -> ApiResult<StatusCode> {
+    if !(caller.admin || caller.service) {
+        return Err(ApiError::not_found("resource"));
+    }
+    shred(&s, &caller, id, &meta, &req.confirm).await
+}

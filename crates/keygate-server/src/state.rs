@@ -1,0 +1,26 @@
+//! The shared application state handed to every handler.
+
+use std::sync::Arc;
+
+use keygate_storage::Store;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::keyring::Keyring;
+use crate::metrics::Metrics;
+use crate::recorder::Recorder;
+
+/// Cloneable state: config in an `Arc`, the store, the keyring, the recorder.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub auth: Authenticator,
+    pub keyring: Keyring,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub http: reqwest::Client,
+    pub gateway: Arc<crate::gateway::Gateway>,
+    /// HMAC key of the audit chain, derived from the master key.
+    pub chain_key: Arc<[u8; 32]>,
+}
