@@ -1,7 +1,7 @@
 //! Extractors whose rejections are problem+json: JSON bodies (`AppJson`), paths and queries,
 //! and the request metadata that audit events record.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -24,60 +24,72 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(AppJson(v)),
-            Err(rej) => Err(json_rejection(rej)),
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| {
+                let m = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !json_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ));
         }
-    }
-}
-
-fn json_rejection(rej: JsonRejection) -> ApiError {
-    match rej {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json",
-        ),
-        JsonRejection::JsonDataError(e) => {
-            // serde's message names the path ("missing field `exchange`", "invalid type ...").
-            let msg = e.body_text();
-            let field = msg
-                .split('`')
-                .nth(1)
-                .map(str::to_string)
-                .or_else(|| {
-                    msg.split(": ").next().map(|p| {
-                        p.trim_start_matches(
-                            "Failed to deserialize the JSON body into the target type",
-                        )
-                        .trim()
-                        .to_string()
-                    })
-                })
-                .filter(|f| !f.is_empty() && f.len() < 64)
-                .unwrap_or_else(|| "body".into());
-            let message = msg
-                .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
-                .chars()
-                .take(200)
-                .collect::<String>();
-            ApiError::Validation(vec![FieldError::new(field, message)])
-        }
-        JsonRejection::JsonSyntaxError(_) => {
-            ApiError::bad_request("malformed_json", "the body is not valid JSON")
-        }
-        JsonRejection::BytesRejection(e) => {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the body is larger than this server accepts",
-                )
-            } else {
-                ApiError::bad_request("unreadable_body", "the body could not be read")
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the body is larger than this server accepts",
+                    )
+                } else {
+                    ApiError::bad_request("unreadable_body", "the body could not be read")
+                }
+            })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(de) {
+            Ok(v) => Ok(AppJson(v)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+                    return Err(ApiError::bad_request(
+                        "malformed_json",
+                        "the body is not valid JSON",
+                    ));
+                }
+                let msg = inner.to_string();
+                // serde names missing / unknown fields in backticks at the root path.
+                let field = if path == "." || path.is_empty() {
+                    msg.split('`').nth(1).unwrap_or("body").to_string()
+                } else {
+                    path
+                };
+                let message: String = msg
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&msg)
+                    .chars()
+                    .take(200)
+                    .collect();
+                Err(ApiError::Validation(vec![FieldError::new(
+                    field.chars().take(64).collect::<String>(),
+                    message,
+                )]))
             }
         }
-        _ => ApiError::bad_request("bad_request", "the body could not be read"),
     }
 }
 

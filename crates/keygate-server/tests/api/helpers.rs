@@ -1,0 +1,214 @@
+//! `spawn_app` runs the real server on port 0 against a fresh SQLite file or a fresh
+//! PostgreSQL database (from `KEYGATE_TEST_DATABASE_URL`, set by scripts/test).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keygate_server::{Application, Config};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+    pub database_url: String,
+    pub backend: Backend,
+    pub jwt_secret: SecretString,
+    pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The admin URL of the test PostgreSQL server, or `None` (then PostgreSQL tests fail
+/// under scripts/test / CI and are reported as not run elsewhere).
+pub fn pg_admin_url() -> Option<String> {
+    match std::env::var("KEYGATE_TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true")
+                || std::env::var("KEYGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1")
+            {
+                panic!("KEYGATE_TEST_DATABASE_URL is not set: run the suite through scripts/test");
+            }
+            None
+        }
+    }
+}
+
+async fn fresh_pg_database(admin: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("keygate_test_{}", Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .expect("connect to test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+pub fn test_config(data_dir: PathBuf, database_url: String) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir,
+        database_url,
+        master_key: None,
+        jwt_secret: Some(SecretString::from(
+            "test-secret-test-secret-test-secret-0123456789",
+        )),
+        jwks_url: None,
+        jwt_audience: None,
+        admin_claim: "keygate_admin".into(),
+        allowed_upstreams: vec!["127.0.0.1".into()],
+        reveal_enabled: true,
+        max_body_bytes: 64 * 1024,
+        vault_auto_lock_minutes: 15,
+        redis_url: None,
+        log_format: "text".into(),
+        dev_fast_kdf: true,
+    }
+}
+
+/// Starts keygate on `backend`. `None` when PostgreSQL is not configured outside CI.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let data_dir = tempfile::tempdir().unwrap();
+    let database_url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("keygate.db").display()),
+        Backend::Postgres => fresh_pg_database(&pg_admin_url()?).await,
+    };
+    Some(start(data_dir, database_url, backend).await)
+}
+
+pub async fn start(data_dir: tempfile::TempDir, database_url: String, backend: Backend) -> TestApp {
+    let config = test_config(data_dir.path().to_path_buf(), database_url.clone());
+    let jwt_secret = config.jwt_secret.clone().unwrap();
+    let app = Application::build(config).await.expect("server starts");
+    let base = format!("http://{}", app.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // Only an explicit send stops the server: a dropped sender (async blocks capture
+    // fields precisely, so a test may drop `shutdown` early) must not.
+    tokio::spawn(app.run_until(async {
+        if rx.await.is_err() {
+            std::future::pending::<()>().await
+        }
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        data_dir,
+        database_url,
+        backend,
+        jwt_secret,
+        shutdown: Some(tx),
+    }
+}
+
+impl TestApp {
+    pub fn token(&self, user: Uuid) -> String {
+        keygate_server::auth::mint_token(
+            &self.jwt_secret,
+            Some(user),
+            false,
+            "authenticated",
+            Duration::from_secs(600),
+            "keygate_admin",
+        )
+        .unwrap()
+    }
+    pub fn admin_token(&self, user: Uuid) -> String {
+        keygate_server::auth::mint_token(
+            &self.jwt_secret,
+            Some(user),
+            true,
+            "authenticated",
+            Duration::from_secs(600),
+            "keygate_admin",
+        )
+        .unwrap()
+    }
+    pub fn service_token(&self, user: Uuid) -> String {
+        keygate_server::auth::mint_token(
+            &self.jwt_secret,
+            Some(user),
+            false,
+            "service_role",
+            Duration::from_secs(600),
+            "keygate_admin",
+        )
+        .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::POST, path, token, body).await
+    }
+}
+
+/// Runs an async test body against SQLite and PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await.unwrap();
+                ($body)(app).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                match $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await {
+                    Some(app) => ($body)(app).await,
+                    None => eprintln!("NOT RUN: PostgreSQL test needs KEYGATE_TEST_DATABASE_URL (scripts/test sets it)"),
+                }
+            }
+        }
+    };
+}

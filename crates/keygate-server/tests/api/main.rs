@@ -1,0 +1,649 @@
+//! API tests: every test runs against SQLite and PostgreSQL (`both_backends!`).
+
+mod helpers;
+
+use helpers::TestApp;
+use serde_json::json;
+use uuid::Uuid;
+
+const API_KEY: &str = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
+const API_SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
+const OKX_PASSPHRASE: &str = "okx-passphrase-zq81";
+
+fn binance_body(label: &str) -> serde_json::Value {
+    json!({"exchange": "binance", "label": label, "api_key": API_KEY, "api_secret": API_SECRET, "permissions": ["read", "trade"]})
+}
+
+async fn count_credentials(app: &TestApp, token: &str) -> usize {
+    let (s, v) = app.get("/v1/credentials", token).await;
+    assert_eq!(s, 200);
+    v["items"].as_array().unwrap().len()
+}
+
+both_backends!(health_ready_openapi, |app: TestApp| async move {
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    let r = app
+        .client
+        .get(format!("{}/readyz", app.base))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let doc: serde_json::Value = app
+        .client
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/v1/credentials"]["post"].is_object());
+    let m = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("keygate_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}")
+    );
+    let r = app
+        .client
+        .get(format!("{}/no/such/route", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+});
+
+both_backends!(tokens_are_checked, |app: TestApp| async move {
+    let user = Uuid::new_v4();
+    // missing
+    let r = app
+        .client
+        .get(format!("{}/v1/credentials", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["code"], "unauthorized");
+    // wrong secret
+    let forged = keygate_server::auth::mint_token(
+        &secrecy::SecretString::from("another-secret-another-secret-another"),
+        Some(user),
+        false,
+        "authenticated",
+        std::time::Duration::from_secs(600),
+        "keygate_admin",
+    )
+    .unwrap();
+    assert_eq!(app.get("/v1/credentials", &forged).await.0, 401);
+    // expired (beyond the 30 s leeway)
+    let now = chrono::Utc::now().timestamp();
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user.to_string(), "role": "authenticated", "exp": now - 120}),
+        &jsonwebtoken::EncodingKey::from_secret(
+            secrecy::ExposeSecret::expose_secret(&app.jwt_secret).as_bytes(),
+        ),
+    )
+    .unwrap();
+    let (s, p) = app.get("/v1/credentials", &expired).await;
+    assert_eq!(s, 401);
+    assert_eq!(p["detail"], "token expired");
+    // valid
+    assert_eq!(app.get("/v1/credentials", &app.token(user)).await.0, 200);
+});
+
+both_backends!(
+    credential_lifecycle_and_isolation,
+    |app: TestApp| async move {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (ta, tb) = (app.token(a), app.token(b));
+        let (s, c) = app.post("/v1/credentials", &ta, binance_body("main")).await;
+        assert_eq!(s, 201, "{c}");
+        let text = c.to_string();
+        assert!(
+            !text.contains(API_SECRET) && !text.contains(API_KEY),
+            "no secret in responses"
+        );
+        assert_eq!(c["api_key_hint"], "…Eh8A");
+        let id = c["id"].as_str().unwrap().to_string();
+        // duplicate label: 422 naming the field, nothing written
+        let (s, p) = app.post("/v1/credentials", &ta, binance_body("main")).await;
+        assert_eq!(s, 422);
+        assert_eq!(p["errors"][0]["field"], "label");
+        assert_eq!(count_credentials(&app, &ta).await, 1);
+        // user B sees nothing and gets 404 on A's id for every verb
+        assert_eq!(count_credentials(&app, &tb).await, 0);
+        assert_eq!(app.get(&format!("/v1/credentials/{id}"), &tb).await.0, 404);
+        assert_eq!(
+            app.send(
+                reqwest::Method::PATCH,
+                &format!("/v1/credentials/{id}"),
+                &tb,
+                json!({"label": "x"})
+            )
+            .await
+            .0,
+            404
+        );
+        assert_eq!(
+            app.send(
+                reqwest::Method::DELETE,
+                &format!("/v1/credentials/{id}"),
+                &tb,
+                json!({})
+            )
+            .await
+            .0,
+            404
+        );
+        assert_eq!(
+            app.post(
+                &format!("/v1/credentials/{id}/rotate"),
+                &tb,
+                json!({"api_key": API_KEY, "api_secret": "x"})
+            )
+            .await
+            .0,
+            404
+        );
+        assert_eq!(
+            app.post(
+                &format!("/v1/credentials/{id}/reveal"),
+                &app.service_token(b),
+                json!({})
+            )
+            .await
+            .0,
+            404
+        );
+        // PATCH with a stale version is refused
+        let (s, _) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/credentials/{id}"),
+                &ta,
+                json!({"label": "renamed", "version": 99}),
+            )
+            .await;
+        assert_eq!(s, 412);
+        let (s, u) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/credentials/{id}"),
+                &ta,
+                json!({"label": "renamed", "version": 1, "limits": {"max_trade_usd": "500"}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{u}");
+        assert_eq!(u["version"], 2);
+        assert_eq!(u["limits"]["max_trade_usd"], "500");
+        // rotate: generation 2, hint follows the new key
+        let (s, r) = app.post(&format!("/v1/credentials/{id}/rotate"), &ta, json!({"api_key": "NEWKEY-000000000000-WXYZ", "api_secret": "new-secret-value", "grace_period_seconds": 60})).await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["generation"], 2);
+        assert_eq!(r["api_key_hint"], "…WXYZ");
+        // reveal: service role only, returns the current generation
+        assert_eq!(
+            app.post(&format!("/v1/credentials/{id}/reveal"), &ta, json!({}))
+                .await
+                .0,
+            403
+        );
+        let (s, v) = app
+            .post(
+                &format!("/v1/credentials/{id}/reveal"),
+                &app.service_token(a),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["api_secret"], "new-secret-value");
+        // audit: create, read, update, rotate, reveal all recorded and the chain verifies
+        let (s, log) = app.get("/v1/audit", &ta).await;
+        assert_eq!(s, 200);
+        let actions: Vec<&str> = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        for a in ["create", "update", "rotate", "reveal"] {
+            assert!(actions.contains(&a), "{a} missing from {actions:?}");
+        }
+        let (s, v) = app
+            .get("/v1/audit/verify", &app.admin_token(Uuid::new_v4()))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(
+            app.get("/v1/audit/verify", &ta).await.0,
+            404,
+            "non-admins cannot see admin routes"
+        );
+        // delete
+        assert_eq!(
+            app.send(
+                reqwest::Method::DELETE,
+                &format!("/v1/credentials/{id}"),
+                &ta,
+                json!({})
+            )
+            .await
+            .0,
+            204
+        );
+        assert_eq!(count_credentials(&app, &ta).await, 0);
+    }
+);
+
+both_backends!(bad_input_is_rejected_cleanly, |app: TestApp| async move {
+    let user = Uuid::new_v4();
+    let t = app.token(user);
+    let cases = [
+        (
+            json!({"exchange": "binance.us", "label": "x", "api_key": "k", "api_secret": "s"}),
+            "exchange",
+        ),
+        (
+            json!({"exchange": "okx", "label": "x", "api_key": "k", "api_secret": "s"}),
+            "passphrase",
+        ),
+        (
+            json!({"exchange": "kraken", "label": "x", "environment": "testnet", "api_key": "k", "api_secret": "s"}),
+            "environment",
+        ),
+        (
+            json!({"exchange": "binance", "label": "", "api_key": "k", "api_secret": "s"}),
+            "label",
+        ),
+        (
+            json!({"exchange": "binance", "label": "x", "api_key": "k"}),
+            "api_secret",
+        ),
+        (
+            json!({"exchange": "binance", "label": "x", "api_key": "k", "api_secret": "s", "permissions": ["admin"]}),
+            "permissions",
+        ),
+        (
+            json!({"exchange": "binance", "label": "x", "api_key": "k", "api_secret": "s", "limits": {"max_leverage": "-1"}}),
+            "limits.max_leverage",
+        ),
+        (
+            json!({"exchange": "binance", "label": 5, "api_key": "k", "api_secret": "s"}),
+            "label",
+        ),
+        (
+            json!({"exchange": "binance", "label": "x", "api_key": "k", "api_secret": "s", "permissions": "read"}),
+            "permissions",
+        ),
+        (
+            json!({"label": "x", "api_key": "k", "api_secret": "s"}),
+            "exchange",
+        ),
+        (
+            json!({"exchange": "coinbase", "label": "x", "api_key": "k", "api_secret": "s"}),
+            "private_key",
+        ),
+    ];
+    for (body, field) in cases {
+        let (s, p) = app.post("/v1/credentials", &t, body.clone()).await;
+        assert_eq!(s, 422, "{body} -> {p}");
+        assert_eq!(p["code"], "validation_failed");
+        let fields: Vec<&str> = p["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.contains(&field),
+            "{body}: expected {field} in {fields:?}"
+        );
+    }
+    // invalid UTF-8, wrong content type, oversized body
+    let r = app
+        .client
+        .post(format!("{}/v1/credentials", app.base))
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body(vec![0x7b, 0xff, 0xfe, 0x7d])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .client
+        .post(format!("{}/v1/credentials", app.base))
+        .bearer_auth(&t)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let big = json!({"exchange": "binance", "label": "x", "api_key": "k", "api_secret": "s".repeat(200_000)});
+    let r = app
+        .client
+        .post(format!("{}/v1/credentials", app.base))
+        .bearer_auth(&t)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(count_credentials(&app, &t).await, 0, "nothing was written");
+    // OKX with passphrase is fine
+    let (s, _) = app.post("/v1/credentials", &t, json!({"exchange": "okx", "label": "okx", "api_key": "k", "api_secret": "s", "passphrase": OKX_PASSPHRASE})).await;
+    assert_eq!(s, 201);
+});
+
+both_backends!(
+    connections_and_upstream_allowlist,
+    |app: TestApp| async move {
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (_, c) = app.post("/v1/credentials", &t, binance_body("bin")).await;
+        let cid = c["id"].as_str().unwrap();
+        let (s, p) = app.post("/v1/connections", &t, json!({"name": "evil", "exchange": "binance", "credential_id": cid, "base_url": "https://attacker.example"})).await;
+        assert_eq!(s, 422);
+        assert_eq!(p["errors"][0]["field"], "base_url");
+        let (s, p) = app
+            .post(
+                "/v1/connections",
+                &t,
+                json!({"name": "wrong venue", "exchange": "okx", "credential_id": cid}),
+            )
+            .await;
+        assert_eq!(s, 422, "{p}");
+        let (s, conn) = app.post("/v1/connections", &t, json!({"name": "futures", "exchange": "binanceusdm", "credential_id": cid, "base_url": "http://127.0.0.1:9", "limits": {"max_requests_per_minute": 10}})).await;
+        assert_eq!(s, 201, "{conn}");
+        let id = conn["id"].as_str().unwrap();
+        assert_eq!(
+            app.get(&format!("/v1/connections/{id}"), &app.token(Uuid::new_v4()))
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            app.get(&format!("/v1/connections/{id}/calls"), &t).await.0,
+            200
+        );
+        // a credential in use cannot be deleted
+        assert_eq!(
+            app.send(
+                reqwest::Method::DELETE,
+                &format!("/v1/credentials/{cid}"),
+                &t,
+                json!({})
+            )
+            .await
+            .0,
+            409
+        );
+    }
+);
+
+both_backends!(vault_password_flow, |app: TestApp| async move {
+    let user = Uuid::new_v4();
+    let t = app.token(user);
+    let (_, c) = app.post("/v1/credentials", &t, binance_body("v")).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let (s, st) = app
+        .post(
+            "/v1/vault/setup",
+            &t,
+            json!({"password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(st["protection"], "password");
+    assert_eq!(st["unlocked"], true);
+    let svc = app.service_token(user);
+    assert_eq!(
+        app.post(&format!("/v1/credentials/{id}/reveal"), &svc, json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(app.post("/v1/vault/lock", &t, json!({})).await.0, 200);
+    let (s, p) = app
+        .post(&format!("/v1/credentials/{id}/reveal"), &svc, json!({}))
+        .await;
+    assert_eq!((s, p["code"].as_str()), (403, Some("vault_locked")));
+    let (s, p) = app
+        .post(
+            "/v1/vault/unlock",
+            &t,
+            json!({"password": "wrong password!!"}),
+        )
+        .await;
+    assert_eq!((s, p["code"].as_str()), (403, Some("wrong_password")));
+    let (s, st) = app
+        .post(
+            "/v1/vault/unlock",
+            &t,
+            json!({"password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(st["failed_unlock_attempts"], 0);
+    let (s, v) = app
+        .post(&format!("/v1/credentials/{id}/reveal"), &svc, json!({}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["api_secret"], API_SECRET);
+    // five failures in a row lock the vault out
+    for _ in 0..5 {
+        app.post(
+            "/v1/vault/unlock",
+            &t,
+            json!({"password": "wrong password!!"}),
+        )
+        .await;
+    }
+    let (s, p) = app
+        .post(
+            "/v1/vault/unlock",
+            &t,
+            json!({"password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!((s, p["code"].as_str()), (429, Some("vault_locked_out")));
+    let (_, log) = app.get("/v1/vault/access-log", &t).await;
+    let failed = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "unlock" && e["success"] == false)
+        .count();
+    assert!(failed >= 6, "failed unlocks are logged: {failed}");
+    // crypto-shred: secrets gone for good, metadata stays
+    assert_eq!(
+        app.post(
+            "/v1/vault/shred",
+            &t,
+            json!({"confirm": "SHRED ALL MY SECRETS"})
+        )
+        .await
+        .0,
+        204
+    );
+    let (s, _) = app
+        .post(&format!("/v1/credentials/{id}/reveal"), &svc, json!({}))
+        .await;
+    assert_eq!(s, 410);
+    assert_eq!(app.get(&format!("/v1/credentials/{id}"), &t).await.0, 200);
+});
+
+// Plaintext of stored secrets appears nowhere in the database files or a pg_dump.
+both_backends!(no_plaintext_at_rest, |app: TestApp| async move {
+    let t = app.token(Uuid::new_v4());
+    let secrets: Vec<String> = (0..5)
+        .map(|i| format!("PLAINTEXT-SECRET-{i}-{}", Uuid::new_v4().simple()))
+        .collect();
+    for (i, s) in secrets.iter().enumerate() {
+        let (st, _) = app.post("/v1/credentials", &t, json!({"exchange": "okx", "label": format!("c{i}"), "api_key": format!("KEY-{s}"), "api_secret": s, "passphrase": format!("PP-{s}")})).await;
+        assert_eq!(st, 201);
+    }
+    let mut haystack = Vec::new();
+    match app.backend {
+        helpers::Backend::Sqlite => {
+            for f in ["keygate.db", "keygate.db-wal", "keygate.db-shm"] {
+                if let Ok(b) = std::fs::read(app.data_dir.path().join(f)) {
+                    haystack.extend(b);
+                }
+            }
+            assert!(!haystack.is_empty());
+        }
+        helpers::Backend::Postgres => {
+            let out = std::process::Command::new("pg_dump")
+                .arg(&app.database_url)
+                .output()
+                .expect("pg_dump runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            haystack = out.stdout;
+            assert!(String::from_utf8_lossy(&haystack).contains("credential_secrets"));
+        }
+    }
+    for s in &secrets {
+        assert!(
+            !haystack.windows(s.len()).any(|w| w == s.as_bytes()),
+            "plaintext found at rest"
+        );
+    }
+});
+
+/// Row-level security isolates users even for a query without a WHERE clause.
+#[tokio::test]
+async fn rls_hides_other_users_rows() {
+    let Some(app) = helpers::spawn_app(helpers::Backend::Postgres).await else {
+        eprintln!("NOT RUN: needs PostgreSQL");
+        return;
+    };
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    for (u, l) in [(a, "a1"), (a, "a2"), (b, "b1")] {
+        assert_eq!(
+            app.post("/v1/credentials", &app.token(u), binance_body(l))
+                .await
+                .0,
+            201
+        );
+    }
+    let store = keygate_storage::Store::connect(&app.database_url)
+        .await
+        .unwrap();
+    use keygate_storage::{Actor, RawTable};
+    assert_eq!(
+        store
+            .count_rows_as(Actor::user(a), RawTable::Credentials)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_rows_as(Actor::user(b), RawTable::Credentials)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_rows_as(Actor::user(b), RawTable::CredentialSecrets)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_rows_as(Actor::user(Uuid::new_v4()), RawTable::UserKeys)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_rows_as(Actor::service(), RawTable::Credentials)
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+/// A restart keeps data and keys; a different master key is refused.
+#[tokio::test]
+async fn restart_keeps_keys_and_refuses_a_foreign_master_key() {
+    let app = helpers::spawn_app(helpers::Backend::Sqlite).await.unwrap();
+    let user = Uuid::new_v4();
+    let (_, c) = app
+        .post("/v1/credentials", &app.token(user), binance_body("k"))
+        .await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let TestApp {
+        data_dir,
+        database_url,
+        mut shutdown,
+        ..
+    } = app;
+    let _ = shutdown.take().unwrap().send(());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let key_file = data_dir.path().join("master.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let app = helpers::start(data_dir, database_url.clone(), helpers::Backend::Sqlite).await;
+    let (s, v) = app
+        .post(
+            &format!("/v1/credentials/{id}/reveal"),
+            &app.service_token(user),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["api_secret"], API_SECRET);
+    // world-readable key file
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = helpers::test_config(app.data_dir.path().to_path_buf(), database_url.clone());
+    let err = keygate_server::Application::build(cfg)
+        .await
+        .err()
+        .expect("refuses a world-readable key");
+    assert!(
+        err.to_string().contains("readable by group or others"),
+        "{err}"
+    );
+    // another master key over existing data
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cfg = helpers::test_config(app.data_dir.path().to_path_buf(), database_url);
+    cfg.master_key = Some(keygate_crypto::MasterKey::generate().to_base64_secret());
+    let err = keygate_server::Application::build(cfg)
+        .await
+        .err()
+        .expect("refuses a foreign key");
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
