@@ -1,6 +1,6 @@
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -90,12 +90,7 @@ impl From<ConnectionRecord> for ConnectionView {
 }
 
 fn with_etag(status: StatusCode, c: ConnectionRecord) -> Response {
-    let etag = format!("\"{}\"", c.row_version);
-    let mut r = (status, Json(ConnectionView::from(c))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        r.headers_mut().insert(header::ETAG, v);
-    }
-    r
+    crate::routes::with_etag(status, c.row_version, ConnectionView::from(c))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -86,12 +86,7 @@ impl From<CredentialRecord> for CredentialView {
 }
 
 fn with_etag(status: StatusCode, c: CredentialRecord) -> Response {
-    let etag = format!("\"{}\"", c.row_version);
-    let mut r = (status, Json(CredentialView::from(c))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        r.headers_mut().insert(header::ETAG, v);
-    }
-    r
+    crate::routes::with_etag(status, c.row_version, CredentialView::from(c))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

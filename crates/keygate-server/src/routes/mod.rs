@@ -11,6 +11,8 @@ pub mod health;
 /// Vault password: setup, unlock, lock, status, access log, crypto-shredding.
 pub mod vault;
 
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -81,4 +83,13 @@ pub fn page<T, R>(
         items: rows.into_iter().map(view).collect(),
         next_cursor,
     }
+}
+
+/// A JSON response with an `ETag` carrying the row version (for `If-Match`).
+pub fn with_etag<T: Serialize>(status: StatusCode, row_version: i64, view: T) -> Response {
+    let mut r = (status, axum::Json(view)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{row_version}\"")) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
 }
