@@ -123,6 +123,38 @@ pub struct CreateCredential {
 
 const MAX_SECRET: usize = 8192;
 
+/// A new key generation row with `plain` sealed into it under `dek`.
+#[allow(clippy::too_many_arguments)] // the row's identity; a builder would only rename them
+fn sealed_generation(
+    credential_id: Uuid,
+    user_id: Uuid,
+    generation: i32,
+    rotated_from: Option<Uuid>,
+    last_nonce: i64,
+    now: DbTime,
+    dek: &crate::keyring::DekHandle,
+    plain: &PlainSecrets,
+) -> SecretRecord {
+    let mut secret = SecretRecord {
+        id: Uuid::now_v7(),
+        credential_id,
+        user_id,
+        generation,
+        dek_version: 0,
+        api_key_ct: None,
+        api_secret_ct: None,
+        passphrase_ct: None,
+        private_key_ct: None,
+        status: "active".into(),
+        rotated_from,
+        grace_period_ends_at: None,
+        last_nonce,
+        created_at: now,
+    };
+    seal_into(&mut secret, dek, plain);
+    secret
+}
+
 fn check_label(label: &str, errors: &mut Vec<FieldError>) {
     let n = label.chars().count();
     if n == 0 || n > 100 {
@@ -321,23 +353,7 @@ pub async fn create(
     let actor = caller.actor();
     let dek = s.keyring.dek(actor, user, None).await?;
     let id = Uuid::now_v7();
-    let mut secret = SecretRecord {
-        id: Uuid::now_v7(),
-        credential_id: id,
-        user_id: user,
-        generation: 1,
-        dek_version: 0,
-        api_key_ct: None,
-        api_secret_ct: None,
-        passphrase_ct: None,
-        private_key_ct: None,
-        status: "active".into(),
-        rotated_from: None,
-        grace_period_ends_at: None,
-        last_nonce: 0,
-        created_at: now,
-    };
-    seal_into(&mut secret, &dek, &plain);
+    let secret = sealed_generation(id, user, 1, None, 0, now, &dek, &plain);
     let rec = CredentialRecord {
         id,
         user_id: user,
@@ -631,23 +647,16 @@ pub async fn rotate(
         .credential_secret(actor, c.user_id, id, c.current_generation)
         .await?
         .ok_or_else(|| ApiError::internal("current generation missing"))?;
-    let mut secret = SecretRecord {
-        id: Uuid::now_v7(),
-        credential_id: id,
-        user_id: c.user_id,
-        generation: c.current_generation + 1,
-        dek_version: 0,
-        api_key_ct: None,
-        api_secret_ct: None,
-        passphrase_ct: None,
-        private_key_ct: None,
-        status: "active".into(),
-        rotated_from: Some(prev.id),
-        grace_period_ends_at: None,
-        last_nonce: prev.last_nonce,
-        created_at: now,
-    };
-    seal_into(&mut secret, &dek, &plain);
+    let secret = sealed_generation(
+        id,
+        c.user_id,
+        c.current_generation + 1,
+        Some(prev.id),
+        prev.last_nonce,
+        now,
+        &dek,
+        &plain,
+    );
     c.api_key_hint = hint(&plain.api_key);
     c.key_type = key_type;
     c.status = "active".into();
