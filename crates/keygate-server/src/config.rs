@@ -82,6 +82,30 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
+impl Default for Config {
+    /// The documented defaults (what `load` yields with no file and no environment).
+    fn default() -> Self {
+        let data_dir = PathBuf::from("./keygate-data");
+        Config {
+            listen: "127.0.0.1:8420".parse().expect("valid default address"),
+            database_url: format!("sqlite://{}", data_dir.join("keygate.db").display()),
+            data_dir,
+            master_key: None,
+            jwt_secret: None,
+            jwks_url: None,
+            jwt_audience: None,
+            admin_claim: "keygate_admin".into(),
+            allowed_upstreams: Vec::new(),
+            reveal_enabled: false,
+            max_body_bytes: 1024 * 1024,
+            vault_auto_lock_minutes: 15,
+            redis_url: None,
+            log_format: "text".into(),
+            dev_fast_kdf: false,
+        }
+    }
+}
+
 impl Config {
     /// Reads the optional TOML file, then the environment (environment wins).
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {

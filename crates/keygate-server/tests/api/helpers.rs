@@ -61,20 +61,14 @@ pub fn test_config(data_dir: PathBuf, database_url: String) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir,
         database_url,
-        master_key: None,
         jwt_secret: Some(SecretString::from(
             "test-secret-test-secret-test-secret-0123456789",
         )),
-        jwks_url: None,
-        jwt_audience: None,
-        admin_claim: "keygate_admin".into(),
         allowed_upstreams: vec!["127.0.0.1".into()],
         reveal_enabled: true,
         max_body_bytes: 64 * 1024,
-        vault_auto_lock_minutes: 15,
-        redis_url: None,
-        log_format: "text".into(),
         dev_fast_kdf: true,
+        ..Config::default()
     }
 }
 
