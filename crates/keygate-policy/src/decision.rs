@@ -160,10 +160,18 @@ pub enum DenyCode {
     OrderUnparsable,
     /// An amount so large that computing with it overflows.
     ValueOutOfRange,
+    /// The connection is disabled by its owner (server-side check).
+    ConnectionDisabled,
+    /// The exchange's own rate limit for this key is used up; keygate answers instead of
+    /// letting the exchange ban the key or IP (server-side check).
+    ExchangeRateLimited,
+    /// Counters or stored limits needed for a decision could not be read: deny, never guess
+    /// (server-side check).
+    CountersUnavailable,
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 28] = [
+    pub const ALL: [DenyCode; 31] = [
         DenyCode::ScopeDenied,
         DenyCode::EndpointUnknown,
         DenyCode::EndpointManageDenied,
@@ -192,6 +200,9 @@ impl DenyCode {
         DenyCode::RateLimited,
         DenyCode::OrderUnparsable,
         DenyCode::ValueOutOfRange,
+        DenyCode::ConnectionDisabled,
+        DenyCode::ExchangeRateLimited,
+        DenyCode::CountersUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -224,13 +235,18 @@ impl DenyCode {
             DenyCode::RateLimited => "rate_limited",
             DenyCode::OrderUnparsable => "order_unparsable",
             DenyCode::ValueOutOfRange => "value_out_of_range",
+            DenyCode::ConnectionDisabled => "connection_disabled",
+            DenyCode::ExchangeRateLimited => "exchange_rate_limited",
+            DenyCode::CountersUnavailable => "counters_unavailable",
         }
     }
 
-    /// HTTP status for this code: 429 for rate limits, 403 otherwise.
+    /// HTTP status for this code: 429 for rate limits, 503 when facts are unavailable,
+    /// 403 otherwise.
     pub fn status(self) -> u16 {
         match self {
-            DenyCode::RateLimited => 429,
+            DenyCode::RateLimited | DenyCode::ExchangeRateLimited => 429,
+            DenyCode::CountersUnavailable => 503,
             _ => 403,
         }
     }
@@ -255,10 +271,12 @@ mod tests {
             assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{s}\""));
             assert_eq!(c.to_string(), s);
-            assert_eq!(
-                c.status(),
-                if c == DenyCode::RateLimited { 429 } else { 403 }
-            );
+            let want = match c {
+                DenyCode::RateLimited | DenyCode::ExchangeRateLimited => 429,
+                DenyCode::CountersUnavailable => 503,
+                _ => 403,
+            };
+            assert_eq!(c.status(), want);
         }
     }
 }

@@ -266,7 +266,8 @@ fn usd(p: &Prices, asset: &str) -> Option<Decimal> {
 }
 
 fn base_units(o: &OrderIntent, p: &Prices) -> Option<Decimal> {
-    let cv = || pos(p.contract_values.get(&normalize_symbol(&o.symbol)).copied());
+    // Keys of the map may be written in any notation, as in `Prices::contract_value`.
+    let cv = || p.contract_value(&o.symbol);
     match (o.quantity, o.size_unit) {
         (Some(q), SizeUnit::Base) => Some(q),
         (Some(q), SizeUnit::Contracts) => q.checked_mul(cv()?),

@@ -93,7 +93,7 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         .map_err(|e| ConfigError(format!("http client: {e}")))?;
     Ok(AppState {
         keyring: Keyring::new(provider, store.clone()),
-        gateway: Arc::new(crate::gateway::Gateway::new(&config)),
+        gateway: Arc::new(crate::gateway::Gateway::new(&config, store.backend())),
         config: Arc::new(config),
         store,
         auth,

@@ -46,6 +46,10 @@ pub struct Config {
     pub log_format: String,
     /// `KEYGATE_DEV_FAST_KDF` (tests only): weak Argon2id parameters so test suites stay fast.
     pub dev_fast_kdf: bool,
+    /// `KEYGATE_REFERENCE_PRICES` (`BTC=65000,ETH=3000`) / `[reference_prices]`: USD prices
+    /// policy uses for notional and withdrawal caps when an order's quote is not a USD
+    /// stablecoin, or a market order carries no price. Unknown -> denied when a cap is set.
+    pub reference_prices: keygate_policy::Prices,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +67,7 @@ struct FileConfig {
     vault_auto_lock_minutes: Option<u32>,
     redis_url: Option<String>,
     log_format: Option<String>,
+    reference_prices: Option<std::collections::BTreeMap<String, rust_decimal::Decimal>>,
 }
 
 /// A configuration problem, reported as one line at startup.
@@ -102,8 +107,34 @@ impl Default for Config {
             redis_url: None,
             log_format: "text".into(),
             dev_fast_kdf: false,
+            reference_prices: keygate_policy::Prices::default(),
         }
     }
+}
+
+/// Parses `BTC=65000,ETH=3000`.
+fn parse_prices(
+    v: &str,
+) -> Result<std::collections::BTreeMap<String, rust_decimal::Decimal>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (asset, price) = part.split_once('=').ok_or_else(|| {
+            ConfigError(format!(
+                "KEYGATE_REFERENCE_PRICES: expected ASSET=PRICE, got {part:?}"
+            ))
+        })?;
+        let price: rust_decimal::Decimal = price
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("KEYGATE_REFERENCE_PRICES: {asset}: not a number")))?;
+        if price <= rust_decimal::Decimal::ZERO {
+            return Err(ConfigError(format!(
+                "KEYGATE_REFERENCE_PRICES: {asset}: price must be positive"
+            )));
+        }
+        out.insert(asset.trim().to_ascii_uppercase(), price);
+    }
+    Ok(out)
 }
 
 impl Config {
@@ -163,6 +194,17 @@ impl Config {
         if log_format != "text" && log_format != "json" {
             return Err(ConfigError("log format must be text or json".into()));
         }
+        let usd = match env("KEYGATE_REFERENCE_PRICES") {
+            Some(v) => parse_prices(&v)?,
+            None => fc.reference_prices.unwrap_or_default(),
+        };
+        if let Some(url) = env("KEYGATE_REDIS_URL").or(fc.redis_url.clone()) {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError(
+                    "KEYGATE_REDIS_URL: expected a redis:// or rediss:// URL".into(),
+                ));
+            }
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -184,6 +226,10 @@ impl Config {
                 .map(|v| parse_bool("KEYGATE_DEV_FAST_KDF", &v))
                 .transpose()?
                 .unwrap_or(false),
+            reference_prices: keygate_policy::Prices {
+                usd,
+                ..Default::default()
+            },
         })
     }
 }

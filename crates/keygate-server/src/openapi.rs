@@ -55,6 +55,8 @@ impl Modify for Bearer {
         routes::vault::shred_user,
         routes::audit::list,
         routes::audit::verify,
+        crate::gateway::proxy,
+        crate::gateway::sync::sync_route,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError))
 )]

@@ -50,7 +50,7 @@ pub struct BalanceRecord {
     pub synced_at: DbTime,
 }
 
-const COLS: &str = "id, user_id, name, exchange, credential_id, base_url, timeout_ms, max_retries, is_default, is_enabled, status, scopes, limits, tags, metadata, last_successful_ping, last_error_message, error_count, warnings, last_verified_at, verification_status, row_version, created_at, updated_at";
+pub(crate) const COLS: &str = "id, user_id, name, exchange, credential_id, base_url, timeout_ms, max_retries, is_default, is_enabled, status, scopes, limits, tags, metadata, last_successful_ping, last_error_message, error_count, warnings, last_verified_at, verification_status, row_version, created_at, updated_at";
 const BCOLS: &str = "id, connection_id, user_id, asset, account_type, free, locked, total, usd_value, last_price, synced_at";
 
 impl Store {
@@ -267,9 +267,7 @@ impl Store {
         rows: &'a [BalanceRecord],
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let ins = format!(
-                "INSERT INTO balances ({BCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
-            );
+            let ins = format!("INSERT INTO balances ({BCOLS}) VALUES ");
             in_tx!(self, actor, |tx| {
                 sqlx::query::<DB>("DELETE FROM balances WHERE user_id = $1 AND connection_id = $2")
                     .bind(user_id)

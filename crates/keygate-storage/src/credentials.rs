@@ -65,8 +65,8 @@ impl std::fmt::Debug for SecretRecord {
     }
 }
 
-const CCOLS: &str = "id, user_id, exchange, label, environment, status, key_type, api_key_hint, public_key, permissions, limits, current_generation, expires_at, usage_count, last_used_at, suspended_reason, row_version, created_at, updated_at";
-const SCOLS: &str = "id, credential_id, user_id, generation, dek_version, api_key_ct, api_secret_ct, passphrase_ct, private_key_ct, status, rotated_from, grace_period_ends_at, last_nonce, created_at";
+pub(crate) const CCOLS: &str = "id, user_id, exchange, label, environment, status, key_type, api_key_hint, public_key, permissions, limits, current_generation, expires_at, usage_count, last_used_at, suspended_reason, row_version, created_at, updated_at";
+pub(crate) const SCOLS: &str = "id, credential_id, user_id, generation, dek_version, api_key_ct, api_secret_ct, passphrase_ct, private_key_ct, status, rotated_from, grace_period_ends_at, last_nonce, created_at";
 
 /// Inserts one generation row inside the caller's transaction (a macro so the same text
 /// serves both backends' connection types).

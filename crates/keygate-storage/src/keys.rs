@@ -19,7 +19,7 @@ pub struct UserKeyRecord {
     pub updated_at: DbTime,
 }
 
-const COLS: &str =
+pub(crate) const COLS: &str =
     "user_id, version, wrapped_dek, kek_version, protection, state, created_at, updated_at";
 
 impl Store {

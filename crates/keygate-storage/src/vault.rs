@@ -36,7 +36,7 @@ pub struct VaultSession {
 }
 
 const VCOLS: &str = "user_id, kdf, salt, auto_lock_minutes, require_password_on_decrypt, biometric_unlock_enabled, failed_unlock_attempts, last_failed_unlock_at, locked_out_until, last_unlocked_at, created_at, updated_at";
-const SCOLS: &str = "user_id, session_id, session_dek, dek_version, kek_version, unlocked_at, last_used_at, expires_at, ip_address";
+pub(crate) const SESSION_COLS: &str = "user_id, session_id, session_dek, dek_version, kek_version, unlocked_at, last_used_at, expires_at, ip_address";
 
 impl Store {
     pub async fn vault(&self, actor: Actor, user_id: Uuid) -> Result<Option<VaultRecord>> {
@@ -121,8 +121,9 @@ impl Store {
         s: &VaultSession,
         kdf_upgrade: Option<(&str, &[u8], &[u8])>,
     ) -> Result<()> {
-        let ins =
-            format!("INSERT INTO vault_sessions ({SCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)");
+        let ins = format!(
+            "INSERT INTO vault_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+        );
         in_tx!(self, actor, |tx| {
             sqlx::query::<DB>("DELETE FROM vault_sessions WHERE user_id = $1")
                 .bind(s.user_id)
@@ -172,8 +173,9 @@ impl Store {
         user_id: Uuid,
         now: DbTime,
     ) -> Result<Option<VaultSession>> {
-        let sql =
-            format!("SELECT {SCOLS} FROM vault_sessions WHERE user_id = $1 AND expires_at > $2");
+        let sql = format!(
+            "SELECT {SESSION_COLS} FROM vault_sessions WHERE user_id = $1 AND expires_at > $2"
+        );
         Ok(in_tx!(self, actor, |tx| {
             sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)

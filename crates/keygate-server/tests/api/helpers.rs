@@ -84,6 +84,15 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 
 pub async fn start(data_dir: tempfile::TempDir, database_url: String, backend: Backend) -> TestApp {
     let config = test_config(data_dir.path().to_path_buf(), database_url.clone());
+    start_with(data_dir, config, backend).await
+}
+
+/// Starts a server with a caller-built config (e.g. a second instance on the same database).
+pub async fn start_with(data_dir: tempfile::TempDir, config: Config, backend: Backend) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        keygate_server::telemetry::init("text");
+    }
+    let database_url = config.database_url.clone();
     let jwt_secret = config.jwt_secret.clone().unwrap();
     let app = Application::build(config).await.expect("server starts");
     let base = format!("http://{}", app.local_addr());

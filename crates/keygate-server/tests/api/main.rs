@@ -1,5 +1,6 @@
 //! API tests: every test runs against SQLite and PostgreSQL (`both_backends!`).
 
+mod gateway;
 mod helpers;
 
 use helpers::TestApp;

@@ -1,0 +1,711 @@
+//! The gateway: `ANY /v1/connections/{id}/proxy/{*path}`.
+//!
+//! authenticate (extractor) -> load connection, credential, generation and vault state in
+//! one read -> strip the client's auth -> classify -> parse the intent -> gather counters
+//! -> policy -> upstream rate-limit check -> decrypt -> sign -> forward -> record the call
+//! and a usage audit event (group commit, before the response) -> answer with the
+//! exchange's status, headers and body unchanged.
+//!
+//! Fail closed: an unknown exchange id, unparsable limits, a missing generation, a
+//! request that cannot be parsed or signed, a counter store that does not answer: each is
+//! a problem+json answer and nothing reaches the exchange.
+
+mod counters;
+mod forward;
+pub mod sync;
+mod upstream;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use keygate_exchanges::{
+    ApiCredentials, EndpointClass, Environment, ExchangeId, OutgoingRequest, RequestIntent,
+    SignContext,
+};
+use keygate_policy::{
+    evaluate, scopes_for_connection, CallRequest, Counters, Decision, Denial, DenyCode, KeyState,
+    KeyStatus, Limits, Policy, PolicyApproved, ScopeSet, VaultState,
+};
+use keygate_storage::{ApiCallRecord, CallContext, DbTime};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::config::Config;
+use crate::error::{problem_response, ApiError};
+use crate::extract::AppPath;
+use crate::recorder::{event, RequestMeta};
+use crate::state::AppState;
+
+pub use counters::CounterStore;
+pub use forward::UpstreamError;
+pub use upstream::UpstreamLimits;
+
+/// Header a caller may set to sign with an older key generation during its grace period.
+pub const GENERATION_HEADER: &str = "x-keygate-key-generation";
+
+/// Gateway-wide state: request counters, upstream rate-limit tracking, health cache.
+pub struct Gateway {
+    pub counters: CounterStore,
+    pub upstream: UpstreamLimits,
+    health: parking_lot::Mutex<std::collections::HashMap<Uuid, (bool, Instant)>>,
+}
+
+impl Gateway {
+    pub fn new(config: &Config, backend: keygate_storage::Backend) -> Self {
+        Gateway {
+            counters: CounterStore::new(config, backend),
+            upstream: UpstreamLimits::default(),
+            health: Default::default(),
+        }
+    }
+
+    /// Whether the connection's health row should be written now (state changed, or the
+    /// last write is older than 30 s): keeps the hot path free of a write per call.
+    fn health_due(&self, connection: Uuid, ok: bool) -> bool {
+        let mut h = self.health.lock();
+        let now = Instant::now();
+        match h.get(&connection) {
+            Some((last_ok, at)) if *last_ok == ok && now.duration_since(*at).as_secs() < 30 => {
+                false
+            }
+            _ => {
+                h.insert(connection, (ok, now));
+                true
+            }
+        }
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/connections/{id}/proxy/{*path}", any(proxy))
+        .route(
+            "/v1/connections/{id}/sync",
+            axum::routing::post(sync::sync_route),
+        )
+}
+
+/// Request headers never forwarded: hop-by-hop, keygate's own, the caller's auth for
+/// keygate, and anything that describes the caller's network path.
+fn forwardable(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    !(n.starts_with("x-keygate-")
+        || n.starts_with("proxy-")
+        || n.starts_with("x-forwarded-")
+        || matches!(
+            n,
+            "host"
+                | "connection"
+                | "keep-alive"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "content-length"
+                | "authorization"
+                | "cookie"
+                | "forwarded"
+                | "x-real-ip"
+                | "accept-encoding"
+                | "x-request-id"
+                | "x-device-id"
+        ))
+}
+
+/// Everything recorded about one call, filled in as it proceeds.
+struct CallLog {
+    started: Instant,
+    exchange: ExchangeId,
+    class: EndpointClass,
+    decision: &'static str,
+    deny_code: Option<String>,
+    status: u16,
+    upstream_ms: Option<f64>,
+    error: Option<String>,
+    rate_remaining: Option<i64>,
+    rate_reset: Option<DbTime>,
+    notional_micros: i64,
+    withdrawal_micros: i64,
+}
+
+#[utoipa::path(get, path = "/v1/connections/{id}/proxy/{path}", tag = "gateway",
+    description = "Forwards any method to the connection's exchange: policy-checked, signed with the stored key, logged. The exchange's answer comes back unchanged; keygate's own refusals are problem+json (403, 429 with Retry-After, 502, 504).",
+    params(("id" = Uuid, Path), ("path" = String, Path, description = "Exchange path, e.g. api/v3/account")),
+    responses((status = 200, description = "The exchange's response, unchanged"), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 429, body = crate::error::Problem), (status = 502, body = crate::error::Problem), (status = 504, body = crate::error::Problem)))]
+pub async fn proxy(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppPath((id, path)): AppPath<(Uuid, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let user = caller.user()?;
+    let now = Utc::now();
+    let (parts, body) = req.into_parts();
+    let pin = match parts.headers.get(GENERATION_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i32>().ok())
+                .filter(|g| *g > 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_key_generation",
+                        format!("{GENERATION_HEADER} must be a positive integer"),
+                    )
+                })?,
+        ),
+    };
+    let body = axum::body::to_bytes(body, s.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {} bytes", s.config.max_body_bytes),
+            )
+        })?;
+    let ctx = s
+        .store
+        .call_context(caller.actor(), user, id, pin, DbTime::from(now))
+        .await?
+        .ok_or_else(|| ApiError::not_found("connection"))?;
+    let exchange: ExchangeId = ctx
+        .connection
+        .exchange
+        .parse()
+        .map_err(|_| ApiError::internal("stored connection names an unknown exchange"))?;
+    let api = exchange.api();
+
+    let mut headers = HeaderMap::new();
+    for (k, v) in parts.headers.iter() {
+        if forwardable(k) {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    let mut out = OutgoingRequest {
+        method: parts.method.clone(),
+        path: format!("/{}", path.trim_start_matches('/')),
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        body,
+    };
+    api.strip_auth(&mut out);
+    let class = api.classify(&out.method, &out.path);
+    let mut log = CallLog {
+        started,
+        exchange,
+        class,
+        decision: "denied",
+        deny_code: None,
+        status: 0,
+        upstream_ms: None,
+        error: None,
+        rate_remaining: None,
+        rate_reset: None,
+        notional_micros: 0,
+        withdrawal_micros: 0,
+    };
+
+    let approved = match decide(&s, &ctx, &out, class, &meta, now).await {
+        Ok(a) => a,
+        Err(denial) => return deny(&s, &caller, &meta, &ctx, &out, log, denial).await,
+    };
+    if approved.may_sign() {
+        if let Some(d) = s.gateway.upstream.check(ctx.credential.id, now) {
+            return deny(&s, &caller, &meta, &ctx, &out, log, d).await;
+        }
+    }
+    log.notional_micros = micros(approved.volume_usd());
+    log.withdrawal_micros = micros(approved.withdrawal_usd());
+
+    let (base, environment, host) = upstream_of(&ctx, exchange)?;
+
+    if approved.may_sign() {
+        if let Err(e) = sign(
+            &s,
+            &caller.actor(),
+            &ctx,
+            exchange,
+            environment,
+            host,
+            &mut out,
+            now,
+        )
+        .await?
+        {
+            log.decision = "error";
+            log.status = 422;
+            log.deny_code = Some("signing_failed".into());
+            log.error = Some(e.to_string());
+            finish(&s, &caller, &meta, &ctx, &out, log, None).await?;
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "signing_failed",
+                format!("the request could not be signed with this credential: {e}"),
+            ));
+        }
+    }
+
+    let retry_ok = matches!(class, EndpointClass::Read | EndpointClass::Public)
+        && matches!(out.method, Method::GET | Method::HEAD);
+    let result = forward::send(
+        &s.http,
+        &base,
+        &out,
+        ctx.connection.timeout_ms.max(100) as u64,
+        if retry_ok {
+            ctx.connection.max_retries.clamp(0, 5) as u32
+        } else {
+            0
+        },
+    )
+    .await;
+    log.decision = "allowed";
+    let response = match result {
+        Ok(up) => {
+            log.upstream_ms = Some(up.elapsed.as_secs_f64() * 1000.0);
+            log.status = up.status.as_u16();
+            if let Some(rl) = api.rate_limit(&up.headers) {
+                log.rate_remaining = rl
+                    .remaining
+                    .or_else(|| rl.limit.zip(rl.used).map(|(l, u)| l.saturating_sub(u)))
+                    .map(|r| r.min(i64::MAX as u64) as i64);
+                log.rate_reset = rl
+                    .reset_at_ms
+                    .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+                    .map(DbTime::from);
+                s.gateway.upstream.observe(ctx.credential.id, &rl, now);
+            }
+            if up.status == StatusCode::TOO_MANY_REQUESTS || up.status.as_u16() == 418 {
+                s.gateway
+                    .upstream
+                    .blocked_by_exchange(ctx.credential.id, &up.headers, now);
+            }
+            if !up.status.is_success() {
+                log.error = api
+                    .classify_error(up.status.as_u16(), &up.body)
+                    .map(|k| format!("exchange error: {}", serde_plain(&k)))
+                    .or_else(|| Some(format!("exchange answered {}", up.status.as_u16())));
+            }
+            let mut resp = Response::new(Body::from(up.body));
+            *resp.status_mut() = up.status;
+            for (k, v) in up.headers.iter() {
+                if forward::passes_back(k) {
+                    resp.headers_mut().append(k.clone(), v.clone());
+                }
+            }
+            resp
+        }
+        Err(e) => {
+            log.status = e.status().as_u16();
+            log.error = Some(e.to_string());
+            e.into_api_error().into_response()
+        }
+    };
+    let ok = log.status < 500 && log.status != 0;
+    finish(&s, &caller, &meta, &ctx, &out, log, None).await?;
+    if s.gateway.health_due(ctx.connection.id, ok) {
+        let store = s.store.clone();
+        let (uid, cid) = (ctx.connection.user_id, ctx.connection.id);
+        let err = (!ok).then(|| "exchange unreachable or failing".to_string());
+        tokio::spawn(async move {
+            let _ = store
+                .record_connection_health(
+                    keygate_storage::Actor::service(),
+                    uid,
+                    cid,
+                    ok,
+                    err.as_deref(),
+                    DbTime::now(),
+                )
+                .await;
+        });
+    }
+    Ok(response)
+}
+
+/// Opens the generation's secrets (plaintext lives only in this call) and signs `out`.
+/// The outer error is keygate's (vault locked, shredded, storage); the inner one says the
+/// stored key cannot sign this request.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn sign(
+    s: &AppState,
+    actor: &keygate_storage::Actor,
+    ctx: &CallContext,
+    exchange: ExchangeId,
+    environment: Environment,
+    host: String,
+    out: &mut OutgoingRequest,
+    now: DateTime<Utc>,
+) -> Result<Result<(), keygate_exchanges::SignError>, ApiError> {
+    let secret = ctx
+        .secret
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("credential generation vanished"))?;
+    let creds: ApiCredentials = crate::secrets::open_secrets(&s.keyring, *actor, secret)
+        .await?
+        .into();
+    let nonce = if exchange == ExchangeId::Kraken {
+        s.store
+            .next_nonce(*actor, secret.id, now.timestamp_millis())
+            .await? as u64
+    } else {
+        0
+    };
+    let sign_ctx = SignContext {
+        now_ms: now.timestamp_millis(),
+        nonce,
+        random_nonce: rand::random(),
+        environment,
+        host,
+        recv_window_ms: None,
+    };
+    Ok(exchange.api().sign(out, &creds, &sign_ctx))
+}
+
+/// Scheme + host of the connection's upstream, and the host (with a non-default port) that
+/// signatures bind (Coinbase's JWT `uri`).
+pub(crate) fn upstream_of(
+    ctx: &CallContext,
+    exchange: ExchangeId,
+) -> Result<(String, Environment, String), ApiError> {
+    let environment = match ctx.credential.environment.as_str() {
+        "testnet" => Environment::Testnet,
+        _ => Environment::Production,
+    };
+    let base = base_url(ctx, exchange, environment)?;
+    let host = url::Url::parse(&base)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+        })
+        .ok_or_else(|| ApiError::internal("connection base URL has no host"))?;
+    Ok((base, environment, host))
+}
+
+fn serde_plain<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn micros(usd: Option<Decimal>) -> i64 {
+    usd.and_then(|v| (v * Decimal::from(1_000_000)).round().to_i64())
+        .unwrap_or(0)
+}
+
+/// The connection's `base_url`, else the exchange's host for the credential's environment.
+fn base_url(ctx: &CallContext, ex: ExchangeId, env: Environment) -> Result<String, ApiError> {
+    if let Some(b) = ctx.connection.base_url.as_deref() {
+        return Ok(b.trim_end_matches('/').to_string());
+    }
+    let hosts = ex.api().hosts();
+    match env {
+        Environment::Production => Ok(hosts.production.to_string()),
+        Environment::Testnet => hosts.testnet.map(str::to_string).ok_or_else(|| {
+            ApiError::forbidden(
+                "testnet_unavailable",
+                format!("{ex} has no testnet; this credential cannot be used"),
+            )
+        }),
+    }
+}
+
+/// Gathers the facts and asks policy. Errors are denials (never forwarded).
+async fn decide(
+    s: &AppState,
+    ctx: &CallContext,
+    out: &OutgoingRequest,
+    class: EndpointClass,
+    meta: &RequestMeta,
+    now: DateTime<Utc>,
+) -> Result<PolicyApproved, Denial> {
+    let denial = |code: DenyCode, detail: String| Denial {
+        code,
+        detail,
+        retry_after_secs: None,
+        status: code.status(),
+    };
+    if !ctx.connection.is_enabled {
+        return Err(denial(
+            DenyCode::ConnectionDisabled,
+            "this connection is disabled".into(),
+        ));
+    }
+    let intent = match class {
+        EndpointClass::Trade | EndpointClass::Withdraw | EndpointClass::Transfer => {
+            match ctx.connection.exchange.parse::<ExchangeId>() {
+                Ok(ex) => match ex.api().parse_intent(class, out) {
+                    Ok(i) => i,
+                    Err(e) if class == EndpointClass::Trade => {
+                        return Err(denial(
+                            DenyCode::OrderUnparsable,
+                            format!("the order could not be read ({e}); refusing to forward it"),
+                        ))
+                    }
+                    Err(e) if class == EndpointClass::Withdraw => {
+                        return Err(denial(
+                            DenyCode::WithdrawalUnparsable,
+                            format!(
+                                "the withdrawal could not be read ({e}); refusing to forward it"
+                            ),
+                        ))
+                    }
+                    Err(_) => RequestIntent::None,
+                },
+                Err(_) => RequestIntent::None,
+            }
+        }
+        _ => RequestIntent::None,
+    };
+    let limits = effective_limits(ctx).map_err(|d| denial(DenyCode::CountersUnavailable, d))?;
+    let scopes = effective_scopes(ctx);
+    let key = key_state(ctx);
+    let vault = match &ctx.user_key {
+        Some(k) if k.protection == "password" => match &ctx.vault_session {
+            Some(sess) if sess.dek_version == k.version => VaultState::Unlocked,
+            _ => VaultState::Locked,
+        },
+        _ => VaultState::NotPasswordProtected,
+    };
+    let client_ip: IpAddr = meta
+        .ip
+        .as_deref()
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let request = CallRequest {
+        class,
+        intent,
+        client_ip,
+        path: out.path.clone(),
+    };
+    let mut counters = Counters::default();
+    let public = class == EndpointClass::Public && request.intent == RequestIntent::None;
+    if !public {
+        if limits.max_requests_per_minute.is_some()
+            || limits.max_requests_per_hour.is_some()
+            || limits.max_requests_per_day.is_some()
+        {
+            let (m, h, d) = s
+                .gateway
+                .counters
+                .bump(&s.store, ctx.credential.id, now)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "request counters unavailable");
+                    denial(
+                        DenyCode::CountersUnavailable,
+                        "request counters are unavailable; refusing rather than guessing".into(),
+                    )
+                })?;
+            counters.requests_this_minute = m.saturating_sub(1);
+            counters.requests_this_hour = h.saturating_sub(1);
+            counters.requests_today = d.saturating_sub(1);
+        }
+        let day_start = Utc
+            .with_ymd_and_hms(now.year(), now.month(), now.day(), 0, 0, 0)
+            .single()
+            .unwrap_or(now);
+        let month_start = Utc
+            .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+            .single()
+            .unwrap_or(now);
+        let spent = |since: DateTime<Utc>| {
+            let store = s.store.clone();
+            let cred = ctx.credential.id;
+            async move {
+                store
+                    .spent_since(keygate_storage::Actor::service(), cred, DbTime::from(since))
+                    .await
+            }
+        };
+        let unavailable = |e: keygate_storage::StorageError| {
+            tracing::error!(error = %e, "spent totals unavailable");
+            denial(
+                DenyCode::CountersUnavailable,
+                "spent totals are unavailable; refusing rather than guessing".into(),
+            )
+        };
+        if limits.max_daily_volume_usd.is_some() && class == EndpointClass::Trade
+            || limits.max_withdrawal_usd_per_day.is_some() && class == EndpointClass::Withdraw
+        {
+            let (n, w) = spent(day_start).await.map_err(unavailable)?;
+            counters.daily_volume_usd = Decimal::new(n, 6);
+            counters.withdrawals_today_usd = Decimal::new(w, 6);
+        }
+        if limits.max_withdrawal_usd_per_month.is_some() && class == EndpointClass::Withdraw {
+            let (_, w) = spent(month_start).await.map_err(unavailable)?;
+            counters.withdrawals_this_month_usd = Decimal::new(w, 6);
+        }
+    }
+    let policy = Policy {
+        scopes,
+        limits,
+        key,
+        vault,
+        counters,
+        prices: s.config.reference_prices.clone(),
+    };
+    match evaluate(&policy, &request, now) {
+        Decision::Allow(a) => Ok(a),
+        Decision::Deny(d) => Err(d),
+    }
+}
+
+fn parse_limits(v: &serde_json::Value) -> Result<Limits, String> {
+    if v.is_null() {
+        return Ok(Limits::default());
+    }
+    serde_json::from_value(v.clone()).map_err(|_| "stored limits cannot be read".to_string())
+}
+
+fn effective_limits(ctx: &CallContext) -> Result<Limits, String> {
+    let a = parse_limits(&ctx.credential.limits.0)?;
+    let b = parse_limits(&ctx.connection.limits.0)?;
+    Ok(Limits::merge_stricter(&a, &b))
+}
+
+fn scope_set(v: &[String]) -> ScopeSet {
+    // Unknown names grant nothing.
+    v.iter()
+        .filter_map(|s| serde_json::from_value(serde_json::Value::String(s.clone())).ok())
+        .collect()
+}
+
+fn effective_scopes(ctx: &CallContext) -> ScopeSet {
+    let cred = scope_set(&ctx.credential.permissions.0);
+    let conn = ctx.connection.scopes.as_ref().map(|s| scope_set(&s.0));
+    scopes_for_connection(&cred, conn.as_ref())
+}
+
+fn key_state(ctx: &CallContext) -> KeyState {
+    let expires_at = ctx.credential.expires_at.map(|t| t.0);
+    let status = match ctx.credential.status.as_str() {
+        "active" | "rotating" => match ctx.secret.as_ref().map(|s| s.status.as_str()) {
+            Some("active") => KeyStatus::Active,
+            Some("rotating") => KeyStatus::Rotating,
+            _ => KeyStatus::Revoked,
+        },
+        "suspended" => KeyStatus::Suspended,
+        "expired" => KeyStatus::Expired,
+        "pending" => KeyStatus::Pending,
+        _ => KeyStatus::Revoked,
+    };
+    KeyState {
+        status,
+        expires_at,
+        grace_period_ends_at: ctx
+            .secret
+            .as_ref()
+            .and_then(|s| s.grace_period_ends_at)
+            .map(|t| t.0),
+    }
+}
+
+/// Records a denial and answers with its problem (429 with `Retry-After` for rates).
+async fn deny(
+    s: &AppState,
+    caller: &Caller,
+    meta: &RequestMeta,
+    ctx: &CallContext,
+    out: &OutgoingRequest,
+    mut log: CallLog,
+    d: Denial,
+) -> Result<Response, ApiError> {
+    log.decision = "denied";
+    log.status = d.status;
+    log.deny_code = Some(d.code.as_str().to_string());
+    log.error = Some(d.detail.clone());
+    finish(s, caller, meta, ctx, out, log, Some(&d)).await?;
+    let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN);
+    let mut resp = problem_response(status, d.code.as_str(), Some(d.detail.clone()), vec![]);
+    if let Some(secs) = d.retry_after_secs {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Writes the `api_calls` row and the usage audit event (group commit) and the metrics.
+async fn finish(
+    s: &AppState,
+    caller: &Caller,
+    meta: &RequestMeta,
+    ctx: &CallContext,
+    out: &OutgoingRequest,
+    log: CallLog,
+    denial: Option<&Denial>,
+) -> Result<(), ApiError> {
+    let elapsed_ms = log.started.elapsed().as_secs_f64() * 1000.0;
+    let now = DbTime::now();
+    let endpoint: String = out.path.chars().take(300).collect();
+    let call = ApiCallRecord {
+        id: Uuid::now_v7(),
+        connection_id: ctx.connection.id,
+        credential_id: ctx.credential.id,
+        user_id: ctx.connection.user_id,
+        method: out.method.as_str().to_string(),
+        endpoint: endpoint.clone(),
+        class: log.class.as_str().to_string(),
+        decision: log.decision.to_string(),
+        deny_code: log.deny_code.clone(),
+        status_code: Some(log.status as i32),
+        response_time_ms: Some(elapsed_ms.round() as i32),
+        success: log.decision == "allowed" && (200..300).contains(&log.status),
+        error_message: log.error.clone(),
+        rate_limit_remaining: log.rate_remaining,
+        rate_limit_reset: log.rate_reset,
+        notional_usd_micros: log.notional_micros,
+        withdrawal_usd_micros: log.withdrawal_micros,
+        ip_address: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+        session_id: caller.session_id,
+        created_at: now,
+    };
+    let action = if denial.is_some() { "denied" } else { "use" };
+    let mut ev = event(
+        "gateway",
+        action,
+        caller,
+        Some(ctx.connection.user_id),
+        meta,
+    );
+    ev.credential_id = Some(ctx.credential.id);
+    ev.connection_id = Some(ctx.connection.id);
+    ev.endpoint = Some(endpoint);
+    ev.http_method = Some(out.method.as_str().to_string());
+    ev.status_code = Some(log.status as i32);
+    ev.success = call.success;
+    ev.reason = log.deny_code.clone();
+    ev.metadata = keygate_storage::Json(serde_json::json!({
+        "exchange": log.exchange.as_str(),
+        "class": log.class.as_str(),
+        "decision": log.decision,
+    }));
+    s.metrics.observe_proxied(
+        log.exchange.as_str(),
+        log.class.as_str(),
+        log.decision,
+        log.status,
+        log.upstream_ms.map(|ms| ms / 1000.0),
+    );
+    s.recorder.record(vec![ev], vec![call]).await
+}

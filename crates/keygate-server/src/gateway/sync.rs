@@ -1,0 +1,332 @@
+//! Calls keygate makes itself with a stored key: the key check (real permissions, IP
+//! restriction, exchange-side expiry) and the balance sync. `POST
+//! /v1/connections/{id}/sync` runs both on demand; the background job runs the same
+//! function for every enabled connection.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use http::HeaderMap;
+use keygate_exchanges::{ExchangeId, KeyCheck, OutgoingRequest, PlannedRequest};
+use keygate_policy::KeyStatus;
+use keygate_storage::{Actor, ApiCallRecord, BalanceRecord, CallContext, DbTime};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{forward, key_state, sign, upstream_of};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::AppPath;
+use crate::recorder::{event, RequestMeta};
+use crate::state::AppState;
+
+/// The exchange's report on the key, as stored on the connection.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyCheckView {
+    pub can_read: bool,
+    pub can_trade: bool,
+    pub can_withdraw: bool,
+    pub can_transfer: bool,
+    pub ip_restricted: bool,
+    /// When the exchange takes trading (or the key) away, if it says so.
+    pub expires_at: Option<chrono::DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SyncReport {
+    /// `verified` or `failed`.
+    pub verification_status: String,
+    pub warnings: Vec<String>,
+    pub key_check: Option<KeyCheckView>,
+    /// Number of balances stored (assets with a non-zero total).
+    pub balances: usize,
+    /// Why the check or the sync failed, when it did.
+    pub error: Option<String>,
+    pub synced_at: chrono::DateTime<Utc>,
+}
+
+struct Called {
+    status: u16,
+    body: Bytes,
+}
+
+/// One signed internal request; the call is logged like a proxied one.
+async fn internal_call(
+    s: &AppState,
+    actor: Actor,
+    ctx: &CallContext,
+    exchange: ExchangeId,
+    planned: PlannedRequest,
+    calls: &mut Vec<ApiCallRecord>,
+) -> Result<Called, ApiError> {
+    let (base, environment, host) = upstream_of(ctx, exchange)?;
+    let mut out = OutgoingRequest {
+        method: planned.method.clone(),
+        path: planned.path.to_string(),
+        query: planned.query.map(str::to_owned),
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+    };
+    let now = Utc::now();
+    sign(s, &actor, ctx, exchange, environment, host, &mut out, now)
+        .await?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "signing_failed",
+                format!("the stored key cannot sign requests: {e}"),
+            )
+        })?;
+    let started = std::time::Instant::now();
+    let r = forward::send(
+        &s.http,
+        &base,
+        &out,
+        ctx.connection.timeout_ms.max(100) as u64,
+        1,
+    )
+    .await;
+    let (status, body, err) = match r {
+        Ok(u) => {
+            if let Some(rl) = exchange.api().rate_limit(&u.headers) {
+                s.gateway.upstream.observe(ctx.credential.id, &rl, now);
+            }
+            let err = (!u.status.is_success())
+                .then(|| format!("exchange answered {}", u.status.as_u16()));
+            (u.status.as_u16(), u.body, err)
+        }
+        Err(e) => (e.status().as_u16(), Bytes::new(), Some(e.to_string())),
+    };
+    calls.push(ApiCallRecord {
+        id: Uuid::now_v7(),
+        connection_id: ctx.connection.id,
+        credential_id: ctx.credential.id,
+        user_id: ctx.connection.user_id,
+        method: out.method.as_str().to_string(),
+        endpoint: out.path.clone(),
+        class: "read".into(),
+        decision: "allowed".into(),
+        deny_code: None,
+        status_code: Some(i32::from(status)),
+        response_time_ms: Some(started.elapsed().as_millis().min(i32::MAX as u128) as i32),
+        success: (200..300).contains(&status),
+        error_message: err,
+        rate_limit_remaining: None,
+        rate_limit_reset: None,
+        notional_usd_micros: 0,
+        withdrawal_usd_micros: 0,
+        ip_address: None,
+        user_agent: Some("keygate-sync".into()),
+        session_id: None,
+        created_at: DbTime::now(),
+    });
+    Ok(Called { status, body })
+}
+
+fn usable(ctx: &CallContext) -> Result<(), ApiError> {
+    let k = key_state(ctx);
+    let ok = match k.status {
+        KeyStatus::Active => true,
+        KeyStatus::Rotating => k.grace_period_ends_at.is_some_and(|g| g > Utc::now()),
+        _ => false,
+    } && k.expires_at.is_none_or(|e| e > Utc::now());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "credential_not_usable",
+            format!(
+                "the credential is {}; it is not used for checks or syncs",
+                ctx.credential.status
+            ),
+        ))
+    }
+}
+
+/// Verifies the key and syncs balances for one connection; stores the outcome (warnings,
+/// verification status, balances, health) and returns it. `audit_as` names who asked.
+pub async fn sync_connection(
+    s: &AppState,
+    actor: Actor,
+    user: Uuid,
+    connection_id: Uuid,
+    audit_as: &Caller,
+    meta: &RequestMeta,
+) -> Result<SyncReport, ApiError> {
+    let now = Utc::now();
+    let ctx = s
+        .store
+        .call_context(actor, user, connection_id, None, DbTime::from(now))
+        .await?
+        .ok_or_else(|| ApiError::not_found("connection"))?;
+    let exchange: ExchangeId = ctx
+        .connection
+        .exchange
+        .parse()
+        .map_err(|_| ApiError::internal("stored connection names an unknown exchange"))?;
+    usable(&ctx)?;
+    let api = exchange.api();
+    let mut calls = Vec::new();
+    let mut error = None;
+
+    let check = internal_call(
+        s,
+        actor,
+        &ctx,
+        exchange,
+        api.key_check_request(),
+        &mut calls,
+    )
+    .await?;
+    let key_check: Option<KeyCheck> = if (200..300).contains(&check.status) {
+        match api.parse_key_check(&check.body) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                error = Some(format!("key check answer could not be read: {e}"));
+                None
+            }
+        }
+    } else {
+        let kind = api
+            .classify_error(check.status, &check.body)
+            .and_then(|k| serde_json::to_value(k).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into());
+        error = Some(format!(
+            "key check failed: exchange answered {} ({kind})",
+            check.status
+        ));
+        None
+    };
+    let mut warnings = key_check
+        .as_ref()
+        .map(|k| k.warnings.clone())
+        .unwrap_or_default();
+    if let Some(ms) = key_check.as_ref().and_then(|k| k.expires_at_ms) {
+        if let Some(t) = Utc.timestamp_millis_opt(ms).single() {
+            warnings.push(format!("exchange-side expiry at {}", t.to_rfc3339()));
+        }
+    }
+
+    let mut stored = 0;
+    if key_check.is_some() {
+        let bal =
+            internal_call(s, actor, &ctx, exchange, api.balance_request(), &mut calls).await?;
+        if (200..300).contains(&bal.status) {
+            match api.parse_balances(&bal.body) {
+                Ok(list) => {
+                    let synced_at = DbTime::now();
+                    let rows: Vec<BalanceRecord> = list
+                        .into_iter()
+                        .filter(|b| !b.total.is_zero())
+                        .map(|b| {
+                            let price = s.config.reference_prices.usd_price(&b.asset);
+                            BalanceRecord {
+                                id: Uuid::now_v7(),
+                                connection_id: ctx.connection.id,
+                                user_id: ctx.connection.user_id,
+                                usd_value: price.map(|p| (p * b.total).round_dp(2).to_string()),
+                                last_price: price.map(|p: Decimal| p.to_string()),
+                                asset: b.asset,
+                                account_type: b.account_type.unwrap_or_else(|| "spot".into()),
+                                free: b.free.to_string(),
+                                locked: b.locked.to_string(),
+                                total: b.total.to_string(),
+                                synced_at,
+                            }
+                        })
+                        .collect();
+                    stored = rows.len();
+                    s.store
+                        .replace_balances(actor, ctx.connection.user_id, ctx.connection.id, &rows)
+                        .await?;
+                }
+                Err(e) => error = Some(format!("balances could not be read: {e}")),
+            }
+        } else {
+            error = Some(format!(
+                "balance sync failed: exchange answered {}",
+                bal.status
+            ));
+        }
+    }
+
+    let status = if key_check.is_some() {
+        "verified"
+    } else {
+        "failed"
+    };
+    let at = DbTime::now();
+    s.store
+        .record_verification(
+            actor,
+            ctx.connection.user_id,
+            ctx.connection.id,
+            status,
+            &warnings,
+            at,
+        )
+        .await?;
+    s.store
+        .record_connection_health(
+            actor,
+            ctx.connection.user_id,
+            ctx.connection.id,
+            error.is_none(),
+            error.as_deref(),
+            at,
+        )
+        .await?;
+    let mut ev = event(
+        "connection",
+        "sync",
+        audit_as,
+        Some(ctx.connection.user_id),
+        meta,
+    );
+    ev.connection_id = Some(ctx.connection.id);
+    ev.credential_id = Some(ctx.credential.id);
+    ev.success = error.is_none();
+    ev.reason = error.clone();
+    ev.metadata = keygate_storage::Json(serde_json::json!({
+        "verification_status": status,
+        "warnings": warnings,
+        "balances": stored,
+    }));
+    s.recorder.record(vec![ev], calls).await?;
+    Ok(SyncReport {
+        verification_status: status.into(),
+        warnings,
+        key_check: key_check.map(|k| KeyCheckView {
+            can_read: k.can_read,
+            can_trade: k.can_trade,
+            can_withdraw: k.can_withdraw,
+            can_transfer: k.can_transfer,
+            ip_restricted: k.ip_restricted,
+            expires_at: k
+                .expires_at_ms
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+        }),
+        balances: stored,
+        error,
+        synced_at: at.0,
+    })
+}
+
+/// Verify the key and sync balances now.
+#[utoipa::path(post, path = "/v1/connections/{id}/sync", tag = "connections", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SyncReport), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+pub async fn sync_route(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<SyncReport>, ApiError> {
+    let user = caller.user()?;
+    Ok(Json(
+        sync_connection(&s, caller.actor(), user, id, &caller, &meta).await?,
+    ))
+}

@@ -1,0 +1,682 @@
+//! The gateway end to end against the local mock exchange, which verifies the real
+//! signature: forwarding, stripping a client's own auth, policy denials that never reach
+//! the exchange, rate limits (ours and the exchange's), upstream failures, bookkeeping.
+
+use keygate_mock_exchange::{Fault, MockConfig, MockExchange, MockKey};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+use crate::{both_backends, API_KEY, API_SECRET};
+
+pub async fn mock() -> MockExchange {
+    MockExchange::start(MockConfig {
+        keys: vec![
+            MockKey::hmac("binance", API_KEY, API_SECRET),
+            MockKey::hmac(
+                "kraken",
+                "kraken-key",
+                "a3Jha2VuLXNlY3JldC1rcmFrZW4tc2VjcmV0LTEyMzQ=",
+            ),
+        ],
+    })
+    .await
+}
+
+/// Creates a Binance credential and a connection to `mock`; returns the connection id.
+pub async fn binance_connection(
+    app: &TestApp,
+    token: &str,
+    mock: &MockExchange,
+    permissions: Value,
+    limits: Value,
+) -> String {
+    let (s, cred) = app
+        .post(
+            "/v1/credentials",
+            token,
+            json!({"exchange": "binance", "label": format!("gw-{}", Uuid::new_v4().simple()), "api_key": API_KEY, "api_secret": API_SECRET, "permissions": permissions}),
+        )
+        .await;
+    assert_eq!(s, 201, "{cred}");
+    let (s, conn) = app
+        .post(
+            "/v1/connections",
+            token,
+            json!({"name": format!("gw-{}", Uuid::new_v4().simple()), "exchange": "binance", "credential_id": cred["id"], "base_url": mock.base_url(), "limits": limits, "timeout_ms": 1500, "max_retries": 1}),
+        )
+        .await;
+    assert_eq!(s, 201, "{conn}");
+    conn["id"].as_str().unwrap().to_string()
+}
+
+pub async fn call(
+    app: &TestApp,
+    token: &str,
+    method: reqwest::Method,
+    conn: &str,
+    path_and_query: &str,
+    body: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut r = app
+        .client
+        .request(
+            method,
+            format!("{}/v1/connections/{conn}/proxy/{path_and_query}", app.base),
+        )
+        .bearer_auth(token);
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(b.to_string());
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn code(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap_or(Value::Null)["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+both_backends!(
+    proxy_signs_forwards_and_records,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let conn = binance_connection(&app, &t, &mock, json!(["read", "trade"]), json!({})).await;
+
+        // A signed read: the mock verifies the real signature and answers.
+        let (s, h, body) = call(
+            &app,
+            &t,
+            reqwest::Method::GET,
+            &conn,
+            "api/v3/account",
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["accountType"], "SPOT");
+        assert!(
+            h.contains_key("x-mbx-used-weight-1m"),
+            "exchange headers pass through"
+        );
+        assert_eq!(mock.count_verified(), 1);
+
+        // A client that signs itself with a placeholder key (stock CCXT): its signature,
+        // timestamp and key header are replaced; keygate's token travels in X-Keygate-Token.
+        let r = app
+            .client
+            .get(format!(
+                "{}/v1/connections/{conn}/proxy/api/v3/account?timestamp=1&signature=deadbeef",
+                app.base
+            ))
+            .header("x-keygate-token", &t)
+            .header("authorization", "Bearer placeholder-for-the-exchange")
+            .header("x-mbx-apikey", "placeholder")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let reqs = mock.requests();
+        let last = reqs.last().unwrap();
+        assert!(last.verified, "{:?}", last.rejection);
+        assert_eq!(last.api_key.as_deref(), Some(API_KEY));
+        assert!(
+            last.header("authorization").is_none(),
+            "keygate's headers never reach the exchange"
+        );
+        assert!(last.header("x-keygate-token").is_none());
+
+        // Public endpoints are forwarded unsigned.
+        let (s, _, _) = call(&app, &t, reqwest::Method::GET, &conn, "api/v3/time", None).await;
+        assert_eq!(s, 200);
+        let last = mock.requests().pop().unwrap();
+        assert!(
+            last.header("x-mbx-apikey").is_none(),
+            "public call carries no key"
+        );
+
+        // The exchange's own 4xx body comes back unchanged.
+        let (s, _, body) = call(
+            &app,
+            &t,
+            reqwest::Method::POST,
+            &conn,
+            "api/v3/order",
+            Some("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000"),
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+
+        // Bookkeeping: api_calls rows and usage audit events, committed before the response.
+        let (s, calls) = app.get(&format!("/v1/connections/{conn}/calls"), &t).await;
+        assert_eq!(s, 200);
+        let items = calls["items"].as_array().unwrap();
+        assert_eq!(items.len(), 4, "{calls}");
+        assert!(items.iter().all(|c| c["decision"] == "allowed"));
+        assert!(items.iter().any(|c| c["class"] == "trade"));
+        let (s, audit) = app.get("/v1/audit?category=gateway&limit=100", &t).await;
+        assert_eq!(s, 200);
+        let uses = audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "use")
+            .count();
+        assert_eq!(uses, 4, "{audit}");
+        let m = app
+            .client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(m.contains("keygate_proxied_calls_total{exchange=\"binance\",class=\"read\",decision=\"allowed\",status=\"200\"}"), "{m}");
+    }
+);
+
+both_backends!(
+    denials_never_reach_the_exchange,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let conn = binance_connection(
+            &app,
+            &t,
+            &mock,
+            json!(["read", "trade"]),
+            json!({"max_trade_usd": "1000", "allowed_symbols": ["BTCUSDT", "ETHUSDT"]}),
+        )
+        .await;
+        let cases: [(reqwest::Method, &str, Option<&str>, &str); 6] = [
+            // withdraw scope not granted
+            (
+                reqwest::Method::POST,
+                "sapi/v1/capital/withdraw/apply",
+                Some("coin=BTC&address=bc1qxyz&amount=1"),
+                "scope_denied",
+            ),
+            // 0.1 BTC at 50 000 = 5 000 USD > 1 000
+            (
+                reqwest::Method::POST,
+                "api/v3/order",
+                Some("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.1&price=50000"),
+                "notional_exceeds_limit",
+            ),
+            (
+                reqwest::Method::POST,
+                "api/v3/order",
+                Some("symbol=DOGEUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1"),
+                "symbol_not_allowed",
+            ),
+            // market order without a price and no reference price configured
+            (
+                reqwest::Method::POST,
+                "api/v3/order",
+                Some("symbol=ETHUSDT&side=BUY&type=MARKET&quantity=1"),
+                "notional_unknown",
+            ),
+            // unparsable order
+            (
+                reqwest::Method::POST,
+                "api/v3/order",
+                Some("symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=abc&price=1"),
+                "order_unparsable",
+            ),
+            // a private path the module does not know
+            (
+                reqwest::Method::POST,
+                "sapi/v9/made/up/endpoint",
+                Some("x=1"),
+                "endpoint_unknown",
+            ),
+        ];
+        for (m, path, body, want) in cases {
+            let (s, _, b) = call(&app, &t, m, &conn, path, body).await;
+            assert_eq!((s, code(&b).as_str()), (403, want), "{path}: {b}");
+            let p: Value = serde_json::from_str(&b).unwrap();
+            assert!(p["detail"].as_str().unwrap().len() > 10);
+        }
+        assert_eq!(
+            mock.requests().len(),
+            0,
+            "no denied call reached the exchange"
+        );
+
+        // Within limits it goes through.
+        let (s, _, b) = call(
+            &app,
+            &t,
+            reqwest::Method::POST,
+            &conn,
+            "api/v3/order",
+            Some("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=50000"),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(mock.count_verified(), 1);
+
+        let (_, calls) = app
+            .get(&format!("/v1/connections/{conn}/calls?limit=100"), &t)
+            .await;
+        let denied: Vec<&Value> = calls["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["decision"] == "denied")
+            .collect();
+        assert_eq!(denied.len(), 6);
+        assert!(denied
+            .iter()
+            .any(|c| c["deny_code"] == "notional_exceeds_limit"));
+
+        // Another user's connection does not exist for this caller; a bad id is 404 too.
+        let other = app.token(Uuid::new_v4());
+        let (s, _, b) = call(
+            &app,
+            &other,
+            reqwest::Method::GET,
+            &conn,
+            "api/v3/account",
+            None,
+        )
+        .await;
+        assert_eq!((s, code(&b).as_str()), (404, "not_found"));
+        let (s, _, _) = call(
+            &app,
+            &t,
+            reqwest::Method::GET,
+            "not-a-uuid",
+            "api/v3/account",
+            None,
+        )
+        .await;
+        assert_eq!(s, 404);
+        // No token: 401.
+        let r = app
+            .client
+            .get(format!(
+                "{}/v1/connections/{conn}/proxy/api/v3/account",
+                app.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+
+        // A disabled connection and a suspended credential deny before anything else.
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        let r = app
+            .client
+            .patch(format!("{}/v1/connections/{conn}", app.base))
+            .bearer_auth(&t)
+            .header("if-match", format!("\"{}\"", c["version"]))
+            .json(&json!({"is_enabled": false}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let (s, _, b) = call(
+            &app,
+            &t,
+            reqwest::Method::GET,
+            &conn,
+            "api/v3/account",
+            None,
+        )
+        .await;
+        assert_eq!((s, code(&b).as_str()), (403, "connection_disabled"));
+        assert_eq!(mock.count_verified(), 1);
+    }
+);
+
+both_backends!(
+    rate_limits_ours_and_the_exchanges,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(
+            &app,
+            &t,
+            &mock,
+            json!(["read"]),
+            json!({"max_requests_per_minute": 3}),
+        )
+        .await;
+        let mut statuses = vec![];
+        let mut retry_after = None;
+        for _ in 0..5 {
+            let (s, h, b) = call(
+                &app,
+                &t,
+                reqwest::Method::GET,
+                &conn,
+                "api/v3/account",
+                None,
+            )
+            .await;
+            if s == 429 {
+                assert_eq!(code(&b), "rate_limited");
+                retry_after = h
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            }
+            statuses.push(s);
+        }
+        // The minute may roll over between calls; at most 3 per calendar minute pass.
+        let passed = statuses.iter().filter(|s| **s == 200).count();
+        assert!((3..=4).contains(&passed), "{statuses:?}");
+        assert!(statuses.contains(&429), "{statuses:?}");
+        assert!(retry_after.is_some_and(|r| (1..=60).contains(&r)));
+        assert_eq!(mock.count_verified(), passed);
+
+        // The exchange's own limit: once its headers say the weight is used up, keygate answers
+        // 429 itself and the exchange is not called.
+        let conn2 = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        mock.set_rate_limit_used("binance", 6000);
+        let before = mock.requests().len();
+        let (s, _, _) = call(
+            &app,
+            &t,
+            reqwest::Method::GET,
+            &conn2,
+            "api/v3/account",
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "the first call learns the weight");
+        let (s, h, b) = call(
+            &app,
+            &t,
+            reqwest::Method::GET,
+            &conn2,
+            "api/v3/account",
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, code(&b).as_str()),
+            (429, "exchange_rate_limited"),
+            "{b}"
+        );
+        assert!(h.contains_key("retry-after"));
+        assert_eq!(mock.requests().len(), before + 1);
+    }
+);
+
+both_backends!(upstream_failures_are_502_504, |app: TestApp| async move {
+    let mock = mock().await;
+    let t = app.token(Uuid::new_v4());
+    let conn = binance_connection(&app, &t, &mock, json!(["read", "trade"]), json!({})).await;
+
+    mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(2500))));
+    let (s, _, b) = call(
+        &app,
+        &t,
+        reqwest::Method::POST,
+        &conn,
+        "api/v3/order",
+        Some("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000"),
+    )
+    .await;
+    assert_eq!((s, code(&b).as_str()), (504, "upstream_timeout"), "{b}");
+    mock.set_fault(Some(Fault::Close));
+    let n = mock.requests().len();
+    let (s, _, b) = call(
+        &app,
+        &t,
+        reqwest::Method::POST,
+        &conn,
+        "api/v3/order",
+        Some("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000"),
+    )
+    .await;
+    assert_eq!((s, code(&b).as_str()), (502, "upstream_unavailable"), "{b}");
+    assert_eq!(mock.requests().len(), n + 1, "an order is never retried");
+
+    // Reads are retried once (max_retries = 1) on a 503, then succeed.
+    mock.set_fault(None);
+    mock.set_fault_times(Fault::Status(503), 1);
+    let n = mock.requests().len();
+    let (s, _, _) = call(
+        &app,
+        &t,
+        reqwest::Method::GET,
+        &conn,
+        "api/v3/account",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(mock.requests().len(), n + 2);
+
+    // Health reflects the failures, then the recovery.
+    let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+    assert!(c["status"] == "healthy" || c["status"] == "degraded", "{c}");
+});
+
+both_backends!(kraken_nonces_always_increase, |app: TestApp| async move {
+    let mock = mock().await;
+    let t = app.token(Uuid::new_v4());
+    let (s, cred) = app
+        .post(
+            "/v1/credentials",
+            &t,
+            json!({"exchange": "kraken", "label": "k", "api_key": "kraken-key", "api_secret": "a3Jha2VuLXNlY3JldC1rcmFrZW4tc2VjcmV0LTEyMzQ=", "permissions": ["read"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{cred}");
+    let (s, conn) = app
+        .post(
+            "/v1/connections",
+            &t,
+            json!({"name": "k", "exchange": "kraken", "credential_id": cred["id"], "base_url": mock.base_url()}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let conn = conn["id"].as_str().unwrap();
+    for _ in 0..3 {
+        let (s, _, b) = call(
+            &app,
+            &t,
+            reqwest::Method::POST,
+            conn,
+            "0/private/Balance",
+            Some("nonce=1"),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    assert_eq!(
+        mock.count_verified(),
+        3,
+        "{:?}",
+        mock.requests()
+            .iter()
+            .map(|r| r.rejection.clone())
+            .collect::<Vec<_>>()
+    );
+});
+
+/// A second keygate instance on the same database (same master key, same token secret),
+/// optionally with shared counters in Redis.
+async fn second_instance(app: &TestApp, redis: Option<String>) -> TestApp {
+    let key = std::fs::read_to_string(app.data_dir.path().join("master.key")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::helpers::test_config(dir.path().to_path_buf(), app.database_url.clone());
+    cfg.master_key = Some(secrecy::SecretString::from(key.trim().to_string()));
+    cfg.redis_url = redis;
+    crate::helpers::start_with(dir, cfg, app.backend).await
+}
+
+/// Calls alternate between two instances; the per-minute limit holds across both.
+async fn limit_holds_across_instances(a: TestApp, b: TestApp) {
+    let mock = mock().await;
+    let user = Uuid::new_v4();
+    let t = a.token(user);
+    let conn = binance_connection(
+        &a,
+        &t,
+        &mock,
+        json!(["read"]),
+        json!({"max_requests_per_minute": 4}),
+    )
+    .await;
+    // Start at the beginning of a minute so the window cannot roll over mid-test.
+    let secs = chrono::Utc::now().timestamp() % 60;
+    if secs > 50 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - secs) as u64)).await;
+    }
+    let mut ok = 0;
+    let mut limited = 0;
+    for i in 0..8 {
+        let inst = if i % 2 == 0 { &a } else { &b };
+        let (s, _, body) = call(
+            inst,
+            &t,
+            reqwest::Method::GET,
+            &conn,
+            "api/v3/account",
+            None,
+        )
+        .await;
+        match s {
+            200 => ok += 1,
+            429 => {
+                assert_eq!(code(&body), "rate_limited");
+                limited += 1
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((ok, limited), (4, 4), "4 per minute across both instances");
+    assert_eq!(mock.count_verified(), 4);
+}
+
+#[tokio::test]
+async fn two_instances_share_counters_on_postgres() {
+    let Some(a) = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await else {
+        eprintln!("PostgreSQL not configured: two-instance test not run");
+        return;
+    };
+    let b = second_instance(&a, None).await;
+    limit_holds_across_instances(a, b).await;
+}
+
+#[tokio::test]
+async fn two_instances_share_counters_in_redis() {
+    let redis = match std::env::var("KEYGATE_TEST_REDIS_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            if std::env::var("KEYGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1")
+                || std::env::var("CI").as_deref() == Ok("true")
+            {
+                panic!("KEYGATE_TEST_REDIS_URL is not set: run the suite through scripts/test");
+            }
+            eprintln!("Redis not configured: test not run");
+            return;
+        }
+    };
+    let Some(a) = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await else {
+        eprintln!("PostgreSQL not configured: test not run");
+        return;
+    };
+    // Restart the first instance with Redis counters too.
+    let a2 = second_instance(&a, Some(redis.clone())).await;
+    let b = second_instance(&a, Some(redis.clone())).await;
+    limit_holds_across_instances(a2, b).await;
+    // The counts are in Redis, not in the database.
+    let client = redis::Client::open(redis).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("keygate:req:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let db: i64 = {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&a.database_url).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM rate_counters")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        db, 0,
+        "no counter rows in PostgreSQL when Redis is configured"
+    );
+    drop(a);
+}
+
+both_backends!(
+    sync_verifies_key_and_stores_balances,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        let (s, r) = app
+            .post(&format!("/v1/connections/{conn}/sync"), &t, json!({}))
+            .await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["verification_status"], "verified", "{r}");
+        assert!(r["error"].is_null(), "{r}");
+        assert!(r["balances"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["key_check"]["can_read"].as_bool().unwrap());
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        assert_eq!(c["verification_status"], "verified");
+        assert_eq!(c["status"], "healthy");
+        assert!(c["last_verified_at"].is_string());
+        let (_, b) = app
+            .get(&format!("/v1/connections/{conn}/balances"), &t)
+            .await;
+        let items = b["items"].as_array().unwrap();
+        assert_eq!(items.len() as u64, r["balances"].as_u64().unwrap());
+        let usdt = items
+            .iter()
+            .find(|i| i["asset"] == "USDT")
+            .expect("USDT balance");
+        assert_eq!(
+            usdt["usd_value"],
+            usdt["total"]
+                .as_str()
+                .map(|t| {
+                    let d: rust_decimal::Decimal = t.parse().unwrap();
+                    d.round_dp(2).to_string()
+                })
+                .unwrap()
+        );
+        // Every request the sync made was signed with the real key.
+        assert!(mock.requests().iter().all(|r| r.verified));
+        // A wrong key: the check fails and says so; the connection is marked.
+        mock.set_fault(Some(Fault::Status(401)));
+        let (s, r) = app
+            .post(&format!("/v1/connections/{conn}/sync"), &t, json!({}))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(r["verification_status"], "failed", "{r}");
+        assert!(r["error"].as_str().unwrap().contains("401"), "{r}");
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        assert_eq!(c["status"], "degraded");
+        // Someone else's connection: 404.
+        let (s, _) = app
+            .post(
+                &format!("/v1/connections/{conn}/sync"),
+                &app.token(Uuid::new_v4()),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 404);
+    }
+);
