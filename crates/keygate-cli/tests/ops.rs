@@ -564,3 +564,43 @@ fn systemd_unit_is_sandboxed_and_verifies() {
         "systemd-analyze verify: {complaints:?}"
     );
 }
+
+#[test]
+fn systemd_credentials_supply_the_master_key_and_token_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    let key = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
+    std::fs::write(creds.join("master.key"), format!("{key}\n")).unwrap();
+    std::fs::write(creds.join("jwt.secret"), "c".repeat(48)).unwrap();
+    let with_creds = || {
+        let mut c = keygate(dir.path());
+        c.env("CREDENTIALS_DIRECTORY", &creds);
+        c
+    };
+    let m = with_creds().arg("migrate").output().unwrap();
+    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    // Nothing secret was written to the data dir: the credentials were used.
+    assert!(!dir.path().join("data/master.key").exists());
+    assert!(!dir.path().join("data/jwt.secret").exists());
+    let (out, lines) = doctor(&mut with_creds(), "http://127.0.0.1:1/");
+    assert!(out.status.success(), "{lines:?}");
+    assert!(line(&lines, "master_key").contains("credentials/master.key"));
+    assert!(line(&lines, "jwt_secret").starts_with("ok jwt_secret: systemd credential"));
+    assert!(line(&lines, "key_check").starts_with("ok key_check:"));
+    // The same key given another way matches; without it the database is refused.
+    let (_, lines) = doctor(
+        keygate(dir.path()).env("KEYGATE_MASTER_KEY", key),
+        "http://127.0.0.1:1/",
+    );
+    assert!(
+        line(&lines, "key_check").starts_with("ok key_check:"),
+        "{lines:?}"
+    );
+    let (out, lines) = doctor(&mut keygate(dir.path()), "http://127.0.0.1:1/");
+    assert!(!out.status.success());
+    assert!(
+        line(&lines, "key_check").starts_with("fail key_check:"),
+        "{lines:?}"
+    );
+}
