@@ -199,6 +199,36 @@ async fn https_serves_and_plain_http_fails() {
         .unwrap();
     assert_eq!(v["transport"], "tls");
     assert_eq!(v["warnings"], serde_json::json!([]));
+    // The accept loop hands the peer address to handlers: audit events record it.
+    let user = uuid::Uuid::new_v4();
+    let token = keygate_server::auth::mint_token(
+        &secrecy::SecretString::from("test-secret-test-secret-test-secret-0123456789"),
+        Some(user),
+        false,
+        "authenticated",
+        Duration::from_secs(60),
+        "keygate_admin",
+    )
+    .unwrap();
+    let base = format!("https://127.0.0.1:{}", app.addr.port());
+    let r = https_client(&ca, None)
+        .post(format!("{base}/v1/credentials"))
+        .bearer_auth(&token)
+        .json(&crate::binance_body("tls"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let audit: serde_json::Value = https_client(&ca, None)
+        .get(format!("{base}/v1/audit"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["items"][0]["ip_address"], "127.0.0.1", "{audit}");
     // Plain HTTP to the TLS port gets no HTTP answer.
     let plain = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
