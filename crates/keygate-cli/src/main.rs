@@ -4,9 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use keygate_server::{auth, keyfiles, telemetry, Application, Config};
 use uuid::Uuid;
+
+/// Operator checks (`keygate doctor`).
+mod doctor;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +54,22 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Check configuration, file modes, database, migrations, Redis, TLS, master key and
+    /// clock; one line per check (ok / warn / fail), exit 1 if any check fails.
+    Doctor {
+        /// Exchange server-time endpoint (JSON with `serverTime` in ms) for the clock check.
+        #[arg(long, default_value = "https://api.binance.com/api/v3/time")]
+        time_url: String,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from this command-line definition.
+    Man,
+    /// Print the configuration reference (docs/CONFIGURATION.md) generated from the code.
+    ConfigReference,
 }
 
 #[derive(Subcommand)]
@@ -67,6 +86,41 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that need no configuration.
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "keygate",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            };
+        }
+        Command::ConfigReference => {
+            print!("{}", keygate_server::config_reference::render_markdown());
+            return ExitCode::SUCCESS;
+        }
+        Command::Doctor { time_url } => {
+            let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string());
+            let checks = doctor::run(config, cli.config.as_deref(), time_url).await;
+            for c in &checks {
+                println!("{c}");
+            }
+            return if checks.iter().any(|c| c.level == doctor::Level::Fail) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        _ => {}
+    }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -77,6 +131,8 @@ async fn main() -> ExitCode {
     telemetry::init(&config.log_format);
     match cli.command {
         Command::Serve => {
+            // Before any key is read: no core dumps, not dumpable, memory locked.
+            keygate_server::hardening::harden();
             let app = match Application::build(config).await {
                 Ok(a) => a,
                 Err(e) => return fail(e),
@@ -147,6 +203,12 @@ async fn main() -> ExitCode {
                 }
                 Err(e) => fail(e),
             }
+        }
+        Command::Doctor { .. }
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::ConfigReference => {
+            unreachable!("handled before the configuration is loaded")
         }
     }
 }

@@ -123,6 +123,10 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::client_ip::resolve,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             problem_response(
@@ -210,12 +214,17 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    tls: Option<crate::tls::TlsReloader>,
     pub state: AppState,
 }
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, ConfigError> {
         let listen = config.listen;
+        crate::tls::check_plaintext(&config)?;
+        let tls = crate::tls::TlsFiles::from_config(&config)?
+            .map(crate::tls::TlsReloader::load)
+            .transpose()?;
         let state = prepare(config).await?;
         let listener = TcpListener::bind(listen)
             .await
@@ -224,6 +233,7 @@ impl Application {
         Ok(Application {
             listener,
             router,
+            tls,
             state,
         })
     }
@@ -232,11 +242,22 @@ impl Application {
         self.listener.local_addr().expect("bound")
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// The TLS configuration handle (what SIGHUP reloads), when TLS is on.
+    pub fn tls_reloader(&self) -> Option<crate::tls::TlsReloader> {
+        self.tls.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish. SIGHUP
+    /// reloads the TLS files.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let hup = tokio::spawn(crate::tls::reload_on_sighup(self.tls.clone()));
+        let _stop_hup = AbortOnDrop(hup);
+        if let Some(tls) = self.tls {
+            return crate::tls::serve(self.listener, self.router, tls, shutdown).await;
+        }
         axum::serve(
             self.listener,
             self.router
@@ -244,6 +265,14 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-/// Every setting keygate reads. Field docs are the configuration reference.
+/// Every setting keygate reads. The operator-facing reference (defaults, meaning) is the
+/// table in `config_reference.rs`, tested against this loader.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `KEYGATE_LISTEN` / `listen`: address to serve on. Default `127.0.0.1:8420`.
@@ -50,6 +51,19 @@ pub struct Config {
     /// policy uses for notional and withdrawal caps when an order's quote is not a USD
     /// stablecoin, or a market order carries no price. Unknown -> denied when a cap is set.
     pub reference_prices: keygate_policy::Prices,
+    /// `KEYGATE_TLS_CERT` / `tls_cert`: PEM certificate chain; with `tls_key`, serve HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// `KEYGATE_TLS_KEY` / `tls_key`: PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// `KEYGATE_TLS_CLIENT_CA` / `tls_client_ca`: PEM CA bundle; callers must present a
+    /// client certificate it signed (mTLS), in addition to their token.
+    pub tls_client_ca: Option<PathBuf>,
+    /// `KEYGATE_ALLOW_PLAINTEXT` / `allow_plaintext`: allow plain HTTP on a non-loopback
+    /// address (behind a TLS-terminating proxy). Default false.
+    pub allow_plaintext: bool,
+    /// `KEYGATE_TRUSTED_PROXIES` / `trusted_proxies`: peers (IPs or CIDRs) whose
+    /// `X-Forwarded-For` is believed. Default empty: the peer address is the client IP.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +82,11 @@ struct FileConfig {
     redis_url: Option<String>,
     log_format: Option<String>,
     reference_prices: Option<std::collections::BTreeMap<String, rust_decimal::Decimal>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    allow_plaintext: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// A configuration problem, reported as one line at startup.
@@ -108,6 +127,11 @@ impl Default for Config {
             log_format: "text".into(),
             dev_fast_kdf: false,
             reference_prices: keygate_policy::Prices::default(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            allow_plaintext: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -205,6 +229,15 @@ impl Config {
                 ));
             }
         }
+        let allow_plaintext = match env("KEYGATE_ALLOW_PLAINTEXT") {
+            Some(v) => parse_bool("KEYGATE_ALLOW_PLAINTEXT", &v)?,
+            None => fc.allow_plaintext.unwrap_or(false),
+        };
+        let trusted_proxies = match env("KEYGATE_TRUSTED_PROXIES") {
+            Some(v) => v.split(',').map(str::to_string).collect(),
+            None => fc.trusted_proxies.unwrap_or_default(),
+        };
+        let trusted_proxies = crate::client_ip::parse_trusted_proxies(&trusted_proxies)?;
         Ok(Config {
             listen,
             data_dir,
@@ -230,6 +263,58 @@ impl Config {
                 usd,
                 ..Default::default()
             },
+            tls_cert: env("KEYGATE_TLS_CERT").map(PathBuf::from).or(fc.tls_cert),
+            tls_key: env("KEYGATE_TLS_KEY").map(PathBuf::from).or(fc.tls_key),
+            tls_client_ca: env("KEYGATE_TLS_CLIENT_CA")
+                .map(PathBuf::from)
+                .or(fc.tls_client_ca),
+            allow_plaintext,
+            trusted_proxies,
         })
     }
+}
+
+/// The keys the TOML file accepts (the fields of `FileConfig`), read from serde's own
+/// field list so the configuration reference cannot drift from the loader.
+#[cfg(test)]
+pub(crate) fn file_keys() -> &'static [&'static str] {
+    use serde::de::{Deserializer, Visitor};
+
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field list recorded")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+    struct Recorder<'a>(&'a mut &'static [&'static str]);
+    impl<'de> Deserializer<'de> for Recorder<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = FileConfig::deserialize(Recorder(&mut fields));
+    fields
 }

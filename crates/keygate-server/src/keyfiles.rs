@@ -34,7 +34,8 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_mode(path: &Path) -> Result<(), ConfigError> {
+/// Fails when `path` is accessible to group or others.
+pub fn check_mode(path: &Path) -> Result<(), ConfigError> {
     let meta = fs::metadata(path)
         .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
     if meta.permissions().mode() & 0o077 != 0 {
@@ -68,6 +69,14 @@ fn write_secret_file(path: &Path, contents: &str) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError(format!("cannot write {}: {e}", path.display())))
 }
 
+/// `$CREDENTIALS_DIRECTORY/<name>` when systemd passed that credential
+/// (`LoadCredential=<name>:<path>`); it takes precedence over the data dir's file.
+pub fn credential_path(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let p = Path::new(&dir).join(name);
+    p.exists().then_some(p)
+}
+
 /// Where the master key came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -85,16 +94,14 @@ pub fn load_master_key(cfg: &Config) -> Result<Option<(MasterKey, KeySource)>, C
             .map_err(|_| ConfigError("KEYGATE_MASTER_KEY is not a base64 256-bit key".into()))?;
         return Ok(Some((key, KeySource::Env)));
     }
-    if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
-        // systemd LoadCredential=master.key:/path
-        let p = Path::new(&dir).join(MASTER_KEY_FILE);
-        if p.exists() {
-            let text = fs::read_to_string(&p)
-                .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
-            let key = MasterKey::from_base64(text.trim())
-                .map_err(|_| ConfigError(format!("{} is not a base64 256-bit key", p.display())))?;
-            return Ok(Some((key, KeySource::File(p))));
-        }
+    if let Some(p) = credential_path(MASTER_KEY_FILE) {
+        // systemd LoadCredential=master.key:/path (a private, read-only ramfs)
+        let text = fs::read_to_string(&p)
+            .map(Zeroizing::new)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
+        let key = MasterKey::from_base64(text.trim())
+            .map_err(|_| ConfigError(format!("{} is not a base64 256-bit key", p.display())))?;
+        return Ok(Some((key, KeySource::File(p))));
     }
     let path = cfg.data_dir.join(MASTER_KEY_FILE);
     if !path.exists() {
@@ -122,6 +129,19 @@ pub fn generate_master_key(cfg: &Config) -> Result<(MasterKey, KeySource), Confi
 pub fn load_or_create_jwt_secret(cfg: &Config) -> Result<SecretString, ConfigError> {
     if let Some(s) = &cfg.jwt_secret {
         return Ok(s.clone());
+    }
+    if let Some(p) = credential_path(JWT_SECRET_FILE) {
+        // systemd LoadCredential=jwt.secret:/path (a private, read-only ramfs)
+        let text = fs::read_to_string(&p)
+            .map(Zeroizing::new)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
+        if text.trim().len() < 32 {
+            return Err(ConfigError(format!(
+                "{} is corrupt (too short)",
+                p.display()
+            )));
+        }
+        return Ok(SecretString::from(text.trim()));
     }
     let path = cfg.data_dir.join(JWT_SECRET_FILE);
     if path.exists() {

@@ -8,14 +8,20 @@
 pub mod app;
 /// JWT verification (HS256, JWKS) and the `Caller` extractor.
 pub mod auth;
+/// The client IP behind trusted proxies (`X-Forwarded-For`).
+pub mod client_ip;
 /// TOML + `KEYGATE_*` configuration.
 pub mod config;
+/// The table of settings and its Markdown rendering (`docs/CONFIGURATION.md`).
+pub mod config_reference;
 /// problem+json errors.
 pub mod error;
 /// Extractors with problem+json rejections; request metadata for audit.
 pub mod extract;
 /// The signing proxy.
 pub mod gateway;
+/// Core dumps off, not dumpable, memory locked (at `serve` start).
+pub mod hardening;
 /// Data dir and key files.
 pub mod keyfiles;
 /// Per-user DEKs at run time (create, unwrap, cache, unlock sessions).
@@ -34,6 +40,8 @@ pub mod secrets;
 pub mod state;
 /// Logging setup.
 pub mod telemetry;
+/// HTTPS (rustls), client certificates, reload on SIGHUP.
+pub mod tls;
 
 pub use app::{prepare, router, shutdown_signal, Application};
 pub use config::{Config, ConfigError};

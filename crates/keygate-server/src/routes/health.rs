@@ -35,11 +35,23 @@ pub struct Ready {
     pub status: &'static str,
     pub database: &'static str,
     pub schema_version: i64,
+    /// `tls`, `mtls`, `plaintext_loopback`, or `plaintext_allowed` (plain HTTP on a
+    /// non-loopback address because `KEYGATE_ALLOW_PLAINTEXT=true`).
+    pub transport: &'static str,
+    /// Operator warnings, e.g. `plaintext_allowed`. Empty when all is well.
+    pub warnings: Vec<String>,
 }
 
 /// Database reachable and migrations current.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Ready), (status = 503, body = Ready)))]
 pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let transport = crate::tls::transport(&s.config);
+    let warnings: Vec<String> = match transport {
+        "plaintext_allowed" => vec![
+            "plaintext_allowed: serving plain HTTP on a non-loopback address; only safe behind a TLS-terminating proxy".into(),
+        ],
+        _ => vec![],
+    };
     let applied = s.store.applied_schema_version().await;
     let current = s.store.binary_schema_version();
     match applied {
@@ -49,6 +61,8 @@ pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
                 status: "ready",
                 database: "ok",
                 schema_version: v,
+                transport,
+                warnings,
             }),
         ),
         Ok(v) => (
@@ -57,6 +71,8 @@ pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
                 status: "not_ready",
                 database: "migrations_pending",
                 schema_version: v,
+                transport,
+                warnings,
             }),
         ),
         Err(_) => (
@@ -65,6 +81,8 @@ pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
                 status: "not_ready",
                 database: "unreachable",
                 schema_version: 0,
+                transport,
+                warnings,
             }),
         ),
     }

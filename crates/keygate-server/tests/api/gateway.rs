@@ -514,10 +514,11 @@ both_backends!(kraken_nonces_always_increase, |app: TestApp| async move {
 async fn second_instance(app: &TestApp, redis: Option<String>) -> TestApp {
     let key = std::fs::read_to_string(app.data_dir.path().join("master.key")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = crate::helpers::test_config(dir.path().to_path_buf(), app.database_url.clone());
-    cfg.master_key = Some(secrecy::SecretString::from(key.trim().to_string()));
-    cfg.redis_url = redis;
-    crate::helpers::start_with(dir, cfg, app.backend).await
+    crate::helpers::start_with(dir, app.database_url.clone(), app.backend, move |cfg| {
+        cfg.master_key = Some(secrecy::SecretString::from(key.trim().to_string()));
+        cfg.redis_url = redis;
+    })
+    .await
 }
 
 /// Calls alternate between two instances; the per-minute limit holds across both.

@@ -74,25 +74,39 @@ pub fn test_config(data_dir: PathBuf, database_url: String) -> Config {
 
 /// Starts keygate on `backend`. `None` when PostgreSQL is not configured outside CI.
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
-    let data_dir = tempfile::tempdir().unwrap();
-    let database_url = match backend {
-        Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("keygate.db").display()),
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// A fresh database URL for `backend` inside `data_dir` (SQLite) or on the test server.
+pub async fn fresh_database_url(backend: Backend, data_dir: &std::path::Path) -> Option<String> {
+    Some(match backend {
+        Backend::Sqlite => format!("sqlite://{}", data_dir.join("keygate.db").display()),
         Backend::Postgres => fresh_pg_database(&pg_admin_url()?).await,
-    };
-    Some(start(data_dir, database_url, backend).await)
+    })
+}
+
+/// Like `spawn_app`, with `tweak` applied to the test configuration.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let data_dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(backend, data_dir.path()).await?;
+    Some(start_with(data_dir, database_url, backend, tweak).await)
 }
 
 pub async fn start(data_dir: tempfile::TempDir, database_url: String, backend: Backend) -> TestApp {
-    let config = test_config(data_dir.path().to_path_buf(), database_url.clone());
-    start_with(data_dir, config, backend).await
+    start_with(data_dir, database_url, backend, |_| {}).await
 }
 
-/// Starts a server with a caller-built config (e.g. a second instance on the same database).
-pub async fn start_with(data_dir: tempfile::TempDir, config: Config, backend: Backend) -> TestApp {
+pub async fn start_with(
+    data_dir: tempfile::TempDir,
+    database_url: String,
+    backend: Backend,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = test_config(data_dir.path().to_path_buf(), database_url.clone());
+    tweak(&mut config);
     if std::env::var("TEST_LOG").is_ok() {
         keygate_server::telemetry::init("text");
     }
-    let database_url = config.database_url.clone();
     let jwt_secret = config.jwt_secret.clone().unwrap();
     let app = Application::build(config).await.expect("server starts");
     let base = format!("http://{}", app.local_addr());

@@ -2,6 +2,8 @@
 
 mod gateway;
 mod helpers;
+mod ops;
+mod tls;
 
 use helpers::TestApp;
 use serde_json::json;

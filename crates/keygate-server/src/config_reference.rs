@@ -1,0 +1,223 @@
+//! The one table of settings: every `KEYGATE_*` variable and TOML key with its default and
+//! meaning. `keygate config-reference` renders it as `docs/CONFIGURATION.md`.
+//!
+//! *Invariant (tested):* the table names exactly the TOML keys `Config::load` accepts and
+//! exactly the `KEYGATE_*` variables the server and CLI sources read, its defaults agree
+//! with `Config::default()`, and the checked-in `docs/CONFIGURATION.md` is its rendering.
+
+/// One setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Environment variable.
+    pub env: &'static str,
+    /// Key in the TOML file (`--config`), if the file may set it. Secrets may not.
+    pub toml: Option<&'static str>,
+    /// Default, as the operator would write it.
+    pub default: &'static str,
+    /// What it does.
+    pub meaning: &'static str,
+}
+
+const fn s(
+    env: &'static str,
+    toml: Option<&'static str>,
+    default: &'static str,
+    meaning: &'static str,
+) -> Setting {
+    Setting {
+        env,
+        toml,
+        default,
+        meaning,
+    }
+}
+
+/// Every setting, in the order the reference lists them.
+pub const SETTINGS: &[Setting] = &[
+    s("KEYGATE_LISTEN", Some("listen"), "127.0.0.1:8420",
+      "Address to serve on. A non-loopback address needs TLS or `KEYGATE_ALLOW_PLAINTEXT=true`."),
+    s("KEYGATE_DATA_DIR", Some("data_dir"), "./keygate-data",
+      "Key files (`master.key`, `jwt.secret`) and the default SQLite database. Created with mode 0700."),
+    s("KEYGATE_DATABASE_URL", Some("database_url"), "sqlite://<data_dir>/keygate.db",
+      "`sqlite:` path or `postgres://` URL. On PostgreSQL the login may be the table owner or a superuser: migrations create the `keygate_app` role that requests run as."),
+    s("KEYGATE_MASTER_KEY", None, "unset (use `$CREDENTIALS_DIRECTORY/master.key`, else `<data_dir>/master.key`)",
+      "Base64 256-bit master key. Environment only, never read from the TOML file; a key file or systemd credential is the safer choice (README, security notes)."),
+    s("KEYGATE_JWT_SECRET", None, "unset (use `$CREDENTIALS_DIRECTORY/jwt.secret`, else `<data_dir>/jwt.secret`)",
+      "HS256 token secret. Environment only. Several instances must share it."),
+    s("KEYGATE_JWKS_URL", Some("jwks_url"), "unset",
+      "Also accept RS256/ES256 tokens signed by these keys (for example Supabase)."),
+    s("KEYGATE_JWT_AUDIENCE", Some("jwt_audience"), "unset",
+      "Required `aud` claim, if set."),
+    s("KEYGATE_ADMIN_CLAIM", Some("admin_claim"), "keygate_admin",
+      "Claim that marks admins (`true`, or a role array containing `admin`)."),
+    s("KEYGATE_ALLOWED_UPSTREAMS", Some("allowed_upstreams"), "empty",
+      "Comma-separated `host` or `host:port` (TOML: array) that connections may forward to besides their exchange's own hosts. Any other `base_url` is refused with a 422."),
+    s("KEYGATE_REVEAL_ENABLED", Some("reveal_enabled"), "false",
+      "Enable `POST /v1/credentials/{id}/reveal` (service role only)."),
+    s("KEYGATE_MAX_BODY_BYTES", Some("max_body_bytes"), "1048576",
+      "Largest request body, in bytes."),
+    s("KEYGATE_VAULT_AUTO_LOCK_MINUTES", Some("vault_auto_lock_minutes"), "15",
+      "Default idle time before an unlocked vault locks."),
+    s("KEYGATE_REDIS_URL", Some("redis_url"), "unset",
+      "`redis://` URL. Gateway request-rate counters then live in Redis, shared by every instance (otherwise: PostgreSQL's `rate_counters`, or in process on SQLite). `keygate doctor` checks that it answers."),
+    s("KEYGATE_REFERENCE_PRICES", Some("reference_prices"), "empty",
+      "USD reference prices, `BTC=65000,ETH=3000` (TOML: table `[reference_prices]`). Policy values orders whose quote is not a USD stablecoin, market orders without a price, and withdrawals with them; where a price is unknown and a USD cap is set, the call is denied. Balance sync uses them for `usd_value`."),
+    s("KEYGATE_TLS_CERT", Some("tls_cert"), "unset",
+      "PEM certificate chain (end-entity first). With `KEYGATE_TLS_KEY`, keygate serves HTTPS only. Reloaded on SIGHUP."),
+    s("KEYGATE_TLS_KEY", Some("tls_key"), "unset",
+      "PEM private key (PKCS#8, PKCS#1 or SEC1) of `KEYGATE_TLS_CERT`. Keep it mode 0600. Reloaded on SIGHUP."),
+    s("KEYGATE_TLS_CLIENT_CA", Some("tls_client_ca"), "unset",
+      "PEM CA bundle. When set, every caller must present a client certificate signed by it (mTLS), in addition to its token. Reloaded on SIGHUP."),
+    s("KEYGATE_ALLOW_PLAINTEXT", Some("allow_plaintext"), "false",
+      "Allow plain HTTP on a non-loopback address, for a TLS-terminating proxy in front. keygate then warns at start and in `/readyz`."),
+    s("KEYGATE_TRUSTED_PROXIES", Some("trusted_proxies"), "empty",
+      "Comma-separated IPs or CIDRs (TOML: array) of reverse proxies. Only from these peers is `X-Forwarded-For` believed (its rightmost untrusted address is the client IP); otherwise the peer address is. IP allowlists and audit IPs use it."),
+    s("KEYGATE_LOG_FORMAT", Some("log_format"), "text",
+      "`text` or `json` (also `--log-format`)."),
+    s("KEYGATE_LOG", None, "info",
+      "`tracing` filter directive, e.g. `keygate_server=debug,info`."),
+    s("KEYGATE_DEV_FAST_KDF", None, "false",
+      "Tests only: weak Argon2id parameters so test suites run fast. Never set it in production."),
+];
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// The reference as Markdown (the content of `docs/CONFIGURATION.md`).
+pub fn render_markdown() -> String {
+    let mut out = String::from(
+        "# keygate configuration reference\n\n\
+         <!-- Generated by `keygate config-reference` from \
+         crates/keygate-server/src/config_reference.rs; do not edit by hand. -->\n\n\
+         Settings come from an optional TOML file (`keygate --config <file>`) and are overridden \
+         by environment variables. Secrets (`KEYGATE_MASTER_KEY`, `KEYGATE_JWT_SECRET`) are \
+         read from the environment, a key file in the data dir, or a systemd credential \
+         (`$CREDENTIALS_DIRECTORY`), never from the TOML file.\n\n\
+         | Variable | TOML key | Default | Meaning |\n\
+         | --- | --- | --- | --- |\n",
+    );
+    for s in SETTINGS {
+        let toml = s
+            .toml
+            .map(|k| format!("`{k}`"))
+            .unwrap_or_else(|| "—".into());
+        let default = if matches!(s.default, "unset" | "empty") || s.default.contains(['`', ' ']) {
+            s.default.to_string()
+        } else {
+            format!("`{}`", s.default)
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            s.env,
+            toml,
+            cell(&default),
+            cell(s.meaning)
+        ));
+    }
+    out.push_str(
+        "\nSignals: SIGHUP reloads the TLS certificate, key and client CA without dropping \
+         open connections; SIGINT and SIGTERM stop accepting and finish in-flight requests.\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn lookup(env: &str) -> &'static Setting {
+        SETTINGS.iter().find(|s| s.env == env).unwrap()
+    }
+
+    #[test]
+    fn table_has_exactly_the_toml_keys_the_loader_accepts() {
+        let documented: BTreeSet<&str> = SETTINGS.iter().filter_map(|s| s.toml).collect();
+        let accepted: BTreeSet<&str> = crate::config::file_keys().iter().copied().collect();
+        assert_eq!(documented, accepted);
+    }
+
+    fn keygate_vars_in(dir: &Path, found: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                keygate_vars_in(&p, found);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for piece in text.split("\"KEYGATE_").skip(1) {
+                    let name: String = piece
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    if !name.is_empty()
+                        && piece[name.len()..].starts_with('"')
+                        && !name.starts_with("TEST_")
+                    {
+                        found.insert(format!("KEYGATE_{name}"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn table_has_exactly_the_variables_the_code_reads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut read = BTreeSet::new();
+        for crate_dir in ["crates/keygate-server/src", "crates/keygate-cli/src"] {
+            keygate_vars_in(&root.join(crate_dir), &mut read);
+        }
+        let documented: BTreeSet<String> = SETTINGS.iter().map(|s| s.env.to_string()).collect();
+        assert_eq!(documented, read);
+    }
+
+    #[test]
+    fn documented_defaults_are_the_real_defaults() {
+        let d = Config::default();
+        assert_eq!(lookup("KEYGATE_LISTEN").default, d.listen.to_string());
+        assert_eq!(
+            lookup("KEYGATE_DATA_DIR").default,
+            d.data_dir.display().to_string()
+        );
+        assert_eq!(lookup("KEYGATE_ADMIN_CLAIM").default, d.admin_claim);
+        assert_eq!(
+            lookup("KEYGATE_MAX_BODY_BYTES").default,
+            d.max_body_bytes.to_string()
+        );
+        assert_eq!(
+            lookup("KEYGATE_VAULT_AUTO_LOCK_MINUTES").default,
+            d.vault_auto_lock_minutes.to_string()
+        );
+        assert_eq!(lookup("KEYGATE_LOG_FORMAT").default, d.log_format);
+        for (env, v) in [
+            ("KEYGATE_REVEAL_ENABLED", d.reveal_enabled),
+            ("KEYGATE_ALLOW_PLAINTEXT", d.allow_plaintext),
+            ("KEYGATE_DEV_FAST_KDF", d.dev_fast_kdf),
+        ] {
+            assert_eq!(lookup(env).default, v.to_string(), "{env}");
+        }
+        assert!(d.allowed_upstreams.is_empty() && d.trusted_proxies.is_empty());
+        for env in [
+            "KEYGATE_TLS_CERT",
+            "KEYGATE_TLS_KEY",
+            "KEYGATE_TLS_CLIENT_CA",
+        ] {
+            assert_eq!(lookup(env).default, "unset");
+        }
+        assert!(d.tls_cert.is_none() && d.tls_key.is_none() && d.tls_client_ca.is_none());
+    }
+
+    #[test]
+    fn checked_in_reference_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/CONFIGURATION.md");
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == render_markdown(),
+            "docs/CONFIGURATION.md is out of date; regenerate it with:\n  cargo run -q -p keygate-cli -- config-reference > docs/CONFIGURATION.md"
+        );
+    }
+}
