@@ -105,12 +105,14 @@ pub async fn refresh(
             .store
             .record_refresh_failure(
                 actor,
-                user,
-                integ.id,
-                attempts,
-                Some(DbTime::new(now.0 + retry_delay(attempts))),
-                &why,
-                now,
+                &keygate_storage::RefreshFailure {
+                    user_id: user,
+                    integration_id: integ.id,
+                    attempts,
+                    next_attempt_at: Some(DbTime::new(now.0 + retry_delay(attempts))),
+                    error: why.clone(),
+                    now,
+                },
             )
             .await?;
         Ok::<_, ApiError>(RefreshOutcome::RetryLater(why))

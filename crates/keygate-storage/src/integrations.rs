@@ -44,6 +44,17 @@ pub struct IntegrationTokenRecord {
     pub updated_at: DbTime,
 }
 
+/// A failed token refresh: attempt count, when to retry, and why.
+#[derive(Debug, Clone)]
+pub struct RefreshFailure {
+    pub user_id: Uuid,
+    pub integration_id: Uuid,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DbTime>,
+    pub error: String,
+    pub now: DbTime,
+}
+
 const ICOLS: &str = "id, user_id, provider, name, client_id, client_secret_ct, token_url, scopes, config, status, last_error, dek_version, row_version, created_at, updated_at";
 const TCOLS: &str = "integration_id, user_id, access_token_ct, refresh_token_ct, token_type, scopes, expires_at, dek_version, refreshed_at, refresh_attempts, next_attempt_at, last_error, created_at, updated_at";
 
@@ -236,27 +247,18 @@ impl Store {
     }
 
     /// Records a failed refresh attempt; the job retries at `next_attempt_at`.
-    pub async fn record_refresh_failure(
-        &self,
-        actor: Actor,
-        user_id: Uuid,
-        integration_id: Uuid,
-        attempts: i32,
-        next_attempt_at: Option<DbTime>,
-        error: &str,
-        now: DbTime,
-    ) -> Result<()> {
+    pub async fn record_refresh_failure(&self, actor: Actor, f: &RefreshFailure) -> Result<()> {
         in_tx!(self, actor, |tx| {
             sqlx::query::<DB>(
                 "UPDATE integration_tokens SET refresh_attempts = $1, next_attempt_at = $2, last_error = $3, updated_at = $4 \
                  WHERE user_id = $5 AND integration_id = $6",
             )
-            .bind(attempts)
-            .bind(next_attempt_at)
-            .bind(error)
-            .bind(now)
-            .bind(user_id)
-            .bind(integration_id)
+            .bind(f.attempts)
+            .bind(f.next_attempt_at)
+            .bind(f.error.clone())
+            .bind(f.now)
+            .bind(f.user_id)
+            .bind(f.integration_id)
             .execute(&mut *tx)
             .await?;
         });
