@@ -76,6 +76,8 @@ enum Command {
 enum AuditCommand {
     /// Verify the audit chain; exit 1 and name the first broken link if it is broken.
     Verify,
+    /// Print every audit event as JSON lines (oldest first), chain fields included.
+    Export,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -180,6 +182,41 @@ async fn main() -> ExitCode {
                 }
                 Err(e) => fail(e),
             }
+        }
+        Command::Audit {
+            command: AuditCommand::Export,
+        } => {
+            let state = match keygate_server::prepare(config).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let mut f = keygate_storage::AuditFilter::default();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            loop {
+                let rows = match state
+                    .store
+                    .export_audit(keygate_storage::Actor::service(), &f, 1000)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => return fail(e),
+                };
+                let Some(last) = rows.last().map(|r| r.seq) else {
+                    break;
+                };
+                for r in rows {
+                    if serde_json::to_writer(&mut out, &r).is_err()
+                        || std::io::Write::write_all(&mut out, b"\n").is_err()
+                    {
+                        return fail("cannot write to stdout");
+                    }
+                }
+                f.after_seq = Some(last);
+            }
+            if std::io::Write::flush(&mut out).is_err() {
+                return fail("cannot write to stdout");
+            }
+            ExitCode::SUCCESS
         }
         Command::Audit {
             command: AuditCommand::Verify,

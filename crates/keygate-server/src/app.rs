@@ -77,6 +77,7 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
     }
     let jwt_secret = keyfiles::load_or_create_jwt_secret(&config)?;
     let chain_key = Arc::new(*master.derive_subkey("audit-chain/v1").as_bytes());
+    let platform = Arc::new(crate::platform::PlatformKeys::derive(&master));
     let provider: Arc<dyn KeyProvider> = Arc::new(LocalKeyProvider::new(1, master));
     let auth = Authenticator::new(
         &jwt_secret,
@@ -101,6 +102,8 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         metrics: Arc::new(Metrics::default()),
         http,
         chain_key,
+        platform,
+        jobs: crate::jobs::Jobs::new(),
     })
 }
 
@@ -113,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::connections::router())
         .merge(crate::routes::vault::router())
         .merge(crate::routes::audit::router())
+        .merge(crate::routes::oversight_router())
         .merge(crate::gateway::router())
         .fallback(|| async {
             problem_response(
@@ -230,6 +234,9 @@ impl Application {
             .await
             .map_err(|e| ConfigError(format!("cannot listen on {listen}: {e}")))?;
         let router = router(state.clone());
+        if state.config.jobs_enabled {
+            crate::jobs::start(state.clone());
+        }
         Ok(Application {
             listener,
             router,

@@ -64,6 +64,28 @@ pub struct Config {
     /// `KEYGATE_TRUSTED_PROXIES` / `trusted_proxies`: peers (IPs or CIDRs) whose
     /// `X-Forwarded-For` is believed. Default empty: the peer address is the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `KEYGATE_ANOMALY_SUSPEND_THRESHOLD` / `anomaly_suspend_threshold`: risk score (1–100)
+    /// at which a credential is suspended at once; `0` or `off` disables. Default 80.
+    pub anomaly_suspend_threshold: u8,
+    /// `KEYGATE_REACTIVATE_FRESH_UNLOCK_MINUTES` / `reactivate_fresh_unlock_minutes`: in
+    /// password mode, reactivating a suspended credential needs an unlock at most this
+    /// old. Default 5.
+    pub reactivate_fresh_unlock_minutes: u32,
+    /// `KEYGATE_WEBHOOK_URLS` / `webhook_urls`: platform webhook endpoints (comma-separated
+    /// http(s) URLs) that receive every event, signed with `KEYGATE_WEBHOOK_SECRET`.
+    pub webhook_urls: Vec<String>,
+    /// `KEYGATE_WEBHOOK_SECRET`: signing secret for `webhook_urls` (required with them).
+    pub webhook_secret: Option<SecretString>,
+    /// `KEYGATE_WEBHOOK_TIMEOUT_MS` / `webhook_timeout_ms`: per delivery attempt. Default 10000.
+    pub webhook_timeout_ms: u64,
+    /// `KEYGATE_JOBS_ENABLED` / `jobs_enabled`: run background jobs (reminders, webhook
+    /// delivery, token refresh, counter pruning) in this instance. Default true.
+    pub jobs_enabled: bool,
+    /// `KEYGATE_JOBS_INTERVAL_MS` / `jobs_interval_ms`: how often jobs run. Default 30000.
+    pub jobs_interval_ms: u64,
+    /// `KEYGATE_OAUTH_TIMEOUT_MS` / `oauth_timeout_ms`: token-endpoint request timeout for
+    /// integration token refresh. Default 10000.
+    pub oauth_timeout_ms: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +109,13 @@ struct FileConfig {
     tls_client_ca: Option<PathBuf>,
     allow_plaintext: Option<bool>,
     trusted_proxies: Option<Vec<String>>,
+    anomaly_suspend_threshold: Option<toml::Value>,
+    reactivate_fresh_unlock_minutes: Option<u32>,
+    webhook_urls: Option<Vec<String>>,
+    webhook_timeout_ms: Option<u64>,
+    jobs_enabled: Option<bool>,
+    jobs_interval_ms: Option<u64>,
+    oauth_timeout_ms: Option<u64>,
 }
 
 /// A configuration problem, reported as one line at startup.
@@ -96,6 +125,35 @@ pub struct ConfigError(pub String);
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_num<T: std::str::FromStr>(
+    name: &str,
+    v: Option<String>,
+    file: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match v {
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{name}: expected a number"))),
+        None => Ok(file.unwrap_or(default)),
+    }
+}
+
+/// `0`, `off` → 0 (disabled); otherwise 1–100.
+fn parse_threshold(v: &str) -> Result<u8, ConfigError> {
+    let v = v.trim().to_ascii_lowercase();
+    if v == "off" || v == "false" {
+        return Ok(0);
+    }
+    match v.parse::<u8>() {
+        Ok(n) if n <= 100 => Ok(n),
+        _ => Err(ConfigError(
+            "KEYGATE_ANOMALY_SUSPEND_THRESHOLD: expected 0-100 or off".into(),
+        )),
+    }
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
@@ -132,6 +190,14 @@ impl Default for Config {
             tls_client_ca: None,
             allow_plaintext: false,
             trusted_proxies: Vec::new(),
+            anomaly_suspend_threshold: 80,
+            reactivate_fresh_unlock_minutes: 5,
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
+            webhook_timeout_ms: 10_000,
+            jobs_enabled: true,
+            jobs_interval_ms: 30_000,
+            oauth_timeout_ms: 10_000,
         }
     }
 }
@@ -238,7 +304,68 @@ impl Config {
             None => fc.trusted_proxies.unwrap_or_default(),
         };
         let trusted_proxies = crate::client_ip::parse_trusted_proxies(&trusted_proxies)?;
+        let anomaly_suspend_threshold = match env("KEYGATE_ANOMALY_SUSPEND_THRESHOLD").or(fc
+            .anomaly_suspend_threshold
+            .map(|v| match v {
+                toml::Value::String(s) => s,
+                toml::Value::Boolean(false) => "off".into(),
+                other => other.to_string(),
+            })) {
+            Some(v) => parse_threshold(&v)?,
+            None => 80,
+        };
+        let webhook_urls: Vec<String> = match env("KEYGATE_WEBHOOK_URLS") {
+            Some(v) => v
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => fc.webhook_urls.unwrap_or_default(),
+        };
+        for u in &webhook_urls {
+            crate::webhooks::check_url(u)
+                .map_err(|e| ConfigError(format!("KEYGATE_WEBHOOK_URLS: {u}: {e}")))?;
+        }
+        let webhook_secret = env("KEYGATE_WEBHOOK_SECRET").map(SecretString::from);
+        if !webhook_urls.is_empty() && webhook_secret.is_none() {
+            return Err(ConfigError(
+                "KEYGATE_WEBHOOK_URLS needs KEYGATE_WEBHOOK_SECRET to sign deliveries".into(),
+            ));
+        }
+        let jobs_enabled = match env("KEYGATE_JOBS_ENABLED") {
+            Some(v) => parse_bool("KEYGATE_JOBS_ENABLED", &v)?,
+            None => fc.jobs_enabled.unwrap_or(true),
+        };
         Ok(Config {
+            anomaly_suspend_threshold,
+            reactivate_fresh_unlock_minutes: parse_num(
+                "KEYGATE_REACTIVATE_FRESH_UNLOCK_MINUTES",
+                env("KEYGATE_REACTIVATE_FRESH_UNLOCK_MINUTES"),
+                fc.reactivate_fresh_unlock_minutes,
+                5,
+            )?,
+            webhook_urls,
+            webhook_secret,
+            webhook_timeout_ms: parse_num(
+                "KEYGATE_WEBHOOK_TIMEOUT_MS",
+                env("KEYGATE_WEBHOOK_TIMEOUT_MS"),
+                fc.webhook_timeout_ms,
+                10_000,
+            )?,
+            jobs_enabled,
+            jobs_interval_ms: parse_num(
+                "KEYGATE_JOBS_INTERVAL_MS",
+                env("KEYGATE_JOBS_INTERVAL_MS"),
+                fc.jobs_interval_ms,
+                30_000,
+            )?
+            .max(50),
+            oauth_timeout_ms: parse_num(
+                "KEYGATE_OAUTH_TIMEOUT_MS",
+                env("KEYGATE_OAUTH_TIMEOUT_MS"),
+                fc.oauth_timeout_ms,
+                10_000,
+            )?,
             listen,
             data_dir,
             database_url,

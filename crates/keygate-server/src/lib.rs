@@ -4,6 +4,8 @@
 //! extractor (JWT) → handler → storage / keyring / gateway → problem+json on error.
 #![forbid(unsafe_code)]
 
+/// Anomaly scoring of credential use and auto-suspension.
+pub mod anomaly;
 /// Startup checks, router, middleware, graceful shutdown.
 pub mod app;
 /// JWT verification (HS256, JWKS) and the `Caller` extractor.
@@ -22,6 +24,10 @@ pub mod extract;
 pub mod gateway;
 /// Core dumps off, not dumpable, memory locked (at `serve` start).
 pub mod hardening;
+/// OAuth token refresh for integrations.
+pub mod integrations;
+/// Background jobs (reminders, webhook delivery, token refresh), once across instances.
+pub mod jobs;
 /// Data dir and key files.
 pub mod keyfiles;
 /// Per-user DEKs at run time (create, unwrap, cache, unlock sessions).
@@ -30,6 +36,8 @@ pub mod keyring;
 pub mod metrics;
 /// The OpenAPI document.
 pub mod openapi;
+/// Master-derived keys for site keys and webhook secrets.
+pub mod platform;
 /// Group commit of audit events and call rows.
 pub mod recorder;
 /// Routes.
@@ -42,6 +50,8 @@ pub mod state;
 pub mod telemetry;
 /// HTTPS (rustls), client certificates, reload on SIGHUP.
 pub mod tls;
+/// Webhook events: queue, signature, delivery with retries.
+pub mod webhooks;
 
 pub use app::{prepare, router, shutdown_signal, Application};
 pub use config::{Config, ConfigError};

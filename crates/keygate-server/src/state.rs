@@ -23,4 +23,8 @@ pub struct AppState {
     pub gateway: Arc<crate::gateway::Gateway>,
     /// HMAC key of the audit chain, derived from the master key.
     pub chain_key: Arc<[u8; 32]>,
+    /// Master-derived keys for site keys and webhook secrets.
+    pub platform: Arc<crate::platform::PlatformKeys>,
+    /// Background job runner handle (wake-ups).
+    pub jobs: crate::jobs::Jobs,
 }

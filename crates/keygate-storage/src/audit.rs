@@ -53,10 +53,19 @@ const COLS: &str = "seq, id, created_at, category, action, actor_id, actor_role,
 pub struct AuditFilter {
     pub user_id: Option<Uuid>,
     pub credential_id: Option<Uuid>,
+    pub connection_id: Option<Uuid>,
     pub category: Option<String>,
     pub action: Option<String>,
+    /// Only successful (`true`) or failed (`false`) events.
+    pub success: Option<bool>,
+    /// Events at or after this instant.
+    pub since: Option<DbTime>,
+    /// Events before this instant.
+    pub until: Option<DbTime>,
     /// Events with `seq` below this (newest-first paging).
     pub before_seq: Option<i64>,
+    /// Events with `seq` above this (oldest-first export).
+    pub after_seq: Option<i64>,
 }
 
 /// Result of walking the chain.
@@ -241,9 +250,32 @@ impl Store {
         f: &AuditFilter,
         limit: i64,
     ) -> Result<Vec<AuditEvent>> {
+        self.query_audit(actor, f, limit, "DESC").await
+    }
+
+    /// Oldest-first page of events visible to `actor` matching `f` (export; page with
+    /// `after_seq`).
+    pub async fn export_audit(
+        &self,
+        actor: Actor,
+        f: &AuditFilter,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>> {
+        self.query_audit(actor, f, limit, "ASC").await
+    }
+
+    async fn query_audit(
+        &self,
+        actor: Actor,
+        f: &AuditFilter,
+        limit: i64,
+        order: &'static str,
+    ) -> Result<Vec<AuditEvent>> {
         let sql = format!(
             "SELECT {COLS} FROM audit_events WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR credential_id = $2) \
-             AND ($3 IS NULL OR category = $3) AND ($4 IS NULL OR action = $4) AND ($5 IS NULL OR seq < $5) ORDER BY seq DESC LIMIT $6"
+             AND ($3 IS NULL OR category = $3) AND ($4 IS NULL OR action = $4) AND ($5 IS NULL OR seq < $5) \
+             AND ($6 IS NULL OR seq > $6) AND ($7 IS NULL OR connection_id = $7) AND ($8 IS NULL OR success = $8) \
+             AND ($9 IS NULL OR created_at >= $9) AND ($10 IS NULL OR created_at < $10) ORDER BY seq {order} LIMIT $11"
         );
         Ok(in_tx!(self, actor, |tx| {
             sqlx::query_as::<DB, _>(&sql)
@@ -252,6 +284,11 @@ impl Store {
                 .bind(f.category.clone())
                 .bind(f.action.clone())
                 .bind(f.before_seq)
+                .bind(f.after_seq)
+                .bind(f.connection_id)
+                .bind(f.success)
+                .bind(f.since)
+                .bind(f.until)
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?

@@ -267,6 +267,22 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             insert_secret!(&mut *tx, new_secret);
+            // A rotation restarts the credential's rotation schedule, if it has one.
+            let interval: Option<i32> = sqlx::query_scalar::<DB, i32>(
+                "SELECT interval_days FROM rotation_schedules WHERE credential_id = $1",
+            )
+            .bind(c.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(days) = interval {
+                let now = new_secret.created_at;
+                sqlx::query::<DB>("UPDATE rotation_schedules SET next_due_at = $1, last_rotated_at = $2, updated_at = $2 WHERE credential_id = $3")
+                    .bind(DbTime::new(now.0 + chrono::Duration::days(days as i64)))
+                    .bind(now)
+                    .bind(c.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query_as::<DB, _>(&sel)
                 .bind(c.user_id)
                 .bind(c.id)

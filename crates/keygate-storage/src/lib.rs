@@ -43,28 +43,64 @@ macro_rules! in_tx {
     }};
 }
 
+/// Binds every column of each [`DeliveryRecord`] to a multi-row insert built with
+/// `multi_insert(.., DELIVERY_NCOLS, rows.len())`.
+macro_rules! bind_deliveries {
+    ($q:expr, $rows:expr) => {{
+        let mut q = $q;
+        for d in $rows {
+            q = q
+                .bind(d.id)
+                .bind(d.webhook_id)
+                .bind(d.user_id)
+                .bind(d.url.clone())
+                .bind(d.event_type.clone())
+                .bind(d.payload.clone())
+                .bind(d.status.clone())
+                .bind(d.attempts)
+                .bind(d.next_attempt_at)
+                .bind(d.claimed_until)
+                .bind(d.last_status_code)
+                .bind(d.last_error.clone())
+                .bind(d.created_at)
+                .bind(d.delivered_at);
+        }
+        q
+    }};
+}
+
+mod anomaly;
 mod audit;
 mod connections;
 mod credentials;
 mod db;
 mod gateway;
+mod integrations;
 mod keys;
 mod meta;
+mod schedule;
+mod site_keys;
 mod time;
 mod usage;
 mod vault;
+mod webhooks;
 
+pub use anomaly::*;
 pub use audit::*;
 pub use connections::*;
 pub use credentials::*;
 pub use db::{Actor, ActorRole, Backend, RawTable, Store};
 pub use gateway::*;
+pub use integrations::*;
 pub use keys::*;
 pub use meta::*;
+pub use schedule::*;
+pub use site_keys::*;
 pub use sqlx::types::Json;
 pub use time::DbTime;
 pub use usage::*;
 pub use vault::*;
+pub use webhooks::*;
 
 /// Storage failures. `Database` carries the driver error for logs; the HTTP edge never
 /// shows it to a client.

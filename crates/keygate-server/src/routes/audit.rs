@@ -1,14 +1,21 @@
+//! The audit log: list with filters and cursor paging, chain verification (admin), and
+//! export as JSON lines.
+
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use keygate_storage::{AuditEvent, AuditFilter, ChainReport};
+use keygate_storage::{AuditEvent, AuditFilter, ChainReport, DbTime};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::AppQuery;
+use crate::recorder::{event, RequestMeta};
 use crate::routes::{page, List};
 use crate::state::AppState;
 
@@ -81,11 +88,60 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     pub credential_id: Option<Uuid>,
-    /// vault | credential | connection | gateway | admin
+    pub connection_id: Option<Uuid>,
+    /// vault | credential | connection | gateway | integration | site_key | webhook | admin
     pub category: Option<String>,
     pub action: Option<String>,
+    /// Events at or after this instant (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Events before this instant (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// `success` or `failure`.
+    pub result: Option<String>,
     /// Admins: one user's events (others always see only their own).
     pub user_id: Option<Uuid>,
+}
+
+impl AuditQuery {
+    /// The storage filter; users are pinned to their own events.
+    fn filter(&self, caller: &Caller) -> ApiResult<AuditFilter> {
+        let user_id = if caller.admin || caller.service {
+            self.user_id
+        } else {
+            Some(caller.user()?)
+        };
+        let success = match self.result.as_deref() {
+            None => None,
+            Some("success") => Some(true),
+            Some("failure") => Some(false),
+            Some(_) => return Err(ApiError::field("result", "must be success or failure")),
+        };
+        let short = |f: &str, v: &Option<String>| -> ApiResult<()> {
+            if v.as_ref().is_some_and(|v| v.len() > 64) {
+                return Err(ApiError::field(f, "must be at most 64 characters"));
+            }
+            Ok(())
+        };
+        short("category", &self.category)?;
+        short("action", &self.action)?;
+        if let (Some(a), Some(b)) = (self.since, self.until) {
+            if a > b {
+                return Err(ApiError::field("until", "must not be before since"));
+            }
+        }
+        Ok(AuditFilter {
+            user_id,
+            credential_id: self.credential_id,
+            connection_id: self.connection_id,
+            category: self.category.clone(),
+            action: self.action.clone(),
+            success,
+            since: self.since.map(DbTime::new),
+            until: self.until.map(DbTime::new),
+            before_seq: None,
+            after_seq: None,
+        })
+    }
 }
 
 /// Audit events, newest first: your own, or everyone's for admins.
@@ -101,18 +157,8 @@ pub async fn list(
         cursor: q.cursor.clone(),
     };
     let limit = p.limit()?;
-    let user_id = if caller.admin || caller.service {
-        q.user_id
-    } else {
-        Some(caller.user()?)
-    };
-    let f = AuditFilter {
-        user_id,
-        credential_id: q.credential_id,
-        category: q.category,
-        action: q.action,
-        before_seq: p.cursor_i64()?,
-    };
+    let mut f = q.filter(&caller)?;
+    f.before_seq = p.cursor_i64()?;
     let rows = s.store.list_audit(caller.actor(), &f, limit + 1).await?;
     Ok(Json(page(
         rows,
@@ -155,4 +201,86 @@ pub async fn verify(State(s): State<AppState>, caller: Caller) -> ApiResult<Json
             .await?
             .into(),
     ))
+}
+
+/// The export route (merged separately to keep the main router edit small).
+pub fn export_router() -> Router<AppState> {
+    Router::new().route("/v1/audit/export", get(export))
+}
+
+/// Export audit events as JSON lines (`application/x-ndjson`), oldest first, with the same
+/// filters as the list (own events for users, all for admins). Each line is one event
+/// including `prev_hash` and `hash`, so an export can be checked offline.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 200, content_type = "application/x-ndjson", body = String), (status = 422, body = crate::error::Problem)))]
+pub async fn export(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppQuery(q): AppQuery<AuditQuery>,
+) -> ApiResult<Response> {
+    let f = q.filter(&caller)?;
+    let actor = caller.actor();
+    // Exporting everyone's events is an admin action: record it before streaming.
+    let mut ev = event("audit", "export", &caller, caller.user_id, &meta);
+    ev.metadata = keygate_storage::Json(serde_json::json!({"all_users": f.user_id.is_none()}));
+    s.recorder.record(vec![ev], vec![]).await?;
+    let store = s.store.clone();
+    let stream = futures::stream::unfold((Some(f), 0i64), move |(f, after)| {
+        let store = store.clone();
+        async move {
+            let mut f = f?;
+            f.after_seq = Some(after);
+            match store.export_audit(actor, &f, 500).await {
+                Ok(rows) if rows.is_empty() => None,
+                Ok(rows) => {
+                    let last = rows.last().map(|r| r.seq).unwrap_or(after);
+                    let mut buf = Vec::with_capacity(rows.len() * 512);
+                    for r in rows {
+                        let _ = serde_json::to_writer(&mut buf, &AuditExportLine::from(r));
+                        buf.push(b'\n');
+                    }
+                    Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                        (Some(f), last),
+                    ))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit export failed mid-stream");
+                    Some((
+                        Err(std::io::Error::other("audit export failed")),
+                        (None, after),
+                    ))
+                }
+            }
+        }
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"keygate-audit.jsonl\""),
+    );
+    Ok(r)
+}
+
+/// One exported event: the list view plus the chain link.
+#[derive(Serialize)]
+struct AuditExportLine {
+    #[serde(flatten)]
+    view: AuditView,
+    prev_hash: String,
+}
+
+impl From<AuditEvent> for AuditExportLine {
+    fn from(e: AuditEvent) -> Self {
+        let prev_hash = e.prev_hash.clone();
+        AuditExportLine {
+            view: AuditView::from(e),
+            prev_hash,
+        }
+    }
 }

@@ -543,8 +543,14 @@ pub async fn update(
         return Err(ApiError::Validation(errors));
     }
     if action == "reactivate" {
-        // Reactivation of a password-protected vault's key needs a fresh unlock.
-        s.keyring.dek(caller.actor(), c.user_id, None).await?;
+        // Only the owner reactivates, with a fresh unlock in password mode (issue 8).
+        if caller.service {
+            return Err(ApiError::forbidden(
+                "owner_required",
+                "only the credential's owner can reactivate it",
+            ));
+        }
+        crate::routes::rotation::require_fresh_unlock(&s, &caller, c.user_id).await?;
     }
     c.updated_at = DbTime::now();
     let stored = s

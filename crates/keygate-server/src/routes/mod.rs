@@ -8,8 +8,26 @@ pub mod connections;
 pub mod credentials;
 /// Liveness, readiness, metrics and the OpenAPI document.
 pub mod health;
+/// Per-user OAuth integrations and their tokens.
+pub mod integrations;
+/// Rotation schedules and what is due; reactivation of suspended credentials.
+pub mod rotation;
+/// Admin-only platform provider keys.
+pub mod site_keys;
 /// Vault password: setup, unlock, lock, status, access log, crypto-shredding.
 pub mod vault;
+/// Per-user and platform webhook endpoints and their delivery logs.
+pub mod webhooks;
+
+/// The oversight routes (issue 8), merged into the app router in one line.
+pub fn oversight_router() -> axum::Router<crate::state::AppState> {
+    axum::Router::new()
+        .merge(webhooks::router())
+        .merge(rotation::router())
+        .merge(site_keys::router())
+        .merge(integrations::router())
+        .merge(audit::export_router())
+}
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

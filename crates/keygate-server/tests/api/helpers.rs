@@ -24,6 +24,9 @@ pub struct TestApp {
     pub backend: Backend,
     pub jwt_secret: SecretString,
     pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The running server's state (store, keyring, config), for tests that call library
+    /// entry points (anomaly scoring, jobs) directly.
+    pub state: keygate_server::state::AppState,
 }
 
 /// The admin URL of the test PostgreSQL server, or `None` (then PostgreSQL tests fail
@@ -110,6 +113,7 @@ pub async fn start_with(
     let jwt_secret = config.jwt_secret.clone().unwrap();
     let app = Application::build(config).await.expect("server starts");
     let base = format!("http://{}", app.local_addr());
+    let state = app.state.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     // Only an explicit send stops the server: a dropped sender (async blocks capture
     // fields precisely, so a test may drop `shutdown` early) must not.
@@ -129,6 +133,7 @@ pub async fn start_with(
         backend,
         jwt_secret,
         shutdown: Some(tx),
+        state,
     }
 }
 
@@ -205,6 +210,24 @@ impl TestApp {
         body: serde_json::Value,
     ) -> (u16, serde_json::Value) {
         self.send(reqwest::Method::POST, path, token, body).await
+    }
+}
+
+impl TestApp {
+    /// Runs `sql` directly as the database owner (SQLite file / PostgreSQL login), outside
+    /// keygate: how tests tamper with rows.
+    pub async fn raw_exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url).await?;
+                Ok(sqlx::raw_sql(sql).execute(&mut c).await?.rows_affected())
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url).await?;
+                Ok(sqlx::raw_sql(sql).execute(&mut c).await?.rows_affected())
+            }
+        }
     }
 }
 

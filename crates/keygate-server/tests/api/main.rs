@@ -3,6 +3,7 @@
 mod gateway;
 mod helpers;
 mod ops;
+mod oversight;
 mod tls;
 
 use helpers::TestApp;
@@ -13,7 +14,7 @@ const API_KEY: &str = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju9
 const API_SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
 const OKX_PASSPHRASE: &str = "okx-passphrase-zq81";
 
-fn binance_body(label: &str) -> serde_json::Value {
+pub(crate) fn binance_body(label: &str) -> serde_json::Value {
     json!({"exchange": "binance", "label": label, "api_key": API_KEY, "api_secret": API_SECRET, "permissions": ["read", "trade"]})
 }
 

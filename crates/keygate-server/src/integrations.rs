@@ -1,0 +1,323 @@
+//! OAuth tokens of integrations: sealing with the user's DEK, and refresh with the RFC 6749
+//! §6 `refresh_token` grant (form body with `client_id` / `client_secret`).
+//!
+//! Outcomes: success → new tokens sealed (a rotated refresh token replaces the old one,
+//! otherwise the old one is kept); `invalid_grant` → the integration is marked
+//! `needs_reconsent` (audit event + webhook) and not retried; timeout, network error or 5xx
+//! → retried later (`next_attempt_at`, exponential backoff). Tokens of a password-mode
+//! user can be refreshed only while their vault is unlocked (retried later otherwise).
+
+use std::time::Duration;
+
+use keygate_crypto::{open_field, seal_field, FieldAad};
+use keygate_storage::{Actor, DbTime, IntegrationRecord, IntegrationTokenRecord, Json};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::keyring::DekHandle;
+use crate::recorder::{event, RequestMeta};
+use crate::state::AppState;
+
+pub const F_CLIENT_SECRET: &str = "client_secret";
+pub const F_ACCESS_TOKEN: &str = "access_token";
+pub const F_REFRESH_TOKEN: &str = "refresh_token";
+
+/// Tokens expiring within this are refreshed by the job.
+pub const REFRESH_AHEAD: chrono::Duration = chrono::Duration::minutes(5);
+
+pub fn seal(dek: &DekHandle, user: Uuid, record: Uuid, field: &str, v: &str) -> Vec<u8> {
+    let aad = FieldAad {
+        user_id: user,
+        record_id: record,
+        field,
+        key_version: dek.version,
+    };
+    seal_field(&dek.dek, &aad, v.as_bytes())
+}
+
+pub fn open(
+    dek: &DekHandle,
+    user: Uuid,
+    record: Uuid,
+    field: &str,
+    ct: &[u8],
+) -> Result<SecretString, ApiError> {
+    let aad = FieldAad {
+        user_id: user,
+        record_id: record,
+        field,
+        key_version: dek.version,
+    };
+    let pt = open_field(&dek.dek, &aad, ct)?;
+    let s = std::str::from_utf8(&pt).map_err(|_| ApiError::internal("sealed field not UTF-8"))?;
+    Ok(SecretString::from(s))
+}
+
+/// What a refresh attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    Refreshed,
+    NeedsReconsent,
+    /// Will be retried at the recorded `next_attempt_at`.
+    RetryLater(String),
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: SecretString,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_in: Option<i64>,
+    #[serde(default)]
+    refresh_token: Option<SecretString>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenError {
+    error: String,
+}
+
+/// Retry delay after `attempts` failures: 30 s doubling, capped at 1 h.
+fn retry_delay(attempts: i32) -> chrono::Duration {
+    let secs = 30i64.saturating_mul(1i64 << attempts.clamp(1, 10).saturating_sub(1));
+    chrono::Duration::seconds(secs.min(3600))
+}
+
+/// Refreshes one integration's tokens now, acting as `actor` (owner, or the service
+/// identity for the job).
+pub async fn refresh(
+    state: &AppState,
+    actor: Actor,
+    integ: &IntegrationRecord,
+    tok: &IntegrationTokenRecord,
+    now: DbTime,
+) -> Result<RefreshOutcome, ApiError> {
+    let user = integ.user_id;
+    let retry = |why: String| async move {
+        let attempts = tok.refresh_attempts + 1;
+        state
+            .store
+            .record_refresh_failure(
+                actor,
+                &keygate_storage::RefreshFailure {
+                    user_id: user,
+                    integration_id: integ.id,
+                    attempts,
+                    next_attempt_at: Some(DbTime::new(now.0 + retry_delay(attempts))),
+                    error: why.clone(),
+                    now,
+                },
+            )
+            .await?;
+        Ok::<_, ApiError>(RefreshOutcome::RetryLater(why))
+    };
+    let Some(rt_ct) = tok.refresh_token_ct.as_deref() else {
+        return Err(ApiError::conflict(
+            "no_refresh_token",
+            "this integration has no refresh token",
+        ));
+    };
+    let dek = match state
+        .keyring
+        .dek(actor, user, Some(tok.dek_version as u32))
+        .await
+    {
+        Ok(d) => d,
+        Err(e) if e.code() == "vault_locked" => return retry("vault_locked".into()).await,
+        Err(e) => return Err(e),
+    };
+    let refresh_token = open(&dek, user, integ.id, F_REFRESH_TOKEN, rt_ct)?;
+    let client_secret = match &integ.client_secret_ct {
+        Some(ct) => {
+            let d = state
+                .keyring
+                .dek(actor, user, Some(integ.dek_version as u32))
+                .await?;
+            Some(open(&d, user, integ.id, F_CLIENT_SECRET, ct)?)
+        }
+        None => None,
+    };
+    let body = {
+        let mut f = url::form_urlencoded::Serializer::new(String::new());
+        f.append_pair("grant_type", "refresh_token");
+        f.append_pair("refresh_token", refresh_token.expose_secret());
+        f.append_pair("client_id", &integ.client_id);
+        if let Some(cs) = &client_secret {
+            f.append_pair("client_secret", cs.expose_secret());
+        }
+        SecretString::from(f.finish())
+    };
+    let res = state
+        .http
+        .post(&integ.token_url)
+        .timeout(Duration::from_millis(state.config.oauth_timeout_ms))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(body.expose_secret().to_string())
+        .send()
+        .await;
+    let resp = match res {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => return retry("token endpoint timed out".into()).await,
+        Err(_) => return retry("token endpoint unreachable".into()).await,
+    };
+    let status = resp.status();
+    let bytes = match resp.bytes().await {
+        Ok(b) => b,
+        Err(_) => return retry("token endpoint response unreadable".into()).await,
+    };
+    if status.is_server_error() || status.as_u16() == 429 {
+        return retry(format!("token endpoint answered {}", status.as_u16())).await;
+    }
+    if !status.is_success() {
+        let code = serde_json::from_slice::<TokenError>(&bytes)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| format!("http_{}", status.as_u16()));
+        let code: String = code.chars().take(64).collect();
+        let mut i = integ.clone();
+        i.status = if code == "invalid_grant" {
+            "needs_reconsent".into()
+        } else {
+            "error".into()
+        };
+        i.last_error = Some(code.clone());
+        i.updated_at = now;
+        state.store.update_integration(actor, &i, None).await?;
+        audit(
+            state,
+            user,
+            integ.id,
+            "token_refresh",
+            false,
+            Some(code.clone()),
+        )
+        .await?;
+        if i.status == "needs_reconsent" {
+            crate::webhooks::emit(
+                state,
+                Some(user),
+                "integration.needs_reconsent",
+                serde_json::json!({"integration_id": integ.id, "provider": integ.provider, "error": code}),
+            )
+            .await?;
+            return Ok(RefreshOutcome::NeedsReconsent);
+        }
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "token_refresh_failed",
+            format!("the token endpoint refused the refresh ({code})"),
+        ));
+    }
+    let tr: TokenResponse = match serde_json::from_slice(&bytes) {
+        Ok(t) => t,
+        Err(_) => return retry("token endpoint sent an unusable response".into()).await,
+    };
+    let sealing = state.keyring.dek(actor, user, None).await?;
+    let new_rt = tr.refresh_token.as_ref().unwrap_or(&refresh_token);
+    let rec = IntegrationTokenRecord {
+        integration_id: integ.id,
+        user_id: user,
+        access_token_ct: seal(
+            &sealing,
+            user,
+            integ.id,
+            F_ACCESS_TOKEN,
+            tr.access_token.expose_secret(),
+        ),
+        refresh_token_ct: Some(seal(
+            &sealing,
+            user,
+            integ.id,
+            F_REFRESH_TOKEN,
+            new_rt.expose_secret(),
+        )),
+        token_type: tr.token_type.unwrap_or_else(|| tok.token_type.clone()),
+        scopes: match tr.scope {
+            Some(s) => Json(s.split_whitespace().map(String::from).collect()),
+            None => tok.scopes.clone(),
+        },
+        expires_at: tr
+            .expires_in
+            .map(|s| DbTime::new(now.0 + chrono::Duration::seconds(s.clamp(0, 10 * 365 * 86_400)))),
+        dek_version: sealing.version as i32,
+        refreshed_at: Some(now),
+        refresh_attempts: 0,
+        next_attempt_at: None,
+        last_error: None,
+        created_at: tok.created_at,
+        updated_at: now,
+    };
+    state.store.put_integration_token(actor, &rec).await?;
+    if integ.status != "active" || integ.last_error.is_some() {
+        let mut i = integ.clone();
+        i.status = "active".into();
+        i.last_error = None;
+        i.updated_at = now;
+        state.store.update_integration(actor, &i, None).await?;
+    }
+    audit(
+        state,
+        user,
+        integ.id,
+        "token_refresh",
+        true,
+        tr.refresh_token
+            .is_some()
+            .then(|| "refresh token rotated".to_string()),
+    )
+    .await?;
+    Ok(RefreshOutcome::Refreshed)
+}
+
+async fn audit(
+    state: &AppState,
+    user: Uuid,
+    integration: Uuid,
+    action: &str,
+    success: bool,
+    reason: Option<String>,
+) -> Result<(), ApiError> {
+    let system = Caller {
+        user_id: None,
+        service: true,
+        admin: false,
+        session_id: None,
+    };
+    let mut ev = event(
+        "integration",
+        action,
+        &system,
+        Some(user),
+        &RequestMeta::default(),
+    );
+    ev.success = success;
+    ev.reason = reason;
+    ev.metadata = Json(serde_json::json!({"integration_id": integration}));
+    state.recorder.record(vec![ev], vec![]).await
+}
+
+/// Refreshes every token that expires within [`REFRESH_AHEAD`] and is due for an attempt.
+pub async fn refresh_due(state: &AppState, now: DbTime) -> Result<usize, ApiError> {
+    let due = state
+        .store
+        .tokens_to_refresh(DbTime::new(now.0 + REFRESH_AHEAD), now, 50)
+        .await?;
+    let mut n = 0;
+    for t in due {
+        let Some(i) = state.store.integration_by_id(t.integration_id).await? else {
+            continue;
+        };
+        match refresh(state, Actor::service(), &i, &t, now).await {
+            Ok(RefreshOutcome::Refreshed) => n += 1,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(integration = %i.id, code = e.code(), "token refresh failed"),
+        }
+    }
+    Ok(n)
+}

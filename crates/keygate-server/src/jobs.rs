@@ -1,0 +1,264 @@
+//! Background jobs, each run once per period across every instance.
+//!
+//! Each tick, an instance takes a lease per job (`job_leases`: an upsert that only succeeds
+//! when the lease has expired or is already ours, atomic on both backends) and runs the
+//! jobs it holds. On top of that, each job's unit of work is claimed on its own: a reminder
+//! by its unique key (`sent_reminders`), a webhook delivery by `claimed_until` (PostgreSQL:
+//! `FOR UPDATE SKIP LOCKED`), so even two instances running the same job at once never
+//! send anything twice. Job functions take `now`, so tests inject the clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use keygate_storage::{Actor, DbTime};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Handle to the runner: `wake` makes it run the delivery job now.
+#[derive(Clone)]
+pub struct Jobs {
+    notify: Arc<Notify>,
+    /// This instance's lease holder id.
+    pub holder: Arc<str>,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Jobs {
+    pub fn new() -> Self {
+        Jobs {
+            notify: Arc::new(Notify::new()),
+            holder: Uuid::new_v4().to_string().into(),
+        }
+    }
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
+
+/// Days before the due date at which a reminder goes out.
+pub const REMIND_BEFORE_DAYS: [i64; 4] = [30, 14, 7, 1];
+/// Days after the due date at which an overdue reminder goes out (then every 30 days).
+pub const OVERDUE_DAYS: [i64; 5] = [0, 1, 7, 14, 30];
+
+/// The reminder stage for a due date at `now`: `before_30d` … `before_1d`, then
+/// `overdue_0d`, `overdue_1d`, … `overdue_30d`, `overdue_60d`, …; `None` when more than
+/// 30 days remain.
+pub fn reminder_stage(due: DbTime, now: DbTime) -> Option<String> {
+    let left = due.0 - now.0;
+    if left > Span::days(30) {
+        return None;
+    }
+    if left > Span::zero() {
+        let d = REMIND_BEFORE_DAYS
+            .iter()
+            .rev()
+            .find(|d| left <= Span::days(**d))
+            .copied()
+            .unwrap_or(30);
+        return Some(format!("before_{d}d"));
+    }
+    let late = (now.0 - due.0).num_days();
+    let o = if late >= 30 {
+        late / 30 * 30
+    } else {
+        OVERDUE_DAYS
+            .iter()
+            .rev()
+            .find(|o| late >= **o)
+            .copied()
+            .unwrap_or(0)
+    };
+    Some(format!("overdue_{o}d"))
+}
+
+/// Sends due rotation reminders for credentials and site keys; returns how many this call
+/// sent (claimed).
+pub async fn run_rotation_reminders(state: &AppState, now: DbTime) -> Result<usize, ApiError> {
+    let horizon = DbTime::new(now.0 + Span::days(30) + Span::seconds(1));
+    let mut sent = 0;
+    let mut after = None;
+    loop {
+        let rows = state
+            .store
+            .rotations_due(Actor::service(), None, horizon, after, 200)
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = Some((last.next_due_at, last.credential_id));
+        let n = rows.len();
+        for r in rows {
+            if matches!(r.status.as_str(), "revoked" | "expired" | "shredded") {
+                continue;
+            }
+            let Some(stage) = reminder_stage(r.next_due_at, now) else {
+                continue;
+            };
+            let key = format!(
+                "rotation:{}:{}:{stage}",
+                r.credential_id,
+                r.next_due_at.micros()
+            );
+            let data = serde_json::json!({
+                "credential_id": r.credential_id,
+                "label": r.label,
+                "exchange": r.exchange,
+                "due_at": r.next_due_at.0,
+                "stage": stage,
+            });
+            let rows = crate::webhooks::deliveries_for(
+                state,
+                Some(r.user_id),
+                "rotation.reminder",
+                data,
+                now,
+            )
+            .await?;
+            if state
+                .store
+                .claim_reminder(
+                    &key,
+                    "credential",
+                    r.credential_id,
+                    Some(r.user_id),
+                    now,
+                    &rows,
+                )
+                .await?
+            {
+                sent += 1;
+            }
+        }
+        if n < 200 {
+            break;
+        }
+    }
+    for k in state.store.site_keys_due(horizon).await? {
+        let (Some(due), Some(stage)) = (
+            k.next_rotation_at,
+            k.next_rotation_at.and_then(|d| reminder_stage(d, now)),
+        ) else {
+            continue;
+        };
+        let key = format!("site_key:{}:{}:{stage}", k.id, due.micros());
+        let data = serde_json::json!({
+            "site_key_id": k.id,
+            "name": k.name,
+            "provider": k.provider,
+            "due_at": due.0,
+            "stage": stage,
+        });
+        let rows =
+            crate::webhooks::deliveries_for(state, None, "site_key.rotation_reminder", data, now)
+                .await?;
+        if state
+            .store
+            .claim_reminder(&key, "site_key", k.id, None, now, &rows)
+            .await?
+        {
+            sent += 1;
+        }
+    }
+    if sent > 0 {
+        state.jobs.wake();
+    }
+    Ok(sent)
+}
+
+/// One pass of every job whose lease this instance gets.
+pub async fn tick(state: &AppState, now: DbTime) {
+    let interval = Span::milliseconds(state.config.jobs_interval_ms as i64);
+    // The lease is a little shorter than the period so the next tick can take it again.
+    let until = DbTime::new(now.0 + interval - Span::milliseconds(10));
+    let holder = state.jobs.holder.clone();
+    let lease = |name: &'static str| {
+        let holder = holder.clone();
+        async move {
+            match state.store.try_job_lease(name, &holder, now, until).await {
+                Ok(got) => got,
+                Err(e) => {
+                    tracing::warn!(job = name, error = %e, "job lease failed");
+                    false
+                }
+            }
+        }
+    };
+    if lease("rotation_reminders").await {
+        if let Err(e) = run_rotation_reminders(state, now).await {
+            tracing::warn!(job = "rotation_reminders", error = %e, "job failed");
+        }
+    }
+    if lease("token_refresh").await {
+        if let Err(e) = crate::integrations::refresh_due(state, now).await {
+            tracing::warn!(job = "token_refresh", error = %e, "job failed");
+        }
+    }
+    if lease("prune_counters").await {
+        // Counter windows are keyed by their start in seconds; keep the last day.
+        let before = now.0.timestamp() - 86_400;
+        if let Err(e) = state.store.prune_counters(before).await {
+            tracing::warn!(job = "prune_counters", error = %e, "job failed");
+        }
+    }
+    deliver(state, now).await;
+}
+
+/// Webhook delivery has no lease: every instance may send, rows are claimed one by one.
+async fn deliver(state: &AppState, now: DbTime) {
+    if let Err(e) = crate::webhooks::deliver_due(state, now).await {
+        tracing::warn!(job = "webhook_delivery", error = %e, "job failed");
+    }
+}
+
+/// Spawns the runner: a tick every `jobs_interval_ms`, and a delivery pass on `wake`.
+pub fn start(state: AppState) {
+    let period = Duration::from_millis(state.config.jobs_interval_ms);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => tick(&state, DbTime::now()).await,
+                _ = state.jobs.notify.notified() => deliver(&state, DbTime::now()).await,
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(days: i64, secs: i64) -> DbTime {
+        DbTime::new(
+            chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+                + Span::days(days)
+                + Span::seconds(secs),
+        )
+    }
+
+    #[test]
+    fn stages() {
+        let due = t(0, 0);
+        assert_eq!(reminder_stage(due, t(-31, 0)), None);
+        assert_eq!(reminder_stage(due, t(-30, 0)).unwrap(), "before_30d");
+        assert_eq!(reminder_stage(due, t(-15, 0)).unwrap(), "before_30d");
+        assert_eq!(reminder_stage(due, t(-14, 0)).unwrap(), "before_14d");
+        assert_eq!(reminder_stage(due, t(-7, 0)).unwrap(), "before_7d");
+        assert_eq!(reminder_stage(due, t(-2, 0)).unwrap(), "before_7d");
+        assert_eq!(reminder_stage(due, t(-1, 0)).unwrap(), "before_1d");
+        assert_eq!(reminder_stage(due, t(0, -1)).unwrap(), "before_1d");
+        assert_eq!(reminder_stage(due, t(0, 0)).unwrap(), "overdue_0d");
+        assert_eq!(reminder_stage(due, t(1, 5)).unwrap(), "overdue_1d");
+        assert_eq!(reminder_stage(due, t(6, 0)).unwrap(), "overdue_1d");
+        assert_eq!(reminder_stage(due, t(29, 0)).unwrap(), "overdue_14d");
+        assert_eq!(reminder_stage(due, t(65, 0)).unwrap(), "overdue_60d");
+    }
+}

@@ -1,0 +1,1030 @@
+//! Issue 8 (oversight): tamper-evident audit, anomaly suspension and reactivation,
+//! webhooks, rotation reminders across two instances, site keys, integration tokens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use keygate_server::anomaly::{assess, AssessInput};
+use keygate_storage::{ApiCallRecord, DbTime};
+use parking_lot::Mutex;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{Backend, TestApp};
+use crate::{binance_body, both_backends};
+
+async fn verify(app: &TestApp, admin: &str) -> serde_json::Value {
+    let (s, v) = app.get("/v1/audit/verify", admin).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// Restores `audit_events` from the copy taken before tampering.
+async fn restore(app: &TestApp) {
+    app.raw_exec("DELETE FROM audit_events; INSERT INTO audit_events SELECT * FROM audit_backup")
+        .await
+        .unwrap();
+}
+
+both_backends!(audit_tampering_is_located, |app: TestApp| async move {
+    let (user, adm) = (Uuid::new_v4(), Uuid::new_v4());
+    let (t, admin) = (app.token(user), app.admin_token(adm));
+    let (s, c) = app.post("/v1/credentials", &t, binance_body("k")).await;
+    assert_eq!(s, 201);
+    let id = c["id"].as_str().unwrap().to_string();
+    for _ in 0..5 {
+        assert_eq!(app.get(&format!("/v1/credentials/{id}"), &t).await.0, 200);
+    }
+    let clean = verify(&app, &admin).await;
+    assert_eq!(clean["ok"], true, "{clean}");
+    assert_eq!(clean["events_checked"], 6);
+    // users cannot verify (404, not 403)
+    assert_eq!(app.get("/v1/audit/verify", &t).await.0, 404);
+    app.raw_exec("CREATE TABLE audit_backup AS SELECT * FROM audit_events")
+        .await
+        .unwrap();
+
+    let cases: [(&str, i64); 4] = [
+        ("UPDATE audit_events SET reason = 'forged' WHERE seq = 2", 2),
+        ("DELETE FROM audit_events WHERE seq = 3", 3),
+        (
+            "UPDATE audit_events SET seq = -1 WHERE seq = 4; UPDATE audit_events SET seq = 4 WHERE seq = 5; UPDATE audit_events SET seq = 5 WHERE seq = -1",
+            4,
+        ),
+        ("DELETE FROM audit_events WHERE seq >= 5", 5),
+    ];
+    for (sql, at) in cases {
+        assert!(app.raw_exec(sql).await.unwrap() > 0, "{sql}");
+        let r = verify(&app, &admin).await;
+        assert_eq!(r["ok"], false, "{sql}: {r}");
+        assert_eq!(r["first_broken_seq"], at, "{sql}: {r}");
+        restore(&app).await;
+        assert_eq!(
+            verify(&app, &admin).await["ok"],
+            true,
+            "restored after {sql}"
+        );
+    }
+    // editing a row's hash to match is impossible without the chain key: recomputing with
+    // a wrong key still breaks.
+    app.raw_exec("UPDATE audit_events SET hash = 'ab' WHERE seq = 6")
+        .await
+        .unwrap();
+    assert_eq!(verify(&app, &admin).await["first_broken_seq"], 6);
+});
+
+both_backends!(audit_filters_and_export, |app: TestApp| async move {
+    let (a, b, adm) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (ta, tb, admin) = (app.token(a), app.token(b), app.admin_token(adm));
+    let (_, c) = app.post("/v1/credentials", &ta, binance_body("a1")).await;
+    let ca = c["id"].as_str().unwrap().to_string();
+    app.post("/v1/credentials", &tb, binance_body("b1")).await;
+    app.get(&format!("/v1/credentials/{ca}"), &ta).await;
+    // a failed unlock (no vault) is not an event; a wrong password is
+    app.post(
+        "/v1/vault/setup",
+        &ta,
+        json!({"password": "correct horse battery"}),
+    )
+    .await;
+    let (s, _) = app
+        .post(
+            "/v1/vault/unlock",
+            &ta,
+            json!({"password": "wrong password!!"}),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (_, own) = app.get("/v1/audit?limit=200", &ta).await;
+    let items = own["items"].as_array().unwrap();
+    assert!(items.iter().all(|e| e["user_id"] == a.to_string()));
+    let actions: Vec<_> = items
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"create") && actions.contains(&"read") && actions.contains(&"setup"));
+    // a user asking for someone else's events still gets only their own
+    let (_, v) = app.get(&format!("/v1/audit?user_id={b}"), &ta).await;
+    assert!(v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["user_id"] == a.to_string()));
+    let (_, v) = app.get("/v1/audit?result=failure", &ta).await;
+    let fails = v["items"].as_array().unwrap();
+    assert_eq!(fails.len(), 1, "{v}");
+    assert_eq!(fails[0]["action"], "unlock");
+    let (_, v) = app
+        .get(&format!("/v1/audit?credential_id={ca}&action=read"), &ta)
+        .await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    let future = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (s, v) = app
+        .get(&format!("/v1/audit?since={}", urlencode(&future)), &ta)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["items"].as_array().unwrap().is_empty());
+    let (s, v) = app
+        .get(
+            &format!("/v1/audit?until={}&category=vault", urlencode(&future)),
+            &ta,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+    assert_eq!(app.get("/v1/audit?result=maybe", &ta).await.0, 422);
+    // cursor pagination
+    let (_, p1) = app.get("/v1/audit?limit=2", &ta).await;
+    let cur = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = app
+        .get(&format!("/v1/audit?limit=2&cursor={cur}"), &ta)
+        .await;
+    assert!(p2["items"][0]["seq"].as_i64() < p1["items"][1]["seq"].as_i64());
+    // admins see everyone
+    let (_, all) = app.get("/v1/audit?limit=200", &admin).await;
+    let users: std::collections::HashSet<_> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["user_id"].to_string())
+        .collect();
+    assert!(users.len() >= 2);
+    // export: JSON lines, oldest first, own events only for users
+    let r = app
+        .client
+        .get(format!("{}/v1/audit/export", app.base))
+        .bearer_auth(&ta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let text = r.text().await.unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // every earlier event, plus the export itself (recorded before streaming)
+    assert_eq!(lines.len(), items.len() + 1);
+    assert_eq!(lines.last().unwrap()["action"], "export");
+    assert!(lines
+        .windows(2)
+        .all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()));
+    assert!(lines
+        .iter()
+        .all(|l| l["user_id"] == a.to_string() && l["prev_hash"].is_string()));
+    let r = app
+        .client
+        .get(format!("{}/v1/audit/export", app.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let n = r.text().await.unwrap().lines().count();
+    assert!(n > lines.len());
+});
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+/// PostgreSQL: the app role can append and read audit rows but never change or delete them.
+#[tokio::test]
+async fn app_role_cannot_update_or_delete_audit_rows() {
+    let Some(app) = crate::helpers::spawn_app(Backend::Postgres).await else {
+        eprintln!("NOT RUN: needs KEYGATE_TEST_DATABASE_URL");
+        return;
+    };
+    let u = Uuid::new_v4();
+    app.post("/v1/credentials", &app.token(u), binance_body("x"))
+        .await;
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    for (sql, allowed) in [
+        ("SELECT count(*) FROM audit_events", true),
+        ("UPDATE audit_events SET reason = 'x'", false),
+        ("DELETE FROM audit_events", false),
+        ("TRUNCATE audit_events", false),
+    ] {
+        let mut tx = c.begin().await.unwrap();
+        sqlx::query("SELECT set_config('role', 'keygate_app', true), set_config('keygate.role', 'service', true)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let r = sqlx::query(sql).execute(&mut *tx).await;
+        assert_eq!(r.is_ok(), allowed, "{sql}: {r:?}");
+        if let Err(e) = r {
+            assert!(e.to_string().contains("permission denied"), "{e}");
+        }
+        tx.rollback().await.unwrap();
+    }
+    let admin = app.admin_token(Uuid::new_v4());
+    assert_eq!(app.get("/v1/audit/verify", &admin).await.1["ok"], true);
+}
+
+/// A local webhook receiver recording (signature header, body), answering `status`.
+async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |h: axum::http::HeaderMap, body: String| {
+            let g = g.clone();
+            async move {
+                let sig = h
+                    .get("x-keygate-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                g.lock().push((sig, body));
+                axum::http::StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, got)
+}
+
+fn hmac_hex(secret: &str, msg: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(msg.as_bytes());
+    hex::encode(m.finalize().into_bytes())
+}
+
+async fn connection_for(app: &TestApp, t: &str, cred: &str) -> Uuid {
+    let (s, v) = app
+        .post(
+            "/v1/connections",
+            t,
+            json!({"name": format!("c-{cred}"), "exchange": "binance", "credential_id": cred}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    v["id"].as_str().unwrap().parse().unwrap()
+}
+
+fn call(conn: Uuid, cred: Uuid, user: Uuid, ip: &str, at: chrono::DateTime<Utc>) -> ApiCallRecord {
+    ApiCallRecord {
+        id: Uuid::now_v7(),
+        connection_id: conn,
+        credential_id: cred,
+        user_id: user,
+        method: "GET".into(),
+        endpoint: "/api/v3/account".into(),
+        class: "read".into(),
+        decision: "allowed".into(),
+        deny_code: None,
+        status_code: Some(200),
+        response_time_ms: Some(5),
+        success: true,
+        error_message: None,
+        rate_limit_remaining: None,
+        rate_limit_reset: None,
+        notional_usd_micros: 0,
+        withdrawal_usd_micros: 0,
+        ip_address: Some(ip.into()),
+        user_agent: None,
+        session_id: None,
+        created_at: DbTime::new(at),
+    }
+}
+
+both_backends!(
+    burst_from_new_ip_suspends_and_notifies,
+    |app: TestApp| async move {
+        let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let t = app.token(user);
+        let (ok_url, got) = receiver(200).await;
+        let (fail_url, failed) = receiver(500).await;
+        let (s, hook) = app
+            .post(
+                "/v1/webhooks",
+                &t,
+                json!({"url": ok_url, "events": ["credential.suspended"]}),
+            )
+            .await;
+        assert_eq!(s, 201, "{hook}");
+        let secret = hook["secret"].as_str().unwrap().to_string();
+        let hook_id = hook["id"].as_str().unwrap().to_string();
+        let (s, bad) = app.post("/v1/webhooks", &t, json!({"url": fail_url})).await;
+        assert_eq!(s, 201);
+        // the secret is shown once
+        let (_, again) = app.get(&format!("/v1/webhooks/{hook_id}"), &t).await;
+        assert!(again.get("secret").is_none());
+        assert_eq!(
+            app.post("/v1/webhooks", &t, json!({"url": "file:///etc/passwd"}))
+                .await
+                .0,
+            422
+        );
+        assert_eq!(
+            app.post("/v1/webhooks", &t, json!({"url": ok_url, "platform": true}))
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            app.get(&format!("/v1/webhooks/{hook_id}"), &app.token(other))
+                .await
+                .0,
+            404
+        );
+
+        let (_, c) = app.post("/v1/credentials", &t, binance_body("hot")).await;
+        let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+        let conn = connection_for(&app, &t, &cred.to_string()).await;
+        let now = Utc::now();
+        let mut rows: Vec<_> = (0..20)
+            .map(|i| {
+                call(
+                    conn,
+                    cred,
+                    user,
+                    "10.0.0.1",
+                    now - chrono::Duration::hours(2 + i),
+                )
+            })
+            .collect();
+        // quiet use from the usual IP scores 0
+        app.state.store.insert_api_calls(&rows).await.unwrap();
+        let a = assess(
+            &app.state,
+            user,
+            cred,
+            AssessInput {
+                ip: Some("10.0.0.1".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((a.score, a.suspended), (0, false), "{a:?}");
+        // a burst from a new IP: 30 + 50 = 80 ≥ the default threshold
+        rows = (0..40)
+            .map(|i| {
+                call(
+                    conn,
+                    cred,
+                    user,
+                    "203.0.113.7",
+                    now - chrono::Duration::seconds(60 + i),
+                )
+            })
+            .collect();
+        app.state.store.insert_api_calls(&rows).await.unwrap();
+        let a = assess(
+            &app.state,
+            user,
+            cred,
+            AssessInput {
+                ip: Some("203.0.113.7".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.score, 80, "{a:?}");
+        assert_eq!(a.reasons, vec!["new_source_ip", "burst_above_baseline"]);
+        assert!(a.suspended);
+        let (_, c) = app.get(&format!("/v1/credentials/{cred}"), &t).await;
+        assert_eq!(c["status"], "suspended");
+        assert!(c["suspended_reason"]
+            .as_str()
+            .unwrap()
+            .contains("new_source_ip"));
+        let (_, ev) = app.get("/v1/audit?action=suspend", &t).await;
+        assert_eq!(ev["items"][0]["risk_score"], 80);
+        assert_eq!(
+            ev["items"][0]["risk_reasons"],
+            json!(["new_source_ip", "burst_above_baseline"])
+        );
+        // a second assessment does not suspend twice
+        let a = assess(
+            &app.state,
+            user,
+            cred,
+            AssessInput {
+                ip: Some("203.0.113.7".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!a.suspended);
+
+        // the webhook arrives, signed over "<t>.<body>"
+        for _ in 0..100 {
+            if !got.lock().is_empty() && !failed.lock().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (sig, body) = got.lock().first().cloned().expect("webhook delivered");
+        let (ts, v1) = sig
+            .strip_prefix("t=")
+            .and_then(|s| s.split_once(",v1="))
+            .expect("signature header shape");
+        assert_eq!(v1, hmac_hex(&secret, &format!("{ts}.{body}")));
+        let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(payload["type"], "credential.suspended");
+        assert_eq!(payload["data"]["credential_id"], cred.to_string());
+        assert_eq!(got.lock().len(), 1, "delivered once");
+        // delivery logs: delivered, and a failing receiver queued for a retry with backoff
+        let (_, log) = app
+            .get(&format!("/v1/webhooks/{hook_id}/deliveries"), &t)
+            .await;
+        assert_eq!(log["items"][0]["status"], "delivered", "{log}");
+        let bad_id = bad["id"].as_str().unwrap();
+        let mut last = json!(null);
+        for _ in 0..50 {
+            last = app
+                .get(&format!("/v1/webhooks/{bad_id}/deliveries"), &t)
+                .await
+                .1;
+            if last["items"][0]["attempts"] == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(last["items"][0]["status"], "pending", "{last}");
+        assert_eq!(last["items"][0]["last_status_code"], 500);
+        let next: chrono::DateTime<Utc> = last["items"][0]["next_attempt_at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next > Utc::now() + chrono::Duration::seconds(5));
+
+        // reactivation: never by a service token; the owner can (platform-mode vault)
+        let (s, p) = app
+            .post(
+                &format!("/v1/credentials/{cred}/reactivate"),
+                &app.service_token(user),
+                json!({}),
+            )
+            .await;
+        assert_eq!((s, p["code"].as_str()), (403, Some("owner_required")));
+        assert_eq!(
+            app.post(
+                &format!("/v1/credentials/{cred}/reactivate"),
+                &app.token(other),
+                json!({})
+            )
+            .await
+            .0,
+            404
+        );
+        // password mode: needs a fresh unlock
+        assert_eq!(
+            app.post(
+                "/v1/vault/setup",
+                &t,
+                json!({"password": "correct horse battery"})
+            )
+            .await
+            .0,
+            200
+        );
+        let stale = match app.backend {
+            Backend::Sqlite => format!(
+                "UPDATE vault_sessions SET unlocked_at = '{}'",
+                DbTime::new(now - chrono::Duration::hours(1)).canonical()
+            ),
+            Backend::Postgres => {
+                "UPDATE vault_sessions SET unlocked_at = now() - interval '1 hour'".into()
+            }
+        };
+        app.raw_exec(&stale).await.unwrap();
+        let (s, p) = app
+            .post(&format!("/v1/credentials/{cred}/reactivate"), &t, json!({}))
+            .await;
+        assert_eq!(
+            (s, p["code"].as_str()),
+            (403, Some("fresh_unlock_required")),
+            "{p}"
+        );
+        assert_eq!(
+            app.post(
+                "/v1/vault/unlock",
+                &t,
+                json!({"password": "correct horse battery"})
+            )
+            .await
+            .0,
+            200
+        );
+        let (s, c) = app
+            .post(&format!("/v1/credentials/{cred}/reactivate"), &t, json!({}))
+            .await;
+        assert_eq!(s, 200, "{c}");
+        assert_eq!(c["status"], "active");
+        assert!(c["suspended_reason"].is_null());
+        let (s, _) = app
+            .post(&format!("/v1/credentials/{cred}/reactivate"), &t, json!({}))
+            .await;
+        assert_eq!(s, 409);
+    }
+);
+
+both_backends!(threshold_off_never_suspends, |_app: TestApp| async move {
+    let app = crate::helpers::spawn_app_with(_app.backend, |c| c.anomaly_suspend_threshold = 0)
+        .await
+        .unwrap();
+    let user = Uuid::new_v4();
+    let t = app.token(user);
+    let (_, c) = app.post("/v1/credentials", &t, binance_body("w")).await;
+    let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+    let a = assess(
+        &app.state,
+        user,
+        cred,
+        AssessInput {
+            is_withdrawal: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((a.score, a.suspended), (40, false));
+    assert_eq!(
+        app.get(&format!("/v1/credentials/{cred}"), &t).await.1["status"],
+        "active"
+    );
+});
+
+both_backends!(
+    rotation_reminders_fire_once_across_instances,
+    |_app: TestApp| async move {
+        let app = crate::helpers::spawn_app_with(_app.backend, |c| c.jobs_enabled = false)
+            .await
+            .unwrap();
+        // a second instance on the same database and master key
+        let mut cfg = crate::helpers::test_config(
+            app.data_dir.path().to_path_buf(),
+            app.database_url.clone(),
+        );
+        cfg.jobs_enabled = false;
+        let second = keygate_server::Application::build(cfg).await.unwrap().state;
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        app.post(
+            "/v1/webhooks",
+            &t,
+            json!({"url": "http://127.0.0.1:9/hook"}),
+        )
+        .await;
+        let (_, c) = app.post("/v1/credentials", &t, binance_body("r")).await;
+        let cred = c["id"].as_str().unwrap().to_string();
+        let t0 = Utc::now();
+        let due = t0 + chrono::Duration::days(40);
+        let (s, v) = app
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v1/credentials/{cred}/rotation-schedule"),
+                &t,
+                json!({"interval_days": 90, "next_due_at": due.to_rfc3339()}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["interval_days"], 90);
+        assert_eq!(
+            app.get(&format!("/v1/credentials/{cred}/rotation-schedule"), &t)
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            app.get(
+                &format!("/v1/credentials/{cred}/rotation-schedule"),
+                &app.token(Uuid::new_v4())
+            )
+            .await
+            .0,
+            404
+        );
+        assert_eq!(
+            app.send(
+                reqwest::Method::PUT,
+                &format!("/v1/credentials/{cred}/rotation-schedule"),
+                &t,
+                json!({"interval_days": 0})
+            )
+            .await
+            .0,
+            422
+        );
+        // not due within 30 days yet
+        assert!(app.get("/v1/rotation", &t).await.1["items"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        let (_, v) = app.get("/v1/rotation?within_days=60", &t).await;
+        assert_eq!(v["items"][0]["credential_id"], cred);
+        assert_eq!(v["items"][0]["state"], "due_soon");
+
+        let days = |d: i64, h: i64| {
+            DbTime::new(t0 + chrono::Duration::days(d) + chrono::Duration::hours(h))
+        };
+        let mut expected = Vec::new();
+        for (at, stage) in [
+            (days(1, 0), None),
+            (days(10, 0), Some("before_30d")),
+            (days(12, 0), None),
+            (days(26, 1), Some("before_14d")),
+            (days(33, 1), Some("before_7d")),
+            (days(39, 1), Some("before_1d")),
+            (days(40, 1), Some("overdue_0d")),
+            (days(41, 2), Some("overdue_1d")),
+        ] {
+            // both instances run the job at once, twice
+            let (a, b) = tokio::join!(
+                keygate_server::jobs::run_rotation_reminders(&app.state, at),
+                keygate_server::jobs::run_rotation_reminders(&second, at)
+            );
+            let (c, d) = tokio::join!(
+                keygate_server::jobs::run_rotation_reminders(&app.state, at),
+                keygate_server::jobs::run_rotation_reminders(&second, at)
+            );
+            let sent = a.unwrap() + b.unwrap() + c.unwrap() + d.unwrap();
+            assert_eq!(sent, stage.is_some() as usize, "at {at:?}");
+            if let Some(s) = stage {
+                expected.push(s);
+            }
+        }
+        let keys = app
+            .state
+            .store
+            .reminders_sent(cred.parse().unwrap())
+            .await
+            .unwrap();
+        let stages: Vec<_> = keys.iter().map(|k| k.rsplit(':').next().unwrap()).collect();
+        let mut want = expected.clone();
+        want.sort();
+        let mut got = stages.clone();
+        got.sort();
+        assert_eq!(got, want);
+        let deliveries = app
+            .state
+            .store
+            .deliveries_of_type("rotation.reminder")
+            .await
+            .unwrap();
+        assert_eq!(deliveries.len(), expected.len());
+        // a rotation moves the due date (interval from now) and starts a fresh reminder cycle
+        let (s, _) = app
+        .post(&format!("/v1/credentials/{cred}/rotate"), &t,
+            json!({"api_key": "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIP0000000000000000001", "api_secret": "new-secret-new-secret-new-secret-0001"}))
+        .await;
+        assert_eq!(s, 200);
+        let (_, v) = app
+            .get(&format!("/v1/credentials/{cred}/rotation-schedule"), &t)
+            .await;
+        let next: chrono::DateTime<Utc> = v["next_due_at"].as_str().unwrap().parse().unwrap();
+        assert!(next > t0 + chrono::Duration::days(89));
+        assert!(v["last_rotated_at"].is_string());
+
+        // job leases: one holder at a time
+        let (n, until) = (
+            DbTime::now(),
+            DbTime::new(Utc::now() + chrono::Duration::seconds(30)),
+        );
+        assert!(app
+            .state
+            .store
+            .try_job_lease("x", "a", n, until)
+            .await
+            .unwrap());
+        assert!(!second
+            .store
+            .try_job_lease("x", "b", n, until)
+            .await
+            .unwrap());
+        assert!(app
+            .state
+            .store
+            .try_job_lease("x", "a", n, until)
+            .await
+            .unwrap());
+        let later = DbTime::new(Utc::now() + chrono::Duration::seconds(31));
+        assert!(second
+            .store
+            .try_job_lease(
+                "x",
+                "b",
+                later,
+                DbTime::new(later.0 + chrono::Duration::seconds(30))
+            )
+            .await
+            .unwrap());
+    }
+);
+
+both_backends!(site_keys_are_admin_only, |app: TestApp| async move {
+    let (adm, user) = (Uuid::new_v4(), Uuid::new_v4());
+    let (admin, t, svc) = (
+        app.admin_token(adm),
+        app.token(user),
+        app.service_token(user),
+    );
+    let value = "sk-live-Zy8bq3NWd0c1R7vP4xT2mK9sL6fH5jG0";
+    let (s, k) = app
+        .post("/v1/site-keys", &admin, json!({"name": "openai-main", "provider": "openai", "value": value, "rotation_interval_days": 90}))
+        .await;
+    assert_eq!(s, 201, "{k}");
+    assert!(!k.to_string().contains(value));
+    assert_eq!(k["key_prefix"], "sk-liv…");
+    let id = k["id"].as_str().unwrap().to_string();
+    assert!(k["next_rotation_at"].is_string());
+    // everyone but admins: 404 on every route
+    for (m, path) in [
+        (reqwest::Method::GET, "/v1/site-keys".to_string()),
+        (reqwest::Method::POST, "/v1/site-keys".to_string()),
+        (reqwest::Method::GET, format!("/v1/site-keys/{id}")),
+        (reqwest::Method::PATCH, format!("/v1/site-keys/{id}")),
+        (reqwest::Method::DELETE, format!("/v1/site-keys/{id}")),
+        (reqwest::Method::POST, format!("/v1/site-keys/{id}/use")),
+    ] {
+        let (s, p) = app
+            .send(
+                m.clone(),
+                &path,
+                &t,
+                json!({"name": "x", "provider": "y", "value": "z"}),
+            )
+            .await;
+        assert_eq!(s, 404, "{m} {path}: {p}");
+    }
+    assert_eq!(
+        app.post(
+            "/v1/site-keys",
+            &admin,
+            json!({"name": "openai-main", "provider": "openai", "value": "v2-v2-v2-v2"})
+        )
+        .await
+        .0,
+        422
+    );
+    // the service role uses it: value back, counted, audited
+    let (s, u) = app
+        .post(&format!("/v1/site-keys/{id}/use"), &svc, json!({}))
+        .await;
+    assert_eq!(s, 200, "{u}");
+    assert_eq!(u["value"], value);
+    app.post(&format!("/v1/site-keys/{id}/use"), &svc, json!({}))
+        .await;
+    assert_eq!(
+        app.post(&format!("/v1/site-keys/{id}/use"), &admin, json!({}))
+            .await
+            .0,
+        403
+    );
+    let (_, k) = app.get(&format!("/v1/site-keys/{id}"), &admin).await;
+    assert_eq!(k["usage_count"], 2);
+    assert!(k["last_used_at"].is_string());
+    let (_, ev) = app
+        .get("/v1/audit?category=site_key&action=use", &admin)
+        .await;
+    assert_eq!(ev["items"].as_array().unwrap().len(), 2);
+    // rotate the value
+    let (s, k2) = app
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/site-keys/{id}"),
+            &admin,
+            json!({"value": "sk-next-AAAAAAAAAAAAAAAAAAAAAAAA", "version": k["version"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{k2}");
+    assert_eq!(k2["key_prefix"], "sk-nex…");
+    let (_, u) = app
+        .post(&format!("/v1/site-keys/{id}/use"), &svc, json!({}))
+        .await;
+    assert_eq!(u["value"], "sk-next-AAAAAAAAAAAAAAAAAAAAAAAA");
+    let (_, l) = app.get("/v1/site-keys", &admin).await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.send(
+            reqwest::Method::DELETE,
+            &format!("/v1/site-keys/{id}"),
+            &admin,
+            json!({})
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(app.get(&format!("/v1/site-keys/{id}"), &admin).await.0, 404);
+});
+
+/// A small OAuth token endpoint: `mode` picks the answer; it records each refresh token
+/// it was sent and rotates the refresh token on success.
+#[derive(Default)]
+struct OAuth {
+    mode: Mutex<&'static str>,
+    seen: Mutex<Vec<String>>,
+    issued: Mutex<u32>,
+}
+
+async fn oauth_server() -> (String, Arc<OAuth>) {
+    let st = Arc::new(OAuth::default());
+    *st.mode.lock() = "ok";
+    let s2 = st.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move |body: String| {
+            let st = s2.clone();
+            async move {
+                let form: std::collections::HashMap<String, String> =
+                    url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                assert_eq!(form["grant_type"], "refresh_token");
+                assert_eq!(form["client_id"], "client-1");
+                assert_eq!(form["client_secret"], "client-secret-1");
+                st.seen.lock().push(form["refresh_token"].clone());
+                let mode = *st.mode.lock();
+                match mode {
+                    "slow" => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        (axum::http::StatusCode::OK, "{}".to_string())
+                    }
+                    "invalid" => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        json!({"error": "invalid_grant"}).to_string(),
+                    ),
+                    _ => {
+                        let n = {
+                            let mut i = st.issued.lock();
+                            *i += 1;
+                            *i
+                        };
+                        (
+                            axum::http::StatusCode::OK,
+                            json!({"access_token": format!("at-{n}"), "refresh_token": format!("rt-{n}"),
+                                   "token_type": "Bearer", "expires_in": 3600, "scope": "read write"})
+                            .to_string(),
+                        )
+                    }
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, st)
+}
+
+both_backends!(integration_tokens_refresh, |_app: TestApp| async move {
+    let app = crate::helpers::spawn_app_with(_app.backend, |c| {
+        c.oauth_timeout_ms = 300;
+        c.jobs_enabled = false;
+    })
+    .await
+    .unwrap();
+    let (url, oauth) = oauth_server().await;
+    let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let t = app.token(user);
+    let soon = (Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
+    let (s, i) = app
+        .post("/v1/integrations", &t, json!({
+            "provider": "example", "name": "crm", "client_id": "client-1", "client_secret": "client-secret-1",
+            "token_url": url, "scopes": ["read"],
+            "tokens": {"access_token": "at-0", "refresh_token": "rt-0", "expires_at": soon}}))
+        .await;
+    assert_eq!(s, 201, "{i}");
+    assert!(!i.to_string().contains("at-0") && !i.to_string().contains("client-secret-1"));
+    let id = i["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.post(
+            "/v1/integrations",
+            &t,
+            json!({"provider": "p", "name": "n2", "client_id": "c", "token_url": "gopher://x"})
+        )
+        .await
+        .0,
+        422
+    );
+    // the access token: owner and service role only, audited
+    let (s, tok) = app.get(&format!("/v1/integrations/{id}/token"), &t).await;
+    assert_eq!((s, tok["access_token"].as_str()), (200, Some("at-0")));
+    assert_eq!(
+        app.get(&format!("/v1/integrations/{id}/token"), &app.token(other))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        app.get(
+            &format!("/v1/integrations/{id}/token"),
+            &app.service_token(other)
+        )
+        .await
+        .1["access_token"],
+        "at-0"
+    );
+    let (_, ev) = app
+        .get("/v1/audit?category=integration&action=token_read", &t)
+        .await;
+    assert_eq!(ev["items"].as_array().unwrap().len(), 2);
+
+    // the job refreshes tokens that expire soon; the rotated refresh token is used next
+    let n = keygate_server::integrations::refresh_due(&app.state, DbTime::now())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        app.get(&format!("/v1/integrations/{id}/token"), &t).await.1["access_token"],
+        "at-1"
+    );
+    let (_, r) = app
+        .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+        .await;
+    assert_eq!(r["outcome"], "refreshed", "{r}");
+    assert_eq!(
+        *oauth.seen.lock(),
+        vec!["rt-0".to_string(), "rt-1".to_string()]
+    );
+    assert_eq!(
+        r["integration"]["token"]["scopes"],
+        json!(["read", "write"])
+    );
+    // not due (expires in an hour): the job leaves it alone
+    assert_eq!(
+        keygate_server::integrations::refresh_due(&app.state, DbTime::now())
+            .await
+            .unwrap(),
+        0
+    );
+
+    // timeout → retried later
+    *oauth.mode.lock() = "slow";
+    let (_, r) = app
+        .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+        .await;
+    assert_eq!(r["outcome"], "retry_later", "{r}");
+    assert_eq!(r["integration"]["token"]["refresh_attempts"], 1);
+    let next: chrono::DateTime<Utc> = r["integration"]["token"]["next_attempt_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(next > Utc::now());
+    assert_eq!(r["integration"]["status"], "active");
+    assert_eq!(
+        app.get(&format!("/v1/integrations/{id}/token"), &t).await.1["access_token"],
+        "at-2"
+    );
+
+    // invalid_grant → needs re-consent, token withheld
+    *oauth.mode.lock() = "invalid";
+    let (_, r) = app
+        .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+        .await;
+    assert_eq!(r["outcome"], "needs_reconsent", "{r}");
+    assert_eq!(r["integration"]["status"], "needs_reconsent");
+    let (s, p) = app.get(&format!("/v1/integrations/{id}/token"), &t).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (409, Some("integration_needs_reconsent"))
+    );
+    // new consent: tokens replaced, active again
+    let (s, v) = app
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/integrations/{id}/tokens"),
+            &t,
+            json!({"access_token": "at-new", "refresh_token": "rt-new"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "active");
+    assert_eq!(
+        app.get(&format!("/v1/integrations/{id}/token"), &t).await.1["access_token"],
+        "at-new"
+    );
+    let (_, l) = app.get("/v1/integrations", &t).await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 1);
+    assert!(
+        app.get("/v1/integrations", &app.token(other)).await.1["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        app.send(
+            reqwest::Method::DELETE,
+            &format!("/v1/integrations/{id}"),
+            &t,
+            json!({})
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(app.get(&format!("/v1/integrations/{id}"), &t).await.0, 404);
+});

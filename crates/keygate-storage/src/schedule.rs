@@ -1,0 +1,208 @@
+//! Rotation schedules (seed `api_key_rotation_schedule`), the reminders already sent, and
+//! background-job leases. Reminders are claimed by a unique key (`INSERT .. ON CONFLICT DO
+//! NOTHING`) in the same transaction that queues their webhook deliveries, so each one is
+//! sent once even with several instances running the job.
+
+use uuid::Uuid;
+
+use crate::{multi_insert, Actor, DbTime, DeliveryRecord, Result, Store};
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RotationSchedule {
+    pub credential_id: Uuid,
+    pub user_id: Uuid,
+    pub interval_days: i32,
+    pub next_due_at: DbTime,
+    pub auto_rotation_enabled: bool,
+    pub last_rotated_at: Option<DbTime>,
+    pub created_at: DbTime,
+    pub updated_at: DbTime,
+}
+
+/// A schedule with its credential's label (for lists and reminders).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueRotation {
+    pub credential_id: Uuid,
+    pub user_id: Uuid,
+    pub interval_days: i32,
+    pub next_due_at: DbTime,
+    pub label: String,
+    pub exchange: String,
+    pub status: String,
+}
+
+const RCOLS: &str = "credential_id, user_id, interval_days, next_due_at, auto_rotation_enabled, last_rotated_at, created_at, updated_at";
+const DCOLS: &str =
+    "r.credential_id, r.user_id, r.interval_days, r.next_due_at, c.label, c.exchange, c.status";
+
+impl Store {
+    pub async fn rotation_schedule(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        credential_id: Uuid,
+    ) -> Result<Option<RotationSchedule>> {
+        let sql = format!(
+            "SELECT {RCOLS} FROM rotation_schedules WHERE user_id = $1 AND credential_id = $2"
+        );
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as::<DB, _>(&sql)
+                .bind(user_id)
+                .bind(credential_id)
+                .fetch_optional(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Creates or replaces a credential's schedule.
+    pub async fn put_rotation_schedule(
+        &self,
+        actor: Actor,
+        r: &RotationSchedule,
+    ) -> Result<RotationSchedule> {
+        let sql = format!(
+            "INSERT INTO rotation_schedules ({RCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) \
+             ON CONFLICT (credential_id) DO UPDATE SET interval_days = excluded.interval_days, \
+             next_due_at = excluded.next_due_at, auto_rotation_enabled = excluded.auto_rotation_enabled, \
+             updated_at = excluded.updated_at RETURNING {RCOLS}"
+        );
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as::<DB, _>(&sql)
+                .bind(r.credential_id)
+                .bind(r.user_id)
+                .bind(r.interval_days)
+                .bind(r.next_due_at)
+                .bind(r.auto_rotation_enabled)
+                .bind(r.last_rotated_at)
+                .bind(r.created_at)
+                .bind(r.updated_at)
+                .fetch_one(&mut *tx)
+                .await?
+        }))
+    }
+
+    pub async fn delete_rotation_schedule(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        credential_id: Uuid,
+    ) -> Result<bool> {
+        let n = in_tx!(self, actor, |tx| {
+            sqlx::query::<DB>(
+                "DELETE FROM rotation_schedules WHERE user_id = $1 AND credential_id = $2",
+            )
+            .bind(user_id)
+            .bind(credential_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Schedules due before `due_before`, soonest first: one user's (`Some`), or every
+    /// user's for the service identity (`None`). Paged by (`next_due_at`, credential id).
+    pub async fn rotations_due(
+        &self,
+        actor: Actor,
+        user_id: Option<Uuid>,
+        due_before: DbTime,
+        after: Option<(DbTime, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<DueRotation>> {
+        let sql = format!(
+            "SELECT {DCOLS} FROM rotation_schedules r JOIN credentials c ON c.id = r.credential_id \
+             WHERE ($1 IS NULL OR r.user_id = $1) AND r.next_due_at < $2 \
+             AND ($3 IS NULL OR r.next_due_at > $3 OR (r.next_due_at = $3 AND r.credential_id > $4)) \
+             ORDER BY r.next_due_at, r.credential_id LIMIT $5"
+        );
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_as::<DB, _>(&sql)
+                .bind(user_id)
+                .bind(due_before)
+                .bind(after.map(|a| a.0))
+                .bind(after.map(|a| a.1))
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Claims reminder `key` and, only if this call claimed it, queues `deliveries`, in one
+    /// transaction. Returns whether this call claimed it.
+    pub async fn claim_reminder(
+        &self,
+        key: &str,
+        subject_kind: &str,
+        subject_id: Uuid,
+        user_id: Option<Uuid>,
+        now: DbTime,
+        deliveries: &[DeliveryRecord],
+    ) -> Result<bool> {
+        let ins = multi_insert(
+            &format!(
+                "INSERT INTO webhook_deliveries ({}) VALUES ",
+                crate::webhooks::DELIVERY_COLS
+            ),
+            crate::webhooks::DELIVERY_NCOLS,
+            deliveries.len(),
+        );
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            let n = sqlx::query::<DB>(
+                "INSERT INTO sent_reminders (reminder_key, subject_kind, subject_id, user_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reminder_key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(subject_kind)
+            .bind(subject_id)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 && !deliveries.is_empty() {
+                let q = bind_deliveries!(sqlx::query::<DB>(&ins), deliveries);
+                q.execute(&mut *tx).await?;
+            }
+            n == 1
+        }))
+    }
+
+    /// How many reminders were sent for a subject (tests and status views).
+    pub async fn reminders_sent(&self, subject_id: Uuid) -> Result<Vec<String>> {
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query_scalar::<DB, String>(
+                "SELECT reminder_key FROM sent_reminders WHERE subject_id = $1 ORDER BY created_at, reminder_key",
+            )
+            .bind(subject_id)
+            .fetch_all(&mut *tx)
+            .await?
+        }))
+    }
+
+    /// Takes (or renews) the lease of job `name` until `until` if it is free at `now` or
+    /// already ours. Returns whether `holder` now holds it.
+    pub async fn try_job_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DbTime,
+        until: DbTime,
+    ) -> Result<bool> {
+        let n = in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>(
+                "INSERT INTO job_leases (name, holder, lease_until, last_run_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until, \
+                 last_run_at = excluded.last_run_at WHERE job_leases.lease_until <= $4 OR job_leases.holder = $2",
+            )
+            .bind(name)
+            .bind(holder)
+            .bind(until)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+}
