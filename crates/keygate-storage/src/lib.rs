@@ -44,6 +44,7 @@ macro_rules! in_tx {
 }
 
 mod audit;
+mod backup;
 mod connections;
 mod credentials;
 mod db;
@@ -54,6 +55,7 @@ mod usage;
 mod vault;
 
 pub use audit::*;
+pub use backup::*;
 pub use connections::*;
 pub use credentials::*;
 pub use db::{Actor, ActorRole, Backend, RawTable, Store};
