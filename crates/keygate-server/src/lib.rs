@@ -8,6 +8,8 @@
 pub mod app;
 /// JWT verification (HS256, JWKS) and the `Caller` extractor.
 pub mod auth;
+/// `keygate backup` / `restore`: files and key checks around the storage snapshot.
+pub mod backup;
 /// TOML + `KEYGATE_*` configuration.
 pub mod config;
 /// problem+json errors.

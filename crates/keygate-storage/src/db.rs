@@ -300,9 +300,8 @@ mod tests {
     /// Upgrades are forward-only and transactional, and both backends move in step.
     #[test]
     fn migrations_are_forward_only_transactional_and_parallel() {
-        let versions = |m: &sqlx::migrate::Migrator| -> Vec<i64> {
-            m.iter().map(|x| x.version).collect()
-        };
+        let versions =
+            |m: &sqlx::migrate::Migrator| -> Vec<i64> { m.iter().map(|x| x.version).collect() };
         assert_eq!(versions(&SQLITE_MIGRATIONS), versions(&PG_MIGRATIONS));
         assert!(!versions(&SQLITE_MIGRATIONS).is_empty());
         for m in SQLITE_MIGRATIONS.iter().chain(PG_MIGRATIONS.iter()) {

@@ -1,6 +1,8 @@
 //! API tests: every test runs against SQLite and PostgreSQL (`both_backends!`).
 
+mod backup;
 mod helpers;
+mod upgrade;
 
 use helpers::TestApp;
 use serde_json::json;
