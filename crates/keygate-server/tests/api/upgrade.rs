@@ -291,8 +291,7 @@ crate::both_backends!(
             &newer,
         )
         .await
-        .err()
-        .expect("refuses a newer backup");
+        .expect_err("refuses a newer backup");
         let msg = err.to_string();
         assert!(
             msg.contains(&future.to_string()) && msg.contains(&FIRST_VERSION.to_string()),
@@ -340,8 +339,7 @@ crate::both_backends!(
         );
         let err = keygate_server::backup::backup_to_file(&cfg, &work.path().join("x"))
             .await
-            .err()
-            .expect("backup refuses a schema it does not know");
+            .expect_err("backup refuses a schema it does not know");
         assert!(err.to_string().contains(&future.to_string()), "{err}");
     }
 );
