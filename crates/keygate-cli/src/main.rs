@@ -49,6 +49,18 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
     },
+    /// Write a consistent snapshot of the database (secrets stay sealed; no key files).
+    Backup {
+        /// Backup file to write (mode 0600; replaced atomically when complete).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty database (KEYGATE_DATABASE_URL); needs the master key.
+    Restore {
+        /// Backup file to read.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -180,6 +192,38 @@ async fn main() -> ExitCode {
                     println!("{t}");
                     ExitCode::SUCCESS
                 }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Backup { out } => {
+            match keygate_server::backup::backup_to_file(&config, &out).await {
+                Ok(s) => {
+                    println!(
+                        "backup written to {}: {}",
+                        out.display(),
+                        keygate_server::backup::describe(&s)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Restore { from } => {
+            match keygate_server::backup::restore_from_file(&config, &from).await {
+                Ok(r) if r.audit.ok => {
+                    println!(
+                        "restored {}; audit chain verified ({} events)",
+                        keygate_server::backup::describe(&r.restored),
+                        r.audit.events_checked
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => fail(format!(
+                    "restored {}, but the audit chain does not verify: {} at seq {}",
+                    keygate_server::backup::describe(&r.restored),
+                    r.audit.problem.unwrap_or_default(),
+                    r.audit.first_broken_seq.unwrap_or_default()
+                )),
                 Err(e) => fail(e),
             }
         }

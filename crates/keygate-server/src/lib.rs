@@ -10,6 +10,8 @@ pub mod anomaly;
 pub mod app;
 /// JWT verification (HS256, JWKS) and the `Caller` extractor.
 pub mod auth;
+/// `keygate backup` / `restore`: files and key checks around the storage snapshot.
+pub mod backup;
 /// The client IP behind trusted proxies (`X-Forwarded-For`).
 pub mod client_ip;
 /// TOML + `KEYGATE_*` configuration.

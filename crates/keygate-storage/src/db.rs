@@ -199,6 +199,36 @@ impl Store {
         Ok(())
     }
 
+    /// True when this binary has a migration with exactly this version.
+    pub fn knows_migration(&self, version: i64) -> bool {
+        self.migrator().iter().any(|m| m.version == version)
+    }
+
+    /// Applies this binary's migrations up to and including `version` only (restore
+    /// writes a backup at the schema it was taken at, then migrates the rest).
+    pub async fn migrate_to(&self, version: i64) -> Result<()> {
+        let db = self.applied_schema_version().await?;
+        if db > version {
+            return Err(StorageError::SchemaTooNew {
+                db,
+                binary: version,
+            });
+        }
+        let subset = sqlx::migrate::Migrator::new(MigrationsUpTo(
+            self.migrator()
+                .iter()
+                .filter(|m| m.version <= version)
+                .cloned()
+                .collect(),
+        ))
+        .await?;
+        match &self.db {
+            Db::Sqlite(p) => subset.run(p).await?,
+            Db::Postgres(p) => subset.run(p).await?,
+        }
+        Ok(())
+    }
+
     /// True when the database answers and every migration this binary knows is applied.
     pub async fn is_ready(&self) -> bool {
         matches!(self.applied_schema_version().await, Ok(v) if v == self.binary_schema_version())
@@ -224,6 +254,21 @@ impl Store {
     }
 }
 
+/// A fixed list of embedded migrations as a [`sqlx::migrate::MigrationSource`].
+#[derive(Debug)]
+struct MigrationsUpTo(Vec<sqlx::migrate::Migration>);
+
+impl<'s> sqlx::migrate::MigrationSource<'s> for MigrationsUpTo {
+    fn resolve(
+        self,
+    ) -> futures::future::BoxFuture<
+        's,
+        std::result::Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>,
+    > {
+        Box::pin(async move { Ok(self.0) })
+    }
+}
+
 /// Tables [`Store::count_rows_as`] may count (a closed list: no SQL from outside).
 #[derive(Debug, Clone, Copy)]
 pub enum RawTable {
@@ -244,6 +289,33 @@ impl RawTable {
             RawTable::UserKeys => "user_keys",
             RawTable::AuditEvents => "audit_events",
             RawTable::ApiCalls => "api_calls",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upgrades are forward-only and transactional, and both backends move in step.
+    #[test]
+    fn migrations_are_forward_only_transactional_and_parallel() {
+        let versions =
+            |m: &sqlx::migrate::Migrator| -> Vec<i64> { m.iter().map(|x| x.version).collect() };
+        assert_eq!(versions(&SQLITE_MIGRATIONS), versions(&PG_MIGRATIONS));
+        assert!(!versions(&SQLITE_MIGRATIONS).is_empty());
+        for m in SQLITE_MIGRATIONS.iter().chain(PG_MIGRATIONS.iter()) {
+            assert!(
+                m.migration_type.is_up_migration(),
+                "{} {}: no down migrations",
+                m.version,
+                m.description
+            );
+            assert!(
+                !m.no_tx,
+                "{} {}: every migration runs in a transaction",
+                m.version, m.description
+            );
         }
     }
 }

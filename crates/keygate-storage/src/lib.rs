@@ -71,6 +71,7 @@ macro_rules! bind_deliveries {
 
 mod anomaly;
 mod audit;
+mod backup;
 mod connections;
 mod credentials;
 mod db;
@@ -87,6 +88,7 @@ mod webhooks;
 
 pub use anomaly::*;
 pub use audit::*;
+pub use backup::*;
 pub use connections::*;
 pub use credentials::*;
 pub use db::{Actor, ActorRole, Backend, RawTable, Store};

@@ -45,7 +45,7 @@ pub fn pg_admin_url() -> Option<String> {
     }
 }
 
-async fn fresh_pg_database(admin: &str) -> String {
+pub async fn fresh_pg_database(admin: &str) -> String {
     use sqlx::Connection;
     let name = format!("keygate_test_{}", Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(admin)

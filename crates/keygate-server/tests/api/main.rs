@@ -1,10 +1,12 @@
 //! API tests: every test runs against SQLite and PostgreSQL (`both_backends!`).
 
+mod backup;
 mod gateway;
 mod helpers;
 mod ops;
 mod oversight;
 mod tls;
+mod upgrade;
 
 use helpers::TestApp;
 use serde_json::json;
