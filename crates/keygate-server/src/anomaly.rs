@@ -10,7 +10,7 @@
 //! Signals and weights (sum clamped to 100):
 //! | reason | when | points |
 //! | --- | --- | --- |
-//! | `new_source_ip` | the credential has history but never from this IP | 30 |
+//! | `new_source_ip` | the credential was used (history or recent window) but never from this IP | 30 |
 //! | `unusual_hour` | the user has ≥ 50 calls of history and < 1 % of them in this UTC hour | 15 |
 //! | `burst_above_baseline` | recent calls ≥ 30 and ≥ 10× the baseline for that window | 50 |
 //! | `denial_streak` | ≥ 5 denied calls in a row (≥ 10: 40 points) | 25 / 40 |
@@ -47,7 +47,7 @@ pub const UNLOCK_WINDOW: Duration = Duration::minutes(15);
 pub struct Signals {
     /// Calls of this credential in the history window.
     pub history_calls: i64,
-    /// Of those, from the current source IP (0 with history → new IP).
+    /// Of the history calls, from the current source IP (0 with history → new IP).
     pub history_calls_from_ip: i64,
     /// The user's calls per UTC hour of day over the history window.
     pub hour_histogram: [i64; 24],
@@ -55,6 +55,9 @@ pub struct Signals {
     pub hour: u32,
     /// Calls of this credential in the recent window.
     pub recent_calls: i64,
+    /// Of those, from the current source IP (a credential without older history is "new
+    /// IP" when none of its recent calls came from it).
+    pub recent_calls_from_ip: i64,
     /// Average calls per recent-window-length over the history.
     pub baseline_per_window: f64,
     /// Denied calls in a row just before this one.
@@ -81,7 +84,11 @@ pub fn score(s: &Signals) -> Score {
         total += points;
         reasons.push(reason);
     };
-    if s.history_calls > 0 && s.history_calls_from_ip == 0 {
+    // New to the credential: absent from its older history, or, for a credential whose
+    // whole life is the recent window, absent from that.
+    if (s.history_calls > 0 && s.history_calls_from_ip == 0)
+        || (s.history_calls == 0 && s.recent_calls > 0 && s.recent_calls_from_ip == 0)
+    {
         add(30, NEW_SOURCE_IP);
     }
     let hist_total: i64 = s.hour_histogram.iter().sum();
@@ -121,6 +128,7 @@ impl Signals {
             hour_histogram: f.hour_histogram,
             hour: now.0.hour(),
             recent_calls: f.recent_calls,
+            recent_calls_from_ip: f.recent_calls_from_ip,
             baseline_per_window: f.history_calls as f64 / windows,
             denial_streak: f.denial_streak,
             is_withdrawal,
@@ -282,6 +290,23 @@ mod tests {
         };
         assert_eq!(score(&s).reasons, vec![NEW_SOURCE_IP]);
         assert_eq!(score(&s).score, 30);
+        // A credential used only in the recent window: new when none of those calls came
+        // from this IP, not new when some did, nothing to compare with when unused.
+        let young = |recent_from_ip| Signals {
+            history_calls: 0,
+            history_calls_from_ip: 0,
+            recent_calls: 3,
+            recent_calls_from_ip: recent_from_ip,
+            ..quiet()
+        };
+        assert_eq!(score(&young(0)).reasons, vec![NEW_SOURCE_IP]);
+        assert!(score(&young(2)).reasons.is_empty());
+        let unused = Signals {
+            history_calls: 0,
+            recent_calls: 0,
+            ..quiet()
+        };
+        assert!(!score(&unused).reasons.contains(&NEW_SOURCE_IP));
     }
 
     #[test]

@@ -51,6 +51,12 @@ pub struct Config {
     /// policy uses for notional and withdrawal caps when an order's quote is not a USD
     /// stablecoin, or a market order carries no price. Unknown -> denied when a cap is set.
     pub reference_prices: keygate_policy::Prices,
+    /// `KEYGATE_SYNC_INTERVAL_MINUTES` / `sync_interval_minutes`: background key check and
+    /// balance sync per connection. Default 60; 0 disables.
+    pub sync_interval_minutes: u32,
+    /// `KEYGATE_REFUSE_WITHDRAWAL_KEYS` / `refuse_withdrawal_keys`: suspend a credential whose
+    /// key check reports withdrawal or universal-transfer permission. Default false.
+    pub refuse_withdrawal_keys: bool,
     /// `KEYGATE_TLS_CERT` / `tls_cert`: PEM certificate chain; with `tls_key`, serve HTTPS only.
     pub tls_cert: Option<PathBuf>,
     /// `KEYGATE_TLS_KEY` / `tls_key`: PEM private key of `tls_cert`.
@@ -104,6 +110,8 @@ struct FileConfig {
     redis_url: Option<String>,
     log_format: Option<String>,
     reference_prices: Option<std::collections::BTreeMap<String, rust_decimal::Decimal>>,
+    sync_interval_minutes: Option<u32>,
+    refuse_withdrawal_keys: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -185,6 +193,8 @@ impl Default for Config {
             log_format: "text".into(),
             dev_fast_kdf: false,
             reference_prices: keygate_policy::Prices::default(),
+            sync_interval_minutes: 60,
+            refuse_withdrawal_keys: false,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -389,6 +399,16 @@ impl Config {
             reference_prices: keygate_policy::Prices {
                 usd,
                 ..Default::default()
+            },
+            sync_interval_minutes: match env("KEYGATE_SYNC_INTERVAL_MINUTES") {
+                Some(v) => v.parse().map_err(|_| {
+                    ConfigError("KEYGATE_SYNC_INTERVAL_MINUTES: expected a number".into())
+                })?,
+                None => fc.sync_interval_minutes.unwrap_or(60),
+            },
+            refuse_withdrawal_keys: match env("KEYGATE_REFUSE_WITHDRAWAL_KEYS") {
+                Some(v) => parse_bool("KEYGATE_REFUSE_WITHDRAWAL_KEYS", &v)?,
+                None => fc.refuse_withdrawal_keys.unwrap_or(false),
             },
             tls_cert: env("KEYGATE_TLS_CERT").map(PathBuf::from).or(fc.tls_cert),
             tls_key: env("KEYGATE_TLS_KEY").map(PathBuf::from).or(fc.tls_key),

@@ -200,6 +200,17 @@ pub async fn tick(state: &AppState, now: DbTime) {
             tracing::warn!(job = "token_refresh", error = %e, "job failed");
         }
     }
+    if lease("connection_sync").await {
+        if let Err(e) = crate::gateway::sync::run_connection_sync(
+            state,
+            now,
+            state.config.sync_interval_minutes,
+        )
+        .await
+        {
+            tracing::warn!(job = "connection_sync", error = %e, "job failed");
+        }
+    }
     if lease("prune_counters").await {
         // Counter windows are keyed by their start in seconds; keep the last day.
         let before = now.0.timestamp() - 86_400;

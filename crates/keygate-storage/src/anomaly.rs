@@ -29,6 +29,8 @@ pub struct AnomalyFacts {
     pub history_calls: i64,
     /// Of those, calls from the assessed IP.
     pub history_calls_from_ip: i64,
+    /// Calls in the recent window from the current source IP.
+    pub recent_calls_from_ip: i64,
     /// Calls of this credential in the recent window.
     pub recent_calls: i64,
     /// The user's calls per UTC hour of day over the history window.
@@ -55,6 +57,7 @@ impl Store {
         let counts_sql = "SELECT \
             COALESCE(SUM(CASE WHEN created_at < $3 THEN 1 ELSE 0 END), 0), \
             COALESCE(SUM(CASE WHEN created_at < $3 AND ip_address = $4 THEN 1 ELSE 0 END), 0), \
+            COALESCE(SUM(CASE WHEN created_at >= $3 AND ip_address = $4 THEN 1 ELSE 0 END), 0), \
             COALESCE(SUM(CASE WHEN created_at >= $3 THEN 1 ELSE 0 END), 0) \
             FROM api_calls WHERE credential_id = $1 AND created_at >= $2 AND created_at < $5";
         let streak_sql = "SELECT decision FROM api_calls WHERE credential_id = $1 AND created_at < $2 ORDER BY created_at DESC LIMIT 50";
@@ -64,7 +67,7 @@ impl Store {
             WHERE user_id = $1 AND category = 'vault' AND action = 'unlock' AND success AND seq < $2";
         Ok(in_tx!(self, actor, |tx| {
             let mut f = AnomalyFacts::default();
-            let (h, h_ip, r): (i64, i64, i64) = sqlx::query_as::<DB, _>(counts_sql)
+            let (h, h_ip, r_ip, r): (i64, i64, i64, i64) = sqlx::query_as::<DB, _>(counts_sql)
                 .bind(q.credential_id)
                 .bind(q.history_since)
                 .bind(q.recent_since)
@@ -73,6 +76,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
             (f.history_calls, f.history_calls_from_ip, f.recent_calls) = (h, h_ip, r);
+            f.recent_calls_from_ip = r_ip;
             let hist: Vec<(i64, i64)> = sqlx::query_as::<DB, _>(&hist_sql)
                 .bind(q.user_id)
                 .bind(q.history_since)

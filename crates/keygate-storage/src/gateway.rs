@@ -142,3 +142,21 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Enabled connections whose key was last checked before `before` (or never), oldest
+    /// first: `(user_id, connection_id)` for the background sync.
+    pub async fn connections_due_for_sync(
+        &self,
+        before: DbTime,
+        limit: i64,
+    ) -> Result<Vec<(Uuid, Uuid)>> {
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, (Uuid, Uuid)>("SELECT user_id, id FROM connections WHERE is_enabled AND (last_verified_at IS NULL OR last_verified_at < $1) ORDER BY last_verified_at IS NOT NULL, last_verified_at, id LIMIT $2")
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+}

@@ -12,6 +12,7 @@
 
 mod counters;
 mod forward;
+mod risk;
 pub mod sync;
 mod upstream;
 
@@ -56,6 +57,7 @@ pub const GENERATION_HEADER: &str = "x-keygate-key-generation";
 pub struct Gateway {
     pub counters: CounterStore,
     pub upstream: UpstreamLimits,
+    risk: risk::RiskCache,
     health: parking_lot::Mutex<std::collections::HashMap<Uuid, (bool, Instant)>>,
 }
 
@@ -64,6 +66,7 @@ impl Gateway {
         Gateway {
             counters: CounterStore::new(config, backend),
             upstream: UpstreamLimits::default(),
+            risk: risk::RiskCache::default(),
             health: Default::default(),
         }
     }
@@ -135,6 +138,7 @@ struct CallLog {
     rate_reset: Option<DbTime>,
     notional_micros: i64,
     withdrawal_micros: i64,
+    risk: risk::Risk,
 }
 
 #[utoipa::path(get, path = "/v1/connections/{id}/proxy/{path}", tag = "gateway",
@@ -216,13 +220,42 @@ pub async fn proxy(
         rate_reset: None,
         notional_micros: 0,
         withdrawal_micros: 0,
+        risk: risk::Risk::default(),
     };
 
     let approved = match decide(&s, &ctx, &out, class, &meta, now).await {
         Ok(a) => a,
-        Err(denial) => return deny(&s, &caller, &meta, &ctx, &out, log, denial).await,
+        Err(denial) => {
+            // A denied call is still a use worth scoring (denial streaks, withdrawal tries)
+            // unless the key is already out of service.
+            if !matches!(
+                denial.code,
+                DenyCode::CredentialSuspended
+                    | DenyCode::CredentialRevoked
+                    | DenyCode::CredentialExpired
+                    | DenyCode::CredentialPending
+                    | DenyCode::ConnectionDisabled
+            ) {
+                log.risk = assess(&s, &ctx, &meta, class == EndpointClass::Withdraw, true).await?;
+            }
+            return deny(&s, &caller, &meta, &ctx, &out, log, denial).await;
+        }
     };
     if approved.may_sign() {
+        log.risk = assess(&s, &ctx, &meta, class == EndpointClass::Withdraw, false).await?;
+        if log.risk.suspended {
+            let d = Denial {
+                code: DenyCode::CredentialSuspended,
+                detail: format!(
+                    "the credential was suspended by anomaly detection (score {}: {}); its owner must reactivate it",
+                    log.risk.score,
+                    log.risk.reasons.join(", ")
+                ),
+                retry_after_secs: None,
+                status: 403,
+            };
+            return deny(&s, &caller, &meta, &ctx, &out, log, d).await;
+        }
         if let Some(d) = s.gateway.upstream.check(ctx.credential.id, now) {
             return deny(&s, &caller, &meta, &ctx, &out, log, d).await;
         }
@@ -396,6 +429,42 @@ pub(crate) fn upstream_of(
         })
         .ok_or_else(|| ApiError::internal("connection base URL has no host"))?;
     Ok((base, environment, host))
+}
+
+/// Scores this use when due (see `risk.rs`), else carries the credential's last score.
+async fn assess(
+    s: &AppState,
+    ctx: &CallContext,
+    meta: &RequestMeta,
+    withdrawal: bool,
+    denied: bool,
+) -> Result<risk::Risk, ApiError> {
+    let cred = ctx.credential.id;
+    if !s
+        .gateway
+        .risk
+        .due(cred, meta.ip.as_deref(), withdrawal, denied)
+    {
+        return Ok(s.gateway.risk.last(cred));
+    }
+    let a = crate::anomaly::assess(
+        s,
+        ctx.connection.user_id,
+        cred,
+        crate::anomaly::AssessInput {
+            ip: meta.ip.clone(),
+            is_withdrawal: withdrawal,
+            now: None,
+        },
+    )
+    .await?;
+    let r = risk::Risk {
+        score: a.score,
+        reasons: a.reasons.iter().map(|r| r.to_string()).collect(),
+        suspended: a.suspended,
+    };
+    s.gateway.risk.store(cred, &r);
+    Ok(r)
 }
 
 fn serde_plain<T: serde::Serialize>(v: &T) -> String {
@@ -695,6 +764,8 @@ async fn finish(
     ev.status_code = Some(log.status as i32);
     ev.success = call.success;
     ev.reason = log.deny_code.clone();
+    ev.risk_score = i32::from(log.risk.score);
+    ev.risk_reasons = keygate_storage::Json(log.risk.reasons.clone());
     ev.metadata = keygate_storage::Json(serde_json::json!({
         "exchange": log.exchange.as_str(),
         "class": log.class.as_str(),

@@ -330,3 +330,77 @@ pub async fn sync_route(
         sync_connection(&s, caller.actor(), user, id, &caller, &meta).await?,
     ))
 }
+
+/// The background job: checks keys and syncs balances of connections not verified within
+/// `KEYGATE_SYNC_INTERVAL_MINUTES`, a few per tick, and sends exchange-side expiry
+/// reminders (30/14/7/1 days before, then overdue) like rotation reminders, once each.
+pub async fn run_connection_sync(
+    s: &AppState,
+    now: DbTime,
+    minutes: u32,
+) -> Result<usize, ApiError> {
+    if minutes == 0 {
+        return Ok(0);
+    }
+    let before = DbTime::new(now.0 - chrono::Duration::minutes(i64::from(minutes)));
+    let system = Caller {
+        user_id: None,
+        service: true,
+        admin: false,
+        session_id: None,
+    };
+    let mut done = 0;
+    for (user, conn) in s.store.connections_due_for_sync(before, 20).await? {
+        let report = match sync_connection(
+            s,
+            Actor::service(),
+            user,
+            conn,
+            &system,
+            &RequestMeta::default(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // A suspended or revoked key is not checked; everything else is logged.
+                if e.code() != "credential_not_usable" {
+                    tracing::warn!(connection = %conn, error = %e, "connection sync failed");
+                }
+                continue;
+            }
+        };
+        done += 1;
+        let Some(expiry) = report.key_check.as_ref().and_then(|k| k.expires_at) else {
+            continue;
+        };
+        let Some(stage) = crate::jobs::reminder_stage(DbTime::from(expiry), now) else {
+            continue;
+        };
+        let key = format!(
+            "exchange_expiry:{conn}:{}:{stage}",
+            DbTime::from(expiry).micros()
+        );
+        let data = serde_json::json!({
+            "connection_id": conn,
+            "expires_at": expiry,
+            "stage": stage,
+            "why": "the exchange takes trading (or the key) away at this time, e.g. Binance keys without an IP whitelist",
+        });
+        let rows = crate::webhooks::deliveries_for(
+            s,
+            Some(user),
+            "connection.exchange_expiry_reminder",
+            data,
+            now,
+        )
+        .await?;
+        if s.store
+            .claim_reminder(&key, "connection", conn, Some(user), now, &rows)
+            .await?
+        {
+            s.jobs.wake();
+        }
+    }
+    Ok(done)
+}

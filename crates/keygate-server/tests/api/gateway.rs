@@ -681,3 +681,110 @@ both_backends!(
         assert_eq!(s, 404);
     }
 );
+
+/// A scripted burst followed by a use from a new IP scores 80 (burst 50 + new IP 30): the
+/// credential is suspended at once, that call and the next are denied with
+/// `credential_suspended`, and neither reaches the exchange.
+#[tokio::test]
+async fn anomaly_burst_and_new_ip_suspend_the_credential() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |cfg| {
+        cfg.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await
+    .unwrap();
+    let mock = mock().await;
+    let user = Uuid::new_v4();
+    let t = app.token(user);
+    let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+    for _ in 0..35 {
+        let (s, _, b) = call(
+            &app,
+            &t,
+            reqwest::Method::GET,
+            &conn,
+            "api/v3/account",
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    assert_eq!(mock.count_verified(), 35);
+    let from = |ip: &'static str| {
+        let app = &app;
+        let t = t.clone();
+        let conn = conn.clone();
+        async move {
+            let r = app
+                .client
+                .get(format!(
+                    "{}/v1/connections/{conn}/proxy/api/v3/account",
+                    app.base
+                ))
+                .bearer_auth(&t)
+                .header("x-forwarded-for", ip)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.text().await.unwrap())
+        }
+    };
+    let (s, b) = from("203.0.113.9").await;
+    assert_eq!((s, code(&b).as_str()), (403, "credential_suspended"), "{b}");
+    assert!(
+        b.contains("new_source_ip") && b.contains("burst_above_baseline"),
+        "{b}"
+    );
+    let (s, b) = from("127.0.0.1").await;
+    assert_eq!((s, code(&b).as_str()), (403, "credential_suspended"), "{b}");
+    assert_eq!(
+        mock.count_verified(),
+        35,
+        "nothing reached the exchange after the suspension"
+    );
+    // The credential says why, and the audit has the suspension with its score.
+    let (_, conn_v) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+    let (_, cred) = app
+        .get(
+            &format!(
+                "/v1/credentials/{}",
+                conn_v["credential_id"].as_str().unwrap()
+            ),
+            &t,
+        )
+        .await;
+    assert_eq!(cred["status"], "suspended", "{cred}");
+    let (_, audit) = app.get("/v1/audit?action=suspend&limit=10", &t).await;
+    let ev = &audit["items"][0];
+    assert_eq!(ev["risk_score"], 80, "{audit}");
+}
+
+both_backends!(
+    background_sync_checks_due_connections_once,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        let now = keygate_storage::DbTime::now();
+        let n = keygate_server::gateway::sync::run_connection_sync(&app.state, now, 60)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        assert_eq!(c["verification_status"], "verified", "{c}");
+        assert!(
+            c["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w == "no IP restriction"),
+            "{c}"
+        );
+        // Just verified: not due again within the interval.
+        let n = keygate_server::gateway::sync::run_connection_sync(&app.state, now, 60)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        assert!(mock.requests().iter().all(|r| r.verified));
+    }
+);

@@ -71,6 +71,8 @@ pub fn test_config(data_dir: PathBuf, database_url: String) -> Config {
         reveal_enabled: true,
         max_body_bytes: 64 * 1024,
         dev_fast_kdf: true,
+        // Tests drive the sync job themselves; a background sync would add exchange calls.
+        sync_interval_minutes: 0,
         ..Config::default()
     }
 }
