@@ -436,9 +436,18 @@ both_backends!(
         assert_eq!(payload["data"]["credential_id"], cred.to_string());
         assert_eq!(got.lock().len(), 1, "delivered once");
         // delivery logs: delivered, and a failing receiver queued for a retry with backoff
-        let (_, log) = app
-            .get(&format!("/v1/webhooks/{hook_id}/deliveries"), &t)
-            .await;
+        // (the receiver may answer before the sender has written the outcome)
+        let mut log = json!(null);
+        for _ in 0..100 {
+            log = app
+                .get(&format!("/v1/webhooks/{hook_id}/deliveries"), &t)
+                .await
+                .1;
+            if log["items"][0]["status"] == "delivered" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert_eq!(log["items"][0]["status"], "delivered", "{log}");
         let bad_id = bad["id"].as_str().unwrap();
         let mut last = json!(null);
