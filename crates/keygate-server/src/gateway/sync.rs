@@ -9,7 +9,7 @@ use axum::Json;
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use http::HeaderMap;
-use keygate_exchanges::{ExchangeId, KeyCheck, OutgoingRequest, PlannedRequest};
+use keygate_exchanges::{Exchange, ExchangeId, KeyCheck, OutgoingRequest, PlannedRequest};
 use keygate_policy::KeyStatus;
 use keygate_storage::{Actor, ApiCallRecord, BalanceRecord, CallContext, DbTime};
 use rust_decimal::Decimal;
@@ -62,7 +62,22 @@ async fn internal_call(
     planned: PlannedRequest,
     calls: &mut Vec<ApiCallRecord>,
 ) -> Result<Called, ApiError> {
-    let (base, environment, host) = upstream_of(ctx, exchange)?;
+    let (mut base, environment, mut host) = upstream_of(ctx, exchange)?;
+    // One Binance key serves spot and USD-M; its permissions are reported by the spot API
+    // (`/sapi/...`), which the futures host does not serve.
+    if exchange == ExchangeId::Binanceusdm
+        && ctx.connection.base_url.is_none()
+        && planned.path.starts_with("/sapi/")
+    {
+        let hosts = keygate_exchanges::binance::Binance.hosts();
+        if let Some(b) = match environment {
+            keygate_exchanges::Environment::Production => Some(hosts.production),
+            keygate_exchanges::Environment::Testnet => hosts.testnet,
+        } {
+            base = b.to_string();
+            host = b.trim_start_matches("https://").to_string();
+        }
+    }
     let mut out = OutgoingRequest {
         method: planned.method.clone(),
         path: planned.path.to_string(),
