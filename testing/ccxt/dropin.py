@@ -93,8 +93,7 @@ def point_at(urls, base):
         return {k: point_at(v, base) for k, v in urls.items()}
     if isinstance(urls, str) and urls.startswith(("http://", "https://")):
         parts = urlsplit(urls)
-        rest = urls[len(parts.scheme) + 3 + len(parts.netloc):]
-        return base.rstrip("/") + rest
+        return base.rstrip("/") + urls[len(parts.scheme) + 3 + len(parts.netloc):]
     return urls
 
 
