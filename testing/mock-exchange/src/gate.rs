@@ -175,6 +175,12 @@ fn private(st: &State, req: &Req) -> Option<Value> {
                     .collect(),
             )
         }
+        // CCXT's fetch_balance asks whether the key is in unified-account mode first.
+        ("GET", "/api/v4/account/detail") => json!({
+            "user_id": 10406147, "ip_whitelist": [], "currency_pairs": [],
+            "key": {"mode": 1}, "tier": 0, "tier_expire_time": "0001-01-01T00:00:00Z",
+            "copy_trading_role": 0,
+        }),
         ("POST", "/api/v4/spot/orders") => order(st, &body, "open", None),
         ("GET", "/api/v4/spot/orders")
         | ("GET", "/api/v4/spot/open_orders")
