@@ -61,6 +61,13 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
     },
+    /// Crypto-shred a user: destroy every data key of theirs, so none of their secrets can
+    /// ever be decrypted again (metadata and audit remain). Irreversible; audited.
+    Shred {
+        /// The user (UUID) whose data keys to destroy.
+        #[arg(long)]
+        user: Uuid,
+    },
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -224,6 +231,23 @@ async fn main() -> ExitCode {
                     r.audit.problem.unwrap_or_default(),
                     r.audit.first_broken_seq.unwrap_or_default()
                 )),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Shred { user } => {
+            let state = match keygate_server::prepare(config).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match keygate_server::shred::shred_user(&state, user).await {
+                Ok(0) => {
+                    println!("user {user} has no data keys left to destroy (unknown or already shredded)");
+                    ExitCode::SUCCESS
+                }
+                Ok(n) => {
+                    println!("user {user} shredded: {n} data key version(s) destroyed; their secrets can no longer be decrypted");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(e),
             }
         }

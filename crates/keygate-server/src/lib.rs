@@ -46,6 +46,8 @@ pub mod recorder;
 pub mod routes;
 /// Sealing/opening a credential's secret fields.
 pub mod secrets;
+/// `keygate shred --user`: crypto-shredding from the command line.
+pub mod shred;
 /// Application state.
 pub mod state;
 /// Logging setup.

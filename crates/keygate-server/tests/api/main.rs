@@ -5,6 +5,7 @@ mod gateway;
 mod helpers;
 mod ops;
 mod oversight;
+mod shred_cli;
 mod tls;
 mod upgrade;
 
