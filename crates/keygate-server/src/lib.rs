@@ -34,6 +34,8 @@ pub mod jobs;
 pub mod keyfiles;
 /// Per-user DEKs at run time (create, unwrap, cache, unlock sessions).
 pub mod keyring;
+/// Master-key versions and `keygate master-key rotate`.
+pub mod master_key;
 /// Prometheus metrics.
 pub mod metrics;
 /// The OpenAPI document.

@@ -127,6 +127,18 @@ impl Store {
         }))
     }
 
+    /// Ends unlock sessions whose DEK copy is wrapped under a KEK version other than
+    /// `current` (the last step of a master-key rotation; users unlock again).
+    pub async fn drop_vault_sessions_not_on_kek(&self, current: i32) -> Result<u64> {
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>("DELETE FROM vault_sessions WHERE kek_version <> $1")
+                .bind(current)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        }))
+    }
+
     /// Crypto-shredding: destroys every DEK version of the user and their unlock session.
     /// Ciphertexts stay, unreadable forever; metadata and audit remain.
     pub async fn shred_user_keys(&self, actor: Actor, user_id: Uuid, now: DbTime) -> Result<u64> {

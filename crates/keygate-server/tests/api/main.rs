@@ -3,6 +3,7 @@
 mod backup;
 mod gateway;
 mod helpers;
+mod master_key;
 mod ops;
 mod oversight;
 mod shred_cli;
