@@ -72,6 +72,29 @@ fn rotate_from_the_command_line() {
     );
     let out = keygate(dir.path(), None, &["audit", "export"]);
     assert!(text(&out.stdout).contains("master_key_rotated"));
+    // a backup taken after the rotation restores with the new key alone, chain verified
+    let file = dir.path().join("after-rotation.kgbak");
+    let out = keygate(
+        dir.path(),
+        None,
+        &["backup", "--out", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dst = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .env_clear()
+        .env("KEYGATE_DATA_DIR", dst.path())
+        .env("KEYGATE_LOG", "warn")
+        .env("KEYGATE_MASTER_KEY", new.to_base64_secret().expose_secret())
+        .args(["restore", "--from", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("audit chain verified"),
+        "{}",
+        text(&out.stdout)
+    );
     // a wrong previous key is not a way in
     let bogus = keygate_crypto::MasterKey::generate().to_base64_secret();
     let out = keygate(
