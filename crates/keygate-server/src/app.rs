@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::credentials::router())
         .merge(crate::routes::connections::router())
         .merge(crate::routes::vault::router())
+        .merge(crate::routes::dek_rotation::router())
         .merge(crate::routes::audit::router())
         .merge(crate::routes::oversight_router())
         .merge(crate::gateway::router())

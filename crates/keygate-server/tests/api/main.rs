@@ -1,6 +1,7 @@
 //! API tests: every test runs against SQLite and PostgreSQL (`both_backends!`).
 
 mod backup;
+mod dek_rotation;
 mod gateway;
 mod helpers;
 mod master_key;
