@@ -61,6 +61,18 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
     },
+    /// Master-key commands.
+    MasterKey {
+        #[command(subcommand)]
+        command: MasterKeyCommand,
+    },
+    /// Crypto-shred a user: destroy every data key of theirs, so none of their secrets can
+    /// ever be decrypted again (metadata and audit remain). Irreversible; audited.
+    Shred {
+        /// The user (UUID) whose data keys to destroy.
+        #[arg(long)]
+        user: Uuid,
+    },
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -82,6 +94,22 @@ enum Command {
     Man,
     /// Print the configuration reference (docs/CONFIGURATION.md) generated from the code.
     ConfigReference,
+}
+
+#[derive(Subcommand)]
+enum MasterKeyCommand {
+    /// Rewrap every user data key under the new master key. Supply the new key as usual
+    /// (KEYGATE_MASTER_KEY or master.key) and the old one as KEYGATE_MASTER_KEY_PREVIOUS or
+    /// master.key.previous. Resumable: run again after an interruption; audited. When it
+    /// reports completion the old key is no longer needed.
+    Rotate {
+        /// Data keys rewrapped per batch.
+        #[arg(long, default_value_t = 100)]
+        batch_size: i64,
+        /// Stop after this many batches (run again to continue).
+        #[arg(long)]
+        max_batches: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -224,6 +252,58 @@ async fn main() -> ExitCode {
                     r.audit.problem.unwrap_or_default(),
                     r.audit.first_broken_seq.unwrap_or_default()
                 )),
+                Err(e) => fail(e),
+            }
+        }
+        Command::MasterKey {
+            command:
+                MasterKeyCommand::Rotate {
+                    batch_size,
+                    max_batches,
+                },
+        } => {
+            let state = match keygate_server::prepare(config).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match keygate_server::master_key::rotate(&state, batch_size, max_batches).await {
+                Ok(r) if r.already_current => {
+                    println!(
+                        "nothing to rotate: every data key is already on the current master key"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(r) if r.complete => {
+                    println!(
+                        "master-key rotation complete: {} data key(s) rewrapped in {} batch(es); the previous master key is no longer needed",
+                        r.rewrapped, r.batches
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    println!(
+                        "master-key rotation paused after {} batch(es) ({} data key(s) rewrapped); run it again to continue",
+                        r.batches, r.rewrapped
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Shred { user } => {
+            let state = match keygate_server::prepare(config).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match keygate_server::shred::shred_user(&state, user).await {
+                Ok(0) => {
+                    println!("user {user} has no data keys left to destroy (unknown or already shredded)");
+                    ExitCode::SUCCESS
+                }
+                Ok(n) => {
+                    println!("user {user} shredded: {n} data key version(s) destroyed; their secrets can no longer be decrypted");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(e),
             }
         }

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use keygate_keys::{KeyProvider, LocalKeyProvider};
+use keygate_keys::KeyProvider;
 use keygate_storage::{Store, META_KEY_CHECK};
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -56,17 +56,8 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
             keyfiles::generate_master_key(&config)?
         }
     };
-    let check = master.key_check_value();
-    let agreed = store
-        .meta_set_if_absent(META_KEY_CHECK, &check)
-        .await
-        .map_err(|e| ConfigError(e.to_string()))?;
-    if !master.verify_key_check_value(&agreed) {
-        return Err(ConfigError(
-            "master key does not match this database (key-check value differs); refusing to start"
-                .into(),
-        ));
-    }
+    // key-check value, key version, previous key during a rotation (master_key.rs)
+    let keys = crate::master_key::resolve(&config, &store, master).await?;
     match &source {
         KeySource::Generated(p) => tracing::warn!(
             path = %p.display(),
@@ -76,9 +67,9 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         KeySource::Env => tracing::info!("master key loaded from KEYGATE_MASTER_KEY"),
     }
     let jwt_secret = keyfiles::load_or_create_jwt_secret(&config)?;
-    let chain_key = Arc::new(*master.derive_subkey("audit-chain/v1").as_bytes());
-    let platform = Arc::new(crate::platform::PlatformKeys::derive(&master));
-    let provider: Arc<dyn KeyProvider> = Arc::new(LocalKeyProvider::new(1, master));
+    let chain_key = Arc::new(*keys.root.derive_subkey("audit-chain/v1").as_bytes());
+    let platform = Arc::new(crate::platform::PlatformKeys::derive(&keys.root));
+    let provider: Arc<dyn KeyProvider> = Arc::new(keys.provider);
     let auth = Authenticator::new(
         &jwt_secret,
         &config.admin_claim,
@@ -115,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::credentials::router())
         .merge(crate::routes::connections::router())
         .merge(crate::routes::vault::router())
+        .merge(crate::routes::dek_rotation::router())
         .merge(crate::routes::audit::router())
         .merge(crate::routes::oversight_router())
         .merge(crate::gateway::router())

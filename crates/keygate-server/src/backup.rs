@@ -97,7 +97,15 @@ pub async fn restore_from_file(config: &Config, from: &Path) -> Result<RestoreRe
             return Err(ConfigError(format!("restore failed: {e}")));
         }
     };
-    let chain_key = master.derive_subkey("audit-chain/v1");
+    // after a master-key rotation the chain key derives from the root kept in keygate_meta
+    let keys = match crate::master_key::resolve(config, &store, master).await {
+        Ok(k) => k,
+        Err(e) => {
+            store.close().await;
+            return Err(ConfigError(format!("restored, but {e}")));
+        }
+    };
+    let chain_key = keys.root.derive_subkey("audit-chain/v1");
     let audit = store
         .verify_audit_chain(chain_key.as_bytes())
         .await

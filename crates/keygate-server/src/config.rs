@@ -21,6 +21,9 @@ pub struct Config {
     pub database_url: String,
     /// `KEYGATE_MASTER_KEY`: base64 master key instead of `<data_dir>/master.key`.
     pub master_key: Option<SecretString>,
+    /// `KEYGATE_MASTER_KEY_PREVIOUS`: the master key being rotated away from (base64), instead
+    /// of `<data_dir>/master.key.previous`; only needed during `keygate master-key rotate`.
+    pub master_key_previous: Option<SecretString>,
     /// `KEYGATE_JWT_SECRET`: HS256 token secret instead of `<data_dir>/jwt.secret`.
     pub jwt_secret: Option<SecretString>,
     /// `KEYGATE_JWKS_URL` / `jwks_url`: accept RS256/ES256 tokens signed by these keys (Supabase).
@@ -181,6 +184,7 @@ impl Default for Config {
             database_url: format!("sqlite://{}", data_dir.join("keygate.db").display()),
             data_dir,
             master_key: None,
+            master_key_previous: None,
             jwt_secret: None,
             jwks_url: None,
             jwt_audience: None,
@@ -380,6 +384,7 @@ impl Config {
             data_dir,
             database_url,
             master_key: env("KEYGATE_MASTER_KEY").map(SecretString::from),
+            master_key_previous: env("KEYGATE_MASTER_KEY_PREVIOUS").map(SecretString::from),
             jwt_secret: env("KEYGATE_JWT_SECRET").map(SecretString::from),
             jwks_url: env("KEYGATE_JWKS_URL").or(fc.jwks_url),
             jwt_audience: env("KEYGATE_JWT_AUDIENCE").or(fc.jwt_audience),

@@ -42,6 +42,8 @@ pub const SETTINGS: &[Setting] = &[
       "`sqlite:` path or `postgres://` URL. On PostgreSQL the login may be the table owner or a superuser: migrations create the `keygate_app` role that requests run as."),
     s("KEYGATE_MASTER_KEY", None, "unset (use `$CREDENTIALS_DIRECTORY/master.key`, else `<data_dir>/master.key`)",
       "Base64 256-bit master key. Environment only, never read from the TOML file; a key file or systemd credential is the safer choice (README, security notes)."),
+    s("KEYGATE_MASTER_KEY_PREVIOUS", None, "unset (use `$CREDENTIALS_DIRECTORY/master.key.previous`, else `<data_dir>/master.key.previous`)",
+      "During a master-key rotation: the old base64 master key, while `KEYGATE_MASTER_KEY` / `master.key` holds the new one. Both unwrap until `keygate master-key rotate` has rewrapped every data key; then the old key can be destroyed. Environment only."),
     s("KEYGATE_JWT_SECRET", None, "unset (use `$CREDENTIALS_DIRECTORY/jwt.secret`, else `<data_dir>/jwt.secret`)",
       "HS256 token secret. Environment only. Several instances must share it."),
     s("KEYGATE_JWKS_URL", Some("jwks_url"), "unset",

@@ -21,6 +21,8 @@ use crate::config::{Config, ConfigError};
 
 pub const MASTER_KEY_FILE: &str = "master.key";
 pub const JWT_SECRET_FILE: &str = "jwt.secret";
+/// The master key being rotated away from (only during `keygate master-key rotate`).
+pub const PREVIOUS_MASTER_KEY_FILE: &str = "master.key.previous";
 
 /// Creates the data dir with mode 0700 if missing.
 pub fn ensure_data_dir(dir: &Path) -> Result<(), ConfigError> {
@@ -115,6 +117,38 @@ pub fn load_master_key(cfg: &Config) -> Result<Option<(MasterKey, KeySource)>, C
         ))
     })?;
     Ok(Some((key, KeySource::File(path))))
+}
+
+/// Loads the previous master key (rotation in progress) from `KEYGATE_MASTER_KEY_PREVIOUS`,
+/// the systemd credential or `<data_dir>/master.key.previous`; `None` when none is supplied.
+pub fn load_previous_master_key(cfg: &Config) -> Result<Option<MasterKey>, ConfigError> {
+    if let Some(b64) = &cfg.master_key_previous {
+        let key = MasterKey::from_base64(b64.expose_secret()).map_err(|_| {
+            ConfigError("KEYGATE_MASTER_KEY_PREVIOUS is not a base64 256-bit key".into())
+        })?;
+        return Ok(Some(key));
+    }
+    let path = match credential_path(PREVIOUS_MASTER_KEY_FILE) {
+        Some(p) => p,
+        None => {
+            let p = cfg.data_dir.join(PREVIOUS_MASTER_KEY_FILE);
+            if !p.exists() {
+                return Ok(None);
+            }
+            check_mode(&p)?;
+            p
+        }
+    };
+    let text = fs::read_to_string(&path)
+        .map(Zeroizing::new)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    let key = MasterKey::from_base64(text.trim()).map_err(|_| {
+        ConfigError(format!(
+            "{} is corrupt (not a base64 256-bit key)",
+            path.display()
+        ))
+    })?;
+    Ok(Some(key))
 }
 
 /// Generates and writes a fresh master key file (0600).

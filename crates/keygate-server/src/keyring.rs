@@ -110,6 +110,15 @@ impl Keyring {
         if let Some(r) = self.store.active_user_key(actor, user).await? {
             return Ok(r);
         }
+        // No active key: either a new user, or one whose keys were shredded (then nothing
+        // may be sealed for them again; before this check it was a 500 on the unique key).
+        if !self.store.user_keys(actor, user).await?.is_empty() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::GONE,
+                "credential_shredded",
+                "this user's keys were destroyed (crypto-shredded)",
+            ));
+        }
         let dek = Dek::generate();
         let ctx = WrapContext {
             user_id: user,

@@ -34,6 +34,8 @@ pub mod jobs;
 pub mod keyfiles;
 /// Per-user DEKs at run time (create, unwrap, cache, unlock sessions).
 pub mod keyring;
+/// Master-key versions and `keygate master-key rotate`.
+pub mod master_key;
 /// Prometheus metrics.
 pub mod metrics;
 /// The OpenAPI document.
@@ -46,6 +48,8 @@ pub mod recorder;
 pub mod routes;
 /// Sealing/opening a credential's secret fields.
 pub mod secrets;
+/// `keygate shred --user`: crypto-shredding from the command line.
+pub mod shred;
 /// Application state.
 pub mod state;
 /// Logging setup.

@@ -53,6 +53,7 @@ impl Modify for Bearer {
         routes::vault::access_log,
         routes::vault::shred_own,
         routes::vault::shred_user,
+        routes::dek_rotation::rotate_key,
         routes::audit::list,
         routes::audit::verify,
         crate::gateway::proxy,

@@ -78,6 +78,38 @@ impl Store {
         }))
     }
 
+    /// Per-user DEK rotation: retires the active version and inserts `rec` (the next
+    /// version, `active`) in one transaction. `Conflict` if that version already exists.
+    pub async fn add_user_key_version(&self, actor: Actor, rec: &UserKeyRecord) -> Result<()> {
+        let retire = "UPDATE user_keys SET state = 'retired', updated_at = $1 WHERE user_id = $2 AND state = 'active'";
+        let ins = "INSERT INTO user_keys (user_id, version, wrapped_dek, kek_version, protection, state, created_at, updated_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, version) DO NOTHING";
+        in_tx!(self, actor, |tx| {
+            sqlx::query::<DB>(retire)
+                .bind(rec.created_at)
+                .bind(rec.user_id)
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query::<DB>(ins)
+                .bind(rec.user_id)
+                .bind(rec.version)
+                .bind(rec.wrapped_dek.clone())
+                .bind(rec.kek_version)
+                .bind(rec.protection.clone())
+                .bind(rec.state.clone())
+                .bind(rec.created_at)
+                .bind(rec.updated_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n != 1 {
+                // rolls back the retirement too
+                return Err(crate::StorageError::Conflict("user key version"));
+            }
+        });
+        Ok(())
+    }
+
     /// Replaces the wrapped form of one DEK version (password setup/change, KEK rewrap),
     /// only if it still is what the caller read (`expected_wrapped`).
     #[allow(clippy::too_many_arguments)] // one compare-and-swap; a struct would only rename the arguments
@@ -124,6 +156,18 @@ impl Store {
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?
+        }))
+    }
+
+    /// Ends unlock sessions whose DEK copy is wrapped under a KEK version other than
+    /// `current` (the last step of a master-key rotation; users unlock again).
+    pub async fn drop_vault_sessions_not_on_kek(&self, current: i32) -> Result<u64> {
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>("DELETE FROM vault_sessions WHERE kek_version <> $1")
+                .bind(current)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
         }))
     }
 

@@ -68,6 +68,37 @@ impl Store {
         Ok(())
     }
 
+    /// Overwrites several metadata values in one transaction (all or none), so a
+    /// master-key rotation's last step never leaves the check value and the key version apart.
+    pub async fn meta_set_all(&self, pairs: &[(&str, &str)]) -> Result<()> {
+        let sql = "INSERT INTO keygate_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+        match &self.db {
+            Db::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                for (k, v) in pairs {
+                    sqlx::query::<sqlx::Sqlite>(sql)
+                        .bind(*k)
+                        .bind(*v)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+            Db::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                for (k, v) in pairs {
+                    sqlx::query::<sqlx::Postgres>(sql)
+                        .bind(*k)
+                        .bind(*v)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+        };
+        Ok(())
+    }
+
     /// True when no user data exists yet (a fresh database may get a fresh master key).
     pub async fn is_empty(&self) -> Result<bool> {
         let sql = "SELECT COUNT(*) FROM user_keys";

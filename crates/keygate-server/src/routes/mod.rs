@@ -6,6 +6,8 @@ pub mod audit;
 pub mod connections;
 /// Credentials (exchange API keys): create, list, edit, rotate, reveal, delete.
 pub mod credentials;
+/// `POST /v1/vault/rotate-key`: per-user DEK rotation.
+pub mod dek_rotation;
 /// Liveness, readiness, metrics and the OpenAPI document.
 pub mod health;
 /// Per-user OAuth integrations and their tokens.

@@ -2,10 +2,13 @@
 
 mod backup;
 mod ccxt_dropin;
+mod dek_rotation;
 mod gateway;
 mod helpers;
+mod master_key;
 mod ops;
 mod oversight;
+mod shred_cli;
 mod tls;
 mod upgrade;
 

@@ -1,0 +1,109 @@
+//! `keygate master-key rotate` as an operator runs it: new key in `master.key`, old key in
+//! `KEYGATE_MASTER_KEY_PREVIOUS`; completion, a no-op second run, and the audit chain still
+//! verifying with the new key alone. (DEK rewrapping with data: tests/api/master_key.rs.)
+
+use std::process::{Command, Output};
+
+use secrecy::ExposeSecret;
+
+fn keygate(dir: &std::path::Path, previous: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keygate"));
+    c.env_clear()
+        .env("KEYGATE_DATA_DIR", dir)
+        .env("KEYGATE_LOG", "warn")
+        .args(args);
+    if let Some(p) = previous {
+        c.env("KEYGATE_MASTER_KEY_PREVIOUS", p);
+    }
+    c.output().expect("keygate runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn rotate_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keygate(dir.path(), None, &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key_file = dir.path().join("master.key");
+    let old = std::fs::read_to_string(&key_file).unwrap();
+    // nothing to rotate without a new key
+    let out = keygate(dir.path(), None, &["master-key", "rotate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("nothing to rotate"));
+
+    std::fs::remove_file(&key_file).unwrap();
+    let new = keygate_crypto::MasterKey::generate();
+    std::fs::write(
+        &key_file,
+        format!("{}\n", new.to_base64_secret().expose_secret()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // the new key alone does not match the database yet
+    let out = keygate(dir.path(), None, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("does not match"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = keygate(dir.path(), Some(old.trim()), &["master-key", "rotate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("rotation complete"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = keygate(dir.path(), Some(old.trim()), &["master-key", "rotate"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("nothing to rotate"));
+    // the old key is gone; the chain (rotation events included) verifies with the new one
+    let out = keygate(dir.path(), None, &["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = keygate(dir.path(), None, &["audit", "export"]);
+    assert!(text(&out.stdout).contains("master_key_rotated"));
+    // a backup taken after the rotation restores with the new key alone, chain verified
+    let file = dir.path().join("after-rotation.kgbak");
+    let out = keygate(
+        dir.path(),
+        None,
+        &["backup", "--out", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dst = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .env_clear()
+        .env("KEYGATE_DATA_DIR", dst.path())
+        .env("KEYGATE_LOG", "warn")
+        .env("KEYGATE_MASTER_KEY", new.to_base64_secret().expose_secret())
+        .args(["restore", "--from", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("audit chain verified"),
+        "{}",
+        text(&out.stdout)
+    );
+    // a wrong previous key is not a way in
+    let bogus = keygate_crypto::MasterKey::generate().to_base64_secret();
+    let out = keygate(
+        dir.path(),
+        Some(bogus.expose_secret()),
+        &["audit", "verify"],
+    );
+    assert!(
+        out.status.success(),
+        "the database is on the current key: previous unused"
+    );
+}

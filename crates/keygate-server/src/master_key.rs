@@ -1,0 +1,297 @@
+//! Master-key (KEK) versions and `keygate master-key rotate`.
+//!
+//! How an instance learns of the keys: the current master key comes from
+//! `KEYGATE_MASTER_KEY` / `master.key` as always; during a rotation the old one is supplied
+//! the same way as `KEYGATE_MASTER_KEY_PREVIOUS` / `master.key.previous`. The database
+//! records which key it is on: `master_key_check` (the key-check value) and
+//! `master_key_version` (absent = 1). At startup:
+//! - the current key matches the stored check value → provider at that version (a
+//!   previous key, if still supplied, is not used);
+//! - else the previous key matches → a rotation is in progress: the new key is current at
+//!   version+1 and wraps, the old one still unwraps;
+//! - else refuse to start.
+//!
+//! `rotate` rewraps every user DEK under the current version in batches (compare-and-swap
+//! per row, so it is resumable and safe beside a running server), then in one transaction
+//! moves the check value and the version to the new key. Keys derived from the master key
+//! (audit chain, site keys, webhook secrets) must not change with it, so their root — the
+//! key the database was created with — is kept in `master_key_derivation_root`, wrapped
+//! under the current master key and rewrapped by each rotation.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use keygate_crypto::{MasterKey, WrapContext};
+use keygate_keys::{KeyProvider, LocalKeyProvider};
+use keygate_storage::{Actor, DbTime, Json, Store, META_KEY_CHECK};
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::auth::Caller;
+use crate::config::{Config, ConfigError};
+use crate::error::ApiError;
+use crate::keyfiles;
+use crate::recorder::{event, RequestMeta};
+use crate::state::AppState;
+
+/// `keygate_meta` key: the version of the master key the check value belongs to.
+pub const META_KEK_VERSION: &str = "master_key_version";
+/// `keygate_meta` key: base64 of the derivation root wrapped under the current master key.
+pub const META_DERIVATION_ROOT: &str = "master_key_derivation_root";
+
+fn root_ctx() -> WrapContext {
+    WrapContext {
+        user_id: Uuid::nil(),
+        dek_version: 0,
+    }
+}
+
+fn copy_key(k: &MasterKey) -> MasterKey {
+    MasterKey::from_base64(k.to_base64_secret().expose_secret()).expect("own encoding parses")
+}
+
+fn raw_bytes(k: &MasterKey) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(
+        STANDARD
+            .decode(k.to_base64_secret().expose_secret())
+            .expect("own encoding decodes"),
+    )
+}
+
+/// The key provider for this database and the root that audit-chain and platform keys are
+/// derived from.
+pub struct ResolvedKeys {
+    pub provider: LocalKeyProvider,
+    pub root: MasterKey,
+    /// True while DEKs may still be wrapped under the previous master key.
+    pub rotating: bool,
+}
+
+fn meta_err(e: keygate_storage::StorageError) -> ConfigError {
+    ConfigError(format!("cannot read database metadata: {e}"))
+}
+
+/// Matches `master` (and the previous key, if supplied) against the database.
+pub async fn resolve(
+    config: &Config,
+    store: &Store,
+    master: MasterKey,
+) -> Result<ResolvedKeys, ConfigError> {
+    let stored = store
+        .meta_set_if_absent(META_KEY_CHECK, &master.key_check_value())
+        .await
+        .map_err(meta_err)?;
+    let base: u32 = match store.meta_get(META_KEK_VERSION).await.map_err(meta_err)? {
+        None => 1,
+        Some(v) => v
+            .parse()
+            .map_err(|_| ConfigError("keygate_meta master_key_version is corrupt".into()))?,
+    };
+    let previous = keyfiles::load_previous_master_key(config)?;
+    let (provider, fallback_root, rotating) = if master.verify_key_check_value(&stored) {
+        if previous.is_some() {
+            tracing::info!("a previous master key is supplied but the database is already on the current one; it is not used and may be destroyed");
+        }
+        let root = copy_key(&master);
+        (LocalKeyProvider::new(base, master), root, false)
+    } else {
+        match previous {
+            Some(prev) if prev.verify_key_check_value(&stored) => {
+                tracing::warn!(
+                    from = base,
+                    to = base + 1,
+                    "master-key rotation in progress: the new key wraps, the previous one still unwraps; run `keygate master-key rotate` to finish"
+                );
+                let root = copy_key(&prev);
+                let p = LocalKeyProvider::new(base + 1, master)
+                    .with_previous(base, prev)
+                    .map_err(|e| ConfigError(format!("master keys: {e}")))?;
+                (p, root, true)
+            }
+            _ => {
+                return Err(ConfigError(
+                    "master key does not match this database (key-check value differs); refusing to start"
+                        .into(),
+                ))
+            }
+        }
+    };
+    let root = match store
+        .meta_get(META_DERIVATION_ROOT)
+        .await
+        .map_err(meta_err)?
+    {
+        None => fallback_root,
+        Some(b64) => {
+            let wrapped = STANDARD
+                .decode(b64.trim())
+                .map_err(|_| ConfigError("keygate_meta derivation root is corrupt".into()))?;
+            let raw = provider
+                .unwrap(&root_ctx(), &wrapped)
+                .await
+                .map_err(|e| ConfigError(format!("cannot unwrap the derivation root: {e}")))?;
+            MasterKey::from_bytes(&raw)
+                .map_err(|_| ConfigError("keygate_meta derivation root is corrupt".into()))?
+        }
+    };
+    Ok(ResolvedKeys {
+        provider,
+        root,
+        rotating,
+    })
+}
+
+/// What one `rotate` run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotateReport {
+    /// DEK versions rewrapped in this run.
+    pub rewrapped: u64,
+    /// Batches processed in this run.
+    pub batches: u64,
+    /// The database is now entirely on the current master key.
+    pub complete: bool,
+    /// Nothing to do: the database was already on the current key.
+    pub already_current: bool,
+}
+
+fn operator() -> Caller {
+    Caller {
+        user_id: None,
+        service: true,
+        admin: false,
+        session_id: None,
+    }
+}
+
+fn audit(action: &str, metadata: serde_json::Value) -> keygate_storage::AuditEvent {
+    let meta = RequestMeta {
+        user_agent: Some("keygate-cli".into()),
+        ..Default::default()
+    };
+    let mut ev = event("keys", action, &operator(), None, &meta);
+    ev.reason = Some("keygate master-key rotate (command line)".into());
+    ev.metadata = Json(metadata);
+    ev
+}
+
+/// Rewraps every DEK under the current master key, `batch` rows at a time, stopping after
+/// `max_batches` batches if given (run again to continue); once none is left, moves the
+/// check value, version and derivation root to the new key in one transaction.
+pub async fn rotate(
+    state: &AppState,
+    batch: i64,
+    max_batches: Option<u64>,
+) -> Result<RotateReport, ApiError> {
+    let provider = &state.keyring.provider;
+    let store = &state.store;
+    let current = provider.current_version() as i32;
+    let new_check = provider.key_check_value().await?;
+    let stored = store.meta_get(META_KEY_CHECK).await?.unwrap_or_default();
+    let mut report = RotateReport {
+        rewrapped: 0,
+        batches: 0,
+        complete: false,
+        already_current: false,
+    };
+    if stored == new_check {
+        if !store.user_keys_not_on_kek(current, 1).await?.is_empty() {
+            return Err(ApiError::internal(
+                "data keys remain under a master key version this database no longer records",
+            ));
+        }
+        report.complete = true;
+        report.already_current = true;
+        return Ok(report);
+    }
+    let batch = batch.clamp(1, 10_000);
+    loop {
+        if max_batches.is_some_and(|m| report.batches >= m) {
+            return Ok(report);
+        }
+        let rows = store.user_keys_not_on_kek(current, batch).await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut n = 0u64;
+        for rec in &rows {
+            let Some(wrapped) = rec.wrapped_dek.as_deref() else {
+                continue;
+            };
+            let ctx = WrapContext {
+                user_id: rec.user_id,
+                dek_version: rec.version as u32,
+            };
+            let rewrapped = provider.rewrap(&ctx, wrapped).await?;
+            // compare-and-swap: a concurrent password change or shred wins, and the row is
+            // picked up again (or no longer) by the next batch
+            if store
+                .rewrap_user_key(
+                    Actor::service(),
+                    rec.user_id,
+                    rec.version,
+                    wrapped,
+                    &rewrapped,
+                    current,
+                    &rec.protection,
+                    DbTime::now(),
+                )
+                .await?
+            {
+                n += 1;
+            }
+        }
+        report.rewrapped += n;
+        report.batches += 1;
+        state
+            .recorder
+            .record(
+                vec![audit(
+                    "master_key_rewrap_batch",
+                    serde_json::json!({"kek_version": current, "rewrapped": n}),
+                )],
+                vec![],
+            )
+            .await?;
+    }
+    // Every DEK is on the new key: move the derivation root, then the check value and the
+    // version, all in one transaction.
+    let root_wrapped = match store.meta_get(META_DERIVATION_ROOT).await? {
+        Some(b64) => {
+            let old = STANDARD
+                .decode(b64.trim())
+                .map_err(|_| ApiError::internal("keygate_meta derivation root is corrupt"))?;
+            provider.rewrap(&root_ctx(), &old).await?
+        }
+        None => {
+            let prev = keyfiles::load_previous_master_key(&state.config)
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| {
+                    ApiError::internal("the previous master key is no longer supplied")
+                })?;
+            provider.wrap(&root_ctx(), &raw_bytes(&prev)).await?
+        }
+    };
+    let version = current.to_string();
+    let root_b64 = STANDARD.encode(root_wrapped);
+    store
+        .meta_set_all(&[
+            (META_DERIVATION_ROOT, &root_b64),
+            (META_KEK_VERSION, &version),
+            (META_KEY_CHECK, &new_check),
+        ])
+        .await?;
+    // Unlock sessions hold their DEK copy under the old key: they end (users unlock again).
+    store.drop_vault_sessions_not_on_kek(current).await?;
+    state
+        .recorder
+        .record(
+            vec![audit(
+                "master_key_rotated",
+                serde_json::json!({"kek_version": current, "rewrapped": report.rewrapped}),
+            )],
+            vec![],
+        )
+        .await?;
+    report.complete = true;
+    Ok(report)
+}

@@ -1,0 +1,185 @@
+//! `keygate master-key rotate` (the server function the command runs): the new key comes
+//! in as `master.key`, the old one as `master.key.previous`; every DEK is rewrapped in
+//! resumable batches while reads continue; afterwards the old key is not needed, the audit
+//! chain still verifies and a second run is a no-op.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::both_backends;
+use crate::helpers::{self, TestApp};
+use keygate_server::master_key::rotate;
+use secrecy::ExposeSecret;
+use serde_json::json;
+use uuid::Uuid;
+
+fn write_key(path: &Path, key: &keygate_crypto::MasterKey) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{}", key.to_base64_secret().expose_secret()).unwrap();
+}
+
+async fn reveal_all(app: &TestApp, creds: &[(Uuid, String, String)]) {
+    for (user, id, secret) in creds {
+        let (s, v) = app
+            .post(
+                &format!("/v1/credentials/{id}/reveal"),
+                &app.service_token(*user),
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            (s, v["api_secret"].as_str()),
+            (200, Some(secret.as_str())),
+            "{v}"
+        );
+    }
+}
+
+async fn on_old_kek(app: &TestApp, current: i32) -> usize {
+    app.state
+        .store
+        .user_keys_not_on_kek(current, 1000)
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn stop(app: TestApp) -> (tempfile::TempDir, String, helpers::Backend) {
+    let TestApp {
+        data_dir,
+        database_url,
+        backend,
+        mut shutdown,
+        ..
+    } = app;
+    let _ = shutdown.take().unwrap().send(());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    (data_dir, database_url, backend)
+}
+
+both_backends!(master_key_rotation, |app: TestApp| async move {
+    let mut creds = Vec::new();
+    for i in 0..3 {
+        let user = Uuid::new_v4();
+        let secret = format!("rotation-secret-{i}-{}", Uuid::new_v4().simple());
+        let (s, c) = app
+            .post(
+                "/v1/credentials",
+                &app.token(user),
+                json!({"exchange": "binance", "label": "r", "api_key": format!("k{i}"), "api_secret": secret}),
+            )
+            .await;
+        assert_eq!(s, 201, "{c}");
+        creds.push((user, c["id"].as_str().unwrap().to_string(), secret));
+    }
+    // one password-protected vault: its DEK is wrapped twice (password, then KEK)
+    let pw_user = creds[0].0;
+    let (s, _) = app
+        .post(
+            "/v1/vault/setup",
+            &app.token(pw_user),
+            json!({"password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (data_dir, url, backend) = stop(app).await;
+
+    // the operator installs the new key and keeps the old one as master.key.previous
+    let key = data_dir.path().join("master.key");
+    let prev = data_dir.path().join("master.key.previous");
+    std::fs::rename(&key, &prev).unwrap();
+    let new_key = keygate_crypto::MasterKey::generate();
+    write_key(&key, &new_key);
+    let app = helpers::start(data_dir, url, backend).await;
+    assert_eq!(app.state.keyring.provider.current_version(), 2);
+    assert_eq!(on_old_kek(&app, 2).await, 3);
+    // reads work before and during the rotation
+    reveal_all(&app, &creds[1..]).await;
+
+    // "crash" after one batch of one key: partial, and reads still work
+    let r = rotate(&app.state, 1, Some(1)).await.unwrap();
+    assert_eq!((r.rewrapped, r.batches, r.complete), (1, 1, false));
+    assert_eq!(on_old_kek(&app, 2).await, 2);
+    reveal_all(&app, &creds[1..]).await;
+    // resume: the rest, then the check value moves to the new key
+    let r = rotate(&app.state, 1, None).await.unwrap();
+    assert_eq!(
+        (r.rewrapped, r.complete, r.already_current),
+        (2, true, false)
+    );
+    assert_eq!(on_old_kek(&app, 2).await, 0);
+    let check = app
+        .state
+        .store
+        .meta_get(keygate_storage::META_KEY_CHECK)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new_key.verify_key_check_value(&check));
+    // a second run is a no-op
+    let r = rotate(&app.state, 100, None).await.unwrap();
+    assert_eq!((r.rewrapped, r.already_current), (0, true));
+    let (_, log) = app
+        .get("/v1/audit?category=keys", &app.admin_token(Uuid::new_v4()))
+        .await;
+    let actions: Vec<_> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "master_key_rewrap_batch")
+            .count(),
+        3,
+        "{log}"
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "master_key_rotated")
+            .count(),
+        1
+    );
+    let (data_dir, url, backend) = stop(app).await;
+
+    // the old key is destroyed: everything still opens with the new key alone
+    std::fs::remove_file(&prev).unwrap();
+    let app = helpers::start(data_dir, url.clone(), backend).await;
+    assert_eq!(app.state.keyring.provider.current_version(), 2);
+    reveal_all(&app, &creds[1..]).await;
+    // the password vault unlocks and opens under the new key
+    let t = app.token(pw_user);
+    let (s, st) = app
+        .post(
+            "/v1/vault/unlock",
+            &t,
+            json!({"password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{st}");
+    reveal_all(&app, &creds[..1]).await;
+    // the audit chain (its key derives from the database's original root) still verifies
+    let v = app
+        .state
+        .store
+        .verify_audit_chain(app.state.chain_key.as_ref())
+        .await
+        .unwrap();
+    assert!(v.ok, "{v:?}");
+    // the old key alone is refused now
+    let old = std::fs::read_to_string(&prev).ok();
+    assert!(old.is_none());
+    let mut cfg = helpers::test_config(app.data_dir.path().to_path_buf(), url);
+    cfg.master_key = Some(keygate_crypto::MasterKey::generate().to_base64_secret());
+    let err = keygate_server::prepare(cfg).await.err().expect("refused");
+    assert!(err.to_string().contains("does not match"), "{err}");
+});

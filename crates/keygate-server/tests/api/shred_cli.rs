@@ -1,0 +1,123 @@
+//! `keygate shred --user` (the server function the command runs): afterwards nothing of
+//! that user decrypts, other users are untouched, metadata stays and the act is audited.
+
+use crate::both_backends;
+use crate::helpers::TestApp;
+use serde_json::json;
+use uuid::Uuid;
+
+both_backends!(shred_from_the_command_line, |app: TestApp| async move {
+    let victim = Uuid::new_v4();
+    let bystander = Uuid::new_v4();
+    let (tv, tb) = (app.token(victim), app.token(bystander));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (s, c) = app
+            .post(
+                "/v1/credentials",
+                &tv,
+                json!({"exchange": "okx", "label": format!("v{i}"), "api_key": format!("k{i}"),
+                       "api_secret": format!("victim-secret-{i}"), "passphrase": "pp"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{c}");
+        ids.push(c["id"].as_str().unwrap().to_string());
+    }
+    let (s, c) = app
+        .post(
+            "/v1/credentials",
+            &tb,
+            json!({"exchange": "binance", "label": "b", "api_key": "bk", "api_secret": "bystander-secret"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let other = c["id"].as_str().unwrap().to_string();
+    // warm the DEK cache: shredding must evict it too
+    let svc = app.service_token(victim);
+    let (s, v) = app
+        .post(
+            &format!("/v1/credentials/{}/reveal", ids[0]),
+            &svc,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["api_secret"].as_str()),
+        (200, Some("victim-secret-0"))
+    );
+
+    let n = keygate_server::shred::shred_user(&app.state, victim)
+        .await
+        .unwrap();
+    assert!(n >= 1, "at least one DEK version destroyed");
+
+    for id in &ids {
+        let (s, p) = app
+            .post(&format!("/v1/credentials/{id}/reveal"), &svc, json!({}))
+            .await;
+        assert_eq!(s, 410, "{p}");
+        assert_eq!(p["code"], "credential_shredded");
+        // metadata remains
+        assert_eq!(app.get(&format!("/v1/credentials/{id}"), &tv).await.0, 200);
+    }
+    let keys = app
+        .state
+        .store
+        .user_keys(keygate_storage::Actor::service(), victim)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    assert!(keys
+        .iter()
+        .all(|k| k.wrapped_dek.is_none() && k.state == "shredded"));
+    // a new credential cannot be sealed under the destroyed keys either
+    let (s, p) = app
+        .post(
+            "/v1/credentials",
+            &tv,
+            json!({"exchange": "binance", "label": "new", "api_key": "k", "api_secret": "s"}),
+        )
+        .await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (410, Some("credential_shredded")),
+        "{p}"
+    );
+
+    // the bystander still decrypts
+    let (s, v) = app
+        .post(
+            &format!("/v1/credentials/{other}/reveal"),
+            &app.service_token(bystander),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["api_secret"].as_str()),
+        (200, Some("bystander-secret"))
+    );
+
+    // audited, as the command line; a second run is a recorded no-op
+    let (_, log) = app.get("/v1/vault/access-log", &tv).await;
+    let shreds: Vec<_> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "shred")
+        .collect();
+    assert_eq!(shreds.len(), 1, "{log}");
+    assert_eq!(shreds[0]["actor_role"], "service_role");
+    assert_eq!(
+        keygate_server::shred::shred_user(&app.state, victim)
+            .await
+            .unwrap(),
+        0
+    );
+    let verify = app
+        .state
+        .store
+        .verify_audit_chain(app.state.chain_key.as_ref())
+        .await
+        .unwrap();
+    assert!(verify.ok);
+});
