@@ -118,6 +118,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::audit::router())
         .merge(crate::routes::oversight_router())
         .merge(crate::gateway::router())
+        .merge(crate::ui::router())
         .fallback(|| async {
             problem_response(
                 StatusCode::NOT_FOUND,
