@@ -182,6 +182,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     if (status.is_client_error() || status.is_server_error())
         && !is_problem
         && !route.contains("/proxy/")
+        && !route.starts_with("/ui")
     {
         let code = match status {
             StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",

@@ -133,11 +133,21 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     }
 }
 
-/// True when the request's `Origin` (or, without one, `Sec-Fetch-Site`) says it comes
-/// from this very site. Fails closed: no evidence means cross-origin.
+/// True when the request's `Origin` (or, when it is absent or `null`, `Sec-Fetch-Site`)
+/// says it comes from this very site. Browsers send `Origin: null` on form posts from a
+/// page with `Referrer-Policy: no-referrer`, so `Sec-Fetch-Site` (which a page cannot
+/// forge) decides then. Fails closed: no evidence means cross-origin.
 pub fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+    let site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if site.is_some_and(|s| s != b"same-origin") {
+        return false;
+    }
+    match headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| *o != "null")
+    {
         Some(origin) => {
             let Ok(u) = url::Url::parse(origin) else {
                 return false;
@@ -149,9 +159,7 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
             };
             host.is_some_and(|host| host.eq_ignore_ascii_case(&authority))
         }
-        None => headers
-            .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes() == b"same-origin"),
+        None => site == Some(b"same-origin"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! API tests: every test runs against SQLite and PostgreSQL (`both_backends!`).
 
 mod backup;
+mod browser;
 mod gateway;
 mod helpers;
 mod ops;
