@@ -520,7 +520,7 @@ fn limits_from(form: &Form) -> Value {
                 .or_else(|| {
                     v.parse::<f64>()
                         .ok()
-                        .and_then(|f| serde_json::Number::from_f64(f))
+                        .and_then(serde_json::Number::from_f64)
                         .map(Value::Number)
                 })
                 .unwrap_or(Value::String(v));
@@ -674,6 +674,7 @@ pub struct ConnQuery {
     created: Option<String>,
 }
 
+#[allow(clippy::too_many_arguments)] // page state: notice, error, field errors, echoed fields
 async fn connection_page(
     s: &AppState,
     c: &Ctx,
