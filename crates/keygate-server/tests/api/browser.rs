@@ -90,3 +90,120 @@ async fn console_in_a_real_browser() {
     assert!(out.status.success(), "browser tests failed:\n{stdout}");
     assert!(stdout.contains("all browser tests passed"));
 }
+
+// Login links and sessions on both backends (PostgreSQL: service-role RLS), over HTTP
+// without a browser: a link works once; an expired one never; cross-origin POSTs are
+// refused; the session cookie is HttpOnly + SameSite=Strict; logout ends the session.
+crate::both_backends!(
+    ui_sign_in_and_csrf,
+    |app: crate::helpers::TestApp| async move {
+        let user = Uuid::new_v4();
+        let link = keygate_server::ui::create_login_link(
+            &app.state.config,
+            user,
+            false,
+            Duration::from_secs(60),
+            Some(&app.base),
+        )
+        .await
+        .unwrap();
+        let c = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = c.get(&link).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        assert!(r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'"));
+        let cookie = set.split(';').next().unwrap().to_string();
+        assert_eq!(
+            c.get(&link).send().await.unwrap().status(),
+            403,
+            "link reused"
+        );
+        let expired = keygate_server::ui::session::random_token();
+        app.state
+            .store
+            .create_login_link(
+                &keygate_server::ui::session::hash(&expired),
+                user,
+                false,
+                DbTime::new(chrono::Utc::now() - chrono::Duration::seconds(1)),
+            )
+            .await
+            .unwrap();
+        let r = c
+            .get(format!("{}/ui/auth/{expired}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let page = c
+            .get(format!("{}/ui/vault", app.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        let post = |origin: &'static str, csrf: String| {
+            c.post(format!("{}/ui/vault", app.base))
+                .header("cookie", &cookie)
+                .header("origin", origin.replace("SELF", &app.base))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "csrf={csrf}&action=setup&password=correct+horse+battery+staple"
+                ))
+                .send()
+        };
+        assert_eq!(
+            post("http://evil.test", csrf.clone())
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
+        assert_eq!(post("SELF", "0".repeat(64)).await.unwrap().status(), 403);
+        let token = app.token(user);
+        let (_, v) = app.get("/v1/vault/status", &token).await;
+        assert_eq!(
+            v["protection"], "platform",
+            "a refused post changed the vault"
+        );
+        assert_eq!(post("SELF", csrf.clone()).await.unwrap().status(), 200);
+        let (_, v) = app.get("/v1/vault/status", &token).await;
+        assert_eq!(v["protection"], "password");
+        let r = c
+            .post(format!("{}/ui/logout", app.base))
+            .header("cookie", &cookie)
+            .header("origin", &app.base)
+            .body(format!("csrf={csrf}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let r = c
+            .get(format!("{}/ui/", app.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "session survived logout");
+    }
+);
