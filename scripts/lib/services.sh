@@ -315,3 +315,27 @@ kg_setup_redis() {
         kg_warn "Redis is unavailable on 127.0.0.1:$port (not required by tests yet)"
     fi
 }
+
+# Browser tests of the web console: Debian chromium + Node.js/npm, and the pinned npm
+# packages of testing/browser (npm ci from the committed lockfile). A failure here is a
+# note outside CI; with CI=true the browser test itself then fails (it needs chromium).
+kg_setup_browser() {
+    local root; root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            local pkgs=()
+            command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
+            command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+            command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+            DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}" >/dev/null 2>&1 \
+                || { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}" >/dev/null 2>&1; } \
+                || echo "note: could not install ${pkgs[*]}; browser tests will be skipped (fail with CI=true)"
+        else
+            echo "note: chromium/node/npm missing and cannot apt-get install; browser tests will be skipped (fail with CI=true)"
+        fi
+    fi
+    if command -v npm >/dev/null 2>&1 && [ ! -d "$root/testing/browser/node_modules/playwright-core" ]; then
+        (cd "$root/testing/browser" && npm ci --no-audit --no-fund >/dev/null 2>&1) \
+            || echo "note: npm ci in testing/browser failed; browser tests will be skipped (fail with CI=true)"
+    fi
+}

@@ -49,6 +49,21 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
     },
+    /// Print a one-time sign-in URL for the web console (last line of output).
+    LoginLink {
+        /// User id (UUID) to sign in.
+        #[arg(long)]
+        user: Uuid,
+        /// Sign in as an admin.
+        #[arg(long)]
+        admin: bool,
+        /// How long the link stays valid (at most 24h).
+        #[arg(long, default_value = "10m")]
+        ttl: humantime::Duration,
+        /// Public base URL of keygate (default: from the listen address).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
     /// Write a consistent snapshot of the database (secrets stay sealed; no key files).
     Backup {
         /// Backup file to write (mode 0600; replaced atomically when complete).
@@ -218,6 +233,32 @@ async fn main() -> ExitCode {
             match auth::mint_token(&secret, user, admin, &role, ttl, &config.admin_claim) {
                 Ok(t) => {
                     println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::LoginLink {
+            user,
+            admin,
+            ttl,
+            base_url,
+        } => {
+            if let Err(e) = keyfiles::ensure_data_dir(&config.data_dir) {
+                return fail(e);
+            }
+            match keygate_server::ui::create_login_link(
+                &config,
+                user,
+                admin,
+                ttl.into(),
+                base_url.as_deref(),
+            )
+            .await
+            {
+                Ok(url) => {
+                    eprintln!("one-time sign-in link (works once, expires in {ttl}):");
+                    println!("{url}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),

@@ -110,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::audit::router())
         .merge(crate::routes::oversight_router())
         .merge(crate::gateway::router())
+        .merge(crate::ui::router())
         .fallback(|| async {
             problem_response(
                 StatusCode::NOT_FOUND,
@@ -173,6 +174,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     if (status.is_client_error() || status.is_server_error())
         && !is_problem
         && !route.contains("/proxy/")
+        && !route.starts_with("/ui")
     {
         let code = match status {
             StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",

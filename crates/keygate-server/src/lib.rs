@@ -56,6 +56,7 @@ pub mod state;
 pub mod telemetry;
 /// HTTPS (rustls), client certificates, reload on SIGHUP.
 pub mod tls;
+pub mod ui;
 /// Webhook events: queue, signature, delivery with retries.
 pub mod webhooks;
 

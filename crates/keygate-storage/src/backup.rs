@@ -488,6 +488,14 @@ pub const NOT_BACKED_UP: &[(&str, &str)] = &[
         "which instance runs a background job right now; meaningless on another machine",
     ),
     (
+        "ui_sessions",
+        "web-console sessions are short-lived sign-ins; a restore signs everyone out",
+    ),
+    (
+        "ui_login_links",
+        "one-time sign-in links live minutes; a restored link must not sign anyone in",
+    ),
+    (
         "_sqlx_migrations",
         "restore runs the migrations itself; the header carries the schema version",
     ),

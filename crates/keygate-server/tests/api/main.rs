@@ -1,6 +1,7 @@
 //! API tests: every test runs against SQLite and PostgreSQL (`both_backends!`).
 
 mod backup;
+mod browser;
 mod ccxt_dropin;
 mod dek_rotation;
 mod gateway;

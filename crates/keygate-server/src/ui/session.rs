@@ -1,0 +1,171 @@
+//! Console sign-in and sessions: one-time login links, pasted JWTs, the session cookie,
+//! and CSRF (a per-session token in every form plus an Origin check on every POST).
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use chrono::Utc;
+use keygate_storage::{DbTime, UiSessionRecord};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::state::AppState;
+
+/// Cookie name; `__Host-` needs `Secure`, so it is only used behind TLS.
+pub const COOKIE_PLAIN: &str = "keygate_ui";
+pub const COOKIE_TLS: &str = "__Host-keygate_ui";
+/// A session ends after this long without a request.
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
+/// A session ends this long after sign-in, whatever the activity.
+pub const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
+
+/// The signed-in console user.
+#[derive(Clone)]
+pub struct Session {
+    pub id_hash: Vec<u8>,
+    pub user_id: Uuid,
+    pub admin: bool,
+    pub csrf: String,
+}
+
+impl Session {
+    /// The same caller identity the API sees for this user's own JWT.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            user_id: Some(self.user_id),
+            service: false,
+            admin: self.admin,
+            session_id: None,
+        }
+    }
+}
+
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+pub fn hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn tls(state: &AppState) -> bool {
+    crate::tls::TlsFiles::from_config(&state.config)
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+fn cookie_name(state: &AppState) -> &'static str {
+    if tls(state) {
+        COOKIE_TLS
+    } else {
+        COOKIE_PLAIN
+    }
+}
+
+/// Creates a session for `user_id` and returns its `Set-Cookie` value.
+pub async fn start(state: &AppState, user_id: Uuid, admin: bool) -> anyhow::Result<HeaderValue> {
+    let id = random_token();
+    let now = Utc::now();
+    let rec = UiSessionRecord {
+        id_hash: hash(&id),
+        user_id,
+        is_admin: admin,
+        csrf_token: random_token(),
+        created_at: DbTime::new(now),
+        last_seen_at: DbTime::new(now),
+        expires_at: DbTime::new(now + chrono::Duration::from_std(ABSOLUTE)?),
+    };
+    state.store.create_ui_session(&rec).await?;
+    let secure = if tls(state) { "; Secure" } else { "" };
+    Ok(HeaderValue::from_str(&format!(
+        "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        cookie_name(state),
+        ABSOLUTE.as_secs()
+    ))?)
+}
+
+/// The `Set-Cookie` value that clears the session cookie.
+pub fn clear_cookie(state: &AppState) -> HeaderValue {
+    let secure = if tls(state) { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
+        cookie_name(state)
+    ))
+    .expect("static cookie")
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The live session of this request, if any (and records the activity).
+pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
+    let id = cookie_value(headers, cookie_name(state))?;
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let idle_cutoff = DbTime::new(Utc::now() - chrono::Duration::from_std(IDLE).ok()?);
+    match state.store.touch_ui_session(&hash(id), idle_cutoff).await {
+        Ok(Some(r)) => Some(Session {
+            id_hash: r.id_hash,
+            user_id: r.user_id,
+            admin: r.is_admin,
+            csrf: r.csrf_token,
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "ui session lookup failed");
+            None
+        }
+    }
+}
+
+/// True when the request's `Origin` (or, when it is absent or `null`, `Sec-Fetch-Site`)
+/// says it comes from this very site. Browsers send `Origin: null` on form posts from a
+/// page with `Referrer-Policy: no-referrer`, so `Sec-Fetch-Site` (which a page cannot
+/// forge) decides then. Fails closed: no evidence means cross-origin.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if site.is_some_and(|s| s != b"same-origin") {
+        return false;
+    }
+    match headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| *o != "null")
+    {
+        Some(origin) => {
+            let Ok(u) = url::Url::parse(origin) else {
+                return false;
+            };
+            let Some(h) = u.host_str() else { return false };
+            let authority = match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            };
+            host.is_some_and(|host| host.eq_ignore_ascii_case(&authority))
+        }
+        None => site == Some(b"same-origin"),
+    }
+}
+
+/// Constant-time comparison of the form's CSRF token with the session's.
+pub fn csrf_ok(session: &Session, form_token: Option<&str>) -> bool {
+    form_token.is_some_and(|t| {
+        t.len() == session.csrf.len() && bool::from(t.as_bytes().ct_eq(session.csrf.as_bytes()))
+    })
+}

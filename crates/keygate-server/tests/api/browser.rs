@@ -1,0 +1,209 @@
+//! Browser tests of the web console (issue 10): starts keygate on SQLite and the mock
+//! exchange, then runs `node testing/browser/console.test.mjs` in Debian's chromium via
+//! playwright-core and asserts it exits 0. Without chromium or the npm packages the test
+//! prints a note and passes, except with `CI=true`, where a missing browser fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use keygate_storage::DbTime;
+use uuid::Uuid;
+
+use crate::helpers::{spawn_app, Backend};
+use crate::{API_KEY, API_SECRET};
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testing/browser")
+}
+
+fn ready() -> Result<(), String> {
+    let chromium = std::env::var("KG_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        return Err(format!(
+            "{chromium} not found (scripts/test installs it: kg_setup_browser)"
+        ));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Err("node not found".into());
+    }
+    if !browser_dir().join("node_modules/playwright-core").exists() {
+        return Err("testing/browser/node_modules missing (run `npm ci` there)".into());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_a_real_browser() {
+    if let Err(why) = ready() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("browser tests cannot run with CI=true: {why}");
+        }
+        eprintln!("NOTE: browser tests skipped: {why}");
+        return;
+    }
+    let app = spawn_app(Backend::Sqlite).await.expect("sqlite");
+    let mock = crate::gateway::mock().await;
+    let user = Uuid::new_v4();
+    let link = keygate_server::ui::create_login_link(
+        &app.state.config,
+        user,
+        false,
+        Duration::from_secs(600),
+        Some(&app.base),
+    )
+    .await
+    .expect("login link");
+    // An expired link, stored exactly as the command stores one.
+    let expired = keygate_server::ui::session::random_token();
+    app.state
+        .store
+        .create_login_link(
+            &keygate_server::ui::session::hash(&expired),
+            user,
+            false,
+            DbTime::new(chrono::Utc::now() - chrono::Duration::seconds(5)),
+        )
+        .await
+        .unwrap();
+    let token = app.token(user);
+    let base = app.base.clone();
+    let mock_url = mock.base_url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("console.test.mjs")
+            .current_dir(browser_dir())
+            .env("KG_BASE", &base)
+            .env("KG_LOGIN_LINK", &link)
+            .env("KG_EXPIRED_LINK", format!("{base}/ui/auth/{expired}"))
+            .env("KG_TOKEN", &token)
+            .env("KG_MOCK_URL", &mock_url)
+            .env("KG_API_KEY", API_KEY)
+            .env("KG_API_SECRET", API_SECRET)
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "browser tests failed:\n{stdout}");
+    assert!(stdout.contains("all browser tests passed"));
+}
+
+// Login links and sessions on both backends (PostgreSQL: service-role RLS), over HTTP
+// without a browser: a link works once; an expired one never; cross-origin POSTs are
+// refused; the session cookie is HttpOnly + SameSite=Strict; logout ends the session.
+crate::both_backends!(
+    ui_sign_in_and_csrf,
+    |app: crate::helpers::TestApp| async move {
+        let user = Uuid::new_v4();
+        let link = keygate_server::ui::create_login_link(
+            &app.state.config,
+            user,
+            false,
+            Duration::from_secs(60),
+            Some(&app.base),
+        )
+        .await
+        .unwrap();
+        let c = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = c.get(&link).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        assert!(r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'"));
+        let cookie = set.split(';').next().unwrap().to_string();
+        assert_eq!(
+            c.get(&link).send().await.unwrap().status(),
+            403,
+            "link reused"
+        );
+        let expired = keygate_server::ui::session::random_token();
+        app.state
+            .store
+            .create_login_link(
+                &keygate_server::ui::session::hash(&expired),
+                user,
+                false,
+                DbTime::new(chrono::Utc::now() - chrono::Duration::seconds(1)),
+            )
+            .await
+            .unwrap();
+        let r = c
+            .get(format!("{}/ui/auth/{expired}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let page = c
+            .get(format!("{}/ui/vault", app.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        let post = |origin: &'static str, csrf: String| {
+            c.post(format!("{}/ui/vault", app.base))
+                .header("cookie", &cookie)
+                .header("origin", origin.replace("SELF", &app.base))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "csrf={csrf}&action=setup&password=correct+horse+battery+staple"
+                ))
+                .send()
+        };
+        assert_eq!(
+            post("http://evil.test", csrf.clone())
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
+        assert_eq!(post("SELF", "0".repeat(64)).await.unwrap().status(), 403);
+        let token = app.token(user);
+        let (_, v) = app.get("/v1/vault/status", &token).await;
+        assert_eq!(
+            v["protection"], "platform",
+            "a refused post changed the vault"
+        );
+        assert_eq!(post("SELF", csrf.clone()).await.unwrap().status(), 200);
+        let (_, v) = app.get("/v1/vault/status", &token).await;
+        assert_eq!(v["protection"], "password");
+        let r = c
+            .post(format!("{}/ui/logout", app.base))
+            .header("cookie", &cookie)
+            .header("origin", &app.base)
+            .body(format!("csrf={csrf}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let r = c
+            .get(format!("{}/ui/", app.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "session survived logout");
+    }
+);

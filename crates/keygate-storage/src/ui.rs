@@ -1,0 +1,120 @@
+//! Web-console sign-in links and sessions (issue 10). Tokens and session ids are stored
+//! only as SHA-256 hashes; every query runs as the service role (RLS `service_only`),
+//! because a lookup by hash happens before the caller's identity is known.
+
+use uuid::Uuid;
+
+use crate::{Actor, DbTime, Result, Store};
+
+/// A console session as stored (the cookie value itself is never stored).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UiSessionRecord {
+    pub id_hash: Vec<u8>,
+    pub user_id: Uuid,
+    pub is_admin: bool,
+    pub csrf_token: String,
+    pub created_at: DbTime,
+    pub last_seen_at: DbTime,
+    pub expires_at: DbTime,
+}
+
+const SESSION_COLS: &str =
+    "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at";
+
+impl Store {
+    /// Stores a one-time login link (by the hash of its token).
+    pub async fn create_login_link(
+        &self,
+        token_hash: &[u8],
+        user_id: Uuid,
+        is_admin: bool,
+        expires_at: DbTime,
+    ) -> Result<()> {
+        let now = DbTime::now();
+        in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>(
+                "INSERT INTO ui_login_links (token_hash, user_id, is_admin, expires_at, used_at, created_at) VALUES ($1,$2,$3,$4,NULL,$5)",
+            )
+            .bind(token_hash.to_vec())
+            .bind(user_id)
+            .bind(is_admin)
+            .bind(expires_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Marks a login link used and returns whom it signs in, if it was unused and
+    /// unexpired. Atomic: two concurrent uses cannot both succeed.
+    pub async fn consume_login_link(&self, token_hash: &[u8]) -> Result<Option<(Uuid, bool)>> {
+        let now = DbTime::now();
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, (Uuid, bool)>(
+                "UPDATE ui_login_links SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id, is_admin",
+            )
+            .bind(token_hash.to_vec())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+        }))
+    }
+
+    pub async fn create_ui_session(&self, s: &UiSessionRecord) -> Result<()> {
+        let sql = format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)");
+        in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>(&sql)
+                .bind(s.id_hash.clone())
+                .bind(s.user_id)
+                .bind(s.is_admin)
+                .bind(s.csrf_token.clone())
+                .bind(s.created_at)
+                .bind(s.last_seen_at)
+                .bind(s.expires_at)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Returns the live session with this id hash and records activity; `None` when it
+    /// does not exist, passed its absolute expiry, or was idle since before `idle_cutoff`.
+    pub async fn touch_ui_session(
+        &self,
+        id_hash: &[u8],
+        idle_cutoff: DbTime,
+    ) -> Result<Option<UiSessionRecord>> {
+        let now = DbTime::now();
+        let sql = format!(
+            "UPDATE ui_sessions SET last_seen_at = $2 WHERE id_hash = $1 AND expires_at > $2 AND last_seen_at > $3 RETURNING {SESSION_COLS}"
+        );
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, UiSessionRecord>(&sql)
+                .bind(id_hash.to_vec())
+                .bind(now)
+                .bind(idle_cutoff)
+                .fetch_optional(&mut *tx)
+                .await?
+        }))
+    }
+
+    /// Ends a session (logout), and drops every expired session and used or expired link.
+    pub async fn delete_ui_session(&self, id_hash: &[u8]) -> Result<()> {
+        let now = DbTime::now();
+        in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>("DELETE FROM ui_sessions WHERE id_hash = $1 OR expires_at <= $2")
+                .bind(id_hash.to_vec())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query::<DB>(
+                "DELETE FROM ui_login_links WHERE expires_at <= $1 OR used_at IS NOT NULL",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        });
+        Ok(())
+    }
+}
