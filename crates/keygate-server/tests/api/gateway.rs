@@ -788,3 +788,97 @@ both_backends!(
         assert!(mock.requests().iter().all(|r| r.verified));
     }
 );
+
+/// After a rotation the new generation signs; during the grace period a caller may still pin
+/// the old one (`X-Keygate-Key-Generation`), and after it the old one is refused.
+#[tokio::test]
+async fn rotation_grace_period_signs_with_the_pinned_generation() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    const NEW_KEY: &str = "rotatedKeyvmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7J";
+    const NEW_SECRET: &str = "rotatedSecretNhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbv";
+    let mock = MockExchange::start(MockConfig {
+        keys: vec![
+            MockKey::hmac("binance", API_KEY, API_SECRET),
+            MockKey::hmac("binance", NEW_KEY, NEW_SECRET),
+        ],
+    })
+    .await;
+    let t = app.token(Uuid::new_v4());
+    let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+    let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+    let cred = c["credential_id"].as_str().unwrap().to_string();
+    let rotate = |grace: i64| {
+        let app = &app;
+        let t = t.clone();
+        let cred = cred.clone();
+        async move {
+            app.post(
+                &format!("/v1/credentials/{cred}/rotate"),
+                &t,
+                json!({"api_key": NEW_KEY, "api_secret": NEW_SECRET, "grace_period_seconds": grace}),
+            )
+            .await
+        }
+    };
+    let (s, r) = rotate(3600).await;
+    assert_eq!(s, 200, "{r}");
+    let pinned = |generation: &'static str| {
+        let app = &app;
+        let t = t.clone();
+        let conn = conn.clone();
+        async move {
+            let r = app
+                .client
+                .get(format!(
+                    "{}/v1/connections/{conn}/proxy/api/v3/account",
+                    app.base
+                ))
+                .bearer_auth(&t)
+                .header("x-keygate-key-generation", generation)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.text().await.unwrap())
+        }
+    };
+    let (s, _, b) = call(
+        &app,
+        &t,
+        reqwest::Method::GET,
+        &conn,
+        "api/v3/account",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        mock.requests().last().unwrap().api_key.as_deref(),
+        Some(NEW_KEY)
+    );
+    let (s, b) = pinned("1").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        mock.requests().last().unwrap().api_key.as_deref(),
+        Some(API_KEY)
+    );
+    assert!(mock.requests().iter().all(|r| r.verified));
+    // A generation that does not exist, and a malformed pin.
+    let (s, b) = pinned("9").await;
+    assert_eq!((s, code(&b).as_str()), (403, "credential_revoked"), "{b}");
+    let (s, b) = pinned("abc").await;
+    assert_eq!(
+        (s, code(&b).as_str()),
+        (400, "invalid_key_generation"),
+        "{b}"
+    );
+    // Rotate again without grace: generation 2 stops signing at once.
+    let (s, r) = rotate(0).await;
+    assert_eq!(s, 200, "{r}");
+    let n = mock.requests().len();
+    let (s, b) = pinned("2").await;
+    assert_eq!((s, code(&b).as_str()), (403, "credential_revoked"), "{b}");
+    assert_eq!(mock.requests().len(), n, "refused before the exchange");
+}
