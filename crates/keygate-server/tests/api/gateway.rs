@@ -882,3 +882,98 @@ async fn rotation_grace_period_signs_with_the_pinned_generation() {
     assert_eq!((s, code(&b).as_str()), (403, "credential_revoked"), "{b}");
     assert_eq!(mock.requests().len(), n, "refused before the exchange");
 }
+
+/// A backup taken while bots call through the gateway restores into a fresh PostgreSQL and
+/// a fresh SQLite database; the restored keygate signs with the same key (the mock exchange
+/// verifies it) and its audit chain verifies.
+#[tokio::test]
+async fn backup_during_proxied_calls_restores_keys_that_sign() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let mock = mock().await;
+    let user = Uuid::new_v4();
+    let t = app.token(user);
+    let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+    let load = {
+        let (client, base, t, conn) = (
+            app.client.clone(),
+            app.base.clone(),
+            t.clone(),
+            conn.clone(),
+        );
+        tokio::spawn(async move {
+            let mut ok = 0;
+            for _ in 0..40 {
+                let r = client
+                    .get(format!("{base}/v1/connections/{conn}/proxy/api/v3/account"))
+                    .bearer_auth(&t)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 200 {
+                    ok += 1;
+                }
+            }
+            ok
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("live.kgbak");
+    let cfg =
+        crate::helpers::test_config(app.data_dir.path().to_path_buf(), app.database_url.clone());
+    keygate_server::backup::backup_to_file(&cfg, &file)
+        .await
+        .expect("backup while the gateway is busy");
+    assert_eq!(
+        load.await.unwrap(),
+        40,
+        "every proxied call succeeded during the backup"
+    );
+
+    let mut backends = vec![crate::helpers::Backend::Sqlite];
+    if crate::helpers::pg_admin_url().is_some() {
+        backends.push(crate::helpers::Backend::Postgres);
+    }
+    for backend in backends {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("master.key");
+        std::fs::copy(app.data_dir.path().join("master.key"), &key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let url = crate::helpers::fresh_database_url(backend, dir.path())
+            .await
+            .unwrap();
+        let rcfg = crate::helpers::test_config(dir.path().to_path_buf(), url.clone());
+        let r = keygate_server::backup::restore_from_file(&rcfg, &file)
+            .await
+            .expect("restore");
+        assert!(r.audit.ok, "{:?}", r.audit);
+        let restored = crate::helpers::start(dir, url, backend).await;
+        let before = mock.count_verified();
+        let (s, _, b) = call(
+            &restored,
+            &t,
+            reqwest::Method::GET,
+            &conn,
+            "api/v3/account",
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{backend:?}: {b}");
+        assert_eq!(mock.count_verified(), before + 1, "{backend:?}");
+        assert_eq!(
+            mock.requests().last().unwrap().api_key.as_deref(),
+            Some(API_KEY)
+        );
+        let (s, v) = restored
+            .get("/v1/audit/verify", &restored.admin_token(Uuid::new_v4()))
+            .await;
+        assert_eq!(
+            (s, v["ok"].as_bool()),
+            (200, Some(true)),
+            "{backend:?}: {v}"
+        );
+    }
+}
