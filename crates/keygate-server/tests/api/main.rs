@@ -9,6 +9,7 @@ mod helpers;
 mod master_key;
 mod ops;
 mod oversight;
+mod schemathesis;
 mod shred_cli;
 mod tls;
 mod upgrade;
