@@ -6,6 +6,7 @@ mod ccxt_dropin;
 mod dek_rotation;
 mod gateway;
 mod helpers;
+mod jwks;
 mod master_key;
 mod ops;
 mod oversight;
