@@ -401,3 +401,38 @@ impl Store {
         }))
     }
 }
+
+impl Store {
+    /// Attaches the exchange's key id to a generated (`pending`) credential: replaces the
+    /// sealed fields of its generation and makes it `active`, in one transaction. False when
+    /// the credential is not pending (or the row moved under us).
+    pub async fn activate_generated(
+        &self,
+        actor: Actor,
+        c: &CredentialRecord,
+        s: &SecretRecord,
+    ) -> Result<bool> {
+        let n = in_tx!(self, actor, |tx| {
+            let n = sqlx::query::<DB>("UPDATE credentials SET status = 'active', api_key_hint = $1, updated_at = $2, row_version = row_version + 1 WHERE user_id = $3 AND id = $4 AND status = 'pending'")
+                .bind(c.api_key_hint.clone())
+                .bind(c.updated_at)
+                .bind(c.user_id)
+                .bind(c.id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 1 {
+                sqlx::query::<DB>("UPDATE credential_secrets SET dek_version = $1, api_key_ct = $2, private_key_ct = $3 WHERE id = $4 AND user_id = $5")
+                    .bind(s.dek_version)
+                    .bind(s.api_key_ct.clone())
+                    .bind(s.private_key_ct.clone())
+                    .bind(s.id)
+                    .bind(s.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            n
+        });
+        Ok(n == 1)
+    }
+}

@@ -28,6 +28,14 @@ pub fn router() -> Router<AppState> {
             get(read).patch(update).delete(remove),
         )
         .route("/v1/credentials/{id}/rotate", post(rotate))
+        .route(
+            "/v1/credentials/generate",
+            post(crate::routes::keygen::generate),
+        )
+        .route(
+            "/v1/credentials/{id}/attach-key",
+            post(crate::routes::keygen::attach_key),
+        )
         .route("/v1/credentials/{id}/reveal", post(reveal))
 }
 
@@ -85,7 +93,7 @@ impl From<CredentialRecord> for CredentialView {
     }
 }
 
-fn with_etag(status: StatusCode, c: CredentialRecord) -> Response {
+pub(crate) fn with_etag(status: StatusCode, c: CredentialRecord) -> Response {
     crate::routes::with_etag(status, c.row_version, CredentialView::from(c))
 }
 
@@ -125,7 +133,7 @@ const MAX_SECRET: usize = 8192;
 
 /// A new key generation row with `plain` sealed into it under `dek`.
 #[allow(clippy::too_many_arguments)] // the row's identity; a builder would only rename them
-fn sealed_generation(
+pub(crate) fn sealed_generation(
     credential_id: Uuid,
     user_id: Uuid,
     generation: i32,
@@ -155,7 +163,7 @@ fn sealed_generation(
     secret
 }
 
-fn check_label(label: &str, errors: &mut Vec<FieldError>) {
+pub(crate) fn check_label(label: &str, errors: &mut Vec<FieldError>) {
     let n = label.chars().count();
     if n == 0 || n > 100 {
         errors.push(FieldError::new("label", "must be 1 to 100 characters"));
@@ -189,7 +197,10 @@ fn check_secret(field: &str, v: &Option<SecretString>, errors: &mut Vec<FieldErr
     }
 }
 
-fn parse_permissions(p: Option<Vec<String>>, errors: &mut Vec<FieldError>) -> Vec<String> {
+pub(crate) fn parse_permissions(
+    p: Option<Vec<String>>,
+    errors: &mut Vec<FieldError>,
+) -> Vec<String> {
     let list = p.unwrap_or_else(|| vec!["read".into()]);
     let mut out: Vec<String> = Vec::new();
     for s in list {

@@ -12,6 +12,8 @@ pub mod dek_rotation;
 pub mod health;
 /// Per-user OAuth integrations and their tokens.
 pub mod integrations;
+/// Key pairs generated inside keygate (pending until the exchange key id is attached).
+pub mod keygen;
 /// Rotation schedules and what is due; reactivation of suspended credentials.
 pub mod rotation;
 /// Admin-only platform provider keys.

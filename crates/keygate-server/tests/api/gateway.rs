@@ -977,3 +977,105 @@ async fn backup_during_proxied_calls_restores_keys_that_sign() {
         );
     }
 }
+
+/// A key pair generated inside keygate: only the public key comes back, the credential is
+/// pending (the gateway refuses to sign) until the exchange's key id is attached; then the
+/// mock exchange verifies Ed25519 signatures made with the sealed private key.
+#[tokio::test]
+async fn generated_key_pair_signs_after_the_key_id_is_attached() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let t = app.token(Uuid::new_v4());
+    let (s, cred) = app
+        .post(
+            "/v1/credentials/generate",
+            &t,
+            json!({"exchange": "binance", "label": "generated", "permissions": ["read"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{cred}");
+    assert_eq!(cred["status"], "pending");
+    let public = cred["public_key"].as_str().unwrap().to_string();
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
+    assert!(
+        !cred.to_string().contains("PRIVATE KEY"),
+        "no private key in the response"
+    );
+    let (s, bad) = app
+        .post(
+            "/v1/credentials/generate",
+            &t,
+            json!({"exchange": "okx", "label": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (s, bad["errors"][0]["field"].as_str()),
+        (422, Some("exchange"))
+    );
+
+    let mock = MockExchange::start(MockConfig {
+        keys: vec![MockKey::public_key(
+            "binance",
+            "generated-key-id-0001",
+            public,
+        )],
+    })
+    .await;
+    let id = cred["id"].as_str().unwrap();
+    let (s, conn) = app
+        .post(
+            "/v1/connections",
+            &t,
+            json!({"name": "gen", "exchange": "binance", "credential_id": id, "base_url": mock.base_url()}),
+        )
+        .await;
+    assert_eq!(s, 201, "{conn}");
+    let conn = conn["id"].as_str().unwrap().to_string();
+    let (s, _, b) = call(
+        &app,
+        &t,
+        reqwest::Method::GET,
+        &conn,
+        "api/v3/account",
+        None,
+    )
+    .await;
+    assert_eq!((s, code(&b).as_str()), (403, "credential_pending"), "{b}");
+    assert_eq!(mock.requests().len(), 0);
+
+    let (s, c) = app
+        .post(
+            &format!("/v1/credentials/{id}/attach-key"),
+            &t,
+            json!({"api_key": "generated-key-id-0001"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["status"], "active");
+    let (s, _, b) = call(
+        &app,
+        &t,
+        reqwest::Method::GET,
+        &conn,
+        "api/v3/account",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let last = mock.requests().pop().unwrap();
+    assert!(last.verified, "{:?}", last.rejection);
+    assert_eq!(last.api_key.as_deref(), Some("generated-key-id-0001"));
+    // Only once.
+    let (s, again) = app
+        .post(
+            &format!("/v1/credentials/{id}/attach-key"),
+            &t,
+            json!({"api_key": "other"}),
+        )
+        .await;
+    assert_eq!(
+        (s, again["code"].as_str()),
+        (409, Some("credential_not_pending"))
+    );
+}
