@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use keygate_exchanges::keygen::generate_ed25519;
+use keygate_exchanges::keygen::{generate_ed25519, generate_rsa};
 use keygate_exchanges::ExchangeId;
 use keygate_storage::{CredentialRecord, DbTime, Json as DbJson};
 use secrecy::SecretString;
@@ -34,6 +34,8 @@ pub struct GenerateCredential {
     pub permissions: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub limits: Option<serde_json::Value>,
+    /// `ed25519` (default) or `rsa` (2048-bit); Binance accepts both.
+    pub key_type: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -44,7 +46,7 @@ pub struct AttachKey {
     pub api_key: SecretString,
 }
 
-/// Generate an Ed25519 key pair inside keygate: the response carries only the public key
+/// Generate an Ed25519 (or RSA) key pair inside keygate: the response carries only the public key
 /// (register it at the exchange), the credential is `pending` until its key id is attached.
 #[utoipa::path(post, path = "/v1/credentials/generate", tag = "credentials", request_body = GenerateCredential,
     security(("bearer" = [])),
@@ -74,11 +76,23 @@ pub async fn generate(
     check_label(&req.label, &mut errors);
     let permissions = parse_permissions(req.permissions, &mut errors);
     let limits = parse_limits(req.limits, "limits", &mut errors);
+    let key_type = req.key_type.as_deref().unwrap_or("ed25519");
+    if !matches!(key_type, "ed25519" | "rsa") {
+        errors.push(FieldError::new("key_type", "must be ed25519 or rsa"));
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let ex = ex.unwrap_or(ExchangeId::Binance);
-    let pair = generate_ed25519();
+    let pair = if key_type == "rsa" {
+        // RSA key generation is CPU-heavy: off the async workers.
+        tokio::task::spawn_blocking(|| generate_rsa(2048))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+    } else {
+        generate_ed25519()
+    };
     let plain = PlainSecrets {
         api_key: SecretString::from(""),
         api_secret: None,
@@ -98,7 +112,7 @@ pub async fn generate(
         label: req.label,
         environment: env.into(),
         status: "pending".into(),
-        key_type: "ed25519".into(),
+        key_type: key_type.into(),
         api_key_hint: None,
         public_key: Some(pair.public_pem),
         permissions: DbJson(permissions),
