@@ -37,6 +37,7 @@ use keygate_policy::{
 use keygate_storage::{ApiCallRecord, CallContext, DbTime};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -223,7 +224,7 @@ pub async fn proxy(
         risk: risk::Risk::default(),
     };
 
-    let approved = match decide(&s, &ctx, &out, class, &meta, now).await {
+    let approved = match decide(&s, &ctx, exchange, &out, class, &meta, now).await {
         Ok(a) => a,
         Err(denial) => {
             // A denied call is still a use worth scoring (denial streaks, withdrawal tries)
@@ -500,6 +501,7 @@ fn base_url(ctx: &CallContext, ex: ExchangeId, env: Environment) -> Result<Strin
 async fn decide(
     s: &AppState,
     ctx: &CallContext,
+    exchange: ExchangeId,
     out: &OutgoingRequest,
     class: EndpointClass,
     meta: &RequestMeta,
@@ -519,25 +521,20 @@ async fn decide(
     }
     let intent = match class {
         EndpointClass::Trade | EndpointClass::Withdraw | EndpointClass::Transfer => {
-            match ctx.connection.exchange.parse::<ExchangeId>() {
-                Ok(ex) => match ex.api().parse_intent(class, out) {
-                    Ok(i) => i,
-                    Err(e) if class == EndpointClass::Trade => {
-                        return Err(denial(
-                            DenyCode::OrderUnparsable,
-                            format!("the order could not be read ({e}); refusing to forward it"),
-                        ))
-                    }
-                    Err(e) if class == EndpointClass::Withdraw => {
-                        return Err(denial(
-                            DenyCode::WithdrawalUnparsable,
-                            format!(
-                                "the withdrawal could not be read ({e}); refusing to forward it"
-                            ),
-                        ))
-                    }
-                    Err(_) => RequestIntent::None,
-                },
+            match exchange.api().parse_intent(class, out) {
+                Ok(i) => i,
+                Err(e) if class == EndpointClass::Trade => {
+                    return Err(denial(
+                        DenyCode::OrderUnparsable,
+                        format!("the order could not be read ({e}); refusing to forward it"),
+                    ))
+                }
+                Err(e) if class == EndpointClass::Withdraw => {
+                    return Err(denial(
+                        DenyCode::WithdrawalUnparsable,
+                        format!("the withdrawal could not be read ({e}); refusing to forward it"),
+                    ))
+                }
                 Err(_) => RequestIntent::None,
             }
         }
@@ -641,7 +638,7 @@ fn parse_limits(v: &serde_json::Value) -> Result<Limits, String> {
     if v.is_null() {
         return Ok(Limits::default());
     }
-    serde_json::from_value(v.clone()).map_err(|_| "stored limits cannot be read".to_string())
+    Limits::deserialize(v).map_err(|_| "stored limits cannot be read".to_string())
 }
 
 fn effective_limits(ctx: &CallContext) -> Result<Limits, String> {
