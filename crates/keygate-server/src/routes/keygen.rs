@@ -145,15 +145,17 @@ pub async fn attach_key(
     AppJson(req): AppJson<AttachKey>,
 ) -> ApiResult<Response> {
     let user = caller.user()?;
-    let key = secrecy::ExposeSecret::expose_secret(&req.api_key)
-        .trim()
-        .to_string();
-    if key.is_empty() || key.len() > 512 || key.chars().any(|c| c.is_control()) {
-        return Err(ApiError::field(
-            "api_key",
-            "must be 1 to 512 printable characters",
-        ));
-    }
+    let key = {
+        let k = secrecy::ExposeSecret::expose_secret(&req.api_key).trim();
+        if k.is_empty() || k.len() > 512 || k.chars().any(|c| c.is_control()) {
+            return Err(ApiError::field(
+                "api_key",
+                "must be 1 to 512 printable characters",
+            ));
+        }
+        // Straight into a zeroizing secret: no plain `String` copy outlives this block.
+        SecretString::from(k)
+    };
     let actor = caller.actor();
     let mut c = s
         .store
@@ -176,7 +178,7 @@ pub async fn attach_key(
         .ok_or_else(|| ApiError::internal("generated credential has no generation"))?;
     let opened = open_secrets(&s.keyring, actor, &secret).await?;
     let plain = PlainSecrets {
-        api_key: SecretString::from(key),
+        api_key: key,
         api_secret: None,
         passphrase: None,
         private_key: opened.private_key,
