@@ -95,6 +95,11 @@ pub struct Config {
     /// `KEYGATE_OAUTH_TIMEOUT_MS` / `oauth_timeout_ms`: token-endpoint request timeout for
     /// integration token refresh. Default 10000.
     pub oauth_timeout_ms: u64,
+    /// `KEYGATE_GATEWAY_CACHE_MS` / `gateway_cache_ms`: how long a gateway call may reuse
+    /// the connection, credential and key state another call loaded. Any write by this
+    /// instance invalidates at once; writes by other instances are seen after at most this
+    /// long. `0` reads the database on every call. Default 1000.
+    pub gateway_cache_ms: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +132,7 @@ struct FileConfig {
     jobs_enabled: Option<bool>,
     jobs_interval_ms: Option<u64>,
     oauth_timeout_ms: Option<u64>,
+    gateway_cache_ms: Option<u64>,
 }
 
 /// A configuration problem, reported as one line at startup.
@@ -212,6 +218,7 @@ impl Default for Config {
             jobs_enabled: true,
             jobs_interval_ms: 30_000,
             oauth_timeout_ms: 10_000,
+            gateway_cache_ms: 1_000,
         }
     }
 }
@@ -379,6 +386,12 @@ impl Config {
                 env("KEYGATE_OAUTH_TIMEOUT_MS"),
                 fc.oauth_timeout_ms,
                 10_000,
+            )?,
+            gateway_cache_ms: parse_num(
+                "KEYGATE_GATEWAY_CACHE_MS",
+                env("KEYGATE_GATEWAY_CACHE_MS"),
+                fc.gateway_cache_ms,
+                1_000,
             )?,
             listen,
             data_dir,

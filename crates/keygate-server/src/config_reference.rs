@@ -94,6 +94,8 @@ pub const SETTINGS: &[Setting] = &[
       "Job period."),
     s("KEYGATE_OAUTH_TIMEOUT_MS", Some("oauth_timeout_ms"), "10000",
       "Token-endpoint timeout when refreshing integration tokens."),
+    s("KEYGATE_GATEWAY_CACHE_MS", Some("gateway_cache_ms"), "1000",
+      "How long a gateway call may reuse the connection, credential and key state an earlier call loaded (saves a read transaction per call). Every write by this instance invalidates it at once; a change made through another instance sharing the database (suspend, revoke, limits) takes effect here after at most this long. `0` reads the database on every call."),
     s("KEYGATE_LOG_FORMAT", Some("log_format"), "text",
       "`text` or `json` (also `--log-format`)."),
     s("KEYGATE_LOG", None, "info",

@@ -43,31 +43,12 @@ impl Recorder {
                     calls.extend(j.calls);
                     waiters.push(j.done);
                 }
-                // Credential usage (count, last use) from the allowed calls of the batch:
-                // one UPDATE per credential per batch, not one per call.
-                let mut usage: std::collections::HashMap<(Uuid, Uuid), (i64, DbTime)> =
-                    Default::default();
-                for c in calls.iter().filter(|c| c.decision == "allowed") {
-                    let e = usage
-                        .entry((c.user_id, c.credential_id))
-                        .or_insert((0, c.created_at));
-                    e.0 += 1;
-                    e.1 = c.created_at;
-                }
-                let usage: Vec<(Uuid, Uuid, i64, DbTime)> = usage
-                    .into_iter()
-                    .map(|((u, c), (n, at))| (u, c, n, at))
-                    .collect();
-                let res = async {
-                    store.insert_api_calls(&calls).await?;
-                    store.append_audit(audit, chain_key.as_ref()).await?;
-                    if !usage.is_empty() {
-                        store.add_credential_usage(&usage).await?;
-                    }
-                    Ok::<_, keygate_storage::StorageError>(())
-                }
-                .await
-                .map_err(|e| e.to_string());
+                // One transaction: call rows, credential usage, chained audit events.
+                let res = store
+                    .record_batch(&calls, audit, chain_key.as_ref())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
                 if let Err(e) = &res {
                     tracing::error!(error = %e, "recording audit/calls failed");
                 }

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::{multi_insert, Actor, DbTime, Result, Store};
+use crate::{Actor, DbTime, Result, Store};
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
 pub struct AuditEvent {
@@ -46,7 +46,7 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
-const COLS: &str = "seq, id, created_at, category, action, actor_id, actor_role, user_id, credential_id, connection_id, endpoint, http_method, ip_address, user_agent, device_fingerprint, geo_country, geo_city, session_id, success, status_code, reason, risk_score, risk_reasons, metadata, prev_hash, hash";
+pub(crate) const COLS: &str = "seq, id, created_at, category, action, actor_id, actor_role, user_id, credential_id, connection_id, endpoint, http_method, ip_address, user_agent, device_fingerprint, geo_country, geo_city, session_id, success, status_code, reason, risk_score, risk_reasons, metadata, prev_hash, hash";
 
 /// Filters for listing audit events.
 #[derive(Debug, Clone, Default)]
@@ -176,71 +176,7 @@ impl Store {
         events: Vec<AuditEvent>,
         chain_key: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<AuditEvent>>> {
-        Box::pin(async move {
-            if events.is_empty() {
-                return Ok(events);
-            }
-            let ins_head = format!("INSERT INTO audit_events ({COLS}) VALUES ");
-            Ok(in_tx!(self, Actor::service(), |tx| {
-                // Lock the head first (a row lock on PostgreSQL, the write lock on SQLite), so
-                // no other writer can move it before this transaction commits.
-                sqlx::query::<DB>("UPDATE audit_head SET seq = seq WHERE id = 1")
-                    .execute(&mut *tx)
-                    .await?;
-                let head = sqlx::query::<DB>("SELECT seq, hash FROM audit_head WHERE id = 1")
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let mut seq: i64 = sqlx::Row::try_get(&head, 0)?;
-                let mut prev: String = sqlx::Row::try_get(&head, 1)?;
-                let mut out = Vec::with_capacity(events.len());
-                for mut e in events {
-                    seq += 1;
-                    e.seq = seq;
-                    e.prev_hash = prev;
-                    e.hash = e.compute_hash(chain_key);
-                    prev = e.hash.clone();
-                    out.push(e);
-                }
-                let sql = multi_insert(&ins_head, 26, out.len());
-                let mut q = sqlx::query::<DB>(&sql);
-                for e in &out {
-                    q = q
-                        .bind(e.seq)
-                        .bind(e.id)
-                        .bind(e.created_at)
-                        .bind(e.category.clone())
-                        .bind(e.action.clone())
-                        .bind(e.actor_id)
-                        .bind(e.actor_role.clone())
-                        .bind(e.user_id)
-                        .bind(e.credential_id)
-                        .bind(e.connection_id)
-                        .bind(e.endpoint.clone())
-                        .bind(e.http_method.clone())
-                        .bind(e.ip_address.clone())
-                        .bind(e.user_agent.clone())
-                        .bind(e.device_fingerprint.clone())
-                        .bind(e.geo_country.clone())
-                        .bind(e.geo_city.clone())
-                        .bind(e.session_id)
-                        .bind(e.success)
-                        .bind(e.status_code)
-                        .bind(e.reason.clone())
-                        .bind(e.risk_score)
-                        .bind(e.risk_reasons.clone())
-                        .bind(e.metadata.clone())
-                        .bind(e.prev_hash.clone())
-                        .bind(e.hash.clone());
-                }
-                q.execute(&mut *tx).await?;
-                sqlx::query::<DB>("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                    .bind(seq)
-                    .bind(prev.clone())
-                    .execute(&mut *tx)
-                    .await?;
-                out
-            }))
-        })
+        Box::pin(async move { self.record_batch(&[], events, chain_key).await })
     }
 
     /// Newest-first page of events visible to `actor` matching `f`.

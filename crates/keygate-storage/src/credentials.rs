@@ -391,7 +391,7 @@ impl Store {
     /// Allocates a nonce strictly greater than any this key generation used, and at least
     /// `floor` (e.g. the current time in µs), shared by every instance (Kraken).
     pub async fn next_nonce(&self, actor: Actor, secret_id: Uuid, floor: i64) -> Result<i64> {
-        Ok(in_tx!(self, actor, |tx| {
+        Ok(in_tx!(@quiet self, actor, |tx| {
             sqlx::query_scalar::<DB, _>("UPDATE credential_secrets SET last_nonce = CASE WHEN last_nonce + 1 > $1 THEN last_nonce + 1 ELSE $1 END WHERE id = $2 RETURNING last_nonce")
                 .bind(floor)
                 .bind(secret_id)

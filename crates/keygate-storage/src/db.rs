@@ -97,6 +97,9 @@ pub(crate) async fn set_pg_identity(
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) db: Db,
+    /// Bumped after every committed transaction of this process except the gateway's hot
+    /// path (see [`Store::write_epoch`]).
+    pub(crate) epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -116,6 +119,7 @@ impl Store {
                 .await?;
             Ok(Store {
                 db: Db::Sqlite(pool),
+                epoch: Default::default(),
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
@@ -126,12 +130,26 @@ impl Store {
                 .await?;
             Ok(Store {
                 db: Db::Postgres(pool),
+                epoch: Default::default(),
             })
         } else {
             Err(StorageError::UnsupportedUrl(
                 url.split(':').next().unwrap_or_default().to_string(),
             ))
         }
+    }
+
+    /// A counter that moves after every transaction this process commits through the
+    /// store, except the gateway's own hot-path bookkeeping (call rows, audit events,
+    /// counters). A cache of database state that notes the epoch *before* it reads and
+    /// compares it on use sees every later write of this process: a mismatch means
+    /// "reload". Writes by other processes are not seen; such caches need a short TTL.
+    pub fn write_epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn bump_epoch(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn backend(&self) -> Backend {

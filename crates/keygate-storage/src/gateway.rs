@@ -45,7 +45,7 @@ impl Store {
         let session_sql = format!(
             "SELECT {SESSION_COLS} FROM vault_sessions WHERE user_id = $1 AND expires_at > $2"
         );
-        Ok(in_tx!(self, actor, |tx| {
+        Ok(in_tx!(@quiet self, actor, |tx| {
             let connection: Option<ConnectionRecord> = sqlx::query_as::<DB, _>(&conn_sql)
                 .bind(user_id)
                 .bind(connection_id)
@@ -108,7 +108,7 @@ impl Store {
             sql.push_str(&format!("(${}, ${}, 1)", 2 * i + 1, 2 * i + 2));
         }
         sql.push_str(" ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING bucket, window_start, count");
-        let rows: Vec<(String, i64, i64)> = in_tx!(self, actor, |tx| {
+        let rows: Vec<(String, i64, i64)> = in_tx!(@quiet self, actor, |tx| {
             let mut q = sqlx::query_as::<DB, (String, i64, i64)>(&sql);
             for (b, w) in windows {
                 q = q.bind(b.clone()).bind(*w);
@@ -124,22 +124,6 @@ impl Store {
                     .unwrap_or(i64::MAX)
             })
             .collect())
-    }
-
-    /// Adds `n` uses to a credential and stamps its last use (batched by the recorder).
-    pub async fn add_credential_usage(&self, usage: &[(Uuid, Uuid, i64, DbTime)]) -> Result<()> {
-        for (user_id, credential_id, n, at) in usage {
-            in_tx!(self, Actor::service(), |tx| {
-                sqlx::query::<DB>("UPDATE credentials SET usage_count = usage_count + $1, last_used_at = $2 WHERE user_id = $3 AND id = $4")
-                    .bind(*n)
-                    .bind(*at)
-                    .bind(*user_id)
-                    .bind(*credential_id)
-                    .execute(&mut *tx)
-                    .await?;
-            });
-        }
-        Ok(())
     }
 }
 

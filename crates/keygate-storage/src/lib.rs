@@ -19,6 +19,12 @@
 /// which rolls it back.
 macro_rules! in_tx {
     ($store:expr, $actor:expr, |$tx:ident| $body:block) => {{
+        let out = in_tx!(@quiet $store, $actor, |$tx| $body);
+        $store.bump_epoch();
+        out
+    }};
+    // The gateway's hot-path bookkeeping: does not move `Store::write_epoch`.
+    (@quiet $store:expr, $actor:expr, |$tx:ident| $body:block) => {{
         match &$store.db {
             $crate::db::Db::Sqlite(pool) => {
                 #[allow(dead_code)]
@@ -40,6 +46,67 @@ macro_rules! in_tx {
                 out
             }
         }
+    }};
+}
+
+/// Binds the 21 columns of one `ApiCallRecord` (order of `usage::COLS`).
+macro_rules! bind_api_call {
+    ($q:expr, $r:expr) => {{
+        let r = $r;
+        $q.bind(r.id)
+            .bind(r.connection_id)
+            .bind(r.credential_id)
+            .bind(r.user_id)
+            .bind(r.method.clone())
+            .bind(r.endpoint.clone())
+            .bind(r.class.clone())
+            .bind(r.decision.clone())
+            .bind(r.deny_code.clone())
+            .bind(r.status_code)
+            .bind(r.response_time_ms)
+            .bind(r.success)
+            .bind(r.error_message.clone())
+            .bind(r.rate_limit_remaining)
+            .bind(r.rate_limit_reset)
+            .bind(r.notional_usd_micros)
+            .bind(r.withdrawal_usd_micros)
+            .bind(r.ip_address.clone())
+            .bind(r.user_agent.clone())
+            .bind(r.session_id)
+            .bind(r.created_at)
+    }};
+}
+
+/// Binds the 26 columns of one chained `AuditEvent` (order of `audit::COLS`).
+macro_rules! bind_audit_event {
+    ($q:expr, $e:expr) => {{
+        let e = $e;
+        $q.bind(e.seq)
+            .bind(e.id)
+            .bind(e.created_at)
+            .bind(e.category.clone())
+            .bind(e.action.clone())
+            .bind(e.actor_id)
+            .bind(e.actor_role.clone())
+            .bind(e.user_id)
+            .bind(e.credential_id)
+            .bind(e.connection_id)
+            .bind(e.endpoint.clone())
+            .bind(e.http_method.clone())
+            .bind(e.ip_address.clone())
+            .bind(e.user_agent.clone())
+            .bind(e.device_fingerprint.clone())
+            .bind(e.geo_country.clone())
+            .bind(e.geo_city.clone())
+            .bind(e.session_id)
+            .bind(e.success)
+            .bind(e.status_code)
+            .bind(e.reason.clone())
+            .bind(e.risk_score)
+            .bind(e.risk_reasons.clone())
+            .bind(e.metadata.clone())
+            .bind(e.prev_hash.clone())
+            .bind(e.hash.clone())
     }};
 }
 

@@ -2,10 +2,12 @@
 //! `exchange_api_calls`), credential usage counters, persisted sums that limits are
 //! derived from, and shared short-window rate counters.
 
+use std::collections::BTreeMap;
+
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::{Actor, DbTime, Result, Store};
+use crate::{audit, multi_insert, Actor, AuditEvent, DbTime, Result, Store};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiCallRecord {
@@ -36,50 +38,103 @@ pub struct ApiCallRecord {
 const COLS: &str = "id, connection_id, credential_id, user_id, method, endpoint, class, decision, deny_code, status_code, response_time_ms, success, error_message, rate_limit_remaining, rate_limit_reset, notional_usd_micros, withdrawal_usd_micros, ip_address, user_agent, session_id, created_at";
 
 impl Store {
-    /// Writes a batch of call rows and bumps each used credential's usage count, in one
-    /// transaction under the service identity (the batch mixes users).
+    /// Writes a batch of call rows and counts each allowed one as a use of its credential
+    /// (see [`Store::record_batch`]).
     pub fn insert_api_calls<'a>(&'a self, rows: &'a [ApiCallRecord]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            if rows.is_empty() {
-                return Ok(());
-            }
-            let ins = format!("INSERT INTO api_calls ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)");
-            in_tx!(self, Actor::service(), |tx| {
-                for r in rows {
-                    sqlx::query::<DB>(&ins)
-                        .bind(r.id)
-                        .bind(r.connection_id)
-                        .bind(r.credential_id)
-                        .bind(r.user_id)
-                        .bind(r.method.clone())
-                        .bind(r.endpoint.clone())
-                        .bind(r.class.clone())
-                        .bind(r.decision.clone())
-                        .bind(r.deny_code.clone())
-                        .bind(r.status_code)
-                        .bind(r.response_time_ms)
-                        .bind(r.success)
-                        .bind(r.error_message.clone())
-                        .bind(r.rate_limit_remaining)
-                        .bind(r.rate_limit_reset)
-                        .bind(r.notional_usd_micros)
-                        .bind(r.withdrawal_usd_micros)
-                        .bind(r.ip_address.clone())
-                        .bind(r.user_agent.clone())
-                        .bind(r.session_id)
-                        .bind(r.created_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    if r.decision == "allowed" {
-                        sqlx::query::<DB>("UPDATE credentials SET usage_count = usage_count + 1, last_used_at = $1 WHERE id = $2")
-                        .bind(r.created_at)
-                        .bind(r.credential_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-            });
+            self.record_batch(rows, Vec::new(), &[]).await?;
             Ok(())
+        })
+    }
+
+    /// The gateway's group commit, in ONE transaction under the service identity (a batch
+    /// mixes users): the `api_calls` rows; each used credential's `usage_count` and
+    /// `last_used_at` (one UPDATE per credential, in id order so concurrent instances lock
+    /// rows in the same order); then the audit events, chained under the head's row lock
+    /// (a row lock on PostgreSQL, the write lock on SQLite), taken last so it is held
+    /// briefly. Inserts go in chunks of fixed sizes so the driver's statement cache holds
+    /// a handful of statements, not one per batch size. Does not move
+    /// [`Store::write_epoch`]. Returns the stored events.
+    pub fn record_batch<'a>(
+        &'a self,
+        calls: &'a [ApiCallRecord],
+        events: Vec<AuditEvent>,
+        chain_key: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<AuditEvent>>> {
+        Box::pin(async move {
+            if calls.is_empty() && events.is_empty() {
+                return Ok(events);
+            }
+            let mut usage: BTreeMap<(Uuid, Uuid), (i64, DbTime)> = BTreeMap::new();
+            for c in calls.iter().filter(|c| c.decision == "allowed") {
+                let e = usage
+                    .entry((c.credential_id, c.user_id))
+                    .or_insert((0, c.created_at));
+                e.0 += 1;
+                e.1 = e.1.max(c.created_at);
+            }
+            let call_head = format!("INSERT INTO api_calls ({COLS}) VALUES ");
+            let audit_head = format!("INSERT INTO audit_events ({}) VALUES ", audit::COLS);
+            Ok(in_tx!(@quiet self, Actor::service(), |tx| {
+                let mut rest = calls;
+                while !rest.is_empty() {
+                    let n = chunk(rest.len());
+                    let sql = multi_insert(&call_head, 21, n);
+                    let mut q = sqlx::query::<DB>(&sql);
+                    for r in &rest[..n] {
+                        q = bind_api_call!(q, r);
+                    }
+                    q.execute(&mut *tx).await?;
+                    rest = &rest[n..];
+                }
+                for ((credential_id, user_id), (n, at)) in &usage {
+                    sqlx::query::<DB>("UPDATE credentials SET usage_count = usage_count + $1, last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END WHERE user_id = $3 AND id = $4")
+                        .bind(*n)
+                        .bind(*at)
+                        .bind(*user_id)
+                        .bind(*credential_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if events.is_empty() {
+                    events
+                } else {
+                    sqlx::query::<DB>("UPDATE audit_head SET seq = seq WHERE id = 1")
+                        .execute(&mut *tx)
+                        .await?;
+                    let head = sqlx::query::<DB>("SELECT seq, hash FROM audit_head WHERE id = 1")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let mut seq: i64 = sqlx::Row::try_get(&head, 0)?;
+                    let mut prev: String = sqlx::Row::try_get(&head, 1)?;
+                    let mut out = Vec::with_capacity(events.len());
+                    for mut e in events {
+                        seq += 1;
+                        e.seq = seq;
+                        e.prev_hash = prev;
+                        e.hash = e.compute_hash(chain_key);
+                        prev = e.hash.clone();
+                        out.push(e);
+                    }
+                    let mut rest = &out[..];
+                    while !rest.is_empty() {
+                        let n = chunk(rest.len());
+                        let sql = multi_insert(&audit_head, 26, n);
+                        let mut q = sqlx::query::<DB>(&sql);
+                        for e in &rest[..n] {
+                            q = bind_audit_event!(q, e);
+                        }
+                        q.execute(&mut *tx).await?;
+                        rest = &rest[n..];
+                    }
+                    sqlx::query::<DB>("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                        .bind(seq)
+                        .bind(prev)
+                        .execute(&mut *tx)
+                        .await?;
+                    out
+                }
+            }))
         })
     }
 
@@ -113,7 +168,7 @@ impl Store {
         since: DbTime,
     ) -> Result<(i64, i64)> {
         let sql = "SELECT COALESCE(SUM(notional_usd_micros), 0), COALESCE(SUM(withdrawal_usd_micros), 0) FROM api_calls WHERE credential_id = $1 AND created_at >= $2 AND decision = 'allowed'";
-        Ok(in_tx!(self, actor, |tx| {
+        Ok(in_tx!(@quiet self, actor, |tx| {
             let row: (i64, i64) = sqlx::query_as::<DB, _>(sql)
                 .bind(credential_id)
                 .bind(since)
@@ -144,5 +199,29 @@ impl Store {
                 .await?
                 .rows_affected()
         }))
+    }
+}
+
+/// Rows per multi-row INSERT for `n` pending rows: a few fixed sizes (largest first), so
+/// a connection's statement cache holds at most four statements per table.
+fn chunk(n: usize) -> usize {
+    [64, 16, 4, 1].into_iter().find(|c| *c <= n).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunks_cover_any_batch_with_few_statements() {
+        for n in 1..600 {
+            let (mut left, mut stmts) = (n, 0);
+            while left > 0 {
+                let c = super::chunk(left);
+                assert!(c <= left);
+                left -= c;
+                stmts += 1;
+            }
+            // at most 3 of each smaller size
+            assert!(stmts <= n / 64 + 9, "{n}: {stmts}");
+        }
     }
 }

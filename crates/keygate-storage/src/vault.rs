@@ -176,7 +176,7 @@ impl Store {
         let sql = format!(
             "SELECT {SESSION_COLS} FROM vault_sessions WHERE user_id = $1 AND expires_at > $2"
         );
-        Ok(in_tx!(self, actor, |tx| {
+        Ok(in_tx!(@quiet self, actor, |tx| {
             sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(now)

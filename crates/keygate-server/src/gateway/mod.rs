@@ -10,6 +10,7 @@
 //! request that cannot be parsed or signed, a counter store that does not answer: each is
 //! a problem+json answer and nothing reaches the exchange.
 
+mod context;
 mod counters;
 mod forward;
 mod risk;
@@ -57,6 +58,7 @@ pub const GENERATION_HEADER: &str = "x-keygate-key-generation";
 /// Gateway-wide state: request counters, upstream rate-limit tracking, health cache.
 pub struct Gateway {
     pub counters: CounterStore,
+    contexts: context::ContextCache,
     pub upstream: UpstreamLimits,
     risk: risk::RiskCache,
     health: parking_lot::Mutex<std::collections::HashMap<Uuid, (bool, Instant)>>,
@@ -66,6 +68,9 @@ impl Gateway {
     pub fn new(config: &Config, backend: keygate_storage::Backend) -> Self {
         Gateway {
             counters: CounterStore::new(config, backend),
+            contexts: context::ContextCache::new(std::time::Duration::from_millis(
+                config.gateway_cache_ms,
+            )),
             upstream: UpstreamLimits::default(),
             risk: risk::RiskCache::default(),
             health: Default::default(),
@@ -182,10 +187,12 @@ pub async fn proxy(
             )
         })?;
     let ctx = s
-        .store
-        .call_context(caller.actor(), user, id, pin, DbTime::from(now))
+        .gateway
+        .contexts
+        .get(&s.store, caller.actor(), user, id, pin, DbTime::from(now))
         .await?
         .ok_or_else(|| ApiError::not_found("connection"))?;
+    let ctx: &CallContext = &ctx;
     let exchange: ExchangeId = ctx
         .connection
         .exchange
@@ -545,7 +552,9 @@ async fn decide(
     let key = key_state(ctx);
     let vault = match &ctx.user_key {
         Some(k) if k.protection == "password" => match &ctx.vault_session {
-            Some(sess) if sess.dek_version == k.version => VaultState::Unlocked,
+            Some(sess) if sess.dek_version == k.version && sess.expires_at.0 > now => {
+                VaultState::Unlocked
+            }
             _ => VaultState::Locked,
         },
         _ => VaultState::NotPasswordProtected,

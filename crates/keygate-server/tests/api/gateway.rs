@@ -172,6 +172,12 @@ both_backends!(
             .filter(|e| e["action"] == "use")
             .count();
         assert_eq!(uses, 4, "{audit}");
+        // Each allowed call counts once as a use of the credential.
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        let cred = c["credential_id"].as_str().unwrap().to_string();
+        let (_, k) = app.get(&format!("/v1/credentials/{cred}"), &t).await;
+        assert_eq!(k["usage_count"], 4, "{k}");
+        assert!(k["last_used_at"].is_string(), "{k}");
         let m = app
             .client
             .get(format!("{}/metrics", app.base))
@@ -1077,5 +1083,141 @@ async fn generated_key_pair_signs_after_the_key_id_is_attached() {
     assert_eq!(
         (s, again["code"].as_str()),
         (409, Some("credential_not_pending"))
+    );
+}
+
+async fn account(app: &TestApp, t: &str, conn: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    call(app, t, reqwest::Method::GET, conn, "api/v3/account", None).await
+}
+
+/// The gateway reuses a loaded connection/credential state for a while
+/// (`KEYGATE_GATEWAY_CACHE_MS`), but every write through this instance takes effect on the
+/// very next call, and a write through another instance within the TTL.
+async fn writes_reach_cached_calls(backend: crate::helpers::Backend) {
+    let Some(a) = crate::helpers::spawn_app_with(backend, |c| c.gateway_cache_ms = 60_000).await
+    else {
+        eprintln!("NOT RUN: PostgreSQL test needs KEYGATE_TEST_DATABASE_URL");
+        return;
+    };
+    let mock = mock().await;
+    let user = Uuid::new_v4();
+    let t = a.token(user);
+    let conn = binance_connection(&a, &t, &mock, json!(["read", "trade"]), json!({})).await;
+    for _ in 0..3 {
+        assert_eq!(account(&a, &t, &conn).await.0, 200);
+    }
+    let (_, c) = a.get(&format!("/v1/connections/{conn}"), &t).await;
+    let cred = c["credential_id"].as_str().unwrap().to_string();
+    // suspend: denied at once, although the state was cached for a minute
+    let (s, body) = a
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/credentials/{cred}"),
+            &t,
+            json!({"status": "suspended"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _, body) = account(&a, &t, &conn).await;
+    assert_eq!(
+        (s, code(&body).as_str()),
+        (403, "credential_suspended"),
+        "{body}"
+    );
+    // reactivate: allowed at once
+    let (s, body) = a
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/credentials/{cred}"),
+            &t,
+            json!({"status": "active"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(account(&a, &t, &conn).await.0, 200);
+    // limits tightened on the connection: the next order is judged by them
+    let (s, body) = a
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/connections/{conn}"),
+            &t,
+            json!({"limits": {"allowed_symbols": ["ETHUSDT"]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _, body) = call(
+        &a,
+        &t,
+        reqwest::Method::POST,
+        &conn,
+        "api/v3/order",
+        Some("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000"),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&body).as_str()),
+        (403, "symbol_not_allowed"),
+        "{body}"
+    );
+    // a write straight through the store (a background job, another module) also counts
+    a.state
+        .store
+        .delete_connection(
+            keygate_storage::Actor::user(user),
+            user,
+            conn.parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(account(&a, &t, &conn).await.0, 404);
+}
+
+#[tokio::test]
+async fn writes_reach_cached_calls_sqlite() {
+    writes_reach_cached_calls(crate::helpers::Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn writes_reach_cached_calls_postgres() {
+    writes_reach_cached_calls(crate::helpers::Backend::Postgres).await;
+}
+
+/// Another instance's write is seen after at most the cache TTL.
+#[tokio::test]
+async fn another_instances_suspension_reaches_within_the_cache_ttl() {
+    let Some(a) = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await else {
+        eprintln!("NOT RUN: PostgreSQL test needs KEYGATE_TEST_DATABASE_URL");
+        return;
+    };
+    let key = std::fs::read_to_string(a.data_dir.path().join("master.key")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = crate::helpers::start_with(dir, a.database_url.clone(), a.backend, move |cfg| {
+        cfg.master_key = Some(secrecy::SecretString::from(key.trim().to_string()));
+        cfg.gateway_cache_ms = 300;
+    })
+    .await;
+    let mock = mock().await;
+    let user = Uuid::new_v4();
+    let t = a.token(user);
+    let conn = binance_connection(&a, &t, &mock, json!(["read"]), json!({})).await;
+    let (s, _, body) = call(&b, &t, reqwest::Method::GET, &conn, "api/v3/account", None).await;
+    assert_eq!(s, 200, "{body}");
+    let (_, c) = a.get(&format!("/v1/connections/{conn}"), &t).await;
+    let cred = c["credential_id"].as_str().unwrap().to_string();
+    let (s, body) = a
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/credentials/{cred}"),
+            &t,
+            json!({"status": "suspended"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (s, _, body) = call(&b, &t, reqwest::Method::GET, &conn, "api/v3/account", None).await;
+    assert_eq!(
+        (s, code(&body).as_str()),
+        (403, "credential_suspended"),
+        "{body}"
     );
 }
