@@ -25,6 +25,8 @@ pub struct ApiCallRecord {
     pub error_message: Option<String>,
     pub rate_limit_remaining: Option<i64>,
     pub rate_limit_reset: Option<DbTime>,
+    /// Weight (or requests) the exchange reported used in its current window after this call.
+    pub rate_limit_used: Option<i64>,
     pub notional_usd_micros: i64,
     pub withdrawal_usd_micros: i64,
     pub ip_address: Option<String>,
@@ -33,7 +35,7 @@ pub struct ApiCallRecord {
     pub created_at: DbTime,
 }
 
-const COLS: &str = "id, connection_id, credential_id, user_id, method, endpoint, class, decision, deny_code, status_code, response_time_ms, success, error_message, rate_limit_remaining, rate_limit_reset, notional_usd_micros, withdrawal_usd_micros, ip_address, user_agent, session_id, created_at";
+const COLS: &str = "id, connection_id, credential_id, user_id, method, endpoint, class, decision, deny_code, status_code, response_time_ms, success, error_message, rate_limit_remaining, rate_limit_reset, notional_usd_micros, withdrawal_usd_micros, ip_address, user_agent, session_id, created_at, rate_limit_used";
 
 impl Store {
     /// Writes a batch of call rows and bumps each used credential's usage count, in one
@@ -43,7 +45,7 @@ impl Store {
             if rows.is_empty() {
                 return Ok(());
             }
-            let ins = format!("INSERT INTO api_calls ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)");
+            let ins = format!("INSERT INTO api_calls ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)");
             in_tx!(self, Actor::service(), |tx| {
                 for r in rows {
                     sqlx::query::<DB>(&ins)
@@ -68,6 +70,7 @@ impl Store {
                         .bind(r.user_agent.clone())
                         .bind(r.session_id)
                         .bind(r.created_at)
+                        .bind(r.rate_limit_used)
                         .execute(&mut *tx)
                         .await?;
                     if r.decision == "allowed" {
