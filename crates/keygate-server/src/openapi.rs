@@ -86,6 +86,10 @@ impl Modify for Bearer {
         routes::webhooks::update,
         routes::webhooks::remove,
         routes::webhooks::deliveries,
+        routes::webhooks::send_test,
+        routes::admin::credentials,
+        routes::admin::integrations,
+        routes::admin::settings,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError))
 )]

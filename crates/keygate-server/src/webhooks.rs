@@ -28,6 +28,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "integration.needs_reconsent",
 ];
 
+/// The event type of `POST /v1/webhooks/{id}/test` (sent to that endpoint only).
+pub const TEST_EVENT: &str = "webhook.test";
+
 /// Attempts before a delivery is marked `failed`.
 pub const MAX_ATTEMPTS: i32 = 8;
 

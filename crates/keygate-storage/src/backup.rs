@@ -303,6 +303,7 @@ pub const BACKUP_TABLES: &[TableSpec] = &[
             ("user_agent", Text),
             ("session_id", U),
             ("created_at", Time),
+            ("rate_limit_used", I64),
         ],
         &["id"],
     ),

@@ -151,6 +151,26 @@ impl Store {
         }))
     }
 
+    /// Every user's credentials (optionally only those in `status`) after `cursor`, for the
+    /// admin views. Runs as the service identity: the caller must have checked that an
+    /// admin asks (DESIGN.md §7: admin paths use the documented service policy).
+    pub async fn list_all_credentials(
+        &self,
+        status: Option<&str>,
+        cursor: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<CredentialRecord>> {
+        let sql = format!("SELECT {CCOLS} FROM credentials WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3");
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, _>(&sql)
+                .bind(status)
+                .bind(cursor)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+
     pub async fn credential(
         &self,
         actor: Actor,

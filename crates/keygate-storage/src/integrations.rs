@@ -119,6 +119,25 @@ impl Store {
         }))
     }
 
+    /// Every user's integrations after `cursor`, for the admin view (service identity;
+    /// the caller must have checked that an admin asks).
+    pub async fn list_all_integrations(
+        &self,
+        cursor: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<IntegrationRecord>> {
+        let sql = format!(
+            "SELECT {ICOLS} FROM integrations WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        );
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, _>(&sql)
+                .bind(cursor)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+
     /// Any user's integration by id (service identity: the refresh job).
     pub async fn integration_by_id(&self, id: Uuid) -> Result<Option<IntegrationRecord>> {
         let sql = format!("SELECT {ICOLS} FROM integrations WHERE id = $1");

@@ -49,7 +49,7 @@ macro_rules! in_tx {
     }};
 }
 
-/// Binds the 21 columns of one `ApiCallRecord` (order of `usage::COLS`).
+/// Binds the 22 columns of one `ApiCallRecord` (order of `usage::COLS`).
 macro_rules! bind_api_call {
     ($q:expr, $r:expr) => {{
         let r = $r;
@@ -74,6 +74,7 @@ macro_rules! bind_api_call {
             .bind(r.user_agent.clone())
             .bind(r.session_id)
             .bind(r.created_at)
+            .bind(r.rate_limit_used)
     }};
 }
 

@@ -27,6 +27,8 @@ pub struct ApiCallRecord {
     pub error_message: Option<String>,
     pub rate_limit_remaining: Option<i64>,
     pub rate_limit_reset: Option<DbTime>,
+    /// Weight (or requests) the exchange reported used in its current window after this call.
+    pub rate_limit_used: Option<i64>,
     pub notional_usd_micros: i64,
     pub withdrawal_usd_micros: i64,
     pub ip_address: Option<String>,
@@ -35,7 +37,7 @@ pub struct ApiCallRecord {
     pub created_at: DbTime,
 }
 
-const COLS: &str = "id, connection_id, credential_id, user_id, method, endpoint, class, decision, deny_code, status_code, response_time_ms, success, error_message, rate_limit_remaining, rate_limit_reset, notional_usd_micros, withdrawal_usd_micros, ip_address, user_agent, session_id, created_at";
+const COLS: &str = "id, connection_id, credential_id, user_id, method, endpoint, class, decision, deny_code, status_code, response_time_ms, success, error_message, rate_limit_remaining, rate_limit_reset, notional_usd_micros, withdrawal_usd_micros, ip_address, user_agent, session_id, created_at, rate_limit_used";
 
 impl Store {
     /// Writes a batch of call rows and counts each allowed one as a use of its credential
@@ -79,7 +81,7 @@ impl Store {
                 let mut rest = calls;
                 while !rest.is_empty() {
                     let n = chunk(rest.len());
-                    let sql = multi_insert(&call_head, 21, n);
+                    let sql = multi_insert(&call_head, 22, n);
                     let mut q = sqlx::query::<DB>(&sql);
                     for r in &rest[..n] {
                         q = bind_api_call!(q, r);

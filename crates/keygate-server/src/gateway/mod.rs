@@ -141,6 +141,7 @@ struct CallLog {
     upstream_ms: Option<f64>,
     error: Option<String>,
     rate_remaining: Option<i64>,
+    rate_used: Option<i64>,
     rate_reset: Option<DbTime>,
     notional_micros: i64,
     withdrawal_micros: i64,
@@ -225,6 +226,7 @@ pub async fn proxy(
         upstream_ms: None,
         error: None,
         rate_remaining: None,
+        rate_used: None,
         rate_reset: None,
         notional_micros: 0,
         withdrawal_micros: 0,
@@ -323,6 +325,10 @@ pub async fn proxy(
                     .remaining
                     .or_else(|| rl.limit.zip(rl.used).map(|(l, u)| l.saturating_sub(u)))
                     .map(|r| r.min(i64::MAX as u64) as i64);
+                log.rate_used = rl
+                    .used
+                    .or_else(|| rl.limit.zip(rl.remaining).map(|(l, r)| l.saturating_sub(r)))
+                    .map(|u| u.min(i64::MAX as u64) as i64);
                 log.rate_reset = rl
                     .reset_at_ms
                     .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
@@ -748,6 +754,7 @@ async fn finish(
         error_message: log.error.clone(),
         rate_limit_remaining: log.rate_remaining,
         rate_limit_reset: log.rate_reset,
+        rate_limit_used: log.rate_used,
         notional_usd_micros: log.notional_micros,
         withdrawal_usd_micros: log.withdrawal_micros,
         ip_address: meta.ip.clone(),

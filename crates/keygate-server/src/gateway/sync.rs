@@ -104,9 +104,14 @@ async fn internal_call(
         1,
     )
     .await;
+    let mut used = None;
     let (status, body, err) = match r {
         Ok(u) => {
             if let Some(rl) = exchange.api().rate_limit(&u.headers) {
+                used = rl
+                    .used
+                    .or_else(|| rl.limit.zip(rl.remaining).map(|(l, r)| l.saturating_sub(r)))
+                    .map(|u| u.min(i64::MAX as u64) as i64);
                 s.gateway.upstream.observe(ctx.credential.id, &rl, now);
             }
             let err = (!u.status.is_success())
@@ -131,6 +136,7 @@ async fn internal_call(
         error_message: err,
         rate_limit_remaining: None,
         rate_limit_reset: None,
+        rate_limit_used: used,
         notional_usd_micros: 0,
         withdrawal_usd_micros: 0,
         ip_address: None,

@@ -510,6 +510,10 @@ pub struct ApiCallView {
     pub success: bool,
     pub error_message: Option<String>,
     pub rate_limit_remaining: Option<i64>,
+    /// Weight (or requests) the exchange reported used in its current window.
+    pub rate_limit_used: Option<i64>,
+    /// The credential that signed (or would have signed) the call.
+    pub credential_id: Uuid,
     pub ip_address: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -528,6 +532,8 @@ impl From<ApiCallRecord> for ApiCallView {
             success: r.success,
             error_message: r.error_message,
             rate_limit_remaining: r.rate_limit_remaining,
+            rate_limit_used: r.rate_limit_used,
+            credential_id: r.credential_id,
             ip_address: r.ip_address,
             created_at: r.created_at.0,
         }

@@ -1,5 +1,7 @@
 //! HTTP routes, one module per resource. Handlers are thin: extract, call, map errors.
 
+/// Admin views across users: credentials by status, integrations, effective settings.
+pub mod admin;
 /// Audit log listing and chain verification.
 pub mod audit;
 /// Exchange connections, their limits, call log and balances.
@@ -31,6 +33,7 @@ pub fn oversight_router() -> axum::Router<crate::state::AppState> {
         .merge(site_keys::router())
         .merge(integrations::router())
         .merge(audit::export_router())
+        .merge(admin::router())
 }
 
 use axum::http::{header, HeaderValue, StatusCode};

@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/webhooks", get(list).post(create))
         .route("/v1/webhooks/{id}", get(read).patch(update).delete(remove))
         .route("/v1/webhooks/{id}/deliveries", get(deliveries))
+        .route("/v1/webhooks/{id}/test", axum::routing::post(send_test))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -356,4 +357,54 @@ pub async fn deliveries(
         |r| r.id.to_string(),
         DeliveryView::from,
     )))
+}
+
+/// Queue a `webhook.test` event for this one endpoint (whatever it subscribes to), so a
+/// receiver can check signatures end to end. The delivery shows in the endpoint's log.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 202, body = DeliveryView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+pub async fn send_test(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
+    let w = load(&s, &caller, id).await?;
+    if !w.is_enabled {
+        return Err(ApiError::conflict(
+            "webhook_disabled",
+            "the endpoint is disabled; enable it to send a test",
+        ));
+    }
+    let now = DbTime::now();
+    let payload = serde_json::json!({
+        "id": Uuid::now_v7(),
+        "type": crate::webhooks::TEST_EVENT,
+        "created_at": now.0,
+        "user_id": w.user_id,
+        "data": {"webhook_id": id, "message": "test event sent from keygate"},
+    })
+    .to_string();
+    let d = DeliveryRecord {
+        id: Uuid::now_v7(),
+        webhook_id: Some(w.id),
+        user_id: w.user_id,
+        url: w.url.clone(),
+        event_type: crate::webhooks::TEST_EVENT.into(),
+        payload,
+        status: "pending".into(),
+        attempts: 0,
+        next_attempt_at: now,
+        claimed_until: None,
+        last_status_code: None,
+        last_error: None,
+        created_at: now,
+        delivered_at: None,
+    };
+    s.store.enqueue_deliveries(std::slice::from_ref(&d)).await?;
+    s.jobs.wake();
+    let mut ev = event("webhook", "test", &caller, w.user_id, &meta);
+    ev.metadata = DbJson(serde_json::json!({"webhook_id": id, "delivery_id": d.id}));
+    s.recorder.record(vec![ev], vec![]).await?;
+    Ok((StatusCode::ACCEPTED, Json(d.into())))
 }

@@ -3,8 +3,12 @@
 //! into an internal `/v1/...` request carrying the session's [`Caller`] and dispatched to
 //! the same router, so the console can do nothing the API cannot and every rule holds.
 
+mod admin;
+mod keys;
 mod link;
 mod pages;
+mod rotation;
+mod webhooks;
 pub use link::create_login_link;
 pub mod session;
 
@@ -40,7 +44,15 @@ pub fn router() -> Router<AppState> {
             "/ui/credentials",
             get(pages::credentials).post(pages::credential_add),
         )
-        .route("/ui/credentials/{id}", post(pages::credential_action))
+        .route(
+            "/ui/credentials/generate",
+            get(keys::generate_page).post(keys::generate),
+        )
+        .route("/ui/credentials/shred", post(keys::shred))
+        .route(
+            "/ui/credentials/{id}",
+            get(keys::credential).post(pages::credential_action),
+        )
         .route(
             "/ui/connections",
             get(pages::connections).post(pages::connection_add),
@@ -50,7 +62,21 @@ pub fn router() -> Router<AppState> {
             get(pages::connection).post(pages::connection_action),
         )
         .route("/ui/audit", get(pages::audit))
+        .route("/ui/audit/export", get(pages::audit_export))
+        .route("/ui/rotation", get(rotation::calendar))
+        .route("/ui/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/ui/webhooks/{id}",
+            get(webhooks::detail).post(webhooks::action),
+        )
+        .route("/ui/admin", get(admin::index))
         .route("/ui/admin/site-keys", get(pages::admin_site_keys))
+        .route("/ui/admin/integrations", get(admin::integrations))
+        .route(
+            "/ui/admin/credentials",
+            get(admin::credentials).post(admin::credential_action),
+        )
+        .route("/ui/admin/settings", get(admin::settings))
         .route("/ui/assets/app.css", get(css))
         .route("/ui/assets/app.js", get(js))
         .route("/ui/{*rest}", get(not_found))
@@ -128,6 +154,27 @@ fn env() -> &'static Environment<'static> {
             ("404.html", include_str!("templates/404.html")),
             ("limits.html", include_str!("templates/limits.html")),
             ("error.html", include_str!("templates/error.html")),
+            ("scopes.html", include_str!("templates/scopes.html")),
+            ("keycheck.html", include_str!("templates/keycheck.html")),
+            ("credential.html", include_str!("templates/credential.html")),
+            ("generate.html", include_str!("templates/generate.html")),
+            ("rotation.html", include_str!("templates/rotation.html")),
+            ("webhooks.html", include_str!("templates/webhooks.html")),
+            ("webhook.html", include_str!("templates/webhook.html")),
+            ("admin.html", include_str!("templates/admin.html")),
+            ("admin_nav.html", include_str!("templates/admin_nav.html")),
+            (
+                "admin_integrations.html",
+                include_str!("templates/admin_integrations.html"),
+            ),
+            (
+                "admin_credentials.html",
+                include_str!("templates/admin_credentials.html"),
+            ),
+            (
+                "admin_settings.html",
+                include_str!("templates/admin_settings.html"),
+            ),
         ] {
             e.add_template(name, src).expect("template parses");
         }
@@ -221,6 +268,26 @@ pub async fn api(
     uri: &str,
     body: Option<Value>,
 ) -> ApiReply {
+    let resp = dispatch(state, sess, orig, conn, method, uri, body).await;
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    ApiReply { status, body }
+}
+
+/// Like [`api`], but returns the API's response as it is (status, headers, streamed body),
+/// for downloads such as the audit export.
+pub async fn dispatch(
+    state: &AppState,
+    sess: &Session,
+    orig: &HeaderMap,
+    conn: Option<axum::extract::ConnectInfo<std::net::SocketAddr>>,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+) -> Response {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(ua) = orig.get(header::USER_AGENT) {
         req = req.header(header::USER_AGENT, ua.clone());
@@ -235,26 +302,21 @@ pub async fn api(
     let mut req = match req.body(body) {
         Ok(r) => r,
         Err(_) => {
-            return ApiReply {
-                status: StatusCode::BAD_REQUEST,
-                body: serde_json::json!({"detail": "bad request"}),
-            }
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({"detail": "bad request"})),
+            )
+                .into_response()
         }
     };
     req.extensions_mut().insert(sess.caller());
     if let Some(c) = conn {
         req.extensions_mut().insert(c);
     }
-    let resp = match crate::app::router(state.clone()).oneshot(req).await {
+    match crate::app::router(state.clone()).oneshot(req).await {
         Ok(r) => r,
         Err(e) => match e {},
-    };
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024)
-        .await
-        .unwrap_or_default();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    ApiReply { status, body }
+    }
 }
 
 /// A parsed urlencoded form (repeated keys keep their last value, except via `all`).

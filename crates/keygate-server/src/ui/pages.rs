@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -18,8 +18,8 @@ use crate::state::AppState;
 
 /// Request context every page needs: headers and the peer address.
 pub struct Ctx {
-    headers: HeaderMap,
-    conn: Option<ConnectInfo<SocketAddr>>,
+    pub(super) headers: HeaderMap,
+    pub(super) conn: Option<ConnectInfo<SocketAddr>>,
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -33,7 +33,7 @@ impl FromRequestParts<AppState> for Ctx {
 }
 
 impl Ctx {
-    async fn call(
+    pub(super) async fn call(
         &self,
         s: &AppState,
         sess: &Session,
@@ -43,13 +43,13 @@ impl Ctx {
     ) -> ApiReply {
         api(s, sess, &self.headers, self.conn, m, uri, body).await
     }
-    async fn get(&self, s: &AppState, sess: &Session, uri: &str) -> ApiReply {
+    pub(super) async fn get(&self, s: &AppState, sess: &Session, uri: &str) -> ApiReply {
         self.call(s, sess, Method::GET, uri, None).await
     }
 }
 
 /// A page for signed-in users; others are sent to the sign-in page.
-async fn need(s: &AppState, c: &Ctx) -> Result<Session, Response> {
+pub(super) async fn need(s: &AppState, c: &Ctx) -> Result<Session, Response> {
     session::current(s, &c.headers)
         .await
         .ok_or_else(|| Redirect::to("/ui/login").into_response())
@@ -57,7 +57,7 @@ async fn need(s: &AppState, c: &Ctx) -> Result<Session, Response> {
 
 /// Every POST: same origin first (so a cross-origin post changes nothing, signed in or
 /// not), then a live session, then the form's CSRF token.
-async fn guard(s: &AppState, c: &Ctx, form: &Form) -> Result<Session, Response> {
+pub(super) async fn guard(s: &AppState, c: &Ctx, form: &Form) -> Result<Session, Response> {
     if !session::same_origin(&c.headers) {
         return Err(forbidden(None, "cross-origin request refused"));
     }
@@ -73,7 +73,7 @@ async fn guard(s: &AppState, c: &Ctx, form: &Form) -> Result<Session, Response> 
     Ok(sess)
 }
 
-fn see_other(to: &str) -> Response {
+pub(super) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
@@ -350,7 +350,7 @@ const EXCHANGES: &[&str] = &[
     "coinbase",
 ];
 
-async fn credentials_page(
+pub(super) async fn credentials_page(
     s: &AppState,
     c: &Ctx,
     sess: &Session,
@@ -448,8 +448,12 @@ pub async fn credential_action(
         Ok(x) => x,
         Err(r) => return r,
     };
+    let action = form.get("action").unwrap_or("");
+    if super::keys::DETAIL_ACTIONS.contains(&action) {
+        return super::keys::detail_action(&s, &c, &sess, id, action, &form).await;
+    }
     let version = form.get("version").and_then(|v| v.parse::<i64>().ok());
-    let (m, uri, b, done) = match form.get("action").unwrap_or("") {
+    let (m, uri, b, done) = match action {
         "delete" => (
             Method::DELETE,
             format!("/v1/credentials/{id}"),
@@ -482,6 +486,16 @@ pub async fn credential_action(
         }
     };
     let r = c.call(&s, &sess, m, &uri, b).await;
+    // Suspend and reactivate from a credential's own page return there.
+    if form.get("from") == Some("detail") && action != "delete" {
+        let (notice, error) = if r.ok() {
+            (Some(done.to_string()), None)
+        } else {
+            (None, Some(r.message()))
+        };
+        return super::keys::credential_page(&s, &c, &sess, id, notice, error, json!({}), None)
+            .await;
+    }
     if r.ok() {
         credentials_page(&s, &c, &sess, Some(done.into()), None, json!({}), json!({})).await
     } else {
@@ -491,93 +505,204 @@ pub async fn credential_action(
 
 // ---------------------------------------------------------------- connections
 
-const NUM_LIMITS: &[&str] = &[
-    "max_trade_usd",
-    "max_daily_volume_usd",
-    "max_leverage",
-    "max_withdrawal_usd_per_tx",
-    "max_withdrawal_usd_per_day",
-    "max_requests_per_minute",
-    "max_requests_per_hour",
-];
-const LIST_LIMITS: &[&str] = &[
-    "allowed_symbols",
-    "blocked_symbols",
-    "ip_allowlist",
-    "withdrawal_address_allowlist",
+/// How the limits editor shows and sends one field of `keygate_policy::Limits`.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Whole number (request rates: `u32` in the API).
+    Count,
+    /// Decimal amount, sent as a string so no precision is lost.
+    Amount,
+    /// Comma- or line-separated list.
+    List,
+    /// Checkbox.
+    Flag,
+}
+
+/// Every field of the limits model, in the editor's order: (name, kind, label).
+const LIMIT_FIELDS: &[(&str, Kind, &str)] = &[
+    ("max_trade_usd", Kind::Amount, "Max per order (USD)"),
+    (
+        "max_daily_volume_usd",
+        Kind::Amount,
+        "Max traded per day (USD)",
+    ),
+    (
+        "max_position_size",
+        Kind::Amount,
+        "Max net position per symbol (base units)",
+    ),
+    ("max_leverage", Kind::Amount, "Max leverage (×)"),
+    (
+        "max_daily_loss_usd",
+        Kind::Amount,
+        "Max loss per day (USD; then only reduce-only orders)",
+    ),
+    (
+        "max_withdrawal_usd_per_tx",
+        Kind::Amount,
+        "Max per withdrawal (USD)",
+    ),
+    (
+        "max_withdrawal_usd_per_day",
+        Kind::Amount,
+        "Max withdrawn per day (USD)",
+    ),
+    (
+        "max_withdrawal_usd_per_month",
+        Kind::Amount,
+        "Max withdrawn per month (USD)",
+    ),
+    (
+        "max_requests_per_minute",
+        Kind::Count,
+        "Max requests per minute",
+    ),
+    (
+        "max_requests_per_hour",
+        Kind::Count,
+        "Max requests per hour",
+    ),
+    ("max_requests_per_day", Kind::Count, "Max requests per day"),
+    (
+        "stop_loss_percentage",
+        Kind::Amount,
+        "Stop-loss % (passed to bots, not enforced)",
+    ),
+    ("allowed_symbols", Kind::List, "Allowed symbols"),
+    ("blocked_symbols", Kind::List, "Blocked symbols"),
+    ("ip_allowlist", Kind::List, "Caller IP allowlist (CIDRs)"),
+    (
+        "withdrawal_address_allowlist",
+        Kind::List,
+        "Withdrawal address allowlist",
+    ),
+    (
+        "allow_unknown_endpoints",
+        Kind::Flag,
+        "Allow endpoints keygate cannot classify",
+    ),
+    (
+        "allow_manage_endpoints",
+        Kind::Flag,
+        "Allow key-management and account-settings endpoints",
+    ),
 ];
 
-/// The limits object from the editor's fields. Values are passed through as typed so the
-/// API's own validation reports what is wrong, by field.
-fn limits_from(form: &Form) -> Value {
+/// Scopes a connection may be narrowed to (DESIGN.md §7).
+const SCOPES: &[&str] = &["read", "trade", "withdraw", "transfer", "sub_account"];
+
+/// The limits object from the editor's fields, plus the fields the console itself rejects
+/// (not a number). Everything else is passed on as typed, so the API's own validation
+/// reports what is wrong, by field.
+fn limits_from(form: &Form) -> (Value, Map<String, Value>) {
     let mut l = Map::new();
-    for k in NUM_LIMITS {
-        if let Some(v) = form.text(&format!("limits.{k}")) {
-            let n = v
-                .parse::<u64>()
-                .map(Value::from)
-                .ok()
-                .or_else(|| {
-                    v.parse::<f64>()
-                        .ok()
-                        .and_then(serde_json::Number::from_f64)
-                        .map(Value::Number)
-                })
-                .unwrap_or(Value::String(v));
-            l.insert((*k).into(), n);
+    let mut errors = Map::new();
+    for (k, kind, _) in LIMIT_FIELDS {
+        let name = format!("limits.{k}");
+        match kind {
+            Kind::Flag => {
+                l.insert((*k).into(), json!(form.get(&name) == Some("on")));
+            }
+            Kind::List => {
+                if let Some(v) = form.text(&name) {
+                    let items: Vec<String> = v
+                        .split([',', '\n', ' '])
+                        .map(str::trim)
+                        .filter(|x| !x.is_empty())
+                        .map(String::from)
+                        .collect();
+                    l.insert((*k).into(), json!(items));
+                }
+            }
+            Kind::Count => {
+                if let Some(v) = form.text(&name) {
+                    match v.parse::<u64>() {
+                        Ok(n) => {
+                            l.insert((*k).into(), json!(n));
+                        }
+                        Err(_) => {
+                            errors.insert(name, json!("must be a whole number"));
+                        }
+                    }
+                }
+            }
+            Kind::Amount => {
+                if let Some(v) = form.text(&name) {
+                    if v.parse::<f64>().is_ok_and(f64::is_finite) {
+                        l.insert((*k).into(), json!(v));
+                    } else {
+                        errors.insert(name, json!("must be a number"));
+                    }
+                }
+            }
         }
     }
-    for k in LIST_LIMITS {
-        if let Some(v) = form.text(&format!("limits.{k}")) {
-            let items: Vec<String> = v
-                .split([',', '\n', ' '])
-                .map(str::trim)
-                .filter(|x| !x.is_empty())
-                .map(String::from)
-                .collect();
-            l.insert((*k).into(), json!(items));
-        }
+    (Value::Object(l), errors)
+}
+
+/// The connection's `scopes` from the editor: `null` = all of the credential's.
+fn scopes_from(form: &Form) -> Value {
+    if form.get("scope_mode") == Some("only") {
+        json!(form.all("scopes"))
+    } else {
+        Value::Null
     }
-    Value::Object(l)
 }
 
 /// The editor's field values from a stored limits object.
 fn limits_fields(l: &Value) -> Value {
     let mut m = Map::new();
-    for k in NUM_LIMITS {
-        if let Some(v) = l.get(*k).filter(|v| !v.is_null()) {
-            m.insert(
-                (*k).into(),
-                json!(v
-                    .as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| v.to_string())),
-            );
-        }
-    }
-    for k in LIST_LIMITS {
-        if let Some(a) = l.get(*k).and_then(|v| v.as_array()) {
-            m.insert(
-                (*k).into(),
-                json!(a
+    for (k, kind, _) in LIMIT_FIELDS {
+        let Some(v) = l.get(*k).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let shown = match kind {
+            Kind::Flag => json!(v.as_bool().unwrap_or(false)),
+            Kind::List => json!(v
+                .as_array()
+                .map(|a| a
                     .iter()
                     .filter_map(|x| x.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")),
-            );
+                    .join(", "))
+                .unwrap_or_default()),
+            Kind::Count | Kind::Amount => json!(v
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| v.to_string())),
+        };
+        m.insert((*k).into(), shown);
+    }
+    Value::Object(m)
+}
+
+/// The editor's fields as submitted (to show them again next to the errors).
+fn form_fields(form: &Form) -> Value {
+    let mut m = Map::new();
+    for (k, kind, _) in LIMIT_FIELDS {
+        let name = format!("limits.{k}");
+        if *kind == Kind::Flag {
+            m.insert((*k).into(), json!(form.get(&name) == Some("on")));
+        } else if let Some(v) = form.get(&name) {
+            m.insert((*k).into(), json!(v));
         }
     }
     Value::Object(m)
 }
 
-fn form_fields(form: &Form) -> Value {
-    let mut m = Map::new();
-    for k in NUM_LIMITS.iter().chain(LIST_LIMITS) {
-        if let Some(v) = form.get(&format!("limits.{k}")) {
-            m.insert((*k).into(), json!(v));
-        }
-    }
-    Value::Object(m)
+fn limit_field_list() -> Value {
+    json!(LIMIT_FIELDS
+        .iter()
+        .map(|(k, kind, label)| json!({
+            "name": k,
+            "label": label,
+            "kind": match kind {
+                Kind::Count | Kind::Amount => "number",
+                Kind::List => "list",
+                Kind::Flag => "flag",
+            },
+        }))
+        .collect::<Vec<_>>())
 }
 
 async fn connections_page(
@@ -587,6 +712,7 @@ async fn connections_page(
     error: Option<String>,
     errors: Value,
     form: Value,
+    scopes: Value,
 ) -> Response {
     let conns = c.get(s, sess, "/v1/connections?limit=200").await;
     let creds = c.get(s, sess, "/v1/credentials?limit=200").await;
@@ -596,21 +722,9 @@ async fn connections_page(
         json!({
             "connections": conns.items(), "credentials": creds.items(),
             "error": error, "errors": errors, "form": form,
-            "limit_fields": limit_field_list(),
+            "limit_fields": limit_field_list(), "scope_names": SCOPES, "scopes": scopes,
         }),
     )
-}
-
-fn limit_field_list() -> Value {
-    json!(NUM_LIMITS
-        .iter()
-        .map(|k| json!({"name": k, "kind": "number"}))
-        .chain(
-            LIST_LIMITS
-                .iter()
-                .map(|k| json!({"name": k, "kind": "list"}))
-        )
-        .collect::<Vec<_>>())
 }
 
 pub async fn connections(State(s): State<AppState>, c: Ctx) -> Response {
@@ -618,7 +732,16 @@ pub async fn connections(State(s): State<AppState>, c: Ctx) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    connections_page(&s, &c, &sess, None, json!({}), json!({})).await
+    connections_page(&s, &c, &sess, None, json!({}), json!({}), Value::Null).await
+}
+
+/// Console-side field errors merged under the API's (the API's win for the same field).
+fn merged_errors(local: Map<String, Value>, api: &ApiReply) -> Value {
+    let mut m = local;
+    for (k, v) in api.field_errors() {
+        m.insert(k, json!(v));
+    }
+    Value::Object(m)
 }
 
 pub async fn connection_add(State(s): State<AppState>, c: Ctx, body: Bytes) -> Response {
@@ -638,15 +761,33 @@ pub async fn connection_add(State(s): State<AppState>, c: Ctx, body: Bytes) -> R
     let mut echo = form_fields(&form);
     echo["name"] = json!(form.get("name"));
     echo["base_url"] = json!(form.get("base_url"));
+    let scopes = scopes_from(&form);
     if !cred.ok() {
-        return connections_page(&s, &c, &sess, Some(cred.message()), json!({}), echo).await;
+        return connections_page(&s, &c, &sess, Some(cred.message()), json!({}), echo, scopes)
+            .await;
+    }
+    let (limits, local) = limits_from(&form);
+    if !local.is_empty() {
+        return connections_page(
+            &s,
+            &c,
+            &sess,
+            Some("Some limits are not valid; see the marked fields.".into()),
+            Value::Object(local),
+            echo,
+            scopes,
+        )
+        .await;
     }
     let mut b = json!({
         "name": form.get("name").unwrap_or(""),
         "exchange": cred.body["exchange"],
         "credential_id": cred_id,
-        "limits": limits_from(&form),
+        "limits": limits,
     });
+    if !scopes.is_null() {
+        b["scopes"] = scopes.clone();
+    }
     if let Some(u) = form.text("base_url") {
         b["base_url"] = json!(u);
     }
@@ -662,8 +803,9 @@ pub async fn connection_add(State(s): State<AppState>, c: Ctx, body: Bytes) -> R
             &c,
             &sess,
             Some(r.message()),
-            json!(r.field_errors()),
+            merged_errors(Map::new(), &r),
             echo,
+            scopes,
         )
         .await
     }
@@ -674,17 +816,30 @@ pub struct ConnQuery {
     created: Option<String>,
 }
 
-#[allow(clippy::too_many_arguments)] // page state: notice, error, field errors, echoed fields
-async fn connection_page(
-    s: &AppState,
-    c: &Ctx,
-    sess: &Session,
-    id: Uuid,
+/// What a connection page shows besides the stored connection.
+struct ConnPage {
     notice: Option<String>,
     error: Option<String>,
     errors: Value,
-    fields: Option<Value>,
-) -> Response {
+    /// Limits fields and scopes as submitted, after a refused save.
+    submitted: Option<(Value, Value)>,
+    /// The key check / sync report, right after "sync now".
+    report: Option<Value>,
+}
+
+impl Default for ConnPage {
+    fn default() -> Self {
+        ConnPage {
+            notice: None,
+            error: None,
+            errors: json!({}),
+            submitted: None,
+            report: None,
+        }
+    }
+}
+
+async fn connection_page(s: &AppState, c: &Ctx, sess: &Session, id: Uuid, p: ConnPage) -> Response {
     let conn = c.get(s, sess, &format!("/v1/connections/{id}")).await;
     if conn.status == StatusCode::NOT_FOUND {
         return render_status(StatusCode::NOT_FOUND, "404.html", Some(sess), json!({}));
@@ -695,7 +850,12 @@ async fn connection_page(
     let calls = c
         .get(s, sess, &format!("/v1/connections/{id}/calls?limit=20"))
         .await;
-    let fields = fields.unwrap_or_else(|| limits_fields(&conn.body["limits"]));
+    let (fields, scopes) = p.submitted.unwrap_or_else(|| {
+        (
+            limits_fields(&conn.body["limits"]),
+            conn.body["scopes"].clone(),
+        )
+    });
     let host = c
         .headers
         .get(header::HOST)
@@ -723,8 +883,10 @@ async fn connection_page(
         sess,
         json!({
             "conn": conn.body, "fields": fields, "limit_fields": limit_field_list(),
+            "scope_names": SCOPES, "scopes": scopes,
             "balances": balances.body, "balances_ok": balances.ok(), "calls": calls.items(),
-            "notice": notice, "error": error, "errors": errors, "snippet": snippet,
+            "notice": p.notice, "error": p.error, "errors": p.errors, "snippet": snippet,
+            "report": p.report,
         }),
     )
 }
@@ -740,7 +902,17 @@ pub async fn connection(
         Err(r) => return r,
     };
     let notice = q.created.map(|_| "Connection created.".to_string());
-    connection_page(&s, &c, &sess, id, notice, None, json!({}), None).await
+    connection_page(
+        &s,
+        &c,
+        &sess,
+        id,
+        ConnPage {
+            notice,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 pub async fn connection_action(
@@ -754,42 +926,42 @@ pub async fn connection_action(
         Ok(x) => x,
         Err(r) => return r,
     };
-    match form.get("action").unwrap_or("") {
+    let page = match form.get("action").unwrap_or("") {
         "limits" => {
             let version = form.get("version").and_then(|v| v.parse::<i64>().ok());
-            let r = c
-                .call(
-                    &s,
-                    &sess,
-                    Method::PATCH,
-                    &format!("/v1/connections/{id}"),
-                    Some(json!({"limits": limits_from(&form), "version": version})),
+            let (limits, local) = limits_from(&form);
+            let scopes = scopes_from(&form);
+            let refused = |error: String, errors: Value| ConnPage {
+                error: Some(error),
+                errors,
+                submitted: Some((form_fields(&form), scopes.clone())),
+                ..Default::default()
+            };
+            if !local.is_empty() {
+                refused(
+                    "Some limits are not valid; see the marked fields.".into(),
+                    Value::Object(local),
                 )
-                .await;
-            if r.ok() {
-                connection_page(
-                    &s,
-                    &c,
-                    &sess,
-                    id,
-                    Some("Limits saved.".into()),
-                    None,
-                    json!({}),
-                    None,
-                )
-                .await
             } else {
-                connection_page(
-                    &s,
-                    &c,
-                    &sess,
-                    id,
-                    None,
-                    Some(r.message()),
-                    json!(r.field_errors()),
-                    Some(form_fields(&form)),
-                )
-                .await
+                let r = c
+                    .call(
+                        &s,
+                        &sess,
+                        Method::PATCH,
+                        &format!("/v1/connections/{id}"),
+                        Some(
+                            json!({"limits": limits, "scopes": scopes.clone(), "version": version}),
+                        ),
+                    )
+                    .await;
+                if r.ok() {
+                    ConnPage {
+                        notice: Some("Limits saved.".into()),
+                        ..Default::default()
+                    }
+                } else {
+                    refused(r.message(), merged_errors(Map::new(), &r))
+                }
             }
         }
         "sync" => {
@@ -803,45 +975,24 @@ pub async fn connection_action(
                 )
                 .await;
             if r.ok() {
-                connection_page(
-                    &s,
-                    &c,
-                    &sess,
-                    id,
-                    Some("Synced with the exchange.".into()),
-                    None,
-                    json!({}),
-                    None,
-                )
-                .await
+                ConnPage {
+                    notice: Some("Synced with the exchange.".into()),
+                    report: Some(super::keys::key_check_view(&r.body, None)),
+                    ..Default::default()
+                }
             } else {
-                connection_page(
-                    &s,
-                    &c,
-                    &sess,
-                    id,
-                    None,
-                    Some(format!("Sync failed: {}", r.message())),
-                    json!({}),
-                    None,
-                )
-                .await
+                ConnPage {
+                    error: Some(format!("Sync failed: {}", r.message())),
+                    ..Default::default()
+                }
             }
         }
-        _ => {
-            connection_page(
-                &s,
-                &c,
-                &sess,
-                id,
-                None,
-                Some("unknown action".into()),
-                json!({}),
-                None,
-            )
-            .await
-        }
-    }
+        _ => ConnPage {
+            error: Some("unknown action".into()),
+            ..Default::default()
+        },
+    };
+    connection_page(&s, &c, &sess, id, page).await
 }
 
 // ---------------------------------------------------------------- audit
@@ -851,6 +1002,26 @@ pub struct AuditFilter {
     category: Option<String>,
     result: Option<String>,
     credential_id: Option<String>,
+}
+
+impl AuditFilter {
+    /// The filter as an API query string (empty values dropped).
+    fn query(&self, limit: Option<&str>) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(l) = limit {
+            q.append_pair("limit", l);
+        }
+        for (k, v) in [
+            ("category", &self.category),
+            ("result", &self.result),
+            ("credential_id", &self.credential_id),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                q.append_pair(k, v);
+            }
+        }
+        q.finish()
+    }
 }
 
 /// Calls and denials per day for the last 14 days, as SVG bar geometry.
@@ -899,28 +1070,128 @@ fn chart(events: &[Value], now: DateTime<Utc>) -> Value {
     json!({"bars": bars, "max": max as u64})
 }
 
+/// Series per credential drawn by the weight chart (more share the last colour).
+const SERIES: usize = 6;
+
+/// Exchange rate-limit weight used per credential, hourly peaks over the last 24 hours,
+/// as SVG polyline geometry plus a per-credential summary. `calls` are API call rows
+/// (`/v1/connections/{id}/calls`); `labels` maps credential ids to labels.
+fn weight_chart(calls: &[Value], labels: &Map<String, Value>, now: DateTime<Utc>) -> Value {
+    const HOURS: i64 = 24;
+    let start = now - Duration::hours(HOURS - 1);
+    let start = start
+        .date_naive()
+        .and_hms_opt(start.hour(), 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(start);
+    // credential id -> hourly peak
+    let mut peaks: std::collections::BTreeMap<String, Vec<Option<i64>>> = Default::default();
+    for call in calls {
+        let (Some(cred), Some(used), Some(t)) = (
+            call["credential_id"].as_str(),
+            call["rate_limit_used"].as_i64(),
+            call["created_at"]
+                .as_str()
+                .and_then(|t| t.parse::<DateTime<Utc>>().ok()),
+        ) else {
+            continue;
+        };
+        let i = (t - start).num_hours();
+        if !(0..HOURS).contains(&i) || t < start {
+            continue;
+        }
+        let slot = &mut peaks
+            .entry(cred.to_string())
+            .or_insert_with(|| vec![None; HOURS as usize])[i as usize];
+        *slot = Some(slot.map_or(used, |p| p.max(used)));
+    }
+    let max = peaks
+        .values()
+        .flatten()
+        .flatten()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let h = 120.0;
+    let x = |i: usize| 40.0 + i as f64 * 23.0;
+    let series: Vec<Value> = peaks
+        .iter()
+        .enumerate()
+        .map(|(n, (cred, hours))| {
+            let points: Vec<Value> = hours
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    v.map(|v| {
+                        let hour = (start + Duration::hours(i as i64)).format("%H:00");
+                        json!({"x": x(i), "y": 10.0 + h - v as f64 / max * h,
+                               "v": v, "hour": hour.to_string()})
+                    })
+                })
+                .collect();
+            let line = points
+                .iter()
+                .map(|p| format!("{:.1},{:.1}", p["x"].as_f64().unwrap_or(0.0), p["y"].as_f64().unwrap_or(0.0)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let values: Vec<i64> = hours.iter().flatten().copied().collect();
+            json!({
+                "credential_id": cred,
+                "label": labels.get(cred).and_then(|v| v.as_str()).unwrap_or("(deleted credential)"),
+                "class": format!("s{}", n.min(SERIES - 1)),
+                "points": points,
+                "line": line,
+                "peak": values.iter().max(),
+                "latest": hours.iter().rev().flatten().next(),
+                "samples": values.len(),
+            })
+        })
+        .collect();
+    let ticks: Vec<Value> = (0..HOURS as usize)
+        .step_by(4)
+        .map(|i| json!({"x": x(i), "label": (start + Duration::hours(i as i64)).format("%H:00").to_string()}))
+        .collect();
+    json!({"series": series, "max": max as i64, "ticks": ticks})
+}
+
 pub async fn audit(State(s): State<AppState>, c: Ctx, Query(f): Query<AuditFilter>) -> Response {
     let sess = match need(&s, &c).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let qs = {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        q.append_pair("limit", "200");
-        for (k, v) in [
-            ("category", &f.category),
-            ("result", &f.result),
-            ("credential_id", &f.credential_id),
-        ] {
-            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                q.append_pair(k, v);
-            }
-        }
-        q.finish()
-    };
-    let list = c.get(&s, &sess, &format!("/v1/audit?{qs}")).await;
+    let list = c
+        .get(&s, &sess, &format!("/v1/audit?{}", f.query(Some("200"))))
+        .await;
     let recent = c.get(&s, &sess, "/v1/audit?limit=200").await.items();
     let verify = c.get(&s, &sess, "/v1/audit/verify").await;
+    // Exchange weight: the call logs of (up to 20 of) the user's connections.
+    let labels: Map<String, Value> = c
+        .get(&s, &sess, "/v1/credentials?limit=200")
+        .await
+        .items()
+        .into_iter()
+        .filter_map(|cr| Some((cr["id"].as_str()?.to_string(), cr["label"].clone())))
+        .collect();
+    let mut calls = Vec::new();
+    for conn in c
+        .get(&s, &sess, "/v1/connections?limit=20")
+        .await
+        .items()
+        .iter()
+        .filter_map(|cn| cn["id"].as_str().map(String::from))
+    {
+        calls.extend(
+            c.get(
+                &s,
+                &sess,
+                &format!("/v1/connections/{conn}/calls?limit=200"),
+            )
+            .await
+            .items(),
+        );
+    }
+    let export = format!("/ui/audit/export?{}", f.query(None));
     render(
         "audit.html",
         &sess,
@@ -928,26 +1199,71 @@ pub async fn audit(State(s): State<AppState>, c: Ctx, Query(f): Query<AuditFilte
             "events": list.items(), "error": (!list.ok()).then(|| list.message()),
             "verify": verify.body, "verify_ok": verify.ok(),
             "chart": chart(&recent, Utc::now()),
+            "weight": weight_chart(&calls, &labels, Utc::now()),
+            "export": export,
             "filter": {"category": f.category, "result": f.result, "credential_id": f.credential_id},
-            "categories": ["vault", "credential", "connection", "gateway", "integration", "site_key", "webhook", "admin"],
+            "categories": ["vault", "credential", "connection", "gateway", "integration", "site_key", "webhook", "admin", "audit"],
         }),
     )
+}
+
+/// The audit export as JSON lines, streamed from `/v1/audit/export` as the signed-in user.
+pub async fn audit_export(
+    State(s): State<AppState>,
+    c: Ctx,
+    Query(f): Query<AuditFilter>,
+) -> Response {
+    let sess = match need(&s, &c).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let resp = super::dispatch(
+        &s,
+        &sess,
+        &c.headers,
+        c.conn,
+        Method::GET,
+        &format!("/v1/audit/export?{}", f.query(None)),
+        None,
+    )
+    .await;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let r = ApiReply {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        };
+        return render_status(
+            status,
+            "error.html",
+            Some(&sess),
+            json!({"title": "Export failed", "detail": r.message()}),
+        );
+    }
+    let (parts, body) = resp.into_parts();
+    let mut out = Response::new(body);
+    for h in [header::CONTENT_TYPE, header::CONTENT_DISPOSITION] {
+        if let Some(v) = parts.headers.get(&h) {
+            out.headers_mut().insert(h, v.clone());
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------- admin
 
 pub async fn admin_site_keys(State(s): State<AppState>, c: Ctx) -> Response {
-    let sess = match need(&s, &c).await {
+    let sess = match super::admin::admin_session(&s, &c).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !sess.admin {
-        return render_status(StatusCode::NOT_FOUND, "404.html", Some(&sess), json!({}));
-    }
     let keys = c.get(&s, &sess, "/v1/site-keys?limit=200").await;
     render(
         "site_keys.html",
         &sess,
-        json!({"keys": keys.items(), "error": (!keys.ok()).then(|| keys.message())}),
+        json!({"keys": keys.items(), "error": (!keys.ok()).then(|| keys.message()), "section": "site-keys"}),
     )
 }

@@ -54,6 +54,18 @@ async fn console_in_a_real_browser() {
     )
     .await
     .expect("login link");
+    // An admin, for the admin pages (others get 404 there).
+    let admin = Uuid::new_v4();
+    let admin_link = keygate_server::ui::create_login_link(
+        &app.state.config,
+        admin,
+        true,
+        Duration::from_secs(600),
+        Some(&app.base),
+    )
+    .await
+    .expect("admin login link");
+    let admin_token = app.admin_token(admin);
     // An expired link, stored exactly as the command stores one.
     let expired = keygate_server::ui::session::random_token();
     app.state
@@ -75,6 +87,8 @@ async fn console_in_a_real_browser() {
             .current_dir(browser_dir())
             .env("KG_BASE", &base)
             .env("KG_LOGIN_LINK", &link)
+            .env("KG_ADMIN_LINK", &admin_link)
+            .env("KG_ADMIN_TOKEN", &admin_token)
             .env("KG_EXPIRED_LINK", format!("{base}/ui/auth/{expired}"))
             .env("KG_TOKEN", &token)
             .env("KG_MOCK_URL", &mock_url)

@@ -3,6 +3,7 @@
 mod backup;
 mod browser;
 mod ccxt_dropin;
+mod console_api;
 mod dek_rotation;
 mod gateway;
 mod helpers;

@@ -286,6 +286,7 @@ fn call(conn: Uuid, cred: Uuid, user: Uuid, ip: &str, at: chrono::DateTime<Utc>)
         error_message: None,
         rate_limit_remaining: None,
         rate_limit_reset: None,
+        rate_limit_used: None,
         notional_usd_micros: 0,
         withdrawal_usd_micros: 0,
         ip_address: Some(ip.into()),

@@ -20,3 +20,7 @@ for (const b of document.querySelectorAll("[data-confirm]")) {
     if (!window.confirm(b.dataset.confirm)) e.preventDefault();
   });
 }
+// A table that scrolls sideways (narrow screens) must be reachable by keyboard.
+for (const el of document.querySelectorAll(".scroll")) {
+  if (el.scrollWidth > el.clientWidth) el.tabIndex = 0;
+}

@@ -1,0 +1,262 @@
+//! The API behind the console's newer pages (issue 10): admin views across users,
+//! webhook test events, and the exchange weight recorded per call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+use crate::{binance_body, both_backends};
+
+both_backends!(
+    admin_views_span_users_and_stay_hidden,
+    |app: TestApp| async move {
+        let (alice, bob, root) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (ta, tb, admin) = (app.token(alice), app.token(bob), app.admin_token(root));
+        // Non-admins and the service role get 404 on every admin view.
+        for path in [
+            "/v1/admin/credentials",
+            "/v1/admin/integrations",
+            "/v1/admin/settings",
+        ] {
+            assert_eq!(app.get(path, &ta).await.0, 404, "{path}");
+            assert_eq!(
+                app.get(path, &app.service_token(alice)).await.0,
+                404,
+                "{path}"
+            );
+        }
+        // Alice's key suspended, Bob's active.
+        let (_, a) = app
+            .post("/v1/credentials", &ta, binance_body("alice-key"))
+            .await;
+        let (_, b) = app
+            .post("/v1/credentials", &tb, binance_body("bob-key"))
+            .await;
+        let (s, v) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/credentials/{}", a["id"].as_str().unwrap()),
+                &ta,
+                json!({"status": "suspended"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let (s, all) = app.get("/v1/admin/credentials", &admin).await;
+        assert_eq!(s, 200, "{all}");
+        assert_eq!(all["items"].as_array().unwrap().len(), 2);
+        let (_, sus) = app
+            .get("/v1/admin/credentials?status=suspended", &admin)
+            .await;
+        let items = sus["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{sus}");
+        assert_eq!(items[0]["id"], a["id"]);
+        assert_eq!(items[0]["user_id"], alice.to_string());
+        assert_eq!(items[0]["label"], "alice-key");
+        assert!(items[0].get("api_secret").is_none());
+        let text = sus.to_string();
+        assert!(!text.contains(crate::API_SECRET) && !text.contains(crate::API_KEY));
+        assert_ne!(items[0]["id"], b["id"]);
+        let (s, v) = app.get("/v1/admin/credentials?status=bogus", &admin).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (422, Some("validation_failed")),
+            "{v}"
+        );
+        // Paging: one per page, then the next.
+        let (_, p1) = app.get("/v1/admin/credentials?limit=1", &admin).await;
+        let cur = p1["next_cursor"].as_str().unwrap().to_string();
+        let (_, p2) = app
+            .get(
+                &format!("/v1/admin/credentials?limit=1&cursor={cur}"),
+                &admin,
+            )
+            .await;
+        assert_ne!(p1["items"][0]["id"], p2["items"][0]["id"]);
+
+        // Integrations of two users; no client secret or token in the view.
+        for (t, name) in [(&ta, "a-int"), (&tb, "b-int")] {
+            let (s, v) = app
+                .post(
+                    "/v1/integrations",
+                    t,
+                    json!({"provider": "example", "name": name, "client_id": "cid",
+                       "client_secret": "hunter2-client-secret",
+                       "token_url": "https://auth.example/token"}),
+                )
+                .await;
+            assert_eq!(s, 201, "{v}");
+        }
+        let (s, ints) = app.get("/v1/admin/integrations", &admin).await;
+        assert_eq!(s, 200, "{ints}");
+        assert_eq!(ints["items"].as_array().unwrap().len(), 2);
+        assert!(!ints.to_string().contains("hunter2"));
+
+        // Settings: every documented setting, secrets as set/unset.
+        let (s, st) = app.get("/v1/admin/settings", &admin).await;
+        assert_eq!(s, 200);
+        let items = st["items"].as_array().unwrap();
+        let value = |n: &str| {
+            items
+                .iter()
+                .find(|i| i["name"] == n)
+                .map(|i| i["value"].as_str().unwrap().to_string())
+                .unwrap()
+        };
+        assert_eq!(value("KEYGATE_JWT_SECRET"), "set");
+        assert_eq!(value("KEYGATE_ALLOWED_UPSTREAMS"), "127.0.0.1");
+        assert!(!st.to_string().contains("test-secret-test-secret"));
+    }
+);
+
+/// A local receiver recording the event type header and body of each POST.
+async fn receiver() -> (String, Arc<Mutex<Vec<(String, String, String)>>>) {
+    let got: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |h: axum::http::HeaderMap, body: String| {
+            let g = g.clone();
+            async move {
+                let hv = |k: &str| {
+                    h.get(k)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                g.lock()
+                    .push((hv("x-keygate-event"), hv("x-keygate-signature"), body));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, got)
+}
+
+both_backends!(
+    webhook_test_event_reaches_only_that_endpoint,
+    |app: TestApp| async move {
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (url, got) = receiver().await;
+        let (other_url, other_got) = receiver().await;
+        // Subscribed to one event type only: the test is sent anyway.
+        let (s, hook) = app
+            .post(
+                "/v1/webhooks",
+                &t,
+                json!({"url": url, "events": ["rotation.reminder"]}),
+            )
+            .await;
+        assert_eq!(s, 201, "{hook}");
+        let secret = hook["secret"].as_str().unwrap().to_string();
+        let id = hook["id"].as_str().unwrap().to_string();
+        app.post("/v1/webhooks", &t, json!({"url": other_url}))
+            .await;
+        let (s, d) = app
+            .post(&format!("/v1/webhooks/{id}/test"), &t, json!({}))
+            .await;
+        assert_eq!(s, 202, "{d}");
+        assert_eq!(d["event_type"], "webhook.test");
+        assert_eq!(d["status"], "pending");
+        // Delivered by the job runner, which the test request woke.
+        let mut delivered = Value::Null;
+        for _ in 0..100 {
+            let (_, log) = app.get(&format!("/v1/webhooks/{id}/deliveries"), &t).await;
+            if log["items"][0]["status"] == "delivered" {
+                delivered = log["items"][0].clone();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(delivered["event_type"], "webhook.test", "never delivered");
+        assert_eq!(delivered["last_status_code"], 204);
+        let got = got.lock().clone();
+        assert_eq!(got.len(), 1);
+        let (event, sig, body) = &got[0];
+        assert_eq!(event, "webhook.test");
+        let (ts, mac) = sig
+            .strip_prefix("t=")
+            .and_then(|s| s.split_once(",v1="))
+            .unwrap();
+        use hmac::{Hmac, Mac};
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        m.update(format!("{ts}.{body}").as_bytes());
+        assert_eq!(hex::encode(m.finalize().into_bytes()), *mac);
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["data"]["webhook_id"], id.as_str());
+        assert!(
+            other_got.lock().is_empty(),
+            "a test went to another endpoint"
+        );
+        // Audited; another user cannot test it; a disabled endpoint is refused.
+        let (_, ev) = app.get("/v1/audit?category=webhook&action=test", &t).await;
+        assert_eq!(ev["items"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            app.post(
+                &format!("/v1/webhooks/{id}/test"),
+                &app.token(Uuid::new_v4()),
+                json!({})
+            )
+            .await
+            .0,
+            404
+        );
+        let (s, _) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/webhooks/{id}"),
+                &t,
+                json!({"enabled": false}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let (s, v) = app
+            .post(&format!("/v1/webhooks/{id}/test"), &t, json!({}))
+            .await;
+        assert_eq!((s, v["code"].as_str()), (409, Some("webhook_disabled")));
+    }
+);
+
+both_backends!(
+    exchange_weight_is_recorded_per_call,
+    |app: TestApp| async move {
+        let mock = crate::gateway::mock().await;
+        mock.set_rate_limit_used("binance", 1234);
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let conn =
+            crate::gateway::binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        let (s, _, body) = crate::gateway::call(
+            &app,
+            &t,
+            reqwest::Method::GET,
+            &conn,
+            "api/v3/account",
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+        let (_, conn_v) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        let mut calls = Value::Null;
+        for _ in 0..50 {
+            calls = app
+                .get(&format!("/v1/connections/{conn}/calls"), &t)
+                .await
+                .1;
+            if !calls["items"].as_array().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let c = &calls["items"][0];
+        assert_eq!(c["rate_limit_used"], 1234, "{calls}");
+        assert_eq!(c["credential_id"], conn_v["credential_id"]);
+    }
+);
