@@ -384,7 +384,8 @@ async fn database_checks(cfg: &Config, master: Option<&MasterKey>) -> Vec<Check>
 }
 
 /// Whether the configured key opens this database: the local master key against the
-/// stored key-check value, or OpenBao Transit against the stored root.
+/// stored key-check value (a rotation in progress, where the previous key still matches,
+/// is a warning), or OpenBao Transit against the stored root.
 async fn key_check(cfg: &Config, store: &Store, applied: i64, master: Option<&MasterKey>) -> Check {
     if applied > 0 {
         match kms::recorded_provider(store).await {
@@ -423,17 +424,34 @@ async fn key_check(cfg: &Config, store: &Store, applied: i64, master: Option<&Ma
         None
     };
     let empty = applied == 0 || store.is_empty().await.unwrap_or(false);
+    let previous = || keyfiles::load_previous_master_key(cfg);
     match (stored, master) {
         (Some(kcv), Some(key)) if key.verify_key_check_value(&kcv) => check(
             Level::Ok,
             "key_check",
-            "the master key matches the database's key-check value",
+            match previous() {
+                Ok(Some(_)) => "the master key matches the database's key-check value; the previous master key is still supplied but no longer needed",
+                _ => "the master key matches the database's key-check value",
+            },
         ),
-        (Some(_), Some(_)) => check(
-            Level::Fail,
-            "key_check",
-            "the master key does NOT match this database's key-check value; serve would refuse to start",
-        ),
+        (Some(kcv), Some(_)) => match previous() {
+            Ok(Some(prev)) if prev.verify_key_check_value(&kcv) => check(
+                Level::Warn,
+                "key_check",
+                "rotation in progress: the master key is new and the previous one still matches the database; run `keygate master-key rotate` to finish",
+            ),
+            Ok(Some(_)) => check(
+                Level::Fail,
+                "key_check",
+                "neither the master key nor the previous master key matches this database's key-check value; serve would refuse to start",
+            ),
+            Ok(None) => check(
+                Level::Fail,
+                "key_check",
+                "the master key does NOT match this database's key-check value; serve would refuse to start",
+            ),
+            Err(e) => check(Level::Fail, "key_check", format!("previous master key: {e}")),
+        },
         (Some(_), None) => check(
             Level::Fail,
             "key_check",
