@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use keygate_crypto::MasterKey;
 use keygate_server::keyfiles::{self, KeySource};
+use keygate_server::kms;
 use keygate_server::tls::{self, TlsFiles};
-use keygate_server::Config;
+use keygate_server::{Config, KeyProviderKind};
 use keygate_storage::{Store, META_KEY_CHECK};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -81,7 +82,20 @@ pub async fn run(
     out.push(config_check(&config, config_file));
     out.push(tls_check(&config));
     out.push(data_dir_check(&config.data_dir));
-    let (master_check, master) = master_key_check(&config);
+    let (master_check, master) = match config.key_provider {
+        KeyProviderKind::Local => master_key_check(&config),
+        KeyProviderKind::OpenBao => (
+            check(
+                Level::Ok,
+                "master_key",
+                format!(
+                    "not used: KEYGATE_KEY_PROVIDER=openbao (the master key stays in OpenBao at {})",
+                    config.openbao_addr.as_deref().unwrap_or("?")
+                ),
+            ),
+            None,
+        ),
+    };
     out.push(master_check);
     out.push(jwt_check(&config));
     let db = database_checks(&config, master.as_ref()).await;
@@ -307,7 +321,14 @@ async fn database_checks(cfg: &Config, master: Option<&MasterKey>) -> Vec<Check>
                     ),
                 ),
                 check(Level::Warn, "migrations", "no database yet"),
-                key_check_without_db(master),
+                match cfg.key_provider {
+                    KeyProviderKind::Local => key_check_without_db(master),
+                    KeyProviderKind::OpenBao => check(
+                        Level::Warn,
+                        "key_check",
+                        "new database: `keygate serve` creates its root key in OpenBao on first start",
+                    ),
+                },
             ];
         }
     }
@@ -357,23 +378,80 @@ async fn database_checks(cfg: &Config, master: Option<&MasterKey>) -> Vec<Check>
             format!("database schema {applied} is newer than this binary's {binary}; run a newer keygate"),
         )
     });
+    out.push(key_check(cfg, &store, applied, master).await);
+    store.close().await;
+    out
+}
+
+/// Whether the configured key opens this database: the local master key against the
+/// stored key-check value (a rotation in progress, where the previous key still matches,
+/// is a warning), or OpenBao Transit against the stored root.
+async fn key_check(cfg: &Config, store: &Store, applied: i64, master: Option<&MasterKey>) -> Check {
+    if applied > 0 {
+        match kms::recorded_provider(store).await {
+            Ok(Some(k)) if k != cfg.key_provider.as_str() => {
+                return check(
+                    Level::Fail,
+                    "key_check",
+                    format!(
+                        "this database was created with the {k} key provider but KEYGATE_KEY_PROVIDER={}; serve would refuse to start",
+                        cfg.key_provider
+                    ),
+                )
+            }
+            Ok(_) => {}
+            Err(e) => return check(Level::Fail, "key_check", e.to_string()),
+        }
+    }
+    if cfg.key_provider == KeyProviderKind::OpenBao {
+        if applied == 0 {
+            return check(
+                Level::Warn,
+                "key_check",
+                "new database: `keygate serve` creates its root key in OpenBao on first start",
+            );
+        }
+        return match tokio::time::timeout(NET_TIMEOUT * 3, kms::verify_openbao(cfg, store)).await {
+            Ok(Ok((false, detail))) => check(Level::Ok, "key_check", detail),
+            Ok(Ok((true, detail))) => check(Level::Warn, "key_check", detail),
+            Ok(Err(e)) => check(Level::Fail, "key_check", e),
+            Err(_) => check(Level::Fail, "key_check", "OpenBao did not answer in time"),
+        };
+    }
     let stored = if applied > 0 {
         store.meta_get(META_KEY_CHECK).await.ok().flatten()
     } else {
         None
     };
     let empty = applied == 0 || store.is_empty().await.unwrap_or(false);
-    out.push(match (stored, master) {
+    let previous = || keyfiles::load_previous_master_key(cfg);
+    match (stored, master) {
         (Some(kcv), Some(key)) if key.verify_key_check_value(&kcv) => check(
             Level::Ok,
             "key_check",
-            "the master key matches the database's key-check value",
+            match previous() {
+                Ok(Some(_)) => "the master key matches the database's key-check value; the previous master key is still supplied but no longer needed",
+                _ => "the master key matches the database's key-check value",
+            },
         ),
-        (Some(_), Some(_)) => check(
-            Level::Fail,
-            "key_check",
-            "the master key does NOT match this database's key-check value; serve would refuse to start",
-        ),
+        (Some(kcv), Some(_)) => match previous() {
+            Ok(Some(prev)) if prev.verify_key_check_value(&kcv) => check(
+                Level::Warn,
+                "key_check",
+                "rotation in progress: the master key is new and the previous one still matches the database; run `keygate master-key rotate` to finish",
+            ),
+            Ok(Some(_)) => check(
+                Level::Fail,
+                "key_check",
+                "neither the master key nor the previous master key matches this database's key-check value; serve would refuse to start",
+            ),
+            Ok(None) => check(
+                Level::Fail,
+                "key_check",
+                "the master key does NOT match this database's key-check value; serve would refuse to start",
+            ),
+            Err(e) => check(Level::Fail, "key_check", format!("previous master key: {e}")),
+        },
         (Some(_), None) => check(
             Level::Fail,
             "key_check",
@@ -385,9 +463,7 @@ async fn database_checks(cfg: &Config, master: Option<&MasterKey>) -> Vec<Check>
             "the database holds data but no key-check value; it was not created by this keygate",
         ),
         (None, m) => key_check_without_db(m),
-    });
-    store.close().await;
-    out
+    }
 }
 
 fn key_check_without_db(master: Option<&MasterKey>) -> Check {

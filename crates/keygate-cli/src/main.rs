@@ -116,7 +116,9 @@ enum MasterKeyCommand {
     /// Rewrap every user data key under the new master key. Supply the new key as usual
     /// (KEYGATE_MASTER_KEY or master.key) and the old one as KEYGATE_MASTER_KEY_PREVIOUS or
     /// master.key.previous. Resumable: run again after an interruption; audited. When it
-    /// reports completion the old key is no longer needed.
+    /// reports completion the old key is no longer needed. With KEYGATE_KEY_PROVIDER=openbao
+    /// it rotates the Transit key (unless a rewrap is already pending) and rewraps inside
+    /// Transit.
     Rotate {
         /// Data keys rewrapped per batch.
         #[arg(long, default_value_t = 100)]
@@ -303,6 +305,7 @@ async fn main() -> ExitCode {
                     max_batches,
                 },
         } => {
+            let transit = config.key_provider == keygate_server::KeyProviderKind::OpenBao;
             let state = match keygate_server::prepare(config).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
@@ -316,8 +319,14 @@ async fn main() -> ExitCode {
                 }
                 Ok(r) if r.complete => {
                     println!(
-                        "master-key rotation complete: {} data key(s) rewrapped in {} batch(es); the previous master key is no longer needed",
-                        r.rewrapped, r.batches
+                        "master-key rotation complete: {} data key(s) rewrapped in {} batch(es); {}",
+                        r.rewrapped,
+                        r.batches,
+                        if transit {
+                            "everything is on the latest Transit key version (older versions may be retired in OpenBao with min_decryption_version)"
+                        } else {
+                            "the previous master key is no longer needed"
+                        }
                     );
                     ExitCode::SUCCESS
                 }

@@ -189,6 +189,21 @@ async fn no_secret_in_debug_logs_or_database() {
         .status(),
         403
     );
+    // data-key rotation of the password vault: wrong, then right password
+    assert_eq!(
+        post("/v1/vault/rotate-key", &t, json!({"password": wrong_pw}))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        post("/v1/vault/rotate-key", &t, json!({"password": vault_pw2}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let r = post(&format!("/v1/credentials/{id}/reveal"), &svc, json!({}))
         .await
         .unwrap();

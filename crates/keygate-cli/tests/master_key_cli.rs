@@ -107,3 +107,63 @@ fn rotate_from_the_command_line() {
         "the database is on the current key: previous unused"
     );
 }
+
+/// The `key_check` line of `keygate doctor` and whether doctor passed.
+fn doctor_key_check(dir: &std::path::Path, previous: Option<&str>) -> (bool, String) {
+    let out = keygate(
+        dir,
+        previous,
+        &["doctor", "--time-url", "http://127.0.0.1:1/api/v3/time"],
+    );
+    let line = text(&out.stdout)
+        .lines()
+        .find(|l| l.contains(" key_check: "))
+        .unwrap_or_else(|| panic!("no key_check line: {}", text(&out.stdout)))
+        .to_string();
+    (out.status.success(), line)
+}
+
+#[test]
+fn doctor_during_a_master_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keygate(dir.path(), None, &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key_file = dir.path().join("master.key");
+    let old = std::fs::read_to_string(&key_file).unwrap();
+    let (ok, line) = doctor_key_check(dir.path(), None);
+    assert!(ok && line.starts_with("ok key_check:"), "{line}");
+
+    // the new key is installed, the old one supplied as previous: a rotation in progress
+    std::fs::remove_file(&key_file).unwrap();
+    let new = keygate_crypto::MasterKey::generate();
+    std::fs::write(
+        &key_file,
+        format!("{}\n", new.to_base64_secret().expose_secret()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, line) = doctor_key_check(dir.path(), Some(old.trim()));
+    assert!(ok, "a rotation in progress passes: {line}");
+    assert!(
+        line.starts_with("warn key_check: rotation in progress")
+            && line.contains("keygate master-key rotate"),
+        "{line}"
+    );
+    // neither key matches: fail
+    let (ok, line) = doctor_key_check(dir.path(), None);
+    assert!(!ok && line.starts_with("fail key_check:"), "{line}");
+    let bogus = keygate_crypto::MasterKey::generate().to_base64_secret();
+    let (ok, line) = doctor_key_check(dir.path(), Some(bogus.expose_secret()));
+    assert!(!ok, "{line}");
+    assert!(line.starts_with("fail key_check: neither"), "{line}");
+
+    // after the rotation: ok, with or without the (now unneeded) previous key
+    let out = keygate(dir.path(), Some(old.trim()), &["master-key", "rotate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (ok, line) = doctor_key_check(dir.path(), Some(old.trim()));
+    assert!(ok && line.starts_with("ok key_check:"), "{line}");
+    assert!(line.contains("no longer needed"), "{line}");
+    let (ok, line) = doctor_key_check(dir.path(), None);
+    assert!(ok && line.starts_with("ok key_check:"), "{line}");
+}

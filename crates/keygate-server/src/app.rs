@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, KeyProviderKind};
 use crate::error::{problem_response, ErrorCause};
 use crate::keyfiles::{self, KeySource};
 use crate::keyring::Keyring;
@@ -25,7 +25,8 @@ use crate::recorder::Recorder;
 use crate::state::AppState;
 
 /// Opens the database, runs migrations, loads (or, for an empty database, creates) the
-/// master key and checks it against the stored key-check value. Every failure is one line.
+/// master key and checks it against the stored key-check value, or, with the OpenBao
+/// provider, unwraps the stored root through Transit (`kms.rs`). Every failure is one line.
 pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
     keyfiles::ensure_data_dir(&config.data_dir)?;
     let store = Store::connect(&config.database_url)
@@ -35,41 +36,16 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         .migrate()
         .await
         .map_err(|e| ConfigError(format!("database migration failed: {e}")))?;
-    let loaded = keyfiles::load_master_key(&config)?;
-    let stored_check = store
-        .meta_get(META_KEY_CHECK)
-        .await
-        .map_err(|e| ConfigError(format!("cannot read database metadata: {e}")))?;
-    let (master, source) = match loaded {
-        Some(k) => k,
-        None => {
-            let empty = store
-                .is_empty()
-                .await
-                .map_err(|e| ConfigError(e.to_string()))?;
-            if stored_check.is_some() || !empty {
-                return Err(ConfigError(format!(
-                    "no master key found ({} missing and KEYGATE_MASTER_KEY unset) but the database already holds keys; supply the master key it was created with",
-                    config.data_dir.join(keyfiles::MASTER_KEY_FILE).display()
-                )));
-            }
-            keyfiles::generate_master_key(&config)?
-        }
+    // a database stays with the key provider it was created with (kms.rs)
+    crate::kms::check_provider_kind(&store, config.key_provider).await?;
+    let keys = match config.key_provider {
+        KeyProviderKind::Local => local_keys(&config, &store).await?,
+        KeyProviderKind::OpenBao => crate::kms::resolve_openbao(&config, &store).await?,
     };
-    // key-check value, key version, previous key during a rotation (master_key.rs)
-    let keys = crate::master_key::resolve(&config, &store, master).await?;
-    match &source {
-        KeySource::Generated(p) => tracing::warn!(
-            path = %p.display(),
-            "generated a new master key: BACK IT UP and keep it apart from the database and its backups; without it no secret can be recovered"
-        ),
-        KeySource::File(p) => tracing::info!(path = %p.display(), "master key loaded from file"),
-        KeySource::Env => tracing::info!("master key loaded from KEYGATE_MASTER_KEY"),
-    }
     let jwt_secret = keyfiles::load_or_create_jwt_secret(&config)?;
     let chain_key = Arc::new(*keys.root.derive_subkey("audit-chain/v1").as_bytes());
     let platform = Arc::new(crate::platform::PlatformKeys::derive(&keys.root));
-    let provider: Arc<dyn KeyProvider> = Arc::new(keys.provider);
+    let provider: Arc<dyn KeyProvider> = keys.provider;
     let auth = Authenticator::new(
         &jwt_secret,
         &config.admin_claim,
@@ -95,7 +71,48 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         chain_key,
         platform,
         jobs: crate::jobs::Jobs::new(),
+        kms: keys.transit,
     })
+}
+
+/// The local provider: the master key from `KEYGATE_MASTER_KEY` / a key file (generated
+/// only for an empty database), matched against the database (`master_key::resolve`).
+async fn local_keys(
+    config: &Config,
+    store: &Store,
+) -> Result<crate::master_key::ResolvedKeys, ConfigError> {
+    let loaded = keyfiles::load_master_key(config)?;
+    let stored_check = store
+        .meta_get(META_KEY_CHECK)
+        .await
+        .map_err(|e| ConfigError(format!("cannot read database metadata: {e}")))?;
+    let (master, source) = match loaded {
+        Some(k) => k,
+        None => {
+            let empty = store
+                .is_empty()
+                .await
+                .map_err(|e| ConfigError(e.to_string()))?;
+            if stored_check.is_some() || !empty {
+                return Err(ConfigError(format!(
+                    "no master key found ({} missing and KEYGATE_MASTER_KEY unset) but the database already holds keys; supply the master key it was created with",
+                    config.data_dir.join(keyfiles::MASTER_KEY_FILE).display()
+                )));
+            }
+            keyfiles::generate_master_key(config)?
+        }
+    };
+    // key-check value, key version, previous key during a rotation (master_key.rs)
+    let keys = crate::master_key::resolve(config, store, master).await?;
+    match &source {
+        KeySource::Generated(p) => tracing::warn!(
+            path = %p.display(),
+            "generated a new master key: BACK IT UP and keep it apart from the database and its backups; without it no secret can be recovered"
+        ),
+        KeySource::File(p) => tracing::info!(path = %p.display(), "master key loaded from file"),
+        KeySource::Env => tracing::info!("master key loaded from KEYGATE_MASTER_KEY"),
+    }
+    Ok(keys)
 }
 
 /// The full router with middleware.

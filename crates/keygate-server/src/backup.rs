@@ -5,6 +5,7 @@
 //! key or the token secret. Restore needs the master key the backup was taken under
 //! (`<data_dir>/master.key`, `$CREDENTIALS_DIRECTORY/master.key` or `KEYGATE_MASTER_KEY`)
 //! and checks it against the backup's key-check value before it opens the target database.
+//! With the OpenBao provider, Transit verifies the backup's key-check value instead.
 
 use std::fs;
 use std::io::BufWriter;
@@ -13,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 use keygate_storage::{BackupFile, BackupSummary, ChainReport, Store};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, KeyProviderKind};
 use crate::keyfiles;
+use keygate_keys::KeyProvider;
 
 /// What a restore did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -71,18 +73,44 @@ pub async fn backup_to_file(config: &Config, out: &Path) -> Result<BackupSummary
 pub async fn restore_from_file(config: &Config, from: &Path) -> Result<RestoreReport, ConfigError> {
     let file = BackupFile::open(from)
         .map_err(|e| ConfigError(format!("{}: {e}; nothing was written", from.display())))?;
-    let (master, _) = keyfiles::load_master_key(config)?.ok_or_else(|| {
-        ConfigError(format!(
-            "no master key: put the key this backup was taken under in {} (mode 0600) or KEYGATE_MASTER_KEY; nothing was written",
-            config.data_dir.join(keyfiles::MASTER_KEY_FILE).display()
-        ))
-    })?;
-    if !master.verify_key_check_value(&file.header().key_check_value) {
-        return Err(ConfigError(
-            "master key does not match the backup (key-check value differs); nothing was written"
-                .into(),
-        ));
-    }
+    let master = match config.key_provider {
+        KeyProviderKind::Local => {
+            let (master, _) = keyfiles::load_master_key(config)?.ok_or_else(|| {
+                ConfigError(format!(
+                    "no master key: put the key this backup was taken under in {} (mode 0600) or KEYGATE_MASTER_KEY; nothing was written",
+                    config.data_dir.join(keyfiles::MASTER_KEY_FILE).display()
+                ))
+            })?;
+            if !master.verify_key_check_value(&file.header().key_check_value) {
+                return Err(ConfigError(
+                    "master key does not match the backup (key-check value differs); nothing was written"
+                        .into(),
+                ));
+            }
+            Some(master)
+        }
+        KeyProviderKind::OpenBao => {
+            // The Transit key must be the one the backup's data keys are wrapped by.
+            let cfg = crate::kms::openbao_config(config)?;
+            let provider = crate::kms::connect(&cfg, false).await?;
+            let ok = provider
+                .verify_key_check_value(&file.header().key_check_value)
+                .await
+                .map_err(|e| {
+                    ConfigError(format!(
+                        "{}; nothing was written",
+                        crate::kms::describe(&cfg, &e)
+                    ))
+                })?;
+            if !ok {
+                return Err(ConfigError(
+                    "the OpenBao Transit key does not match the backup (key-check value differs); nothing was written"
+                        .into(),
+                ));
+            }
+            None
+        }
+    };
     if config.database_url.starts_with("sqlite:") {
         keyfiles::ensure_data_dir(&config.data_dir)?;
     }
@@ -98,7 +126,11 @@ pub async fn restore_from_file(config: &Config, from: &Path) -> Result<RestoreRe
         }
     };
     // after a master-key rotation the chain key derives from the root kept in keygate_meta
-    let keys = match crate::master_key::resolve(config, &store, master).await {
+    let keys = match master {
+        Some(master) => crate::master_key::resolve(config, &store, master).await,
+        None => crate::kms::resolve_openbao(config, &store).await,
+    };
+    let keys = match keys {
         Ok(k) => k,
         Err(e) => {
             store.close().await;

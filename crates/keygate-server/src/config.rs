@@ -1,6 +1,6 @@
 //! Configuration: an optional TOML file (`--config`) overlaid by `KEYGATE_*` environment
-//! variables. Secrets in the configuration (`KEYGATE_MASTER_KEY`, `KEYGATE_JWT_SECRET`)
-//! are held as `SecretString` and never printed.
+//! variables. Secrets in the configuration (`KEYGATE_MASTER_KEY`, `KEYGATE_JWT_SECRET`,
+//! `KEYGATE_OPENBAO_TOKEN`) are held as `SecretString` and never printed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,19 @@ pub struct Config {
     /// `KEYGATE_MASTER_KEY_PREVIOUS`: the master key being rotated away from (base64), instead
     /// of `<data_dir>/master.key.previous`; only needed during `keygate master-key rotate`.
     pub master_key_previous: Option<SecretString>,
+    /// `KEYGATE_KEY_PROVIDER` / `key_provider`: where the master key (KEK) lives: `local`
+    /// (key file / `KEYGATE_MASTER_KEY`, default) or `openbao` (OpenBao / Vault Transit).
+    pub key_provider: KeyProviderKind,
+    /// `KEYGATE_OPENBAO_ADDR` / `openbao_addr`: OpenBao server address (provider `openbao`).
+    pub openbao_addr: Option<String>,
+    /// `KEYGATE_OPENBAO_TOKEN`: token for the Transit key (environment only).
+    pub openbao_token: Option<SecretString>,
+    /// `KEYGATE_OPENBAO_TOKEN_FILE` / `openbao_token_file`: file holding the token instead.
+    pub openbao_token_file: Option<PathBuf>,
+    /// `KEYGATE_OPENBAO_KEY` / `openbao_key`: Transit key name. Default `keygate`.
+    pub openbao_key: String,
+    /// `KEYGATE_OPENBAO_MOUNT` / `openbao_mount`: Transit mount path. Default `transit`.
+    pub openbao_mount: String,
     /// `KEYGATE_JWT_SECRET`: HS256 token secret instead of `<data_dir>/jwt.secret`.
     pub jwt_secret: Option<SecretString>,
     /// `KEYGATE_JWKS_URL` / `jwks_url`: accept RS256/ES256 tokens signed by these keys (Supabase).
@@ -102,12 +115,56 @@ pub struct Config {
     pub gateway_cache_ms: u64,
 }
 
+/// Where the master key (KEK) lives (`KEYGATE_KEY_PROVIDER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyProviderKind {
+    /// A key file, systemd credential or `KEYGATE_MASTER_KEY` (the default).
+    #[default]
+    Local,
+    /// OpenBao / HashiCorp Vault Transit: the KEK never leaves the KMS.
+    OpenBao,
+}
+
+impl KeyProviderKind {
+    /// The setting's value, also what `keygate_meta` records for a database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyProviderKind::Local => "local",
+            KeyProviderKind::OpenBao => "openbao",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for KeyProviderKind {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(KeyProviderKind::Local),
+            "openbao" => Ok(KeyProviderKind::OpenBao),
+            _ => Err(ConfigError(
+                "KEYGATE_KEY_PROVIDER: expected local or openbao".into(),
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    key_provider: Option<String>,
+    openbao_addr: Option<String>,
+    openbao_token_file: Option<PathBuf>,
+    openbao_key: Option<String>,
+    openbao_mount: Option<String>,
     jwks_url: Option<String>,
     jwt_audience: Option<String>,
     admin_claim: Option<String>,
@@ -191,6 +248,12 @@ impl Default for Config {
             data_dir,
             master_key: None,
             master_key_previous: None,
+            key_provider: KeyProviderKind::Local,
+            openbao_addr: None,
+            openbao_token: None,
+            openbao_token_file: None,
+            openbao_key: "keygate".into(),
+            openbao_mount: "transit".into(),
             jwt_secret: None,
             jwks_url: None,
             jwt_audience: None,
@@ -353,6 +416,17 @@ impl Config {
                 "KEYGATE_WEBHOOK_URLS needs KEYGATE_WEBHOOK_SECRET to sign deliveries".into(),
             ));
         }
+        let key_provider: KeyProviderKind = match env("KEYGATE_KEY_PROVIDER").or(fc.key_provider) {
+            Some(v) => v.parse()?,
+            None => KeyProviderKind::Local,
+        };
+        let openbao_addr = env("KEYGATE_OPENBAO_ADDR").or(fc.openbao_addr);
+        if key_provider == KeyProviderKind::OpenBao && openbao_addr.is_none() {
+            return Err(ConfigError(
+                "KEYGATE_KEY_PROVIDER=openbao needs KEYGATE_OPENBAO_ADDR (e.g. https://bao.internal:8200)"
+                    .into(),
+            ));
+        }
         let jobs_enabled = match env("KEYGATE_JOBS_ENABLED") {
             Some(v) => parse_bool("KEYGATE_JOBS_ENABLED", &v)?,
             None => fc.jobs_enabled.unwrap_or(true),
@@ -398,6 +472,18 @@ impl Config {
             database_url,
             master_key: env("KEYGATE_MASTER_KEY").map(SecretString::from),
             master_key_previous: env("KEYGATE_MASTER_KEY_PREVIOUS").map(SecretString::from),
+            key_provider,
+            openbao_addr,
+            openbao_token: env("KEYGATE_OPENBAO_TOKEN").map(SecretString::from),
+            openbao_token_file: env("KEYGATE_OPENBAO_TOKEN_FILE")
+                .map(PathBuf::from)
+                .or(fc.openbao_token_file),
+            openbao_key: env("KEYGATE_OPENBAO_KEY")
+                .or(fc.openbao_key)
+                .unwrap_or_else(|| "keygate".into()),
+            openbao_mount: env("KEYGATE_OPENBAO_MOUNT")
+                .or(fc.openbao_mount)
+                .unwrap_or_else(|| "transit".into()),
             jwt_secret: env("KEYGATE_JWT_SECRET").map(SecretString::from),
             jwks_url: env("KEYGATE_JWKS_URL").or(fc.jwks_url),
             jwt_audience: env("KEYGATE_JWT_AUDIENCE").or(fc.jwt_audience),

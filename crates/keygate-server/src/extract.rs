@@ -93,6 +93,44 @@ where
     }
 }
 
+/// An optional JSON body: an empty body (with or without a content type) is `None`;
+/// anything else must be JSON and is read exactly as [`AppJson`] reads it.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        // `Bytes` honours the body-size limit, which lives in the (cloned) extensions.
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(|e| {
+                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "payload_too_large",
+                            "the body is larger than this server accepts",
+                        )
+                    } else {
+                        ApiError::bad_request("unreadable_body", "the body could not be read")
+                    }
+                })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        AppJson::<T>::from_request(req, state)
+            .await
+            .map(|AppJson(v)| OptionalJson(Some(v)))
+    }
+}
+
 /// Path parameters with problem+json rejections (e.g. an id that is not a UUID → 404, so
 /// ids cannot be probed by shape).
 pub struct AppPath<T>(pub T);

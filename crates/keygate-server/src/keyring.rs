@@ -176,11 +176,21 @@ impl Keyring {
         }
         let password = rec.protection == "password";
         let dek = if rec.protection == "password" {
-            let s = self
+            // The session's own version, or (while a DEK rotation re-seals rows) the one
+            // being retired.
+            let blob = self
                 .store
                 .vault_session(actor, user, DbTime::now())
                 .await?
-                .filter(|s| s.dek_version == rec.version)
+                .and_then(|s| {
+                    if s.dek_version == rec.version {
+                        Some(s.session_dek)
+                    } else if s.previous_dek_version == Some(rec.version) {
+                        s.previous_session_dek
+                    } else {
+                        None
+                    }
+                })
                 .ok_or_else(|| {
                     ApiError::forbidden(
                         "vault_locked",
@@ -191,7 +201,7 @@ impl Keyring {
                 user_id: user,
                 dek_version: v | SESSION_BIT,
             };
-            let raw = self.provider.unwrap(&ctx, &s.session_dek).await?;
+            let raw = self.provider.unwrap(&ctx, &blob).await?;
             Dek::from_bytes(&raw)?
         } else {
             let ctx = WrapContext {

@@ -34,6 +34,8 @@ pub mod jobs;
 pub mod keyfiles;
 /// Per-user DEKs at run time (create, unwrap, cache, unlock sessions).
 pub mod keyring;
+/// The configured key provider (local or OpenBao Transit) and the database's tie to it.
+pub mod kms;
 /// Master-key versions and `keygate master-key rotate`.
 pub mod master_key;
 /// Prometheus metrics.
@@ -61,4 +63,4 @@ pub mod ui;
 pub mod webhooks;
 
 pub use app::{prepare, router, shutdown_signal, Application};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, KeyProviderKind};

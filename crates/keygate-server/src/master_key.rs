@@ -17,20 +17,28 @@
 //! (audit chain, site keys, webhook secrets) must not change with it, so their root — the
 //! key the database was created with — is kept in `master_key_derivation_root`, wrapped
 //! under the current master key and rewrapped by each rotation.
+//!
+//! With the OpenBao provider (`kms.rs`) the KEK versions are the Transit key's: `rotate`
+//! asks Transit to rotate the key unless a rewrap is already pending (the operator rotated
+//! it, or an earlier run stopped halfway), then rewraps every DEK and the root inside
+//! Transit with the same resumable batches.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
 use keygate_crypto::{MasterKey, WrapContext};
-use keygate_keys::{KeyProvider, LocalKeyProvider};
+use keygate_keys::{KeyError, KeyProvider, LocalKeyProvider, OpenBaoTransitProvider};
 use keygate_storage::{Actor, DbTime, Json, Store, META_KEY_CHECK};
 use secrecy::ExposeSecret;
-use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::auth::Caller;
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 use crate::keyfiles;
+use crate::kms::root_ctx;
 use crate::recorder::{event, RequestMeta};
 use crate::state::AppState;
 
@@ -38,13 +46,6 @@ use crate::state::AppState;
 pub const META_KEK_VERSION: &str = "master_key_version";
 /// `keygate_meta` key: base64 of the derivation root wrapped under the current master key.
 pub const META_DERIVATION_ROOT: &str = "master_key_derivation_root";
-
-fn root_ctx() -> WrapContext {
-    WrapContext {
-        user_id: Uuid::nil(),
-        dek_version: 0,
-    }
-}
 
 fn copy_key(k: &MasterKey) -> MasterKey {
     MasterKey::from_base64(k.to_base64_secret().expose_secret()).expect("own encoding parses")
@@ -61,7 +62,9 @@ fn raw_bytes(k: &MasterKey) -> Zeroizing<Vec<u8>> {
 /// The key provider for this database and the root that audit-chain and platform keys are
 /// derived from.
 pub struct ResolvedKeys {
-    pub provider: LocalKeyProvider,
+    pub provider: Arc<dyn KeyProvider>,
+    /// The same provider when it is OpenBao Transit (rotation needs its own calls).
+    pub transit: Option<Arc<OpenBaoTransitProvider>>,
     pub root: MasterKey,
     /// True while DEKs may still be wrapped under the previous master key.
     pub rotating: bool,
@@ -135,7 +138,8 @@ pub async fn resolve(
         }
     };
     Ok(ResolvedKeys {
-        provider,
+        provider: Arc::new(provider),
+        transit: None,
         root,
         rotating,
     })
@@ -182,6 +186,9 @@ pub async fn rotate(
     batch: i64,
     max_batches: Option<u64>,
 ) -> Result<RotateReport, ApiError> {
+    if let Some(t) = &state.kms {
+        return rotate_transit(state, t, batch, max_batches).await;
+    }
     let provider = &state.keyring.provider;
     let store = &state.store;
     let current = provider.current_version() as i32;
@@ -203,14 +210,71 @@ pub async fn rotate(
         report.already_current = true;
         return Ok(report);
     }
+    if !rewrap_batches(state, current, batch, max_batches, &mut report).await? {
+        return Ok(report);
+    }
+    // Every DEK is on the new key: move the derivation root, then the check value and the
+    // version, all in one transaction.
+    let root_wrapped = match store.meta_get(META_DERIVATION_ROOT).await? {
+        Some(b64) => {
+            let old = STANDARD
+                .decode(b64.trim())
+                .map_err(|_| ApiError::internal("keygate_meta derivation root is corrupt"))?;
+            provider.rewrap(&root_ctx(), &old).await?
+        }
+        None => {
+            let prev = keyfiles::load_previous_master_key(&state.config)
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| {
+                    ApiError::internal("the previous master key is no longer supplied")
+                })?;
+            provider.wrap(&root_ctx(), &raw_bytes(&prev)).await?
+        }
+    };
+    let version = current.to_string();
+    let root_b64 = STANDARD.encode(root_wrapped);
+    store
+        .meta_set_all(&[
+            (META_DERIVATION_ROOT, &root_b64),
+            (META_KEK_VERSION, &version),
+            (META_KEY_CHECK, &new_check),
+        ])
+        .await?;
+    // Unlock sessions hold their DEK copy under the old key: they end (users unlock again).
+    store.drop_vault_sessions_not_on_kek(current).await?;
+    state
+        .recorder
+        .record(
+            vec![audit(
+                "master_key_rotated",
+                serde_json::json!({"kek_version": current, "rewrapped": report.rewrapped}),
+            )],
+            vec![],
+        )
+        .await?;
+    report.complete = true;
+    Ok(report)
+}
+
+/// Rewraps DEK batches under KEK version `current` (compare-and-swap per row); `true` once
+/// none is left, `false` when `max_batches` stopped it first.
+async fn rewrap_batches(
+    state: &AppState,
+    current: i32,
+    batch: i64,
+    max_batches: Option<u64>,
+    report: &mut RotateReport,
+) -> Result<bool, ApiError> {
+    let provider = &state.keyring.provider;
+    let store = &state.store;
     let batch = batch.clamp(1, 10_000);
     loop {
         if max_batches.is_some_and(|m| report.batches >= m) {
-            return Ok(report);
+            return Ok(false);
         }
         let rows = store.user_keys_not_on_kek(current, batch).await?;
         if rows.is_empty() {
-            break;
+            return Ok(true);
         }
         let mut n = 0u64;
         for rec in &rows {
@@ -253,24 +317,73 @@ pub async fn rotate(
             )
             .await?;
     }
-    // Every DEK is on the new key: move the derivation root, then the check value and the
-    // version, all in one transaction.
-    let root_wrapped = match store.meta_get(META_DERIVATION_ROOT).await? {
-        Some(b64) => {
-            let old = STANDARD
-                .decode(b64.trim())
-                .map_err(|_| ApiError::internal("keygate_meta derivation root is corrupt"))?;
-            provider.rewrap(&root_ctx(), &old).await?
-        }
-        None => {
-            let prev = keyfiles::load_previous_master_key(&state.config)
-                .map_err(ApiError::internal)?
-                .ok_or_else(|| {
-                    ApiError::internal("the previous master key is no longer supplied")
-                })?;
-            provider.wrap(&root_ctx(), &raw_bytes(&prev)).await?
-        }
+}
+
+/// `rotate` with OpenBao Transit: rotate the Transit key unless a rewrap is pending, then
+/// rewrap every DEK and the root (inside Transit: no DEK reaches keygate).
+async fn rotate_transit(
+    state: &AppState,
+    transit: &OpenBaoTransitProvider,
+    batch: i64,
+    max_batches: Option<u64>,
+) -> Result<RotateReport, ApiError> {
+    let store = &state.store;
+    let root_wrapped = STANDARD
+        .decode(
+            store
+                .meta_get(META_DERIVATION_ROOT)
+                .await?
+                .ok_or_else(|| ApiError::internal("no wrapped root key for the openbao provider"))?
+                .trim(),
+        )
+        .map_err(|_| ApiError::internal("keygate_meta derivation root is corrupt"))?;
+    let latest = transit.refresh().await?;
+    let pending = transit.needs_rewrap(&root_wrapped)?
+        || !store
+            .user_keys_not_on_kek(latest as i32, 1)
+            .await?
+            .is_empty();
+    let current = if pending {
+        latest
+    } else {
+        let v = transit.rotate().await.map_err(|e| match e {
+            KeyError::Rejected { status: 403, .. } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "kms_rotation_refused",
+                format!(
+                    "OpenBao refused to rotate the Transit key (HTTP 403): rotate it there (`bao write -f {0}/keys/{1}/rotate`) or allow `update` on {0}/keys/{1}/rotate for keygate's token, then run this again",
+                    state.config.openbao_mount, state.config.openbao_key
+                ),
+            ),
+            e => e.into(),
+        })?;
+        state
+            .recorder
+            .record(
+                vec![audit(
+                    "master_key_kms_rotated",
+                    serde_json::json!({"kek_version": v}),
+                )],
+                vec![],
+            )
+            .await?;
+        v
     };
+    let mut report = RotateReport {
+        rewrapped: 0,
+        batches: 0,
+        complete: false,
+        already_current: false,
+    };
+    if !rewrap_batches(state, current as i32, batch, max_batches, &mut report).await? {
+        return Ok(report);
+    }
+    let root_wrapped = if transit.needs_rewrap(&root_wrapped)? {
+        transit.rewrap(&root_ctx(), &root_wrapped).await?
+    } else {
+        root_wrapped
+    };
+    let new_check = transit.key_check_value().await?;
     let version = current.to_string();
     let root_b64 = STANDARD.encode(root_wrapped);
     store
@@ -280,14 +393,13 @@ pub async fn rotate(
             (META_KEY_CHECK, &new_check),
         ])
         .await?;
-    // Unlock sessions hold their DEK copy under the old key: they end (users unlock again).
-    store.drop_vault_sessions_not_on_kek(current).await?;
+    store.drop_vault_sessions_not_on_kek(current as i32).await?;
     state
         .recorder
         .record(
             vec![audit(
                 "master_key_rotated",
-                serde_json::json!({"kek_version": current, "rewrapped": report.rewrapped}),
+                serde_json::json!({"kek_version": current, "rewrapped": report.rewrapped, "provider": "openbao"}),
             )],
             vec![],
         )

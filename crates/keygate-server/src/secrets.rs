@@ -88,18 +88,18 @@ pub async fn open_secrets(
     let dek = keyring
         .dek(actor, rec.user_id, Some(rec.dek_version as u32))
         .await?;
+    open_secrets_with(&dek, rec)
+}
+
+/// Opens a generation's fields with a DEK the caller already holds (DEK rotation). The
+/// header of each field must name `dek.version`.
+pub fn open_secrets_with(dek: &DekHandle, rec: &SecretRecord) -> Result<PlainSecrets, ApiError> {
     Ok(PlainSecrets {
-        api_key: open(&dek, rec.user_id, rec.id, F_API_KEY, &rec.api_key_ct)?
+        api_key: open(dek, rec.user_id, rec.id, F_API_KEY, &rec.api_key_ct)?
             .unwrap_or_else(|| SecretString::from("")),
-        api_secret: open(&dek, rec.user_id, rec.id, F_API_SECRET, &rec.api_secret_ct)?,
-        passphrase: open(&dek, rec.user_id, rec.id, F_PASSPHRASE, &rec.passphrase_ct)?,
-        private_key: open(
-            &dek,
-            rec.user_id,
-            rec.id,
-            F_PRIVATE_KEY,
-            &rec.private_key_ct,
-        )?,
+        api_secret: open(dek, rec.user_id, rec.id, F_API_SECRET, &rec.api_secret_ct)?,
+        passphrase: open(dek, rec.user_id, rec.id, F_PASSPHRASE, &rec.passphrase_ct)?,
+        private_key: open(dek, rec.user_id, rec.id, F_PRIVATE_KEY, &rec.private_key_ct)?,
     })
 }
 

@@ -27,4 +27,6 @@ pub struct AppState {
     pub platform: Arc<crate::platform::PlatformKeys>,
     /// Background job runner handle (wake-ups).
     pub jobs: crate::jobs::Jobs,
+    /// The OpenBao Transit provider when it is the key provider (master-key rotation).
+    pub kms: Option<Arc<keygate_keys::OpenBaoTransitProvider>>,
 }

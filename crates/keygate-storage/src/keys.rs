@@ -80,10 +80,24 @@ impl Store {
 
     /// Per-user DEK rotation: retires the active version and inserts `rec` (the next
     /// version, `active`) in one transaction. `Conflict` if that version already exists.
-    pub async fn add_user_key_version(&self, actor: Actor, rec: &UserKeyRecord) -> Result<()> {
+    ///
+    /// A password-protected `rec` means the caller has just proven the vault password:
+    /// the failed-unlock count is reset as an unlock would, and `session` (when the vault
+    /// is unlocked) moves the live unlock session to the new version while it keeps the
+    /// retired one for rows not yet re-sealed (see [`Store::end_session_rekey`]).
+    pub async fn add_user_key_version(
+        &self,
+        actor: Actor,
+        rec: &UserKeyRecord,
+        session: Option<&crate::SessionRekey>,
+    ) -> Result<()> {
         let retire = "UPDATE user_keys SET state = 'retired', updated_at = $1 WHERE user_id = $2 AND state = 'active'";
         let ins = "INSERT INTO user_keys (user_id, version, wrapped_dek, kek_version, protection, state, created_at, updated_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, version) DO NOTHING";
+        let reset = "UPDATE vaults SET failed_unlock_attempts = 0, locked_out_until = NULL, updated_at = $1 WHERE user_id = $2";
+        let rekey = "UPDATE vault_sessions SET session_dek = $1, dek_version = $2, kek_version = $3, \
+                     previous_session_dek = $4, previous_dek_version = $5 WHERE user_id = $6 AND expires_at > $7";
+        let password = rec.protection == "password";
         in_tx!(self, actor, |tx| {
             sqlx::query::<DB>(retire)
                 .bind(rec.created_at)
@@ -106,8 +120,49 @@ impl Store {
                 // rolls back the retirement too
                 return Err(crate::StorageError::Conflict("user key version"));
             }
+            if password {
+                sqlx::query::<DB>(reset)
+                    .bind(rec.created_at)
+                    .bind(rec.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(r) = session {
+                sqlx::query::<DB>(rekey)
+                    .bind(r.session_dek.clone())
+                    .bind(rec.version)
+                    .bind(r.kek_version)
+                    .bind(r.previous_session_dek.clone())
+                    .bind(r.previous_dek_version)
+                    .bind(rec.user_id)
+                    .bind(r.now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         });
         Ok(())
+    }
+
+    /// Whether any of the user's sealed rows (credential secrets, integration secrets and
+    /// tokens) is on a DEK version other than `version`: a DEK rotation did not finish.
+    pub async fn user_rows_not_on_dek(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        version: i32,
+    ) -> Result<bool> {
+        let sql = "SELECT \
+            (SELECT COUNT(*) FROM credential_secrets WHERE user_id = $1 AND dek_version <> $2) + \
+            (SELECT COUNT(*) FROM integrations WHERE user_id = $1 AND dek_version <> $2) + \
+            (SELECT COUNT(*) FROM integration_tokens WHERE user_id = $1 AND dek_version <> $2)";
+        let n: i64 = in_tx!(self, actor, |tx| {
+            sqlx::query_scalar::<DB, i64>(sql)
+                .bind(user_id)
+                .bind(version)
+                .fetch_one(&mut *tx)
+                .await?
+        });
+        Ok(n > 0)
     }
 
     /// Replaces the wrapped form of one DEK version (password setup/change, KEK rewrap),

@@ -33,10 +33,36 @@ pub struct VaultSession {
     pub last_used_at: DbTime,
     pub expires_at: DbTime,
     pub ip_address: Option<String>,
+    /// During a password-mode DEK rotation: the version being retired, wrapped like
+    /// `session_dek`, so rows not yet re-sealed stay readable (`None` otherwise).
+    pub previous_session_dek: Option<Vec<u8>>,
+    pub previous_dek_version: Option<i32>,
+}
+
+/// How a password-mode DEK rotation carries a live unlock session over to the new version
+/// (see [`Store::add_user_key_version`]): both blobs are wrapped by the KEK under session
+/// contexts, like `VaultSession::session_dek`.
+pub struct SessionRekey {
+    /// The new DEK version, wrapped for the session.
+    pub session_dek: Vec<u8>,
+    /// The retired version, wrapped for the session, until the rotation finishes.
+    pub previous_session_dek: Vec<u8>,
+    pub previous_dek_version: i32,
+    pub kek_version: i32,
+    pub now: DbTime,
+}
+
+impl std::fmt::Debug for SessionRekey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRekey")
+            .field("previous_dek_version", &self.previous_dek_version)
+            .field("kek_version", &self.kek_version)
+            .finish_non_exhaustive()
+    }
 }
 
 const VCOLS: &str = "user_id, kdf, salt, auto_lock_minutes, require_password_on_decrypt, biometric_unlock_enabled, failed_unlock_attempts, last_failed_unlock_at, locked_out_until, last_unlocked_at, created_at, updated_at";
-pub(crate) const SESSION_COLS: &str = "user_id, session_id, session_dek, dek_version, kek_version, unlocked_at, last_used_at, expires_at, ip_address";
+pub(crate) const SESSION_COLS: &str = "user_id, session_id, session_dek, dek_version, kek_version, unlocked_at, last_used_at, expires_at, ip_address, previous_session_dek, previous_dek_version";
 
 impl Store {
     pub async fn vault(&self, actor: Actor, user_id: Uuid) -> Result<Option<VaultRecord>> {
@@ -122,7 +148,7 @@ impl Store {
         kdf_upgrade: Option<(&str, &[u8], &[u8])>,
     ) -> Result<()> {
         let ins = format!(
-            "INSERT INTO vault_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+            "INSERT INTO vault_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
         );
         in_tx!(self, actor, |tx| {
             sqlx::query::<DB>("DELETE FROM vault_sessions WHERE user_id = $1")
@@ -139,6 +165,8 @@ impl Store {
                 .bind(s.last_used_at)
                 .bind(s.expires_at)
                 .bind(s.ip_address.clone())
+                .bind(s.previous_session_dek.clone())
+                .bind(s.previous_dek_version)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query::<DB>("UPDATE vaults SET failed_unlock_attempts = 0, locked_out_until = NULL, last_unlocked_at = $1, updated_at = $1 WHERE user_id = $2")
@@ -197,6 +225,18 @@ impl Store {
             sqlx::query::<DB>("UPDATE vault_sessions SET last_used_at = $1, expires_at = $2 WHERE user_id = $3 AND expires_at > $1")
                 .bind(now)
                 .bind(expires_at)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The last step of a password-mode DEK rotation: the session no longer carries the
+    /// retired version.
+    pub async fn end_session_rekey(&self, actor: Actor, user_id: Uuid) -> Result<()> {
+        in_tx!(self, actor, |tx| {
+            sqlx::query::<DB>("UPDATE vault_sessions SET previous_session_dek = NULL, previous_dek_version = NULL WHERE user_id = $1")
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;

@@ -151,7 +151,7 @@ struct CallLog {
 #[utoipa::path(get, path = "/v1/connections/{id}/proxy/{path}", tag = "gateway",
     description = "Forwards any method to the connection's exchange: policy-checked, signed with the stored key, logged. The exchange's answer comes back unchanged; keygate's own refusals are problem+json (403, 429 with Retry-After, 502, 504).",
     params(("id" = Uuid, Path), ("path" = String, Path, description = "Exchange path, e.g. api/v3/account")),
-    responses((status = 200, description = "The exchange's response, unchanged"), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 429, body = crate::error::Problem), (status = 502, body = crate::error::Problem), (status = 504, body = crate::error::Problem)))]
+    responses((status = 200, description = "The exchange's response, unchanged"), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 429, body = crate::error::Problem), (status = 502, body = crate::error::Problem), (status = 503, body = crate::error::Problem), (status = 504, body = crate::error::Problem)))]
 pub async fn proxy(
     State(s): State<AppState>,
     caller: Caller,

@@ -4,7 +4,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use keygate_crypto::{generate_salt, Dek, KdfParams, PasswordKey, WrapContext};
-use keygate_storage::{AuditFilter, DbTime, VaultRecord, VaultSession};
+use keygate_storage::{AuditFilter, DbTime, UserKeyRecord, VaultRecord, VaultSession};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -200,11 +200,76 @@ async fn open_session(
                 last_used_at: now,
                 expires_at: until,
                 ip_address: meta.ip.clone(),
+                previous_session_dek: None,
+                previous_dek_version: None,
             },
             upgrade,
         )
         .await?;
     Ok(until.0)
+}
+
+/// Checks `password` against the vault as `/v1/vault/unlock` does. Refused while locked
+/// out (429 `vault_locked_out`). A wrong password is counted (five in a row lock the vault
+/// out with a growing backoff), recorded in the vault access log under `action`, and
+/// refused (403 `wrong_password`). Returns the password key and the DEK of `rec`.
+pub(crate) async fn verify_vault_password(
+    s: &AppState,
+    caller: &Caller,
+    meta: &RequestMeta,
+    v: &VaultRecord,
+    rec: &UserKeyRecord,
+    password: &SecretString,
+    action: &str,
+) -> ApiResult<(PasswordKey, Dek)> {
+    let user = v.user_id;
+    let now = DbTime::now();
+    if let Some(until) = v.locked_out_until.filter(|u| *u > now) {
+        let secs = (until.0 - now.0).num_seconds().max(1) as u64;
+        let mut ev = event("vault", action, caller, Some(user), meta);
+        ev.success = false;
+        ev.reason = Some("locked out".into());
+        s.recorder.record(vec![ev], vec![]).await?;
+        return Err(ApiError::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "vault_locked_out",
+            detail: format!("too many failed unlocks; try again in {secs} s"),
+            retry_after: Some(secs),
+        });
+    }
+    let ctx = WrapContext {
+        user_id: user,
+        dek_version: rec.version as u32,
+    };
+    let inner = s
+        .keyring
+        .provider
+        .unwrap(&ctx, rec.wrapped_dek.as_deref().unwrap_or_default())
+        .await?;
+    let pk = derive(password, v.salt.clone(), KdfParams::parse(&v.kdf)?).await?;
+    match pk.open_dek(&ctx, &inner) {
+        Ok(dek) => Ok((pk, dek)),
+        Err(_) => {
+            let failed = v.failed_unlock_attempts + 1;
+            let lockout = (failed >= MAX_FAILED_UNLOCKS).then(|| {
+                let exp = (failed - MAX_FAILED_UNLOCKS).min(10) as u32;
+                DbTime::new(now.0 + Duration::seconds(60 * 2i64.pow(exp)).min(Duration::hours(24)))
+            });
+            s.store
+                .record_failed_unlock(caller.actor(), user, now, lockout)
+                .await?;
+            let mut ev = event("vault", action, caller, Some(user), meta);
+            ev.success = false;
+            ev.reason = Some("wrong password".into());
+            ev.risk_score = if failed >= MAX_FAILED_UNLOCKS { 60 } else { 20 };
+            ev.metadata = keygate_storage::Json(serde_json::json!({"failed_attempts": failed}));
+            s.recorder.record(vec![ev], vec![]).await?;
+            Err(ApiError::forbidden(
+                "wrong_password",
+                "the vault password is wrong",
+            ))
+        }
+    }
 }
 
 /// Unlock with the vault password. Five failures in a row lock the vault out with a
@@ -225,58 +290,24 @@ pub async fn unlock(
             "this vault has no password; set one with /v1/vault/setup",
         )
     })?;
-    let now = DbTime::now();
-    if let Some(until) = v.locked_out_until.filter(|u| *u > now) {
-        let secs = (until.0 - now.0).num_seconds().max(1) as u64;
-        let mut ev = event("vault", "unlock", &caller, Some(user), &meta);
-        ev.success = false;
-        ev.reason = Some("locked out".into());
-        s.recorder.record(vec![ev], vec![]).await?;
-        return Err(ApiError::Status {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "vault_locked_out",
-            detail: format!("too many failed unlocks; try again in {secs} s"),
-            retry_after: Some(secs),
-        });
-    }
     let rec = s.keyring.active_record(actor, user).await?;
     let version = rec.version as u32;
     let ctx = WrapContext {
         user_id: user,
         dek_version: version,
     };
-    let inner = s
-        .keyring
-        .provider
-        .unwrap(&ctx, rec.wrapped_dek.as_deref().unwrap_or_default())
-        .await?;
+    let (_, dek) =
+        verify_vault_password(&s, &caller, &meta, &v, &rec, &req.password, "unlock").await?;
     let params = KdfParams::parse(&v.kdf)?;
-    let pk = derive(&req.password, v.salt.clone(), params).await?;
-    let dek = match pk.open_dek(&ctx, &inner) {
-        Ok(d) => d,
-        Err(_) => {
-            let failed = v.failed_unlock_attempts + 1;
-            let lockout = (failed >= MAX_FAILED_UNLOCKS).then(|| {
-                let exp = (failed - MAX_FAILED_UNLOCKS).min(10) as u32;
-                DbTime::new(now.0 + Duration::seconds(60 * 2i64.pow(exp)).min(Duration::hours(24)))
-            });
-            s.store
-                .record_failed_unlock(actor, user, now, lockout)
-                .await?;
-            let mut ev = event("vault", "unlock", &caller, Some(user), &meta);
-            ev.success = false;
-            ev.reason = Some("wrong password".into());
-            ev.risk_score = if failed >= MAX_FAILED_UNLOCKS { 60 } else { 20 };
-            ev.metadata = keygate_storage::Json(serde_json::json!({"failed_attempts": failed}));
-            s.recorder.record(vec![ev], vec![]).await?;
-            return Err(ApiError::forbidden(
-                "wrong_password",
-                "the vault password is wrong",
-            ));
-        }
-    };
     // PBKDF2 vaults (imported) are upgraded to Argon2id on a successful unlock.
-    let upgrade = if params.needs_upgrade() {
+    // Not while rows remain on a retired DEK version (an interrupted rotation): those
+    // versions are wrapped under the old KDF's key, which the upgrade would orphan.
+    let upgrade = if params.needs_upgrade()
+        && !s
+            .store
+            .user_rows_not_on_dek(actor, user, rec.version)
+            .await?
+    {
         let np = kdf_params(&s);
         let salt = generate_salt().to_vec();
         let npk = derive(&req.password, salt.clone(), np).await?;
@@ -377,7 +408,7 @@ pub struct ChangePassword {
 
 /// Change the vault password: rewraps only the data key.
 #[utoipa::path(post, path = "/v1/vault/password", tag = "vault", request_body = ChangePassword, security(("bearer" = [])),
-    responses((status = 200, body = VaultStatus), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = VaultStatus), (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
 pub async fn change_password(
     State(s): State<AppState>,
     caller: Caller,
@@ -392,21 +423,33 @@ pub async fn change_password(
         ApiError::conflict("vault_not_password_protected", "this vault has no password")
     })?;
     let rec = s.keyring.active_record(actor, user).await?;
+    // Retired DEK versions stay wrapped under the old password: while rows still need one
+    // (an interrupted rotation), changing the password would orphan them.
+    if s.store
+        .user_rows_not_on_dek(actor, user, rec.version)
+        .await?
+    {
+        return Err(ApiError::conflict(
+            "dek_rotation_incomplete",
+            "a data-key rotation did not finish; run POST /v1/vault/rotate-key again first",
+        ));
+    }
     let ctx = WrapContext {
         user_id: user,
         dek_version: rec.version as u32,
     };
     let wrapped = rec.wrapped_dek.clone().unwrap_or_default();
-    let inner = s.keyring.provider.unwrap(&ctx, &wrapped).await?;
-    let old = derive(
+    // Counted like an unlock (lockout included): this is a password guess too.
+    let (_, dek) = verify_vault_password(
+        &s,
+        &caller,
+        &meta,
+        &v,
+        &rec,
         &req.current_password,
-        v.salt.clone(),
-        KdfParams::parse(&v.kdf)?,
+        "password_change",
     )
     .await?;
-    let dek = old.open_dek(&ctx, &inner).map_err(|_| {
-        ApiError::forbidden("wrong_password", "the current vault password is wrong")
-    })?;
     let params = kdf_params(&s);
     let salt = generate_salt().to_vec();
     let new = derive(&req.new_password, salt.clone(), params).await?;

@@ -1,6 +1,7 @@
 //! API tests: every test runs against SQLite and PostgreSQL (`both_backends!`).
 
 mod backup;
+mod bao;
 mod browser;
 mod ccxt_dropin;
 mod console_api;
@@ -9,6 +10,7 @@ mod gateway;
 mod helpers;
 mod jwks;
 mod master_key;
+mod openbao;
 mod ops;
 mod oversight;
 mod schemathesis;
