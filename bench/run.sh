@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # keygate's gateway overhead benchmark (issue 7). One command, one run, same machine:
 #
-#   bench/run.sh            # BENCH_DURATION=15 BENCH_CONNECTIONS=32 BENCH_THREADS=2
+#   bench/run.sh            # BENCH_DURATION=15 BENCH_CONNECTIONS=32 BENCH_THREADS=2 BENCH_SKIP_BUILD=0
 #
 # Measures with wrk, each after a warm-up:
 #   1. direct      GET /api/v3/time straight to the mock exchange
@@ -10,6 +10,8 @@
 #                  audit event + api_calls row; not signed), on SQLite and on PostgreSQL
 #   4. keygate-signed  GET /api/v3/account through keygate: auth, policy, decrypt, HMAC
 #                  signing, forward, audit + api_calls, on SQLite and on PostgreSQL
+#   5. openbao    (if .venv/bin/bao exists) a KV v2 read and a transit decrypt from
+#                  `bao server -dev`: what a bot that fetches its key per call pays
 # and keygate's RSS (VmHWM) under load. Results: bench/results/<timestamp>.json and a
 # Markdown table on stdout (paste into BENCHMARKS.md).
 set -euo pipefail
@@ -28,8 +30,12 @@ source scripts/lib/services.sh
 export KEYGATE_TEST_DATABASE_URL=$PG_ADMIN
 kg_setup_postgres >/dev/null
 
-echo "==> building release binaries"
-cargo build --release -q -p keygate-cli -p keygate-mock-exchange
+if [[ "${BENCH_SKIP_BUILD:-}" == 1 ]]; then
+    echo "==> using the release binaries already in target/release (BENCH_SKIP_BUILD=1)"
+else
+    echo "==> building release binaries"
+    cargo build --release -q -p keygate-cli -p keygate-mock-exchange
+fi
 BIN=$ROOT/target/release
 
 WORK=$(mktemp -d)
@@ -79,9 +85,11 @@ wait_http "http://127.0.0.1:$NGINX_PORT/api/v3/time"
 
 # wrk_run NAME URL [TOKEN] -> appends a JSON object to $WORK/results.jsonl
 wrk_run() {
-    local name=$1 url=$2 token=${3:-} pid=${4:-}
+    local name=$1 url=$2 token=${3:-} pid=${4:-} extra=${5:-} script=${6:-}
     local hdr=()
     [[ -n $token ]] && hdr=(-H "Authorization: Bearer $token")
+    [[ -n $extra ]] && hdr+=(-H "$extra")
+    [[ -n $script ]] && hdr+=(-s "$script")
     wrk -t"$THREADS" -c"$CONN" -d3s "${hdr[@]}" "$url" >/dev/null 2>&1 # warm-up
     local load; load=$(cut -d' ' -f1 /proc/loadavg)
     local out; out=$(wrk -t"$THREADS" -c"$CONN" -d"${DUR}s" --latency "${hdr[@]}" "$url")
@@ -120,10 +128,31 @@ start_keygate() {
     unset KEYGATE_DATA_DIR KEYGATE_LISTEN KEYGATE_DATABASE_URL
 }
 
+# OpenBao dev server (from the test venv): what a bot pays to fetch its key per call.
+kg_setup_python >/dev/null
+BAO=$ROOT/.venv/bin/bao
+BAO_PORT=19104
+if [[ -x $BAO ]]; then
+    "$BAO" server -dev -dev-root-token-id=bench-root -dev-listen-address=127.0.0.1:$BAO_PORT >"$WORK/bao.log" 2>&1 &
+    PIDS+=($!)
+    export VAULT_ADDR=http://127.0.0.1:$BAO_PORT BAO_ADDR=http://127.0.0.1:$BAO_PORT VAULT_TOKEN=bench-root BAO_TOKEN=bench-root
+    for _ in $(seq 1 100); do curl -fsS -o /dev/null "$BAO_ADDR/v1/sys/health" 2>/dev/null && break; sleep 0.1; done
+    "$BAO" kv put -mount=secret bench api_key=$API_KEY api_secret=$API_SECRET >/dev/null
+    "$BAO" secrets enable transit >/dev/null
+    "$BAO" write -f transit/keys/bench >/dev/null
+    BAO_CT=$("$BAO" write -field=ciphertext transit/encrypt/bench plaintext="$(printf %s "$API_SECRET" | base64 -w0)")
+    printf 'wrk.method = "POST"\nwrk.body = "{\\"ciphertext\\":\\"%s\\"}"\nwrk.headers["Content-Type"] = "application/json"\n' "$BAO_CT" >"$WORK/decrypt.lua"
+fi
+
 echo "==> machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)"
 echo "==> wrk -t$THREADS -c$CONN -d${DUR}s"
 wrk_run direct "http://127.0.0.1:$MOCK_PORT/api/v3/time"
 wrk_run nginx "http://127.0.0.1:$NGINX_PORT/api/v3/time"
+if [[ -x $BAO ]]; then
+    BAO_HDR="X-Vault-Token: bench-root"
+    wrk_run openbao-kv-read "$BAO_ADDR/v1/secret/data/bench" "" "" "$BAO_HDR"
+    wrk_run openbao-transit-decrypt "$BAO_ADDR/v1/transit/decrypt/bench" "" "" "$BAO_HDR" "$WORK/decrypt.lua"
+fi
 
 start_keygate sqlite 19102 "sqlite://$WORK/kg-sqlite/keygate.db"
 wrk_run keygate-sqlite "http://127.0.0.1:19102/v1/connections/$KG_CONN/proxy/api/v3/time" "$KG_TOKEN" "$KG_PID"

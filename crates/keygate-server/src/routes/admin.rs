@@ -251,6 +251,17 @@ pub fn setting_value(c: &Config, env: &str) -> Option<String> {
         "KEYGATE_JOBS_ENABLED" => c.jobs_enabled.to_string(),
         "KEYGATE_JOBS_INTERVAL_MS" => c.jobs_interval_ms.to_string(),
         "KEYGATE_OAUTH_TIMEOUT_MS" => c.oauth_timeout_ms.to_string(),
+        "KEYGATE_GATEWAY_CACHE_MS" => c.gateway_cache_ms.to_string(),
+        "KEYGATE_KEY_PROVIDER" => c.key_provider.as_str().to_string(),
+        "KEYGATE_OPENBAO_ADDR" => c
+            .openbao_addr
+            .as_deref()
+            .map(without_password)
+            .unwrap_or_else(|| "unset".into()),
+        "KEYGATE_OPENBAO_TOKEN" => set(c.openbao_token.is_some()),
+        "KEYGATE_OPENBAO_TOKEN_FILE" => path(&c.openbao_token_file),
+        "KEYGATE_OPENBAO_KEY" => c.openbao_key.clone(),
+        "KEYGATE_OPENBAO_MOUNT" => c.openbao_mount.clone(),
         "KEYGATE_LOG_FORMAT" => c.log_format.clone(),
         "KEYGATE_DEV_FAST_KDF" => c.dev_fast_kdf.to_string(),
         _ => return None,
@@ -295,6 +306,8 @@ mod tests {
             jwt_secret: Some(SecretString::from("hunter2-jwt")),
             webhook_urls: vec!["https://hooks.example/p/hunter2-token?k=hunter2-q".into()],
             webhook_secret: Some(SecretString::from("hunter2-wh")),
+            openbao_token: Some(SecretString::from("hunter2-bao")),
+            openbao_addr: Some("https://bao:hunter2-bao-url@bao.internal:8200".into()),
             ..Config::default()
         };
         let mut shown = String::new();
