@@ -208,6 +208,28 @@ pub(crate) fn on_unique(e: sqlx::Error, what: &'static str) -> StorageError {
     StorageError::Database(e)
 }
 
+/// [`multi_insert`] for the hot path: on SQLite with anonymous `?` placeholders, bound in
+/// order. (SQLite resolves a numbered parameter's name by a linear scan, and the driver
+/// asks for every parameter's name, so a 1 400-parameter `$N` insert costs a quadratic
+/// number of steps; `?` has no name to look up.)
+pub(crate) fn multi_insert_for(backend: Backend, head: &str, cols: usize, rows: usize) -> String {
+    match backend {
+        Backend::Postgres => multi_insert(head, cols, rows),
+        Backend::Sqlite => {
+            let group = format!("({})", vec!["?"; cols].join(","));
+            let mut s = String::with_capacity(head.len() + rows * (group.len() + 1));
+            s.push_str(head);
+            for r in 0..rows {
+                if r > 0 {
+                    s.push(',');
+                }
+                s.push_str(&group);
+            }
+            s
+        }
+    }
+}
+
 /// `head` followed by `rows` groups of `cols` placeholders: `($1,..,$n),($n+1,..)`.
 pub(crate) fn multi_insert(head: &str, cols: usize, rows: usize) -> String {
     let mut s = String::with_capacity(head.len() + rows * cols * 5);

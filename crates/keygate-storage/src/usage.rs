@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::{audit, multi_insert, Actor, AuditEvent, DbTime, Result, Store};
+use crate::{audit, multi_insert_for, Actor, AuditEvent, DbTime, Result, Store};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiCallRecord {
@@ -75,13 +75,14 @@ impl Store {
                 e.0 += 1;
                 e.1 = e.1.max(c.created_at);
             }
+            let backend = self.backend();
             let call_head = format!("INSERT INTO api_calls ({COLS}) VALUES ");
             let audit_head = format!("INSERT INTO audit_events ({}) VALUES ", audit::COLS);
             Ok(in_tx!(@quiet self, Actor::service(), |tx| {
                 let mut rest = calls;
                 while !rest.is_empty() {
                     let n = chunk(rest.len());
-                    let sql = multi_insert(&call_head, 22, n);
+                    let sql = multi_insert_for(backend, &call_head, 22, n);
                     let mut q = sqlx::query::<DB>(&sql);
                     for r in &rest[..n] {
                         q = bind_api_call!(q, r);
@@ -121,7 +122,7 @@ impl Store {
                     let mut rest = &out[..];
                     while !rest.is_empty() {
                         let n = chunk(rest.len());
-                        let sql = multi_insert(&audit_head, 26, n);
+                        let sql = multi_insert_for(backend, &audit_head, 26, n);
                         let mut q = sqlx::query::<DB>(&sql);
                         for e in &rest[..n] {
                             q = bind_audit_event!(q, e);
