@@ -19,12 +19,14 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 type Key = (Uuid, Uuid, Option<i32>);
+/// The context, the write epoch seen before it was read, and when it was read.
+type Entry = (Arc<CallContext>, u64, Instant);
 
 const MAX_ENTRIES: usize = 10_000;
 
 pub struct ContextCache {
     ttl: Duration,
-    entries: Mutex<HashMap<Key, (Arc<CallContext>, u64, Instant)>>,
+    entries: Mutex<HashMap<Key, Entry>>,
 }
 
 impl ContextCache {

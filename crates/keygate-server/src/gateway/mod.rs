@@ -233,7 +233,7 @@ pub async fn proxy(
         risk: risk::Risk::default(),
     };
 
-    let approved = match decide(&s, &ctx, exchange, &out, class, &meta, now).await {
+    let approved = match decide(&s, ctx, exchange, &out, class, &meta, now).await {
         Ok(a) => a,
         Err(denial) => {
             // A denied call is still a use worth scoring (denial streaks, withdrawal tries)
@@ -246,13 +246,13 @@ pub async fn proxy(
                     | DenyCode::CredentialPending
                     | DenyCode::ConnectionDisabled
             ) {
-                log.risk = assess(&s, &ctx, &meta, class == EndpointClass::Withdraw, true).await?;
+                log.risk = assess(&s, ctx, &meta, class == EndpointClass::Withdraw, true).await?;
             }
-            return deny(&s, &caller, &meta, &ctx, &out, log, denial).await;
+            return deny(&s, &caller, &meta, ctx, &out, log, denial).await;
         }
     };
     if approved.may_sign() {
-        log.risk = assess(&s, &ctx, &meta, class == EndpointClass::Withdraw, false).await?;
+        log.risk = assess(&s, ctx, &meta, class == EndpointClass::Withdraw, false).await?;
         if log.risk.suspended {
             let d = Denial {
                 code: DenyCode::CredentialSuspended,
@@ -264,22 +264,22 @@ pub async fn proxy(
                 retry_after_secs: None,
                 status: 403,
             };
-            return deny(&s, &caller, &meta, &ctx, &out, log, d).await;
+            return deny(&s, &caller, &meta, ctx, &out, log, d).await;
         }
         if let Some(d) = s.gateway.upstream.check(ctx.credential.id, now) {
-            return deny(&s, &caller, &meta, &ctx, &out, log, d).await;
+            return deny(&s, &caller, &meta, ctx, &out, log, d).await;
         }
     }
     log.notional_micros = micros(approved.volume_usd());
     log.withdrawal_micros = micros(approved.withdrawal_usd());
 
-    let (base, environment, host) = upstream_of(&ctx, exchange)?;
+    let (base, environment, host) = upstream_of(ctx, exchange)?;
 
     if approved.may_sign() {
         if let Err(e) = sign(
             &s,
             &caller.actor(),
-            &ctx,
+            ctx,
             exchange,
             environment,
             host,
@@ -292,7 +292,7 @@ pub async fn proxy(
             log.status = 422;
             log.deny_code = Some("signing_failed".into());
             log.error = Some(e.to_string());
-            finish(&s, &caller, &meta, &ctx, &out, log, None).await?;
+            finish(&s, &caller, &meta, ctx, &out, log, None).await?;
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "signing_failed",
@@ -362,7 +362,7 @@ pub async fn proxy(
         }
     };
     let ok = log.status < 500 && log.status != 0;
-    finish(&s, &caller, &meta, &ctx, &out, log, None).await?;
+    finish(&s, &caller, &meta, ctx, &out, log, None).await?;
     if s.gateway.health_due(ctx.connection.id, ok) {
         let store = s.store.clone();
         let (uid, cid) = (ctx.connection.user_id, ctx.connection.id);
