@@ -114,6 +114,18 @@ pub async fn setup(
         ));
     }
     let rec = s.keyring.active_record(actor, user).await?;
+    // Password protection covers the active DEK version only: rows left on a retired,
+    // platform-wrapped version by an interrupted rotation would stay readable without the
+    // password (fail open). Finish the rotation first.
+    if s.store
+        .user_rows_not_on_dek(actor, user, rec.version)
+        .await?
+    {
+        return Err(ApiError::conflict(
+            "dek_rotation_incomplete",
+            "a data-key rotation did not finish; run POST /v1/vault/rotate-key again first",
+        ));
+    }
     let handle = s.keyring.dek(actor, user, None).await?;
     let params = kdf_params(&s);
     let salt = generate_salt().to_vec();

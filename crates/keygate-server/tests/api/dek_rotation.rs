@@ -582,3 +582,69 @@ both_backends!(dek_rotation_password_resume, |app: TestApp| async move {
         .await;
     assert_eq!((s, v["api_secret"].as_str()), (200, Some("resume-secret")));
 });
+
+// A platform-mode rotation that stopped after activating v2 leaves rows on the retired,
+// platform-wrapped v1. Setting a vault password then would protect v2 only and leave those
+// rows readable without it, so setup refuses until the rotation is finished.
+both_backends!(
+    vault_setup_waits_for_an_interrupted_rotation,
+    |app: TestApp| async move {
+        use keygate_crypto::{Dek, WrapContext};
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (s, _) = app
+        .post(
+            "/v1/credentials",
+            &t,
+            json!({"exchange": "binance", "label": "p", "api_key": "pk", "api_secret": "platform-secret"}),
+        )
+        .await;
+        assert_eq!(s, 201);
+        let store = &app.state.store;
+        let provider = &app.state.keyring.provider;
+        let actor = keygate_storage::Actor::user(user);
+        let now = keygate_storage::DbTime::now();
+        let new = Dek::generate();
+        let ctx = WrapContext {
+            user_id: user,
+            dek_version: 2,
+        };
+        store
+            .add_user_key_version(
+                actor,
+                &keygate_storage::UserKeyRecord {
+                    user_id: user,
+                    version: 2,
+                    wrapped_dek: Some(provider.wrap(&ctx, new.expose_secret()).await.unwrap()),
+                    kek_version: provider.current_version() as i32,
+                    protection: "platform".into(),
+                    state: "active".into(),
+                    created_at: now,
+                    updated_at: now,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(on_version(&app, user, 1).await, "a row is left on v1");
+        let (s, p) = app
+            .post("/v1/vault/setup", &t, json!({"password": PW}))
+            .await;
+        assert_eq!(
+            (s, p["code"].as_str()),
+            (409, Some("dek_rotation_incomplete")),
+            "{p}"
+        );
+        assert!(
+            store.vault(actor, user).await.unwrap().is_none(),
+            "nothing written"
+        );
+        // finishing the rotation lets setup through
+        let (s, r) = app.post("/v1/vault/rotate-key", &t, json!({})).await;
+        assert_eq!(s, 200, "{r}");
+        let (s, p) = app
+            .post("/v1/vault/setup", &t, json!({"password": PW}))
+            .await;
+        assert_eq!(s, 200, "{p}");
+    }
+);
