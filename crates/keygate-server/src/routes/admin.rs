@@ -157,16 +157,23 @@ pub struct SettingView {
     pub meaning: String,
 }
 
-/// A URL with any password replaced by `***` (database and Redis URLs may carry one).
+/// A URL with any password replaced by `***` and its query dropped (database and Redis
+/// URLs may carry a password in either place, e.g. `?password=`; a JWKS URL a token).
 fn without_password(u: &str) -> String {
     match url::Url::parse(u) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            if url.query().is_some() {
+                url.set_query(Some("***"));
+            }
             url.to_string()
         }
-        Ok(url) => url.to_string(),
         // Not a URL (a bare SQLite path): nothing to hide, but do not echo anything odd.
-        Err(_) if u.starts_with("sqlite:") || !u.contains('@') => u.to_string(),
+        Err(_) if u.starts_with("sqlite:") || (!u.contains('@') && !u.contains('?')) => {
+            u.to_string()
+        }
         Err(_) => "(set; not shown)".into(),
     }
 }
@@ -204,7 +211,11 @@ pub fn setting_value(c: &Config, env: &str) -> Option<String> {
         "KEYGATE_MASTER_KEY" => set(c.master_key.is_some()),
         "KEYGATE_MASTER_KEY_PREVIOUS" => set(c.master_key_previous.is_some()),
         "KEYGATE_JWT_SECRET" => set(c.jwt_secret.is_some()),
-        "KEYGATE_JWKS_URL" => opt(&c.jwks_url),
+        "KEYGATE_JWKS_URL" => c
+            .jwks_url
+            .as_deref()
+            .map(without_password)
+            .unwrap_or_else(|| "unset".into()),
         "KEYGATE_JWT_AUDIENCE" => opt(&c.jwt_audience),
         "KEYGATE_ADMIN_CLAIM" => c.admin_claim.clone(),
         "KEYGATE_ALLOWED_UPSTREAMS" => c.allowed_upstreams.join(", "),
@@ -300,7 +311,9 @@ mod tests {
     #[test]
     fn every_config_setting_has_a_value_and_secrets_stay_hidden() {
         let c = Config {
-            database_url: "postgres://keygate:hunter2-db@db.internal/keygate".into(),
+            database_url:
+                "postgres://keygate:hunter2-db@db.internal/keygate?sslpassword=hunter2-ssl".into(),
+            jwks_url: Some("https://auth.example/jwks?apikey=hunter2-jwks".into()),
             redis_url: Some("redis://:hunter2-redis@cache:6379".into()),
             master_key: Some(SecretString::from("hunter2-master")),
             jwt_secret: Some(SecretString::from("hunter2-jwt")),
@@ -320,7 +333,7 @@ mod tests {
             shown.push('\n');
         }
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("postgres://keygate:***@db.internal/keygate"));
+        assert!(shown.contains("postgres://keygate:***@db.internal/keygate?***"));
         assert!(shown.contains("https://hooks.example/…"));
     }
 }
