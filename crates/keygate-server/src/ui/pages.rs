@@ -301,10 +301,11 @@ pub async fn vault_action(State(s): State<AppState>, c: Ctx, body: Bytes) -> Res
         Err(r) => return r,
     };
     let action = form.get("action").unwrap_or("");
-    let password = form.get("password").unwrap_or("").to_string();
+    // The JSON body handed to the API handler holds its own copy; this one is wiped on drop.
+    let password = zeroize::Zeroizing::new(form.get("password").unwrap_or("").to_string());
     let (uri, body) = match action {
         "setup" => {
-            let mut b = json!({"password": password});
+            let mut b = json!({"password": password.as_str()});
             if let Some(m) = form.text("auto_lock_minutes") {
                 b["auto_lock_minutes"] = m
                     .parse::<i64>()
@@ -313,7 +314,10 @@ pub async fn vault_action(State(s): State<AppState>, c: Ctx, body: Bytes) -> Res
             }
             ("/v1/vault/setup", Some(b))
         }
-        "unlock" => ("/v1/vault/unlock", Some(json!({"password": password}))),
+        "unlock" => (
+            "/v1/vault/unlock",
+            Some(json!({"password": password.as_str()})),
+        ),
         "lock" => ("/v1/vault/lock", None),
         _ => return vault_page(&s, &c, &sess, None, Some("unknown action".into())).await,
     };
