@@ -45,7 +45,7 @@ impl Recorder {
                 }
                 // One transaction: call rows, credential usage, chained audit events.
                 let res = store
-                    .record_batch(&calls, audit, chain_key.as_ref())
+                    .record_batch_owned(calls, audit, chain_key.as_ref())
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string());

@@ -8,8 +8,6 @@
 //! alone cannot forge the chain. The head (last seq and hash) lives in `audit_head`.
 
 use futures::future::BoxFuture;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -123,9 +121,9 @@ impl AuditEvent {
     }
 
     pub fn compute_hash(&self, chain_key: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(chain_key).expect("any key length");
-        mac.update(&self.canonical());
-        hex::encode(mac.finalize().into_bytes())
+        // ring's HMAC-SHA256 (assembly), the same bytes as the `hmac` crate's
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, chain_key);
+        hex::encode(ring::hmac::sign(&key, &self.canonical()).as_ref())
     }
 }
 

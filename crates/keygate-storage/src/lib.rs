@@ -38,8 +38,8 @@ macro_rules! in_tx {
             $crate::db::Db::Postgres(pool) => {
                 #[allow(dead_code)]
                 type DB = sqlx::Postgres;
-                let mut $tx = pool.begin().await?;
-                $crate::db::set_pg_identity(&mut $tx, $actor).await?;
+                // BEGIN and the identity in one round trip
+                let mut $tx = pool.begin_with($crate::db::pg_begin_sql($actor)).await?;
                 #[allow(unused_mut)]
                 let out = { $body };
                 $tx.commit().await?;
@@ -149,6 +149,7 @@ mod keys;
 mod meta;
 mod schedule;
 mod site_keys;
+mod sqlite_writer;
 mod time;
 mod ui;
 mod usage;
@@ -194,6 +195,9 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite group-commit writer (`sqlite_writer.rs`) failed.
+    #[error("database error: {0}")]
+    Writer(String),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

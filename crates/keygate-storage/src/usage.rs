@@ -37,7 +37,24 @@ pub struct ApiCallRecord {
     pub created_at: DbTime,
 }
 
-const COLS: &str = "id, connection_id, credential_id, user_id, method, endpoint, class, decision, deny_code, status_code, response_time_ms, success, error_message, rate_limit_remaining, rate_limit_reset, notional_usd_micros, withdrawal_usd_micros, ip_address, user_agent, session_id, created_at, rate_limit_used";
+pub(crate) const COLS: &str = "id, connection_id, credential_id, user_id, method, endpoint, class, decision, deny_code, status_code, response_time_ms, success, error_message, rate_limit_remaining, rate_limit_reset, notional_usd_micros, withdrawal_usd_micros, ip_address, user_agent, session_id, created_at, rate_limit_used";
+
+/// One allowed call counts as one use of its credential: per (credential, user), in id
+/// order, the number of uses and the latest time.
+pub(crate) fn usage_of(calls: &[ApiCallRecord]) -> BTreeMap<(Uuid, Uuid), (i64, DbTime)> {
+    let mut usage: BTreeMap<(Uuid, Uuid), (i64, DbTime)> = BTreeMap::new();
+    for c in calls.iter().filter(|c| c.decision == "allowed") {
+        let e = usage
+            .entry((c.credential_id, c.user_id))
+            .or_insert((0, c.created_at));
+        e.0 += 1;
+        e.1 = e.1.max(c.created_at);
+    }
+    usage
+}
+
+/// Adds uses to a credential: `(uses, latest time, user_id, id)`.
+pub(crate) const USAGE_UPDATE: &str = "UPDATE credentials SET usage_count = usage_count + $1, last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END WHERE user_id = $3 AND id = $4";
 
 impl Store {
     /// Writes a batch of call rows and counts each allowed one as a use of its credential
@@ -55,8 +72,10 @@ impl Store {
     /// rows in the same order); then the audit events, chained under the head's row lock
     /// (a row lock on PostgreSQL, the write lock on SQLite), taken last so it is held
     /// briefly. Inserts go in chunks of fixed sizes so the driver's statement cache holds
-    /// a handful of statements, not one per batch size. Does not move
-    /// [`Store::write_epoch`]. Returns the stored events.
+    /// a handful of statements, not one per batch size. A SQLite file is written by its
+    /// own connection on its own thread, the whole batch in one hand-over
+    /// (`sqlite_writer.rs`). Does not move [`Store::write_epoch`]. Returns the stored
+    /// events.
     pub fn record_batch<'a>(
         &'a self,
         calls: &'a [ApiCallRecord],
@@ -67,14 +86,10 @@ impl Store {
             if calls.is_empty() && events.is_empty() {
                 return Ok(events);
             }
-            let mut usage: BTreeMap<(Uuid, Uuid), (i64, DbTime)> = BTreeMap::new();
-            for c in calls.iter().filter(|c| c.decision == "allowed") {
-                let e = usage
-                    .entry((c.credential_id, c.user_id))
-                    .or_insert((0, c.created_at));
-                e.0 += 1;
-                e.1 = e.1.max(c.created_at);
+            if let Some(w) = &self.sqlite_writer {
+                return w.write(calls.to_vec(), events, chain_key).await;
             }
+            let usage = usage_of(calls);
             let backend = self.backend();
             let call_head = format!("INSERT INTO api_calls ({COLS}) VALUES ");
             let audit_head = format!("INSERT INTO audit_events ({}) VALUES ", audit::COLS);
@@ -91,7 +106,7 @@ impl Store {
                     rest = &rest[n..];
                 }
                 for ((credential_id, user_id), (n, at)) in &usage {
-                    sqlx::query::<DB>("UPDATE credentials SET usage_count = usage_count + $1, last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END WHERE user_id = $3 AND id = $4")
+                    sqlx::query::<DB>(USAGE_UPDATE)
                         .bind(*n)
                         .bind(*at)
                         .bind(*user_id)
@@ -102,12 +117,12 @@ impl Store {
                 if events.is_empty() {
                     events
                 } else {
-                    sqlx::query::<DB>("UPDATE audit_head SET seq = seq WHERE id = 1")
-                        .execute(&mut *tx)
-                        .await?;
-                    let head = sqlx::query::<DB>("SELECT seq, hash FROM audit_head WHERE id = 1")
-                        .fetch_one(&mut *tx)
-                        .await?;
+                    // takes the head's row lock and reads it in one statement
+                    let head = sqlx::query::<DB>(
+                        "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
+                    )
+                    .fetch_one(&mut *tx)
+                    .await?;
                     let mut seq: i64 = sqlx::Row::try_get(&head, 0)?;
                     let mut prev: String = sqlx::Row::try_get(&head, 1)?;
                     let mut out = Vec::with_capacity(events.len());
@@ -139,6 +154,21 @@ impl Store {
                 }
             }))
         })
+    }
+
+    /// [`Store::record_batch`] taking the rows by value (no copy for the SQLite writer).
+    pub async fn record_batch_owned(
+        &self,
+        calls: Vec<ApiCallRecord>,
+        events: Vec<AuditEvent>,
+        chain_key: &[u8],
+    ) -> Result<Vec<AuditEvent>> {
+        match &self.sqlite_writer {
+            Some(w) if !(calls.is_empty() && events.is_empty()) => {
+                w.write(calls, events, chain_key).await
+            }
+            _ => self.record_batch(&calls, events, chain_key).await,
+        }
     }
 
     /// A connection's call log, newest first, after `cursor`.
@@ -207,7 +237,7 @@ impl Store {
 
 /// Rows per multi-row INSERT for `n` pending rows: a few fixed sizes (largest first), so
 /// a connection's statement cache holds at most four statements per table.
-fn chunk(n: usize) -> usize {
+pub(crate) fn chunk(n: usize) -> usize {
     [64, 16, 4, 1].into_iter().find(|c| *c <= n).unwrap_or(1)
 }
 

@@ -178,6 +178,69 @@ both_backends!(
         let (_, k) = app.get(&format!("/v1/credentials/{cred}"), &t).await;
         assert_eq!(k["usage_count"], 4, "{k}");
         assert!(k["last_used_at"].is_string(), "{k}");
+        // Every column round-trips: on SQLite the group commit writes through its own
+        // connection and encoder (sqlite_writer.rs), and sqlx reads the rows back here.
+        let conn_id: Uuid = conn.parse().unwrap();
+        let rows = app
+            .state
+            .store
+            .list_api_calls(keygate_storage::Actor::service(), user, conn_id, None, 100)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 4);
+        let order = rows.iter().find(|r| r.class == "trade").unwrap();
+        assert_eq!(order.method, "POST");
+        assert_eq!(order.endpoint, "/api/v3/order");
+        assert_eq!(order.credential_id.to_string(), cred);
+        assert_eq!(order.user_id, user);
+        assert_eq!(
+            (order.decision.as_str(), order.status_code),
+            ("allowed", Some(200))
+        );
+        assert!(order.success && order.deny_code.is_none() && order.error_message.is_none());
+        assert_eq!(order.notional_usd_micros, 50_000_000, "0.001 x 50000 USD");
+        assert_eq!(order.withdrawal_usd_micros, 0);
+        assert!(order.rate_limit_used.is_some(), "{order:?}");
+        assert_eq!(order.ip_address.as_deref(), Some("127.0.0.1"));
+        assert!(order.session_id.is_some(), "the token's session");
+        assert!(order.response_time_ms.is_some_and(|ms| ms >= 0));
+        let age = chrono::Utc::now() - order.created_at.0;
+        assert!(age.num_seconds().abs() < 60, "{age}");
+        let events = app
+            .state
+            .store
+            .list_audit(
+                keygate_storage::Actor::service(),
+                &keygate_storage::AuditFilter {
+                    connection_id: Some(conn_id),
+                    ..Default::default()
+                },
+                100,
+            )
+            .await
+            .unwrap();
+        let ev = events
+            .iter()
+            .find(|e| e.http_method.as_deref() == Some("POST"))
+            .unwrap();
+        assert_eq!(
+            (ev.category.as_str(), ev.action.as_str()),
+            ("gateway", "use")
+        );
+        assert_eq!(ev.endpoint.as_deref(), Some("/api/v3/order"));
+        assert_eq!(ev.credential_id.map(|c| c.to_string()), Some(cred.clone()));
+        assert_eq!((ev.user_id, ev.actor_id), (Some(user), Some(user)));
+        assert_eq!(ev.status_code, Some(200));
+        assert_eq!(ev.metadata.0["exchange"], "binance");
+        assert_eq!(ev.metadata.0["class"], "trade");
+        assert!(ev.seq > 0 && ev.hash.len() == 64 && ev.prev_hash.len() == 64);
+        let report = app
+            .state
+            .store
+            .verify_audit_chain(app.state.chain_key.as_ref())
+            .await
+            .unwrap();
+        assert!(report.ok, "{report:?}");
         let m = app
             .client
             .get(format!("{}/metrics", app.base))
