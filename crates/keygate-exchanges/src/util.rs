@@ -2,33 +2,39 @@
 //! handling, decimal parsing. Nothing here knows about a particular exchange.
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256, Sha512};
 use std::str::FromStr;
 
 use crate::ParseError;
 
+/// HMAC-SHA256 (ring: assembly SHA-256, about twice the portable code on CPUs without
+/// SHA extensions).
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::hmac::sign(&k, msg).as_ref());
+    out
 }
 
 pub fn hmac_sha512(key: &[u8], msg: &[u8]) -> [u8; 64] {
-    let mut mac = Hmac::<Sha512>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA512, key);
+    let mut out = [0u8; 64];
+    out.copy_from_slice(ring::hmac::sign(&k, msg).as_ref());
+    out
 }
 
 pub fn sha256(msg: &[u8]) -> [u8; 32] {
-    Sha256::digest(msg).into()
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, msg).as_ref());
+    out
 }
 
 pub fn sha512(msg: &[u8]) -> [u8; 64] {
-    Sha512::digest(msg).into()
+    let mut out = [0u8; 64];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA512, msg).as_ref());
+    out
 }
 
 pub fn b64(bytes: &[u8]) -> String {
