@@ -11,6 +11,10 @@ use uuid::Uuid;
 /// Operator checks (`keygate doctor`).
 mod doctor;
 
+/// mimalloc: per-thread free lists; glibc's malloc/free were about 13 % of a gateway call.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "keygate",

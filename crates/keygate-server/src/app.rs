@@ -59,7 +59,7 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ConfigError(format!("http client: {e}")))?;
-    Ok(AppState {
+    Ok(AppState::new(crate::state::AppStateInner {
         keyring: Keyring::new(provider, store.clone()),
         gateway: Arc::new(crate::gateway::Gateway::new(&config, store.backend())),
         config: Arc::new(config),
@@ -72,7 +72,7 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         platform,
         jobs: crate::jobs::Jobs::new(),
         kms: keys.transit,
-    })
+    }))
 }
 
 /// The local provider: the master key from `KEYGATE_MASTER_KEY` / a key file (generated

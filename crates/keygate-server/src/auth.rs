@@ -95,7 +95,26 @@ pub struct Authenticator {
     admin_claim: Arc<str>,
     audience: Option<Arc<str>>,
     jwks: Option<Arc<Jwks>>,
+    verified: Arc<parking_lot::Mutex<VerifiedCache>>,
 }
+
+/// Tokens whose signature and claims were checked recently, keyed by the SHA-256 of the
+/// token (no token text kept, and a lookup compares digests, not secrets): a bot sends
+/// the same token on every call, and verifying it (base64, HMAC or RSA, JSON) was the
+/// biggest single cost of a gateway call after the exchange itself. `exp` and `nbf` are
+/// still judged on every use; an entry lives at most [`VERIFIED_TTL`], the same bound as
+/// the JWKS refresh, so a key removed from the JWKS stops working as soon as before.
+type VerifiedCache = HashMap<[u8; 32], VerifiedToken>;
+
+struct VerifiedToken {
+    caller: Caller,
+    exp: i64,
+    nbf: Option<i64>,
+    at: Instant,
+}
+
+const VERIFIED_TTL: Duration = Duration::from_secs(30);
+const VERIFIED_MAX: usize = 10_000;
 
 /// Keys by `kid`, and when they were fetched.
 type KeyCache = (HashMap<String, (Algorithm, DecodingKey)>, Option<Instant>);
@@ -166,7 +185,49 @@ impl Authenticator {
                         .expect("http client"),
                 })
             }),
+            verified: Default::default(),
         }
+    }
+
+    fn digest(token: &str) -> [u8; 32] {
+        let mut d = [0u8; 32];
+        d.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+        d
+    }
+
+    /// A cached verification still valid now (same leeway as the full check).
+    fn cached(&self, digest: &[u8; 32]) -> Option<Caller> {
+        let now = chrono::Utc::now().timestamp();
+        let leeway = LEEWAY_SECS as i64;
+        let mut m = self.verified.lock();
+        let v = m.get(digest)?;
+        if v.at.elapsed() < VERIFIED_TTL
+            && now <= v.exp + leeway
+            && v.nbf.is_none_or(|nbf| now + leeway >= nbf)
+        {
+            return Some(v.caller.clone());
+        }
+        m.remove(digest);
+        None
+    }
+
+    fn remember(&self, digest: [u8; 32], caller: &Caller, exp: i64, nbf: Option<i64>) {
+        let mut m = self.verified.lock();
+        if m.len() >= VERIFIED_MAX {
+            m.retain(|_, v| v.at.elapsed() < VERIFIED_TTL);
+            if m.len() >= VERIFIED_MAX {
+                m.clear();
+            }
+        }
+        m.insert(
+            digest,
+            VerifiedToken {
+                caller: caller.clone(),
+                exp,
+                nbf,
+                at: Instant::now(),
+            },
+        );
     }
 
     fn validation(&self, alg: Algorithm) -> Validation {
@@ -185,6 +246,10 @@ impl Authenticator {
     /// Verifies `token` and returns the caller. Errors are 401s whose detail never echoes
     /// the token.
     pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let digest = Self::digest(token);
+        if let Some(c) = self.cached(&digest) {
+            return Ok(c);
+        }
         let header =
             decode_header(token).map_err(|_| ApiError::unauthorized("malformed bearer token"))?;
         let claims = match header.alg {
@@ -232,7 +297,10 @@ impl Authenticator {
             ApiError::unauthorized(why)
         })?
         .claims;
-        self.caller_from(claims)
+        let (exp, nbf) = (claims.exp, claims.nbf);
+        let caller = self.caller_from(claims)?;
+        self.remember(digest, &caller, exp, nbf);
+        Ok(caller)
     }
 
     fn caller_from(&self, c: Claims) -> Result<Caller, ApiError> {
@@ -336,5 +404,56 @@ impl FromRequestParts<AppState> for Caller {
         let caller = state.auth.verify(token).await?;
         parts.extensions.insert(caller.clone());
         Ok(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_reused_only_while_valid() {
+        let secret = SecretString::from("k".repeat(32));
+        let a = Authenticator::new(&secret, "is_admin", None, None);
+        let user = Uuid::new_v4();
+        let ttl = Duration::from_secs(600);
+        let t = mint_token(&secret, Some(user), true, "authenticated", ttl, "is_admin").unwrap();
+        let d = Authenticator::digest(&t);
+        assert!(a.cached(&d).is_none());
+        let c = a.verify(&t).await.unwrap();
+        assert_eq!((c.user_id, c.admin), (Some(user), true));
+        let hit = a
+            .cached(&d)
+            .expect("verified once, then served from the cache");
+        assert_eq!((hit.user_id, hit.admin), (Some(user), true));
+
+        // past exp + leeway: not used, and dropped
+        a.verified.lock().get_mut(&d).unwrap().exp = now() - LEEWAY_SECS as i64 - 1;
+        assert!(a.cached(&d).is_none());
+        assert!(a.verified.lock().get(&d).is_none());
+        // before nbf - leeway: not used
+        a.verify(&t).await.unwrap();
+        a.verified.lock().get_mut(&d).unwrap().nbf = Some(now() + LEEWAY_SECS as i64 + 5);
+        assert!(a.cached(&d).is_none());
+        // older than the TTL: verified again
+        a.verify(&t).await.unwrap();
+        a.verified.lock().get_mut(&d).unwrap().at =
+            Instant::now().checked_sub(VERIFIED_TTL).expect("uptime");
+        assert!(a.cached(&d).is_none());
+
+        // a token that differs in any byte is verified on its own (and fails)
+        let mut forged = t.clone();
+        forged.pop();
+        forged.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert!(a.verify(&t).await.is_ok());
+        assert!(a.verify(&forged).await.is_err());
+        assert!(a.cached(&Authenticator::digest(&forged)).is_none());
+        // another server secret: the cache of one authenticator never vouches for another
+        let other = Authenticator::new(&SecretString::from("o".repeat(32)), "is_admin", None, None);
+        assert!(other.verify(&t).await.is_err());
     }
 }

@@ -10,9 +10,26 @@ use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 
-/// Cloneable state: config in an `Arc`, the store, the keyring, the recorder.
+/// The state every handler gets: one `Arc`, so the several clones per request (one per
+/// extractor) are one atomic increment each, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// Config in an `Arc`, the store, the keyring, the recorder.
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub store: Store,
     pub auth: Authenticator,

@@ -187,13 +187,13 @@ pub async fn proxy(
                 format!("request body exceeds {} bytes", s.config.max_body_bytes),
             )
         })?;
-    let ctx = s
+    let prepared = s
         .gateway
         .contexts
         .get(&s.store, caller.actor(), user, id, pin, DbTime::from(now))
         .await?
         .ok_or_else(|| ApiError::not_found("connection"))?;
-    let ctx: &CallContext = &ctx;
+    let ctx: &CallContext = &prepared.ctx;
     let exchange: ExchangeId = ctx
         .connection
         .exchange
@@ -233,7 +233,7 @@ pub async fn proxy(
         risk: risk::Risk::default(),
     };
 
-    let approved = match decide(&s, ctx, exchange, &out, class, &meta, now).await {
+    let approved = match decide(&s, &prepared, exchange, &out, class, &meta, now).await {
         Ok(a) => a,
         Err(denial) => {
             // A denied call is still a use worth scoring (denial streaks, withdrawal tries)
@@ -273,7 +273,10 @@ pub async fn proxy(
     log.notional_micros = micros(approved.volume_usd());
     log.withdrawal_micros = micros(approved.withdrawal_usd());
 
-    let (base, environment, host) = upstream_of(ctx, exchange)?;
+    let (base, environment, host) = match &prepared.upstream {
+        Some(u) => u.clone(),
+        None => upstream_of(ctx, exchange)?,
+    };
 
     if approved.may_sign() {
         if let Err(e) = sign(
@@ -513,13 +516,14 @@ fn base_url(ctx: &CallContext, ex: ExchangeId, env: Environment) -> Result<Strin
 /// Gathers the facts and asks policy. Errors are denials (never forwarded).
 async fn decide(
     s: &AppState,
-    ctx: &CallContext,
+    prepared: &context::Prepared,
     exchange: ExchangeId,
     out: &OutgoingRequest,
     class: EndpointClass,
     meta: &RequestMeta,
     now: DateTime<Utc>,
 ) -> Result<PolicyApproved, Denial> {
+    let ctx = &prepared.ctx;
     let denial = |code: DenyCode, detail: String| Denial {
         code,
         detail,
@@ -553,8 +557,11 @@ async fn decide(
         }
         _ => RequestIntent::None,
     };
-    let limits = effective_limits(ctx).map_err(|d| denial(DenyCode::CountersUnavailable, d))?;
-    let scopes = effective_scopes(ctx);
+    let limits = prepared
+        .limits
+        .clone()
+        .map_err(|d| denial(DenyCode::CountersUnavailable, d))?;
+    let scopes = prepared.scopes.clone();
     let key = key_state(ctx);
     let vault = match &ctx.user_key {
         Some(k) if k.protection == "password" => match &ctx.vault_session {
