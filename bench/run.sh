@@ -12,6 +12,8 @@
 #                  signing, forward, audit + api_calls, on SQLite and on PostgreSQL
 #   5. openbao    (if .venv/bin/bao exists) a KV v2 read and a transit decrypt from
 #                  `bao server -dev`: what a bot that fetches its key per call pays
+#   6. *-c1       direct and keygate-signed again with ONE connection: the latency one bot
+#                  sees without queueing (compare keygate-signed-*-c1 with direct-c1)
 # and keygate's RSS (VmHWM) under load. Results: bench/results/<timestamp>.json and a
 # Markdown table on stdout (paste into BENCHMARKS.md).
 set -euo pipefail
@@ -147,6 +149,9 @@ fi
 echo "==> machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)"
 echo "==> wrk -t$THREADS -c$CONN -d${DUR}s"
 wrk_run direct "http://127.0.0.1:$MOCK_PORT/api/v3/time"
+# one connection: the latency a single bot sees, without queueing behind 31 others
+one_conn() { local c=$CONN t=$THREADS; CONN=1 THREADS=1; wrk_run "$@"; CONN=$c THREADS=$t; }
+one_conn direct-c1 "http://127.0.0.1:$MOCK_PORT/api/v3/time"
 wrk_run nginx "http://127.0.0.1:$NGINX_PORT/api/v3/time"
 if [[ -x $BAO ]]; then
     BAO_HDR="X-Vault-Token: bench-root"
@@ -157,12 +162,14 @@ fi
 start_keygate sqlite 19102 "sqlite://$WORK/kg-sqlite/keygate.db"
 wrk_run keygate-sqlite "http://127.0.0.1:19102/v1/connections/$KG_CONN/proxy/api/v3/time" "$KG_TOKEN" "$KG_PID"
 wrk_run keygate-signed-sqlite "http://127.0.0.1:19102/v1/connections/$KG_CONN/proxy/api/v3/account" "$KG_TOKEN" "$KG_PID"
+one_conn keygate-signed-sqlite-c1 "http://127.0.0.1:19102/v1/connections/$KG_CONN/proxy/api/v3/account" "$KG_TOKEN" "$KG_PID"
 kill "$KG_PID"
 
 psql "$PG_ADMIN" -qc "CREATE DATABASE $PGDB" >/dev/null
 start_keygate pg 19103 "${PG_ADMIN%/*}/$PGDB"
 wrk_run keygate-pg "http://127.0.0.1:19103/v1/connections/$KG_CONN/proxy/api/v3/time" "$KG_TOKEN" "$KG_PID"
 wrk_run keygate-signed-pg "http://127.0.0.1:19103/v1/connections/$KG_CONN/proxy/api/v3/account" "$KG_TOKEN" "$KG_PID"
+one_conn keygate-signed-pg-c1 "http://127.0.0.1:19103/v1/connections/$KG_CONN/proxy/api/v3/account" "$KG_TOKEN" "$KG_PID"
 kill "$KG_PID"
 
 mkdir -p bench/results
