@@ -18,18 +18,26 @@
 /// security applies to everything inside. An early return (`?`) drops the transaction,
 /// which rolls it back.
 macro_rules! in_tx {
+    // On SQLite `BEGIN IMMEDIATE`: a transaction that reads and then writes takes the
+    // write lock up front (waiting out other writers for the busy timeout) instead of
+    // failing at once with SQLITE_BUSY when another connection, such as the group-commit
+    // writer, committed between its first read and its first write.
     ($store:expr, $actor:expr, |$tx:ident| $body:block) => {{
-        let out = in_tx!(@quiet $store, $actor, |$tx| $body);
+        let out = in_tx!(@begin "BEGIN IMMEDIATE", $store, $actor, |$tx| $body);
         $store.bump_epoch();
         out
     }};
-    // The gateway's hot-path bookkeeping: does not move `Store::write_epoch`.
+    // The gateway's hot-path bookkeeping: does not move `Store::write_epoch`. Reads, or
+    // single statements, so a deferred `BEGIN` cannot fail half-way.
     (@quiet $store:expr, $actor:expr, |$tx:ident| $body:block) => {{
+        in_tx!(@begin "BEGIN", $store, $actor, |$tx| $body)
+    }};
+    (@begin $sqlite_begin:literal, $store:expr, $actor:expr, |$tx:ident| $body:block) => {{
         match &$store.db {
             $crate::db::Db::Sqlite(pool) => {
                 #[allow(dead_code)]
                 type DB = sqlx::Sqlite;
-                let mut $tx = pool.begin().await?;
+                let mut $tx = pool.begin_with($sqlite_begin).await?;
                 #[allow(unused_mut)]
                 let out = { $body };
                 $tx.commit().await?;
