@@ -65,7 +65,9 @@ impl Store {
             AND success AND created_at >= $2 ORDER BY seq DESC LIMIT 1";
         let earlier_sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN ip_address = $3 THEN 1 ELSE 0 END), 0) FROM audit_events \
             WHERE user_id = $1 AND category = 'vault' AND action = 'unlock' AND success AND seq < $2";
-        Ok(in_tx!(self, actor, |tx| {
+        // read-only: a deferred transaction (on SQLite an IMMEDIATE one would hold the
+        // write lock, and so stall the gateway's group commit, for the whole scan)
+        Ok(in_tx!(@quiet self, actor, |tx| {
             let mut f = AnomalyFacts::default();
             let (h, h_ip, r_ip, r): (i64, i64, i64, i64) = sqlx::query_as::<DB, _>(counts_sql)
                 .bind(q.credential_id)

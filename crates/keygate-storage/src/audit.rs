@@ -149,7 +149,7 @@ fn canonical_json(v: &serde_json::Value) -> String {
 
 impl Store {
     async fn audit_page(&self, sql: &str, after: i64, limit: i64) -> Result<Vec<AuditEvent>> {
-        Ok(in_tx!(self, Actor::service(), |tx| {
+        Ok(in_tx!(@quiet self, Actor::service(), |tx| {
             sqlx::query_as::<DB, _>(sql)
                 .bind(after)
                 .bind(limit)
@@ -159,7 +159,7 @@ impl Store {
     }
 
     async fn audit_head(&self) -> Result<(i64, String)> {
-        Ok(in_tx!(self, Actor::service(), |tx| {
+        Ok(in_tx!(@quiet self, Actor::service(), |tx| {
             let head = sqlx::query::<DB>("SELECT seq, hash FROM audit_head WHERE id = 1")
                 .fetch_one(&mut *tx)
                 .await?;
@@ -211,7 +211,8 @@ impl Store {
              AND ($6 IS NULL OR seq > $6) AND ($7 IS NULL OR connection_id = $7) AND ($8 IS NULL OR success = $8) \
              AND ($9 IS NULL OR created_at >= $9) AND ($10 IS NULL OR created_at < $10) ORDER BY seq {order} LIMIT $11"
         );
-        Ok(in_tx!(self, actor, |tx| {
+        // read-only: deferred, so a long filtered scan never holds SQLite's write lock
+        Ok(in_tx!(@quiet self, actor, |tx| {
             sqlx::query_as::<DB, _>(&sql)
                 .bind(f.user_id)
                 .bind(f.credential_id)

@@ -126,9 +126,6 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                // statement journals (multi-row inserts in a transaction) in memory: on
-                // disk they cost a temp file's worth of page writes per statement
-                .pragma("temp_store", "memory")
                 .foreign_keys(true);
             let file = opts.get_filename().to_path_buf();
             let pool = SqlitePoolOptions::new()

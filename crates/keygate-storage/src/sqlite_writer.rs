@@ -120,9 +120,10 @@ fn open(path: &PathBuf) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     c.busy_timeout(Duration::from_secs(10))?;
-    // the same settings as the pool's connections (db.rs)
+    // the pool's settings (db.rs)
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
+    // statement journals in memory (the writer runs no big sorts that would need disk)
     c.pragma_update(None, "temp_store", "MEMORY")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     c.set_prepared_statement_cache_capacity(32);
