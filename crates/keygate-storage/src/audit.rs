@@ -127,6 +127,26 @@ impl AuditEvent {
     }
 }
 
+/// Chains `events` after the head (`seq`, `prev`): assigns each its `seq`, `prev_hash`
+/// and `hash`. Returns them and the new head.
+pub(crate) fn chain(
+    events: Vec<AuditEvent>,
+    mut seq: i64,
+    mut prev: String,
+    chain_key: &[u8],
+) -> (Vec<AuditEvent>, i64, String) {
+    let mut out = Vec::with_capacity(events.len());
+    for mut e in events {
+        seq += 1;
+        e.seq = seq;
+        e.prev_hash = prev;
+        e.hash = e.compute_hash(chain_key);
+        prev = e.hash.clone();
+        out.push(e);
+    }
+    (out, seq, prev)
+}
+
 /// JSON with object keys sorted, so jsonb's reordering does not change the hash.
 fn canonical_json(v: &serde_json::Value) -> String {
     fn sort(v: &serde_json::Value) -> serde_json::Value {

@@ -272,18 +272,10 @@ fn write(
     let out = if events.is_empty() {
         events
     } else {
-        let (mut seq, mut prev): (i64, String) = tx
+        let (seq, prev): (i64, String) = tx
             .prepare_cached("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let mut out = Vec::with_capacity(events.len());
-        for mut e in events {
-            seq += 1;
-            e.seq = seq;
-            e.prev_hash = prev;
-            e.hash = e.compute_hash(chain_key);
-            prev = e.hash.clone();
-            out.push(e);
-        }
+        let (out, seq, prev) = audit::chain(events, seq, prev, chain_key);
         let audit_sql = format!(
             "INSERT INTO audit_events ({}) VALUES {}",
             audit::COLS,

@@ -123,17 +123,12 @@ impl Store {
                     )
                     .fetch_one(&mut *tx)
                     .await?;
-                    let mut seq: i64 = sqlx::Row::try_get(&head, 0)?;
-                    let mut prev: String = sqlx::Row::try_get(&head, 1)?;
-                    let mut out = Vec::with_capacity(events.len());
-                    for mut e in events {
-                        seq += 1;
-                        e.seq = seq;
-                        e.prev_hash = prev;
-                        e.hash = e.compute_hash(chain_key);
-                        prev = e.hash.clone();
-                        out.push(e);
-                    }
+                    let (out, seq, prev) = audit::chain(
+                        events,
+                        sqlx::Row::try_get(&head, 0)?,
+                        sqlx::Row::try_get(&head, 1)?,
+                        chain_key,
+                    );
                     let mut rest = &out[..];
                     while !rest.is_empty() {
                         let n = chunk(rest.len());
