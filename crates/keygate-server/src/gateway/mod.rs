@@ -448,7 +448,8 @@ pub(crate) fn upstream_of(
     Ok((base, environment, host))
 }
 
-/// Scores this use when due (see `risk.rs`), else carries the credential's last score.
+/// Scores this use when due (see `risk.rs`): on the call, in the background, or not at
+/// all (the credential's last score).
 async fn assess(
     s: &AppState,
     ctx: &CallContext,
@@ -457,31 +458,59 @@ async fn assess(
     denied: bool,
 ) -> Result<risk::Risk, ApiError> {
     let cred = ctx.credential.id;
-    if !s
+    let user = ctx.connection.user_id;
+    match s
         .gateway
         .risk
         .due(cred, meta.ip.as_deref(), withdrawal, denied)
     {
-        return Ok(s.gateway.risk.last(cred));
+        risk::Due::No => Ok(s.gateway.risk.last(cred)),
+        risk::Due::Inline => {
+            let r = score_use(s, user, cred, meta.ip.clone(), withdrawal).await?;
+            s.gateway.risk.store(cred, &r);
+            Ok(r)
+        }
+        risk::Due::Background => {
+            let (state, ip) = (s.clone(), meta.ip.clone());
+            tokio::spawn(async move {
+                let r = score_use(&state, user, cred, ip, withdrawal).await;
+                if let Err(e) = &r {
+                    let why = match e {
+                        ApiError::Internal(cause) => cause.as_str(),
+                        other => other.code(),
+                    };
+                    tracing::warn!(credential = %cred, error = why, "background anomaly scoring failed");
+                }
+                state.gateway.risk.finished(cred, r.as_ref().ok());
+            });
+            Ok(s.gateway.risk.last(cred))
+        }
     }
+}
+
+async fn score_use(
+    s: &AppState,
+    user: Uuid,
+    cred: Uuid,
+    ip: Option<String>,
+    withdrawal: bool,
+) -> Result<risk::Risk, ApiError> {
     let a = crate::anomaly::assess(
         s,
-        ctx.connection.user_id,
+        user,
         cred,
         crate::anomaly::AssessInput {
-            ip: meta.ip.clone(),
+            ip,
             is_withdrawal: withdrawal,
             now: None,
         },
     )
     .await?;
-    let r = risk::Risk {
+    Ok(risk::Risk {
         score: a.score,
         reasons: a.reasons.iter().map(|r| r.to_string()).collect(),
         suspended: a.suspended,
-    };
-    s.gateway.risk.store(cred, &r);
-    Ok(r)
+    })
 }
 
 fn serde_plain<T: serde::Serialize>(v: &T) -> String {
