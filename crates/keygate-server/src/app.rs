@@ -61,7 +61,9 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         .map_err(|e| ConfigError(format!("http client: {e}")))?;
     Ok(AppState::new(crate::state::AppStateInner {
         keyring: Keyring::new(provider, store.clone()),
-        gateway: Arc::new(crate::gateway::Gateway::new(&config, store.backend())),
+        gateway: Arc::new(
+            crate::gateway::Gateway::new(&config, store.backend()).map_err(ConfigError)?,
+        ),
         config: Arc::new(config),
         store,
         auth,

@@ -1,14 +1,53 @@
-//! Forwarding a signed request: pooled client (HTTP/1.1 and HTTP/2 over rustls), a
-//! per-connection timeout, retries with jittered backoff only for idempotent reads, and a
-//! cap on the size of what comes back.
+//! Forwarding a signed request: pooled client (HTTP/1.1, and HTTP/2 where the exchange
+//! offers it by ALPN, over rustls with the webpki roots; hyper directly, no redirects
+//! followed, nothing decompressed), a per-connection timeout, retries with jittered
+//! backoff only for idempotent reads, and a cap on the size of what comes back.
 
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
 use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use keygate_exchanges::OutgoingRequest;
 
 use crate::error::ApiError;
+
+/// The gateway's pooled upstream client.
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Idle pooled connections kept per exchange host.
+const POOL_IDLE_PER_HOST: usize = 64;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Builds the gateway's client: TLS through rustls (ring) with the webpki roots, plain
+/// HTTP only where the allowed-upstreams check let a `http://` base URL through.
+pub fn client() -> Result<HttpClient, String> {
+    use hyper_rustls::ConfigBuilderExt;
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("upstream TLS: {e}"))?
+    .with_webpki_roots()
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https))
+}
 
 /// Largest exchange response keygate passes back.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -67,50 +106,52 @@ pub fn passes_back(name: &HeaderName) -> bool {
     )
 }
 
-fn classify(e: &reqwest::Error, timeout_ms: u64) -> UpstreamError {
-    if e.is_timeout() {
-        UpstreamError::Timeout(timeout_ms)
-    } else if e.is_connect() || e.is_request() {
-        UpstreamError::Unreachable
-    } else {
-        UpstreamError::Broken
-    }
-}
-
 async fn once(
-    http: &reqwest::Client,
-    url: &str,
+    http: &HttpClient,
+    uri: &Uri,
     req: &OutgoingRequest,
     timeout_ms: u64,
 ) -> Result<Upstream, UpstreamError> {
     let started = Instant::now();
     let deadline = Duration::from_millis(timeout_ms);
     let fut = async {
-        let mut resp = http
-            .request(req.method.clone(), url)
-            .headers(req.headers.clone())
-            .body(req.body.clone())
-            .send()
+        let mut builder = hyper::Request::builder()
+            .method(req.method.clone())
+            .uri(uri.clone());
+        if let Some(h) = builder.headers_mut() {
+            *h = req.headers.clone();
+        }
+        let request = builder
+            .body(Full::new(req.body.clone()))
+            .map_err(|_| UpstreamError::Unreachable)?;
+        // no answer at all (refused, reset, closed before a response head): unreachable;
+        // a body cut off after the head: broken
+        let resp = http
+            .request(request)
             .await
-            .map_err(|e| classify(&e, timeout_ms))?;
-        let status = resp.status();
-        let headers = std::mem::take(resp.headers_mut());
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-        {
+            .map_err(|_| UpstreamError::Unreachable)?;
+        let (parts, mut incoming) = resp.into_parts();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
             return Err(UpstreamError::TooLarge);
         }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, timeout_ms))? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(UpstreamError::TooLarge);
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|_| UpstreamError::Broken)?;
+            if let Ok(chunk) = frame.into_data() {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(UpstreamError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
         }
         Ok(Upstream {
-            status,
-            headers,
+            status: parts.status,
+            headers: parts.headers,
             body: body.freeze(),
             elapsed: started.elapsed(),
         })
@@ -123,7 +164,7 @@ async fn once(
 /// Sends `req` to `base` + path + query. `retries` extra attempts (idempotent reads only,
 /// decided by the caller) on timeouts, connection failures and 502/503/504.
 pub async fn send(
-    http: &reqwest::Client,
+    http: &HttpClient,
     base: &str,
     req: &OutgoingRequest,
     timeout_ms: u64,
@@ -133,9 +174,11 @@ pub async fn send(
         Some(q) if !q.is_empty() => format!("{base}{}?{q}", req.path),
         _ => format!("{base}{}", req.path),
     };
+    // a path or query the client sent that is not a valid URI never leaves keygate
+    let uri: Uri = url.parse().map_err(|_| UpstreamError::Unreachable)?;
     let mut attempt = 0;
     loop {
-        let r = once(http, &url, req, timeout_ms).await;
+        let r = once(http, &uri, req, timeout_ms).await;
         let retryable = match &r {
             Ok(u) => matches!(u.status.as_u16(), 502..=504),
             Err(UpstreamError::TooLarge) => false,

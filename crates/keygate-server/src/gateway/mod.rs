@@ -57,6 +57,8 @@ pub const GENERATION_HEADER: &str = "x-keygate-key-generation";
 
 /// Gateway-wide state: request counters, upstream rate-limit tracking, health cache.
 pub struct Gateway {
+    /// The pooled upstream client (see `forward::client`).
+    pub http: forward::HttpClient,
     pub counters: CounterStore,
     contexts: context::ContextCache,
     pub upstream: UpstreamLimits,
@@ -65,8 +67,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: &Config, backend: keygate_storage::Backend) -> Self {
-        Gateway {
+    pub fn new(config: &Config, backend: keygate_storage::Backend) -> Result<Self, String> {
+        Ok(Gateway {
+            http: forward::client()?,
             counters: CounterStore::new(config, backend),
             contexts: context::ContextCache::new(std::time::Duration::from_millis(
                 config.gateway_cache_ms,
@@ -74,7 +77,7 @@ impl Gateway {
             upstream: UpstreamLimits::default(),
             risk: risk::RiskCache::default(),
             health: Default::default(),
-        }
+        })
     }
 
     /// Whether the connection's health row should be written now (state changed, or the
@@ -307,7 +310,7 @@ pub async fn proxy(
     let retry_ok = matches!(class, EndpointClass::Read | EndpointClass::Public)
         && matches!(out.method, Method::GET | Method::HEAD);
     let result = forward::send(
-        &s.http,
+        &s.gateway.http,
         &base,
         &out,
         ctx.connection.timeout_ms.max(100) as u64,

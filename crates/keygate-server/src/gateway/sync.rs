@@ -97,7 +97,7 @@ async fn internal_call(
         })?;
     let started = std::time::Instant::now();
     let r = forward::send(
-        &s.http,
+        &s.gateway.http,
         &base,
         &out,
         ctx.connection.timeout_ms.max(100) as u64,
