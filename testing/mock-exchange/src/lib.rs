@@ -32,7 +32,7 @@ mod wire;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -277,6 +277,8 @@ pub(crate) struct State {
     keys: Vec<MockKey>,
     clock: Mutex<Clock>,
     records: Mutex<Vec<RecordedRequest>>,
+    /// Keep at most this many records (the newest); `usize::MAX` = all.
+    max_records: AtomicUsize,
     fault: Mutex<Option<FaultState>>,
     rate: Mutex<HashMap<&'static str, RateWindow>>,
     kraken_nonces: Mutex<HashMap<String, u64>>,
@@ -289,6 +291,7 @@ impl State {
             keys: config.keys,
             clock: Mutex::new(Clock::default()),
             records: Mutex::new(Vec::new()),
+            max_records: AtomicUsize::new(usize::MAX),
             fault: Mutex::new(None),
             rate: Mutex::new(HashMap::new()),
             kraken_nonces: Mutex::new(HashMap::new()),
@@ -360,7 +363,16 @@ impl State {
     }
 
     fn record(&self, r: RecordedRequest) {
-        self.records.lock().push(r);
+        let max = self.max_records.load(Ordering::Relaxed);
+        let mut records = self.records.lock();
+        if records.len() >= max {
+            // drop the older half at once rather than shifting on every request
+            let drop = records.len() - max / 2;
+            records.drain(..drop);
+        }
+        if max > 0 {
+            records.push(r);
+        }
     }
 }
 
@@ -428,6 +440,12 @@ impl MockExchange {
             .iter()
             .filter(|r| r.verified)
             .count()
+    }
+
+    /// Keeps only about the newest `n` requests (load runs that would otherwise hold every
+    /// request in memory); `0` keeps none.
+    pub fn keep_requests(&self, n: usize) {
+        self.state.max_records.store(n, Ordering::Relaxed);
     }
 
     /// Forgets the recorded requests (keys, nonces, clock and faults stay).

@@ -1402,3 +1402,24 @@ async fn bybit_rsa_key_and_time_windows() {
         (401, Some("REQUEST_EXPIRED"))
     );
 }
+
+/// `--keep-requests N` (load runs): only about the newest N requests are kept, newest last.
+#[tokio::test]
+async fn keep_requests_bounds_the_record_to_the_newest() {
+    let mock = MockExchange::start(MockConfig { keys: vec![] }).await;
+    mock.keep_requests(4);
+    for i in 0..10 {
+        let (status, _, _) = send(client().get(format!(
+            "{}/api/v3/time?n={i}",
+            mock.base_url()
+        )))
+        .await;
+        assert_eq!(status, 200);
+    }
+    let kept = mock.requests();
+    assert!(!kept.is_empty() && kept.len() <= 4, "{}", kept.len());
+    assert_eq!(kept.last().unwrap().query.as_deref(), Some("n=9"));
+    mock.keep_requests(0);
+    let _ = send(client().get(format!("{}/api/v3/time", mock.base_url()))).await;
+    assert!(mock.requests().is_empty());
+}

@@ -1,10 +1,12 @@
-//! `mock-exchange --port N --config keys.json [--rate-limit-used N]`
+//! `mock-exchange --port N --config keys.json [--rate-limit-used N] [--keep-requests N]`
 //!
 //! Serves the mock exchange on 127.0.0.1:N (0 = any free port) until interrupted, printing
 //! `listening on http://127.0.0.1:PORT` once bound. The key file is
 //! `{"keys": [{"exchange", "api_key", "secret"?, "passphrase"?, "public_key_pem"?}]}`.
 //! `--rate-limit-used N` pins every exchange's rate-limit headers at N (load benchmarks
-//! that must not trip keygate's own throttling). Control routes under `/__mock/` are
+//! that must not trip keygate's own throttling). `--keep-requests N` keeps only about the
+//! newest N received requests for `/__mock/requests` (a load run would otherwise hold
+//! millions in memory and pay for growing the list). Control routes under `/__mock/` are
 //! described in the library's `server` module.
 
 use std::net::SocketAddr;
@@ -13,7 +15,9 @@ use std::process::ExitCode;
 use keygate_mock_exchange::{MockConfig, MockExchange, EXCHANGES};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: mock-exchange --port N --config keys.json [--rate-limit-used N]");
+    eprintln!(
+        "usage: mock-exchange --port N --config keys.json [--rate-limit-used N] [--keep-requests N]"
+    );
     ExitCode::from(2)
 }
 
@@ -22,6 +26,7 @@ async fn main() -> ExitCode {
     let mut port: u16 = 0;
     let mut config_path: Option<String> = None;
     let mut pinned: Option<u64> = None;
+    let mut keep: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -35,6 +40,10 @@ async fn main() -> ExitCode {
             },
             "--rate-limit-used" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(n) => pinned = Some(n),
+                None => return usage(),
+            },
+            "--keep-requests" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(n) => keep = Some(n),
                 None => return usage(),
             },
             "-h" | "--help" => {
@@ -71,6 +80,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(n) = keep {
+        mock.keep_requests(n);
+    }
     if let Some(n) = pinned {
         for id in EXCHANGES {
             mock.set_rate_limit_used(id, n);
