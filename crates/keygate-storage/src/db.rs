@@ -114,6 +114,8 @@ pub struct Store {
     /// SQLite files only: the group commit's own connection and thread
     /// (`sqlite_writer.rs`, [`Store::record_batch`]).
     pub(crate) sqlite_writer: Option<std::sync::Arc<crate::sqlite_writer::SqliteWriter>>,
+    /// PostgreSQL only: the group commit's own connection and thread (`pg_batch.rs`).
+    pub(crate) pg_writer: Option<std::sync::Arc<crate::pg_batch::PgWriter>>,
 }
 
 impl Store {
@@ -148,18 +150,22 @@ impl Store {
                 db: Db::Sqlite(pool),
                 epoch: Default::default(),
                 sqlite_writer,
+                pg_writer: None,
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(opts)
+                .connect_with(opts.clone())
                 .await?;
+            let pg_writer = crate::pg_batch::PgWriter::start(opts)
+                .map_err(|e| StorageError::Writer(e.to_string()))?;
             Ok(Store {
                 db: Db::Postgres(pool),
                 epoch: Default::default(),
                 sqlite_writer: None,
+                pg_writer: Some(std::sync::Arc::new(pg_writer)),
             })
         } else {
             Err(StorageError::UnsupportedUrl(
@@ -295,6 +301,9 @@ impl Store {
 
     pub async fn close(&self) {
         if let Some(w) = &self.sqlite_writer {
+            w.close().await;
+        }
+        if let Some(w) = &self.pg_writer {
             w.close().await;
         }
         match &self.db {

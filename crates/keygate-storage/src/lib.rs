@@ -155,6 +155,7 @@ mod gateway;
 mod integrations;
 mod keys;
 mod meta;
+mod pg_batch;
 mod schedule;
 mod site_keys;
 mod sqlite_writer;

@@ -89,6 +89,9 @@ impl Store {
             if let Some(w) = &self.sqlite_writer {
                 return w.write(calls.to_vec(), events, chain_key).await;
             }
+            if let Some(w) = &self.pg_writer {
+                return w.write(calls.to_vec(), events, chain_key).await;
+            }
             let usage = usage_of(calls);
             let backend = self.backend();
             let call_head = format!("INSERT INTO api_calls ({COLS}) VALUES ");
@@ -158,12 +161,16 @@ impl Store {
         events: Vec<AuditEvent>,
         chain_key: &[u8],
     ) -> Result<Vec<AuditEvent>> {
-        match &self.sqlite_writer {
-            Some(w) if !(calls.is_empty() && events.is_empty()) => {
-                w.write(calls, events, chain_key).await
-            }
-            _ => self.record_batch(&calls, events, chain_key).await,
+        if calls.is_empty() && events.is_empty() {
+            return Ok(events);
         }
+        if let Some(w) = &self.sqlite_writer {
+            return w.write(calls, events, chain_key).await;
+        }
+        if let Some(w) = &self.pg_writer {
+            return w.write(calls, events, chain_key).await;
+        }
+        self.record_batch(&calls, events, chain_key).await
     }
 
     /// A connection's call log, newest first, after `cursor`.
