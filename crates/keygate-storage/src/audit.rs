@@ -121,9 +121,13 @@ impl AuditEvent {
     }
 
     pub fn compute_hash(&self, chain_key: &[u8]) -> String {
+        self.hash_with(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, chain_key))
+    }
+
+    /// [`AuditEvent::compute_hash`] with the key already scheduled (once per batch).
+    fn hash_with(&self, key: &ring::hmac::Key) -> String {
         // ring's HMAC-SHA256 (assembly), the same bytes as the `hmac` crate's
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, chain_key);
-        hex::encode(ring::hmac::sign(&key, &self.canonical()).as_ref())
+        hex::encode(ring::hmac::sign(key, &self.canonical()).as_ref())
     }
 }
 
@@ -135,12 +139,13 @@ pub(crate) fn chain(
     mut prev: String,
     chain_key: &[u8],
 ) -> (Vec<AuditEvent>, i64, String) {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, chain_key);
     let mut out = Vec::with_capacity(events.len());
     for mut e in events {
         seq += 1;
         e.seq = seq;
         e.prev_hash = prev;
-        e.hash = e.compute_hash(chain_key);
+        e.hash = e.hash_with(&key);
         prev = e.hash.clone();
         out.push(e);
     }

@@ -35,9 +35,45 @@ impl DbTime {
     pub fn micros(&self) -> i64 {
         self.0.timestamp_micros()
     }
-    /// The fixed-width text form (also the canonical form in audit hashes).
+    /// The fixed-width text form (also the canonical form in audit hashes). Written by
+    /// hand for years 0–9999 (chrono's formatter interprets the pattern on every call, a
+    /// visible cost when the gateway's writer encodes two per call); the same text as
+    /// `FORMAT`, which the other years go through.
     pub fn canonical(&self) -> String {
-        self.0.format(FORMAT).to_string()
+        use chrono::{Datelike, Timelike};
+        let t = &self.0;
+        let year = t.year();
+        if !(0..=9999).contains(&year) {
+            return t.format(FORMAT).to_string();
+        }
+        let mut b = [0u8; 27];
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (0..width).rev() {
+                b[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year as u32);
+        put(5, 2, t.month());
+        put(8, 2, t.day());
+        put(11, 2, t.hour());
+        put(14, 2, t.minute());
+        // a leap second (nanosecond >= 1e9) prints as :60, as chrono's %S does
+        let (sec, nanos) = (t.second(), t.nanosecond());
+        put(17, 2, sec + nanos / 1_000_000_000);
+        put(20, 6, (nanos % 1_000_000_000) / 1000);
+        for (at, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ] {
+            b[at] = c;
+        }
+        String::from_utf8_lossy(&b).into_owned()
     }
 }
 
@@ -101,5 +137,33 @@ mod tests {
         let b = DbTime::from_micros(1_700_000_000_500_000);
         assert!(a.canonical() < b.canonical());
         assert_eq!(a.canonical(), "2023-11-14T22:13:20.000000Z");
+    }
+
+    #[test]
+    fn hand_written_canonical_form_matches_chrono() {
+        let samples = [
+            0i64,
+            1,
+            999_999,
+            1_700_000_000_123_456,
+            -1,
+            -62_135_596_800_000_000, // 0001-01-01
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999
+            951_782_400_000_001,     // 2000-02-29
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let random = (0..2000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 253_402_300_800_000_000) as i64
+        });
+        for us in samples.into_iter().chain(random) {
+            let t = DbTime::from_micros(us);
+            assert_eq!(t.canonical(), t.0.format(FORMAT).to_string(), "{us}");
+        }
+        // outside 0-9999 chrono's form is kept
+        let far = DbTime(Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(far.canonical(), far.0.format(FORMAT).to_string());
     }
 }
