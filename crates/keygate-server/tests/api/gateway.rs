@@ -1285,10 +1285,10 @@ async fn another_instances_suspension_reaches_within_the_cache_ttl() {
     );
 }
 
-/// Concurrent calls on two credentials are committed in shared batches (one statement
-/// per batch on PostgreSQL, the writer thread on SQLite): every call has its row and its
-/// audit event, each credential counts exactly its own allowed calls, denied calls count
-/// as none, and the chain verifies.
+// Concurrent calls on two credentials are committed in shared batches (one statement
+// per batch on PostgreSQL, the writer thread on SQLite): every call has its row and its
+// audit event, each credential counts exactly its own allowed calls, denied calls count
+// as none, and the chain verifies.
 both_backends!(
     concurrent_calls_batch_and_count_exactly,
     |app: TestApp| async move {
