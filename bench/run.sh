@@ -6,6 +6,8 @@
 # Measures with wrk, each after a warm-up:
 #   1. direct      GET /api/v3/time straight to the mock exchange
 #   2. nginx       the same through nginx as a plain reverse proxy (keepalive upstream)
+#      plain-proxy the same through a bare hyper reverse proxy (testing/mock-exchange's
+#                  `plain-proxy`): keygate's HTTP stack doing none of keygate's work
 #   3. keygate     the same through keygate's proxy route (public endpoint: auth, policy,
 #                  audit event + api_calls row; not signed), on SQLite and on PostgreSQL
 #   4. keygate-signed  GET /api/v3/account through keygate: auth, policy, decrypt, HMAC
@@ -56,8 +58,11 @@ API_SECRET=benchSecretNhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqq
 cat >"$WORK/keys.json" <<EOF
 {"keys": [{"exchange": "binance", "api_key": "$API_KEY", "secret": "$API_SECRET"}]}
 EOF
-MOCK_PORT=19100; NGINX_PORT=19101
-"$BIN/mock-exchange" --port $MOCK_PORT --config "$WORK/keys.json" --rate-limit-used 1 2>"$WORK/mock.log" &
+MOCK_PORT=19100; NGINX_PORT=19101; PLAIN_PORT=19105
+# --keep-requests: the mock would otherwise hold every request of the run in memory
+"$BIN/mock-exchange" --port $MOCK_PORT --config "$WORK/keys.json" --rate-limit-used 1 --keep-requests 1000 2>"$WORK/mock.log" &
+PIDS+=($!)
+"$BIN/plain-proxy" --port $PLAIN_PORT --upstream "http://127.0.0.1:$MOCK_PORT" >/dev/null 2>"$WORK/plain.log" &
 PIDS+=($!)
 
 mkdir -p "$WORK/nginx/logs"
@@ -84,6 +89,7 @@ nginx -p "$WORK/nginx" -c "$WORK/nginx.conf"
 wait_http() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
 wait_http "http://127.0.0.1:$MOCK_PORT/api/v3/time"
 wait_http "http://127.0.0.1:$NGINX_PORT/api/v3/time"
+wait_http "http://127.0.0.1:$PLAIN_PORT/api/v3/time"
 
 # wrk_run NAME URL [TOKEN] -> appends a JSON object to $WORK/results.jsonl
 wrk_run() {
@@ -153,6 +159,7 @@ wrk_run direct "http://127.0.0.1:$MOCK_PORT/api/v3/time"
 one_conn() { local c=$CONN t=$THREADS; CONN=1 THREADS=1; wrk_run "$@"; CONN=$c THREADS=$t; }
 one_conn direct-c1 "http://127.0.0.1:$MOCK_PORT/api/v3/time"
 wrk_run nginx "http://127.0.0.1:$NGINX_PORT/api/v3/time"
+wrk_run plain-proxy "http://127.0.0.1:$PLAIN_PORT/api/v3/time"
 if [[ -x $BAO ]]; then
     BAO_HDR="X-Vault-Token: bench-root"
     wrk_run openbao-kv-read "$BAO_ADDR/v1/secret/data/bench" "" "" "$BAO_HDR"

@@ -1409,11 +1409,8 @@ async fn keep_requests_bounds_the_record_to_the_newest() {
     let mock = MockExchange::start(MockConfig { keys: vec![] }).await;
     mock.keep_requests(4);
     for i in 0..10 {
-        let (status, _, _) = send(client().get(format!(
-            "{}/api/v3/time?n={i}",
-            mock.base_url()
-        )))
-        .await;
+        let (status, _, _) =
+            send(client().get(format!("{}/api/v3/time?n={i}", mock.base_url()))).await;
         assert_eq!(status, 200);
     }
     let kept = mock.requests();

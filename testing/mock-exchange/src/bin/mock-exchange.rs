@@ -14,6 +14,9 @@ use std::process::ExitCode;
 
 use keygate_mock_exchange::{MockConfig, MockExchange, EXCHANGES};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn usage() -> ExitCode {
     eprintln!(
         "usage: mock-exchange --port N --config keys.json [--rate-limit-used N] [--keep-requests N]"

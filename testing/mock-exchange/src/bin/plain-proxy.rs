@@ -19,6 +19,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Upstream = Client<HttpConnector, Incoming>;
 type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 
@@ -73,21 +76,23 @@ async fn main() -> ExitCode {
     let Some(authority) = upstream.and_then(|u| u.authority().cloned()) else {
         return usage();
     };
-    let listener = match tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
-        .await
-    {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("plain-proxy: cannot bind 127.0.0.1:{port}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let listener =
+        match tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("plain-proxy: cannot bind 127.0.0.1:{port}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Upstream = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(64)
         .build(connector);
-    println!("listening on http://{}", listener.local_addr().expect("bound"));
+    println!(
+        "listening on http://{}",
+        listener.local_addr().expect("bound")
+    );
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
