@@ -293,6 +293,9 @@ async fn record_batch(
     Ok(events)
 }
 
+/// How long the writer waits to (re)connect, as long as the pool waits to acquire.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 type Reply = oneshot::Sender<std::result::Result<Vec<AuditEvent>, String>>;
 
 enum Job {
@@ -365,7 +368,21 @@ fn run(rt: tokio::runtime::Runtime, options: PgConnectOptions, rx: mpsc::Receive
                 let res = rt.block_on(async {
                     let c = match &mut conn {
                         Some(c) => c,
-                        None => conn.insert(PgConnection::connect_with(&options).await?),
+                        // bounded like the pool's acquire: an unreachable server fails the
+                        // batch (and its calls) rather than holding them
+                        None => conn.insert(
+                            tokio::time::timeout(
+                                CONNECT_TIMEOUT,
+                                PgConnection::connect_with(&options),
+                            )
+                            .await
+                            .map_err(|_| {
+                                sqlx::Error::Io(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "connecting to PostgreSQL timed out",
+                                ))
+                            })??,
+                        ),
                     };
                     record_batch(c, &calls, events, &chain_key).await
                 });
