@@ -111,11 +111,9 @@ pub struct Store {
     /// Bumped after every committed transaction of this process except the gateway's hot
     /// path (see [`Store::write_epoch`]).
     pub(crate) epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// SQLite files only: the group commit's own connection and thread
-    /// (`sqlite_writer.rs`, [`Store::record_batch`]).
-    pub(crate) sqlite_writer: Option<std::sync::Arc<crate::sqlite_writer::SqliteWriter>>,
-    /// PostgreSQL only: the group commit's own connection and thread (`pg_batch.rs`).
-    pub(crate) pg_writer: Option<std::sync::Arc<crate::pg_batch::PgWriter>>,
+    /// The group commit's own connection and thread ([`Store::record_batch`]:
+    /// `sqlite_writer.rs` for a SQLite file, `pg_batch.rs`; none for in-memory SQLite).
+    pub(crate) writer: Option<std::sync::Arc<crate::batch_writer::BatchWriter>>,
 }
 
 impl Store {
@@ -138,19 +136,18 @@ impl Store {
             let in_memory = file.as_os_str().is_empty()
                 || file.as_os_str() == ":memory:"
                 || url.contains("mode=memory");
-            let sqlite_writer = if in_memory {
+            let writer = if in_memory {
                 None
             } else {
                 Some(std::sync::Arc::new(
-                    crate::sqlite_writer::SqliteWriter::start(file)
+                    crate::sqlite_writer::start(file)
                         .map_err(|e| StorageError::Writer(e.to_string()))?,
                 ))
             };
             Ok(Store {
                 db: Db::Sqlite(pool),
                 epoch: Default::default(),
-                sqlite_writer,
-                pg_writer: None,
+                writer,
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
@@ -159,13 +156,12 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts.clone())
                 .await?;
-            let pg_writer = crate::pg_batch::PgWriter::start(opts)
-                .map_err(|e| StorageError::Writer(e.to_string()))?;
+            let writer =
+                crate::pg_batch::start(opts).map_err(|e| StorageError::Writer(e.to_string()))?;
             Ok(Store {
                 db: Db::Postgres(pool),
                 epoch: Default::default(),
-                sqlite_writer: None,
-                pg_writer: Some(std::sync::Arc::new(pg_writer)),
+                writer: Some(std::sync::Arc::new(writer)),
             })
         } else {
             Err(StorageError::UnsupportedUrl(
@@ -300,10 +296,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        if let Some(w) = &self.sqlite_writer {
-            w.close().await;
-        }
-        if let Some(w) = &self.pg_writer {
+        if let Some(w) = &self.writer {
             w.close().await;
         }
         match &self.db {

@@ -148,6 +148,7 @@ macro_rules! bind_deliveries {
 mod anomaly;
 mod audit;
 mod backup;
+mod batch_writer;
 mod connections;
 mod credentials;
 mod db;
@@ -204,7 +205,7 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The SQLite group-commit writer (`sqlite_writer.rs`) failed.
+    /// The group commit's writer thread (`batch_writer.rs`) failed.
     #[error("database error: {0}")]
     Writer(String),
 }

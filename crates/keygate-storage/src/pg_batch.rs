@@ -13,12 +13,11 @@
 //! "idle in transaction" waiting for the next statement most of the time (measured:
 //! `pg_stat_activity`, ~30 % idle CPU).
 //!
-//! The batches run on a thread of their own ([`PgWriter`]) with a one-connection
-//! current-thread runtime: on the server's runtime, each of a batch's round trips
-//! re-queued the writing task behind every request task on the busy workers, and that
-//! wait, not PostgreSQL, was most of a batch's time. The thread is started on first use
-//! and ends when the store is dropped; a connection that failed mid-batch is discarded
-//! and the next batch opens a new one.
+//! The batches run on the store's writer thread (`batch_writer.rs`) with a
+//! one-connection current-thread runtime: on the server's runtime, each of a batch's
+//! round trips re-queued the writing task behind every request task on the busy workers,
+//! and that wait, not PostgreSQL, was most of a batch's time. The connection is opened on
+//! first use, within [`CONNECT_TIMEOUT`], and one that failed mid-batch is discarded.
 //!
 //! Values are bound as typed arrays, never spliced into the SQL text; the JSON columns
 //! go as text and are cast to `jsonb` (the same value the per-row path stored).
@@ -27,14 +26,12 @@
 
 use std::fmt::Write as _;
 
-use std::sync::mpsc;
-
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Postgres};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::batch_writer::{BatchWriter, Sink};
 use crate::usage::{usage_of, COLS as CALL_COLS};
 use crate::{audit, Actor, ApiCallRecord, AuditEvent, Result, StorageError};
 
@@ -174,12 +171,9 @@ fn batch_sql(calls: bool, usage: bool, events: bool) -> String {
     format!("WITH {} {last}", ctes.join(", "))
 }
 
-fn col<T, F: Fn(&ApiCallRecord) -> T>(calls: &[ApiCallRecord], f: F) -> Vec<T> {
-    calls.iter().map(f).collect()
-}
-
-fn ecol<T, F: Fn(&AuditEvent) -> T>(events: &[AuditEvent], f: F) -> Vec<T> {
-    events.iter().map(f).collect()
+/// One column of `rows` as an array parameter.
+fn col<R, T>(rows: &[R], f: impl Fn(&R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
 }
 
 fn bind_calls<'q>(q: Query<'q>, c: &[ApiCallRecord]) -> Query<'q> {
@@ -219,32 +213,32 @@ fn bind_events<'q>(q: Query<'q>, e: &[AuditEvent]) -> Result<Query<'q>> {
         .map(|v| serde_json::to_string(&v.metadata.0))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    Ok(q.bind(ecol(e, |v| v.seq))
-        .bind(ecol(e, |v| v.id))
-        .bind(ecol(e, |v| v.created_at.0))
-        .bind(ecol(e, |v| v.category.clone()))
-        .bind(ecol(e, |v| v.action.clone()))
-        .bind(ecol(e, |v| v.actor_id))
-        .bind(ecol(e, |v| v.actor_role.clone()))
-        .bind(ecol(e, |v| v.user_id))
-        .bind(ecol(e, |v| v.credential_id))
-        .bind(ecol(e, |v| v.connection_id))
-        .bind(ecol(e, |v| v.endpoint.clone()))
-        .bind(ecol(e, |v| v.http_method.clone()))
-        .bind(ecol(e, |v| v.ip_address.clone()))
-        .bind(ecol(e, |v| v.user_agent.clone()))
-        .bind(ecol(e, |v| v.device_fingerprint.clone()))
-        .bind(ecol(e, |v| v.geo_country.clone()))
-        .bind(ecol(e, |v| v.geo_city.clone()))
-        .bind(ecol(e, |v| v.session_id))
-        .bind(ecol(e, |v| v.success))
-        .bind(ecol(e, |v| v.status_code))
-        .bind(ecol(e, |v| v.reason.clone()))
-        .bind(ecol(e, |v| v.risk_score))
+    Ok(q.bind(col(e, |v| v.seq))
+        .bind(col(e, |v| v.id))
+        .bind(col(e, |v| v.created_at.0))
+        .bind(col(e, |v| v.category.clone()))
+        .bind(col(e, |v| v.action.clone()))
+        .bind(col(e, |v| v.actor_id))
+        .bind(col(e, |v| v.actor_role.clone()))
+        .bind(col(e, |v| v.user_id))
+        .bind(col(e, |v| v.credential_id))
+        .bind(col(e, |v| v.connection_id))
+        .bind(col(e, |v| v.endpoint.clone()))
+        .bind(col(e, |v| v.http_method.clone()))
+        .bind(col(e, |v| v.ip_address.clone()))
+        .bind(col(e, |v| v.user_agent.clone()))
+        .bind(col(e, |v| v.device_fingerprint.clone()))
+        .bind(col(e, |v| v.geo_country.clone()))
+        .bind(col(e, |v| v.geo_city.clone()))
+        .bind(col(e, |v| v.session_id))
+        .bind(col(e, |v| v.success))
+        .bind(col(e, |v| v.status_code))
+        .bind(col(e, |v| v.reason.clone()))
+        .bind(col(e, |v| v.risk_score))
         .bind(risk)
         .bind(meta)
-        .bind(ecol(e, |v| v.prev_hash.clone()))
-        .bind(ecol(e, |v| v.hash.clone())))
+        .bind(col(e, |v| v.prev_hash.clone()))
+        .bind(col(e, |v| v.hash.clone())))
 }
 
 /// Records `calls` (each allowed one a use of its credential) and chains and appends
@@ -296,109 +290,53 @@ async fn record_batch(
 /// How long the writer waits to (re)connect, as long as the pool waits to acquire.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-type Reply = oneshot::Sender<std::result::Result<Vec<AuditEvent>, String>>;
-
-enum Job {
-    Batch {
-        calls: Vec<ApiCallRecord>,
-        events: Vec<AuditEvent>,
-        chain_key: Vec<u8>,
-        done: Reply,
-    },
-    /// Close the connection (the store is closing; a later batch reopens it).
-    Close(oneshot::Sender<()>),
+/// Starts the writer thread (it connects on first use).
+pub(crate) fn start(options: PgConnectOptions) -> std::io::Result<BatchWriter> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    BatchWriter::start("keygate-pg-writer", "PostgreSQL", PgSink { rt, options })
 }
 
-/// The thread that commits the gateway's batches on PostgreSQL (see the module docs).
-#[derive(Debug)]
-pub(crate) struct PgWriter {
-    tx: mpsc::Sender<Job>,
+/// A one-connection current-thread runtime on the writer thread.
+struct PgSink {
+    rt: tokio::runtime::Runtime,
+    options: PgConnectOptions,
 }
 
-impl PgWriter {
-    pub(crate) fn start(options: PgConnectOptions) -> std::io::Result<PgWriter> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name("keygate-pg-writer".into())
-            .spawn(move || run(rt, options, rx))?;
-        Ok(PgWriter { tx })
+impl Sink for PgSink {
+    type Conn = PgConnection;
+    type Error = StorageError;
+
+    fn open(&mut self) -> Result<PgConnection> {
+        // bounded like the pool's acquire: an unreachable server fails the batch (and its
+        // calls) rather than holding them
+        let options = &self.options;
+        // the timer must be made inside the runtime
+        let connect = async {
+            tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await
+        };
+        Ok(self.rt.block_on(connect).map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to PostgreSQL timed out",
+            ))
+        })??)
     }
 
-    pub(crate) async fn write(
-        &self,
-        calls: Vec<ApiCallRecord>,
+    fn write(
+        &mut self,
+        conn: &mut PgConnection,
+        calls: &[ApiCallRecord],
         events: Vec<AuditEvent>,
         chain_key: &[u8],
     ) -> Result<Vec<AuditEvent>> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Job::Batch {
-                calls,
-                events,
-                chain_key: chain_key.to_vec(),
-                done,
-            })
-            .map_err(|_| StorageError::Writer("the PostgreSQL writer thread has stopped".into()))?;
-        wait.await
-            .map_err(|_| StorageError::Writer("the PostgreSQL writer dropped a batch".into()))?
-            .map_err(StorageError::Writer)
+        self.rt
+            .block_on(record_batch(conn, calls, events, chain_key))
     }
 
-    pub(crate) async fn close(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Job::Close(done)).is_ok() {
-            let _ = wait.await;
-        }
-    }
-}
-
-fn run(rt: tokio::runtime::Runtime, options: PgConnectOptions, rx: mpsc::Receiver<Job>) {
-    let mut conn: Option<PgConnection> = None;
-    while let Ok(job) = rx.recv() {
-        match job {
-            Job::Batch {
-                calls,
-                events,
-                chain_key,
-                done,
-            } => {
-                let res = rt.block_on(async {
-                    let c = match &mut conn {
-                        Some(c) => c,
-                        // bounded like the pool's acquire: an unreachable server fails the
-                        // batch (and its calls) rather than holding them
-                        None => conn.insert(
-                            tokio::time::timeout(
-                                CONNECT_TIMEOUT,
-                                PgConnection::connect_with(&options),
-                            )
-                            .await
-                            .map_err(|_| {
-                                sqlx::Error::Io(std::io::Error::new(
-                                    std::io::ErrorKind::TimedOut,
-                                    "connecting to PostgreSQL timed out",
-                                ))
-                            })??,
-                        ),
-                    };
-                    record_batch(c, &calls, events, &chain_key).await
-                });
-                if res.is_err() {
-                    // its state is unknown (a transaction may still be open): start afresh
-                    conn = None;
-                }
-                let _ = done.send(res.map_err(|e| e.to_string()));
-            }
-            Job::Close(done) => {
-                if let Some(c) = conn.take() {
-                    let _ = rt.block_on(c.close());
-                }
-                let _ = done.send(());
-            }
-        }
+    fn close(&mut self, conn: PgConnection) {
+        let _ = self.rt.block_on(conn.close());
     }
 }
 

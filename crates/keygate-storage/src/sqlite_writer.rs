@@ -15,101 +15,40 @@
 //! [`Store::record_batch`]: crate::Store::record_batch
 
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params_from_iter, Connection, OpenFlags, TransactionBehavior};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::{audit, ApiCallRecord, AuditEvent, DbTime, StorageError};
+use crate::batch_writer::{BatchWriter, Sink};
+use crate::{audit, ApiCallRecord, AuditEvent, DbTime};
 
-type Reply = oneshot::Sender<Result<Vec<AuditEvent>, String>>;
-
-enum Job {
-    Batch {
-        calls: Vec<ApiCallRecord>,
-        events: Vec<AuditEvent>,
-        chain_key: Vec<u8>,
-        done: Reply,
-    },
-    /// Drop the connection (the store is closing; a later batch reopens it).
-    Close(oneshot::Sender<()>),
+/// Starts the writer thread for the database file `path` (opened on first use).
+pub(crate) fn start(path: PathBuf) -> std::io::Result<BatchWriter> {
+    BatchWriter::start("keygate-sqlite-writer", "SQLite", SqliteSink { path })
 }
 
-#[derive(Debug)]
-pub(crate) struct SqliteWriter {
-    tx: mpsc::Sender<Job>,
+struct SqliteSink {
+    path: PathBuf,
 }
 
-impl SqliteWriter {
-    /// Starts the writer thread for the database file `path` (opened on first use). The
-    /// thread ends when the last handle is dropped.
-    pub(crate) fn start(path: PathBuf) -> std::io::Result<SqliteWriter> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("keygate-sqlite-writer".into())
-            .spawn(move || run(path, rx))?;
-        Ok(SqliteWriter { tx })
+impl Sink for SqliteSink {
+    type Conn = Connection;
+    type Error = rusqlite::Error;
+
+    fn open(&mut self) -> rusqlite::Result<Connection> {
+        open(&self.path)
     }
 
-    pub(crate) async fn write(
-        &self,
-        calls: Vec<ApiCallRecord>,
+    fn write(
+        &mut self,
+        c: &mut Connection,
+        calls: &[ApiCallRecord],
         events: Vec<AuditEvent>,
         chain_key: &[u8],
-    ) -> crate::Result<Vec<AuditEvent>> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Job::Batch {
-                calls,
-                events,
-                chain_key: chain_key.to_vec(),
-                done,
-            })
-            .map_err(|_| StorageError::Writer("the SQLite writer thread has stopped".into()))?;
-        wait.await
-            .map_err(|_| StorageError::Writer("the SQLite writer dropped a batch".into()))?
-            .map_err(StorageError::Writer)
-    }
-
-    pub(crate) async fn close(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Job::Close(done)).is_ok() {
-            let _ = wait.await;
-        }
-    }
-}
-
-fn run(path: PathBuf, rx: mpsc::Receiver<Job>) {
-    let mut conn: Option<Connection> = None;
-    for job in rx {
-        match job {
-            Job::Close(done) => {
-                conn = None;
-                let _ = done.send(());
-            }
-            Job::Batch {
-                calls,
-                events,
-                chain_key,
-                done,
-            } => {
-                let res = match conn.as_mut() {
-                    Some(c) => write(c, &calls, events, &chain_key),
-                    None => open(&path).and_then(|c| {
-                        let c = conn.insert(c);
-                        write(c, &calls, events, &chain_key)
-                    }),
-                };
-                if res.is_err() {
-                    // start from a fresh connection next time
-                    conn = None;
-                }
-                let _ = done.send(res.map_err(|e| e.to_string()));
-            }
-        }
+    ) -> rusqlite::Result<Vec<AuditEvent>> {
+        write(c, calls, events, chain_key)
     }
 }
 

@@ -67,15 +67,17 @@ impl Store {
     }
 
     /// The gateway's group commit, in ONE transaction under the service identity (a batch
-    /// mixes users): the `api_calls` rows; each used credential's `usage_count` and
-    /// `last_used_at` (one UPDATE per credential, in id order so concurrent instances lock
-    /// rows in the same order); then the audit events, chained under the head's row lock
-    /// (a row lock on PostgreSQL, the write lock on SQLite), taken last so it is held
-    /// briefly. Inserts go in chunks of fixed sizes so the driver's statement cache holds
-    /// a handful of statements, not one per batch size. A SQLite file is written by its
-    /// own connection on its own thread, the whole batch in one hand-over
-    /// (`sqlite_writer.rs`). Does not move [`Store::write_epoch`]. Returns the stored
-    /// events.
+    /// mixes users): the `api_calls` rows, each used credential's `usage_count` and
+    /// `last_used_at`, and the audit events chained under the head's lock (a row lock on
+    /// PostgreSQL, the write lock on SQLite). A SQLite file and PostgreSQL are written by
+    /// the store's own connection on its own thread, the whole batch in one hand-over
+    /// (`batch_writer.rs` with `sqlite_writer.rs` or `pg_batch.rs`; on PostgreSQL the head
+    /// is locked first when there are events, so the gateway's batches of every instance
+    /// touch credential rows one at a time).
+    /// The sqlx path below serves in-memory SQLite: one UPDATE per credential in id order,
+    /// the head lock taken last, inserts in chunks of fixed sizes so the statement cache
+    /// holds a handful of statements. Does not move [`Store::write_epoch`]. Returns the
+    /// stored events.
     pub fn record_batch<'a>(
         &'a self,
         calls: &'a [ApiCallRecord],
@@ -86,10 +88,7 @@ impl Store {
             if calls.is_empty() && events.is_empty() {
                 return Ok(events);
             }
-            if let Some(w) = &self.sqlite_writer {
-                return w.write(calls.to_vec(), events, chain_key).await;
-            }
-            if let Some(w) = &self.pg_writer {
+            if let Some(w) = &self.writer {
                 return w.write(calls.to_vec(), events, chain_key).await;
             }
             let usage = usage_of(calls);
@@ -164,13 +163,10 @@ impl Store {
         if calls.is_empty() && events.is_empty() {
             return Ok(events);
         }
-        if let Some(w) = &self.sqlite_writer {
-            return w.write(calls, events, chain_key).await;
+        match &self.writer {
+            Some(w) => w.write(calls, events, chain_key).await,
+            None => self.record_batch(&calls, events, chain_key).await,
         }
-        if let Some(w) = &self.pg_writer {
-            return w.write(calls, events, chain_key).await;
-        }
-        self.record_batch(&calls, events, chain_key).await
     }
 
     /// A connection's call log, newest first, after `cursor`.
