@@ -476,7 +476,12 @@ async fn assess(
         risk::Due::Background => {
             let (state, ip) = (s.clone(), meta.ip.clone());
             tokio::spawn(async move {
-                let r = score_use(&state, user, cred, ip, withdrawal).await;
+                use futures::FutureExt;
+                // a panic must not leave the credential marked "refresh running" forever
+                let r = std::panic::AssertUnwindSafe(score_use(&state, user, cred, ip, withdrawal))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(ApiError::internal("anomaly scoring panicked")));
                 if let Err(e) = &r {
                     let why = match e {
                         ApiError::Internal(cause) => cause.as_str(),
