@@ -828,6 +828,64 @@ async fn anomaly_burst_and_new_ip_suspend_the_credential() {
     assert_eq!(ev["risk_score"], 80, "{audit}");
 }
 
+/// The periodic re-score (every 5 s per credential) runs in the background: the call that
+/// starts it is answered at once with the last score, and a suspension it finds denies
+/// the calls after it. Threshold 50, so a burst of 35 calls from a known IP suffices.
+#[tokio::test]
+async fn periodic_rescoring_runs_in_the_background_and_suspends_later_calls() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |cfg| {
+        cfg.anomaly_suspend_threshold = 50;
+    })
+    .await
+    .unwrap();
+    let mock = mock().await;
+    let t = app.token(Uuid::new_v4());
+    let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+    let account = || {
+        call(
+            &app,
+            &t,
+            reqwest::Method::GET,
+            &conn,
+            "api/v3/account",
+            None,
+        )
+    };
+    // the first call scores inline (new IP, no history: 0); the burst after it is not
+    // re-scored within the 5 s
+    let started = std::time::Instant::now();
+    for _ in 0..35 {
+        let (s, _, b) = account().await;
+        assert_eq!(s, 200, "{b}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5_200).saturating_sub(started.elapsed()))
+        .await;
+    // due for a refresh: answered with the last score, not held for (or denied by) it
+    let (s, _, b) = account().await;
+    assert_eq!(s, 200, "the refreshing call itself goes through: {b}");
+    let mut denied = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (s, _, b) = account().await;
+        if s != 200 {
+            denied = Some((s, b));
+            break;
+        }
+    }
+    let (s, b) = denied.expect("the background score suspended the credential");
+    assert_eq!((s, code(&b).as_str()), (403, "credential_suspended"), "{b}");
+    let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+    let cred = c["credential_id"].as_str().unwrap();
+    let (_, k) = app.get(&format!("/v1/credentials/{cred}"), &t).await;
+    assert_eq!(k["status"], "suspended", "{k}");
+    assert!(
+        k["suspended_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("burst_above_baseline")),
+        "{k}"
+    );
+}
+
 both_backends!(
     background_sync_checks_due_connections_once,
     |app: TestApp| async move {
