@@ -114,6 +114,8 @@ pub struct Store {
     /// The group commit's own connection and thread ([`Store::record_batch`]:
     /// `sqlite_writer.rs` for a SQLite file, `pg_batch.rs`; none for in-memory SQLite).
     pub(crate) writer: Option<std::sync::Arc<crate::batch_writer::BatchWriter>>,
+    /// Anomaly history carried between assessments (`anomaly.rs`).
+    pub(crate) history: std::sync::Arc<crate::anomaly::HistoryCache>,
 }
 
 impl Store {
@@ -148,6 +150,7 @@ impl Store {
                 db: Db::Sqlite(pool),
                 epoch: Default::default(),
                 writer,
+                history: Default::default(),
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
@@ -162,6 +165,7 @@ impl Store {
                 db: Db::Postgres(pool),
                 epoch: Default::default(),
                 writer: Some(std::sync::Arc::new(writer)),
+                history: Default::default(),
             })
         } else {
             Err(StorageError::UnsupportedUrl(

@@ -1040,3 +1040,96 @@ both_backends!(integration_tokens_refresh, |_app: TestApp| async move {
     );
     assert_eq!(app.get(&format!("/v1/integrations/{id}"), &t).await.0, 404);
 });
+
+both_backends!(
+    anomaly_history_carried_forward_matches_a_full_count,
+    |app: TestApp| async move {
+        use keygate_server::anomaly::{HISTORY, RECENT_WINDOW};
+        use keygate_storage::{Actor, FactsQuery};
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (_, c) = app.post("/v1/credentials", &t, binance_body("h")).await;
+        let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+        let conn = connection_for(&app, &t, &cred.to_string()).await;
+        let q = |now: chrono::DateTime<Utc>, ip: &str| FactsQuery {
+            user_id: user,
+            credential_id: cred,
+            ip: Some(ip.into()),
+            recent_since: DbTime::new(now - RECENT_WINDOW),
+            history_since: DbTime::new(now - HISTORY),
+            unlock_since: DbTime::new(now - chrono::Duration::minutes(15)),
+            now: DbTime::new(now),
+        };
+        let t0 = Utc::now() - chrono::Duration::days(1);
+        let m = chrono::Duration::minutes;
+        let at = |ip: &str, when| call(conn, cred, user, ip, when);
+        app.state
+            .store
+            .insert_api_calls(&[
+                // leaves the history window between t0 and t0 + 10 min
+                at("10.0.0.1", t0 - HISTORY + m(2)),
+                at("10.0.0.9", t0 - HISTORY + m(3)),
+                // stays
+                at("10.0.0.1", t0 - chrono::Duration::days(3)),
+                at("10.0.0.2", t0 - chrono::Duration::hours(5)),
+            ])
+            .await
+            .unwrap();
+        let first = app
+            .state
+            .store
+            .anomaly_facts(Actor::service(), &q(t0, "10.0.0.1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.history_calls, first.history_calls_from_ip),
+            (4, 2),
+            "{first:?}"
+        );
+        // recent at t0, history by t0 + 10 min; and recent at t0 + 10 min
+        app.state
+            .store
+            .insert_api_calls(&[
+                at("10.0.0.3", t0 - m(3)),
+                at("10.0.0.1", t0 - m(1)),
+                at("10.0.0.3", t0 + m(7)),
+            ])
+            .await
+            .unwrap();
+        let t1 = t0 + m(10);
+        // a second store on the same database has nothing carried forward: a full count
+        let fresh = keygate_storage::Store::connect(&app.database_url)
+            .await
+            .unwrap();
+        for ip in ["10.0.0.3", "10.0.0.1", "10.0.0.9"] {
+            let carried = app
+                .state
+                .store
+                .anomaly_facts(Actor::service(), &q(t1, ip))
+                .await
+                .unwrap();
+            let full = fresh
+                .anomaly_facts(Actor::service(), &q(t1, ip))
+                .await
+                .unwrap();
+            assert_eq!(carried, full, "ip {ip}");
+        }
+        let f = fresh
+            .anomaly_facts(Actor::service(), &q(t1, "10.0.0.3"))
+            .await
+            .unwrap();
+        // 10.0.0.1 (3 days), 10.0.0.2, 10.0.0.3 (t0 - 3 min), 10.0.0.1 (t0 - 1 min)
+        assert_eq!(
+            (
+                f.history_calls,
+                f.history_calls_from_ip,
+                f.recent_calls,
+                f.recent_calls_from_ip
+            ),
+            (4, 1, 1, 1),
+            "{f:?}"
+        );
+        assert_eq!(f.hour_histogram.iter().sum::<i64>(), 4);
+        fresh.close().await;
+    }
+);
