@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::{Actor, Backend, DbTime, Result, Store};
+use crate::{Actor, ApiCallRecord, Backend, DbTime, Result, Store};
 
 /// What to gather facts for, and the windows to look at.
 #[derive(Debug, Clone)]
@@ -49,27 +49,58 @@ pub struct AnomalyFacts {
     pub earlier_unlocks: i64,
 }
 
-/// A credential's history facts (calls over `[from, to)`, per source IP, and its user's
-/// calls per UTC hour over the same window), kept between assessments so that the
-/// periodic re-score reads only the rows that entered or left the window since the last
-/// one instead of scanning 14 days of history every few seconds.
+/// Calls of one credential over a time window, in all and per source IP.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    calls: i64,
+    by_ip: HashMap<Option<String>, i64>,
+}
+
+impl Tally {
+    fn add(&mut self, ip: Option<String>, n: i64) {
+        self.calls += n;
+        *self.by_ip.entry(ip).or_default() += n;
+    }
+
+    fn of_ip(&self, ip: &Option<String>) -> i64 {
+        ip.as_ref()
+            .and_then(|ip| self.by_ip.get(&Some(ip.clone())).copied())
+            .unwrap_or(0)
+    }
+
+    fn drifted(&self) -> bool {
+        self.calls < 0 || self.by_ip.values().any(|n| *n < 0)
+    }
+}
+
+/// A credential's window counts, kept between assessments so that the periodic re-score
+/// reads only the rows that entered or left each window since the last one instead of
+/// scanning 14 days of history every few seconds:
+/// - the history `[history_since, recent_since)`, per source IP, with the user's calls per
+///   UTC hour over the same window;
+/// - the settled part of the recent window, `[recent_since, now - SETTLE)`. The newest
+///   [`SETTLE`] is always counted afresh, since calls near "now" may still be committing.
 ///
-/// Exact as long as a call row is committed before its `created_at` falls behind the
-/// window's moving end (`recent_since`, minutes behind now): the gateway stamps a call
-/// when it finishes and commits it within the batch's latency. Anything else that could
-/// make it drift (rows deleted with their connection, clocks of other instances far
-/// behind) is bounded by a full recount every [`RESYNC`].
+/// Exact as long as a call row is committed within [`SETTLE`] of its `created_at`: the
+/// gateway stamps a call when it finishes and commits it within the batch's latency. A
+/// row written later through this store (imported, backdated) drops its credential's
+/// counts, and deleting a connection's rows drops them all. What this process cannot see
+/// (such rows written by another process, clocks of other instances far behind) is
+/// bounded by a full recount every [`RESYNC`].
 #[derive(Debug, Clone)]
 struct HistoryEntry {
     user_id: Uuid,
-    from: DbTime,
-    to: DbTime,
-    calls: i64,
-    by_ip: HashMap<Option<String>, i64>,
+    history_since: DbTime,
+    recent_since: DbTime,
+    settled_to: DbTime,
+    history: Tally,
     hours: [i64; 24],
+    settled: Tally,
     counted_at: Instant,
 }
 
+/// Calls this recent are counted afresh on every assessment.
+const SETTLE: chrono::Duration = chrono::Duration::seconds(60);
 /// How long an entry may be carried forward by deltas before a full recount.
 const RESYNC: Duration = Duration::from_secs(600);
 /// Credentials seen from more source IPs than this are recounted in full every time.
@@ -82,24 +113,17 @@ const MAX_ENTRIES: usize = 10_000;
 pub(crate) struct HistoryCache(Mutex<HashMap<Uuid, HistoryEntry>>);
 
 impl HistoryCache {
-    /// The entry for `q`'s credential if the window only moved forward since it was
-    /// counted (so a delta can bring it up to date) and it is not due for a recount.
-    fn reusable(&self, q: &FactsQuery) -> Option<HistoryEntry> {
+    /// The entry for `q`'s credential, unless it is due for a full recount.
+    fn entry(&self, q: &FactsQuery) -> Option<HistoryEntry> {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&q.credential_id)
-            .filter(|e| {
-                e.user_id == q.user_id
-                    && e.from <= q.history_since
-                    && e.to <= q.recent_since
-                    && q.history_since <= e.to
-                    && e.counted_at.elapsed() < RESYNC
-            })
+            .filter(|e| e.user_id == q.user_id && e.counted_at.elapsed() < RESYNC)
             .cloned()
     }
 
     fn put(&self, credential_id: Uuid, e: HistoryEntry) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if e.by_ip.len() > MAX_IPS {
+        if e.history.by_ip.len() + e.settled.by_ip.len() > MAX_IPS {
             map.remove(&credential_id);
             return;
         }
@@ -108,12 +132,45 @@ impl HistoryCache {
         }
         map.insert(credential_id, e);
     }
+
+    fn forget(&self, credential_id: Uuid) {
+        self.forget_all(&[credential_id]);
+    }
+
+    /// Drops the carried counts of these credentials (rows of theirs were written late).
+    pub(crate) fn forget_all(&self, credentials: &[Uuid]) {
+        if credentials.is_empty() {
+            return;
+        }
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for c in credentials {
+            map.remove(c);
+        }
+    }
+
+    /// Drops every carried count (call rows were deleted).
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The credentials of call rows stamped more than [`SETTLE`] ago: rows written that
+    /// late (imported, backdated) may fall in a window already counted, so their
+    /// credentials' counts must be dropped once the rows are committed.
+    pub(crate) fn late(calls: &[ApiCallRecord]) -> Vec<Uuid> {
+        let cutoff = DbTime::new(chrono::Utc::now() - SETTLE);
+        calls
+            .iter()
+            .filter(|c| c.created_at < cutoff)
+            .map(|c| c.credential_id)
+            .collect()
+    }
 }
 
 impl Store {
-    /// The facts for one assessment. The history part is carried forward from this
-    /// process's previous assessment of the credential where possible ([`HistoryEntry`]);
-    /// the recent window, the denial streak and the unlocks are read afresh.
+    /// The facts for one assessment. The history and the settled part of the recent
+    /// window are carried forward from this process's previous assessment of the
+    /// credential where possible ([`HistoryEntry`]); the newest minute, the denial streak
+    /// and the unlocks are read afresh.
     pub async fn anomaly_facts(&self, actor: Actor, q: &FactsQuery) -> Result<AnomalyFacts> {
         let hour = match self.backend() {
             Backend::Postgres => "CAST(EXTRACT(HOUR FROM created_at AT TIME ZONE 'UTC') AS BIGINT)",
@@ -124,38 +181,76 @@ impl Store {
         );
         let by_ip_sql = "SELECT ip_address, COUNT(*) FROM api_calls \
             WHERE credential_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY ip_address";
-        let recent_sql = "SELECT \
-            COALESCE(SUM(CASE WHEN ip_address = $4 THEN 1 ELSE 0 END), 0), COUNT(*) \
-            FROM api_calls WHERE credential_id = $1 AND created_at >= $2 AND created_at < $3";
         let streak_sql = "SELECT decision FROM api_calls WHERE credential_id = $1 AND created_at < $2 ORDER BY created_at DESC LIMIT 50";
         let unlock_sql = "SELECT ip_address, seq FROM audit_events WHERE user_id = $1 AND category = 'vault' AND action = 'unlock' \
             AND success AND created_at >= $2 ORDER BY seq DESC LIMIT 1";
         let earlier_sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN ip_address = $3 THEN 1 ELSE 0 END), 0) FROM audit_events \
             WHERE user_id = $1 AND category = 'vault' AND action = 'unlock' AND success AND seq < $2";
-        // (from, to, sign): the rows to add to, or take from, the carried-forward counts
-        let (mut h, ranges) = match self.history.reusable(q) {
-            Some(e) => {
-                let ranges = [(e.to, q.recent_since, 1), (e.from, q.history_since, -1)];
-                (e, ranges.to_vec())
-            }
-            None => (
-                HistoryEntry {
-                    user_id: q.user_id,
-                    from: q.history_since,
-                    to: q.history_since,
-                    calls: 0,
-                    by_ip: HashMap::new(),
-                    hours: [0; 24],
-                    counted_at: Instant::now(),
-                },
-                vec![(q.history_since, q.recent_since, 1)],
-            ),
+        let settled_to = DbTime::new((q.now.0 - SETTLE).max(q.recent_since.0));
+        let carried = self.history.entry(q);
+        let counted_at = carried.as_ref().map_or_else(Instant::now, |e| e.counted_at);
+        let mut h = HistoryEntry {
+            user_id: q.user_id,
+            history_since: q.history_since,
+            recent_since: q.recent_since,
+            settled_to,
+            history: Tally::default(),
+            hours: [0; 24],
+            settled: Tally::default(),
+            counted_at,
         };
+        // (from, to, history sign, settled sign): rows to add to, or take from, the
+        // carried-forward counts. A window is carried forward only if both its ends moved
+        // forward and it overlaps its old self, otherwise it is counted afresh.
+        let mut ranges: Vec<(DbTime, DbTime, i64, i64)> = Vec::new();
+        let mut carried_any = false;
+        let mut range = |from: DbTime, to: DbTime, hist: i64, settled: i64| {
+            if from >= to {
+                return;
+            }
+            match ranges.iter_mut().find(|r| (r.0, r.1) == (from, to)) {
+                Some(r) => (r.2, r.3) = (r.2 + hist, r.3 + settled),
+                None => ranges.push((from, to, hist, settled)),
+            }
+        };
+        match &carried {
+            Some(e)
+                if e.history_since <= q.history_since
+                    && q.history_since <= e.recent_since
+                    && e.recent_since <= q.recent_since =>
+            {
+                (h.history, h.hours) = (e.history.clone(), e.hours);
+                carried_any = true;
+                range(e.history_since, q.history_since, -1, 0);
+                range(e.recent_since, q.recent_since, 1, 0);
+            }
+            _ => range(q.history_since, q.recent_since, 1, 0),
+        }
+        match &carried {
+            Some(e)
+                if e.recent_since <= q.recent_since
+                    && q.recent_since <= e.settled_to
+                    && e.settled_to <= settled_to =>
+            {
+                h.settled = e.settled.clone();
+                carried_any = true;
+                range(e.recent_since, q.recent_since, 0, -1);
+                range(e.settled_to, settled_to, 0, 1);
+            }
+            _ => range(q.recent_since, settled_to, 0, 1),
+        }
+        if !carried_any {
+            h.counted_at = Instant::now();
+        }
+        // (0, 0) marks the fresh range below
+        ranges.retain(|r| (r.2, r.3) != (0, 0));
+        let mut fresh = Tally::default();
         // read-only: a deferred transaction (on SQLite an IMMEDIATE one would hold the
         // write lock, and so stall the gateway's group commit, for the whole scan)
         let mut f = in_tx!(@quiet self, actor, |tx| {
             let mut f = AnomalyFacts::default();
-            for &(from, to, sign) in &ranges {
+            let fresh_range = (settled_to, q.now, 0i64, 0i64);
+            for &(from, to, hist, settled) in ranges.iter().chain([&fresh_range]) {
                 if from >= to {
                     continue;
                 }
@@ -166,29 +261,32 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?;
                 for (ip, n) in ips {
-                    h.calls += sign * n;
-                    *h.by_ip.entry(ip).or_default() += sign * n;
+                    if (hist, settled) == (0, 0) {
+                        fresh.add(ip, n);
+                        continue;
+                    }
+                    if hist != 0 {
+                        h.history.add(ip.clone(), hist * n);
+                    }
+                    if settled != 0 {
+                        h.settled.add(ip, settled * n);
+                    }
                 }
-                let hist: Vec<(i64, i64)> = sqlx::query_as::<DB, _>(&hist_sql)
+                if hist == 0 {
+                    continue;
+                }
+                let hours: Vec<(i64, i64)> = sqlx::query_as::<DB, _>(&hist_sql)
                     .bind(q.user_id)
                     .bind(from)
                     .bind(to)
                     .fetch_all(&mut *tx)
                     .await?;
-                for (hour, n) in hist {
+                for (hour, n) in hours {
                     if (0..24).contains(&hour) {
-                        h.hours[hour as usize] += sign * n;
+                        h.hours[hour as usize] += hist * n;
                     }
                 }
             }
-            let (r_ip, r): (i64, i64) = sqlx::query_as::<DB, _>(recent_sql)
-                .bind(q.credential_id)
-                .bind(q.recent_since)
-                .bind(q.now)
-                .bind(q.ip.clone())
-                .fetch_one(&mut *tx)
-                .await?;
-            (f.recent_calls_from_ip, f.recent_calls) = (r_ip, r);
             let decisions: Vec<String> = sqlx::query_scalar::<DB, String>(streak_sql)
                 .bind(q.credential_id)
                 .bind(q.now)
@@ -213,22 +311,18 @@ impl Store {
             }
             f
         });
-        h.by_ip.retain(|_, n| *n != 0);
-        (h.from, h.to) = (q.history_since, q.recent_since);
-        f.history_calls = h.calls;
-        f.history_calls_from_ip =
-            q.ip.as_ref()
-                .and_then(|ip| h.by_ip.get(&Some(ip.clone())).copied())
-                .unwrap_or(0);
+        h.history.by_ip.retain(|_, n| *n != 0);
+        h.settled.by_ip.retain(|_, n| *n != 0);
+        (h.history_since, h.recent_since, h.settled_to) =
+            (q.history_since, q.recent_since, settled_to);
+        f.history_calls = h.history.calls;
+        f.history_calls_from_ip = h.history.of_ip(&q.ip);
+        f.recent_calls = h.settled.calls + fresh.calls;
+        f.recent_calls_from_ip = h.settled.of_ip(&q.ip) + fresh.of_ip(&q.ip);
         f.hour_histogram = h.hours;
-        let drifted = h.calls < 0 || h.hours.iter().chain(h.by_ip.values()).any(|n| *n < 0);
-        if drifted {
+        if h.history.drifted() || h.settled.drifted() || h.hours.iter().any(|n| *n < 0) {
             // something was deleted after it was counted: recount next time
-            self.history
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&q.credential_id);
+            self.history.forget(q.credential_id);
         } else {
             self.history.put(q.credential_id, h);
         }

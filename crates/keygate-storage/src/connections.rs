@@ -202,6 +202,8 @@ impl Store {
                 .await?
                 .rows_affected()
         });
+        // its call rows went with it: carried anomaly counts would still hold them
+        self.history.clear();
         Ok(n > 0)
     }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
+use crate::anomaly::HistoryCache;
 use crate::{audit, multi_insert_for, Actor, AuditEvent, DbTime, Result, Store};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -79,6 +80,20 @@ impl Store {
     /// holds a handful of statements. Does not move [`Store::write_epoch`]. Returns the
     /// stored events.
     pub fn record_batch<'a>(
+        &'a self,
+        calls: &'a [ApiCallRecord],
+        events: Vec<AuditEvent>,
+        chain_key: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<AuditEvent>>> {
+        Box::pin(async move {
+            let late = HistoryCache::late(calls);
+            let out = self.write_batch(calls, events, chain_key).await?;
+            self.history.forget_all(&late);
+            Ok(out)
+        })
+    }
+
+    fn write_batch<'a>(
         &'a self,
         calls: &'a [ApiCallRecord],
         events: Vec<AuditEvent>,
@@ -163,10 +178,13 @@ impl Store {
         if calls.is_empty() && events.is_empty() {
             return Ok(events);
         }
-        match &self.writer {
+        let late = HistoryCache::late(&calls);
+        let out = match &self.writer {
             Some(w) => w.write(calls, events, chain_key).await,
-            None => self.record_batch(&calls, events, chain_key).await,
-        }
+            None => self.write_batch(&calls, events, chain_key).await,
+        }?;
+        self.history.forget_all(&late);
+        Ok(out)
     }
 
     /// A connection's call log, newest first, after `cursor`.

@@ -1072,6 +1072,8 @@ both_backends!(
                 // stays
                 at("10.0.0.1", t0 - chrono::Duration::days(3)),
                 at("10.0.0.2", t0 - chrono::Duration::hours(5)),
+                // recent (settled) at t0, history by t0 + 10 min
+                at("10.0.0.3", t0 - m(3)),
             ])
             .await
             .unwrap();
@@ -1082,43 +1084,60 @@ both_backends!(
             .await
             .unwrap();
         assert_eq!(
-            (first.history_calls, first.history_calls_from_ip),
-            (4, 2),
+            (
+                first.history_calls,
+                first.history_calls_from_ip,
+                first.recent_calls
+            ),
+            (4, 2, 1),
             "{first:?}"
         );
-        // recent at t0, history by t0 + 10 min; and recent at t0 + 10 min
+        // committed after the first count, each within a minute of its time: the newest
+        // minute at t0 (history by t0 + 10 min), then the settled part and the newest
+        // minute of the recent window at t0 + 10 min
         app.state
             .store
             .insert_api_calls(&[
-                at("10.0.0.3", t0 - m(3)),
-                at("10.0.0.1", t0 - m(1)),
+                at("10.0.0.1", t0 - chrono::Duration::seconds(30)),
                 at("10.0.0.3", t0 + m(7)),
+                at("10.0.0.3", t0 + m(9) + chrono::Duration::seconds(30)),
             ])
             .await
             .unwrap();
-        let t1 = t0 + m(10);
-        // a second store on the same database has nothing carried forward: a full count
-        let fresh = keygate_storage::Store::connect(&app.database_url)
-            .await
-            .unwrap();
-        for ip in ["10.0.0.3", "10.0.0.1", "10.0.0.9"] {
-            let carried = app
-                .state
-                .store
-                .anomaly_facts(Actor::service(), &q(t1, ip))
+        // steps short enough to carry both windows forward (3 min) and one that is too
+        // long for the recent window (7 min); at each, a second store on the same
+        // database, with nothing carried forward, counts in full
+        let mut fresh = None;
+        for step in [3, 6, 9, 16] {
+            let t = t0 + m(step);
+            let full_count = keygate_storage::Store::connect(&app.database_url)
                 .await
                 .unwrap();
-            let full = fresh
-                .anomaly_facts(Actor::service(), &q(t1, ip))
-                .await
-                .unwrap();
-            assert_eq!(carried, full, "ip {ip}");
+            for ip in ["10.0.0.3", "10.0.0.1", "10.0.0.9"] {
+                let carried = app
+                    .state
+                    .store
+                    .anomaly_facts(Actor::service(), &q(t, ip))
+                    .await
+                    .unwrap();
+                let full = full_count
+                    .anomaly_facts(Actor::service(), &q(t, ip))
+                    .await
+                    .unwrap();
+                assert_eq!(carried, full, "ip {ip} at t0 + {step} min");
+            }
+            if let Some(s) = fresh.replace(full_count) {
+                keygate_storage::Store::close(&s).await;
+            }
         }
+        let fresh = fresh.unwrap();
+        let t1 = t0 + m(10);
         let f = fresh
             .anomaly_facts(Actor::service(), &q(t1, "10.0.0.3"))
             .await
             .unwrap();
-        // 10.0.0.1 (3 days), 10.0.0.2, 10.0.0.3 (t0 - 3 min), 10.0.0.1 (t0 - 1 min)
+        // history: 10.0.0.1 (3 days), 10.0.0.2, 10.0.0.3 (t0 - 3 min), 10.0.0.1 (t0 - 30 s);
+        // recent: 10.0.0.3 twice
         assert_eq!(
             (
                 f.history_calls,
@@ -1126,7 +1145,7 @@ both_backends!(
                 f.recent_calls,
                 f.recent_calls_from_ip
             ),
-            (4, 1, 1, 1),
+            (4, 1, 2, 2),
             "{f:?}"
         );
         assert_eq!(f.hour_histogram.iter().sum::<i64>(), 4);
