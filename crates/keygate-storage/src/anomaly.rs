@@ -83,8 +83,8 @@ impl Tally {
 ///
 /// Exact as long as a call row is committed within [`SETTLE`] of its `created_at`: the
 /// gateway stamps a call when it finishes and commits it within the batch's latency. A
-/// row written later through this store (imported, backdated) drops its credential's
-/// counts, and deleting a connection's rows drops them all. What this process cannot see
+/// row written later through this store (imported, backdated, a stalled write) drops its
+/// credential's counts, and deleting a connection's rows drops them all. What this process cannot see
 /// (such rows written by another process, clocks of other instances far behind) is
 /// bounded by a full recount every [`RESYNC`].
 #[derive(Debug, Clone)]
@@ -99,8 +99,10 @@ struct HistoryEntry {
     counted_at: Instant,
 }
 
-/// Calls this recent are counted afresh on every assessment.
-const SETTLE: chrono::Duration = chrono::Duration::seconds(60);
+/// Calls this recent are counted afresh on every assessment. A row this process commits
+/// later than this after its time drops its credential's counts instead
+/// ([`HistoryCache::committed`]).
+const SETTLE: chrono::Duration = chrono::Duration::seconds(10);
 /// How long an entry may be carried forward by deltas before a full recount.
 const RESYNC: Duration = Duration::from_secs(600);
 /// Credentials seen from more source IPs than this are recounted in full every time.
@@ -153,23 +155,32 @@ impl HistoryCache {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// The credentials of call rows stamped more than [`SETTLE`] ago: rows written that
-    /// late (imported, backdated) may fall in a window already counted, so their
-    /// credentials' counts must be dropped once the rows are committed.
-    pub(crate) fn late(calls: &[ApiCallRecord]) -> Vec<Uuid> {
-        let cutoff = DbTime::new(chrono::Utc::now() - SETTLE);
+    /// Each call row's credential and time, taken before a batch is written.
+    pub(crate) fn stamps(calls: &[ApiCallRecord]) -> Vec<(Uuid, DbTime)> {
         calls
             .iter()
-            .filter(|c| c.created_at < cutoff)
-            .map(|c| c.credential_id)
+            .map(|c| (c.credential_id, c.created_at))
             .collect()
+    }
+
+    /// After a batch committed: rows stamped more than [`SETTLE`] before now (imported,
+    /// backdated, or held up in a stalled write) may fall in a window already counted, so
+    /// their credentials' carried counts are dropped.
+    pub(crate) fn committed(&self, stamps: &[(Uuid, DbTime)]) {
+        let cutoff = DbTime::new(chrono::Utc::now() - SETTLE);
+        let late: Vec<Uuid> = stamps
+            .iter()
+            .filter(|(_, at)| *at < cutoff)
+            .map(|(c, _)| *c)
+            .collect();
+        self.forget_all(&late);
     }
 }
 
 impl Store {
     /// The facts for one assessment. The history and the settled part of the recent
     /// window are carried forward from this process's previous assessment of the
-    /// credential where possible ([`HistoryEntry`]); the newest minute, the denial streak
+    /// credential where possible ([`HistoryEntry`]); the newest seconds, the denial streak
     /// and the unlocks are read afresh.
     pub async fn anomaly_facts(&self, actor: Actor, q: &FactsQuery) -> Result<AnomalyFacts> {
         let hour = match self.backend() {

@@ -86,9 +86,9 @@ impl Store {
         chain_key: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<AuditEvent>>> {
         Box::pin(async move {
-            let late = HistoryCache::late(calls);
+            let stamps = HistoryCache::stamps(calls);
             let out = self.write_batch(calls, events, chain_key).await?;
-            self.history.forget_all(&late);
+            self.history.committed(&stamps);
             Ok(out)
         })
     }
@@ -178,12 +178,12 @@ impl Store {
         if calls.is_empty() && events.is_empty() {
             return Ok(events);
         }
-        let late = HistoryCache::late(&calls);
+        let stamps = HistoryCache::stamps(&calls);
         let out = match &self.writer {
             Some(w) => w.write(calls, events, chain_key).await,
             None => self.write_batch(&calls, events, chain_key).await,
         }?;
-        self.history.forget_all(&late);
+        self.history.committed(&stamps);
         Ok(out)
     }
 

@@ -1092,9 +1092,8 @@ both_backends!(
             (4, 2, 1),
             "{first:?}"
         );
-        // committed after the first count, each within a minute of its time: the newest
-        // minute at t0 (history by t0 + 10 min), then the settled part and the newest
-        // minute of the recent window at t0 + 10 min
+        // written after the first count; being a day old, they drop the carried counts
+        // (so the first step below counts in full and the later ones carry forward)
         app.state
             .store
             .insert_api_calls(&[
