@@ -107,32 +107,62 @@ const SETTLE: chrono::Duration = chrono::Duration::seconds(10);
 const RESYNC: Duration = Duration::from_secs(600);
 /// Credentials seen from more source IPs than this are recounted in full every time.
 const MAX_IPS: usize = 1024;
-/// Entries kept per process (the map is cleared when it grows past this).
-const MAX_ENTRIES: usize = 10_000;
+/// Source IPs kept over all entries (a few MB); the cache is emptied when it would exceed
+/// this, and refills with the credentials in use.
+const MAX_TOTAL_IPS: usize = 65_536;
+/// Entries kept, likewise.
+const MAX_ENTRIES: usize = 65_536;
 
 /// Per-process cache of [`HistoryEntry`] by credential.
 #[derive(Debug, Default)]
-pub(crate) struct HistoryCache(Mutex<HashMap<Uuid, HistoryEntry>>);
+pub(crate) struct HistoryCache(Mutex<Entries>);
+
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<Uuid, HistoryEntry>,
+    /// Source IPs held over all entries.
+    ips: usize,
+}
+
+impl HistoryEntry {
+    fn ips(&self) -> usize {
+        self.history.by_ip.len() + self.settled.by_ip.len()
+    }
+}
+
+impl Entries {
+    fn remove(&mut self, credential_id: &Uuid) {
+        if let Some(old) = self.map.remove(credential_id) {
+            self.ips -= old.ips();
+        }
+    }
+}
 
 impl HistoryCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The entry for `q`'s credential, unless it is due for a full recount.
     fn entry(&self, q: &FactsQuery) -> Option<HistoryEntry> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&q.credential_id)
+        self.lock()
+            .map
+            .get(&q.credential_id)
             .filter(|e| e.user_id == q.user_id && e.counted_at.elapsed() < RESYNC)
             .cloned()
     }
 
     fn put(&self, credential_id: Uuid, e: HistoryEntry) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if e.history.by_ip.len() + e.settled.by_ip.len() > MAX_IPS {
-            map.remove(&credential_id);
+        let mut entries = self.lock();
+        entries.remove(&credential_id);
+        if e.ips() > MAX_IPS {
             return;
         }
-        if map.len() >= MAX_ENTRIES && !map.contains_key(&credential_id) {
-            map.clear();
+        if entries.ips + e.ips() > MAX_TOTAL_IPS || entries.map.len() >= MAX_ENTRIES {
+            *entries = Entries::default();
         }
-        map.insert(credential_id, e);
+        entries.ips += e.ips();
+        entries.map.insert(credential_id, e);
     }
 
     fn forget(&self, credential_id: Uuid) {
@@ -144,15 +174,15 @@ impl HistoryCache {
         if credentials.is_empty() {
             return;
         }
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.lock();
         for c in credentials {
-            map.remove(c);
+            entries.remove(c);
         }
     }
 
     /// Drops every carried count (call rows were deleted).
     pub(crate) fn clear(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        *self.lock() = Entries::default();
     }
 
     /// Each call row's credential and time, taken before a batch is written.
@@ -364,5 +394,55 @@ impl Store {
             .rows_affected()
         });
         Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ips: usize) -> HistoryEntry {
+        let t = DbTime::now();
+        let mut history = Tally::default();
+        for i in 0..ips {
+            history.add(Some(format!("10.0.{}.{}", i / 256, i % 256)), 1);
+        }
+        HistoryEntry {
+            user_id: Uuid::nil(),
+            history_since: t,
+            recent_since: t,
+            settled_to: t,
+            history,
+            hours: [0; 24],
+            settled: Tally::default(),
+            counted_at: Instant::now(),
+        }
+    }
+
+    fn held(c: &HistoryCache) -> (usize, usize) {
+        let e = c.lock();
+        assert_eq!(e.ips, e.map.values().map(HistoryEntry::ips).sum::<usize>());
+        (e.map.len(), e.ips)
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bounds_and_accounts_exactly() {
+        let c = HistoryCache::default();
+        // too many source IPs for one credential: not kept
+        c.put(Uuid::new_v4(), entry(MAX_IPS + 1));
+        assert_eq!(held(&c), (0, 0));
+        let id = Uuid::new_v4();
+        c.put(id, entry(10));
+        c.put(id, entry(3));
+        assert_eq!(held(&c), (1, 3), "a replaced entry gives its IPs back");
+        c.forget(id);
+        assert_eq!(held(&c), (0, 0));
+        for _ in 0..(2 * MAX_TOTAL_IPS / MAX_IPS) {
+            c.put(Uuid::new_v4(), entry(MAX_IPS));
+            assert!(held(&c).1 <= MAX_TOTAL_IPS);
+        }
+        assert!(held(&c).0 >= 1);
+        c.clear();
+        assert_eq!(held(&c), (0, 0));
     }
 }
