@@ -84,9 +84,9 @@ impl Tally {
 /// Exact as long as a call row is committed within [`SETTLE`] of its `created_at`: the
 /// gateway stamps a call when it finishes and commits it within the batch's latency. A
 /// row written later through this store (imported, backdated, a stalled write) drops its
-/// credential's counts, and deleting a connection's rows drops them all. What this process cannot see
-/// (such rows written by another process, clocks of other instances far behind) is
-/// bounded by a full recount every [`RESYNC`].
+/// credential's counts, and deleting a connection's rows drops them all. What this
+/// process cannot see (such rows written by another process, clocks of other instances
+/// far behind) is bounded by a full recount every [`RESYNC`].
 #[derive(Debug, Clone)]
 struct HistoryEntry {
     user_id: Uuid,
@@ -112,6 +112,10 @@ const MAX_IPS: usize = 1024;
 const MAX_TOTAL_IPS: usize = 65_536;
 /// Entries kept, likewise.
 const MAX_ENTRIES: usize = 65_536;
+
+/// `[from, to)` and what its rows do: `Some((history sign, settled sign))` for the
+/// carried-forward counts, `None` for the fresh part counted for one call only.
+type Range = (DbTime, DbTime, Option<(i64, i64)>);
 
 /// Per-process cache of [`HistoryEntry`] by credential.
 #[derive(Debug, Default)]
@@ -185,23 +189,20 @@ impl HistoryCache {
         *self.lock() = Entries::default();
     }
 
-    /// Each call row's credential and time, taken before a batch is written.
-    pub(crate) fn stamps(calls: &[ApiCallRecord]) -> Vec<(Uuid, DbTime)> {
-        calls
-            .iter()
-            .map(|c| (c.credential_id, c.created_at))
-            .collect()
+    /// Each call row's credential and time (what [`HistoryCache::committed`] needs).
+    pub(crate) fn stamps(calls: &[ApiCallRecord]) -> impl Iterator<Item = (Uuid, DbTime)> + '_ {
+        calls.iter().map(|c| (c.credential_id, c.created_at))
     }
 
     /// After a batch committed: rows stamped more than [`SETTLE`] before now (imported,
     /// backdated, or held up in a stalled write) may fall in a window already counted, so
     /// their credentials' carried counts are dropped.
-    pub(crate) fn committed(&self, stamps: &[(Uuid, DbTime)]) {
+    pub(crate) fn committed(&self, stamps: impl IntoIterator<Item = (Uuid, DbTime)>) {
         let cutoff = DbTime::new(chrono::Utc::now() - SETTLE);
         let late: Vec<Uuid> = stamps
-            .iter()
+            .into_iter()
             .filter(|(_, at)| *at < cutoff)
-            .map(|(c, _)| *c)
+            .map(|(c, _)| c)
             .collect();
         self.forget_all(&late);
     }
@@ -229,7 +230,6 @@ impl Store {
             WHERE user_id = $1 AND category = 'vault' AND action = 'unlock' AND success AND seq < $2";
         let settled_to = DbTime::new((q.now.0 - SETTLE).max(q.recent_since.0));
         let carried = self.history.entry(q);
-        let counted_at = carried.as_ref().map_or_else(Instant::now, |e| e.counted_at);
         let mut h = HistoryEntry {
             user_id: q.user_id,
             history_since: q.history_since,
@@ -238,20 +238,20 @@ impl Store {
             history: Tally::default(),
             hours: [0; 24],
             settled: Tally::default(),
-            counted_at,
+            // kept from the entry while any window is carried forward
+            counted_at: Instant::now(),
         };
-        // (from, to, history sign, settled sign): rows to add to, or take from, the
-        // carried-forward counts. A window is carried forward only if both its ends moved
-        // forward and it overlaps its old self, otherwise it is counted afresh.
-        let mut ranges: Vec<(DbTime, DbTime, i64, i64)> = Vec::new();
-        let mut carried_any = false;
+        // The rows to add to, or take from, the carried-forward counts ([`Range`]). A
+        // window is carried forward only if both its ends moved forward and it overlaps
+        // its old self, otherwise it is counted afresh.
+        let mut ranges: Vec<Range> = Vec::new();
         let mut range = |from: DbTime, to: DbTime, hist: i64, settled: i64| {
             if from >= to {
                 return;
             }
             match ranges.iter_mut().find(|r| (r.0, r.1) == (from, to)) {
-                Some(r) => (r.2, r.3) = (r.2 + hist, r.3 + settled),
-                None => ranges.push((from, to, hist, settled)),
+                Some((_, _, Some(signs))) => *signs = (signs.0 + hist, signs.1 + settled),
+                _ => ranges.push((from, to, Some((hist, settled)))),
             }
         };
         match &carried {
@@ -260,8 +260,7 @@ impl Store {
                     && q.history_since <= e.recent_since
                     && e.recent_since <= q.recent_since =>
             {
-                (h.history, h.hours) = (e.history.clone(), e.hours);
-                carried_any = true;
+                (h.history, h.hours, h.counted_at) = (e.history.clone(), e.hours, e.counted_at);
                 range(e.history_since, q.history_since, -1, 0);
                 range(e.recent_since, q.recent_since, 1, 0);
             }
@@ -273,39 +272,34 @@ impl Store {
                     && q.recent_since <= e.settled_to
                     && e.settled_to <= settled_to =>
             {
-                h.settled = e.settled.clone();
-                carried_any = true;
+                (h.settled, h.counted_at) = (e.settled.clone(), e.counted_at);
                 range(e.recent_since, q.recent_since, 0, -1);
                 range(e.settled_to, settled_to, 0, 1);
             }
             _ => range(q.recent_since, settled_to, 0, 1),
         }
-        if !carried_any {
-            h.counted_at = Instant::now();
+        if settled_to < q.now {
+            ranges.push((settled_to, q.now, None));
         }
-        // (0, 0) marks the fresh range below
-        ranges.retain(|r| (r.2, r.3) != (0, 0));
         let mut fresh = Tally::default();
         // read-only: a deferred transaction (on SQLite an IMMEDIATE one would hold the
         // write lock, and so stall the gateway's group commit, for the whole scan)
         let mut f = in_tx!(@quiet self, actor, |tx| {
             let mut f = AnomalyFacts::default();
-            let fresh_range = (settled_to, q.now, 0i64, 0i64);
-            for &(from, to, hist, settled) in ranges.iter().chain([&fresh_range]) {
-                if from >= to {
-                    continue;
-                }
+            for &(from, to, signs) in &ranges {
                 let ips: Vec<(Option<String>, i64)> = sqlx::query_as::<DB, _>(by_ip_sql)
                     .bind(q.credential_id)
                     .bind(from)
                     .bind(to)
                     .fetch_all(&mut *tx)
                     .await?;
-                for (ip, n) in ips {
-                    if (hist, settled) == (0, 0) {
+                let Some((hist, settled)) = signs else {
+                    for (ip, n) in ips {
                         fresh.add(ip, n);
-                        continue;
                     }
+                    continue;
+                };
+                for (ip, n) in ips {
                     if hist != 0 {
                         h.history.add(ip.clone(), hist * n);
                     }

@@ -86,9 +86,8 @@ impl Store {
         chain_key: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<AuditEvent>>> {
         Box::pin(async move {
-            let stamps = HistoryCache::stamps(calls);
             let out = self.write_batch(calls, events, chain_key).await?;
-            self.history.committed(&stamps);
+            self.history.committed(HistoryCache::stamps(calls));
             Ok(out)
         })
     }
@@ -178,12 +177,13 @@ impl Store {
         if calls.is_empty() && events.is_empty() {
             return Ok(events);
         }
-        let stamps = HistoryCache::stamps(&calls);
+        // the calls move to the writer: keep what the check after the commit needs
+        let stamps: Vec<_> = HistoryCache::stamps(&calls).collect();
         let out = match &self.writer {
             Some(w) => w.write(calls, events, chain_key).await,
             None => self.write_batch(&calls, events, chain_key).await,
         }?;
-        self.history.committed(&stamps);
+        self.history.committed(stamps);
         Ok(out)
     }
 
