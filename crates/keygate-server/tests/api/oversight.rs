@@ -1148,6 +1148,23 @@ both_backends!(
             "{f:?}"
         );
         assert_eq!(f.hour_histogram.iter().sum::<i64>(), 4);
+        // a call in the newest seconds (the part counted afresh every time) counts too
+        app.state
+            .store
+            .insert_api_calls(&[at("10.0.0.4", t1 - chrono::Duration::seconds(5))])
+            .await
+            .unwrap();
+        let newest = app
+            .state
+            .store
+            .anomaly_facts(Actor::service(), &q(t1, "10.0.0.4"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (newest.recent_calls, newest.recent_calls_from_ip),
+            (f.recent_calls + 1, 1),
+            "{newest:?}"
+        );
         fresh.close().await;
     }
 );
