@@ -1060,6 +1060,10 @@ both_backends!(
             unlock_since: DbTime::new(now - chrono::Duration::minutes(15)),
             now: DbTime::new(now),
         };
+        let facts = |store: &keygate_storage::Store, now, ip: &str| {
+            let (store, q) = (store.clone(), q(now, ip));
+            async move { store.anomaly_facts(Actor::service(), &q).await.unwrap() }
+        };
         let t0 = Utc::now() - chrono::Duration::days(1);
         let m = chrono::Duration::minutes;
         let at = |ip: &str, when| call(conn, cred, user, ip, when);
@@ -1077,12 +1081,7 @@ both_backends!(
             ])
             .await
             .unwrap();
-        let first = app
-            .state
-            .store
-            .anomaly_facts(Actor::service(), &q(t0, "10.0.0.1"))
-            .await
-            .unwrap();
+        let first = facts(&app.state.store, t0, "10.0.0.1").await;
         assert_eq!(
             (
                 first.history_calls,
@@ -1113,16 +1112,8 @@ both_backends!(
                 .await
                 .unwrap();
             for ip in ["10.0.0.3", "10.0.0.1", "10.0.0.9"] {
-                let carried = app
-                    .state
-                    .store
-                    .anomaly_facts(Actor::service(), &q(t, ip))
-                    .await
-                    .unwrap();
-                let full = full_count
-                    .anomaly_facts(Actor::service(), &q(t, ip))
-                    .await
-                    .unwrap();
+                let carried = facts(&app.state.store, t, ip).await;
+                let full = facts(&full_count, t, ip).await;
                 assert_eq!(carried, full, "ip {ip} at t0 + {step} min");
             }
             if let Some(s) = fresh.replace(full_count) {
@@ -1131,10 +1122,7 @@ both_backends!(
         }
         let fresh = fresh.unwrap();
         let t1 = t0 + m(10);
-        let f = fresh
-            .anomaly_facts(Actor::service(), &q(t1, "10.0.0.3"))
-            .await
-            .unwrap();
+        let f = facts(&fresh, t1, "10.0.0.3").await;
         // history: 10.0.0.1 (3 days), 10.0.0.2, 10.0.0.3 (t0 - 3 min), 10.0.0.1 (t0 - 30 s);
         // recent: 10.0.0.3 twice
         assert_eq!(
@@ -1154,12 +1142,7 @@ both_backends!(
             .insert_api_calls(&[at("10.0.0.4", t1 - chrono::Duration::seconds(5))])
             .await
             .unwrap();
-        let newest = app
-            .state
-            .store
-            .anomaly_facts(Actor::service(), &q(t1, "10.0.0.4"))
-            .await
-            .unwrap();
+        let newest = facts(&app.state.store, t1, "10.0.0.4").await;
         assert_eq!(
             (newest.recent_calls, newest.recent_calls_from_ip),
             (f.recent_calls + 1, 1),
