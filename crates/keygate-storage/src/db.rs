@@ -97,9 +97,15 @@ pub(crate) async fn set_pg_identity(
 /// transaction. Inlining is safe: the values are typed (a UUID's hex-and-dash text, a fixed
 /// role name), never caller text.
 pub(crate) fn pg_begin_sql(actor: Actor) -> String {
+    format!("BEGIN; {}", pg_identity_sql(actor, true))
+}
+
+/// The `SELECT set_config(…)` of [`pg_begin_sql`]; `local` = for the transaction only,
+/// else for the session (a connection that always acts as one actor).
+pub(crate) fn pg_identity_sql(actor: Actor, local: bool) -> String {
     let uid = actor.user_id.map(|u| u.to_string()).unwrap_or_default();
     format!(
-        "BEGIN; SELECT set_config('role', 'keygate_app', true), set_config('keygate.user_id', '{uid}', true), set_config('keygate.role', '{}', true)",
+        "SELECT set_config('role', 'keygate_app', {local}), set_config('keygate.user_id', '{uid}', {local}), set_config('keygate.role', '{}', {local})",
         actor.role.as_str()
     )
 }

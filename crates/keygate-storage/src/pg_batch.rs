@@ -24,6 +24,7 @@
 //!
 //! [`Store::record_batch`]: crate::Store::record_batch
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
@@ -121,52 +122,90 @@ fn unnest_insert(
     format!("INSERT INTO {table} ({cols}) SELECT {select} FROM UNNEST({params}) AS x({names})")
 }
 
+/// How a batch statement with events moves the audit chain's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    /// No events: the head is not touched.
+    None,
+    /// The transaction already holds the head's row lock: set its new value.
+    Locked,
+    /// No lock held: move the head only if it still holds the value the events were
+    /// chained onto, and write nothing at all otherwise. The statement's one row says
+    /// whether it did (1) or another writer moved the head first (0).
+    Guarded,
+}
+
 /// The batch statement for the parts present, with its parameters numbered in bind order:
-/// calls, usage, events, head.
-fn batch_sql(calls: bool, usage: bool, events: bool) -> String {
+/// calls, usage, events, the head's new seq and hash, and (guarded) the seq and hash the
+/// events were chained onto.
+fn batch_sql(calls: bool, usage: bool, chain: Chain) -> String {
+    let guarded = chain == Chain::Guarded;
+    // every part of a guarded statement writes only if the head moved
+    let guard = |sql: String, has_where: bool| {
+        if !guarded {
+            sql
+        } else if has_where {
+            format!("{sql} AND EXISTS (SELECT 1 FROM h)")
+        } else {
+            format!("{sql} WHERE EXISTS (SELECT 1 FROM h)")
+        }
+    };
     let mut next = 1;
     let mut parts = Vec::new();
     if calls {
-        parts.push(unnest_insert(
-            "api_calls",
-            CALL_COLS,
-            &CALL_TYPES,
-            &[],
-            &mut next,
-        ));
+        let sql = unnest_insert("api_calls", CALL_COLS, &CALL_TYPES, &[], &mut next);
+        parts.push(guard(sql, false));
     }
     if usage {
         let (c, u, n, t) = (next, next + 1, next + 2, next + 3);
         next += 4;
-        parts.push(format!(
+        parts.push(guard(format!(
             "UPDATE credentials AS cr SET usage_count = cr.usage_count + x.n, \
              last_used_at = CASE WHEN cr.last_used_at IS NULL OR cr.last_used_at < x.at THEN x.at ELSE cr.last_used_at END \
              FROM UNNEST(${c}::uuid[], ${u}::uuid[], ${n}::int8[], ${t}::timestamptz[]) AS x(cred, usr, n, at) \
              WHERE cr.user_id = x.usr AND cr.id = x.cred"
-        ));
+        ), true));
     }
-    if events {
-        parts.push(unnest_insert(
+    if chain != Chain::None {
+        let sql = unnest_insert(
             "audit_events",
             audit::COLS,
             &EVENT_TYPES,
             &EVENT_JSON,
             &mut next,
-        ));
-        parts.push(format!(
-            "UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
-            next,
-            next + 1
-        ));
+        );
+        parts.push(guard(sql, false));
     }
-    let last = parts.pop().unwrap_or_else(|| "SELECT 1".into());
+    let (seq, hash) = (next, next + 1);
+    let last = match chain {
+        Chain::None => parts.pop().unwrap_or_else(|| "SELECT 1".into()),
+        Chain::Locked => format!("UPDATE audit_head SET seq = ${seq}, hash = ${hash} WHERE id = 1"),
+        Chain::Guarded => {
+            let (old_seq, old_hash) = (next + 2, next + 3);
+            parts.insert(
+                0,
+                format!(
+                    "UPDATE audit_head SET seq = ${seq}, hash = ${hash} \
+                     WHERE id = 1 AND seq = ${old_seq} AND hash = ${old_hash} RETURNING 1"
+                ),
+            );
+            "SELECT COUNT(*) FROM h".into()
+        }
+    };
     if parts.is_empty() {
         return last;
     }
     let ctes: Vec<String> = parts
         .into_iter()
         .enumerate()
-        .map(|(i, p)| format!("p{i} AS ({p})"))
+        .map(|(i, p)| {
+            let name = if guarded && i == 0 {
+                "h".to_string()
+            } else {
+                format!("p{i}")
+            };
+            format!("{name} AS ({p})")
+        })
         .collect();
     format!("WITH {} {last}", ctes.join(", "))
 }
@@ -241,31 +280,12 @@ fn bind_events<'q>(q: Query<'q>, e: &[AuditEvent]) -> Result<Query<'q>> {
         .bind(col(e, |v| v.hash.clone())))
 }
 
-/// Records `calls` (each allowed one a use of its credential) and chains and appends
-/// `events`, in one transaction. Returns the stored events.
-async fn record_batch(
-    conn: &mut PgConnection,
+/// Binds the call rows and the credentials' usage (the parts before the events).
+fn bind_front<'q>(
+    mut q: Query<'q>,
     calls: &[ApiCallRecord],
-    events: Vec<AuditEvent>,
-    chain_key: &[u8],
-) -> Result<Vec<AuditEvent>> {
-    let usage = usage_of(calls);
-    let mut tx = conn
-        .begin_with(crate::db::pg_begin_sql(Actor::service()))
-        .await?;
-    let (events, head) = if events.is_empty() {
-        (events, None)
-    } else {
-        // takes the head's row lock and reads it in one statement
-        let (seq, prev): (i64, String) =
-            sqlx::query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
-                .fetch_one(&mut *tx)
-                .await?;
-        let (out, seq, prev) = audit::chain(events, seq, prev, chain_key);
-        (out, Some((seq, prev)))
-    };
-    let sql = batch_sql(!calls.is_empty(), !usage.is_empty(), head.is_some());
-    let mut q = sqlx::query::<Postgres>(&sql);
+    usage: &BTreeMap<(Uuid, Uuid), (i64, crate::DbTime)>,
+) -> Query<'q> {
     if !calls.is_empty() {
         q = bind_calls(q, calls);
     }
@@ -279,12 +299,79 @@ async fn record_batch(
             .bind(n)
             .bind(at);
     }
-    if let Some((seq, prev)) = &head {
-        q = bind_events(q, &events)?.bind(*seq).bind(prev.clone());
+    q
+}
+
+/// Optimistic attempts before a batch takes the head's lock instead.
+const OPTIMISTIC_TRIES: usize = 3;
+
+/// Records `calls` (each allowed one a use of its credential) and chains and appends
+/// `events`, atomically. Returns the stored events.
+///
+/// Usually ONE round trip: the events are chained onto `head` (what this writer's last
+/// batch left there, else read without a lock) and the whole batch is one statement in its
+/// own transaction, which moves the head only if it still holds that value and otherwise
+/// writes nothing ([`Chain::Guarded`]). When another instance moved the head first, the
+/// batch is chained again onto the new value; after [`OPTIMISTIC_TRIES`] such losses it
+/// takes the head's row lock (four round trips, always succeeds). `head` is left empty
+/// on any error.
+async fn record_batch(
+    conn: &mut PgConnection,
+    head: &mut Option<(i64, String)>,
+    calls: &[ApiCallRecord],
+    mut events: Vec<AuditEvent>,
+    chain_key: &[u8],
+) -> Result<Vec<AuditEvent>> {
+    let usage = usage_of(calls);
+    if events.is_empty() {
+        let sql = batch_sql(!calls.is_empty(), !usage.is_empty(), Chain::None);
+        bind_front(sqlx::query(&sql), calls, &usage)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(events);
     }
-    q.execute(&mut *tx).await?;
+    let sql = batch_sql(!calls.is_empty(), !usage.is_empty(), Chain::Guarded);
+    for _ in 0..OPTIMISTIC_TRIES {
+        let (seq, prev) = match head.take() {
+            Some(h) => h,
+            None => {
+                sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_one(&mut *conn)
+                    .await?
+            }
+        };
+        let (out, new_seq, new_prev) = audit::chain(events, seq, prev.clone(), chain_key);
+        let q = bind_events(bind_front(sqlx::query(&sql), calls, &usage), &out)?
+            .bind(new_seq)
+            .bind(new_prev.clone())
+            .bind(seq)
+            .bind(prev);
+        let moved: i64 = sqlx::Row::try_get(&q.fetch_one(&mut *conn).await?, 0)?;
+        if moved == 1 {
+            *head = Some((new_seq, new_prev));
+            return Ok(out);
+        }
+        // another instance appended first: nothing was written; chain onto its head
+        events = out;
+    }
+    let mut tx = conn
+        .begin_with(crate::db::pg_begin_sql(Actor::service()))
+        .await?;
+    // takes the head's row lock and reads it in one statement
+    let (seq, prev): (i64, String) =
+        sqlx::query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(&mut *tx)
+            .await?;
+    let (out, seq, prev) = audit::chain(events, seq, prev, chain_key);
+    let sql = batch_sql(!calls.is_empty(), !usage.is_empty(), Chain::Locked);
+    bind_events(bind_front(sqlx::query(&sql), calls, &usage), &out)?
+        .bind(seq)
+        .bind(prev.clone())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(events)
+    *head = Some((seq, prev));
+    Ok(out)
 }
 
 /// How long the writer waits to (re)connect, as long as the pool waits to acquire.
@@ -295,13 +382,23 @@ pub(crate) fn start(options: PgConnectOptions) -> std::io::Result<BatchWriter> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    BatchWriter::start("keygate-pg-writer", "PostgreSQL", PgSink { rt, options })
+    BatchWriter::start(
+        "keygate-pg-writer",
+        "PostgreSQL",
+        PgSink {
+            rt,
+            options,
+            head: None,
+        },
+    )
 }
 
 /// A one-connection current-thread runtime on the writer thread.
 struct PgSink {
     rt: tokio::runtime::Runtime,
     options: PgConnectOptions,
+    /// The chain head this writer's last batch left (see `record_batch`).
+    head: Option<(i64, String)>,
 }
 
 impl Sink for PgSink {
@@ -316,12 +413,21 @@ impl Sink for PgSink {
         let connect = async {
             tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await
         };
-        Ok(self.rt.block_on(connect).map_err(|_| {
+        let mut conn = self.rt.block_on(connect).map_err(|_| {
             sqlx::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "connecting to PostgreSQL timed out",
             ))
-        })??)
+        })??;
+        // the writer always acts as the service: its identity for the whole session, so
+        // a batch needs no BEGIN of its own (row-level security applies as before)
+        let identity = crate::db::pg_identity_sql(Actor::service(), false);
+        self.rt.block_on(async {
+            use sqlx::Executor;
+            conn.execute(identity.as_str()).await
+        })?;
+        self.head = None;
+        Ok(conn)
     }
 
     fn write(
@@ -331,8 +437,13 @@ impl Sink for PgSink {
         events: Vec<AuditEvent>,
         chain_key: &[u8],
     ) -> Result<Vec<AuditEvent>> {
-        self.rt
-            .block_on(record_batch(conn, calls, events, chain_key))
+        let res = self
+            .rt
+            .block_on(record_batch(conn, &mut self.head, calls, events, chain_key));
+        if res.is_err() {
+            self.head = None;
+        }
+        res
     }
 
     fn close(&mut self, conn: PgConnection) {
@@ -346,7 +457,7 @@ mod tests {
 
     #[test]
     fn the_batch_statement_numbers_every_array_once_in_bind_order() {
-        let all = batch_sql(true, true, true);
+        let all = batch_sql(true, true, Chain::Locked);
         // 22 call columns, 4 usage arrays, 26 event columns, seq and hash: each once
         let mut seen: Vec<usize> = all
             .split('$')
@@ -368,7 +479,7 @@ mod tests {
         );
         assert!(all.contains("c22::jsonb, c23::jsonb"), "{all}");
         // calls only: a plain insert, parameters from $1
-        let calls = batch_sql(true, false, false);
+        let calls = batch_sql(true, false, Chain::None);
         assert!(calls.starts_with("INSERT INTO api_calls") && calls.contains("$22::int8[]"));
         assert_eq!(CALL_COLS.split(", ").count(), CALL_TYPES.len());
         assert_eq!(audit::COLS.split(", ").count(), EVENT_TYPES.len());

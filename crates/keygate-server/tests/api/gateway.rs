@@ -1423,3 +1423,159 @@ both_backends!(
         assert!(report.ok, "{report:?}");
     }
 );
+
+/// An audit event for `user` with the chain fields left for the writer.
+fn plain_event(user: Uuid, action: &str) -> keygate_storage::AuditEvent {
+    keygate_storage::AuditEvent {
+        seq: 0,
+        id: Uuid::now_v7(),
+        created_at: keygate_storage::DbTime::now(),
+        category: "gateway".into(),
+        action: action.into(),
+        actor_id: Some(user),
+        actor_role: "user".into(),
+        user_id: Some(user),
+        credential_id: None,
+        connection_id: None,
+        endpoint: None,
+        http_method: None,
+        ip_address: None,
+        user_agent: None,
+        device_fingerprint: None,
+        geo_country: None,
+        geo_city: None,
+        session_id: None,
+        success: true,
+        status_code: None,
+        reason: None,
+        risk_score: 0,
+        risk_reasons: keygate_storage::Json(vec![]),
+        metadata: keygate_storage::Json(json!({})),
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+/// Two instances record gateway calls at once. Each instance's writer chains a batch onto
+/// the head its own last batch left and writes the batch only if the head is still there,
+/// so the two keep overtaking each other: every loser must write nothing and chain again.
+/// The chain must stay one unbroken line, and no call row, use or event may be lost or
+/// written twice.
+#[tokio::test]
+async fn two_instances_recording_at_once_keep_one_chain_on_postgres() {
+    let Some(a) = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await else {
+        eprintln!("PostgreSQL not configured: two-instance test not run");
+        return;
+    };
+    let other = keygate_storage::Store::connect(&a.database_url)
+        .await
+        .unwrap();
+    let key = a.state.chain_key.clone();
+    let user = Uuid::new_v4();
+    let t = a.token(user);
+    let (s, cred) = a
+        .post(
+            "/v1/credentials",
+            &t,
+            json!({"exchange": "binance", "label": "two", "api_key": API_KEY, "api_secret": API_SECRET, "permissions": ["read"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{cred}");
+    let (s, conn) = a
+        .post(
+            "/v1/connections",
+            &t,
+            json!({"name": "two", "exchange": "binance", "credential_id": cred["id"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{conn}");
+    let credential: Uuid = cred["id"].as_str().unwrap().parse().unwrap();
+    let connection: Uuid = conn["id"].as_str().unwrap().parse().unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..64usize {
+        let store = if i % 2 == 0 {
+            a.state.store.clone()
+        } else {
+            other.clone()
+        };
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let call = keygate_storage::ApiCallRecord {
+                id: Uuid::now_v7(),
+                connection_id: connection,
+                credential_id: credential,
+                user_id: user,
+                method: "GET".into(),
+                endpoint: format!("/api/v3/account?t={i}"),
+                class: "read".into(),
+                decision: "allowed".into(),
+                deny_code: None,
+                status_code: Some(200),
+                response_time_ms: Some(1),
+                success: true,
+                error_message: None,
+                rate_limit_remaining: None,
+                rate_limit_reset: None,
+                rate_limit_used: None,
+                notional_usd_micros: 0,
+                withdrawal_usd_micros: 0,
+                ip_address: None,
+                user_agent: None,
+                session_id: None,
+                created_at: keygate_storage::DbTime::now(),
+            };
+            // batches of one to three events
+            let events = (0..=i % 3)
+                .map(|j| plain_event(user, &format!("t{i}e{j}")))
+                .collect();
+            store
+                .record_batch_owned(vec![call], events, key.as_ref())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut written = 0;
+    for t in tasks {
+        let stored = t.await.unwrap();
+        // each task gets its own events back, chained in order
+        assert!(stored.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        written += stored.len();
+    }
+    assert_eq!(written, 64 / 3 * 6 + 1, "1+2+3 events per three tasks");
+    let service = keygate_storage::Actor::service();
+    let mine = a
+        .state
+        .store
+        .list_audit(
+            service,
+            &keygate_storage::AuditFilter {
+                user_id: Some(user),
+                category: Some("gateway".into()),
+                ..Default::default()
+            },
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), written, "every event stored once");
+    let seqs: std::collections::BTreeSet<i64> = mine.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs.len(), written, "no sequence number given twice");
+    let calls = a
+        .state
+        .store
+        .list_api_calls(service, user, connection, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(calls.len(), 64, "every call row stored once");
+    let (s, cred) = a.get(&format!("/v1/credentials/{credential}"), &t).await;
+    assert_eq!(s, 200, "{cred}");
+    assert_eq!(cred["usage_count"], 64, "every use counted once");
+    let report = a
+        .state
+        .store
+        .verify_audit_chain(key.as_ref())
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    other.close().await;
+}
