@@ -25,8 +25,6 @@ pub(crate) trait Sink: Send + 'static {
         events: Vec<AuditEvent>,
         chain_key: &[u8],
     ) -> Result<Vec<AuditEvent>, Self::Error>;
-    /// Runs after a batch's waiters have their answer (housekeeping off their path).
-    fn after_reply(&mut self, _conn: &mut Self::Conn) {}
     fn close(&mut self, conn: Self::Conn) {
         drop(conn);
     }
@@ -121,12 +119,10 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Job>) {
                         sink.write(c, &calls, events, &chain_key)
                     }),
                 };
-                let ok = res.is_ok();
-                let _ = done.send(res.map_err(|e| e.to_string()));
-                match conn.as_mut() {
-                    Some(c) if ok => sink.after_reply(c),
-                    _ => conn = None,
+                if res.is_err() {
+                    conn = None;
                 }
+                let _ = done.send(res.map_err(|e| e.to_string()));
             }
         }
     }

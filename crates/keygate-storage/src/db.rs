@@ -134,9 +134,6 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                // the writer thread checkpoints (sqlite_writer.rs); the pool only when
-                // the WAL has grown far past what the writer leaves
-                .pragma("wal_autocheckpoint", "10000")
                 .foreign_keys(true);
             let file = opts.get_filename().to_path_buf();
             let pool = SqlitePoolOptions::new()

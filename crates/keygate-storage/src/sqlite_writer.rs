@@ -15,7 +15,7 @@
 //! [`Store::record_batch`]: crate::Store::record_batch
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params_from_iter, Connection, OpenFlags, TransactionBehavior};
@@ -26,43 +26,19 @@ use crate::{audit, ApiCallRecord, AuditEvent, DbTime};
 
 /// Starts the writer thread for the database file `path` (opened on first use).
 pub(crate) fn start(path: PathBuf) -> std::io::Result<BatchWriter> {
-    BatchWriter::start(
-        "keygate-sqlite-writer",
-        "SQLite",
-        SqliteSink {
-            path,
-            last_checkpoint: Instant::now(),
-        },
-    )
+    BatchWriter::start("keygate-sqlite-writer", "SQLite", SqliteSink { path })
 }
 
 struct SqliteSink {
     path: PathBuf,
-    last_checkpoint: Instant,
 }
-
-/// How often, at most, the writer copies the WAL back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 impl Sink for SqliteSink {
     type Conn = Connection;
     type Error = rusqlite::Error;
 
     fn open(&mut self) -> rusqlite::Result<Connection> {
-        let c = open(&self.path)?;
-        // checkpoints run after a batch's waiters have their answer (`after_reply`)
-        c.pragma_update(None, "wal_autocheckpoint", 0)?;
-        Ok(c)
-    }
-
-    fn after_reply(&mut self, c: &mut Connection) {
-        if self.last_checkpoint.elapsed() < CHECKPOINT_EVERY {
-            return;
-        }
-        self.last_checkpoint = Instant::now();
-        if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "SQLite checkpoint failed");
-        }
+        open(&self.path)
     }
 
     fn write(
