@@ -1,17 +1,26 @@
-//! The PostgreSQL side of the gateway's group commit ([`Store::record_batch`]): a whole
-//! batch in four round trips whatever its size.
+//! The PostgreSQL side of the gateway's group commit ([`Store::record_batch`]): usually a
+//! whole batch in ONE round trip whatever its size.
 //!
-//! 1. `BEGIN` and the RLS identity (one simple query, [`crate::db::pg_begin_sql`]);
-//! 2. lock and read the audit chain's head (`UPDATE … RETURNING`);
-//! 3. ONE statement: the call rows, the credentials' usage and the chained audit events,
-//!    each from arrays (`UNNEST`), as data-modifying CTEs, and the head's new value;
-//! 4. `COMMIT`.
+//! The writer's connection holds the service's RLS identity for its session
+//! ([`crate::db::pg_identity_sql`], set on connect). A batch's events are chained onto the
+//! audit head this writer's last batch left (read without a lock on first use), and the
+//! batch goes as ONE statement in its own transaction: the call rows, the credentials'
+//! usage and the chained events, each from arrays (`UNNEST`), as data-modifying CTEs that
+//! all write only if the first one moves the head from the value they were chained onto
+//! ([`Chain::Guarded`]). If another instance (or a restore) moved the head first, nothing
+//! is written and the batch is chained onto the new head; after [`OPTIMISTIC_TRIES`] such
+//! losses it takes the head's row lock: `BEGIN` with the identity, `UPDATE … RETURNING`,
+//! the statement, `COMMIT` (four round trips, the form every batch used to take).
 //!
-//! Under load the recorder's batches are serial (the head lock orders them across
-//! instances too), so a batch's latency is what bounds throughput: the earlier
+//! Under load the recorder's batches are serial, so a batch's latency is what bounds
+//! throughput. Each round trip to a local PostgreSQL cost 200–400 µs on the benchmark
+//! machine (the backend's wake-up, `strace -T`); the four-round-trip form took about
+//! 1 ms for a batch of one, this one about 0.5 ms (`benches/record.rs`). An earlier
 //! statement-per-table-and-credential form took 7 to 9 round trips, and PostgreSQL sat
-//! "idle in transaction" waiting for the next statement most of the time (measured:
-//! `pg_stat_activity`, ~30 % idle CPU).
+//! "idle in transaction" most of the time.
+//!
+//! The session identity and sqlx's prepared statements are session state: keygate needs
+//! session pooling, not a transaction-mode pooler, between it and PostgreSQL.
 //!
 //! The batches run on the store's writer thread (`batch_writer.rs`) with a
 //! one-connection current-thread runtime: on the server's runtime, each of a batch's
@@ -478,6 +487,32 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("c22::jsonb, c23::jsonb"), "{all}");
+        // guarded: the head's move first, every other part gated on it, then the count;
+        // the seq and hash the events were chained onto come after the new ones
+        let guarded = batch_sql(true, true, Chain::Guarded);
+        let mut seen: Vec<usize> = guarded
+            .split('$')
+            .skip(1)
+            .map(|s| {
+                let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap()
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=22 + 4 + 26 + 4).collect::<Vec<_>>(), "{guarded}");
+        assert!(
+            guarded.starts_with(
+                "WITH h AS (UPDATE audit_head SET seq = $53, hash = $54 \
+                 WHERE id = 1 AND seq = $55 AND hash = $56 RETURNING 1)"
+            ),
+            "{guarded}"
+        );
+        assert!(guarded.ends_with(" SELECT COUNT(*) FROM h"), "{guarded}");
+        assert_eq!(
+            guarded.matches("EXISTS (SELECT 1 FROM h)").count(),
+            3,
+            "calls, usage and events each gated: {guarded}"
+        );
         // calls only: a plain insert, parameters from $1
         let calls = batch_sql(true, false, Chain::None);
         assert!(calls.starts_with("INSERT INTO api_calls") && calls.contains("$22::int8[]"));
