@@ -464,11 +464,9 @@ impl Sink for PgSink {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_batch_statement_numbers_every_array_once_in_bind_order() {
-        let all = batch_sql(true, true, Chain::Locked);
-        // 22 call columns, 4 usage arrays, 26 event columns, seq and hash: each once
-        let mut seen: Vec<usize> = all
+    /// The `$n` parameter numbers in `sql`, sorted.
+    fn params(sql: &str) -> Vec<usize> {
+        let mut seen: Vec<usize> = sql
             .split('$')
             .skip(1)
             .map(|s| {
@@ -477,7 +475,18 @@ mod tests {
             })
             .collect();
         seen.sort_unstable();
-        assert_eq!(seen, (1..=22 + 4 + 26 + 2).collect::<Vec<_>>(), "{all}");
+        seen
+    }
+
+    #[test]
+    fn the_batch_statement_numbers_every_array_once_in_bind_order() {
+        let all = batch_sql(true, true, Chain::Locked);
+        // 22 call columns, 4 usage arrays, 26 event columns, seq and hash: each once
+        assert_eq!(
+            params(&all),
+            (1..=22 + 4 + 26 + 2).collect::<Vec<_>>(),
+            "{all}"
+        );
         assert!(
             all.starts_with("WITH p0 AS (INSERT INTO api_calls"),
             "{all}"
@@ -490,16 +499,11 @@ mod tests {
         // guarded: the head's move first, every other part gated on it, then the count;
         // the seq and hash the events were chained onto come after the new ones
         let guarded = batch_sql(true, true, Chain::Guarded);
-        let mut seen: Vec<usize> = guarded
-            .split('$')
-            .skip(1)
-            .map(|s| {
-                let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse().unwrap()
-            })
-            .collect();
-        seen.sort_unstable();
-        assert_eq!(seen, (1..=22 + 4 + 26 + 4).collect::<Vec<_>>(), "{guarded}");
+        assert_eq!(
+            params(&guarded),
+            (1..=22 + 4 + 26 + 4).collect::<Vec<_>>(),
+            "{guarded}"
+        );
         assert!(
             guarded.starts_with(
                 "WITH h AS (UPDATE audit_head SET seq = $53, hash = $54 \
