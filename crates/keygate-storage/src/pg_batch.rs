@@ -323,13 +323,14 @@ const OPTIMISTIC_TRIES: usize = 3;
 /// writes nothing ([`Chain::Guarded`]). When another instance moved the head first, the
 /// batch is chained again onto the new value; after [`OPTIMISTIC_TRIES`] such losses it
 /// takes the head's row lock (four round trips, always succeeds). `head` is left empty
-/// on any error.
+/// on any error. `tries` is [`OPTIMISTIC_TRIES`] except in tests.
 async fn record_batch(
     conn: &mut PgConnection,
     head: &mut Option<(i64, String)>,
     calls: &[ApiCallRecord],
     mut events: Vec<AuditEvent>,
     chain_key: &[u8],
+    tries: usize,
 ) -> Result<Vec<AuditEvent>> {
     let usage = usage_of(calls);
     if events.is_empty() {
@@ -340,7 +341,7 @@ async fn record_batch(
         return Ok(events);
     }
     let sql = batch_sql(!calls.is_empty(), !usage.is_empty(), Chain::Guarded);
-    for _ in 0..OPTIMISTIC_TRIES {
+    for _ in 0..tries {
         let (seq, prev) = match head.take() {
             Some(h) => h,
             None => {
@@ -446,9 +447,14 @@ impl Sink for PgSink {
         events: Vec<AuditEvent>,
         chain_key: &[u8],
     ) -> Result<Vec<AuditEvent>> {
-        let res = self
-            .rt
-            .block_on(record_batch(conn, &mut self.head, calls, events, chain_key));
+        let res = self.rt.block_on(record_batch(
+            conn,
+            &mut self.head,
+            calls,
+            events,
+            chain_key,
+            OPTIMISTIC_TRIES,
+        ));
         if res.is_err() {
             self.head = None;
         }
@@ -522,5 +528,118 @@ mod tests {
         assert!(calls.starts_with("INSERT INTO api_calls") && calls.contains("$22::int8[]"));
         assert_eq!(CALL_COLS.split(", ").count(), CALL_TYPES.len());
         assert_eq!(audit::COLS.split(", ").count(), EVENT_TYPES.len());
+    }
+
+    /// An event with the chain fields left for the writer.
+    fn event(action: &str) -> AuditEvent {
+        AuditEvent {
+            seq: 0,
+            id: Uuid::now_v7(),
+            created_at: crate::DbTime::now(),
+            category: "system".into(),
+            action: action.into(),
+            actor_id: None,
+            actor_role: "service".into(),
+            user_id: None,
+            credential_id: None,
+            connection_id: None,
+            endpoint: None,
+            http_method: None,
+            ip_address: None,
+            user_agent: None,
+            device_fingerprint: None,
+            geo_country: None,
+            geo_city: None,
+            session_id: None,
+            success: true,
+            status_code: None,
+            reason: None,
+            risk_score: 0,
+            risk_reasons: sqlx::types::Json(vec![]),
+            metadata: sqlx::types::Json(serde_json::json!({})),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// A batch that keeps losing the race for the head (here: a stale cached head and no
+    /// optimistic tries left, or one) takes the head's lock, and the chain stays whole.
+    #[tokio::test]
+    async fn a_batch_that_loses_the_head_takes_the_lock_and_stays_on_the_chain() {
+        let admin = match std::env::var("KEYGATE_TEST_DATABASE_URL") {
+            Ok(u) if !u.is_empty() => u,
+            _ => {
+                assert_ne!(
+                    std::env::var("CI").as_deref(),
+                    Ok("true"),
+                    "KEYGATE_TEST_DATABASE_URL is not set: run the suite through scripts/test"
+                );
+                eprintln!("PostgreSQL not configured: test not run");
+                return;
+            }
+        };
+        use sqlx::Executor;
+        let name = format!("keygate_pgbatch_{}", Uuid::new_v4().simple());
+        let mut root = PgConnection::connect(&admin).await.unwrap();
+        root.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let (base, options) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
+        let sep = if options.is_empty() { "" } else { "?" };
+        let url = format!("{}/{name}{sep}{options}", base.rsplit_once('/').unwrap().0);
+        let store = crate::Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        conn.execute(crate::db::pg_identity_sql(Actor::service(), false).as_str())
+            .await
+            .unwrap();
+        let key = [9u8; 32];
+        let mut head = None;
+        // optimistic, from a fresh read of the head
+        let first = record_batch(&mut conn, &mut head, &[], vec![event("a")], &key, 3)
+            .await
+            .unwrap();
+        let stale = head.clone();
+        let second = record_batch(
+            &mut conn,
+            &mut head,
+            &[],
+            vec![event("b"), event("c")],
+            &key,
+            3,
+        )
+        .await
+        .unwrap();
+        assert_eq!(second[0].seq, first[0].seq + 1);
+        // the head moved on since `stale`: one lost try, then the lock
+        head = stale.clone();
+        let third = record_batch(&mut conn, &mut head, &[], vec![event("d")], &key, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            third[0].seq,
+            second[1].seq + 1,
+            "chained onto the real head"
+        );
+        assert_eq!(third[0].prev_hash, second[1].hash);
+        // no tries at all: straight to the lock, and the lock path leaves the head cached
+        head = stale;
+        let fourth = record_batch(&mut conn, &mut head, &[], vec![event("e")], &key, 0)
+            .await
+            .unwrap();
+        assert_eq!(fourth[0].prev_hash, third[0].hash);
+        assert_eq!(head, Some((fourth[0].seq, fourth[0].hash.clone())));
+        let report = store.verify_audit_chain(&key).await.unwrap();
+        assert!(report.ok, "{report:?}");
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE category = 'system' AND action IN ('a','b','c','d','e')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, 5, "every event once");
+        store.close().await;
+        drop(conn);
+        let _ = root
+            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await;
     }
 }
