@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use keygate_storage::{ApiCallRecord, AuditEvent, DbTime, Store};
+use keygate_storage::{ApiCallRecord, AuditEvent, Store};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -97,39 +97,14 @@ pub fn event(
     meta: &RequestMeta,
 ) -> AuditEvent {
     AuditEvent {
-        seq: 0,
-        id: Uuid::now_v7(),
-        created_at: DbTime::now(),
-        category: category.into(),
-        action: action.into(),
         actor_id: actor.user_id,
-        actor_role: actor.role_name().into(),
         user_id: user,
-        credential_id: None,
-        connection_id: None,
-        endpoint: None,
-        http_method: None,
         ip_address: meta.ip.clone(),
         user_agent: meta.user_agent.clone(),
         device_fingerprint: meta.device_fingerprint.clone(),
         geo_country: meta.geo_country.clone(),
         geo_city: meta.geo_city.clone(),
         session_id: actor.session_id,
-        success: true,
-        status_code: None,
-        reason: None,
-        risk_score: 0,
-        risk_reasons: sqlx_json(vec![]),
-        metadata: sqlx_json_value(serde_json::json!({})),
-        prev_hash: String::new(),
-        hash: String::new(),
+        ..AuditEvent::new(category, action, actor.role_name())
     }
-}
-
-fn sqlx_json(v: Vec<String>) -> keygate_storage::Json<Vec<String>> {
-    keygate_storage::Json(v)
-}
-
-fn sqlx_json_value(v: serde_json::Value) -> keygate_storage::Json<serde_json::Value> {
-    keygate_storage::Json(v)
 }

@@ -135,13 +135,7 @@ fn rows(f: &Fixture) -> (ApiCallRecord, AuditEvent) {
         created_at: now,
     };
     let event = AuditEvent {
-        seq: 0,
-        id: Uuid::now_v7(),
-        created_at: now,
-        category: "gateway".into(),
-        action: "use".into(),
         actor_id: Some(f.user),
-        actor_role: "user".into(),
         user_id: Some(f.user),
         credential_id: Some(f.credential),
         connection_id: Some(f.connection),
@@ -149,20 +143,11 @@ fn rows(f: &Fixture) -> (ApiCallRecord, AuditEvent) {
         http_method: Some("GET".into()),
         ip_address: Some("127.0.0.1".into()),
         user_agent: Some(ua),
-        device_fingerprint: None,
-        geo_country: None,
-        geo_city: None,
-        session_id: None,
-        success: true,
         status_code: Some(200),
-        reason: None,
-        risk_score: 0,
-        risk_reasons: Json(vec![]),
         metadata: Json(
             serde_json::json!({"exchange": "binance", "class": "read", "decision": "allowed"}),
         ),
-        prev_hash: String::new(),
-        hash: String::new(),
+        ..AuditEvent::new("gateway", "use", "user")
     };
     (call, event)
 }

@@ -88,6 +88,39 @@ fn put(buf: &mut Vec<u8>, s: Option<&str>) {
 }
 
 impl AuditEvent {
+    /// A successful event stamped now, with every optional field empty and the chain
+    /// fields (`seq`, `prev_hash`, `hash`) left for the writer to fill.
+    pub fn new(category: &str, action: &str, actor_role: &str) -> AuditEvent {
+        AuditEvent {
+            seq: 0,
+            id: Uuid::now_v7(),
+            created_at: DbTime::now(),
+            category: category.into(),
+            action: action.into(),
+            actor_id: None,
+            actor_role: actor_role.into(),
+            user_id: None,
+            credential_id: None,
+            connection_id: None,
+            endpoint: None,
+            http_method: None,
+            ip_address: None,
+            user_agent: None,
+            device_fingerprint: None,
+            geo_country: None,
+            geo_city: None,
+            session_id: None,
+            success: true,
+            status_code: None,
+            reason: None,
+            risk_score: 0,
+            risk_reasons: Json(vec![]),
+            metadata: Json(serde_json::json!({})),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
     /// The backend-neutral byte encoding the HMAC covers (everything but `hash`).
     pub fn canonical(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(512);

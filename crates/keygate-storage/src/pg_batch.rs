@@ -322,8 +322,9 @@ const OPTIMISTIC_TRIES: usize = 3;
 /// own transaction, which moves the head only if it still holds that value and otherwise
 /// writes nothing ([`Chain::Guarded`]). When another instance moved the head first, the
 /// batch is chained again onto the new value; after [`OPTIMISTIC_TRIES`] such losses it
-/// takes the head's row lock (four round trips, always succeeds). `head` is left empty
-/// on any error. `tries` is [`OPTIMISTIC_TRIES`] except in tests.
+/// takes the head's row lock (four round trips, always succeeds). A stale `head` (after
+/// an error, a restore, another instance) costs a lost try, never a wrong write. `tries`
+/// is [`OPTIMISTIC_TRIES`] except in tests.
 async fn record_batch(
     conn: &mut PgConnection,
     head: &mut Option<(i64, String)>,
@@ -447,18 +448,14 @@ impl Sink for PgSink {
         events: Vec<AuditEvent>,
         chain_key: &[u8],
     ) -> Result<Vec<AuditEvent>> {
-        let res = self.rt.block_on(record_batch(
+        self.rt.block_on(record_batch(
             conn,
             &mut self.head,
             calls,
             events,
             chain_key,
             OPTIMISTIC_TRIES,
-        ));
-        if res.is_err() {
-            self.head = None;
-        }
-        res
+        ))
     }
 
     fn close(&mut self, conn: PgConnection) {
@@ -530,36 +527,8 @@ mod tests {
         assert_eq!(audit::COLS.split(", ").count(), EVENT_TYPES.len());
     }
 
-    /// An event with the chain fields left for the writer.
     fn event(action: &str) -> AuditEvent {
-        AuditEvent {
-            seq: 0,
-            id: Uuid::now_v7(),
-            created_at: crate::DbTime::now(),
-            category: "system".into(),
-            action: action.into(),
-            actor_id: None,
-            actor_role: "service".into(),
-            user_id: None,
-            credential_id: None,
-            connection_id: None,
-            endpoint: None,
-            http_method: None,
-            ip_address: None,
-            user_agent: None,
-            device_fingerprint: None,
-            geo_country: None,
-            geo_city: None,
-            session_id: None,
-            success: true,
-            status_code: None,
-            reason: None,
-            risk_score: 0,
-            risk_reasons: sqlx::types::Json(vec![]),
-            metadata: sqlx::types::Json(serde_json::json!({})),
-            prev_hash: String::new(),
-            hash: String::new(),
-        }
+        AuditEvent::new("system", action, "service")
     }
 
     /// A batch that keeps losing the race for the head (here: a stale cached head and no

@@ -1427,32 +1427,9 @@ both_backends!(
 /// An audit event for `user` with the chain fields left for the writer.
 fn plain_event(user: Uuid, action: &str) -> keygate_storage::AuditEvent {
     keygate_storage::AuditEvent {
-        seq: 0,
-        id: Uuid::now_v7(),
-        created_at: keygate_storage::DbTime::now(),
-        category: "gateway".into(),
-        action: action.into(),
         actor_id: Some(user),
-        actor_role: "user".into(),
         user_id: Some(user),
-        credential_id: None,
-        connection_id: None,
-        endpoint: None,
-        http_method: None,
-        ip_address: None,
-        user_agent: None,
-        device_fingerprint: None,
-        geo_country: None,
-        geo_city: None,
-        session_id: None,
-        success: true,
-        status_code: None,
-        reason: None,
-        risk_score: 0,
-        risk_reasons: keygate_storage::Json(vec![]),
-        metadata: keygate_storage::Json(json!({})),
-        prev_hash: String::new(),
-        hash: String::new(),
+        ..keygate_storage::AuditEvent::new("gateway", action, "user")
     }
 }
 
