@@ -52,7 +52,8 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         config.jwt_audience.as_deref(),
         config.jwks_url.as_deref(),
     );
-    let recorder = Recorder::start(store.clone(), chain_key.clone());
+    let metrics = Arc::new(Metrics::default());
+    let recorder = Recorder::start(store.clone(), chain_key.clone(), metrics.clone());
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .connect_timeout(Duration::from_secs(5))
@@ -68,7 +69,7 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         store,
         auth,
         recorder,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         http,
         chain_key,
         platform,

@@ -54,6 +54,17 @@ pub struct Metrics {
     latency: Mutex<HashMap<String, Histogram>>,
     proxied: Mutex<HashMap<(String, String, String, u16), u64>>,
     upstream: Mutex<HashMap<String, Histogram>>,
+    commits: Mutex<Commits>,
+}
+
+/// The group commit's batches (`recorder.rs`): how many, how big, how long.
+#[derive(Default)]
+struct Commits {
+    batches: u64,
+    failed: u64,
+    calls: u64,
+    events: u64,
+    wait: Histogram,
 }
 
 impl Metrics {
@@ -97,6 +108,18 @@ impl Metrics {
         }
     }
 
+    /// One group-commit batch: its rows and how long it took from hand-over to commit.
+    pub fn observe_commit(&self, calls: usize, events: usize, secs: f64, ok: bool) {
+        let mut c = self.commits.lock();
+        c.batches += 1;
+        if !ok {
+            c.failed += 1;
+        }
+        c.calls += calls as u64;
+        c.events += events as u64;
+        c.wait.observe(secs);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP keygate_http_requests_total HTTP requests by method, route and status.\n# TYPE keygate_http_requests_total counter\n");
@@ -126,6 +149,20 @@ impl Metrics {
                 &format!("exchange=\"{e}\""),
             );
         }
+        let c = self.commits.lock();
+        let _ = write!(
+            out,
+            "# HELP keygate_record_batches_total Group-commit batches of call rows and audit events, by outcome.\n# TYPE keygate_record_batches_total counter\n\
+             keygate_record_batches_total{{outcome=\"committed\"}} {}\nkeygate_record_batches_total{{outcome=\"failed\"}} {}\n\
+             # HELP keygate_record_rows_total Rows handed to the group commit, by table.\n# TYPE keygate_record_rows_total counter\n\
+             keygate_record_rows_total{{table=\"api_calls\"}} {}\nkeygate_record_rows_total{{table=\"audit_events\"}} {}\n\
+             # HELP keygate_record_commit_seconds Time from a batch's hand-over to its commit.\n# TYPE keygate_record_commit_seconds histogram\n",
+            c.batches - c.failed,
+            c.failed,
+            c.calls,
+            c.events
+        );
+        c.wait.render(&mut out, "keygate_record_commit_seconds", "");
         out
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 struct Job {
     audit: Vec<AuditEvent>,
@@ -24,7 +25,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn start(store: Store, chain_key: Arc<[u8; 32]>) -> Recorder {
+    pub fn start(store: Store, chain_key: Arc<[u8; 32]>, metrics: Arc<Metrics>) -> Recorder {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -43,12 +44,20 @@ impl Recorder {
                     calls.extend(j.calls);
                     waiters.push(j.done);
                 }
+                let (n_calls, n_events) = (calls.len(), audit.len());
+                let started = std::time::Instant::now();
                 // One transaction: call rows, credential usage, chained audit events.
                 let res = store
                     .record_batch_owned(calls, audit, chain_key.as_ref())
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string());
+                metrics.observe_commit(
+                    n_calls,
+                    n_events,
+                    started.elapsed().as_secs_f64(),
+                    res.is_ok(),
+                );
                 if let Err(e) = &res {
                     tracing::error!(error = %e, "recording audit/calls failed");
                 }

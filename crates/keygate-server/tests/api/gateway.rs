@@ -251,6 +251,19 @@ both_backends!(
             .await
             .unwrap();
         assert!(m.contains("keygate_proxied_calls_total{exchange=\"binance\",class=\"read\",decision=\"allowed\",status=\"200\"}"), "{m}");
+        // the group commit's own figures: batches, rows, and none failed
+        let value = |series: &str| -> f64 {
+            m.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {series} in {m}"))
+        };
+        assert!(value("keygate_record_batches_total{outcome=\"committed\"}") >= 1.0);
+        assert_eq!(
+            value("keygate_record_batches_total{outcome=\"failed\"}"),
+            0.0
+        );
+        assert!(value("keygate_record_rows_total{table=\"api_calls\"}") >= 4.0);
+        assert!(value("keygate_record_commit_seconds_count{}") >= 1.0);
     }
 );
 
