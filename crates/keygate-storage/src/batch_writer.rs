@@ -120,7 +120,10 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Job>) {
                     }),
                 };
                 if res.is_err() {
-                    conn = None;
+                    // its state is unknown: the next batch opens afresh
+                    if let Some(c) = conn.take() {
+                        sink.close(c);
+                    }
                 }
                 let _ = done.send(res.map_err(|e| e.to_string()));
             }

@@ -124,6 +124,13 @@ pub struct Store {
     pub(crate) history: std::sync::Arc<crate::anomaly::HistoryCache>,
 }
 
+/// WAL frames after which a committing SQLite connection checkpoints inline (SQLite's
+/// default is 1,000). The group commit's checkpoints run on a thread of their own and keep
+/// the WAL far below this (`sqlite_writer.rs`, `Checkpointer`): an inline checkpoint
+/// blocks the writer, and every call waiting on the group commit waits with it. This is
+/// the fallback that bounds the WAL (about 160 MB) should that thread be missing.
+pub(crate) const SQLITE_WAL_AUTOCHECKPOINT: u32 = 40_000;
+
 impl Store {
     /// Connects to `url` (`sqlite:` path or `postgres://`). SQLite files are created if
     /// missing, in WAL mode.
@@ -134,7 +141,8 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                .pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT.to_string());
             let file = opts.get_filename().to_path_buf();
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
