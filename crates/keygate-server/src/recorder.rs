@@ -27,8 +27,18 @@ pub struct Recorder {
 impl Recorder {
     pub fn start(store: Store, chain_key: Arc<[u8; 32]>, metrics: Arc<Metrics>) -> Recorder {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
+        // On SQLite a commit costs mostly a fixed dozen page writes, so a batch is worth
+        // growing: the task yields once, and the calls already runnable on this runtime
+        // hand in their rows first. Measured (issue 7): batches of about 7 became about
+        // 14, the writer's CPU per call fell by about a quarter. On PostgreSQL a commit is
+        // mostly waiting (round trip, WAL flush), and the extra turn only made the calls
+        // wait longer: 4–15 % fewer calls per second, so it does not yield there.
+        let linger = store.backend() == keygate_storage::Backend::Sqlite;
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
+                if linger {
+                    tokio::task::yield_now().await;
+                }
                 let mut jobs = vec![first];
                 while jobs.len() < 512 {
                     match rx.try_recv() {
