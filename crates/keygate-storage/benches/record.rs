@@ -183,27 +183,12 @@ fn benches(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 
     if let Ok(admin) = std::env::var("KEYGATE_BENCH_DATABASE_URL") {
-        let name = format!("keygate_bench_{}", std::process::id());
         let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            use sqlx::Executor;
-            let pool = sqlx::PgPool::connect(&admin).await.expect("admin");
-            pool.execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .unwrap();
-        });
-        // the admin URL's database swapped for the new one, its options kept
-        let (base, options) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
-        let sep = if options.is_empty() { "" } else { "?" };
-        let url = format!("{}/{name}{sep}{options}", base.rsplit_once('/').unwrap().0);
-        record(c, "postgres", &url);
-        rt.block_on(async {
-            use sqlx::Executor;
-            let pool = sqlx::PgPool::connect(&admin).await.expect("admin");
-            let _ = pool
-                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await;
-        });
+        let db = rt
+            .block_on(keygate_storage::scratch::create(&admin, "keygate_bench"))
+            .expect("create the bench database");
+        record(c, "postgres", &db.url);
+        rt.block_on(db.drop());
     }
 }
 

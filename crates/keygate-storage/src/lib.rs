@@ -158,6 +158,8 @@ mod keys;
 mod meta;
 mod pg_batch;
 mod schedule;
+#[doc(hidden)]
+pub mod scratch;
 mod site_keys;
 mod sqlite_writer;
 mod time;

@@ -548,14 +548,10 @@ mod tests {
             }
         };
         use sqlx::Executor;
-        let name = format!("keygate_pgbatch_{}", Uuid::new_v4().simple());
-        let mut root = PgConnection::connect(&admin).await.unwrap();
-        root.execute(format!("CREATE DATABASE {name}").as_str())
+        let db = crate::scratch::create(&admin, "keygate_pgbatch")
             .await
             .unwrap();
-        let (base, options) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
-        let sep = if options.is_empty() { "" } else { "?" };
-        let url = format!("{}/{name}{sep}{options}", base.rsplit_once('/').unwrap().0);
+        let url = db.url.clone();
         let store = crate::Store::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
         let mut conn = PgConnection::connect(&url).await.unwrap();
@@ -607,8 +603,6 @@ mod tests {
         assert_eq!(n, 5, "every event once");
         store.close().await;
         drop(conn);
-        let _ = root
-            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-            .await;
+        db.drop().await;
     }
 }

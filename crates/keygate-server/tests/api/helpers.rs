@@ -46,17 +46,10 @@ pub fn pg_admin_url() -> Option<String> {
 }
 
 pub async fn fresh_pg_database(admin: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("keygate_test_{}", Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin)
+    keygate_storage::scratch::create(admin, "keygate_test")
         .await
-        .expect("connect to test PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
-    format!("{base}/{name}")
+        .expect("create test database")
+        .url
 }
 
 pub fn test_config(data_dir: PathBuf, database_url: String) -> Config {

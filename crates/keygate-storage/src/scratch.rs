@@ -1,0 +1,67 @@
+//! Scratch PostgreSQL databases for tests and benchmarks: a fresh database next to the
+//! one an admin URL names, and its URL with the admin URL's query options kept.
+//! Not part of keygate's API (hidden from the docs); the storage crate's tests, its
+//! benches and the server's API tests share it.
+
+use sqlx::{Connection, Executor, PgConnection};
+use uuid::Uuid;
+
+/// A database created by [`create`]; [`ScratchDatabase::drop`] removes it.
+pub struct ScratchDatabase {
+    pub name: String,
+    pub url: String,
+    admin: String,
+}
+
+/// Creates `{prefix}_{random}` on the server `admin` points at.
+pub async fn create(admin: &str, prefix: &str) -> crate::Result<ScratchDatabase> {
+    let name = format!("{prefix}_{}", Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(admin).await?;
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    let url = with_database(admin, &name);
+    Ok(ScratchDatabase {
+        name,
+        url,
+        admin: admin.to_string(),
+    })
+}
+
+impl ScratchDatabase {
+    /// Drops the database, closing any connection still open to it. Best effort.
+    pub async fn drop(self) {
+        if let Ok(mut conn) = PgConnection::connect(&self.admin).await {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .await;
+        }
+    }
+}
+
+/// `url` with its database swapped for `name`, its query options kept.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, options) = url.split_once('?').unwrap_or((url, ""));
+    let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+    let sep = if options.is_empty() { "" } else { "?" };
+    format!("{server}/{name}{sep}{options}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_database_is_swapped_and_the_options_kept() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database(
+                "postgres://u@h/postgres?sslmode=disable&options=-c%20a%3Db",
+                "x"
+            ),
+            "postgres://u@h/x?sslmode=disable&options=-c%20a%3Db"
+        );
+    }
+}
