@@ -60,7 +60,7 @@ pub struct Metrics {
 /// The group commit's batches (`recorder.rs`): how many, how big, how long.
 #[derive(Default)]
 struct Commits {
-    batches: u64,
+    committed: u64,
     failed: u64,
     calls: u64,
     events: u64,
@@ -111,8 +111,9 @@ impl Metrics {
     /// One group-commit batch: its rows and how long it took from hand-over to commit.
     pub fn observe_commit(&self, calls: usize, events: usize, secs: f64, ok: bool) {
         let mut c = self.commits.lock();
-        c.batches += 1;
-        if !ok {
+        if ok {
+            c.committed += 1;
+        } else {
             c.failed += 1;
         }
         c.calls += calls as u64;
@@ -157,7 +158,7 @@ impl Metrics {
              # HELP keygate_record_rows_total Rows handed to the group commit, by table.\n# TYPE keygate_record_rows_total counter\n\
              keygate_record_rows_total{{table=\"api_calls\"}} {}\nkeygate_record_rows_total{{table=\"audit_events\"}} {}\n\
              # HELP keygate_record_commit_seconds Time from a batch's hand-over to its commit.\n# TYPE keygate_record_commit_seconds histogram\n",
-            c.batches - c.failed,
+            c.committed,
             c.failed,
             c.calls,
             c.events
