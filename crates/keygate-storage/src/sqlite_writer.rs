@@ -86,11 +86,22 @@ impl Checkpointer {
                         return;
                     }
                 };
+                // one warning when checkpoints start failing (say, a full disk), not one
+                // every round; one line when they work again
+                let mut failing = false;
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(every)
                 {
-                    if let Err(e) = checkpoint(&c, restart_after) {
-                        tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+                    match checkpoint(&c, restart_after) {
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying every round");
+                        }
+                        Ok(()) if failing => {
+                            failing = false;
+                            tracing::info!("SQLite checkpoints work again");
+                        }
+                        _ => {}
                     }
                 }
             })?;
@@ -352,6 +363,30 @@ mod tests {
         wal.push("-wal");
         let len = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
         len.saturating_sub(32) / (4096 + 24)
+    }
+
+    /// The writer's connection brings its checkpointer with it, and closing the connection
+    /// stops it (its connection closed before `close` returns).
+    #[test]
+    fn the_sink_runs_a_checkpointer_while_its_connection_is_open() {
+        let dir = std::env::temp_dir().join(format!("keygate-sink-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        Connection::open(&path).unwrap();
+        let mut sink = SqliteSink {
+            path: path.clone(),
+            checkpointer: None,
+        };
+        let conn = sink.open().unwrap();
+        let running = sink.checkpointer.as_ref().expect("a checkpointer");
+        assert!(!running.thread.is_finished());
+        sink.close(conn);
+        assert!(sink.checkpointer.is_none());
+        // reopening (as after a failed batch) starts a fresh one
+        let conn = sink.open().unwrap();
+        assert!(!sink.checkpointer.as_ref().unwrap().thread.is_finished());
+        sink.close(conn);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Under a writer that never stops appending, a PASSIVE checkpoint never catches up and
