@@ -356,6 +356,15 @@ fn write(
 mod tests {
     use super::*;
 
+    /// An empty database file in a directory of its own (remove the directory after).
+    fn scratch_file(prefix: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        Connection::open(&path).unwrap();
+        (dir, path)
+    }
+
     /// WAL frames the file at `path` has held at most (it never shrinks: a restart
     /// overwrites it from the start).
     fn wal_frames(path: &std::path::Path) -> u64 {
@@ -369,10 +378,7 @@ mod tests {
     /// stops it (its connection closed before `close` returns).
     #[test]
     fn the_sink_runs_a_checkpointer_while_its_connection_is_open() {
-        let dir = std::env::temp_dir().join(format!("keygate-sink-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.db");
-        Connection::open(&path).unwrap();
+        let (dir, path) = scratch_file("keygate-sink");
         let mut sink = SqliteSink {
             path: path.clone(),
             checkpointer: None,
@@ -394,10 +400,7 @@ mod tests {
     /// the writer itself never checkpoints.
     #[test]
     fn the_checkpointer_keeps_the_wal_bounded_under_a_writer_that_never_pauses() {
-        let dir = std::env::temp_dir().join(format!("keygate-wal-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.db");
-        Connection::open(&path).unwrap();
+        let (dir, path) = scratch_file("keygate-wal");
         let mut w = open(&path).unwrap();
         w.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         w.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")

@@ -93,31 +93,17 @@ macro_rules! fill_v1 {
         for (i, action) in actions.iter().enumerate() {
             let mut e = AuditEvent {
                 seq: i as i64 + 1,
-                id: Uuid::now_v7(),
                 created_at: now,
-                category: "credential".into(),
-                action: action.to_string(),
                 actor_id: Some(user),
-                actor_role: "user".into(),
                 user_id: Some(user),
                 credential_id: Some(credential),
-                connection_id: None,
                 endpoint: Some("/v1/credentials".into()),
                 http_method: Some("POST".into()),
                 ip_address: Some("127.0.0.1".into()),
-                user_agent: None,
-                device_fingerprint: None,
-                geo_country: None,
-                geo_city: None,
-                session_id: None,
-                success: true,
                 status_code: Some(201),
-                reason: None,
-                risk_score: 0,
-                risk_reasons: Json(vec![]),
                 metadata: Json(json!({"label": "legacy"})),
                 prev_hash: prev.clone(),
-                hash: String::new(),
+                ..AuditEvent::new("credential", action, "user")
             };
             e.hash = e.compute_hash(chain_key.as_bytes());
             sqlx::query("INSERT INTO audit_events (seq, id, created_at, category, action, actor_id, actor_role, user_id, credential_id, connection_id, endpoint, http_method, ip_address, user_agent, device_fingerprint, geo_country, geo_city, session_id, success, status_code, reason, risk_score, risk_reasons, metadata, prev_hash, hash) \
