@@ -355,3 +355,85 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> AuditEvent {
+        let u = |n: u128| Some(Uuid::from_u128(n));
+        AuditEvent {
+            seq: 4_294_967_301,
+            id: Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001),
+            created_at: DbTime::from_micros(1_700_000_000_123_456),
+            category: "gateway".into(),
+            action: "use".into(),
+            actor_id: u(2),
+            actor_role: "user".into(),
+            user_id: u(3),
+            credential_id: u(4),
+            connection_id: u(5),
+            endpoint: Some("/api/v3/order".into()),
+            http_method: Some("POST".into()),
+            ip_address: Some("203.0.113.7".into()),
+            user_agent: Some("ccxt/4.4 \u{e9}\u{1f}".into()),
+            device_fingerprint: Some("fp".into()),
+            geo_country: Some("DE".into()),
+            geo_city: Some("Berlin".into()),
+            session_id: u(6),
+            success: false,
+            status_code: Some(403),
+            reason: Some("symbol_blocked".into()),
+            risk_score: -17,
+            risk_reasons: Json(vec!["new_ip".into(), "burst".into()]),
+            metadata: Json(serde_json::json!({
+                "z": [3, {"b": 1, "a": null}], "a": "x", "m": {"y": 1.5, "x": true}
+            })),
+            prev_hash: "ab".repeat(32),
+            hash: String::new(),
+        }
+    }
+
+    fn sparse() -> AuditEvent {
+        AuditEvent {
+            id: Uuid::from_u128(7),
+            created_at: DbTime::from_micros(0),
+            ..AuditEvent::new("vault", "unlock", "service")
+        }
+    }
+
+    /// The hash format is what every stored chain was built with: a change here breaks
+    /// the verification of every existing audit log. These values were computed by the
+    /// first implementation; they must never change.
+    #[test]
+    fn the_canonical_form_and_hash_are_pinned() {
+        let key = [7u8; 32];
+        let digest = |e: &AuditEvent| {
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, &e.canonical()))
+        };
+        assert_eq!(
+            digest(&full()),
+            "77c87f26458d3157b2c59ed8a2a1e1a08f9408b46991c4ec1c6f53bee8d65aab"
+        );
+        assert_eq!(
+            full().compute_hash(&key),
+            "14f0f3650ee7ebc2f1222bf19e497c717c238396408b513a3842835e0e8cab16"
+        );
+        assert_eq!(
+            digest(&sparse()),
+            "b664149b5320068ec41770faff8683e1342cb12920b687de0ebe20b0c61c7c9e"
+        );
+        assert_eq!(
+            sparse().compute_hash(&key),
+            "96bc6554c06be90a0ae50b9b0de1fa14e163ef557c98ef40721b1bd5804d4e6d"
+        );
+        // the chain hashes with a key scheduled once per batch: the same bytes
+        let (chained, seq, head) = chain(vec![sparse(), full()], 41, "00".into(), &key);
+        assert_eq!((seq, chained[1].seq), (43, 43));
+        assert_eq!(chained[1].prev_hash, chained[0].hash);
+        assert_eq!(head, chained[1].hash);
+        for e in &chained {
+            assert_eq!(e.hash, e.compute_hash(&key));
+        }
+    }
+}
