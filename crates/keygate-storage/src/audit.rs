@@ -462,25 +462,29 @@ mod tests {
     #[test]
     fn the_canonical_form_and_hash_are_pinned() {
         let key = [7u8; 32];
-        let digest = |e: &AuditEvent| {
-            hex::encode(ring::digest::digest(&ring::digest::SHA256, &e.canonical()))
-        };
-        assert_eq!(
-            digest(&full()),
-            "77c87f26458d3157b2c59ed8a2a1e1a08f9408b46991c4ec1c6f53bee8d65aab"
-        );
-        assert_eq!(
-            full().compute_hash(&key),
-            "14f0f3650ee7ebc2f1222bf19e497c717c238396408b513a3842835e0e8cab16"
-        );
-        assert_eq!(
-            digest(&sparse()),
-            "b664149b5320068ec41770faff8683e1342cb12920b687de0ebe20b0c61c7c9e"
-        );
-        assert_eq!(
-            sparse().compute_hash(&key),
-            "96bc6554c06be90a0ae50b9b0de1fa14e163ef557c98ef40721b1bd5804d4e6d"
-        );
+        let pinned = [
+            (
+                full(),
+                "77c87f26458d3157b2c59ed8a2a1e1a08f9408b46991c4ec1c6f53bee8d65aab",
+                "14f0f3650ee7ebc2f1222bf19e497c717c238396408b513a3842835e0e8cab16",
+            ),
+            (
+                sparse(),
+                "b664149b5320068ec41770faff8683e1342cb12920b687de0ebe20b0c61c7c9e",
+                "96bc6554c06be90a0ae50b9b0de1fa14e163ef557c98ef40721b1bd5804d4e6d",
+            ),
+        ];
+        for (event, sha256, hmac) in pinned {
+            let bytes = event.canonical();
+            let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+            assert_eq!(
+                hex::encode(digest),
+                sha256,
+                "canonical bytes of {}",
+                event.action
+            );
+            assert_eq!(event.compute_hash(&key), hmac, "hash of {}", event.action);
+        }
         // the chain hashes with a key scheduled once per batch: the same bytes
         let (chained, seq, head) = chain(vec![sparse(), full()], 41, "00".into(), &key);
         assert_eq!((seq, chained[1].seq), (43, 43));
