@@ -100,33 +100,39 @@ fn put_int(buf: &mut Vec<u8>, i: Option<i64>) {
     put(buf, i.map(|i| text.format(i)));
 }
 
-/// [`put`] of `parts` joined by `sep`.
-fn put_joined(buf: &mut Vec<u8>, parts: &[String], sep: &str) {
-    let len =
-        parts.iter().map(String::len).sum::<usize>() + sep.len() * parts.len().saturating_sub(1);
-    buf.push(1);
-    buf.extend_from_slice(&(len as u64).to_be_bytes());
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            buf.extend_from_slice(sep.as_bytes());
-        }
-        buf.extend_from_slice(p.as_bytes());
-    }
-}
-
-/// [`put`] of the JSON text of [`sorted`]`(v)`, serialized in place (the length is patched
-/// in after).
-fn put_json(buf: &mut Vec<u8>, v: &serde_json::Value) {
+/// A present field whose bytes `write` appends in place: [`put`]'s framing, with the
+/// length patched in after.
+fn put_with(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     buf.push(1);
     let at = buf.len();
     buf.extend_from_slice(&[0; 8]);
-    if is_canonical(v) {
-        serde_json::to_writer(&mut *buf, v).expect("a Value always serializes");
-    } else {
-        serde_json::to_writer(&mut *buf, &sorted(v)).expect("a Value always serializes");
-    }
+    write(buf);
     let len = (buf.len() - at - 8) as u64;
     buf[at..at + 8].copy_from_slice(&len.to_be_bytes());
+}
+
+/// [`put`] of `parts` joined by `sep`.
+fn put_joined(buf: &mut Vec<u8>, parts: &[String], sep: &str) {
+    put_with(buf, |b| {
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                b.extend_from_slice(sep.as_bytes());
+            }
+            b.extend_from_slice(p.as_bytes());
+        }
+    });
+}
+
+/// [`put`] of the JSON text of [`sorted`]`(v)`.
+fn put_json(buf: &mut Vec<u8>, v: &serde_json::Value) {
+    put_with(buf, |b| {
+        let res = if is_canonical(v) {
+            serde_json::to_writer(b, v)
+        } else {
+            serde_json::to_writer(b, &sorted(v))
+        };
+        res.expect("a Value always serializes");
+    });
 }
 
 impl AuditEvent {
