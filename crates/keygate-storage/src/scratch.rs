@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 /// A database created by [`create`]; [`ScratchDatabase::drop`] removes it.
 pub struct ScratchDatabase {
-    pub name: String,
+    name: String,
     pub url: String,
     admin: String,
 }
@@ -39,7 +39,7 @@ impl ScratchDatabase {
 }
 
 /// `url` with its database swapped for `name`, its query options kept.
-pub fn with_database(url: &str, name: &str) -> String {
+fn with_database(url: &str, name: &str) -> String {
     let (base, options) = url.split_once('?').unwrap_or((url, ""));
     let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
     let sep = if options.is_empty() { "" } else { "?" };
