@@ -60,9 +60,9 @@ const RESTART_AFTER_FRAMES: i64 = 10_000;
 /// frames the thread follows the PASSIVE round with a RESTART checkpoint. That one holds
 /// the write lock while it copies and syncs the frames appended since the PASSIVE round,
 /// and then the WAL starts over. What it has to sync is kept small (see [`checkpoint`]):
-/// about 2 ms under load, once a second or so, where it was 13–22 ms. The connections' autocheckpoint
-/// ([`crate::db::SQLITE_WAL_AUTOCHECKPOINT`], far above the restart point) stays as the
-/// fallback should this thread be missing.
+/// about 2 ms under load, once a second or so, where it was 13–22 ms. The connections'
+/// autocheckpoint ([`crate::db::SQLITE_WAL_AUTOCHECKPOINT`], far above the restart point)
+/// stays as the fallback should this thread be missing.
 struct Checkpointer {
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
@@ -410,6 +410,14 @@ mod tests {
         (dir, path)
     }
 
+    /// The writer's side of the file at `path`, not yet open.
+    fn sink(path: &std::path::Path) -> SqliteSink {
+        SqliteSink {
+            path: path.to_path_buf(),
+            checkpointer: None,
+        }
+    }
+
     /// WAL frames the file at `path` has held at most (it never shrinks: a restart
     /// overwrites it from the start).
     fn wal_frames(path: &std::path::Path) -> u64 {
@@ -424,10 +432,7 @@ mod tests {
     #[test]
     fn the_sink_runs_a_checkpointer_while_its_connection_is_open() {
         let (dir, path) = scratch_file("keygate-sink");
-        let mut sink = SqliteSink {
-            path: path.clone(),
-            checkpointer: None,
-        };
+        let mut sink = sink(&path);
         let conn = sink.open().unwrap();
         let running = sink.checkpointer.as_ref().expect("a checkpointer");
         assert!(!running.thread.is_finished());
@@ -446,10 +451,7 @@ mod tests {
     #[test]
     fn the_writer_waits_out_a_lock_another_connection_holds() {
         let (dir, path) = scratch_file("keygate-busy");
-        let mut sink = SqliteSink {
-            path: path.clone(),
-            checkpointer: None,
-        };
+        let mut sink = sink(&path);
         let mut conn = sink.open().unwrap();
         // `PRAGMA busy_timeout` reads 0 once a handler of one's own replaced SQLite's
         let timeout: i64 = conn
