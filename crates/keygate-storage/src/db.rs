@@ -131,6 +131,10 @@ pub struct Store {
 /// the fallback that bounds the WAL (about 160 MB) should that thread be missing.
 pub(crate) const SQLITE_WAL_AUTOCHECKPOINT: u32 = 40_000;
 
+/// How long a SQLite connection waits for a lock another one holds before it fails: the
+/// pool's `busy_timeout`, and the group-commit writer's own busy handler (`sqlite_writer.rs`).
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Store {
     /// Connects to `url` (`sqlite:` path or `postgres://`). SQLite files are created if
     /// missing, in WAL mode.
@@ -140,7 +144,7 @@ impl Store {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
                 .pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT.to_string());
             let file = opts.get_filename().to_path_buf();

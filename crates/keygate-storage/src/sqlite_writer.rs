@@ -116,8 +116,8 @@ impl Checkpointer {
 }
 
 /// How long a batch waits for a lock another connection holds (a RESTART checkpoint, a
-/// write through the pool) before it fails; the pool's `busy_timeout`.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// write through the pool) before it fails.
+const LOCK_WAIT: Duration = crate::db::SQLITE_BUSY_TIMEOUT;
 /// The step of that wait. SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20 ms…, so a
 /// lock held for 22 ms (a RESTART's two `fsync`s) kept the writer, and every call waiting
 /// on the group commit, asleep for 35 ms (measured with `perf trace`, issue 7).
@@ -157,12 +157,17 @@ fn checkpoint(
     })?;
     sync_file(path)?;
     if log >= restart_after {
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        sync_file(std::path::Path::new(&wal))?;
+        sync_file(&wal_path(path))?;
         c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
     }
     Ok(())
+}
+
+/// The WAL file of the database at `path`.
+fn wal_path(path: &std::path::Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
 }
 
 /// `fdatasync` on a file SQLite has open (through a descriptor of our own).
@@ -213,7 +218,7 @@ fn open(path: &PathBuf) -> rusqlite::Result<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    c.busy_timeout(Duration::from_secs(10))?;
+    c.busy_timeout(crate::db::SQLITE_BUSY_TIMEOUT)?;
     // the pool's settings (db.rs)
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
@@ -421,6 +426,8 @@ mod tests {
     /// WAL frames the file at `path` has held at most (it never shrinks: a restart
     /// overwrites it from the start).
     fn wal_frames(path: &std::path::Path) -> u64 {
+        // named here, not through `wal_path`: a wrong name there must not also blind
+        // this measurement
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let len = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
