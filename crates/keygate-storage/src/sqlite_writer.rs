@@ -66,11 +66,16 @@ const RESTART_AFTER_FRAMES: i64 = 10_000;
 struct Checkpointer {
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
+    /// RESTARTs that completed (the WAL starts over at the next write); read by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    restarts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Checkpointer {
     fn start(path: PathBuf, every: Duration, restart_after: i64) -> std::io::Result<Checkpointer> {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let restarts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let restarted = restarts.clone();
         let thread = std::thread::Builder::new()
             .name("keygate-sqlite-checkpoint".into())
             .spawn(move || {
@@ -92,12 +97,16 @@ impl Checkpointer {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(every)
                 {
-                    match checkpoint(&c, &path, restart_after) {
+                    let round = checkpoint(&c, &path, restart_after);
+                    if let Ok(true) = round {
+                        restarted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    match round {
                         Err(e) if !failing => {
                             failing = true;
                             tracing::warn!(error = %e, "SQLite checkpoint failed; retrying every round");
                         }
-                        Ok(()) if failing => {
+                        Ok(_) if failing => {
                             failing = false;
                             tracing::info!("SQLite checkpoints work again");
                         }
@@ -105,7 +114,17 @@ impl Checkpointer {
                     }
                 }
             })?;
-        Ok(Checkpointer { stop, thread })
+        Ok(Checkpointer {
+            stop,
+            thread,
+            restarts,
+        })
+    }
+
+    /// RESTARTs completed so far.
+    #[cfg(test)]
+    fn restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops the thread and waits for it, so its connection is closed on return.
@@ -137,7 +156,9 @@ fn keep_waiting(tries: i32) -> bool {
     u128::from(tries.unsigned_abs()) * LOCK_POLL.as_micros() < LOCK_WAIT.as_micros()
 }
 
-/// One round: PASSIVE, then RESTART once the WAL holds `restart_after` frames.
+/// One round: PASSIVE, then RESTART once the WAL holds `restart_after` frames. `true` when
+/// a RESTART completed; one that found the lock or a reader busy past the connection's
+/// timeout is tried again next round.
 ///
 /// `fsync` here costs in proportion to the data it has to write (measured on this disk:
 /// 0.14 ms for 4 KB, 0.8 ms for 400 KB, 7 ms for 4 MB). SQLite syncs the database file
@@ -151,16 +172,17 @@ fn checkpoint(
     c: &Connection,
     path: &std::path::Path,
     restart_after: i64,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let (_, log, _): (i64, i64, i64) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let (_, log): (i64, i64) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
     })?;
     sync_file(path)?;
-    if log >= restart_after {
-        sync_file(&wal_path(path))?;
-        c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    if log < restart_after {
+        return Ok(false);
     }
-    Ok(())
+    sync_file(&wal_path(path))?;
+    let busy: i64 = c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?;
+    Ok(busy == 0)
 }
 
 /// The WAL file of the database at `path`.
@@ -511,6 +533,12 @@ mod tests {
     /// Under a writer that never stops appending, a PASSIVE checkpoint never catches up and
     /// the WAL would grow without end; the checkpointer's RESTART keeps it bounded, while
     /// the writer itself never checkpoints.
+    ///
+    /// The writer runs until the checkpointer has completed a few RESTARTs and the WAL's
+    /// peak is well below the commits made (or a deadline passes), not for a fixed time: on
+    /// a slow disk (CI) a round, with its `fsync`s, takes longer, and a fixed run caught
+    /// too few of them. Without the restarts the peak keeps pace with the commits, and the
+    /// run stops early once the WAL is far past any bound the restarts keep.
     #[test]
     fn the_checkpointer_keeps_the_wal_bounded_under_a_writer_that_never_pauses() {
         let (dir, path) = scratch_file("keygate-wal");
@@ -521,11 +549,22 @@ mod tests {
         let restart_after = 400;
         let cp =
             Checkpointer::start(path.clone(), Duration::from_millis(5), restart_after).unwrap();
-        // at least 6,000 commits and at least a second of them, so a busy machine still
-        // gives the checkpointer many rounds
+        let wanted = 3;
+        let deadline = Duration::from_secs(60);
+        // 100 MB of WAL
+        let unbounded = 25_000;
         let started = std::time::Instant::now();
         let mut commits = 0i64;
-        while commits < 6_000 || started.elapsed() < Duration::from_secs(1) {
+        let mut peak: u64;
+        loop {
+            if commits % 100 == 0 {
+                peak = wal_frames(&path);
+                let bounded =
+                    commits >= 6_000 && cp.restarts() >= wanted && peak < commits as u64 / 2;
+                if bounded || peak > unbounded || started.elapsed() > deadline {
+                    break;
+                }
+            }
             let i = commits;
             commits += 1;
             let tx = w
@@ -540,14 +579,19 @@ mod tests {
                 std::thread::sleep(Duration::from_micros(100));
             }
         }
+        let restarts = cp.restarts();
         cp.stop();
-        let peak = wal_frames(&path);
         let n: i64 = w
             .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
             .unwrap();
         drop(w);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(n, commits);
+        assert!(
+            restarts >= wanted,
+            "{restarts} RESTARTs over {commits} commits in {:?}",
+            started.elapsed()
+        );
         // every commit appended at least one frame: without the restarts the WAL would hold
         // them all
         assert!(
