@@ -236,6 +236,18 @@ kg_pg_try_private() {
     return 0
 }
 
+# Drops the databases named $1_* on the test server (best effort: a run's end must not
+# fail on its cleanup).
+kg_drop_test_databases() {
+    local prefix="$1" url="${KEYGATE_TEST_DATABASE_URL:-}" db n=0
+    [[ -n $url && -n $prefix ]] && command -v psql >/dev/null 2>&1 || return 0
+    while read -r db; do
+        [[ -n $db ]] || continue
+        PGCONNECT_TIMEOUT=3 psql "$url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 </dev/null && n=$((n + 1))
+    done < <(PGCONNECT_TIMEOUT=3 psql "$url" -Atqc "SELECT datname FROM pg_database WHERE starts_with(datname, '${prefix}_')" 2>/dev/null </dev/null)
+    kg_info "dropped $n test database(s) named ${prefix}_*"
+}
+
 kg_pg_export() {
     export KEYGATE_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$1/postgres"
     kg_info "KEYGATE_TEST_DATABASE_URL=$KEYGATE_TEST_DATABASE_URL"

@@ -548,7 +548,7 @@ mod tests {
             }
         };
         use sqlx::Executor;
-        let db = crate::scratch::create(&admin, "keygate_pgbatch")
+        let db = crate::scratch::create(&admin, &crate::scratch::test_prefix())
             .await
             .unwrap();
         let url = db.url.clone();

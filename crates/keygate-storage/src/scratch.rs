@@ -13,6 +13,25 @@ pub struct ScratchDatabase {
     admin: String,
 }
 
+/// The prefix of the test suite's databases: `KEYGATE_TEST_DB_PREFIX`, which `scripts/test`
+/// sets to one name per run and whose databases it drops when the run ends (tests that
+/// fail or panic never get to drop their own), or `keygate_test` outside that script.
+pub fn test_prefix() -> String {
+    let prefix = std::env::var("KEYGATE_TEST_DB_PREFIX")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "keygate_test".into());
+    // it goes into CREATE DATABASE unquoted, with 33 characters after it (63 at most)
+    assert!(
+        prefix.len() <= 30
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "KEYGATE_TEST_DB_PREFIX must be at most 30 of [a-z0-9_]"
+    );
+    prefix
+}
+
 /// Creates `{prefix}_{random}` on the server `admin` points at.
 pub async fn create(admin: &str, prefix: &str) -> crate::Result<ScratchDatabase> {
     let name = format!("{prefix}_{}", Uuid::new_v4().simple());

@@ -46,7 +46,7 @@ pub fn pg_admin_url() -> Option<String> {
 }
 
 pub async fn fresh_pg_database(admin: &str) -> String {
-    keygate_storage::scratch::create(admin, "keygate_test")
+    keygate_storage::scratch::create(admin, &keygate_storage::scratch::test_prefix())
         .await
         .expect("create test database")
         .url
