@@ -181,9 +181,12 @@ kill "$KG_PID"
 
 mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
+# the kernel's writeback settings: PostgreSQL's commit waits on its WAL fsync, which queues
+# behind the writeback of dirty pages (BENCHMARKS.md, session 11)
+dirty=$(for k in dirty_background_ratio dirty_background_bytes dirty_expire_centisecs; do printf '%s=%s ' "$k" "$(cat /proc/sys/vm/$k 2>/dev/null)"; done)
 jq -s --arg cpu "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)" --arg cores "$(nproc)" \
-    --arg cmd "wrk -t$THREADS -c$CONN -d${DUR}s --latency" \
-    '{machine: {cpu: $cpu, cores: ($cores|tonumber)}, command: $cmd, results: .}' \
+    --arg cmd "wrk -t$THREADS -c$CONN -d${DUR}s --latency" --arg dirty "${dirty% }" \
+    '{machine: {cpu: $cpu, cores: ($cores|tonumber), vm: $dirty}, command: $cmd, results: .}' \
     "$WORK/results.jsonl" >"bench/results/$stamp.json"
 echo "==> bench/results/$stamp.json"
 
