@@ -237,14 +237,18 @@ kg_pg_try_private() {
 }
 
 # Drops the databases named $1_* on the test server (best effort: a run's end must not
-# fail on its cleanup).
+# fail on its cleanup, but a database it could not drop is named).
 kg_drop_test_databases() {
     local prefix="$1" url="${KEYGATE_TEST_DATABASE_URL:-}" db n=0
     [[ -n $url && -n $prefix ]] && command -v psql >/dev/null 2>&1 || return 0
     while read -r db; do
         [[ -n $db ]] || continue
-        PGCONNECT_TIMEOUT=3 psql "$url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 </dev/null && n=$((n + 1))
-    done < <(PGCONNECT_TIMEOUT=3 psql "$url" -Atqc "SELECT datname FROM pg_database WHERE starts_with(datname, '${prefix}_')" 2>/dev/null </dev/null)
+        if PGCONNECT_TIMEOUT=3 psql -X "$url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 </dev/null; then
+            n=$((n + 1))
+        else
+            kg_info "could not drop test database $db"
+        fi
+    done < <(PGCONNECT_TIMEOUT=3 psql -X "$url" -Atqc "SELECT datname FROM pg_database WHERE starts_with(datname, '${prefix}_')" 2>/dev/null </dev/null)
     kg_info "dropped $n test database(s) named ${prefix}_*"
 }
 

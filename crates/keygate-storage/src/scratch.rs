@@ -22,12 +22,12 @@ pub fn test_prefix() -> String {
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "keygate_test".into());
     // it goes into CREATE DATABASE unquoted, with 33 characters after it (63 at most)
+    let word = |b: u8| b.is_ascii_lowercase() || b == b'_';
     assert!(
         prefix.len() <= 30
-            && prefix
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
-        "KEYGATE_TEST_DB_PREFIX must be at most 30 of [a-z0-9_]"
+            && prefix.bytes().next().is_some_and(word)
+            && prefix.bytes().all(|b| word(b) || b.is_ascii_digit()),
+        "KEYGATE_TEST_DB_PREFIX must be at most 30 of [a-z0-9_], not starting with a digit"
     );
     prefix
 }

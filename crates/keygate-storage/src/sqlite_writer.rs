@@ -17,6 +17,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rusqlite::ffi;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params_from_iter, Connection, OpenFlags, TransactionBehavior};
 use uuid::Uuid;
@@ -94,23 +95,40 @@ impl Checkpointer {
                 // one warning when checkpoints start failing (say, a full disk), not one
                 // every round; one line when they work again
                 let mut failing = false;
+                // one warning when the WAL keeps growing because no RESTART gets through
+                let mut stuck = false;
+                let mut last = None;
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(every)
                 {
-                    let round = checkpoint(&c, &path, restart_after);
-                    if let Ok(true) = round {
-                        restarted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    match round {
-                        Err(e) if !failing => {
-                            failing = true;
-                            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying every round");
+                    match checkpoint(&c, restart_after, last) {
+                        Ok(round) => {
+                            if failing {
+                                failing = false;
+                                tracing::info!("SQLite checkpoints work again");
+                            }
+                            if round.restarted {
+                                restarted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            if round.log >= STUCK_AFTER * restart_after && !stuck {
+                                stuck = true;
+                                tracing::warn!(
+                                    frames = round.log,
+                                    "the SQLite WAL keeps growing: no RESTART checkpoint gets the database to itself (a long-running read?)"
+                                );
+                            } else if round.restarted && stuck {
+                                stuck = false;
+                                tracing::info!("the SQLite WAL restarts again");
+                            }
+                            last = Some(round);
                         }
-                        Ok(_) if failing => {
-                            failing = false;
-                            tracing::info!("SQLite checkpoints work again");
+                        Err(e) => {
+                            if !failing {
+                                failing = true;
+                                tracing::warn!(error = %e, "SQLite checkpoint failed; retrying every round");
+                            }
+                            last = None;
                         }
-                        _ => {}
                     }
                 }
             })?;
@@ -142,59 +160,121 @@ const LOCK_WAIT: Duration = crate::db::SQLITE_BUSY_TIMEOUT;
 /// on the group commit, asleep for 35 ms (measured with `perf trace`, issue 7).
 const LOCK_POLL: Duration = Duration::from_micros(250);
 
-/// The writer's busy handler: polls every [`LOCK_POLL`] up to [`LOCK_WAIT`].
+thread_local! {
+    /// When the current wait for a lock began (the busy handler's first call for it).
+    static WAITING_SINCE: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The writer's busy handler: polls every [`LOCK_POLL`] until it has waited [`LOCK_WAIT`].
+/// The wait is measured, not counted in polls: on a loaded host each sleep overshoots.
 fn wait_for_lock(tries: i32) -> bool {
-    if !keep_waiting(tries) {
+    let now = std::time::Instant::now();
+    let since = WAITING_SINCE.with(|w| {
+        if tries == 0 {
+            w.set(Some(now));
+        }
+        w.get().unwrap_or(now)
+    });
+    if !keep_waiting(now - since) {
         return false;
     }
     std::thread::sleep(LOCK_POLL);
     true
 }
 
-/// Whether a lock still busy after `tries` polls is worth another one.
-fn keep_waiting(tries: i32) -> bool {
-    u128::from(tries.unsigned_abs()) * LOCK_POLL.as_micros() < LOCK_WAIT.as_micros()
+/// Whether a lock still busy after `waited` is worth another poll.
+fn keep_waiting(waited: Duration) -> bool {
+    waited < LOCK_WAIT
 }
 
-/// One round: PASSIVE, then RESTART once the WAL holds `restart_after` frames. `true` when
-/// a RESTART completed; one that found the lock or a reader busy past the connection's
-/// timeout is tried again next round.
+/// A warning once the WAL holds this many times the restart point: RESTARTs keep failing.
+const STUCK_AFTER: i64 = 4;
+
+/// What one checkpoint round found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Round {
+    /// Frames in the WAL after the PASSIVE step.
+    log: i64,
+    /// Of those, frames copied into the database file.
+    copied: i64,
+    /// A RESTART ran and completed: the WAL starts over at the next write.
+    restarted: bool,
+}
+
+/// One round: PASSIVE, then RESTART once the WAL holds `restart_after` frames. A RESTART
+/// that finds the lock or a reader busy past the connection's timeout is tried again next
+/// round. `last` is the previous round, if it worked.
 ///
 /// `fsync` here costs in proportion to the data it has to write (measured on this disk:
 /// 0.14 ms for 4 KB, 0.8 ms for 400 KB, 7 ms for 4 MB). SQLite syncs the database file
 /// only after a round that copied every frame, which under a writer that never pauses is
 /// the RESTART: its `fsync`, made while it holds the write lock, used to write out every
 /// page the PASSIVE rounds had copied since the last one (13–22 ms, measured with `perf
-/// trace`). So each round syncs what it copied, and before a RESTART the WAL too, with no
-/// lock held: the RESTART's own syncs find only the last moment's pages left to write.
-/// These syncs add durability and change no ordering SQLite relies on.
-fn checkpoint(
-    c: &Connection,
-    path: &std::path::Path,
-    restart_after: i64,
-) -> Result<bool, Box<dyn std::error::Error>> {
-    let (_, log): (i64, i64) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get(0)?, r.get(1)?))
+/// trace`). So each round that copied anything syncs the database file, and before a
+/// RESTART the WAL too, with no lock held: the RESTART's own syncs find only the last
+/// moment's pages left to write. These syncs add durability and change no ordering SQLite
+/// relies on.
+fn checkpoint(c: &Connection, restart_after: i64, last: Option<Round>) -> rusqlite::Result<Round> {
+    let (log, copied): (i64, i64) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
     })?;
-    sync_file(path)?;
-    if log < restart_after {
-        return Ok(false);
+    let mut round = Round {
+        log,
+        copied,
+        restarted: false,
+    };
+    // the same counts as last round: nothing was copied, there is nothing to sync
+    if last.is_none_or(|l| (l.log, l.copied) != (log, copied)) {
+        sync(c, ffi::SQLITE_FCNTL_FILE_POINTER)?;
     }
-    sync_file(&wal_path(path))?;
-    let busy: i64 = c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?;
-    Ok(busy == 0)
+    if log >= restart_after {
+        sync(c, ffi::SQLITE_FCNTL_JOURNAL_POINTER)?;
+        let busy: i64 = c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?;
+        round.restarted = busy == 0;
+    }
+    Ok(round)
 }
 
-/// The WAL file of the database at `path`.
-fn wal_path(path: &std::path::Path) -> PathBuf {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    wal.into()
-}
-
-/// `fdatasync` on a file SQLite has open (through a descriptor of our own).
-fn sync_file(path: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_data()
+/// Syncs one of the connection's files: the database file
+/// (`SQLITE_FCNTL_FILE_POINTER`) or, in WAL mode, the WAL (`SQLITE_FCNTL_JOURNAL_POINTER`),
+/// through SQLite's own handle for it. Never through a descriptor of our own: closing any
+/// descriptor of the database file drops every POSIX lock this process holds on it,
+/// SQLite's shared lock included, and another process that then opens and closes the
+/// database takes itself for the last one and deletes the WAL under the writer (SQLite's
+/// "How To Corrupt An SQLite Database File", 2.2). A file the connection has not opened is
+/// left alone.
+fn sync(c: &Connection, op: std::ffi::c_int) -> rusqlite::Result<()> {
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: `c.handle()` is this connection's open `sqlite3*`, and the connection is only
+    // used on this thread. Both opcodes write one `sqlite3_file*` into `file`, which lives
+    // through the call.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(c.handle(), c"main".as_ptr(), op, (&raw mut file).cast())
+    };
+    if rc != ffi::SQLITE_OK {
+        return Err(rusqlite::Error::SqliteFailure(
+            ffi::Error::new(rc),
+            Some("no file handle to sync".into()),
+        ));
+    }
+    // SAFETY: a non-null `file` is a file of this connection, valid while the connection is
+    // open; `pMethods` is null for a file not opened yet, else SQLite's static methods.
+    let x_sync = unsafe { file.as_ref() }
+        .and_then(|f| unsafe { f.pMethods.as_ref() })
+        .and_then(|m| m.xSync);
+    let Some(x_sync) = x_sync else {
+        return Ok(());
+    };
+    // SAFETY: `file` is open (it has methods) and used by no other thread.
+    let rc = unsafe { x_sync(file, ffi::SQLITE_SYNC_NORMAL) };
+    if rc != ffi::SQLITE_OK {
+        return Err(rusqlite::Error::SqliteFailure(
+            ffi::Error::new(rc),
+            Some("sync during a checkpoint".into()),
+        ));
+    }
+    Ok(())
 }
 
 impl Sink for SqliteSink {
@@ -448,8 +528,6 @@ mod tests {
     /// WAL frames the file at `path` has held at most (it never shrinks: a restart
     /// overwrites it from the start).
     fn wal_frames(path: &std::path::Path) -> u64 {
-        // named here, not through `wal_path`: a wrong name there must not also blind
-        // this measurement
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let len = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
@@ -518,16 +596,84 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// The wait is bounded like the pool's `busy_timeout`: a lock that stays busy fails
-    /// the batch after [`LOCK_WAIT`].
+    /// The wait is bounded like the pool's `busy_timeout`, by the time waited: a lock that
+    /// stays busy fails the batch after [`LOCK_WAIT`]. The polls are short.
     #[test]
     fn the_writer_gives_up_on_a_lock_after_the_pools_timeout() {
-        let polls = i32::try_from(LOCK_WAIT.as_micros() / LOCK_POLL.as_micros()).unwrap();
-        assert!(polls > 1_000, "polls in small steps");
-        assert!(keep_waiting(0));
-        assert!(keep_waiting(polls - 1));
-        assert!(!keep_waiting(polls));
-        assert!(!keep_waiting(i32::MAX));
+        assert!(
+            LOCK_POLL <= Duration::from_millis(1),
+            "polls in small steps"
+        );
+        assert!(keep_waiting(Duration::ZERO));
+        assert!(keep_waiting(LOCK_WAIT - Duration::from_micros(1)));
+        assert!(!keep_waiting(LOCK_WAIT));
+        assert!(!keep_waiting(Duration::MAX));
+        // the clock starts at the first poll of each wait
+        assert!(wait_for_lock(0));
+        WAITING_SINCE.with(|w| w.set(Some(std::time::Instant::now() - LOCK_WAIT)));
+        assert!(!wait_for_lock(1), "a wait that began LOCK_WAIT ago goes on");
+        assert!(wait_for_lock(0), "a new wait starts its clock afresh");
+    }
+
+    /// The checkpointer's syncs must not drop this process's POSIX locks on the database
+    /// file (closing any descriptor of it would). Without SQLite's shared lock, another
+    /// process that opens and closes the database takes itself for the last connection:
+    /// it checkpoints, deletes the WAL, and the writer's next commits go to an unlinked
+    /// file, lost to every other process. Here the other process is Python's `sqlite3`.
+    #[test]
+    fn a_checkpoint_keeps_the_locks_another_process_relies_on() {
+        let (dir, path) = scratch_file("keygate-locks");
+        let mut w = open(&path).unwrap();
+        w.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        w.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")
+            .unwrap();
+        let insert = |w: &mut Connection, from: i64| {
+            let tx = w.transaction().unwrap();
+            for i in from..from + 100 {
+                tx.execute("INSERT INTO t (v) VALUES (?1)", [i]).unwrap();
+            }
+            tx.commit().unwrap();
+        };
+        insert(&mut w, 0);
+        let c = open(&path).unwrap();
+        // a round that copies frames, syncs both files and restarts the WAL
+        let round = checkpoint(&c, 1, None).unwrap();
+        assert!(round.copied > 0 && round.restarted, "{round:?}");
+        insert(&mut w, 100);
+        // a round that syncs the database file only
+        checkpoint(&c, i64::MAX, None).unwrap();
+        insert(&mut w, 200);
+        let count = |label: &str| -> i64 {
+            let out = std::process::Command::new("python3")
+                .arg("-c")
+                .arg(
+                    "import sqlite3, sys\n\
+                     c = sqlite3.connect(sys.argv[1])\n\
+                     print(c.execute('SELECT COUNT(*) FROM t').fetchone()[0])\n\
+                     c.close()",
+                )
+                .arg(&path)
+                .output()
+                .expect("python3 runs");
+            assert!(out.status.success(), "{label}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        assert_eq!(count("the other process"), 300);
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        assert!(
+            std::path::Path::new(&wal).exists(),
+            "the other process deleted the WAL under the writer"
+        );
+        insert(&mut w, 300);
+        assert_eq!(
+            count("a later process"),
+            400,
+            "commits went to a deleted WAL"
+        );
+        drop(c);
+        drop(w);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Under a writer that never stops appending, a PASSIVE checkpoint never catches up and
@@ -537,8 +683,9 @@ mod tests {
     /// The writer runs until the checkpointer has completed a few RESTARTs and the WAL's
     /// peak is well below the commits made (or a deadline passes), not for a fixed time: on
     /// a slow disk (CI) a round, with its `fsync`s, takes longer, and a fixed run caught
-    /// too few of them. Without the restarts the peak keeps pace with the commits, and the
-    /// run stops early once the WAL is far past any bound the restarts keep.
+    /// too few of them. Without the restarts the peak keeps pace with the commits: the run
+    /// stops early once the WAL is large with no RESTART done, and in any case at a size
+    /// far past any bound the restarts keep.
     #[test]
     fn the_checkpointer_keeps_the_wal_bounded_under_a_writer_that_never_pauses() {
         let (dir, path) = scratch_file("keygate-wal");
@@ -551,8 +698,8 @@ mod tests {
             Checkpointer::start(path.clone(), Duration::from_millis(5), restart_after).unwrap();
         let wanted = 3;
         let deadline = Duration::from_secs(60);
-        // 100 MB of WAL
-        let unbounded = 25_000;
+        // 100 MB of WAL with no RESTART yet, or 400 MB in any case
+        let (unbounded, too_big) = (25_000, 100_000);
         let started = std::time::Instant::now();
         let mut commits = 0i64;
         let mut peak: u64;
@@ -561,7 +708,8 @@ mod tests {
                 peak = wal_frames(&path);
                 let bounded =
                     commits >= 6_000 && cp.restarts() >= wanted && peak < commits as u64 / 2;
-                if bounded || peak > unbounded || started.elapsed() > deadline {
+                let unrestarted = peak > unbounded && cp.restarts() == 0;
+                if bounded || unrestarted || peak > too_big || started.elapsed() > deadline {
                     break;
                 }
             }
