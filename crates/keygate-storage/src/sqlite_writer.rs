@@ -525,6 +525,17 @@ mod tests {
         }
     }
 
+    /// A writer's connection to a new file holding table `t` with `columns`, that never
+    /// checkpoints by itself (the tests' checkpoints are the only ones).
+    fn bare_writer(prefix: &str, columns: &str) -> (PathBuf, PathBuf, Connection) {
+        let (dir, path) = scratch_file(prefix);
+        let w = open(&path).unwrap();
+        w.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        w.execute_batch(&format!("CREATE TABLE t ({columns})"))
+            .unwrap();
+        (dir, path, w)
+    }
+
     /// WAL frames the file at `path` has held at most (it never shrinks: a restart
     /// overwrites it from the start).
     fn wal_frames(path: &std::path::Path) -> u64 {
@@ -622,11 +633,7 @@ mod tests {
     /// file, lost to every other process. Here the other process is Python's `sqlite3`.
     #[test]
     fn a_checkpoint_keeps_the_locks_another_process_relies_on() {
-        let (dir, path) = scratch_file("keygate-locks");
-        let mut w = open(&path).unwrap();
-        w.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        w.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")
-            .unwrap();
+        let (dir, path, mut w) = bare_writer("keygate-locks", "v INTEGER NOT NULL");
         let insert = |w: &mut Connection, from: i64| {
             let tx = w.transaction().unwrap();
             for i in from..from + 100 {
@@ -688,11 +695,8 @@ mod tests {
     /// far past any bound the restarts keep.
     #[test]
     fn the_checkpointer_keeps_the_wal_bounded_under_a_writer_that_never_pauses() {
-        let (dir, path) = scratch_file("keygate-wal");
-        let mut w = open(&path).unwrap();
-        w.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        w.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
-            .unwrap();
+        let (dir, path, mut w) =
+            bare_writer("keygate-wal", "id INTEGER PRIMARY KEY, v BLOB NOT NULL");
         let restart_after = 400;
         let cp =
             Checkpointer::start(path.clone(), Duration::from_millis(5), restart_after).unwrap();
