@@ -109,16 +109,16 @@ impl Checkpointer {
                             }
                             if round.restarted {
                                 restarted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            if round.log >= STUCK_AFTER * restart_after && !stuck {
+                                if stuck {
+                                    stuck = false;
+                                    tracing::info!("the SQLite WAL restarts again");
+                                }
+                            } else if round.log >= STUCK_AFTER * restart_after && !stuck {
                                 stuck = true;
                                 tracing::warn!(
                                     frames = round.log,
                                     "the SQLite WAL keeps growing: no RESTART checkpoint gets the database to itself (a long-running read?)"
                                 );
-                            } else if round.restarted && stuck {
-                                stuck = false;
-                                tracing::info!("the SQLite WAL restarts again");
                             }
                             last = Some(round);
                         }
