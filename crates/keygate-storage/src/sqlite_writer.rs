@@ -98,6 +98,8 @@ impl Checkpointer {
                 // one warning when the WAL keeps growing because no RESTART gets through
                 let mut stuck = false;
                 let mut last = None;
+                // after a failed fsync, PASSIVE rounds only (see `RoundError::Sync`)
+                let mut restart_after = restart_after;
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(every)
                 {
@@ -107,13 +109,15 @@ impl Checkpointer {
                                 failing = false;
                                 tracing::info!("SQLite checkpoints work again");
                             }
-                            if round.restarted {
-                                restarted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if round.restarted || round.log < restart_after {
+                                if round.restarted {
+                                    restarted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
                                 if stuck {
                                     stuck = false;
                                     tracing::info!("the SQLite WAL restarts again");
                                 }
-                            } else if round.log >= STUCK_AFTER * restart_after && !stuck {
+                            } else if round.log >= STUCK_AFTER.saturating_mul(restart_after) && !stuck {
                                 stuck = true;
                                 tracing::warn!(
                                     frames = round.log,
@@ -121,6 +125,13 @@ impl Checkpointer {
                                 );
                             }
                             last = Some(round);
+                        }
+                        Err(RoundError::Sync(e)) => {
+                            if restart_after != i64::MAX {
+                                restart_after = i64::MAX;
+                                tracing::error!(error = %e, "an fsync failed during a SQLite checkpoint: no more WAL restarts from this checkpointer; check the disk");
+                            }
+                            last = None;
                         }
                         Err(e) => {
                             if !failing {
@@ -202,6 +213,26 @@ struct Round {
     restarted: bool,
 }
 
+/// Why a checkpoint round failed.
+#[derive(Debug)]
+enum RoundError {
+    /// A checkpoint statement failed (say, a full disk); the next round tries again.
+    Checkpoint(rusqlite::Error),
+    /// An `fsync` failed. The kernel may have dropped the pages it could not write, and a
+    /// later sync can succeed without them, so no RESTART may follow: it would start the
+    /// WAL over while its frames may be all that holds those pages.
+    Sync(rusqlite::Error),
+}
+
+impl std::fmt::Display for RoundError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RoundError::Checkpoint(e) => write!(f, "checkpoint: {e}"),
+            RoundError::Sync(e) => write!(f, "fsync: {e}"),
+        }
+    }
+}
+
 /// One round: PASSIVE, then RESTART once the WAL holds `restart_after` frames. A RESTART
 /// that finds the lock or a reader busy past the connection's timeout is tried again next
 /// round. `last` is the previous round, if it worked.
@@ -215,10 +246,16 @@ struct Round {
 /// RESTART the WAL too, with no lock held: the RESTART's own syncs find only the last
 /// moment's pages left to write. These syncs add durability and change no ordering SQLite
 /// relies on.
-fn checkpoint(c: &Connection, restart_after: i64, last: Option<Round>) -> rusqlite::Result<Round> {
-    let (log, copied): (i64, i64) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get(1)?, r.get(2)?))
-    })?;
+fn checkpoint(
+    c: &Connection,
+    restart_after: i64,
+    last: Option<Round>,
+) -> Result<Round, RoundError> {
+    let (log, copied): (i64, i64) = c
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })
+        .map_err(RoundError::Checkpoint)?;
     let mut round = Round {
         log,
         copied,
@@ -226,11 +263,13 @@ fn checkpoint(c: &Connection, restart_after: i64, last: Option<Round>) -> rusqli
     };
     // the same counts as last round: nothing was copied, there is nothing to sync
     if last.is_none_or(|l| (l.log, l.copied) != (log, copied)) {
-        sync(c, ffi::SQLITE_FCNTL_FILE_POINTER)?;
+        sync(c, ffi::SQLITE_FCNTL_FILE_POINTER).map_err(RoundError::Sync)?;
     }
     if log >= restart_after {
-        sync(c, ffi::SQLITE_FCNTL_JOURNAL_POINTER)?;
-        let busy: i64 = c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?;
+        sync(c, ffi::SQLITE_FCNTL_JOURNAL_POINTER).map_err(RoundError::Sync)?;
+        let busy: i64 = c
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))
+            .map_err(RoundError::Checkpoint)?;
         round.restarted = busy == 0;
     }
     Ok(round)
@@ -258,8 +297,10 @@ fn sync(c: &Connection, op: std::ffi::c_int) -> rusqlite::Result<()> {
             Some("no file handle to sync".into()),
         ));
     }
-    // SAFETY: a non-null `file` is a file of this connection, valid while the connection is
-    // open; `pMethods` is null for a file not opened yet, else SQLite's static methods.
+    // SAFETY: a non-null `file` is a file of this connection. It stays valid until the
+    // pager closes it, and no statement runs on this connection between here and the
+    // sync. `pMethods` is null for a file not open (or closed), else SQLite's static
+    // methods.
     let x_sync = unsafe { file.as_ref() }
         .and_then(|f| unsafe { f.pMethods.as_ref() })
         .and_then(|m| m.xSync);
@@ -621,8 +662,14 @@ mod tests {
         assert!(!keep_waiting(Duration::MAX));
         // the clock starts at the first poll of each wait
         assert!(wait_for_lock(0));
-        WAITING_SINCE.with(|w| w.set(Some(std::time::Instant::now() - LOCK_WAIT)));
-        assert!(!wait_for_lock(1), "a wait that began LOCK_WAIT ago goes on");
+        let Some(long_ago) = std::time::Instant::now().checked_sub(LOCK_WAIT) else {
+            return; // the clock began less than LOCK_WAIT ago
+        };
+        WAITING_SINCE.with(|w| w.set(Some(long_ago)));
+        assert!(
+            !wait_for_lock(1),
+            "a wait that began LOCK_WAIT ago gives up"
+        );
         assert!(wait_for_lock(0), "a new wait starts its clock afresh");
     }
 
