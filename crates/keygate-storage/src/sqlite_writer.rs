@@ -92,54 +92,13 @@ impl Checkpointer {
                         return;
                     }
                 };
-                // one warning when checkpoints start failing (say, a full disk), not one
-                // every round; one line when they work again
-                let mut failing = false;
-                // one warning when the WAL keeps growing because no RESTART gets through
-                let mut stuck = false;
-                let mut last = None;
-                // after a failed fsync, PASSIVE rounds only (see `RoundError::Sync`)
-                let mut restart_after = restart_after;
+                let mut rounds = Rounds::new(restart_after);
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(every)
                 {
-                    match checkpoint(&c, restart_after, last) {
-                        Ok(round) => {
-                            if failing {
-                                failing = false;
-                                tracing::info!("SQLite checkpoints work again");
-                            }
-                            if round.restarted || round.log < restart_after {
-                                if round.restarted {
-                                    restarted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                }
-                                if stuck {
-                                    stuck = false;
-                                    tracing::info!("the SQLite WAL restarts again");
-                                }
-                            } else if round.log >= STUCK_AFTER.saturating_mul(restart_after) && !stuck {
-                                stuck = true;
-                                tracing::warn!(
-                                    frames = round.log,
-                                    "the SQLite WAL keeps growing: no RESTART checkpoint gets the database to itself (a long-running read?)"
-                                );
-                            }
-                            last = Some(round);
-                        }
-                        Err(RoundError::Sync(e)) => {
-                            if restart_after != i64::MAX {
-                                restart_after = i64::MAX;
-                                tracing::error!(error = %e, "an fsync failed during a SQLite checkpoint: no more WAL restarts from this checkpointer; check the disk");
-                            }
-                            last = None;
-                        }
-                        Err(e) => {
-                            if !failing {
-                                failing = true;
-                                tracing::warn!(error = %e, "SQLite checkpoint failed; retrying every round");
-                            }
-                            last = None;
-                        }
+                    let round = checkpoint(&c, rounds.restart_after, rounds.last);
+                    if rounds.note(&round) {
+                        restarted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             })?;
@@ -230,6 +189,70 @@ impl std::fmt::Display for RoundError {
             RoundError::Checkpoint(e) => write!(f, "checkpoint: {e}"),
             RoundError::Sync(e) => write!(f, "fsync: {e}"),
         }
+    }
+}
+
+/// The checkpointer's memory between rounds, and its log lines: one warning when rounds
+/// start failing (say, a full disk), not one every round, and one line when they work
+/// again; one warning when the WAL keeps growing because no RESTART gets through.
+struct Rounds {
+    /// The RESTART point; `i64::MAX` (PASSIVE only) after a failed `fsync`.
+    restart_after: i64,
+    /// The last round, if it worked.
+    last: Option<Round>,
+    failing: bool,
+    stuck: bool,
+}
+
+impl Rounds {
+    fn new(restart_after: i64) -> Rounds {
+        Rounds {
+            restart_after,
+            last: None,
+            failing: false,
+            stuck: false,
+        }
+    }
+
+    /// Takes in a round's outcome; `true` when it completed a RESTART.
+    fn note(&mut self, round: &Result<Round, RoundError>) -> bool {
+        let round = match round {
+            Ok(round) => *round,
+            Err(RoundError::Sync(e)) => {
+                self.last = None;
+                if self.restart_after != i64::MAX {
+                    self.restart_after = i64::MAX;
+                    tracing::error!(error = %e, "an fsync failed during a SQLite checkpoint: no more WAL restarts from this checkpointer; check the disk");
+                }
+                return false;
+            }
+            Err(e) => {
+                self.last = None;
+                if !self.failing {
+                    self.failing = true;
+                    tracing::warn!(error = %e, "SQLite checkpoint failed; retrying every round");
+                }
+                return false;
+            }
+        };
+        self.last = Some(round);
+        if self.failing {
+            self.failing = false;
+            tracing::info!("SQLite checkpoints work again");
+        }
+        if round.restarted || round.log < self.restart_after {
+            if self.stuck {
+                self.stuck = false;
+                tracing::info!("the SQLite WAL restarts again");
+            }
+        } else if round.log >= STUCK_AFTER.saturating_mul(self.restart_after) && !self.stuck {
+            self.stuck = true;
+            tracing::warn!(
+                frames = round.log,
+                "the SQLite WAL keeps growing: no RESTART checkpoint gets the database to itself (a long-running read?)"
+            );
+        }
+        round.restarted
     }
 }
 
@@ -671,6 +694,38 @@ mod tests {
             "a wait that began LOCK_WAIT ago gives up"
         );
         assert!(wait_for_lock(0), "a new wait starts its clock afresh");
+    }
+
+    /// A failed `fsync` ends the RESTARTs for good (the WAL may hold the only copy of
+    /// pages the kernel dropped); a failed checkpoint statement does not. The round after
+    /// a failure syncs whatever it finds, and the stuck warning comes and goes with the WAL.
+    #[test]
+    fn a_failed_fsync_ends_the_restarts() {
+        let busy = || rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_BUSY), None);
+        let io = || rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_IOERR), None);
+        let ok = |log, restarted| {
+            Ok(Round {
+                log,
+                copied: log,
+                restarted,
+            })
+        };
+        let mut r = Rounds::new(400);
+        assert!(r.note(&ok(500, true)));
+        assert_eq!(r.last, Some(ok(500, true).unwrap()));
+        assert!(!r.note(&Err(RoundError::Checkpoint(busy()))));
+        assert_eq!((r.restart_after, r.last, r.failing), (400, None, true));
+        assert!(!r.note(&ok(10, false)));
+        assert!(!r.failing);
+        assert!(!r.note(&ok(1_600, false)));
+        assert!(r.stuck, "4x the restart point with no RESTART");
+        assert!(r.note(&ok(1_700, true)));
+        assert!(!r.stuck);
+        assert!(!r.note(&Err(RoundError::Sync(io()))));
+        assert_eq!((r.restart_after, r.last), (i64::MAX, None));
+        assert!(!r.note(&ok(50_000, false)));
+        assert_eq!(r.restart_after, i64::MAX, "restarts stay off");
+        assert!(!r.stuck);
     }
 
     /// The checkpointer's syncs must not drop this process's POSIX locks on the database
