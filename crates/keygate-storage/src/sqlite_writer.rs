@@ -314,11 +314,14 @@ fn sync(c: &Connection, op: std::ffi::c_int) -> rusqlite::Result<()> {
     let rc = unsafe {
         ffi::sqlite3_file_control(c.handle(), c"main".as_ptr(), op, (&raw mut file).cast())
     };
-    if rc != ffi::SQLITE_OK {
-        return Err(rusqlite::Error::SqliteFailure(
+    let failed = |rc, what: &str| {
+        Err(rusqlite::Error::SqliteFailure(
             ffi::Error::new(rc),
-            Some("no file handle to sync".into()),
-        ));
+            Some(what.into()),
+        ))
+    };
+    if rc != ffi::SQLITE_OK {
+        return failed(rc, "no file handle to sync");
     }
     // SAFETY: a non-null `file` is a file of this connection. It stays valid until the
     // pager closes it, and no statement runs on this connection between here and the
@@ -333,10 +336,7 @@ fn sync(c: &Connection, op: std::ffi::c_int) -> rusqlite::Result<()> {
     // SAFETY: `file` is open (it has methods) and used by no other thread.
     let rc = unsafe { x_sync(file, ffi::SQLITE_SYNC_NORMAL) };
     if rc != ffi::SQLITE_OK {
-        return Err(rusqlite::Error::SqliteFailure(
-            ffi::Error::new(rc),
-            Some("sync during a checkpoint".into()),
-        ));
+        return failed(rc, "sync during a checkpoint");
     }
     Ok(())
 }
