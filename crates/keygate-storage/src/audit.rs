@@ -266,22 +266,37 @@ fn is_canonical(v: &serde_json::Value) -> bool {
 }
 
 impl Store {
-    async fn audit_page(&self, sql: &str, after: i64, limit: i64) -> Result<Vec<AuditEvent>> {
+    async fn audit_page(
+        &self,
+        sql: &str,
+        after: i64,
+        limit: i64,
+        through: i64,
+    ) -> Result<Vec<AuditEvent>> {
         Ok(in_tx!(@quiet self, Actor::service(), |tx| {
             sqlx::query_as::<DB, _>(sql)
                 .bind(after)
                 .bind(limit)
+                .bind(through)
                 .fetch_all(&mut *tx)
                 .await?
         }))
     }
 
-    async fn audit_head(&self) -> Result<(i64, String)> {
+    /// The chain's head (`seq`, `hash`) and the highest `seq` stored, read by one
+    /// statement, so from one snapshot on either backend.
+    async fn audit_head(&self) -> Result<(i64, String, i64)> {
         Ok(in_tx!(@quiet self, Actor::service(), |tx| {
-            let head = sqlx::query::<DB>("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await?;
-            (sqlx::Row::try_get(&head, 0)?, sqlx::Row::try_get(&head, 1)?)
+            let head = sqlx::query::<DB>(
+                "SELECT seq, hash, (SELECT COALESCE(MAX(seq), 0) FROM audit_events) FROM audit_head WHERE id = 1",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            (
+                sqlx::Row::try_get(&head, 0)?,
+                sqlx::Row::try_get(&head, 1)?,
+                sqlx::Row::try_get(&head, 2)?,
+            )
         }))
     }
 
@@ -348,7 +363,10 @@ impl Store {
         }))
     }
 
-    /// Walks the whole chain in order and reports the first broken link.
+    /// Walks the chain in order, up to the head it reads first, and reports the first
+    /// broken link. Events appended during the walk lie past that head and are left for
+    /// the next run: a live chain verifies. A stored event past the head read in the same
+    /// snapshot was not appended through the head, and is reported.
     pub fn verify_audit_chain<'a>(
         &'a self,
         chain_key: &'a [u8],
@@ -356,7 +374,7 @@ impl Store {
         Box::pin(async move {
             let page = 1000i64;
             let sql =
-                format!("SELECT {COLS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2");
+                format!("SELECT {COLS} FROM audit_events WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2");
             let mut last_seq = 0i64;
             let mut prev = "genesis".to_string();
             let mut checked = 0i64;
@@ -366,8 +384,9 @@ impl Store {
                 first_broken_seq: Some(seq),
                 problem: Some(why.to_string()),
             };
+            let (head_seq, head_hash, stored_max) = self.audit_head().await?;
             loop {
-                let rows = self.audit_page(&sql, last_seq, page).await?;
+                let rows = self.audit_page(&sql, last_seq, page, head_seq).await?;
                 if rows.is_empty() {
                     break;
                 }
@@ -398,12 +417,18 @@ impl Store {
                     checked += 1;
                 }
             }
-            let (head_seq, head_hash) = self.audit_head().await?;
             if head_seq != last_seq || head_hash != prev {
                 return Ok(broken(
                     last_seq + 1,
                     checked,
                     "chain ends before its recorded head (truncated)",
+                ));
+            }
+            if stored_max > head_seq {
+                return Ok(broken(
+                    head_seq + 1,
+                    checked,
+                    "event stored past the chain's recorded head (appended outside the chain)",
                 ));
             }
             Ok(ChainReport {

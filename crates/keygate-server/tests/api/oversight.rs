@@ -66,6 +66,20 @@ both_backends!(audit_tampering_is_located, |app: TestApp| async move {
             "restored after {sql}"
         );
     }
+    // a stored event past the recorded head (the head set back, or a row appended
+    // outside the chain) is located
+    let head_at = |seq: i64| {
+        format!("UPDATE audit_head SET seq = {seq}, hash = (SELECT hash FROM audit_events WHERE seq = {seq}) WHERE id = 1")
+    };
+    assert_eq!(app.raw_exec(&head_at(5)).await.unwrap(), 1);
+    let r = verify(&app, &admin).await;
+    assert_eq!(
+        (&r["ok"], &r["first_broken_seq"]),
+        (&json!(false), &json!(6)),
+        "{r}"
+    );
+    app.raw_exec(&head_at(6)).await.unwrap();
+    assert_eq!(verify(&app, &admin).await["ok"], true);
     // editing a row's hash to match is impossible without the chain key: recomputing with
     // a wrong key still breaks.
     app.raw_exec("UPDATE audit_events SET hash = 'ab' WHERE seq = 6")
@@ -73,6 +87,43 @@ both_backends!(audit_tampering_is_located, |app: TestApp| async move {
         .unwrap();
     assert_eq!(verify(&app, &admin).await["first_broken_seq"], 6);
 });
+
+// A live chain is verified up to the head read when the walk starts: events appended
+// meanwhile are left for the next run, not reported as a truncated chain.
+both_backends!(
+    a_chain_that_grows_while_it_is_verified_verifies,
+    |app: TestApp| async move {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let store = app.state.store.clone();
+        let key = app.state.chain_key.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (store, key, stop) = (store.clone(), key.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut appended = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let tick = keygate_storage::AuditEvent::new("system", "tick", "service");
+                    store.append_audit(vec![tick], key.as_ref()).await.unwrap();
+                    appended += 1;
+                }
+                appended
+            })
+        };
+        for _ in 0..40 {
+            let r = store.verify_audit_chain(key.as_ref()).await.unwrap();
+            assert!(r.ok, "{r:?}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        let appended = writer.await.unwrap();
+        assert!(
+            appended >= 40,
+            "the chain grew while it was verified: {appended} events"
+        );
+        let r = store.verify_audit_chain(key.as_ref()).await.unwrap();
+        assert!(r.ok && r.events_checked >= i64::from(appended), "{r:?}");
+        drop(app); // the data dir lives until here
+    }
+);
 
 both_backends!(audit_filters_and_export, |app: TestApp| async move {
     let (a, b, adm) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
