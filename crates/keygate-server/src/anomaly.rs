@@ -154,7 +154,10 @@ pub struct AssessInput {
 pub struct Assessment {
     pub score: u8,
     pub reasons: Vec<&'static str>,
-    /// True when this assessment suspended the credential.
+    /// True when the score reached the threshold: the credential is suspended, by this
+    /// assessment or by a concurrent one that got there first, and the call must not go
+    /// ahead. (Only the assessment that suspended it writes the audit event and sends the
+    /// webhook.)
     pub suspended: bool,
 }
 
@@ -180,9 +183,12 @@ pub async fn assess(
     let facts = state.store.anomaly_facts(Actor::service(), &q).await?;
     let s = score(&Signals::from_facts(&facts, now, input.is_withdrawal));
     let threshold = state.config.anomaly_suspend_threshold;
-    let mut suspended = false;
-    if threshold > 0 && s.score >= threshold {
-        suspended = suspend_credential(
+    // Every call that scores at the threshold is stopped, not only the one whose UPDATE
+    // changed the row: concurrent calls (parallel withdrawals from a new IP) all read the
+    // credential as active before the first suspension commits.
+    let suspended = threshold > 0 && s.score >= threshold;
+    if suspended {
+        suspend_credential(
             state,
             user_id,
             credential_id,

@@ -458,7 +458,8 @@ both_backends!(
             ev["items"][0]["risk_reasons"],
             json!(["new_source_ip", "burst_above_baseline"])
         );
-        // a second assessment does not suspend twice
+        // a second assessment (a concurrent call that read the credential as active) is
+        // stopped too, without a second suspension event
         let a = assess(
             &app.state,
             user,
@@ -470,7 +471,9 @@ both_backends!(
         )
         .await
         .unwrap();
-        assert!(!a.suspended);
+        assert!(a.suspended, "{a:?}");
+        let (_, ev) = app.get("/v1/audit?action=suspend", &t).await;
+        assert_eq!(ev["items"].as_array().unwrap().len(), 1, "{ev}");
 
         // the webhook arrives, signed over "<t>.<body>"
         for _ in 0..100 {
