@@ -17,6 +17,8 @@ struct Window {
     remaining: u64,
     /// When the window resets (ms since the epoch).
     reset_at_ms: i64,
+    /// Set by the exchange's own refusal (429 / 418): stands until `reset_at_ms`.
+    blocked: bool,
 }
 
 #[derive(Default)]
@@ -28,7 +30,10 @@ pub struct UpstreamLimits {
 const DEFAULT_WINDOW_MS: i64 = 60_000;
 
 impl UpstreamLimits {
-    /// Learns from a response's rate-limit headers.
+    /// Learns from a response's rate-limit headers. Answers arrive out of order (several
+    /// bots share a key), so a late one cannot loosen what a newer one said: the
+    /// exchange's block stands until it ends, and within one window what is left only
+    /// goes down.
     pub fn observe(&self, credential: Uuid, rl: &RateLimitStatus, now: DateTime<Utc>) {
         let remaining = match (rl.remaining, rl.limit, rl.used) {
             (Some(r), _, _) => r,
@@ -40,13 +45,21 @@ impl UpstreamLimits {
             .reset_at_ms
             .filter(|r| *r > now_ms)
             .unwrap_or_else(|| now_ms - now_ms.rem_euclid(DEFAULT_WINDOW_MS) + DEFAULT_WINDOW_MS);
-        self.by_credential.lock().insert(
-            credential,
-            Window {
-                remaining,
-                reset_at_ms,
-            },
-        );
+        let mut map = self.by_credential.lock();
+        match map.get_mut(&credential) {
+            Some(w) if w.blocked && w.reset_at_ms > now_ms => {}
+            Some(w) if w.reset_at_ms == reset_at_ms => w.remaining = w.remaining.min(remaining),
+            _ => {
+                map.insert(
+                    credential,
+                    Window {
+                        remaining,
+                        reset_at_ms,
+                        blocked: false,
+                    },
+                );
+            }
+        }
     }
 
     /// The exchange itself refused for rate (429 / 418): block until its `Retry-After`.
@@ -62,6 +75,7 @@ impl UpstreamLimits {
             Window {
                 remaining: 0,
                 reset_at_ms: now.timestamp_millis() + secs * 1000,
+                blocked: true,
             },
         );
     }
@@ -150,5 +164,41 @@ mod tests {
         u.blocked_by_exchange(c, &h, t(0));
         assert_eq!(u.check(c, t(1_000)).unwrap().retry_after_secs, Some(4));
         assert!(u.check(c, t(5_000)).is_none());
+    }
+
+    /// A call sent before the block but answered after it (its headers still show budget)
+    /// does not lift the block; nor does a late answer raise what a newer one left.
+    #[test]
+    fn a_late_answer_does_not_loosen_a_newer_one() {
+        let u = UpstreamLimits::default();
+        let c = Uuid::new_v4();
+        let mut h = HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
+        u.blocked_by_exchange(c, &h, t(0));
+        let late = RateLimitStatus {
+            remaining: Some(100),
+            reset_at_ms: Some(t(60_000).timestamp_millis()),
+            ..Default::default()
+        };
+        u.observe(c, &late, t(10));
+        assert_eq!(u.check(c, t(1_000)).unwrap().retry_after_secs, Some(4));
+        assert!(u.check(c, t(5_000)).is_none(), "the block ends on time");
+
+        let window = |remaining| RateLimitStatus {
+            remaining: Some(remaining),
+            reset_at_ms: Some(t(60_000).timestamp_millis()),
+            ..Default::default()
+        };
+        u.observe(c, &window(0), t(6_000));
+        u.observe(c, &window(50), t(6_001));
+        assert!(
+            u.check(c, t(6_002)).is_some(),
+            "the newer answer said nothing is left"
+        );
+        u.observe(c, &window(50), t(60_001));
+        assert!(
+            u.check(c, t(60_002)).is_none(),
+            "a new window starts afresh"
+        );
     }
 }
