@@ -162,8 +162,12 @@ fn batch_sql(calls: bool, usage: bool, chain: Chain) -> String {
     let mut next = 1;
     let mut parts = Vec::new();
     if calls {
+        // c1 is connection_id: a deleted connection's late rows are left out (`Store::record_batch`)
         let sql = unnest_insert("api_calls", CALL_COLS, &CALL_TYPES, &[], &mut next);
-        parts.push(guard(sql, false));
+        parts.push(guard(
+            format!("{sql} WHERE EXISTS (SELECT 1 FROM connections WHERE id = x.c1)"),
+            true,
+        ));
     }
     if usage {
         let (c, u, n, t) = (next, next + 1, next + 2, next + 3);

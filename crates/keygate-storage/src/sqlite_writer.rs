@@ -516,10 +516,11 @@ fn write(
     // One row per statement: a multi-row INSERT inside a transaction makes SQLite keep a
     // statement journal (a copy of every page it touches, in case a later row fails);
     // with no thread hop per statement, single-row inserts are the cheaper way.
+    // a deleted connection's late rows are left out (`Store::record_batch`)
     let call_sql = format!(
-        "INSERT INTO api_calls ({}) VALUES {}",
+        "INSERT INTO api_calls ({}) SELECT {} WHERE EXISTS (SELECT 1 FROM connections WHERE id = ?2)",
         crate::usage::COLS,
-        placeholders(22)
+        (1..=22).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
     );
     let mut values = Vec::with_capacity(22);
     {

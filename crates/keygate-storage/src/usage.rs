@@ -75,6 +75,11 @@ impl Store {
     /// (`batch_writer.rs` with `sqlite_writer.rs` or `pg_batch.rs`; on PostgreSQL the head
     /// is locked first when there are events, so the gateway's batches of every instance
     /// touch credential rows one at a time).
+    /// A call row whose connection was deleted while the call was under way is left out
+    /// (the deletion took the connection's rows with it), so that it cannot fail the
+    /// foreign key and with it everyone else's rows in the batch; the rest commits.
+    /// (PostgreSQL: a deletion still uncommitted when the batch runs makes the batch wait
+    /// for it, and fail if it commits.)
     /// The sqlx path below serves in-memory SQLite: one UPDATE per credential in id order,
     /// the head lock taken last, inserts in chunks of fixed sizes so the statement cache
     /// holds a handful of statements. Does not move [`Store::write_epoch`]. Returns the
@@ -110,7 +115,22 @@ impl Store {
             let call_head = format!("INSERT INTO api_calls ({COLS}) VALUES ");
             let audit_head = format!("INSERT INTO audit_events ({}) VALUES ", audit::COLS);
             Ok(in_tx!(@quiet self, Actor::service(), |tx| {
-                let mut rest = calls;
+                let mut live = std::collections::BTreeSet::new();
+                for id in calls.iter().map(|c| c.connection_id).collect::<std::collections::BTreeSet<_>>() {
+                    if sqlx::query::<DB>("SELECT 1 FROM connections WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some()
+                    {
+                        live.insert(id);
+                    }
+                }
+                let kept: Vec<&ApiCallRecord> = calls
+                    .iter()
+                    .filter(|c| live.contains(&c.connection_id))
+                    .collect();
+                let mut rest = &kept[..];
                 while !rest.is_empty() {
                     let n = chunk(rest.len());
                     let sql = multi_insert_for(backend, &call_head, 22, n);
@@ -209,14 +229,15 @@ impl Store {
     }
 
     /// Sums of allowed notional and withdrawals for a credential since `since`
-    /// (persisted rows: a restart never reopens a spent limit).
+    /// (persisted rows: a restart never reopens a spent limit). PostgreSQL sums `bigint`
+    /// as `numeric`: cast back, or the row cannot be read and every capped call is refused.
     pub async fn spent_since(
         &self,
         actor: Actor,
         credential_id: Uuid,
         since: DbTime,
     ) -> Result<(i64, i64)> {
-        let sql = "SELECT COALESCE(SUM(notional_usd_micros), 0), COALESCE(SUM(withdrawal_usd_micros), 0) FROM api_calls WHERE credential_id = $1 AND created_at >= $2 AND decision = 'allowed'";
+        let sql = "SELECT CAST(COALESCE(SUM(notional_usd_micros), 0) AS BIGINT), CAST(COALESCE(SUM(withdrawal_usd_micros), 0) AS BIGINT) FROM api_calls WHERE credential_id = $1 AND created_at >= $2 AND decision = 'allowed'";
         Ok(in_tx!(@quiet self, actor, |tx| {
             let row: (i64, i64) = sqlx::query_as::<DB, _>(sql)
                 .bind(credential_id)

@@ -125,6 +125,54 @@ both_backends!(
     }
 );
 
+// A call whose connection is deleted while it is under way hands in its row late: the
+// row is left out (the deletion took the connection's rows), and the rest of its batch,
+// other users' calls and the audit events, still commits.
+both_backends!(
+    a_deleted_connections_late_row_does_not_sink_the_batch,
+    |app: TestApp| async move {
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (_, c) = app.post("/v1/credentials", &t, binance_body("late")).await;
+        let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+        let live = connection_for(&app, &t, &cred.to_string()).await;
+        let (_, c2) = app
+            .post("/v1/credentials", &t, binance_body("late-2"))
+            .await;
+        let doomed = connection_for(&app, &t, c2["id"].as_str().unwrap()).await;
+        let s = app
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/v1/connections/{doomed}"),
+                &t,
+                json!({}),
+            )
+            .await
+            .0;
+        assert_eq!(s, 204);
+        let now = Utc::now();
+        let kept = call(live, cred, user, "203.0.113.9", now);
+        let late = call(doomed, cred, user, "203.0.113.9", now);
+        let ev = keygate_storage::AuditEvent::new("gateway", "use", "service");
+        let stored = app
+            .state
+            .store
+            .record_batch(
+                &[late, kept.clone()],
+                vec![ev],
+                app.state.chain_key.as_ref(),
+            )
+            .await
+            .expect("the batch commits without the deleted connection's row");
+        assert_eq!(stored.len(), 1);
+        let (s, v) = app.get(&format!("/v1/connections/{live}/calls"), &t).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["items"][0]["id"], kept.id.to_string(), "{v}");
+        let admin = app.admin_token(Uuid::new_v4());
+        assert_eq!(verify(&app, &admin).await["ok"], true);
+    }
+);
+
 both_backends!(audit_filters_and_export, |app: TestApp| async move {
     let (a, b, adm) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let (ta, tb, admin) = (app.token(a), app.token(b), app.admin_token(adm));
