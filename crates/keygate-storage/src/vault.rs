@@ -4,6 +4,15 @@ use uuid::Uuid;
 
 use crate::{on_unique, Actor, DbTime, Result, StorageError, Store};
 
+/// What [`Store::claim_unlock_attempt`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlockClaim {
+    /// The attempt may check its password; its number in the current run of failures.
+    Attempt(i32),
+    /// The vault is locked out until then; nothing was counted.
+    LockedOut(DbTime),
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct VaultRecord {
     pub user_id: Uuid,
@@ -120,18 +129,81 @@ impl Store {
         Ok(())
     }
 
-    /// Records a failed unlock and returns the updated record.
-    pub async fn record_failed_unlock(
+    /// Counts an unlock attempt as failed BEFORE its password is checked (a correct one
+    /// resets the count, [`Store::reset_unlock_failures`]), so parallel guesses cannot all
+    /// pass a lockout check made before any of them failed. Returns the attempt's number
+    /// in the current run of failures, or the end of the lockout in force at `now`. The
+    /// attempt whose number `lockout` maps to a time sets the lockout, in the same
+    /// transaction: at most that many guesses run per lockout, however many arrive at once.
+    pub async fn claim_unlock_attempt(
         &self,
         actor: Actor,
         user_id: Uuid,
         now: DbTime,
-        locked_out_until: Option<DbTime>,
+        lockout: impl Fn(i32) -> Option<DbTime> + Send,
+    ) -> Result<UnlockClaim> {
+        Ok(in_tx!(self, actor, |tx| {
+            let n: Option<i32> = sqlx::query_scalar::<DB, i32>(
+                "UPDATE vaults SET failed_unlock_attempts = failed_unlock_attempts + 1, updated_at = $1 \
+                 WHERE user_id = $2 AND (locked_out_until IS NULL OR locked_out_until <= $1) RETURNING failed_unlock_attempts",
+            )
+            .bind(now)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match n {
+                Some(n) => {
+                    if let Some(until) = lockout(n) {
+                        sqlx::query::<DB>(
+                            "UPDATE vaults SET locked_out_until = $1 WHERE user_id = $2",
+                        )
+                        .bind(until)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    UnlockClaim::Attempt(n)
+                }
+                None => {
+                    let until: Option<DbTime> = sqlx::query_scalar::<DB, Option<DbTime>>(
+                        "SELECT locked_out_until FROM vaults WHERE user_id = $1",
+                    )
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+                    match until {
+                        Some(u) => UnlockClaim::LockedOut(u),
+                        None => return Err(StorageError::NotFound),
+                    }
+                }
+            }
+        }))
+    }
+
+    /// A claimed attempt's password was wrong: when.
+    pub async fn note_failed_unlock(&self, actor: Actor, user_id: Uuid, now: DbTime) -> Result<()> {
+        in_tx!(self, actor, |tx| {
+            sqlx::query::<DB>("UPDATE vaults SET last_failed_unlock_at = $1 WHERE user_id = $2")
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// A claimed attempt's password was right: the run of failures (and any lockout a
+    /// parallel wrong guess set) ends.
+    pub async fn reset_unlock_failures(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        now: DbTime,
     ) -> Result<()> {
         in_tx!(self, actor, |tx| {
-            sqlx::query::<DB>("UPDATE vaults SET failed_unlock_attempts = failed_unlock_attempts + 1, last_failed_unlock_at = $1, locked_out_until = $2, updated_at = $1 WHERE user_id = $3")
+            sqlx::query::<DB>("UPDATE vaults SET failed_unlock_attempts = 0, locked_out_until = NULL, updated_at = $1 WHERE user_id = $2")
                 .bind(now)
-                .bind(locked_out_until)
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;

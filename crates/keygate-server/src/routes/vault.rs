@@ -4,7 +4,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use keygate_crypto::{generate_salt, Dek, KdfParams, PasswordKey, WrapContext};
-use keygate_storage::{AuditFilter, DbTime, UserKeyRecord, VaultRecord, VaultSession};
+use keygate_storage::{AuditFilter, DbTime, UnlockClaim, UserKeyRecord, VaultRecord, VaultSession};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -236,19 +236,38 @@ pub(crate) async fn verify_vault_password(
 ) -> ApiResult<(PasswordKey, Dek)> {
     let user = v.user_id;
     let now = DbTime::now();
-    if let Some(until) = v.locked_out_until.filter(|u| *u > now) {
+    let locked_out = |until: DbTime| async move {
         let secs = (until.0 - now.0).num_seconds().max(1) as u64;
         let mut ev = event("vault", action, caller, Some(user), meta);
         ev.success = false;
         ev.reason = Some("locked out".into());
         s.recorder.record(vec![ev], vec![]).await?;
-        return Err(ApiError::Status {
+        Err(ApiError::Status {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "vault_locked_out",
             detail: format!("too many failed unlocks; try again in {secs} s"),
             retry_after: Some(secs),
-        });
+        })
+    };
+    if let Some(until) = v.locked_out_until.filter(|u| *u > now) {
+        return locked_out(until).await;
     }
+    // The attempt is counted as a failure before Argon2id runs (see
+    // `Store::claim_unlock_attempt`): parallel guesses cannot all pass the check above.
+    let lockout = move |failed: i32| {
+        (failed >= MAX_FAILED_UNLOCKS).then(|| {
+            let exp = (failed - MAX_FAILED_UNLOCKS).min(10) as u32;
+            DbTime::new(now.0 + Duration::seconds(60 * 2i64.pow(exp)).min(Duration::hours(24)))
+        })
+    };
+    let failed = match s
+        .store
+        .claim_unlock_attempt(caller.actor(), user, now, lockout)
+        .await?
+    {
+        UnlockClaim::Attempt(n) => n,
+        UnlockClaim::LockedOut(until) => return locked_out(until).await,
+    };
     let ctx = WrapContext {
         user_id: user,
         dek_version: rec.version as u32,
@@ -260,15 +279,15 @@ pub(crate) async fn verify_vault_password(
         .await?;
     let pk = derive(password, v.salt.clone(), KdfParams::parse(&v.kdf)?).await?;
     match pk.open_dek(&ctx, &inner) {
-        Ok(dek) => Ok((pk, dek)),
-        Err(_) => {
-            let failed = v.failed_unlock_attempts + 1;
-            let lockout = (failed >= MAX_FAILED_UNLOCKS).then(|| {
-                let exp = (failed - MAX_FAILED_UNLOCKS).min(10) as u32;
-                DbTime::new(now.0 + Duration::seconds(60 * 2i64.pow(exp)).min(Duration::hours(24)))
-            });
+        Ok(dek) => {
             s.store
-                .record_failed_unlock(caller.actor(), user, now, lockout)
+                .reset_unlock_failures(caller.actor(), user, DbTime::now())
+                .await?;
+            Ok((pk, dek))
+        }
+        Err(_) => {
+            s.store
+                .note_failed_unlock(caller.actor(), user, now)
                 .await?;
             let mut ev = event("vault", action, caller, Some(user), meta);
             ev.success = false;

@@ -521,6 +521,54 @@ both_backends!(vault_password_flow, |app: TestApp| async move {
 });
 
 // Plaintext of stored secrets appears nowhere in the database files or a pg_dump.
+// A burst of parallel wrong guesses is counted before the password is checked: at most
+// five are tried (403 wrong_password), the rest meet the lockout (429), and so does the
+// right password after them. (Checked against a count read first, all twelve were tried.)
+both_backends!(
+    parallel_guesses_cannot_outrun_the_lockout,
+    |app: TestApp| async move {
+        let t = app.token(Uuid::new_v4());
+        let (s, st) = app
+            .post(
+                "/v1/vault/setup",
+                &t,
+                json!({"password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{st}");
+        let guesses = (0..12).map(|_| {
+            app.post(
+                "/v1/vault/unlock",
+                &t,
+                json!({"password": "wrong password!!"}),
+            )
+        });
+        let answers: Vec<(u16, String)> = futures::future::join_all(guesses)
+            .await
+            .into_iter()
+            .map(|(s, p)| (s, p["code"].as_str().unwrap_or_default().to_string()))
+            .collect();
+        let tried = answers
+            .iter()
+            .filter(|(s, c)| *s == 403 && c == "wrong_password")
+            .count();
+        let held = answers
+            .iter()
+            .filter(|(s, c)| *s == 429 && c == "vault_locked_out")
+            .count();
+        assert_eq!(tried + held, 12, "{answers:?}");
+        assert!((1..=5).contains(&tried), "{answers:?}");
+        let (s, p) = app
+            .post(
+                "/v1/vault/unlock",
+                &t,
+                json!({"password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!((s, p["code"].as_str()), (429, Some("vault_locked_out")));
+    }
+);
+
 both_backends!(no_plaintext_at_rest, |app: TestApp| async move {
     let t = app.token(Uuid::new_v4());
     let secrets: Vec<String> = (0..5)
