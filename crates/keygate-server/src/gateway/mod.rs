@@ -14,6 +14,7 @@ mod context;
 mod counters;
 mod forward;
 mod risk;
+mod spending;
 pub mod sync;
 mod upstream;
 
@@ -63,6 +64,7 @@ pub struct Gateway {
     contexts: context::ContextCache,
     pub upstream: UpstreamLimits,
     risk: risk::RiskCache,
+    spending: spending::Spending,
     health: parking_lot::Mutex<std::collections::HashMap<Uuid, (bool, Instant)>>,
 }
 
@@ -76,6 +78,7 @@ impl Gateway {
             )),
             upstream: UpstreamLimits::default(),
             risk: risk::RiskCache::default(),
+            spending: spending::Spending::default(),
             health: Default::default(),
         })
     }
@@ -236,7 +239,8 @@ pub async fn proxy(
         risk: risk::Risk::default(),
     };
 
-    let approved = match decide(&s, &prepared, exchange, &out, class, &meta, now).await {
+    // `hold`: this call's amounts against the spend caps until its row has committed
+    let (approved, hold) = match decide(&s, &prepared, exchange, &out, class, &meta, now).await {
         Ok(a) => a,
         Err(denial) => {
             // A denied call is still a use worth scoring (denial streaks, withdrawal tries)
@@ -369,6 +373,9 @@ pub async fn proxy(
     };
     let ok = log.status < 500 && log.status != 0;
     finish(&s, &caller, &meta, ctx, &out, log, None).await?;
+    if let Some(h) = hold {
+        h.release().await;
+    }
     if s.gateway.health_due(ctx.connection.id, ok) {
         let store = s.store.clone();
         let (uid, cid) = (ctx.connection.user_id, ctx.connection.id);
@@ -559,7 +566,7 @@ async fn decide(
     class: EndpointClass,
     meta: &RequestMeta,
     now: DateTime<Utc>,
-) -> Result<PolicyApproved, Denial> {
+) -> Result<(PolicyApproved, Option<spending::Hold>), Denial> {
     let ctx = &prepared.ctx;
     let denial = |code: DenyCode, detail: String| Denial {
         code,
@@ -622,6 +629,7 @@ async fn decide(
     };
     let mut counters = Counters::default();
     let public = class == EndpointClass::Public && request.intent == RequestIntent::None;
+    let mut check = None;
     if !public {
         if limits.max_requests_per_minute.is_some()
             || limits.max_requests_per_hour.is_some()
@@ -667,6 +675,15 @@ async fn decide(
                 "spent totals are unavailable; refusing rather than guessing".into(),
             )
         };
+        let capped = limits.max_daily_volume_usd.is_some() && class == EndpointClass::Trade
+            || (limits.max_withdrawal_usd_per_day.is_some()
+                || limits.max_withdrawal_usd_per_month.is_some())
+                && class == EndpointClass::Withdraw;
+        if capped {
+            // from before the stored totals are read until this call's amounts are held
+            // (`spending.rs`)
+            check = Some(s.gateway.spending.lock(ctx.credential.id).await);
+        }
         if limits.max_daily_volume_usd.is_some() && class == EndpointClass::Trade
             || limits.max_withdrawal_usd_per_day.is_some() && class == EndpointClass::Withdraw
         {
@@ -678,6 +695,12 @@ async fn decide(
             let (_, w) = spent(month_start).await.map_err(unavailable)?;
             counters.withdrawals_this_month_usd = Decimal::new(w, 6);
         }
+        if let Some(c) = &check {
+            let held = c.held();
+            counters.daily_volume_usd += Decimal::new(held.volume_micros, 6);
+            counters.withdrawals_today_usd += Decimal::new(held.withdrawal_micros, 6);
+            counters.withdrawals_this_month_usd += Decimal::new(held.withdrawal_micros, 6);
+        }
     }
     let policy = Policy {
         scopes,
@@ -688,7 +711,16 @@ async fn decide(
         prices: s.config.reference_prices.clone(),
     };
     match evaluate(&policy, &request, now) {
-        Decision::Allow(a) => Ok(a),
+        Decision::Allow(a) => {
+            let hold = check.map(|c| {
+                c.hold(
+                    &s.gateway.spending,
+                    micros(a.volume_usd()),
+                    micros(a.withdrawal_usd()),
+                )
+            });
+            Ok((a, hold))
+        }
         Decision::Deny(d) => Err(d),
     }
 }

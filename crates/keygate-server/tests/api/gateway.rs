@@ -1569,3 +1569,63 @@ async fn two_instances_recording_at_once_keep_one_chain_on_postgres() {
     assert!(report.ok, "{report:?}");
     other.close().await;
 }
+
+// Parallel withdrawals against a daily cap: each one's amount is held from its policy
+// check until its call row has committed, so the exchange is slow to answer and all five
+// are under way at once, yet only what fits under the cap goes out. (Checked against the
+// stored total alone, all five went out: none of them had committed when the others
+// were checked.)
+both_backends!(
+    parallel_withdrawals_stay_under_the_daily_cap,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(
+            &app,
+            &t,
+            &mock,
+            json!(["read", "withdraw"]),
+            json!({"max_withdrawal_usd_per_day": "250"}),
+        )
+        .await;
+        mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(300))));
+        let withdrawals = (0..5).map(|_| {
+            call(
+                &app,
+                &t,
+                reqwest::Method::POST,
+                &conn,
+                "sapi/v1/capital/withdraw/apply",
+                Some("coin=USDT&address=TXyz1&network=TRX&amount=100"),
+            )
+        });
+        let answers: Vec<(u16, String)> = futures::future::join_all(withdrawals)
+            .await
+            .into_iter()
+            .map(|(s, _, b)| (s, code(&b)))
+            .collect();
+        mock.set_fault(None);
+        let sent = answers.iter().filter(|(s, _)| *s == 200).count();
+        let refused = answers
+            .iter()
+            .filter(|(s, c)| *s == 403 && c == "withdrawal_daily_limit_exceeded")
+            .count();
+        assert_eq!((sent, refused), (2, 3), "{answers:?}");
+        assert_eq!(
+            mock.requests().len(),
+            2,
+            "the refused ones never reached the exchange"
+        );
+        // the holds went back: the stored total alone refuses the next one
+        let (s, _, b) = call(
+            &app,
+            &t,
+            reqwest::Method::POST,
+            &conn,
+            "sapi/v1/capital/withdraw/apply",
+            Some("coin=USDT&address=TXyz1&network=TRX&amount=50"),
+        )
+        .await;
+        assert_eq!((s, code(&b)), (200, String::new()), "{b}");
+    }
+);
