@@ -349,6 +349,17 @@ pub const BACKUP_TABLES: &[TableSpec] = &[
         )
     },
     table(
+        "credential_spend",
+        &[
+            ("credential_id", U),
+            ("user_id", U),
+            ("day", Text),
+            ("volume_usd_micros", I64),
+            ("withdrawal_usd_micros", I64),
+        ],
+        &["credential_id", "day"],
+    ),
+    table(
         "rate_counters",
         &[("bucket", Text), ("window_start", I64), ("count", I64)],
         &["bucket", "window_start"],

@@ -42,7 +42,7 @@ use sqlx::{Connection, Postgres};
 use uuid::Uuid;
 
 use crate::batch_writer::{BatchWriter, Sink};
-use crate::usage::{usage_of, COLS as CALL_COLS};
+use crate::usage::{spend_of, usage_of, COLS as CALL_COLS};
 use crate::{audit, Actor, ApiCallRecord, AuditEvent, Result, StorageError};
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
@@ -147,7 +147,7 @@ enum Chain {
 /// The batch statement for the parts present, with its parameters numbered in bind order:
 /// calls, usage, events, the head's new seq and hash, and (guarded) the seq and hash the
 /// events were chained onto.
-fn batch_sql(calls: bool, usage: bool, chain: Chain) -> String {
+fn batch_sql(calls: bool, usage: bool, spend: bool, chain: Chain) -> String {
     let guarded = chain == Chain::Guarded;
     // every part of a guarded statement writes only if the head moved
     let guard = |sql: String, has_where: bool| {
@@ -178,6 +178,25 @@ fn batch_sql(calls: bool, usage: bool, chain: Chain) -> String {
              FROM UNNEST(${c}::uuid[], ${u}::uuid[], ${n}::int8[], ${t}::timestamptz[]) AS x(cred, usr, n, at) \
              WHERE cr.user_id = x.usr AND cr.id = x.cred"
         ), true));
+    }
+    if spend {
+        let (c, u, d, v, w) = (next, next + 1, next + 2, next + 3, next + 4);
+        next += 5;
+        // `WHERE` before `ON CONFLICT`: after a bare FROM item, ON would parse as a join's
+        let insert = guard(
+            format!(
+                "INSERT INTO credential_spend (credential_id, user_id, day, volume_usd_micros, withdrawal_usd_micros) \
+                 SELECT cred, usr, day, v, w \
+                 FROM UNNEST(${c}::uuid[], ${u}::uuid[], ${d}::text[], ${v}::int8[], ${w}::int8[]) AS x(cred, usr, day, v, w) \
+                 WHERE true"
+            ),
+            true,
+        );
+        parts.push(format!(
+            "{insert} ON CONFLICT (credential_id, day) DO UPDATE SET \
+             volume_usd_micros = credential_spend.volume_usd_micros + excluded.volume_usd_micros, \
+             withdrawal_usd_micros = credential_spend.withdrawal_usd_micros + excluded.withdrawal_usd_micros"
+        ));
     }
     if chain != Chain::None {
         let sql = unnest_insert(
@@ -293,11 +312,13 @@ fn bind_events<'q>(q: Query<'q>, e: &[AuditEvent]) -> Result<Query<'q>> {
         .bind(col(e, |v| v.hash.clone())))
 }
 
-/// Binds the call rows and the credentials' usage (the parts before the events).
+/// Binds the call rows, the credentials' usage and their spend (the parts before the
+/// events).
 fn bind_front<'q>(
     mut q: Query<'q>,
     calls: &[ApiCallRecord],
     usage: &BTreeMap<(Uuid, Uuid), (i64, crate::DbTime)>,
+    spend: &Spend,
 ) -> Query<'q> {
     if !calls.is_empty() {
         q = bind_calls(q, calls);
@@ -312,8 +333,19 @@ fn bind_front<'q>(
             .bind(n)
             .bind(at);
     }
+    if !spend.is_empty() {
+        q = q
+            .bind(spend.keys().map(|k| k.0).collect::<Vec<_>>())
+            .bind(spend.values().map(|v| v.0).collect::<Vec<_>>())
+            .bind(spend.keys().map(|k| k.1.clone()).collect::<Vec<_>>())
+            .bind(spend.values().map(|v| v.1).collect::<Vec<_>>())
+            .bind(spend.values().map(|v| v.2).collect::<Vec<_>>());
+    }
     q
 }
+
+/// What `usage::spend_of` returns.
+type Spend = BTreeMap<(Uuid, String), (Uuid, i64, i64)>;
 
 /// Optimistic attempts before a batch takes the head's lock instead.
 const OPTIMISTIC_TRIES: usize = 3;
@@ -338,14 +370,16 @@ async fn record_batch(
     tries: usize,
 ) -> Result<Vec<AuditEvent>> {
     let usage = usage_of(calls);
+    let spend = spend_of(calls);
+    let parts = (!calls.is_empty(), !usage.is_empty(), !spend.is_empty());
     if events.is_empty() {
-        let sql = batch_sql(!calls.is_empty(), !usage.is_empty(), Chain::None);
-        bind_front(sqlx::query(&sql), calls, &usage)
+        let sql = batch_sql(parts.0, parts.1, parts.2, Chain::None);
+        bind_front(sqlx::query(&sql), calls, &usage, &spend)
             .execute(&mut *conn)
             .await?;
         return Ok(events);
     }
-    let sql = batch_sql(!calls.is_empty(), !usage.is_empty(), Chain::Guarded);
+    let sql = batch_sql(parts.0, parts.1, parts.2, Chain::Guarded);
     for _ in 0..tries {
         let (seq, prev) = match head.take() {
             Some(h) => h,
@@ -356,7 +390,7 @@ async fn record_batch(
             }
         };
         let (out, new_seq, new_prev) = audit::chain(events, seq, prev.clone(), chain_key);
-        let q = bind_events(bind_front(sqlx::query(&sql), calls, &usage), &out)?
+        let q = bind_events(bind_front(sqlx::query(&sql), calls, &usage, &spend), &out)?
             .bind(new_seq)
             .bind(new_prev.clone())
             .bind(seq)
@@ -378,8 +412,8 @@ async fn record_batch(
             .fetch_one(&mut *tx)
             .await?;
     let (out, seq, prev) = audit::chain(events, seq, prev, chain_key);
-    let sql = batch_sql(!calls.is_empty(), !usage.is_empty(), Chain::Locked);
-    bind_events(bind_front(sqlx::query(&sql), calls, &usage), &out)?
+    let sql = batch_sql(parts.0, parts.1, parts.2, Chain::Locked);
+    bind_events(bind_front(sqlx::query(&sql), calls, &usage, &spend), &out)?
         .bind(seq)
         .bind(prev.clone())
         .execute(&mut *tx)
@@ -487,11 +521,12 @@ mod tests {
 
     #[test]
     fn the_batch_statement_numbers_every_array_once_in_bind_order() {
-        let all = batch_sql(true, true, Chain::Locked);
-        // 22 call columns, 4 usage arrays, 26 event columns, seq and hash: each once
+        let all = batch_sql(true, true, true, Chain::Locked);
+        // 22 call columns, 4 usage arrays, 5 spend arrays, 26 event columns, seq and
+        // hash: each once
         assert_eq!(
             params(&all),
-            (1..=22 + 4 + 26 + 2).collect::<Vec<_>>(),
+            (1..=22 + 4 + 5 + 26 + 2).collect::<Vec<_>>(),
             "{all}"
         );
         assert!(
@@ -499,33 +534,33 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.ends_with("UPDATE audit_head SET seq = $53, hash = $54 WHERE id = 1"),
+            all.ends_with("UPDATE audit_head SET seq = $58, hash = $59 WHERE id = 1"),
             "{all}"
         );
         assert!(all.contains("c22::jsonb, c23::jsonb"), "{all}");
         // guarded: the head's move first, every other part gated on it, then the count;
         // the seq and hash the events were chained onto come after the new ones
-        let guarded = batch_sql(true, true, Chain::Guarded);
+        let guarded = batch_sql(true, true, true, Chain::Guarded);
         assert_eq!(
             params(&guarded),
-            (1..=22 + 4 + 26 + 4).collect::<Vec<_>>(),
+            (1..=22 + 4 + 5 + 26 + 4).collect::<Vec<_>>(),
             "{guarded}"
         );
         assert!(
             guarded.starts_with(
-                "WITH h AS (UPDATE audit_head SET seq = $53, hash = $54 \
-                 WHERE id = 1 AND seq = $55 AND hash = $56 RETURNING 1)"
+                "WITH h AS (UPDATE audit_head SET seq = $58, hash = $59 \
+                 WHERE id = 1 AND seq = $60 AND hash = $61 RETURNING 1)"
             ),
             "{guarded}"
         );
         assert!(guarded.ends_with(" SELECT COUNT(*) FROM h"), "{guarded}");
         assert_eq!(
             guarded.matches("EXISTS (SELECT 1 FROM h)").count(),
-            3,
-            "calls, usage and events each gated: {guarded}"
+            4,
+            "calls, usage, spend and events each gated: {guarded}"
         );
         // calls only: a plain insert, parameters from $1
-        let calls = batch_sql(true, false, Chain::None);
+        let calls = batch_sql(true, false, false, Chain::None);
         assert!(calls.starts_with("INSERT INTO api_calls") && calls.contains("$22::int8[]"));
         assert_eq!(CALL_COLS.split(", ").count(), CALL_TYPES.len());
         assert_eq!(audit::COLS.split(", ").count(), EVENT_TYPES.len());

@@ -540,6 +540,16 @@ fn write(
                 uuid(&credential_id),
             ]))?;
     }
+    for ((credential_id, day), (user_id, volume, withdrawal)) in crate::usage::spend_of(calls) {
+        tx.prepare_cached(crate::usage::SPEND_UPSERT)?
+            .execute(params_from_iter([
+                uuid(&credential_id),
+                uuid(&user_id),
+                text(&day),
+                int(volume),
+                int(withdrawal),
+            ]))?;
+    }
     let out = if events.is_empty() {
         events
     } else {

@@ -54,6 +54,30 @@ pub(crate) fn usage_of(calls: &[ApiCallRecord]) -> BTreeMap<(Uuid, Uuid), (i64, 
     usage
 }
 
+/// Allowed calls' amounts per credential and UTC day (`credential_spend`, what the spend
+/// caps read): `(credential_id, "YYYY-MM-DD") -> (user_id, volume, withdrawal)` in USD
+/// micros. Every allowed call counts, whether or not its row is stored.
+pub(crate) fn spend_of(calls: &[ApiCallRecord]) -> BTreeMap<(Uuid, String), (Uuid, i64, i64)> {
+    let mut spend: BTreeMap<(Uuid, String), (Uuid, i64, i64)> = BTreeMap::new();
+    for c in calls.iter().filter(|c| {
+        c.decision == "allowed" && (c.notional_usd_micros != 0 || c.withdrawal_usd_micros != 0)
+    }) {
+        let day = c.created_at.0.format("%Y-%m-%d").to_string();
+        let e = spend
+            .entry((c.credential_id, day))
+            .or_insert((c.user_id, 0, 0));
+        e.1 = e.1.saturating_add(c.notional_usd_micros);
+        e.2 = e.2.saturating_add(c.withdrawal_usd_micros);
+    }
+    spend
+}
+
+/// Adds to a credential's spend of a day: `(credential_id, user_id, day, volume,
+/// withdrawal)`.
+pub(crate) const SPEND_UPSERT: &str = "INSERT INTO credential_spend (credential_id, user_id, day, volume_usd_micros, withdrawal_usd_micros) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (credential_id, day) DO UPDATE SET volume_usd_micros = credential_spend.volume_usd_micros + excluded.volume_usd_micros, \
+     withdrawal_usd_micros = credential_spend.withdrawal_usd_micros + excluded.withdrawal_usd_micros";
+
 /// Adds uses to a credential: `(uses, latest time, user_id, id)`.
 pub(crate) const USAGE_UPDATE: &str = "UPDATE credentials SET usage_count = usage_count + $1, last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END WHERE user_id = $3 AND id = $4";
 
@@ -111,6 +135,7 @@ impl Store {
                 return w.write(calls.to_vec(), events, chain_key).await;
             }
             let usage = usage_of(calls);
+            let spend = spend_of(calls);
             let backend = self.backend();
             let call_head = format!("INSERT INTO api_calls ({COLS}) VALUES ");
             let audit_head = format!("INSERT INTO audit_events ({}) VALUES ", audit::COLS);
@@ -147,6 +172,16 @@ impl Store {
                         .bind(*at)
                         .bind(*user_id)
                         .bind(*credential_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for ((credential_id, day), (user_id, volume, withdrawal)) in &spend {
+                    sqlx::query::<DB>(SPEND_UPSERT)
+                        .bind(*credential_id)
+                        .bind(*user_id)
+                        .bind(day.clone())
+                        .bind(*volume)
+                        .bind(*withdrawal)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -228,20 +263,22 @@ impl Store {
         }))
     }
 
-    /// Sums of allowed notional and withdrawals for a credential since `since`
-    /// (persisted rows: a restart never reopens a spent limit). PostgreSQL sums `bigint`
-    /// as `numeric`: cast back, or the row cannot be read and every capped call is refused.
+    /// Sums of allowed notional and withdrawals for a credential from the start of
+    /// `since`'s UTC day (`credential_spend`, persisted: neither a restart nor deleting a
+    /// connection reopens a spent limit). PostgreSQL sums `bigint` as `numeric`: cast
+    /// back, or the row cannot be read and every capped call is refused.
     pub async fn spent_since(
         &self,
         actor: Actor,
         credential_id: Uuid,
         since: DbTime,
     ) -> Result<(i64, i64)> {
-        let sql = "SELECT CAST(COALESCE(SUM(notional_usd_micros), 0) AS BIGINT), CAST(COALESCE(SUM(withdrawal_usd_micros), 0) AS BIGINT) FROM api_calls WHERE credential_id = $1 AND created_at >= $2 AND decision = 'allowed'";
+        let sql = "SELECT CAST(COALESCE(SUM(volume_usd_micros), 0) AS BIGINT), CAST(COALESCE(SUM(withdrawal_usd_micros), 0) AS BIGINT) FROM credential_spend WHERE credential_id = $1 AND day >= $2";
+        let day = since.0.format("%Y-%m-%d").to_string();
         Ok(in_tx!(@quiet self, actor, |tx| {
             let row: (i64, i64) = sqlx::query_as::<DB, _>(sql)
                 .bind(credential_id)
-                .bind(since)
+                .bind(day.clone())
                 .fetch_one(&mut *tx)
                 .await?;
             row

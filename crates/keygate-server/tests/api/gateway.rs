@@ -1629,3 +1629,60 @@ both_backends!(
         assert_eq!((s, code(&b)), (200, String::new()), "{b}");
     }
 );
+
+// Deleting a connection takes its call rows with it, but not what its calls spent: a new
+// connection on the same credential finds the day's withdrawals still counted.
+both_backends!(
+    deleting_a_connection_does_not_reopen_the_daily_cap,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let limits = json!({"max_withdrawal_usd_per_day": "250"});
+        let first =
+            binance_connection(&app, &t, &mock, json!(["read", "withdraw"]), limits.clone()).await;
+        let withdraw = |conn: String, amount: u32| {
+            let (app, t) = (&app, &t);
+            async move {
+                let (s, _, b) = call(
+                    app,
+                    t,
+                    reqwest::Method::POST,
+                    &conn,
+                    "sapi/v1/capital/withdraw/apply",
+                    Some(&format!(
+                        "coin=USDT&address=TXyz1&network=TRX&amount={amount}"
+                    )),
+                )
+                .await;
+                (s, code(&b))
+            }
+        };
+        assert_eq!(withdraw(first.clone(), 200).await, (200, String::new()));
+        let (_, c) = app.get(&format!("/v1/connections/{first}"), &t).await;
+        let credential = c["credential_id"].clone();
+        let s = app
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/v1/connections/{first}"),
+                &t,
+                json!({}),
+            )
+            .await
+            .0;
+        assert_eq!(s, 204);
+        let (s, second) = app
+            .post(
+                "/v1/connections",
+                &t,
+                json!({"name": "again", "exchange": "binance", "credential_id": credential, "base_url": mock.base_url(), "limits": limits}),
+            )
+            .await;
+        assert_eq!(s, 201, "{second}");
+        let second = second["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            withdraw(second.clone(), 100).await,
+            (403, "withdrawal_daily_limit_exceeded".to_string())
+        );
+        assert_eq!(withdraw(second, 50).await, (200, String::new()));
+    }
+);
