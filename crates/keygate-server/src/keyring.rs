@@ -23,8 +23,20 @@ pub const SESSION_BIT: u32 = 0x8000_0000;
 
 const CACHE_TTL: Duration = Duration::from_secs(60);
 
-/// (user, DEK version) -> (DEK, cached at, password-protected).
-type DekCache = HashMap<(Uuid, u32), (Arc<Dek>, Instant, bool)>;
+/// How long a cached platform-mode DEK is used before its key row is read again: a shred
+/// or a switch to password mode made through another instance stops it within this.
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+struct Cached {
+    dek: Arc<Dek>,
+    at: Instant,
+    password: bool,
+    /// When the key row was last seen usable (platform mode).
+    checked: Instant,
+}
+
+/// (user, DEK version) -> the unwrapped DEK.
+type DekCache = HashMap<(Uuid, u32), Cached>;
 
 #[derive(Clone)]
 pub struct Keyring {
@@ -49,7 +61,10 @@ impl Keyring {
     }
 
     /// A cached DEK; in password mode only while the unlock session is still live (checked
-    /// in the database, so a lock on another instance takes effect at once).
+    /// in the database, so a lock on another instance takes effect at once); in platform
+    /// mode while its key row, read again every [`RECHECK_AFTER`], is not shredded or
+    /// switched to password mode (else `None`: the caller takes the uncached path, which
+    /// answers `credential_shredded` or `vault_locked`).
     async fn cached(
         &self,
         actor: Actor,
@@ -58,7 +73,7 @@ impl Keyring {
     ) -> Result<Option<Arc<Dek>>, ApiError> {
         let hit = self.cached_raw(user, version);
         match hit {
-            Some((d, true)) => {
+            Some((d, true, _)) => {
                 if self
                     .store
                     .vault_session(actor, user, DbTime::now())
@@ -74,15 +89,37 @@ impl Keyring {
                     ))
                 }
             }
-            Some((d, false)) => Ok(Some(d)),
+            Some((d, false, checked)) if checked.elapsed() < RECHECK_AFTER => Ok(Some(d)),
+            Some((d, false, _)) => {
+                let usable = self
+                    .store
+                    .user_keys(actor, user)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.version as u32 == version)
+                    .is_some_and(|r| {
+                        r.state != "shredded"
+                            && r.wrapped_dek.is_some()
+                            && r.protection != "password"
+                    });
+                if usable {
+                    if let Some(e) = self.cache.lock().get_mut(&(user, version)) {
+                        e.checked = Instant::now();
+                    }
+                    Ok(Some(d))
+                } else {
+                    self.evict(user);
+                    Ok(None)
+                }
+            }
             None => Ok(None),
         }
     }
 
-    fn cached_raw(&self, user: Uuid, version: u32) -> Option<(Arc<Dek>, bool)> {
+    fn cached_raw(&self, user: Uuid, version: u32) -> Option<(Arc<Dek>, bool, Instant)> {
         let mut c = self.cache.lock();
         match c.get(&(user, version)) {
-            Some((d, t, pw)) if t.elapsed() < CACHE_TTL => Some((d.clone(), *pw)),
+            Some(e) if e.at.elapsed() < CACHE_TTL => Some((e.dek.clone(), e.password, e.checked)),
             Some(_) => {
                 c.remove(&(user, version));
                 None
@@ -94,9 +131,18 @@ impl Keyring {
     fn put(&self, user: Uuid, version: u32, dek: Arc<Dek>, password: bool) {
         let mut c = self.cache.lock();
         if c.len() > 10_000 {
-            c.retain(|_, (_, t, _)| t.elapsed() < CACHE_TTL);
+            c.retain(|_, e| e.at.elapsed() < CACHE_TTL);
         }
-        c.insert((user, version), (dek, Instant::now(), password));
+        let now = Instant::now();
+        c.insert(
+            (user, version),
+            Cached {
+                dek,
+                at: now,
+                password,
+                checked: now,
+            },
+        );
     }
 
     /// Drops every cached DEK of `user` (lock, shred, password change). `Dek` zeroizes

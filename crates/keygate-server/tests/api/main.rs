@@ -569,6 +569,34 @@ both_backends!(
     }
 );
 
+// A shred made through one instance stops another instance's cached data key within a
+// second (a cached key's row is read again every second), not after the cache's 60 s.
+both_backends!(
+    a_shred_stops_another_instances_cached_key,
+    |app: TestApp| async move {
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        assert_eq!(
+            app.post("/v1/credentials", &t, binance_body("s")).await.0,
+            201
+        );
+        let mut cfg =
+            helpers::test_config(app.data_dir.path().to_path_buf(), app.database_url.clone());
+        cfg.jobs_enabled = false;
+        let second = keygate_server::Application::build(cfg).await.unwrap().state;
+        let actor = keygate_storage::Actor::user(user);
+        assert!(
+            second.keyring.dek(actor, user, Some(1)).await.is_ok(),
+            "cached there"
+        );
+        let shred = json!({"confirm": "SHRED ALL MY SECRETS"});
+        assert_eq!(app.post("/v1/vault/shred", &t, shred).await.0, 204);
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let refused = second.keyring.dek(actor, user, Some(1)).await.err();
+        assert_eq!(refused.map(|e| e.status().as_u16()), Some(410));
+    }
+);
+
 both_backends!(no_plaintext_at_rest, |app: TestApp| async move {
     let t = app.token(Uuid::new_v4());
     let secrets: Vec<String> = (0..5)
