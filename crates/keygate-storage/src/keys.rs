@@ -78,8 +78,12 @@ impl Store {
         }))
     }
 
-    /// Per-user DEK rotation: retires the active version and inserts `rec` (the next
-    /// version, `active`) in one transaction. `Conflict` if that version already exists.
+    /// Per-user DEK rotation: retires `replaces` (the active version the caller read and
+    /// unwrapped) and inserts `rec` (the next version, `active`) in one transaction.
+    /// `Conflict` if that version already exists, or if `replaces` is no longer the active
+    /// version with the wrap the caller read: a shred, a vault setup or a password change
+    /// committed meanwhile, and going on would undo the shred, leave the new version
+    /// outside the password, or wrap it under a password no longer in use.
     ///
     /// A password-protected `rec` means the caller has just proven the vault password:
     /// the failed-unlock count is reset as an unlock would, and `session` (when the vault
@@ -89,9 +93,11 @@ impl Store {
         &self,
         actor: Actor,
         rec: &UserKeyRecord,
+        replaces: &UserKeyRecord,
         session: Option<&crate::SessionRekey>,
     ) -> Result<()> {
-        let retire = "UPDATE user_keys SET state = 'retired', updated_at = $1 WHERE user_id = $2 AND state = 'active'";
+        let retire = "UPDATE user_keys SET state = 'retired', updated_at = $1 \
+                      WHERE user_id = $2 AND version = $3 AND state = 'active' AND wrapped_dek = $4";
         let ins = "INSERT INTO user_keys (user_id, version, wrapped_dek, kek_version, protection, state, created_at, updated_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, version) DO NOTHING";
         let reset = "UPDATE vaults SET failed_unlock_attempts = 0, locked_out_until = NULL, updated_at = $1 WHERE user_id = $2";
@@ -99,11 +105,17 @@ impl Store {
                      previous_session_dek = $4, previous_dek_version = $5 WHERE user_id = $6 AND expires_at > $7";
         let password = rec.protection == "password";
         in_tx!(self, actor, |tx| {
-            sqlx::query::<DB>(retire)
+            let retired = sqlx::query::<DB>(retire)
                 .bind(rec.created_at)
                 .bind(rec.user_id)
+                .bind(replaces.version)
+                .bind(replaces.wrapped_dek.clone())
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            if retired != 1 {
+                return Err(crate::StorageError::Conflict("user key version"));
+            }
             let n = sqlx::query::<DB>(ins)
                 .bind(rec.user_id)
                 .bind(rec.version)

@@ -4,6 +4,17 @@ use uuid::Uuid;
 
 use crate::{on_unique, Actor, DbTime, Result, StorageError, Store};
 
+/// A PBKDF2 vault moved to Argon2id on unlock ([`Store::open_vault_session`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KdfUpgrade<'a> {
+    pub kdf: &'a str,
+    pub salt: &'a [u8],
+    /// The wrap the unlock opened: the upgrade applies only while it is still stored.
+    pub opened: &'a [u8],
+    /// The DEK wrapped under the new KDF's key.
+    pub wrapped: &'a [u8],
+}
+
 /// What [`Store::claim_unlock_attempt`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnlockClaim {
@@ -113,7 +124,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| on_unique(e, "vault"))?;
-            let n = sqlx::query::<DB>("UPDATE user_keys SET wrapped_dek = $1, protection = 'password', updated_at = $2 WHERE user_id = $3 AND version = $4 AND wrapped_dek = $5")
+            let n = sqlx::query::<DB>("UPDATE user_keys SET wrapped_dek = $1, protection = 'password', updated_at = $2 WHERE user_id = $3 AND version = $4 AND wrapped_dek = $5 AND state = 'active'")
                 .bind(new_wrapped)
                 .bind(v.updated_at)
                 .bind(v.user_id)
@@ -213,16 +224,30 @@ impl Store {
 
     /// Opens an unlock session (replacing any previous one), resets the failure count, and
     /// optionally stores an upgraded KDF + rewrapped DEK (PBKDF2 → Argon2id on unlock).
+    /// `VersionMismatch`, and
+    /// nothing written, if the session's key version is no longer active (shredded or
+    /// rotated meanwhile: no session copy of a destroyed key) or the upgrade's key was
+    /// rewrapped meanwhile (a password change: the upgrade would revert it).
     pub async fn open_vault_session(
         &self,
         actor: Actor,
         s: &VaultSession,
-        kdf_upgrade: Option<(&str, &[u8], &[u8])>,
+        kdf_upgrade: Option<KdfUpgrade<'_>>,
     ) -> Result<()> {
         let ins = format!(
             "INSERT INTO vault_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
         );
         in_tx!(self, actor, |tx| {
+            let active = sqlx::query::<DB>(
+                "SELECT 1 FROM user_keys WHERE user_id = $1 AND version = $2 AND state = 'active'",
+            )
+            .bind(s.user_id)
+            .bind(s.dek_version)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if active.is_none() {
+                return Err(StorageError::VersionMismatch);
+            }
             sqlx::query::<DB>("DELETE FROM vault_sessions WHERE user_id = $1")
                 .bind(s.user_id)
                 .execute(&mut *tx)
@@ -246,21 +271,32 @@ impl Store {
                 .bind(s.user_id)
                 .execute(&mut *tx)
                 .await?;
-            if let Some((kdf, salt, wrapped)) = kdf_upgrade {
+            if let Some(KdfUpgrade {
+                kdf,
+                salt,
+                opened,
+                wrapped,
+            }) = kdf_upgrade
+            {
+                let n = sqlx::query::<DB>(
+                    "UPDATE user_keys SET wrapped_dek = $1 WHERE user_id = $2 AND version = $3 AND wrapped_dek = $4",
+                )
+                .bind(wrapped)
+                .bind(s.user_id)
+                .bind(s.dek_version)
+                .bind(opened)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    return Err(StorageError::VersionMismatch);
+                }
                 sqlx::query::<DB>("UPDATE vaults SET kdf = $1, salt = $2 WHERE user_id = $3")
                     .bind(kdf)
                     .bind(salt)
                     .bind(s.user_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query::<DB>(
-                    "UPDATE user_keys SET wrapped_dek = $1 WHERE user_id = $2 AND version = $3",
-                )
-                .bind(wrapped)
-                .bind(s.user_id)
-                .bind(s.dek_version)
-                .execute(&mut *tx)
-                .await?;
             }
         });
         Ok(())
@@ -342,7 +378,7 @@ impl Store {
         now: DbTime,
     ) -> Result<()> {
         in_tx!(self, actor, |tx| {
-            let n = sqlx::query::<DB>("UPDATE user_keys SET wrapped_dek = $1, updated_at = $2 WHERE user_id = $3 AND version = $4 AND wrapped_dek = $5")
+            let n = sqlx::query::<DB>("UPDATE user_keys SET wrapped_dek = $1, updated_at = $2 WHERE user_id = $3 AND version = $4 AND wrapped_dek = $5 AND state = 'active'")
                 .bind(new_wrapped)
                 .bind(now)
                 .bind(user_id)

@@ -173,13 +173,14 @@ pub async fn rotate_key(
                 created_at: now,
                 updated_at: now,
             },
+            &old,
             rekey.as_ref(),
         )
         .await
         .map_err(|e| match e {
             keygate_storage::StorageError::Conflict(_) => ApiError::conflict(
                 "rotation_in_progress",
-                "another data-key rotation for this user is running; retry",
+                "the data key changed during the rotation (another rotation, a shred or a vault password change); retry",
             ),
             e => e.into(),
         })?;

@@ -4,7 +4,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use keygate_crypto::{generate_salt, Dek, KdfParams, PasswordKey, WrapContext};
-use keygate_storage::{AuditFilter, DbTime, UnlockClaim, UserKeyRecord, VaultRecord, VaultSession};
+use keygate_storage::{
+    AuditFilter, DbTime, KdfUpgrade, UnlockClaim, UserKeyRecord, VaultRecord, VaultSession,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -190,7 +192,7 @@ async fn open_session(
     dek: &Dek,
     minutes: i32,
     meta: &RequestMeta,
-    upgrade: Option<(&str, &[u8], &[u8])>,
+    upgrade: Option<KdfUpgrade<'_>>,
 ) -> ApiResult<DateTime<Utc>> {
     let ctx = WrapContext {
         user_id: user,
@@ -356,9 +358,12 @@ pub async fn unlock(
         &dek,
         v.auto_lock_minutes,
         &meta,
-        upgrade
-            .as_ref()
-            .map(|(k, s, w)| (k.as_str(), s.as_slice(), w.as_slice())),
+        upgrade.as_ref().map(|(k, s, w)| KdfUpgrade {
+            kdf: k.as_str(),
+            salt: s.as_slice(),
+            opened: rec.wrapped_dek.as_deref().unwrap_or_default(),
+            wrapped: w.as_slice(),
+        }),
     )
     .await?;
     s.keyring.evict(user);

@@ -491,6 +491,7 @@ both_backends!(dek_rotation_password_resume, |app: TestApp| async move {
                 created_at: now,
                 updated_at: now,
             },
+            &v1,
             Some(&rekey),
         )
         .await
@@ -609,6 +610,7 @@ both_backends!(
             user_id: user,
             dek_version: 2,
         };
+        let v1 = store.active_user_key(actor, user).await.unwrap().unwrap();
         store
             .add_user_key_version(
                 actor,
@@ -622,6 +624,7 @@ both_backends!(
                     created_at: now,
                     updated_at: now,
                 },
+                &v1,
                 None,
             )
             .await
@@ -646,5 +649,130 @@ both_backends!(
             .post("/v1/vault/setup", &t, json!({"password": PW}))
             .await;
         assert_eq!(s, 200, "{p}");
+    }
+);
+
+// The writes that replace or re-wrap a data key check the version they read: a rotation
+// that read v1 before a shred cannot bring the shredded keys back, an unlock that read
+// it stores no session copy of the destroyed key, and a vault setup that read v1 before
+// a rotation retired it cannot put the password on the retired version (leaving the
+// active one without it).
+both_backends!(
+    key_writes_check_the_version_they_read,
+    |app: TestApp| async move {
+        use keygate_crypto::{Dek, WrapContext};
+        use keygate_storage::{DbTime, StorageError, UserKeyRecord, VaultRecord, VaultSession};
+        let store = &app.state.store;
+        let provider = &app.state.keyring.provider;
+        let next = |user: Uuid, wrapped: Vec<u8>| UserKeyRecord {
+            user_id: user,
+            version: 2,
+            wrapped_dek: Some(wrapped),
+            kek_version: provider.current_version() as i32,
+            protection: "platform".into(),
+            state: "active".into(),
+            created_at: DbTime::now(),
+            updated_at: DbTime::now(),
+        };
+        let v2_wrap = |user: Uuid| async move {
+            let ctx = WrapContext {
+                user_id: user,
+                dek_version: 2,
+            };
+            provider
+                .wrap(&ctx, Dek::generate().expose_secret())
+                .await
+                .unwrap()
+        };
+
+        // shred after the rotation / the unlock read v1
+        let user = Uuid::new_v4();
+        let (t, actor) = (app.token(user), keygate_storage::Actor::user(user));
+        let body =
+            json!({"exchange": "binance", "label": "k", "api_key": "k1", "api_secret": "s1"});
+        assert_eq!(app.post("/v1/credentials", &t, body).await.0, 201);
+        let v1 = store.active_user_key(actor, user).await.unwrap().unwrap();
+        let shred = json!({"confirm": "SHRED ALL MY SECRETS"});
+        assert_eq!(app.post("/v1/vault/shred", &t, shred).await.0, 204);
+        let rotated = store
+            .add_user_key_version(actor, &next(user, v2_wrap(user).await), &v1, None)
+            .await;
+        assert!(
+            matches!(rotated, Err(StorageError::Conflict(_))),
+            "{rotated:?}"
+        );
+        assert!(
+            store.active_user_key(actor, user).await.unwrap().is_none(),
+            "still shredded"
+        );
+        let now = DbTime::now();
+        let session = VaultSession {
+            user_id: user,
+            session_id: Uuid::now_v7(),
+            session_dek: vec![7; 60],
+            dek_version: 1,
+            kek_version: provider.current_version() as i32,
+            unlocked_at: now,
+            last_used_at: now,
+            expires_at: DbTime::new(now.0 + chrono::Duration::minutes(5)),
+            ip_address: None,
+            previous_session_dek: None,
+            previous_dek_version: None,
+        };
+        let opened = store.open_vault_session(actor, &session, None).await;
+        assert!(
+            matches!(opened, Err(StorageError::VersionMismatch)),
+            "{opened:?}"
+        );
+        assert!(store
+            .vault_session(actor, user, now)
+            .await
+            .unwrap()
+            .is_none());
+
+        // a rotation retires v1 after the setup read it
+        let user = Uuid::new_v4();
+        let (t, actor) = (app.token(user), keygate_storage::Actor::user(user));
+        let body =
+            json!({"exchange": "binance", "label": "k", "api_key": "k2", "api_secret": "s2"});
+        assert_eq!(app.post("/v1/credentials", &t, body).await.0, 201);
+        let v1 = store.active_user_key(actor, user).await.unwrap().unwrap();
+        store
+            .add_user_key_version(actor, &next(user, v2_wrap(user).await), &v1, None)
+            .await
+            .unwrap();
+        let vault = VaultRecord {
+            user_id: user,
+            kdf: "argon2id$m=19456,t=2,p=1".into(),
+            salt: vec![1; 16],
+            auto_lock_minutes: 15,
+            require_password_on_decrypt: false,
+            biometric_unlock_enabled: false,
+            failed_unlock_attempts: 0,
+            last_failed_unlock_at: None,
+            locked_out_until: None,
+            last_unlocked_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let setup = store
+            .setup_vault(
+                actor,
+                &vault,
+                1,
+                v1.wrapped_dek.as_deref().unwrap(),
+                &[9; 80],
+            )
+            .await;
+        assert!(setup.is_err(), "the password went onto a retired version");
+        let active = store.active_user_key(actor, user).await.unwrap().unwrap();
+        assert_eq!(
+            (active.version, active.protection.as_str()),
+            (2, "platform")
+        );
+        assert!(
+            store.vault(actor, user).await.unwrap().is_none(),
+            "nothing written"
+        );
     }
 );
