@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use keygate_crypto::{Dek, WrapContext};
 use keygate_keys::KeyProvider;
-use keygate_storage::{Actor, DbTime, Store, UserKeyRecord};
+use keygate_storage::{Actor, DbTime, Store, UserKeyRecord, VaultSession};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -26,6 +26,9 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 /// How long a cached platform-mode DEK is used before its key row is read again: a shred
 /// or a switch to password mode made through another instance stops it within this.
 const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// How often a used unlock session's idle timeout is pushed back (see `Keyring::slide`).
+const SLIDE_EVERY: Duration = Duration::from_secs(60);
 
 struct Cached {
     dek: Arc<Dek>,
@@ -74,12 +77,8 @@ impl Keyring {
         let hit = self.cached_raw(user, version);
         match hit {
             Some((d, true, _)) => {
-                if self
-                    .store
-                    .vault_session(actor, user, DbTime::now())
-                    .await?
-                    .is_some()
-                {
+                if let Some(session) = self.store.vault_session(actor, user, DbTime::now()).await? {
+                    self.slide(actor, &session).await?;
                     Ok(Some(d))
                 } else {
                     self.evict(user);
@@ -149,6 +148,22 @@ impl Keyring {
     /// on drop once the last request holding it finishes.
     pub fn evict(&self, user: Uuid) {
         self.cache.lock().retain(|(u, _), _| *u != user);
+    }
+
+    /// A use of a password-mode DEK keeps its unlock session open: the idle timeout the
+    /// unlock set (`expires_at - last_used_at`) starts again, written at most once per
+    /// [`SLIDE_EVERY`] so a busy key does not write on every call.
+    async fn slide(&self, actor: Actor, s: &VaultSession) -> Result<(), ApiError> {
+        let now = DbTime::now();
+        let since = now.0 - s.last_used_at.0;
+        if since < chrono::Duration::from_std(SLIDE_EVERY).unwrap_or_default() {
+            return Ok(());
+        }
+        let idle = s.expires_at.0 - s.last_used_at.0;
+        self.store
+            .touch_vault_session(actor, s.user_id, now, DbTime::new(now.0 + idle))
+            .await?;
+        Ok(())
     }
 
     /// The user's active DEK record, creating a platform-protected DEK on first use.
@@ -224,10 +239,11 @@ impl Keyring {
         let dek = if rec.protection == "password" {
             // The session's own version, or (while a DEK rotation re-seals rows) the one
             // being retired.
-            let blob = self
-                .store
-                .vault_session(actor, user, DbTime::now())
-                .await?
+            let session = self.store.vault_session(actor, user, DbTime::now()).await?;
+            if let Some(live) = &session {
+                self.slide(actor, live).await?;
+            }
+            let blob = session
                 .and_then(|s| {
                     if s.dek_version == rec.version {
                         Some(s.session_dek)

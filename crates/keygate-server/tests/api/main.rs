@@ -597,6 +597,42 @@ both_backends!(
     }
 );
 
+// Using the vault keeps it unlocked: a use (written at most once a minute) starts the
+// idle timeout the unlock set again, on the session row every instance reads.
+both_backends!(
+    using_the_vault_slides_its_auto_lock,
+    |app: TestApp| async move {
+        use keygate_storage::{Actor, DbTime};
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (_, c) = app.post("/v1/credentials", &t, binance_body("slide")).await;
+        let id = c["id"].as_str().unwrap().to_string();
+        let setup = json!({"password": "correct horse battery", "auto_lock_minutes": 15});
+        assert_eq!(app.post("/v1/vault/setup", &t, setup).await.0, 200);
+        // last used 10 minutes ago, locks in 5 (an idle timeout of 15)
+        let now = chrono::Utc::now();
+        let at = |mins: i64| DbTime::new(now + chrono::Duration::minutes(mins)).canonical();
+        let sql = format!(
+            "UPDATE vault_sessions SET last_used_at = '{}', expires_at = '{}'",
+            at(-10),
+            at(5)
+        );
+        assert_eq!(app.raw_exec(&sql).await.unwrap(), 1);
+        let svc = app.service_token(user);
+        let reveal = format!("/v1/credentials/{id}/reveal");
+        assert_eq!(app.post(&reveal, &svc, json!({})).await.0, 200);
+        let session = app
+            .state
+            .store
+            .vault_session(Actor::user(user), user, DbTime::now())
+            .await
+            .unwrap()
+            .expect("still unlocked");
+        let left = session.expires_at.0 - now;
+        assert!(left > chrono::Duration::minutes(14), "locks in {left}");
+    }
+);
+
 both_backends!(no_plaintext_at_rest, |app: TestApp| async move {
     let t = app.token(Uuid::new_v4());
     let secrets: Vec<String> = (0..5)
