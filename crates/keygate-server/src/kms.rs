@@ -87,12 +87,13 @@ fn mismatch(recorded: &str, wanted: KeyProviderKind) -> ConfigError {
 /// Refuses a database bound to another provider; records `kind` for a new one.
 pub async fn check_provider_kind(store: &Store, kind: KeyProviderKind) -> Result<(), ConfigError> {
     let recorded = match recorded_provider(store).await? {
-        // two first starts at once with different providers: the first binding wins and
-        // the other start is refused below
-        None => store
-            .meta_set_if_absent(META_KEY_PROVIDER, kind.as_str())
-            .await
-            .map_err(meta_err)?,
+        None => {
+            store
+                .meta_set(META_KEY_PROVIDER, kind.as_str())
+                .await
+                .map_err(meta_err)?;
+            return Ok(());
+        }
         Some(k) => store
             .meta_set_if_absent(META_KEY_PROVIDER, &k)
             .await
