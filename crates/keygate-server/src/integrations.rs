@@ -180,15 +180,21 @@ pub async fn refresh(
             .map(|e| e.error)
             .unwrap_or_else(|_| format!("http_{}", status.as_u16()));
         let code: String = code.chars().take(64).collect();
-        let mut i = integ.clone();
-        i.status = if code == "invalid_grant" {
-            "needs_reconsent".into()
-        } else {
-            "error".into()
-        };
-        i.last_error = Some(code.clone());
-        i.updated_at = now;
-        state.store.update_integration(actor, &i, None).await?;
+        let i = state
+            .store
+            .set_integration_status(
+                actor,
+                user,
+                integ.id,
+                if code == "invalid_grant" {
+                    "needs_reconsent"
+                } else {
+                    "error"
+                },
+                Some(&code),
+                now,
+            )
+            .await?;
         audit(
             state,
             user,
@@ -255,11 +261,10 @@ pub async fn refresh(
     };
     state.store.put_integration_token(actor, &rec).await?;
     if integ.status != "active" || integ.last_error.is_some() {
-        let mut i = integ.clone();
-        i.status = "active".into();
-        i.last_error = None;
-        i.updated_at = now;
-        state.store.update_integration(actor, &i, None).await?;
+        state
+            .store
+            .set_integration_status(actor, user, integ.id, "active", None, now)
+            .await?;
     }
     audit(
         state,

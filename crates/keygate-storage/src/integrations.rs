@@ -151,6 +151,43 @@ impl Store {
 
     /// Writes the editable fields at `expected_version` (`None`: unconditionally, for
     /// status changes made by the refresh job).
+    /// Sets only an integration's `status` and `last_error` (a token refresh's outcome,
+    /// tokens stored): unlike [`Store::update_integration`] with no expected version, it
+    /// cannot write back fields another request or a data-key rotation changed meanwhile.
+    pub async fn set_integration_status(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        id: Uuid,
+        status: &str,
+        last_error: Option<&str>,
+        now: DbTime,
+    ) -> Result<IntegrationRecord> {
+        let sel = format!("SELECT {ICOLS} FROM integrations WHERE user_id = $1 AND id = $2");
+        Ok(in_tx!(self, actor, |tx| {
+            let n = sqlx::query::<DB>(
+                "UPDATE integrations SET status = $1, last_error = $2, updated_at = $3, \
+                 row_version = row_version + 1 WHERE user_id = $4 AND id = $5",
+            )
+            .bind(status)
+            .bind(last_error)
+            .bind(now)
+            .bind(user_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n != 1 {
+                return Err(StorageError::NotFound);
+            }
+            sqlx::query_as::<DB, _>(&sel)
+                .bind(user_id)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?
+        }))
+    }
+
     pub async fn update_integration(
         &self,
         actor: Actor,

@@ -492,10 +492,10 @@ pub async fn put_tokens(
     .await?;
     s.store.put_integration_token(actor, &t).await?;
     if i.status != "active" {
-        i.status = "active".into();
-        i.last_error = None;
-        i.updated_at = DbTime::now();
-        i = s.store.update_integration(actor, &i, None).await?;
+        i = s
+            .store
+            .set_integration_status(actor, user, id, "active", None, DbTime::now())
+            .await?;
     }
     let mut ev = event("integration", "tokens_set", &caller, Some(user), &meta);
     ev.metadata = DbJson(serde_json::json!({"integration_id": id}));

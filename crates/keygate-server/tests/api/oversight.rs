@@ -943,6 +943,9 @@ struct OAuth {
     mode: Mutex<&'static str>,
     seen: Mutex<Vec<String>>,
     issued: Mutex<u32>,
+    /// mode "held": the request has arrived; it is answered (invalid_grant) on `proceed`
+    arrived: tokio::sync::Notify,
+    proceed: tokio::sync::Notify,
 }
 
 async fn oauth_server() -> (String, Arc<OAuth>) {
@@ -970,6 +973,14 @@ async fn oauth_server() -> (String, Arc<OAuth>) {
                         axum::http::StatusCode::BAD_REQUEST,
                         json!({"error": "invalid_grant"}).to_string(),
                     ),
+                    "held" => {
+                        st.arrived.notify_one();
+                        st.proceed.notified().await;
+                        (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            json!({"error": "invalid_grant"}).to_string(),
+                        )
+                    }
                     _ => {
                         let n = {
                             let mut i = st.issued.lock();
@@ -1092,6 +1103,35 @@ both_backends!(integration_tokens_refresh, |_app: TestApp| async move {
     assert_eq!(
         app.get(&format!("/v1/integrations/{id}/token"), &t).await.1["access_token"],
         "at-2"
+    );
+
+    // an edit that lands while a refresh waits for the token endpoint is kept: the
+    // refresh writes only its outcome, not the row it read before its call
+    *oauth.mode.lock() = "held";
+    let refresh_path = format!("/v1/integrations/{id}/refresh");
+    let refresh = app.post(&refresh_path, &t, json!({}));
+    let edit = async {
+        oauth.arrived.notified().await;
+        let rename = json!({"name": "crm-renamed"});
+        let (s, v) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/integrations/{id}"),
+                &t,
+                rename,
+            )
+            .await;
+        oauth.proceed.notify_one();
+        (s, v)
+    };
+    let ((_, r), (s, v)) = tokio::join!(refresh, edit);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(r["outcome"], "needs_reconsent", "{r}");
+    let (_, now) = app.get(&format!("/v1/integrations/{id}"), &t).await;
+    assert_eq!(
+        (&now["name"], &now["status"]),
+        (&json!("crm-renamed"), &json!("needs_reconsent")),
+        "{now}"
     );
 
     // invalid_grant → needs re-consent, token withheld
