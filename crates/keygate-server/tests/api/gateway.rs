@@ -1570,6 +1570,14 @@ async fn two_instances_recording_at_once_keep_one_chain_on_postgres() {
     other.close().await;
 }
 
+/// A USDT withdrawal of `amount` through `conn`: status and problem code.
+async fn withdraw(app: &TestApp, t: &str, conn: &str, amount: u32) -> (u16, String) {
+    let body = format!("coin=USDT&address=TXyz1&network=TRX&amount={amount}");
+    let path = "sapi/v1/capital/withdraw/apply";
+    let (s, _, b) = call(app, t, reqwest::Method::POST, conn, path, Some(&body)).await;
+    (s, code(&b))
+}
+
 // Parallel withdrawals against a daily cap: each one's amount is held from its policy
 // check until its call row has committed, so the exchange is slow to answer and all five
 // are under way at once, yet only what fits under the cap goes out. (Checked against the
@@ -1589,21 +1597,8 @@ both_backends!(
         )
         .await;
         mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(300))));
-        let withdrawals = (0..5).map(|_| {
-            call(
-                &app,
-                &t,
-                reqwest::Method::POST,
-                &conn,
-                "sapi/v1/capital/withdraw/apply",
-                Some("coin=USDT&address=TXyz1&network=TRX&amount=100"),
-            )
-        });
-        let answers: Vec<(u16, String)> = futures::future::join_all(withdrawals)
-            .await
-            .into_iter()
-            .map(|(s, _, b)| (s, code(&b)))
-            .collect();
+        let withdrawals = (0..5).map(|_| withdraw(&app, &t, &conn, 100));
+        let answers: Vec<(u16, String)> = futures::future::join_all(withdrawals).await;
         mock.set_fault(None);
         let sent = answers.iter().filter(|(s, _)| *s == 200).count();
         let refused = answers
@@ -1616,17 +1611,8 @@ both_backends!(
             2,
             "the refused ones never reached the exchange"
         );
-        // the holds went back: the stored total alone refuses the next one
-        let (s, _, b) = call(
-            &app,
-            &t,
-            reqwest::Method::POST,
-            &conn,
-            "sapi/v1/capital/withdraw/apply",
-            Some("coin=USDT&address=TXyz1&network=TRX&amount=50"),
-        )
-        .await;
-        assert_eq!((s, code(&b)), (200, String::new()), "{b}");
+        // the holds went back: 200 sent and 50 more fit under the cap
+        assert_eq!(withdraw(&app, &t, &conn, 50).await, (200, String::new()));
     }
 );
 
@@ -1640,24 +1626,7 @@ both_backends!(
         let limits = json!({"max_withdrawal_usd_per_day": "250"});
         let first =
             binance_connection(&app, &t, &mock, json!(["read", "withdraw"]), limits.clone()).await;
-        let withdraw = |conn: String, amount: u32| {
-            let (app, t) = (&app, &t);
-            async move {
-                let (s, _, b) = call(
-                    app,
-                    t,
-                    reqwest::Method::POST,
-                    &conn,
-                    "sapi/v1/capital/withdraw/apply",
-                    Some(&format!(
-                        "coin=USDT&address=TXyz1&network=TRX&amount={amount}"
-                    )),
-                )
-                .await;
-                (s, code(&b))
-            }
-        };
-        assert_eq!(withdraw(first.clone(), 200).await, (200, String::new()));
+        assert_eq!(withdraw(&app, &t, &first, 200).await, (200, String::new()));
         let (_, c) = app.get(&format!("/v1/connections/{first}"), &t).await;
         let credential = c["credential_id"].clone();
         let s = app
@@ -1680,9 +1649,9 @@ both_backends!(
         assert_eq!(s, 201, "{second}");
         let second = second["id"].as_str().unwrap().to_string();
         assert_eq!(
-            withdraw(second.clone(), 100).await,
+            withdraw(&app, &t, &second, 100).await,
             (403, "withdrawal_daily_limit_exceeded".to_string())
         );
-        assert_eq!(withdraw(second, 50).await, (200, String::new()));
+        assert_eq!(withdraw(&app, &t, &second, 50).await, (200, String::new()));
     }
 );
