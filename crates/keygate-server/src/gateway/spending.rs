@@ -104,7 +104,10 @@ impl Drop for Hold {
             match slot.clone().try_lock_owned() {
                 Ok(mut h) => take_back(&mut h, amounts),
                 Err(_) => {
-                    tokio::spawn(async move { take_back(&mut *slot.lock().await, amounts) });
+                    // outside a runtime the process is going down with its holds
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move { take_back(&mut *slot.lock().await, amounts) });
+                    }
                 }
             }
         }
