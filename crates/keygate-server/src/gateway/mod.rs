@@ -159,6 +159,24 @@ struct CallLog {
     params(("id" = Uuid, Path), ("path" = String, Path, description = "Exchange path, e.g. api/v3/account")),
     responses((status = 200, description = "The exchange's response, unchanged"), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 429, body = crate::error::Problem), (status = 502, body = crate::error::Problem), (status = 503, body = crate::error::Problem), (status = 504, body = crate::error::Problem)))]
 pub async fn proxy(
+    state: State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    path: AppPath<(Uuid, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    // A call runs to its end in its own task, even if the client hangs up: once it is
+    // forwarded, its row and usage event are written and its spend stays counted
+    // (dropping the handler mid-call would give its hold back with nothing recorded).
+    tokio::spawn(proxy_call(state, caller, meta, path, req))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "gateway call task failed");
+            Err(ApiError::internal("the gateway call failed"))
+        })
+}
+
+async fn proxy_call(
     State(s): State<AppState>,
     caller: Caller,
     meta: RequestMeta,
@@ -372,7 +390,14 @@ pub async fn proxy(
         }
     };
     let ok = log.status < 500 && log.status != 0;
-    finish(&s, &caller, &meta, ctx, &out, log, None).await?;
+    if let Err(e) = finish(&s, &caller, &meta, ctx, &out, log, None).await {
+        // the call went out but its row did not commit: its spend stays held (refusing
+        // rather than forgetting it) for as long as this process runs
+        if let Some(h) = hold {
+            h.keep();
+        }
+        return Err(e);
+    }
     if let Some(h) = hold {
         h.release().await;
     }

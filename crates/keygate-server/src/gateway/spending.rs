@@ -12,7 +12,8 @@
 //! release a call counts twice, which only errs towards refusing.
 //!
 //! Holds are per process: keygate instances sharing one PostgreSQL each see only their own
-//! calls under way (the stored totals they all see).
+//! calls under way (the stored totals they all see). A call whose row fails to commit after
+//! it went out keeps its hold for as long as the process runs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,9 +92,18 @@ pub struct Hold {
 
 impl Hold {
     pub async fn release(mut self) {
-        if let Some(slot) = self.slot.take() {
-            take_back(&mut *slot.lock().await, self.amounts);
+        if let Some(slot) = self.slot.clone() {
+            let mut held = slot.lock().await;
+            take_back(&mut held, self.amounts);
+            // only now: cancelled while waiting for the lock, the drop gives it back
+            self.slot = None;
         }
+    }
+
+    /// Keeps the amounts held for as long as this process runs: the call went out but
+    /// its row did not commit, so no stored total will ever count it.
+    pub fn keep(mut self) {
+        self.slot = None;
     }
 }
 

@@ -1655,3 +1655,57 @@ both_backends!(
         assert_eq!(withdraw(&app, &t, &second, 50).await, (200, String::new()));
     }
 );
+
+// A client that hangs up while its withdrawal is at the exchange does not take the
+// withdrawal off the books: the call runs to its end, its row and spend are recorded.
+both_backends!(
+    a_client_that_hangs_up_still_spends,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(
+            &app,
+            &t,
+            &mock,
+            json!(["read", "withdraw"]),
+            json!({"max_withdrawal_usd_per_day": "250"}),
+        )
+        .await;
+        mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(500))));
+        let impatient = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(150))
+            .build()
+            .unwrap();
+        let gone = impatient
+            .post(format!(
+                "{}/v1/connections/{conn}/proxy/sapi/v1/capital/withdraw/apply",
+                app.base
+            ))
+            .bearer_auth(&t)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("coin=USDT&address=TXyz1&network=TRX&amount=200")
+            .send()
+            .await;
+        assert!(gone.is_err(), "the client gave up first");
+        tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+        mock.set_fault(None);
+        assert_eq!(
+            mock.requests().len(),
+            1,
+            "the withdrawal reached the exchange"
+        );
+        assert_eq!(
+            withdraw(&app, &t, &conn, 100).await,
+            (403, "withdrawal_daily_limit_exceeded".to_string())
+        );
+        let (_, calls) = app.get(&format!("/v1/connections/{conn}/calls"), &t).await;
+        assert!(
+            calls["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["status_code"] == 200),
+            "{calls}"
+        );
+    }
+);
