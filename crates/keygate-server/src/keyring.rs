@@ -150,19 +150,28 @@ impl Keyring {
         self.cache.lock().retain(|(u, _), _| *u != user);
     }
 
-    /// A use of a password-mode DEK keeps its unlock session open: the idle timeout the
-    /// unlock set (`expires_at - last_used_at`) starts again, written at most once per
-    /// [`SLIDE_EVERY`] so a busy key does not write on every call.
+    /// A use of a password-mode DEK on the user's behalf keeps its unlock session open:
+    /// the idle timeout the unlock set (`expires_at - last_used_at`) starts again, written
+    /// at most once per [`SLIDE_EVERY`] so a busy key does not write on every call. The
+    /// platform's own uses (balance sync, token refresh jobs) do not: they would keep an
+    /// idle vault unlocked for ever. Best effort: a failed write does not fail the use.
     async fn slide(&self, actor: Actor, s: &VaultSession) -> Result<(), ApiError> {
+        if actor.user_id.is_none() {
+            return Ok(());
+        }
         let now = DbTime::now();
         let since = now.0 - s.last_used_at.0;
         if since < chrono::Duration::from_std(SLIDE_EVERY).unwrap_or_default() {
             return Ok(());
         }
         let idle = s.expires_at.0 - s.last_used_at.0;
-        self.store
+        if let Err(e) = self
+            .store
             .touch_vault_session(actor, s.user_id, now, DbTime::new(now.0 + idle))
-            .await?;
+            .await
+        {
+            tracing::warn!(error = %e, "could not slide the vault's unlock session");
+        }
         Ok(())
     }
 

@@ -149,8 +149,6 @@ impl Store {
         }))
     }
 
-    /// Writes the editable fields at `expected_version` (`None`: unconditionally, for
-    /// status changes made by the refresh job).
     /// Sets only an integration's `status` and `last_error` (a token refresh's outcome,
     /// tokens stored): unlike [`Store::update_integration`] with no expected version, it
     /// cannot write back fields another request or a data-key rotation changed meanwhile.
@@ -188,6 +186,8 @@ impl Store {
         }))
     }
 
+    /// Writes the editable fields at `expected_version` (`None`: unconditionally; status
+    /// alone goes through [`Store::set_integration_status`]).
     pub async fn update_integration(
         &self,
         actor: Actor,

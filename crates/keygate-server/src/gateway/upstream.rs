@@ -70,11 +70,18 @@ impl UpstreamLimits {
             .and_then(|v| v.trim().parse::<i64>().ok())
             .unwrap_or(60)
             .clamp(1, 3600);
-        self.by_credential.lock().insert(
+        let until = now.timestamp_millis() + secs * 1000;
+        let mut map = self.by_credential.lock();
+        // a late, shorter refusal does not cut short a longer block already in force
+        let until = match map.get(&credential) {
+            Some(w) if w.blocked => until.max(w.reset_at_ms),
+            _ => until,
+        };
+        map.insert(
             credential,
             Window {
                 remaining: 0,
-                reset_at_ms: now.timestamp_millis() + secs * 1000,
+                reset_at_ms: until,
                 blocked: true,
             },
         );
@@ -183,6 +190,13 @@ mod tests {
         u.observe(c, &late, t(10));
         assert_eq!(u.check(c, t(1_000)).unwrap().retry_after_secs, Some(4));
         assert!(u.check(c, t(5_000)).is_none(), "the block ends on time");
+
+        // a long ban, then a late 429 with a short Retry-After: the ban stands
+        h.insert(http::header::RETRY_AFTER, "120".parse().unwrap());
+        u.blocked_by_exchange(c, &h, t(10_000));
+        h.insert(http::header::RETRY_AFTER, "1".parse().unwrap());
+        u.blocked_by_exchange(c, &h, t(9_000));
+        assert!(u.check(c, t(60_000)).is_some(), "still banned");
     }
 
     /// The exchange's count is the truth once it answers: a key whose usage stays low is

@@ -254,6 +254,18 @@ pub(crate) async fn verify_vault_password(
     if let Some(until) = v.locked_out_until.filter(|u| *u > now) {
         return locked_out(until).await;
     }
+    // What can fail without a password being tried (the KMS, stored parameters) comes
+    // before the attempt is counted.
+    let ctx = WrapContext {
+        user_id: user,
+        dek_version: rec.version as u32,
+    };
+    let inner = s
+        .keyring
+        .provider
+        .unwrap(&ctx, rec.wrapped_dek.as_deref().unwrap_or_default())
+        .await?;
+    let params = KdfParams::parse(&v.kdf)?;
     // The attempt is counted as a failure before Argon2id runs (see
     // `Store::claim_unlock_attempt`): parallel guesses cannot all pass the check above.
     let lockout = move |failed: i32| {
@@ -270,16 +282,7 @@ pub(crate) async fn verify_vault_password(
         UnlockClaim::Attempt(n) => n,
         UnlockClaim::LockedOut(until) => return locked_out(until).await,
     };
-    let ctx = WrapContext {
-        user_id: user,
-        dek_version: rec.version as u32,
-    };
-    let inner = s
-        .keyring
-        .provider
-        .unwrap(&ctx, rec.wrapped_dek.as_deref().unwrap_or_default())
-        .await?;
-    let pk = derive(password, v.salt.clone(), KdfParams::parse(&v.kdf)?).await?;
+    let pk = derive(password, v.salt.clone(), params).await?;
     match pk.open_dek(&ctx, &inner) {
         Ok(dek) => {
             s.store

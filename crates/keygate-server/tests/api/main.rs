@@ -630,6 +630,20 @@ both_backends!(
             .expect("still unlocked");
         let left = session.expires_at.0 - now;
         assert!(left > chrono::Duration::minutes(14), "locks in {left}");
+        // the platform's own uses (sync and refresh jobs) do not keep an idle vault open
+        assert_eq!(app.raw_exec(&sql).await.unwrap(), 1);
+        app.state.keyring.evict(user);
+        let job = app.state.keyring.dek(Actor::service(), user, Some(1)).await;
+        assert!(job.is_ok());
+        let session = app
+            .state
+            .store
+            .vault_session(Actor::user(user), user, DbTime::now())
+            .await
+            .unwrap()
+            .expect("still unlocked");
+        let left = session.expires_at.0 - now;
+        assert!(left < chrono::Duration::minutes(6), "locks in {left}");
     }
 );
 
