@@ -64,11 +64,16 @@ impl PolicyApproved {
     }
 
     /// Sum of the known order notionals that count toward daily volume (non-cancel,
-    /// non-reduce-only). `None` if any such order's notional is unknown.
+    /// non-reduce-only); `None` only if the sum overflows. An order of unknown notional
+    /// adds nothing: under a volume or trade cap it is refused (`notional_unknown`), except
+    /// a leverage change, which has no size, so the sum is what the caps measured. (It was
+    /// all or nothing: one leverage entry in a batch made the whole batch count 0.)
     pub fn volume_usd(&self) -> Option<Decimal> {
         let mut sum = Decimal::ZERO;
         for o in self.orders.iter().filter(|o| o.counts_toward_volume()) {
-            sum = sum.checked_add(o.notional_usd?)?;
+            if let Some(n) = o.notional_usd {
+                sum = sum.checked_add(n)?;
+            }
         }
         Some(sum)
     }

@@ -514,7 +514,23 @@ fn unknown_notional_is_fine_without_caps() {
     o.base = Some("XYZ".into());
     let a = allowed(&p, &orders(vec![o]));
     assert_eq!(a.orders()[0].notional_usd, None);
-    assert_eq!(a.volume_usd(), None);
+    // no cap measured it: it adds nothing to the recorded volume
+    assert_eq!(a.volume_usd(), Some(Decimal::ZERO));
+}
+
+/// A leverage change in a batch (no size, so no notional) does not make the batch's
+/// sized orders count nothing toward the daily volume.
+#[test]
+fn a_leverage_change_in_a_batch_keeps_the_batch_volume() {
+    let mut p = policy();
+    p.limits.max_daily_volume_usd = Some(d("100000"));
+    let mut lev = order("BTCUSDT", Side::Buy, "1", Some("50000"));
+    lev.quantity = None;
+    lev.leverage = Some(d("5"));
+    let sized = order("BTCUSDT", Side::Buy, "0.5", Some("50000"));
+    let a = allowed(&p, &orders(vec![lev, sized]));
+    assert_eq!(a.orders()[0].notional_usd, None);
+    assert_eq!(a.volume_usd(), Some(d("25000")));
 }
 
 #[test]
