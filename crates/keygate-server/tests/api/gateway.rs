@@ -1570,6 +1570,16 @@ async fn two_instances_recording_at_once_keep_one_chain_on_postgres() {
     other.close().await;
 }
 
+/// A mock exchange, a user's token and a Binance connection allowed to withdraw at most
+/// 250 USD a day.
+async fn capped_withdrawals(app: &TestApp) -> (MockExchange, String, String) {
+    let mock = mock().await;
+    let t = app.token(Uuid::new_v4());
+    let limits = json!({"max_withdrawal_usd_per_day": "250"});
+    let conn = binance_connection(app, &t, &mock, json!(["read", "withdraw"]), limits).await;
+    (mock, t, conn)
+}
+
 /// A USDT withdrawal of `amount` through `conn`: status and problem code.
 async fn withdraw(app: &TestApp, t: &str, conn: &str, amount: u32) -> (u16, String) {
     let body = format!("coin=USDT&address=TXyz1&network=TRX&amount={amount}");
@@ -1586,16 +1596,7 @@ async fn withdraw(app: &TestApp, t: &str, conn: &str, amount: u32) -> (u16, Stri
 both_backends!(
     parallel_withdrawals_stay_under_the_daily_cap,
     |app: TestApp| async move {
-        let mock = mock().await;
-        let t = app.token(Uuid::new_v4());
-        let conn = binance_connection(
-            &app,
-            &t,
-            &mock,
-            json!(["read", "withdraw"]),
-            json!({"max_withdrawal_usd_per_day": "250"}),
-        )
-        .await;
+        let (mock, t, conn) = capped_withdrawals(&app).await;
         mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(300))));
         let withdrawals = (0..5).map(|_| withdraw(&app, &t, &conn, 100));
         let answers: Vec<(u16, String)> = futures::future::join_all(withdrawals).await;
@@ -1661,16 +1662,7 @@ both_backends!(
 both_backends!(
     a_client_that_hangs_up_still_spends,
     |app: TestApp| async move {
-        let mock = mock().await;
-        let t = app.token(Uuid::new_v4());
-        let conn = binance_connection(
-            &app,
-            &t,
-            &mock,
-            json!(["read", "withdraw"]),
-            json!({"max_withdrawal_usd_per_day": "250"}),
-        )
-        .await;
+        let (mock, t, conn) = capped_withdrawals(&app).await;
         mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(500))));
         let impatient = reqwest::Client::builder()
             .timeout(std::time::Duration::from_millis(150))
