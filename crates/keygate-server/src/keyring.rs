@@ -78,7 +78,7 @@ impl Keyring {
         match hit {
             Some((d, true, _)) => {
                 if let Some(session) = self.store.vault_session(actor, user, DbTime::now()).await? {
-                    self.slide(actor, &session).await?;
+                    self.slide(actor, &session).await;
                     Ok(Some(d))
                 } else {
                     self.evict(user);
@@ -155,14 +155,14 @@ impl Keyring {
     /// at most once per [`SLIDE_EVERY`] so a busy key does not write on every call. The
     /// platform's own uses (balance sync, token refresh jobs) do not: they would keep an
     /// idle vault unlocked for ever. Best effort: a failed write does not fail the use.
-    async fn slide(&self, actor: Actor, s: &VaultSession) -> Result<(), ApiError> {
+    async fn slide(&self, actor: Actor, s: &VaultSession) {
         if actor.user_id.is_none() {
-            return Ok(());
+            return;
         }
         let now = DbTime::now();
         let since = now.0 - s.last_used_at.0;
         if since < chrono::Duration::from_std(SLIDE_EVERY).unwrap_or_default() {
-            return Ok(());
+            return;
         }
         let idle = s.expires_at.0 - s.last_used_at.0;
         if let Err(e) = self
@@ -172,7 +172,6 @@ impl Keyring {
         {
             tracing::warn!(error = %e, "could not slide the vault's unlock session");
         }
-        Ok(())
     }
 
     /// The user's active DEK record, creating a platform-protected DEK on first use.
@@ -250,7 +249,7 @@ impl Keyring {
             // being retired.
             let session = self.store.vault_session(actor, user, DbTime::now()).await?;
             if let Some(live) = &session {
-                self.slide(actor, live).await?;
+                self.slide(actor, live).await;
             }
             let blob = session
                 .and_then(|s| {

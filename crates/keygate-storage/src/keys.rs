@@ -85,10 +85,10 @@ impl Store {
     /// committed meanwhile, and going on would undo the shred, leave the new version
     /// outside the password, or wrap it under a password no longer in use.
     ///
-    /// A password-protected `rec` means the caller has just proven the vault password:
-    /// the failed-unlock count is reset as an unlock would, and `session` (when the vault
-    /// is unlocked) moves the live unlock session to the new version while it keeps the
-    /// retired one for rows not yet re-sealed (see [`Store::end_session_rekey`]).
+    /// `session` (a password-protected vault that is unlocked) moves the live unlock
+    /// session to the new version while it keeps the retired one for rows not yet
+    /// re-sealed (see [`Store::end_session_rekey`]). The caller proved the password
+    /// through the unlock check, which already ended any run of failed attempts.
     pub async fn add_user_key_version(
         &self,
         actor: Actor,
@@ -100,10 +100,8 @@ impl Store {
                       WHERE user_id = $2 AND version = $3 AND state = 'active' AND wrapped_dek = $4";
         let ins = "INSERT INTO user_keys (user_id, version, wrapped_dek, kek_version, protection, state, created_at, updated_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, version) DO NOTHING";
-        let reset = "UPDATE vaults SET failed_unlock_attempts = 0, locked_out_until = NULL, updated_at = $1 WHERE user_id = $2";
         let rekey = "UPDATE vault_sessions SET session_dek = $1, dek_version = $2, kek_version = $3, \
                      previous_session_dek = $4, previous_dek_version = $5 WHERE user_id = $6 AND expires_at > $7";
-        let password = rec.protection == "password";
         in_tx!(self, actor, |tx| {
             let retired = sqlx::query::<DB>(retire)
                 .bind(rec.created_at)
@@ -131,13 +129,6 @@ impl Store {
             if n != 1 {
                 // rolls back the retirement too
                 return Err(crate::StorageError::Conflict("user key version"));
-            }
-            if password {
-                sqlx::query::<DB>(reset)
-                    .bind(rec.created_at)
-                    .bind(rec.user_id)
-                    .execute(&mut *tx)
-                    .await?;
             }
             if let Some(r) = session {
                 sqlx::query::<DB>(rekey)

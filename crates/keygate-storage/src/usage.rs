@@ -62,7 +62,7 @@ pub(crate) fn spend_of(calls: &[ApiCallRecord]) -> BTreeMap<(Uuid, String), (Uui
     for c in calls.iter().filter(|c| {
         c.decision == "allowed" && (c.notional_usd_micros != 0 || c.withdrawal_usd_micros != 0)
     }) {
-        let day = c.created_at.0.format("%Y-%m-%d").to_string();
+        let day = utc_day(&c.created_at);
         let e = spend
             .entry((c.credential_id, day))
             .or_insert((c.user_id, 0, 0));
@@ -70,6 +70,12 @@ pub(crate) fn spend_of(calls: &[ApiCallRecord]) -> BTreeMap<(Uuid, String), (Uui
         e.2 = e.2.saturating_add(c.withdrawal_usd_micros);
     }
     spend
+}
+
+/// `credential_spend.day` of a time: its UTC date, `YYYY-MM-DD` (what the rows are keyed by
+/// and what [`Store::spent_since`] compares against).
+fn utc_day(t: &DbTime) -> String {
+    t.0.format("%Y-%m-%d").to_string()
 }
 
 /// Adds to a credential's spend of a day: `(credential_id, user_id, day, volume,
@@ -274,7 +280,7 @@ impl Store {
         since: DbTime,
     ) -> Result<(i64, i64)> {
         let sql = "SELECT CAST(COALESCE(SUM(volume_usd_micros), 0) AS BIGINT), CAST(COALESCE(SUM(withdrawal_usd_micros), 0) AS BIGINT) FROM credential_spend WHERE credential_id = $1 AND day >= $2";
-        let day = since.0.format("%Y-%m-%d").to_string();
+        let day = utc_day(&since);
         Ok(in_tx!(@quiet self, actor, |tx| {
             let row: (i64, i64) = sqlx::query_as::<DB, _>(sql)
                 .bind(credential_id)

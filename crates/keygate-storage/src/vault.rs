@@ -222,12 +222,13 @@ impl Store {
         Ok(())
     }
 
-    /// Opens an unlock session (replacing any previous one), resets the failure count, and
+    /// Opens an unlock session (replacing any previous one), records the unlock time, and
     /// optionally stores an upgraded KDF + rewrapped DEK (PBKDF2 → Argon2id on unlock).
-    /// `VersionMismatch`, and
-    /// nothing written, if the session's key version is no longer active (shredded or
-    /// rotated meanwhile: no session copy of a destroyed key) or the upgrade's key was
-    /// rewrapped meanwhile (a password change: the upgrade would revert it).
+    /// (The run of failed attempts was ended by the password check,
+    /// [`Store::reset_unlock_failures`].) `VersionMismatch`, and nothing written, if the
+    /// session's key version is no longer active (shredded or rotated meanwhile: no
+    /// session copy of a destroyed key) or the upgrade's key was rewrapped meanwhile (a
+    /// password change: the upgrade would revert it).
     pub async fn open_vault_session(
         &self,
         actor: Actor,
@@ -266,11 +267,13 @@ impl Store {
                 .bind(s.previous_dek_version)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query::<DB>("UPDATE vaults SET failed_unlock_attempts = 0, locked_out_until = NULL, last_unlocked_at = $1, updated_at = $1 WHERE user_id = $2")
-                .bind(s.unlocked_at)
-                .bind(s.user_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query::<DB>(
+                "UPDATE vaults SET last_unlocked_at = $1, updated_at = $1 WHERE user_id = $2",
+            )
+            .bind(s.unlocked_at)
+            .bind(s.user_id)
+            .execute(&mut *tx)
+            .await?;
             if let Some(KdfUpgrade {
                 kdf,
                 salt,

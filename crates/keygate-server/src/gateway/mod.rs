@@ -700,23 +700,21 @@ async fn decide(
                 "spent totals are unavailable; refusing rather than guessing".into(),
             )
         };
-        let capped = limits.max_daily_volume_usd.is_some() && class == EndpointClass::Trade
-            || (limits.max_withdrawal_usd_per_day.is_some()
-                || limits.max_withdrawal_usd_per_month.is_some())
-                && class == EndpointClass::Withdraw;
-        if capped {
+        let day_capped = limits.max_daily_volume_usd.is_some() && class == EndpointClass::Trade
+            || limits.max_withdrawal_usd_per_day.is_some() && class == EndpointClass::Withdraw;
+        let month_capped =
+            limits.max_withdrawal_usd_per_month.is_some() && class == EndpointClass::Withdraw;
+        if day_capped || month_capped {
             // from before the stored totals are read until this call's amounts are held
             // (`spending.rs`)
             check = Some(s.gateway.spending.lock(ctx.credential.id).await);
         }
-        if limits.max_daily_volume_usd.is_some() && class == EndpointClass::Trade
-            || limits.max_withdrawal_usd_per_day.is_some() && class == EndpointClass::Withdraw
-        {
+        if day_capped {
             let (n, w) = spent(day_start).await.map_err(unavailable)?;
             counters.daily_volume_usd = Decimal::new(n, 6);
             counters.withdrawals_today_usd = Decimal::new(w, 6);
         }
-        if limits.max_withdrawal_usd_per_month.is_some() && class == EndpointClass::Withdraw {
+        if month_capped {
             let (_, w) = spent(month_start).await.map_err(unavailable)?;
             counters.withdrawals_this_month_usd = Decimal::new(w, 6);
         }

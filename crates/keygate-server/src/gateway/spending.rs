@@ -40,8 +40,9 @@ impl Spending {
     /// until the call's amounts are held.
     pub async fn lock(&self, credential: Uuid) -> Check {
         let slot = self.slots.lock().entry(credential).or_default().clone();
-        let guard = slot.clone().lock_owned().await;
-        Check { slot, guard }
+        Check {
+            guard: slot.lock_owned().await,
+        }
     }
 
     /// Drops the entries of credentials with nothing held and nobody waiting.
@@ -57,7 +58,6 @@ impl Spending {
 
 /// A spend check in progress: what calls under way hold, and the lock.
 pub struct Check {
-    slot: Slot,
     guard: tokio::sync::OwnedMutexGuard<Held>,
 }
 
@@ -71,10 +71,11 @@ impl Check {
     pub fn hold(mut self, spending: &Spending, volume_micros: i64, withdrawal_micros: i64) -> Hold {
         self.guard.volume_micros += volume_micros;
         self.guard.withdrawal_micros += withdrawal_micros;
+        let slot = tokio::sync::OwnedMutexGuard::mutex(&self.guard).clone();
         drop(self.guard);
         spending.tidy();
         Hold {
-            slot: Some(self.slot),
+            slot: Some(slot),
             amounts: Held {
                 volume_micros,
                 withdrawal_micros,
