@@ -93,25 +93,35 @@ both_backends!(audit_tampering_is_located, |app: TestApp| async move {
 both_backends!(
     a_chain_that_grows_while_it_is_verified_verifies,
     |app: TestApp| async move {
-        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
         let store = app.state.store.clone();
         let key = app.state.chain_key.clone();
         let stop = Arc::new(AtomicBool::new(false));
+        let so_far = Arc::new(AtomicU32::new(0));
         let writer = {
-            let (store, key, stop) = (store.clone(), key.clone(), stop.clone());
+            let (store, key, stop, so_far) =
+                (store.clone(), key.clone(), stop.clone(), so_far.clone());
             tokio::spawn(async move {
                 let mut appended = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     let tick = keygate_storage::AuditEvent::new("system", "tick", "service");
                     store.append_audit(vec![tick], key.as_ref()).await.unwrap();
                     appended += 1;
+                    so_far.store(appended, Ordering::Relaxed);
                 }
                 appended
             })
         };
-        for _ in 0..40 {
+        // at least 40 verifications, and on until 40 events were appended meanwhile (a
+        // slow machine appends fewer per verification)
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut runs = 0;
+        while runs < 40
+            || so_far.load(Ordering::Relaxed) < 40 && std::time::Instant::now() < deadline
+        {
             let r = store.verify_audit_chain(key.as_ref()).await.unwrap();
             assert!(r.ok, "{r:?}");
+            runs += 1;
         }
         stop.store(true, Ordering::Relaxed);
         let appended = writer.await.unwrap();
