@@ -133,6 +133,7 @@ fn rows(f: &Fixture) -> (ApiCallRecord, AuditEvent) {
         user_agent: Some(ua.clone()),
         session_id: None,
         created_at: now,
+        reserved: None,
     };
     let event = AuditEvent {
         actor_id: Some(f.user),

@@ -161,6 +161,7 @@ mod schedule;
 #[doc(hidden)]
 pub mod scratch;
 mod site_keys;
+mod spend;
 mod sqlite_writer;
 mod time;
 mod ui;
@@ -180,6 +181,7 @@ pub use keys::*;
 pub use meta::*;
 pub use schedule::*;
 pub use site_keys::*;
+pub use spend::*;
 pub use sqlx::types::Json;
 pub use time::DbTime;
 pub use ui::*;
@@ -282,6 +284,6 @@ mod send_tests {
         let u = uuid::Uuid::nil();
         assert_send(s.vault(Actor::service(), u));
         assert_send(s.credential(Actor::service(), u, u));
-        assert_send(s.spent_since(Actor::service(), u, DbTime::now()));
+        assert_send(s.begin_spend_check(u, DbTime::now()));
     }
 }

@@ -36,6 +36,10 @@ pub struct ApiCallRecord {
     pub user_agent: Option<String>,
     pub session_id: Option<Uuid>,
     pub created_at: DbTime,
+    /// What the call added to its credential's spend when it was allowed (a capped call,
+    /// `spend.rs`); not a column: the commit of the row settles it.
+    #[sqlx(skip)]
+    pub reserved: Option<crate::SpendReservation>,
 }
 
 pub(crate) const COLS: &str = "id, connection_id, credential_id, user_id, method, endpoint, class, decision, deny_code, status_code, response_time_ms, success, error_message, rate_limit_remaining, rate_limit_reset, notional_usd_micros, withdrawal_usd_micros, ip_address, user_agent, session_id, created_at, rate_limit_used";
@@ -54,27 +58,47 @@ pub(crate) fn usage_of(calls: &[ApiCallRecord]) -> BTreeMap<(Uuid, Uuid), (i64, 
     usage
 }
 
-/// Allowed calls' amounts per credential and UTC day (`credential_spend`, what the spend
-/// caps read): `(credential_id, "YYYY-MM-DD") -> (user_id, volume, withdrawal)` in USD
-/// micros. Every allowed call counts, whether or not its row is stored.
+/// What a batch adds to `credential_spend` (what the spend caps read), per credential and
+/// UTC day: `(credential_id, "YYYY-MM-DD") -> (user_id, volume, withdrawal)` in USD micros.
+/// An allowed call counts its amounts on its row's day, whether or not its row is stored.
+/// A call whose amounts were reserved when it was allowed (`spend.rs`) counts only the
+/// difference between what its row counts (its amounts if allowed, else nothing) and the
+/// reservation, on the reservation's day: usually nothing, or the reservation given back
+/// by a call refused after its check. Entries that come to nothing are left out.
 pub(crate) fn spend_of(calls: &[ApiCallRecord]) -> BTreeMap<(Uuid, String), (Uuid, i64, i64)> {
     let mut spend: BTreeMap<(Uuid, String), (Uuid, i64, i64)> = BTreeMap::new();
-    for c in calls.iter().filter(|c| {
-        c.decision == "allowed" && (c.notional_usd_micros != 0 || c.withdrawal_usd_micros != 0)
-    }) {
-        let day = utc_day(&c.created_at);
-        let e = spend
-            .entry((c.credential_id, day))
-            .or_insert((c.user_id, 0, 0));
-        e.1 = e.1.saturating_add(c.notional_usd_micros);
-        e.2 = e.2.saturating_add(c.withdrawal_usd_micros);
+    for c in calls {
+        let (volume, withdrawal) = if c.decision == "allowed" {
+            (c.notional_usd_micros, c.withdrawal_usd_micros)
+        } else {
+            (0, 0)
+        };
+        let (key, volume, withdrawal) = match &c.reserved {
+            Some(r) => (
+                (r.credential_id, r.day.clone()),
+                volume.saturating_sub(r.volume_usd_micros),
+                withdrawal.saturating_sub(r.withdrawal_usd_micros),
+            ),
+            None => (
+                (c.credential_id, utc_day(&c.created_at)),
+                volume,
+                withdrawal,
+            ),
+        };
+        if volume == 0 && withdrawal == 0 {
+            continue;
+        }
+        let e = spend.entry(key).or_insert((c.user_id, 0, 0));
+        e.1 = e.1.saturating_add(volume);
+        e.2 = e.2.saturating_add(withdrawal);
     }
+    spend.retain(|_, (_, v, w)| *v != 0 || *w != 0);
     spend
 }
 
 /// `credential_spend.day` of a time: its UTC date, `YYYY-MM-DD` (what the rows are keyed by
-/// and what [`Store::spent_since`] compares against).
-fn utc_day(t: &DbTime) -> String {
+/// and what a spend check compares against).
+pub(crate) fn utc_day(t: &DbTime) -> String {
     t.0.format("%Y-%m-%d").to_string()
 }
 
@@ -269,28 +293,6 @@ impl Store {
         }))
     }
 
-    /// Sums of allowed notional and withdrawals for a credential from the start of
-    /// `since`'s UTC day (`credential_spend`, persisted: neither a restart nor deleting a
-    /// connection reopens a spent limit). PostgreSQL sums `bigint` as `numeric`: cast
-    /// back, or the row cannot be read and every capped call is refused.
-    pub async fn spent_since(
-        &self,
-        actor: Actor,
-        credential_id: Uuid,
-        since: DbTime,
-    ) -> Result<(i64, i64)> {
-        let sql = "SELECT CAST(COALESCE(SUM(volume_usd_micros), 0) AS BIGINT), CAST(COALESCE(SUM(withdrawal_usd_micros), 0) AS BIGINT) FROM credential_spend WHERE credential_id = $1 AND day >= $2";
-        let day = utc_day(&since);
-        Ok(in_tx!(@quiet self, actor, |tx| {
-            let row: (i64, i64) = sqlx::query_as::<DB, _>(sql)
-                .bind(credential_id)
-                .bind(day.clone())
-                .fetch_one(&mut *tx)
-                .await?;
-            row
-        }))
-    }
-
     /// Adds one to the shared counter `bucket` for the window starting at `window_start`
     /// and returns the new count (PostgreSQL: shared by every instance).
     pub async fn bump_counter(&self, actor: Actor, bucket: &str, window_start: i64) -> Result<i64> {
@@ -323,6 +325,65 @@ pub(crate) fn chunk(n: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn row(decision: &str, volume: i64, reserved: Option<i64>) -> ApiCallRecord {
+        let (cred, user) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        ApiCallRecord {
+            id: Uuid::now_v7(),
+            connection_id: Uuid::from_u128(3),
+            credential_id: cred,
+            user_id: user,
+            method: "POST".into(),
+            endpoint: "/api/v3/order".into(),
+            class: "trade".into(),
+            decision: decision.into(),
+            deny_code: None,
+            status_code: Some(200),
+            response_time_ms: Some(1),
+            success: true,
+            error_message: None,
+            rate_limit_remaining: None,
+            rate_limit_reset: None,
+            rate_limit_used: None,
+            notional_usd_micros: volume,
+            withdrawal_usd_micros: 0,
+            ip_address: None,
+            user_agent: None,
+            session_id: None,
+            created_at: DbTime::new("2026-11-28T00:00:01Z".parse().unwrap()),
+            reserved: reserved.map(|v| crate::SpendReservation {
+                credential_id: cred,
+                user_id: user,
+                day: "2026-11-27".into(),
+                volume_usd_micros: v,
+                withdrawal_usd_micros: 0,
+            }),
+        }
+    }
+
+    /// A reserved call that went out as reserved adds nothing (its check counted it), one
+    /// refused after its check gives the reservation back on the reservation's day, and
+    /// an unreserved allowed call counts on its row's day.
+    #[test]
+    fn the_commit_settles_what_was_reserved() {
+        let cred = Uuid::from_u128(1);
+        assert!(spend_of(&[row("allowed", 5, Some(5))]).is_empty());
+        let back = spend_of(&[row("denied", 5, Some(5)), row("error", 0, Some(2))]);
+        assert_eq!(
+            back.into_iter().collect::<Vec<_>>(),
+            vec![(
+                (cred, "2026-11-27".to_string()),
+                (Uuid::from_u128(2), -7, 0)
+            )]
+        );
+        let plain = spend_of(&[row("allowed", 4, None), row("denied", 9, None)]);
+        assert_eq!(
+            plain.into_iter().collect::<Vec<_>>(),
+            vec![((cred, "2026-11-28".to_string()), (Uuid::from_u128(2), 4, 0))]
+        );
+    }
+
     #[test]
     fn chunks_cover_any_batch_with_few_statements() {
         for n in 1..600 {

@@ -3,7 +3,8 @@
 //! Where they live: Redis when `KEYGATE_REDIS_URL` is set (shared by every instance);
 //! else PostgreSQL's `rate_counters` table (shared by every instance on that database);
 //! else (SQLite, one instance) in process. Daily volume and withdrawal totals never live
-//! here: they are summed from persisted `api_calls` rows (DESIGN.md §7).
+//! here: they are the database's `credential_spend` ledger, which every instance checks
+//! and reserves in under one lock (`keygate_storage::Store::begin_spend_check`).
 
 use std::collections::HashMap;
 

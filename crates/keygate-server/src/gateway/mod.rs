@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use keygate_exchanges::{
     ApiCredentials, EndpointClass, Environment, ExchangeId, OutgoingRequest, RequestIntent,
     SignContext,
@@ -152,6 +152,8 @@ struct CallLog {
     notional_micros: i64,
     withdrawal_micros: i64,
     risk: risk::Risk,
+    /// What the call reserved against the spend caps: its row settles it.
+    reserved: Option<spending::Reserved>,
 }
 
 #[utoipa::path(get, path = "/v1/connections/{id}/proxy/{path}", tag = "gateway",
@@ -255,11 +257,15 @@ async fn proxy_call(
         notional_micros: 0,
         withdrawal_micros: 0,
         risk: risk::Risk::default(),
+        reserved: None,
     };
 
-    // `hold`: this call's amounts against the spend caps until its row has committed
-    let (approved, hold) = match decide(&s, &prepared, exchange, &out, class, &meta, now).await {
-        Ok(a) => a,
+    let approved = match decide(&s, &prepared, exchange, &out, class, &meta, now).await {
+        Ok((a, reserved)) => {
+            // from here every way out records a row that settles it, or gives it back
+            log.reserved = reserved;
+            a
+        }
         Err(denial) => {
             // A denied call is still a use worth scoring (denial streaks, withdrawal tries)
             // unless the key is already out of service.
@@ -390,17 +396,8 @@ async fn proxy_call(
         }
     };
     let ok = log.status < 500 && log.status != 0;
-    if let Err(e) = finish(&s, &caller, &meta, ctx, &out, log, None).await {
-        // the call went out but its row did not commit: its spend stays held (refusing
-        // rather than forgetting it) for as long as this process runs
-        if let Some(h) = hold {
-            h.keep();
-        }
-        return Err(e);
-    }
-    if let Some(h) = hold {
-        h.release().await;
-    }
+    // a row that fails to commit leaves the call's reservation counted
+    finish(&s, &caller, &meta, ctx, &out, log, None).await?;
     if s.gateway.health_due(ctx.connection.id, ok) {
         let store = s.store.clone();
         let (uid, cid) = (ctx.connection.user_id, ctx.connection.id);
@@ -591,7 +588,7 @@ async fn decide(
     class: EndpointClass,
     meta: &RequestMeta,
     now: DateTime<Utc>,
-) -> Result<(PolicyApproved, Option<spending::Hold>), Denial> {
+) -> Result<(PolicyApproved, Option<spending::Reserved>), Denial> {
     let ctx = &prepared.ctx;
     let denial = |code: DenyCode, detail: String| Denial {
         code,
@@ -676,23 +673,6 @@ async fn decide(
             counters.requests_this_hour = h.saturating_sub(1);
             counters.requests_today = d.saturating_sub(1);
         }
-        let day_start = Utc
-            .with_ymd_and_hms(now.year(), now.month(), now.day(), 0, 0, 0)
-            .single()
-            .unwrap_or(now);
-        let month_start = Utc
-            .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
-            .single()
-            .unwrap_or(now);
-        let spent = |since: DateTime<Utc>| {
-            let store = s.store.clone();
-            let cred = ctx.credential.id;
-            async move {
-                store
-                    .spent_since(keygate_storage::Actor::service(), cred, DbTime::from(since))
-                    .await
-            }
-        };
         let unavailable = |e: keygate_storage::StorageError| {
             tracing::error!(error = %e, "spent totals unavailable");
             denial(
@@ -705,24 +685,19 @@ async fn decide(
         let month_capped =
             limits.max_withdrawal_usd_per_month.is_some() && class == EndpointClass::Withdraw;
         if day_capped || month_capped {
-            // from before the stored totals are read until this call's amounts are held
-            // (`spending.rs`)
-            check = Some(s.gateway.spending.lock(ctx.credential.id).await);
-        }
-        if day_capped {
-            let (n, w) = spent(day_start).await.map_err(unavailable)?;
-            counters.daily_volume_usd = Decimal::new(n, 6);
-            counters.withdrawals_today_usd = Decimal::new(w, 6);
-        }
-        if month_capped {
-            let (_, w) = spent(month_start).await.map_err(unavailable)?;
-            counters.withdrawals_this_month_usd = Decimal::new(w, 6);
-        }
-        if let Some(c) = &check {
-            let held = c.held();
-            counters.daily_volume_usd += Decimal::new(held.volume_micros, 6);
-            counters.withdrawals_today_usd += Decimal::new(held.withdrawal_micros, 6);
-            counters.withdrawals_this_month_usd += Decimal::new(held.withdrawal_micros, 6);
+            // from reading the totals (calls under way on any instance included) until
+            // this call's amounts are reserved or it is refused (`spending.rs`)
+            let turn = s.gateway.spending.lock(ctx.credential.id).await;
+            let c = s
+                .store
+                .begin_spend_check(ctx.credential.id, DbTime::from(now))
+                .await
+                .map_err(unavailable)?;
+            let spent = c.totals();
+            counters.daily_volume_usd = Decimal::new(spent.volume_today, 6);
+            counters.withdrawals_today_usd = Decimal::new(spent.withdrawals_today, 6);
+            counters.withdrawals_this_month_usd = Decimal::new(spent.withdrawals_this_month, 6);
+            check = Some((turn, c, unavailable));
         }
     }
     let policy = Policy {
@@ -735,14 +710,21 @@ async fn decide(
     };
     match evaluate(&policy, &request, now) {
         Decision::Allow(a) => {
-            let hold = check.map(|c| {
-                c.hold(
-                    &s.gateway.spending,
-                    micros(a.volume_usd()),
-                    micros(a.withdrawal_usd()),
-                )
-            });
-            Ok((a, hold))
+            let reserved = match check {
+                Some((_turn, c, unavailable)) => {
+                    let r = c
+                        .reserve(
+                            ctx.credential.user_id,
+                            micros(a.volume_usd()),
+                            micros(a.withdrawal_usd()),
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    Some(spending::Reserved::new(s.store.clone(), r))
+                }
+                None => None,
+            };
+            Ok((a, reserved))
         }
         Decision::Deny(d) => Err(d),
     }
@@ -831,10 +813,11 @@ async fn finish(
     meta: &RequestMeta,
     ctx: &CallContext,
     out: &OutgoingRequest,
-    log: CallLog,
+    mut log: CallLog,
     denial: Option<&Denial>,
 ) -> Result<(), ApiError> {
     let elapsed_ms = log.started.elapsed().as_secs_f64() * 1000.0;
+    let reserved = log.reserved.take().and_then(spending::Reserved::settle);
     let now = DbTime::now();
     let endpoint: String = out.path.chars().take(300).collect();
     let call = ApiCallRecord {
@@ -860,6 +843,7 @@ async fn finish(
         user_agent: meta.user_agent.clone(),
         session_id: caller.session_id,
         created_at: now,
+        reserved,
     };
     let action = if denial.is_some() { "denied" } else { "use" };
     let mut ev = event(

@@ -1,34 +1,23 @@
-//! Spend caps (daily volume, withdrawals per day and month) against calls still under
-//! way. The stored totals count a call once its `api_calls` row commits, after the
-//! exchange answered; without this, parallel orders or withdrawals on one key would all
-//! read the same total and all pass.
+//! Spend caps (daily volume, withdrawals per day and per month) against calls still under
+//! way. The check-and-reserve itself is the database's (`keygate_storage::Store::
+//! begin_spend_check`): an allowed call's amounts go into the shared ledger under a lock
+//! per credential that every instance takes, before the call goes out, and its row's
+//! commit settles them. So parallel orders or withdrawals on one key, on one instance or
+//! several, cannot each read the same total and all pass.
 //!
-//! Per credential, one lock covers reading the stored totals, adding what allowed calls
-//! still under way hold, the policy decision, and holding this call's amounts; a call
-//! gives its hold back only after its row committed (or when it ends without one). So a
-//! call is always counted, by the stored total or by its hold: its hold goes back either
-//! before a check took the lock (its row was then committed, and the check reads it) or
-//! after the check let the lock go (the check saw the hold). Between its commit and its
-//! release a call counts twice, which only errs towards refusing.
-//!
-//! Holds are per process: keygate instances sharing one PostgreSQL each see only their own
-//! calls under way (the stored totals they all see). A call whose row fails to commit after
-//! it went out keeps its hold for as long as the process runs.
+//! This module keeps one check per credential at a time in this process, so that parallel
+//! calls on one key wait here rather than each holding a database connection while they
+//! wait for the database's lock, and it gives back what a call reserved when the call ends
+//! with no row (it never went out).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use keygate_storage::{SpendReservation, Store};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-/// Amounts held by allowed calls still under way, USD micros.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Held {
-    pub volume_micros: i64,
-    pub withdrawal_micros: i64,
-}
-
-type Slot = Arc<tokio::sync::Mutex<Held>>;
+type Slot = Arc<tokio::sync::Mutex<()>>;
 
 #[derive(Default)]
 pub struct Spending {
@@ -36,131 +25,66 @@ pub struct Spending {
 }
 
 impl Spending {
-    /// The credential's lock (see the module docs): hold it from reading the stored totals
-    /// until the call's amounts are held.
-    pub async fn lock(&self, credential: Uuid) -> Check {
-        let slot = self.slots.lock().entry(credential).or_default().clone();
-        Check {
-            guard: slot.lock_owned().await,
+    /// This process's turn at the credential's spend check: hold it until the check has
+    /// reserved or been dropped.
+    pub async fn lock(&self, credential: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        let slot = {
+            let mut slots = self.slots.lock();
+            if slots.len() > 1024 {
+                // credentials nobody is checking
+                slots.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            slots.entry(credential).or_default().clone()
+        };
+        slot.lock_owned().await
+    }
+}
+
+/// What an allowed call reserved, until its row carries it ([`Reserved::settle`]); given
+/// back if the call ends without a row.
+pub struct Reserved {
+    store: Store,
+    reservation: Option<SpendReservation>,
+}
+
+impl Reserved {
+    pub fn new(store: Store, reservation: SpendReservation) -> Self {
+        Reserved {
+            store,
+            reservation: Some(reservation),
         }
     }
 
-    /// Drops the entries of credentials with nothing held and nobody waiting.
-    fn tidy(&self) {
-        let mut slots = self.slots.lock();
-        if slots.len() > 1024 {
-            slots.retain(|_, s| {
-                Arc::strong_count(s) > 1 || s.try_lock().map_or(true, |h| *h != Held::default())
+    /// For the call's row: its commit settles the reservation (gives it back if the row
+    /// says the call did not go out), and a commit that fails leaves it counted.
+    pub fn settle(mut self) -> Option<SpendReservation> {
+        self.reservation.take()
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let Some(r) = self.reservation.take() else {
+            return;
+        };
+        // outside a runtime the process is going down: the amounts stay counted
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let store = self.store.clone();
+            rt.spawn(async move {
+                if let Err(e) = store.give_back_spend(&r).await {
+                    tracing::warn!(error = %e, credential = %r.credential_id, "a spend reservation could not be given back; it stays counted");
+                }
             });
         }
     }
-}
-
-/// A spend check in progress: what calls under way hold, and the lock.
-pub struct Check {
-    guard: tokio::sync::OwnedMutexGuard<Held>,
-}
-
-impl Check {
-    /// What allowed calls still under way hold.
-    pub fn held(&self) -> Held {
-        *self.guard
-    }
-
-    /// Holds this call's amounts until the returned hold is released, and lets the lock go.
-    pub fn hold(mut self, spending: &Spending, volume_micros: i64, withdrawal_micros: i64) -> Hold {
-        self.guard.volume_micros += volume_micros;
-        self.guard.withdrawal_micros += withdrawal_micros;
-        let slot = tokio::sync::OwnedMutexGuard::mutex(&self.guard).clone();
-        drop(self.guard);
-        spending.tidy();
-        Hold {
-            slot: Some(slot),
-            amounts: Held {
-                volume_micros,
-                withdrawal_micros,
-            },
-        }
-    }
-}
-
-/// Amounts held for one call; given back by [`Hold::release`] after its row committed, or
-/// on drop (a call that ended without one).
-pub struct Hold {
-    slot: Option<Slot>,
-    amounts: Held,
-}
-
-impl Hold {
-    pub async fn release(mut self) {
-        if let Some(slot) = self.slot.clone() {
-            let mut held = slot.lock().await;
-            take_back(&mut held, self.amounts);
-            // only now: cancelled while waiting for the lock, the drop gives it back
-            self.slot = None;
-        }
-    }
-
-    /// Keeps the amounts held for as long as this process runs: the call went out but
-    /// its row did not commit, so no stored total will ever count it.
-    pub fn keep(mut self) {
-        self.slot = None;
-    }
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            let amounts = self.amounts;
-            match slot.clone().try_lock_owned() {
-                Ok(mut h) => take_back(&mut h, amounts),
-                Err(_) => {
-                    // outside a runtime the process is going down with its holds
-                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                        rt.spawn(async move { take_back(&mut *slot.lock().await, amounts) });
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn take_back(h: &mut Held, amounts: Held) {
-    h.volume_micros -= amounts.volume_micros;
-    h.withdrawal_micros -= amounts.withdrawal_micros;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_hold_counts_until_it_is_released_or_dropped() {
-        let s = Spending::default();
-        let c = Uuid::new_v4();
-        let first = s.lock(c).await.hold(&s, 5, 7);
-        let second = s.lock(c).await.hold(&s, 1, 0);
-        let check = s.lock(c).await;
-        assert_eq!(
-            check.held(),
-            Held {
-                volume_micros: 6,
-                withdrawal_micros: 7
-            }
-        );
-        drop(check);
-        first.release().await;
-        drop(second);
-        assert_eq!(s.lock(c).await.held(), Held::default());
-        assert_eq!(
-            s.lock(Uuid::new_v4()).await.held(),
-            Held::default(),
-            "per credential"
-        );
-    }
-
-    /// A second check waits while the first holds the lock: it cannot read the totals
-    /// before the first call's amount is held.
+    /// A second check waits while the first holds the credential's turn; another
+    /// credential does not.
     #[tokio::test]
     async fn a_check_waits_for_the_one_before_it() {
         let s = Arc::new(Spending::default());
@@ -168,11 +92,14 @@ mod tests {
         let first = s.lock(c).await;
         let waiter = {
             let s = s.clone();
-            tokio::spawn(async move { s.lock(c).await.held() })
+            tokio::spawn(async move {
+                let _turn = s.lock(c).await;
+            })
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        let _hold = first.hold(&s, 3, 0);
-        assert_eq!(waiter.await.unwrap().volume_micros, 3);
+        let _other = s.lock(Uuid::new_v4()).await;
+        drop(first);
+        waiter.await.unwrap();
     }
 }

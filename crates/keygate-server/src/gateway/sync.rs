@@ -143,6 +143,7 @@ async fn internal_call(
         user_agent: Some("keygate-sync".into()),
         session_id: None,
         created_at: DbTime::now(),
+        reserved: None,
     });
     Ok(Called { status, body })
 }

@@ -1513,6 +1513,7 @@ async fn two_instances_recording_at_once_keep_one_chain_on_postgres() {
                 user_agent: None,
                 session_id: None,
                 created_at: keygate_storage::DbTime::now(),
+                reserved: None,
             };
             // batches of one to three events
             let events = (0..=i % 3)
@@ -1614,6 +1615,93 @@ both_backends!(
         );
         // the holds went back: 200 sent and 50 more fit under the cap
         assert_eq!(withdraw(&app, &t, &conn, 50).await, (200, String::new()));
+    }
+);
+
+// Two instances on one PostgreSQL, parallel withdrawals split between them: each call's
+// amount is reserved in the shared ledger, under a lock both instances take, before it goes
+// out, so the cap holds across both. (With holds kept per process, each instance let two
+// through: four went out.)
+#[tokio::test]
+async fn two_instances_share_the_spend_caps_on_postgres() {
+    let Some(a) = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await else {
+        eprintln!(
+            "NOT RUN: PostgreSQL test needs KEYGATE_TEST_DATABASE_URL (scripts/test sets it)"
+        );
+        return;
+    };
+    let b = second_instance(&a, None).await;
+    let (mock, t, conn) = capped_withdrawals(&a).await;
+    mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(300))));
+    let withdrawals = (0..6).map(|i| withdraw(if i % 2 == 0 { &a } else { &b }, &t, &conn, 100));
+    let answers: Vec<(u16, String)> = futures::future::join_all(withdrawals).await;
+    mock.set_fault(None);
+    let sent = answers.iter().filter(|(s, _)| *s == 200).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, c)| *s == 403 && c == "withdrawal_daily_limit_exceeded")
+        .count();
+    assert_eq!((sent, refused), (2, 4), "{answers:?}");
+    assert_eq!(
+        mock.requests().len(),
+        2,
+        "the refused ones never reached the exchange"
+    );
+    // what went out is counted once: 50 more fit, on either instance, and then nothing
+    assert_eq!(withdraw(&b, &t, &conn, 50).await, (200, String::new()));
+    assert_eq!(
+        withdraw(&a, &t, &conn, 1).await,
+        (403, "withdrawal_daily_limit_exceeded".to_string())
+    );
+}
+
+// A withdrawal the policy allows is counted at once, but one refused after that (here:
+// anomaly detection suspends the key, withdrawal 40 + new IP 30 at a threshold of 70)
+// never went out: its row gives the reservation back, and after reactivation the whole
+// rest of the cap is there.
+both_backends!(
+    a_call_refused_after_its_spend_check_gives_its_reservation_back,
+    |app: TestApp| async move {
+        let app = crate::helpers::spawn_app_with(app.backend, |cfg| {
+            cfg.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+            cfg.anomaly_suspend_threshold = 70;
+        })
+        .await
+        .unwrap();
+        let (mock, t, conn) = capped_withdrawals(&app).await;
+        assert_eq!(withdraw(&app, &t, &conn, 100).await, (200, String::new()));
+        let r = app
+            .client
+            .post(format!(
+                "{}/v1/connections/{conn}/proxy/sapi/v1/capital/withdraw/apply",
+                app.base
+            ))
+            .bearer_auth(&t)
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("coin=USDT&address=TXyz1&network=TRX&amount=100")
+            .send()
+            .await
+            .unwrap();
+        let (s, b) = (r.status().as_u16(), r.text().await.unwrap());
+        assert_eq!((s, code(&b).as_str()), (403, "credential_suspended"), "{b}");
+        assert_eq!(mock.requests().len(), 1, "the second one never went out");
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        let cred = c["credential_id"].as_str().unwrap().to_string();
+        let (s, body) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/credentials/{cred}"),
+                &t,
+                json!({"status": "active"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(withdraw(&app, &t, &conn, 150).await, (200, String::new()));
+        assert_eq!(
+            withdraw(&app, &t, &conn, 1).await,
+            (403, "withdrawal_daily_limit_exceeded".to_string())
+        );
     }
 );
 

@@ -402,6 +402,7 @@ fn call(conn: Uuid, cred: Uuid, user: Uuid, ip: &str, at: chrono::DateTime<Utc>)
         user_agent: None,
         session_id: None,
         created_at: DbTime::new(at),
+        reserved: None,
     }
 }
 
