@@ -162,10 +162,14 @@ fn batch_sql(calls: bool, usage: bool, spend: bool, chain: Chain) -> String {
     let mut next = 1;
     let mut parts = Vec::new();
     if calls {
-        // c1 is connection_id: a deleted connection's late rows are left out (`Store::record_batch`)
+        // c1 is connection_id: a deleted connection's late rows are left out (`Store::record_batch`).
+        // FOR KEY SHARE takes the lock the foreign key check would: a deletion still
+        // uncommitted is waited for here, and once it commits the row is not found (READ
+        // COMMITTED skips a locked row deleted meanwhile), so the row is left out instead
+        // of failing the foreign key check, and the batch, after the wait.
         let sql = unnest_insert("api_calls", CALL_COLS, &CALL_TYPES, &[], &mut next);
         parts.push(guard(
-            format!("{sql} WHERE EXISTS (SELECT 1 FROM connections WHERE id = x.c1)"),
+            format!("{sql} WHERE EXISTS (SELECT 1 FROM connections WHERE id = x.c1 FOR KEY SHARE)"),
             true,
         ));
     }

@@ -183,6 +183,63 @@ both_backends!(
     }
 );
 
+// PostgreSQL, a deletion still uncommitted when the batch reaches the connection's row:
+// the batch waits for it and, once it commits, leaves the row out (before, the insert
+// found the connection, then its foreign key check failed after the wait, and the whole
+// batch with it).
+#[tokio::test]
+async fn a_deletion_committing_while_the_batch_waits_does_not_sink_it() {
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await else {
+        eprintln!(
+            "NOT RUN: PostgreSQL test needs KEYGATE_TEST_DATABASE_URL (scripts/test sets it)"
+        );
+        return;
+    };
+    use sqlx::Connection;
+    let user = Uuid::new_v4();
+    let t = app.token(user);
+    let (_, c) = app.post("/v1/credentials", &t, binance_body("late")).await;
+    let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+    let live = connection_for(&app, &t, &cred.to_string()).await;
+    let (_, c2) = app
+        .post("/v1/credentials", &t, binance_body("late-2"))
+        .await;
+    let doomed = connection_for(&app, &t, c2["id"].as_str().unwrap()).await;
+    let mut deleter = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!(
+        "BEGIN; DELETE FROM connections WHERE id = '{doomed}'"
+    ))
+    .execute(&mut deleter)
+    .await
+    .unwrap();
+    let now = Utc::now();
+    let kept = call(live, cred, user, "203.0.113.9", now);
+    let late = call(doomed, cred, user, "203.0.113.9", now);
+    let batch = {
+        let store = app.state.store.clone();
+        let key = app.state.chain_key.clone();
+        let rows = vec![late, kept.clone()];
+        tokio::spawn(async move {
+            let ev = keygate_storage::AuditEvent::new("gateway", "use", "service");
+            store.record_batch_owned(rows, vec![ev], key.as_ref()).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!batch.is_finished(), "the batch waits for the deletion");
+    sqlx::raw_sql("COMMIT").execute(&mut deleter).await.unwrap();
+    let stored = tokio::time::timeout(std::time::Duration::from_secs(10), batch)
+        .await
+        .expect("the batch ends once the deletion committed")
+        .unwrap()
+        .expect("the batch commits without the deleted connection's row");
+    assert_eq!(stored.len(), 1);
+    let (s, v) = app.get(&format!("/v1/connections/{live}/calls"), &t).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["items"][0]["id"], kept.id.to_string(), "{v}");
+}
+
 both_backends!(audit_filters_and_export, |app: TestApp| async move {
     let (a, b, adm) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let (ta, tb, admin) = (app.token(a), app.token(b), app.admin_token(adm));
