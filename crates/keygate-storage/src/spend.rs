@@ -78,6 +78,9 @@ fn lock_key(credential_id: Uuid) -> i64 {
     (hi ^ lo) as i64
 }
 
+/// How long a PostgreSQL check waits for the credential's lock before it fails.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 const TOTALS_SQL: &str = "SELECT \
     CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN volume_usd_micros ELSE 0 END), 0) AS BIGINT), \
     CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN withdrawal_usd_micros ELSE 0 END), 0) AS BIGINT), \
@@ -103,12 +106,16 @@ impl Store {
                 (CheckTx::Sqlite(tx), row)
             }
             Db::Postgres(pool) => {
-                // BEGIN, the identity and the lock in one round trip; the totals are read
-                // by a later statement, so after the lock (READ COMMITTED: a snapshot per
-                // statement, which sees every reservation committed before it)
+                // BEGIN, the identity and the lock in one round trip. The totals are read
+                // by a later statement, so after the lock: READ COMMITTED (whatever the
+                // server's default) takes a snapshot per statement, which sees every
+                // reservation committed before the lock was granted. A lock not granted
+                // within LOCK_WAIT fails the check (the call is refused), on the server's
+                // side: a client-side timeout could leave the transaction open.
                 let begin = format!(
-                    "{}; SELECT pg_advisory_xact_lock({})",
-                    crate::db::pg_begin_sql(Actor::service()),
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; {}; SET LOCAL lock_timeout = '{}ms'; SELECT pg_advisory_xact_lock({})",
+                    crate::db::pg_identity_sql(Actor::service(), true),
+                    LOCK_WAIT.as_millis(),
                     lock_key(credential_id)
                 );
                 let mut tx = pool.begin_with(begin).await?;

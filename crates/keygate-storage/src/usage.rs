@@ -19,7 +19,7 @@ pub struct ApiCallRecord {
     pub method: String,
     pub endpoint: String,
     pub class: String,
-    /// allowed | denied | failed
+    /// allowed | denied | error
     pub decision: String,
     pub deny_code: Option<String>,
     pub status_code: Option<i32>,
@@ -133,7 +133,7 @@ impl Store {
     /// (the deletion took the connection's rows with it), so that it cannot fail the
     /// foreign key and with it everyone else's rows in the batch; the rest commits.
     /// (PostgreSQL: a deletion still uncommitted when the batch runs makes the batch wait
-    /// for it, and fail if it commits.)
+    /// for it; if it commits, the row is left out all the same.)
     /// The sqlx path below serves in-memory SQLite: one UPDATE per credential in id order,
     /// the head lock taken last, inserts in chunks of fixed sizes so the statement cache
     /// holds a handful of statements. Does not move [`Store::write_epoch`]. Returns the

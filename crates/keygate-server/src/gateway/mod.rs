@@ -78,7 +78,7 @@ impl Gateway {
             )),
             upstream: UpstreamLimits::default(),
             risk: risk::RiskCache::default(),
-            spending: spending::Spending::default(),
+            spending: spending::Spending::new(backend),
             health: Default::default(),
         })
     }
@@ -169,7 +169,7 @@ pub async fn proxy(
 ) -> Result<Response, ApiError> {
     // A call runs to its end in its own task, even if the client hangs up: once it is
     // forwarded, its row and usage event are written and its spend stays counted
-    // (dropping the handler mid-call would give its hold back with nothing recorded).
+    // (dropping the handler mid-call would leave the exchange's answer unrecorded).
     tokio::spawn(proxy_call(state, caller, meta, path, req))
         .await
         .unwrap_or_else(|e| {
@@ -335,6 +335,10 @@ async fn proxy_call(
         }
     }
 
+    // going out: from here the reservation is never given back but by the call's row
+    if let Some(r) = log.reserved.as_mut() {
+        r.going_out();
+    }
     let retry_ok = matches!(class, EndpointClass::Read | EndpointClass::Public)
         && matches!(out.method, Method::GET | Method::HEAD);
     let result = forward::send(

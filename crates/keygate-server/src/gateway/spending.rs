@@ -5,29 +5,43 @@
 //! commit settles them. So parallel orders or withdrawals on one key, on one instance or
 //! several, cannot each read the same total and all pass.
 //!
-//! This module keeps one check per credential at a time in this process, so that parallel
-//! calls on one key wait here rather than each holding a database connection while they
-//! wait for the database's lock, and it gives back what a call reserved when the call ends
-//! with no row (it never went out).
+//! This module keeps one check at a time in this process per lock the database takes (per
+//! credential on PostgreSQL; on SQLite the write lock is one for the whole file, so one
+//! check at a time), so that waiting calls wait here rather than each holding a pool
+//! connection while they wait for the database's lock. And it gives back what a call
+//! reserved when the call ends with no row before it went out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use keygate_storage::{SpendReservation, Store};
+use keygate_storage::{Backend, SpendReservation, Store};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
 type Slot = Arc<tokio::sync::Mutex<()>>;
 
-#[derive(Default)]
 pub struct Spending {
     slots: Mutex<HashMap<Uuid, Slot>>,
+    /// The database's lock is per credential (else one for every credential).
+    per_credential: bool,
 }
 
 impl Spending {
+    pub fn new(backend: Backend) -> Self {
+        Spending {
+            slots: Mutex::default(),
+            per_credential: backend == Backend::Postgres,
+        }
+    }
+
     /// This process's turn at the credential's spend check: hold it until the check has
     /// reserved or been dropped.
     pub async fn lock(&self, credential: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        let credential = if self.per_credential {
+            credential
+        } else {
+            Uuid::nil()
+        };
         let slot = {
             let mut slots = self.slots.lock();
             if slots.len() > 1024 {
@@ -41,10 +55,12 @@ impl Spending {
 }
 
 /// What an allowed call reserved, until its row carries it ([`Reserved::settle`]); given
-/// back if the call ends without a row.
+/// back if the call ends without a row before it went out.
 pub struct Reserved {
     store: Store,
     reservation: Option<SpendReservation>,
+    /// The call is going out: only its row may give the reservation back.
+    sent: bool,
 }
 
 impl Reserved {
@@ -52,7 +68,14 @@ impl Reserved {
         Reserved {
             store,
             reservation: Some(reservation),
+            sent: false,
         }
+    }
+
+    /// The call is about to go out: should it end without a row from here (a panic), its
+    /// amounts stay counted.
+    pub fn going_out(&mut self) {
+        self.sent = true;
     }
 
     /// For the call's row: its commit settles the reservation (gives it back if the row
@@ -64,7 +87,7 @@ impl Reserved {
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        let Some(r) = self.reservation.take() else {
+        let Some(r) = self.reservation.take().filter(|_| !self.sent) else {
             return;
         };
         // outside a runtime the process is going down: the amounts stay counted
@@ -87,7 +110,7 @@ mod tests {
     /// credential does not.
     #[tokio::test]
     async fn a_check_waits_for_the_one_before_it() {
-        let s = Arc::new(Spending::default());
+        let s = Arc::new(Spending::new(Backend::Postgres));
         let c = Uuid::new_v4();
         let first = s.lock(c).await;
         let waiter = {
@@ -101,5 +124,16 @@ mod tests {
         let _other = s.lock(Uuid::new_v4()).await;
         drop(first);
         waiter.await.unwrap();
+    }
+
+    /// On SQLite every credential's check takes the one write lock: one at a time.
+    #[tokio::test]
+    async fn on_sqlite_checks_take_turns_across_credentials() {
+        let s = Spending::new(Backend::Sqlite);
+        let _first = s.lock(Uuid::new_v4()).await;
+        let other =
+            tokio::time::timeout(std::time::Duration::from_millis(50), s.lock(Uuid::new_v4()))
+                .await;
+        assert!(other.is_err(), "another credential waits its turn");
     }
 }

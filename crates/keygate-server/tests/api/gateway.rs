@@ -1589,10 +1589,10 @@ async fn withdraw(app: &TestApp, t: &str, conn: &str, amount: u32) -> (u16, Stri
     (s, code(&b))
 }
 
-// Parallel withdrawals against a daily cap: each one's amount is held from its policy
-// check until its call row has committed, so the exchange is slow to answer and all five
+// Parallel withdrawals against a daily cap: each one's amount is reserved in the ledger
+// by its policy check, before it goes out, so the exchange is slow to answer and all five
 // are under way at once, yet only what fits under the cap goes out. (Checked against the
-// stored total alone, all five went out: none of them had committed when the others
+// committed calls alone, all five went out: none of them had committed when the others
 // were checked.)
 both_backends!(
     parallel_withdrawals_stay_under_the_daily_cap,
@@ -1613,7 +1613,7 @@ both_backends!(
             2,
             "the refused ones never reached the exchange"
         );
-        // the holds went back: 200 sent and 50 more fit under the cap
+        // the sent ones count once (their rows settled their reservations): 50 more fit
         assert_eq!(withdraw(&app, &t, &conn, 50).await, (200, String::new()));
     }
 );
