@@ -170,7 +170,9 @@ pub async fn proxy(
     // A call runs to its end in its own task, even if the client hangs up: once it is
     // forwarded, its row and usage event are written and its spend stays counted
     // (dropping the handler mid-call would leave the exchange's answer unrecorded).
-    tokio::spawn(proxy_call(state, caller, meta, path, req))
+    // Boxed: the call's future is large, and a task moves its future in when spawned and
+    // overwrites it with the output when done; a box makes both moves a pointer's.
+    tokio::spawn(Box::pin(proxy_call(state, caller, meta, path, req)))
         .await
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "gateway call task failed");
