@@ -91,7 +91,65 @@ fn retry_delay(attempts: i32) -> chrono::Duration {
 
 /// Refreshes one integration's tokens now, acting as `actor` (owner, or the service
 /// identity for the job).
+///
+/// One refresh of an integration at a time, across every instance: a lease on
+/// `integration_refresh:<id>` in `job_leases` is taken first (held for the token
+/// endpoint's timeout and a margin, given back at the end), else `refresh_in_progress`
+/// (409). Under it the token row is read again: if its refresh token is no longer the one
+/// the caller read, another refresh finished meanwhile and nothing is sent. Two refreshes
+/// with one refresh token would make a provider that rotates them refuse the second
+/// (`invalid_grant`) and mark the integration `needs_reconsent`.
 pub async fn refresh(
+    state: &AppState,
+    actor: Actor,
+    integ: &IntegrationRecord,
+    tok: &IntegrationTokenRecord,
+    now: DbTime,
+) -> Result<RefreshOutcome, ApiError> {
+    let lease = format!("integration_refresh:{}", integ.id);
+    let holder = Uuid::now_v7().to_string();
+    let claimed_at = DbTime::now();
+    let until = DbTime::new(
+        claimed_at.0
+            + chrono::Duration::milliseconds(state.config.oauth_timeout_ms as i64)
+            + REFRESH_LEASE_MARGIN,
+    );
+    if !state
+        .store
+        .try_job_lease(&lease, &holder, claimed_at, until)
+        .await?
+    {
+        return Err(refresh_in_progress());
+    }
+    let out = match state
+        .store
+        .integration_token(actor, integ.user_id, integ.id)
+        .await
+    {
+        Ok(Some(current)) if current.refresh_token_ct == tok.refresh_token_ct => {
+            refresh_claimed(state, actor, integ, &current, now).await
+        }
+        // refreshed (or removed) since the caller read it: the tokens are current
+        Ok(_) => Ok(RefreshOutcome::Refreshed),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = state.store.release_job_lease(&lease, &holder).await {
+        tracing::warn!(integration = %integ.id, error = %e, "the refresh lease could not be given back; it expires by itself");
+    }
+    out
+}
+
+/// Longer than a refresh's own work after the token endpoint answered.
+const REFRESH_LEASE_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
+
+fn refresh_in_progress() -> ApiError {
+    ApiError::conflict(
+        "refresh_in_progress",
+        "another refresh of this integration is under way; read it again shortly",
+    )
+}
+
+async fn refresh_claimed(
     state: &AppState,
     actor: Actor,
     integ: &IntegrationRecord,
@@ -321,6 +379,8 @@ pub async fn refresh_due(state: &AppState, now: DbTime) -> Result<usize, ApiErro
         match refresh(state, Actor::service(), &i, &t, now).await {
             Ok(RefreshOutcome::Refreshed) => n += 1,
             Ok(_) => {}
+            // another instance, or the owner, is refreshing it
+            Err(e) if e.code() == "refresh_in_progress" => {}
             Err(e) => tracing::warn!(integration = %i.id, code = e.code(), "token refresh failed"),
         }
     }

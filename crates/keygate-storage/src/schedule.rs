@@ -205,4 +205,17 @@ impl Store {
         });
         Ok(n == 1)
     }
+
+    /// Gives back a lease `holder` holds (taken with [`Store::try_job_lease`]); one it no
+    /// longer holds is left alone.
+    pub async fn release_job_lease(&self, name: &str, holder: &str) -> Result<()> {
+        in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>("DELETE FROM job_leases WHERE name = $1 AND holder = $2")
+                .bind(name)
+                .bind(holder)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok(())
+    }
 }

@@ -1041,6 +1041,18 @@ async fn oauth_server() -> (String, Arc<OAuth>) {
                         axum::http::StatusCode::BAD_REQUEST,
                         json!({"error": "invalid_grant"}).to_string(),
                     ),
+                    "held-ok" => {
+                        // answered (a new pair, like "ok") on `proceed`
+                        st.arrived.notify_one();
+                        st.proceed.notified().await;
+                        *st.mode.lock() = "ok";
+                        (
+                            axum::http::StatusCode::OK,
+                            json!({"access_token": "at-1", "refresh_token": "rt-1",
+                                   "token_type": "Bearer", "expires_in": 3600})
+                            .to_string(),
+                        )
+                    }
                     "held" => {
                         st.arrived.notify_one();
                         st.proceed.notified().await;
@@ -1071,6 +1083,105 @@ async fn oauth_server() -> (String, Arc<OAuth>) {
     tokio::spawn(async move { axum::serve(l, app).await });
     (url, st)
 }
+
+// Two refreshes of one integration at once (the job, and the owner's button, say on
+// another instance): only one reaches the token endpoint; the other is told a refresh is
+// under way (409 `refresh_in_progress`), and the lease is given back at the end. Before,
+// both sent the same refresh token, and a provider that rotates them refuses the second
+// (`invalid_grant`): the integration was marked `needs_reconsent`.
+both_backends!(
+    one_refresh_of_an_integration_at_a_time,
+    |_app: TestApp| async move {
+        let app = crate::helpers::spawn_app_with(_app.backend, |c| {
+            c.oauth_timeout_ms = 5000;
+            c.jobs_enabled = false;
+        })
+        .await
+        .unwrap();
+        let (url, oauth) = oauth_server().await;
+        let t = app.token(Uuid::new_v4());
+        let soon = (Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
+        let (s, i) = app
+        .post("/v1/integrations", &t, json!({
+            "provider": "example", "name": "crm", "client_id": "client-1", "client_secret": "client-secret-1",
+            "token_url": url, "scopes": ["read"],
+            "tokens": {"access_token": "at-0", "refresh_token": "rt-0", "expires_at": soon}}))
+        .await;
+        assert_eq!(s, 201, "{i}");
+        let id = i["id"].as_str().unwrap().to_string();
+        *oauth.mode.lock() = "held-ok";
+        let job = {
+            let state = app.state.clone();
+            tokio::spawn(async move {
+                keygate_server::integrations::refresh_due(&state, DbTime::now()).await
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), oauth.arrived.notified())
+            .await
+            .expect("the job's refresh reached the token endpoint");
+        let second = tokio::time::timeout(
+            Duration::from_secs(3),
+            app.post(&format!("/v1/integrations/{id}/refresh"), &t, json!({})),
+        )
+        .await
+        .expect("the second refresh did not wait at the token endpoint");
+        assert_eq!(second.0, 409, "{}", second.1);
+        assert_eq!(second.1["code"], "refresh_in_progress");
+        oauth.proceed.notify_one();
+        assert_eq!(job.await.unwrap().unwrap(), 1);
+        assert_eq!(*oauth.seen.lock(), vec!["rt-0".to_string()]);
+        let (_, v) = app.get(&format!("/v1/integrations/{id}"), &t).await;
+        assert_eq!(v["status"], "active", "{v}");
+        // the lease went back: the next refresh goes ahead, with the rotated token
+        let (s, r) = app
+            .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+            .await;
+        assert_eq!((s, r["outcome"].as_str()), (200, Some("refreshed")), "{r}");
+        assert_eq!(
+            *oauth.seen.lock(),
+            vec!["rt-0".to_string(), "rt-1".to_string()]
+        );
+        // a refresh that read the token before another one finished sends nothing
+        let id: Uuid = id.parse().unwrap();
+        let integ = app
+            .state
+            .store
+            .integration_by_id(id)
+            .await
+            .unwrap()
+            .unwrap();
+        let service = keygate_storage::Actor::service();
+        let stale = app
+            .state
+            .store
+            .integration_token(service, integ.user_id, id)
+            .await
+            .unwrap()
+            .unwrap();
+        let (s, _) = app
+            .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+            .await;
+        assert_eq!(s, 200);
+        let late = keygate_server::integrations::refresh(
+            &app.state,
+            service,
+            &integ,
+            &stale,
+            DbTime::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            late,
+            keygate_server::integrations::RefreshOutcome::Refreshed
+        );
+        assert_eq!(
+            oauth.seen.lock().len(),
+            3,
+            "the stale refresh token was not sent"
+        );
+    }
+);
 
 both_backends!(integration_tokens_refresh, |_app: TestApp| async move {
     let app = crate::helpers::spawn_app_with(_app.backend, |c| {
