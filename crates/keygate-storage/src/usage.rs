@@ -93,6 +93,10 @@ pub(crate) fn spend_of(calls: &[ApiCallRecord]) -> BTreeMap<(Uuid, String), (Uui
         e.2 = e.2.saturating_add(withdrawal);
     }
     spend.retain(|_, (_, v, w)| *v != 0 || *w != 0);
+    for (_, v, w) in spend.values_mut() {
+        *v = clamp_spend(*v);
+        *w = clamp_spend(*w);
+    }
     spend
 }
 
@@ -102,11 +106,29 @@ pub(crate) fn utc_day(t: &DbTime) -> String {
     t.0.format("%Y-%m-%d").to_string()
 }
 
+/// The most one call, one batch's entry or one ledger row counts, in USD micros: 100
+/// billion USD. Larger amounts count as this much, so a month of a credential's ledger
+/// rows (31) still sums within a bigint, and no client-sent order size can overflow a
+/// running total (on PostgreSQL that failed the whole group commit, everyone's rows with
+/// it). No real order, withdrawal or day of them comes near it.
+pub const MAX_SPEND_MICROS: i64 = 100_000_000_000_000_000;
+
 /// Adds to a credential's spend of a day: `(credential_id, user_id, day, volume,
-/// withdrawal)`.
+/// withdrawal)`; the running totals stay within `0..=`[`MAX_SPEND_MICROS`] (an entry is
+/// within `-MAX..=MAX`, so the sum cannot overflow).
 pub(crate) const SPEND_UPSERT: &str = "INSERT INTO credential_spend (credential_id, user_id, day, volume_usd_micros, withdrawal_usd_micros) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (credential_id, day) DO UPDATE SET volume_usd_micros = credential_spend.volume_usd_micros + excluded.volume_usd_micros, \
-     withdrawal_usd_micros = credential_spend.withdrawal_usd_micros + excluded.withdrawal_usd_micros";
+     ON CONFLICT (credential_id, day) DO UPDATE SET \
+     volume_usd_micros = CASE WHEN credential_spend.volume_usd_micros + excluded.volume_usd_micros > 100000000000000000 THEN 100000000000000000 \
+       WHEN credential_spend.volume_usd_micros + excluded.volume_usd_micros < 0 THEN 0 \
+       ELSE credential_spend.volume_usd_micros + excluded.volume_usd_micros END, \
+     withdrawal_usd_micros = CASE WHEN credential_spend.withdrawal_usd_micros + excluded.withdrawal_usd_micros > 100000000000000000 THEN 100000000000000000 \
+       WHEN credential_spend.withdrawal_usd_micros + excluded.withdrawal_usd_micros < 0 THEN 0 \
+       ELSE credential_spend.withdrawal_usd_micros + excluded.withdrawal_usd_micros END";
+
+/// `x` within `-MAX..=MAX` ([`MAX_SPEND_MICROS`]).
+fn clamp_spend(x: i64) -> i64 {
+    x.clamp(-MAX_SPEND_MICROS, MAX_SPEND_MICROS)
+}
 
 /// Adds uses to a credential: `(uses, latest time, user_id, id)`.
 pub(crate) const USAGE_UPDATE: &str = "UPDATE credentials SET usage_count = usage_count + $1, last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END WHERE user_id = $3 AND id = $4";
@@ -382,6 +404,27 @@ mod tests {
             plain.into_iter().collect::<Vec<_>>(),
             vec![((cred, "2026-11-28".to_string()), (Uuid::from_u128(2), 4, 0))]
         );
+    }
+
+    /// The upsert's clamp is [`MAX_SPEND_MICROS`], and a batch's entries stay within it.
+    #[test]
+    fn spend_stays_within_the_clamp() {
+        assert_eq!(
+            SPEND_UPSERT.matches(&MAX_SPEND_MICROS.to_string()).count(),
+            4
+        );
+        let mut rows: Vec<ApiCallRecord> = (0..3)
+            .map(|_| row("allowed", MAX_SPEND_MICROS, None))
+            .collect();
+        rows.push(row("denied", 0, Some(MAX_SPEND_MICROS)));
+        let back = spend_of(&rows);
+        assert!(
+            back.values()
+                .all(|(_, v, _)| (-MAX_SPEND_MICROS..=MAX_SPEND_MICROS).contains(v)),
+            "{back:?}"
+        );
+        // 31 days at the clamp still sum within a bigint
+        assert!(MAX_SPEND_MICROS.checked_mul(31).is_some());
     }
 
     #[test]

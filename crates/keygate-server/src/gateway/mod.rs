@@ -563,9 +563,17 @@ fn serde_plain<T: serde::Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
+/// USD micros as the ledger counts them: within `0..=MAX_SPEND_MICROS` (an absurd amount a
+/// client sent counts as the most there is, never as nothing, and never overflows).
 fn micros(usd: Option<Decimal>) -> i64 {
-    usd.and_then(|v| (v * Decimal::from(1_000_000)).round().to_i64())
-        .unwrap_or(0)
+    let max = keygate_storage::MAX_SPEND_MICROS;
+    match usd {
+        Some(v) if v > Decimal::ZERO => v
+            .checked_mul(Decimal::from(1_000_000))
+            .and_then(|m| m.round().to_i64())
+            .map_or(max, |m| m.min(max)),
+        _ => 0,
+    }
 }
 
 /// The connection's `base_url`, else the exchange's host for the credential's environment.

@@ -1618,6 +1618,66 @@ both_backends!(
     }
 );
 
+// An absurd order size is the exchange's to refuse, not a crash: with no caps set, an
+// order of 10^24 USD goes out and is recorded, its amount clamped to what the ledger
+// holds (100 billion USD per call and per day), so neither this call nor a batch it
+// shares with other users' calls fails on an overflow. (It panicked converting the
+// notional to micros, answering 500 with no row; and two orders of 5 trillion USD
+// overflowed the ledger's bigint on PostgreSQL, failing the whole group commit.)
+both_backends!(
+    absurd_order_sizes_are_forwarded_and_recorded,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(&app, &t, &mock, json!(["read", "trade"]), json!({})).await;
+        for (qty, price) in [
+            ("1000000000000", "1000000000000"),
+            ("5000000000", "1000"),
+            ("5000000000", "1000"),
+        ] {
+            let body = format!(
+                "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}"
+            );
+            let (s, _, b) = call(
+                &app,
+                &t,
+                reqwest::Method::POST,
+                &conn,
+                "api/v3/order",
+                Some(&body),
+            )
+            .await;
+            assert_eq!(s, 200, "{b}");
+        }
+        let (_, calls) = app.get(&format!("/v1/connections/{conn}/calls"), &t).await;
+        let items = calls["items"].as_array().unwrap();
+        assert_eq!(items.len(), 3, "{calls}");
+        assert!(items.iter().all(|c| c["decision"] == "allowed"), "{calls}");
+        // a capped connection on the same key finds the day's volume at the clamp: full
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        let (s, capped) = app
+            .post(
+                "/v1/connections",
+                &t,
+                json!({"name": "capped", "exchange": "binance", "credential_id": c["credential_id"],
+                       "base_url": mock.base_url(), "limits": {"max_daily_volume_usd": "1000000000000000"}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{capped}");
+        let capped = capped["id"].as_str().unwrap().to_string();
+        let (s, _, b) = call(
+            &app,
+            &t,
+            reqwest::Method::POST,
+            &capped,
+            "api/v3/order",
+            Some("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000"),
+        )
+        .await;
+        assert_eq!(s, 200, "under the cap: {b}");
+    }
+);
+
 // Two instances on one PostgreSQL, parallel withdrawals split between them: each call's
 // amount is reserved in the shared ledger, under a lock both instances take, before it goes
 // out, so the cap holds across both. (With holds kept per process, each instance let two
