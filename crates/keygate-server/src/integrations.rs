@@ -108,15 +108,9 @@ pub async fn refresh(
 ) -> Result<RefreshOutcome, ApiError> {
     let lease = format!("integration_refresh:{}", integ.id);
     let holder = Uuid::now_v7().to_string();
-    let claimed_at = DbTime::now();
-    let until = DbTime::new(
-        claimed_at.0
-            + chrono::Duration::milliseconds(state.config.oauth_timeout_ms as i64)
-            + REFRESH_LEASE_MARGIN,
-    );
     if !state
         .store
-        .try_job_lease(&lease, &holder, claimed_at, until)
+        .try_job_lease(&lease, &holder, DbTime::now(), lease_until(state))
         .await?
     {
         return Err(refresh_in_progress());
@@ -127,7 +121,7 @@ pub async fn refresh(
         .await
     {
         Ok(Some(current)) if current.refresh_token_ct == tok.refresh_token_ct => {
-            refresh_claimed(state, actor, integ, &current, now).await
+            refresh_claimed(state, actor, integ, &current, now, &lease, &holder).await
         }
         // refreshed (or removed) since the caller read it: the tokens are current
         Ok(_) => Ok(RefreshOutcome::Refreshed),
@@ -142,6 +136,15 @@ pub async fn refresh(
 /// Longer than a refresh's own work after the token endpoint answered.
 const REFRESH_LEASE_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
 
+/// A refresh lease taken now ends after the token request's timeout and the margin.
+fn lease_until(state: &AppState) -> DbTime {
+    DbTime::new(
+        chrono::Utc::now()
+            + chrono::Duration::milliseconds(state.config.oauth_timeout_ms as i64)
+            + REFRESH_LEASE_MARGIN,
+    )
+}
+
 fn refresh_in_progress() -> ApiError {
     ApiError::conflict(
         "refresh_in_progress",
@@ -155,6 +158,8 @@ async fn refresh_claimed(
     integ: &IntegrationRecord,
     tok: &IntegrationTokenRecord,
     now: DbTime,
+    lease: &str,
+    holder: &str,
 ) -> Result<RefreshOutcome, ApiError> {
     let user = integ.user_id;
     let retry = |why: String| async move {
@@ -211,6 +216,15 @@ async fn refresh_claimed(
         }
         SecretString::from(f.finish())
     };
+    // the exchange of this refresh token for new ones must finish under the lease: renew
+    // it for the request's whole timeout now that the slow parts before it are done
+    if !state
+        .store
+        .try_job_lease(lease, holder, DbTime::now(), lease_until(state))
+        .await?
+    {
+        return Err(refresh_in_progress());
+    }
     let res = state
         .http
         .post(&integ.token_url)

@@ -266,6 +266,36 @@ impl Store {
         }))
     }
 
+    /// Re-seals an integration's tokens (a DEK rotation): writes `t`'s ciphertexts and DEK
+    /// version only if the row still holds the access token ciphertext `was` (every write
+    /// of the tokens seals afresh, so any write since the read changed it). `false`: the
+    /// tokens were rewritten meanwhile (a refresh, new tokens), and `t` would have put
+    /// stale ones back.
+    pub async fn reseal_integration_token(
+        &self,
+        actor: Actor,
+        t: &IntegrationTokenRecord,
+        was: &[u8],
+    ) -> Result<bool> {
+        let n = in_tx!(self, actor, |tx| {
+            sqlx::query::<DB>(
+                "UPDATE integration_tokens SET access_token_ct = $1, refresh_token_ct = $2, dek_version = $3, updated_at = $4 \
+                 WHERE user_id = $5 AND integration_id = $6 AND access_token_ct = $7",
+            )
+            .bind(t.access_token_ct.clone())
+            .bind(t.refresh_token_ct.clone())
+            .bind(t.dek_version)
+            .bind(t.updated_at)
+            .bind(t.user_id)
+            .bind(t.integration_id)
+            .bind(was.to_vec())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// Creates or replaces an integration's tokens.
     pub async fn put_integration_token(
         &self,

@@ -320,7 +320,10 @@ async fn reseal_all(
                     .await?;
                 integs += 1;
             }
-            if let Some(t) = s.store.integration_token(actor, user, i.id).await? {
+            // a token rewritten between the read and the re-seal (a refresh) is read again
+            let mut tries = 0;
+            while let Some(t) = s.store.integration_token(actor, user, i.id).await? {
+                tries += 1;
                 if t.dek_version != current {
                     let d = old.dek(s, actor, user, t.dek_version as u32).await?;
                     let mut fresh = t.clone();
@@ -334,9 +337,22 @@ async fn reseal_all(
                     }
                     fresh.dek_version = current;
                     fresh.updated_at = DbTime::now();
-                    s.store.put_integration_token(actor, &fresh).await?;
+                    if !s
+                        .store
+                        .reseal_integration_token(actor, &fresh, &t.access_token_ct)
+                        .await?
+                    {
+                        if tries < 5 {
+                            continue;
+                        }
+                        return Err(ApiError::conflict(
+                            "integration_busy",
+                            "an integration's tokens kept changing during the rotation; run it again",
+                        ));
+                    }
                     tokens += 1;
                 }
+                break;
             }
         }
     }

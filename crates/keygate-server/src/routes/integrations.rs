@@ -581,7 +581,14 @@ pub async fn refresh_now(
         .integration_token(actor, i.user_id, id)
         .await?
         .ok_or_else(|| ApiError::conflict("no_token", "this integration has no token yet"))?;
-    let out = refresh(&s, actor, &i, &t, DbTime::now()).await?;
+    // in a task of its own: a client that hangs up must not cancel it between the
+    // provider's answer (which may rotate the refresh token) and storing the new tokens
+    let out = {
+        let (s, i) = (s.clone(), i.clone());
+        tokio::spawn(async move { refresh(&s, actor, &i, &t, DbTime::now()).await })
+            .await
+            .map_err(|_| ApiError::internal("the refresh failed"))??
+    };
     let (outcome, detail) = match out {
         RefreshOutcome::Refreshed => ("refreshed", None),
         RefreshOutcome::NeedsReconsent => ("needs_reconsent", None),

@@ -1183,6 +1183,65 @@ both_backends!(
     }
 );
 
+// A DEK rotation re-seals an integration's tokens, and only if nobody rewrote them since
+// it read them: a re-seal of what it read would otherwise put an already used refresh
+// token back over a refresh's new one.
+both_backends!(
+    dek_rotation_reseals_integration_tokens_only_if_unchanged,
+    |_app: TestApp| async move {
+        let app = crate::helpers::spawn_app_with(_app.backend, |c| c.jobs_enabled = false)
+            .await
+            .unwrap();
+        let (url, oauth) = oauth_server().await;
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (s, i) = app
+        .post("/v1/integrations", &t, json!({
+            "provider": "example", "name": "crm", "client_id": "client-1", "client_secret": "client-secret-1",
+            "token_url": url, "scopes": ["read"],
+            "tokens": {"access_token": "at-0", "refresh_token": "rt-0"}}))
+        .await;
+        assert_eq!(s, 201, "{i}");
+        let id: Uuid = i["id"].as_str().unwrap().parse().unwrap();
+        let service = keygate_storage::Actor::service();
+        let before = app
+            .state
+            .store
+            .integration_token(service, user, id)
+            .await
+            .unwrap()
+            .unwrap();
+        // a re-seal against ciphertext the row no longer holds writes nothing
+        let mut stale = before.clone();
+        stale.access_token_ct = b"stale".to_vec();
+        assert!(!app
+            .state
+            .store
+            .reseal_integration_token(service, &stale, b"not what the row holds")
+            .await
+            .unwrap());
+        let (s, r) = app.post("/v1/vault/rotate-key", &t, json!({})).await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["integration_tokens"], 1, "{r}");
+        let after = app
+            .state
+            .store
+            .integration_token(service, user, id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.dek_version, 2);
+        assert_ne!(after.access_token_ct, before.access_token_ct);
+        let (_, tok) = app.get(&format!("/v1/integrations/{id}/token"), &t).await;
+        assert_eq!(tok["access_token"], "at-0", "{tok}");
+        let (s, r) = app
+            .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+            .await;
+        assert_eq!((s, r["outcome"].as_str()), (200, Some("refreshed")), "{r}");
+        assert_eq!(*oauth.seen.lock(), vec!["rt-0".to_string()]);
+    }
+);
+
 both_backends!(integration_tokens_refresh, |_app: TestApp| async move {
     let app = crate::helpers::spawn_app_with(_app.backend, |c| {
         c.oauth_timeout_ms = 300;
