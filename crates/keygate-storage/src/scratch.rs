@@ -32,6 +32,23 @@ pub fn test_prefix() -> String {
     prefix
 }
 
+/// The admin URL of the suite's PostgreSQL (`KEYGATE_TEST_DATABASE_URL`), or `None` when
+/// it is not set: the test then does not run, which fails it under CI (`CI=true`).
+pub fn test_admin_url() -> Option<String> {
+    match std::env::var("KEYGATE_TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "KEYGATE_TEST_DATABASE_URL is not set: run the suite through scripts/test"
+            );
+            eprintln!("PostgreSQL not configured: test not run");
+            None
+        }
+    }
+}
+
 /// Creates `{prefix}_{random}` on the server `admin` points at.
 pub async fn create(admin: &str, prefix: &str) -> crate::Result<ScratchDatabase> {
     let name = format!("{prefix}_{}", Uuid::new_v4().simple());

@@ -1581,6 +1581,34 @@ async fn capped_withdrawals(app: &TestApp) -> (MockExchange, String, String) {
     (mock, t, conn)
 }
 
+/// `n` withdrawals of 100 USDT at once, taking turns over `apps`, while the exchange is
+/// slow to answer (so all are under way together): how many went out and how many were
+/// refused for the daily cap. Only the ones that went out reached the exchange.
+async fn parallel_withdrawals(
+    apps: &[&TestApp],
+    mock: &MockExchange,
+    t: &str,
+    conn: &str,
+    n: usize,
+) -> (usize, usize) {
+    mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(300))));
+    let withdrawals = (0..n).map(|i| withdraw(apps[i % apps.len()], t, conn, 100));
+    let answers: Vec<(u16, String)> = futures::future::join_all(withdrawals).await;
+    mock.set_fault(None);
+    let sent = answers.iter().filter(|(s, _)| *s == 200).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, c)| *s == 403 && c == "withdrawal_daily_limit_exceeded")
+        .count();
+    assert_eq!(sent + refused, n, "{answers:?}");
+    assert_eq!(
+        mock.requests().len(),
+        sent,
+        "the refused ones never reached the exchange"
+    );
+    (sent, refused)
+}
+
 /// A USDT withdrawal of `amount` through `conn`: status and problem code.
 async fn withdraw(app: &TestApp, t: &str, conn: &str, amount: u32) -> (u16, String) {
     let body = format!("coin=USDT&address=TXyz1&network=TRX&amount={amount}");
@@ -1598,20 +1626,9 @@ both_backends!(
     parallel_withdrawals_stay_under_the_daily_cap,
     |app: TestApp| async move {
         let (mock, t, conn) = capped_withdrawals(&app).await;
-        mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(300))));
-        let withdrawals = (0..5).map(|_| withdraw(&app, &t, &conn, 100));
-        let answers: Vec<(u16, String)> = futures::future::join_all(withdrawals).await;
-        mock.set_fault(None);
-        let sent = answers.iter().filter(|(s, _)| *s == 200).count();
-        let refused = answers
-            .iter()
-            .filter(|(s, c)| *s == 403 && c == "withdrawal_daily_limit_exceeded")
-            .count();
-        assert_eq!((sent, refused), (2, 3), "{answers:?}");
         assert_eq!(
-            mock.requests().len(),
-            2,
-            "the refused ones never reached the exchange"
+            parallel_withdrawals(&[&app], &mock, &t, &conn, 5).await,
+            (2, 3)
         );
         // the sent ones count once (their rows settled their reservations): 50 more fit
         assert_eq!(withdraw(&app, &t, &conn, 50).await, (200, String::new()));
@@ -1692,20 +1709,9 @@ async fn two_instances_share_the_spend_caps_on_postgres() {
     };
     let b = second_instance(&a, None).await;
     let (mock, t, conn) = capped_withdrawals(&a).await;
-    mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(300))));
-    let withdrawals = (0..6).map(|i| withdraw(if i % 2 == 0 { &a } else { &b }, &t, &conn, 100));
-    let answers: Vec<(u16, String)> = futures::future::join_all(withdrawals).await;
-    mock.set_fault(None);
-    let sent = answers.iter().filter(|(s, _)| *s == 200).count();
-    let refused = answers
-        .iter()
-        .filter(|(s, c)| *s == 403 && c == "withdrawal_daily_limit_exceeded")
-        .count();
-    assert_eq!((sent, refused), (2, 4), "{answers:?}");
     assert_eq!(
-        mock.requests().len(),
-        2,
-        "the refused ones never reached the exchange"
+        parallel_withdrawals(&[&a, &b], &mock, &t, &conn, 6).await,
+        (2, 4)
     );
     // what went out is counted once: 50 more fit, on either instance, and then nothing
     assert_eq!(withdraw(&b, &t, &conn, 50).await, (200, String::new()));
