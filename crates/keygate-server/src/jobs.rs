@@ -130,6 +130,7 @@ pub async fn run_rotation_reminders(state: &AppState, now: DbTime) -> Result<usi
                     Some(r.user_id),
                     now,
                     &rows,
+                    Some(r.next_due_at),
                 )
                 .await?
             {
@@ -160,7 +161,7 @@ pub async fn run_rotation_reminders(state: &AppState, now: DbTime) -> Result<usi
                 .await?;
         if state
             .store
-            .claim_reminder(&key, "site_key", k.id, None, now, &rows)
+            .claim_reminder(&key, "site_key", k.id, None, now, &rows, Some(due))
             .await?
         {
             sent += 1;

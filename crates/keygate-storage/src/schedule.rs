@@ -129,7 +129,12 @@ impl Store {
     }
 
     /// Claims reminder `key` and, only if this call claimed it, queues `deliveries`, in one
-    /// transaction. Returns whether this call claimed it.
+    /// transaction. Returns whether this call claimed it. With `due`, only while the
+    /// subject (a `credential`'s rotation schedule, or a `site_key`) is still due then: a
+    /// rotation that committed after the job read the schedule has moved the date, and
+    /// the reminder for the old one is not sent. On PostgreSQL the schedule row is share
+    /// locked, so a rotation committing meanwhile is waited for and then seen.
+    #[allow(clippy::too_many_arguments)]
     pub async fn claim_reminder(
         &self,
         key: &str,
@@ -138,7 +143,25 @@ impl Store {
         user_id: Option<Uuid>,
         now: DbTime,
         deliveries: &[DeliveryRecord],
+        due: Option<DbTime>,
     ) -> Result<bool> {
+        let lock = match self.backend() {
+            crate::Backend::Postgres => " FOR SHARE",
+            crate::Backend::Sqlite => "",
+        };
+        let still_due = match (subject_kind, due) {
+            ("credential", Some(_)) => format!(
+                "SELECT 1 FROM rotation_schedules WHERE credential_id = $3 AND next_due_at = $6{lock}"
+            ),
+            ("site_key", Some(_)) => format!(
+                "SELECT 1 FROM site_api_keys WHERE id = $3 AND is_active AND next_rotation_at = $6{lock}"
+            ),
+            _ => "SELECT 1".to_string(),
+        };
+        let claim = format!(
+            "INSERT INTO sent_reminders (reminder_key, subject_kind, subject_id, user_id, created_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS ({still_due}) ON CONFLICT (reminder_key) DO NOTHING"
+        );
         let ins = multi_insert(
             &format!(
                 "INSERT INTO webhook_deliveries ({}) VALUES ",
@@ -148,18 +171,16 @@ impl Store {
             deliveries.len(),
         );
         Ok(in_tx!(self, Actor::service(), |tx| {
-            let n = sqlx::query::<DB>(
-                "INSERT INTO sent_reminders (reminder_key, subject_kind, subject_id, user_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reminder_key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(subject_kind)
-            .bind(subject_id)
-            .bind(user_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let mut q = sqlx::query::<DB>(&claim)
+                .bind(key)
+                .bind(subject_kind)
+                .bind(subject_id)
+                .bind(user_id)
+                .bind(now);
+            if still_due != "SELECT 1" {
+                q = q.bind(due);
+            }
+            let n = q.execute(&mut *tx).await?.rows_affected();
             if n == 1 && !deliveries.is_empty() {
                 let q = bind_deliveries!(sqlx::query::<DB>(&ins), deliveries);
                 q.execute(&mut *tx).await?;

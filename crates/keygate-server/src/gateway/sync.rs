@@ -418,7 +418,7 @@ pub async fn run_connection_sync(
         )
         .await?;
         if s.store
-            .claim_reminder(&key, "connection", conn, Some(user), now, &rows)
+            .claim_reminder(&key, "connection", conn, Some(user), now, &rows, None)
             .await?
         {
             s.jobs.wake();

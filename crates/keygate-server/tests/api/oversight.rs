@@ -870,6 +870,32 @@ both_backends!(
         let next: chrono::DateTime<Utc> = v["next_due_at"].as_str().unwrap().parse().unwrap();
         assert!(next > t0 + chrono::Duration::days(89));
         assert!(v["last_rotated_at"].is_string());
+        // a job that read the schedule before the rotation committed claims a reminder for
+        // the old due date: not sent
+        let stale = DbTime::new(due);
+        let cred_id: Uuid = cred.parse().unwrap();
+        let key = format!("rotation:{cred}:{}:overdue_2d", stale.micros());
+        assert!(!app
+            .state
+            .store
+            .claim_reminder(
+                &key,
+                "credential",
+                cred_id,
+                Some(user),
+                days(42, 2),
+                &[],
+                Some(stale)
+            )
+            .await
+            .unwrap());
+        assert!(!app
+            .state
+            .store
+            .reminders_sent(cred_id)
+            .await
+            .unwrap()
+            .contains(&key));
 
         // job leases: one holder at a time
         let (n, until) = (
