@@ -63,6 +63,18 @@ impl FieldError {
 /// Largest USD amount or size a limit may hold (a quadrillion): far beyond any real
 /// account, small enough that sums of a few limits never overflow `Decimal`.
 const MAX_AMOUNT: Decimal = Decimal::from_parts(0xA4C6_8000, 0x3_8D7E, 0, false, 0); // 10^15
+/// The most a spend cap (daily volume, withdrawals per day or per month) can be, in USD:
+/// what keygate's spend ledger counts per call and per day (100 billion USD; amounts
+/// beyond it count as this much, `keygate_storage::MAX_SPEND_MICROS`). A higher cap could
+/// never be reached, so it is refused; one stored before this bound acts as it
+/// ([`Limits::spend_caps_within_the_ledger`]).
+pub const MAX_SPEND_CAP_USD: Decimal = Decimal::from_parts(0x4876_E800, 0x17, 0, false, 0); // 10^11
+/// The limits the spend ledger is checked against.
+const SPEND_CAPS: [&str; 3] = [
+    "max_daily_volume_usd",
+    "max_withdrawal_usd_per_day",
+    "max_withdrawal_usd_per_month",
+];
 const MAX_LEVERAGE: Decimal = Decimal::from_parts(1000, 0, 0, false, 0);
 const MAX_LIST_LEN: usize = 1000;
 const MAX_SYMBOL_LEN: usize = 64;
@@ -159,6 +171,21 @@ impl Limits {
         }
     }
 
+    /// These limits with each spend cap at most [`MAX_SPEND_CAP_USD`] (limits stored before
+    /// that bound was checked).
+    pub fn spend_caps_within_the_ledger(mut self) -> Self {
+        for cap in [
+            &mut self.max_daily_volume_usd,
+            &mut self.max_withdrawal_usd_per_day,
+            &mut self.max_withdrawal_usd_per_month,
+        ] {
+            if let Some(c) = cap.as_mut() {
+                *c = (*c).min(MAX_SPEND_CAP_USD);
+            }
+        }
+        self
+    }
+
     /// Check the limits an owner submits. Every problem is reported, with its field.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
@@ -183,6 +210,8 @@ impl Limits {
                     errs.push(FieldError::new(field, "must not be negative"));
                 } else if v > MAX_AMOUNT {
                     errs.push(FieldError::new(field, "must be at most 1000000000000000"));
+                } else if SPEND_CAPS.contains(&field) && v > MAX_SPEND_CAP_USD {
+                    errs.push(FieldError::new(field, "must be at most 100000000000"));
                 }
             }
         }
@@ -338,6 +367,32 @@ mod tests {
     #[test]
     fn max_amount_constant_is_ten_to_fifteen() {
         assert_eq!(MAX_AMOUNT, d("1000000000000000"));
+        assert_eq!(MAX_SPEND_CAP_USD, d("100000000000"));
+    }
+
+    /// A spend cap above what the ledger counts is refused, or, stored before, acts as it.
+    #[test]
+    fn spend_caps_stay_within_the_ledger() {
+        let l = Limits {
+            max_daily_volume_usd: Some(d("100000000001")),
+            max_withdrawal_usd_per_month: Some(d("1e12")),
+            max_trade_usd: Some(d("1e12")),
+            ..Limits::default()
+        };
+        let fields: Vec<String> = l
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            ["max_daily_volume_usd", "max_withdrawal_usd_per_month"]
+        );
+        let c = l.spend_caps_within_the_ledger();
+        assert_eq!(c.max_daily_volume_usd, Some(MAX_SPEND_CAP_USD));
+        assert_eq!(c.max_withdrawal_usd_per_month, Some(MAX_SPEND_CAP_USD));
+        assert_eq!(c.max_trade_usd, Some(d("1e12")), "not a spend cap");
     }
 
     #[test]

@@ -754,7 +754,7 @@ fn parse_limits(v: &serde_json::Value) -> Result<Limits, String> {
 fn effective_limits(ctx: &CallContext) -> Result<Limits, String> {
     let a = parse_limits(&ctx.credential.limits.0)?;
     let b = parse_limits(&ctx.connection.limits.0)?;
-    Ok(Limits::merge_stricter(&a, &b))
+    Ok(Limits::merge_stricter(&a, &b).spend_caps_within_the_ledger())
 }
 
 fn scope_set(v: &[String]) -> ScopeSet {

@@ -126,6 +126,15 @@ mod tests {
         waiter.await.unwrap();
     }
 
+    /// The highest spend cap is exactly what the ledger counts per call and per day.
+    #[test]
+    fn the_ledger_clamp_is_the_highest_spend_cap() {
+        assert_eq!(
+            rust_decimal::Decimal::from(keygate_storage::MAX_SPEND_MICROS),
+            keygate_policy::MAX_SPEND_CAP_USD * rust_decimal::Decimal::from(1_000_000)
+        );
+    }
+
     /// On SQLite every credential's check takes the one write lock: one at a time.
     #[tokio::test]
     async fn on_sqlite_checks_take_turns_across_credentials() {

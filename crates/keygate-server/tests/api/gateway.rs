@@ -1670,14 +1670,15 @@ both_backends!(
         let items = calls["items"].as_array().unwrap();
         assert_eq!(items.len(), 3, "{calls}");
         assert!(items.iter().all(|c| c["decision"] == "allowed"), "{calls}");
-        // a capped connection on the same key finds the day's volume at the clamp: full
+        // a capped connection on the same key finds the day's volume at the clamp, which
+        // is also the highest cap there is: full
         let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
         let (s, capped) = app
             .post(
                 "/v1/connections",
                 &t,
                 json!({"name": "capped", "exchange": "binance", "credential_id": c["credential_id"],
-                       "base_url": mock.base_url(), "limits": {"max_daily_volume_usd": "1000000000000000"}}),
+                       "base_url": mock.base_url(), "limits": {"max_daily_volume_usd": "100000000000"}}),
             )
             .await;
         assert_eq!(s, 201, "{capped}");
@@ -1691,7 +1692,11 @@ both_backends!(
             Some("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000"),
         )
         .await;
-        assert_eq!(s, 200, "under the cap: {b}");
+        assert_eq!(
+            (s, code(&b).as_str()),
+            (403, "daily_volume_exceeded"),
+            "{b}"
+        );
     }
 );
 
