@@ -477,7 +477,13 @@ impl Sink for PgSink {
         })??;
         // the writer always acts as the service: its identity for the whole session, so
         // a batch needs no BEGIN of its own (row-level security applies as before)
-        let identity = crate::db::pg_identity_sql(Actor::service(), false);
+        // READ COMMITTED whatever the server's default: a batch leaves out the row of a
+        // connection deleted while it waited for the deletion (`batch_sql`), which takes a
+        // fresh look at the row after the wait; a snapshot isolation would fail instead
+        let identity = format!(
+            "{}; SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            crate::db::pg_identity_sql(Actor::service(), false)
+        );
         self.rt.block_on(async {
             use sqlx::Executor;
             conn.execute(identity.as_str()).await

@@ -106,19 +106,24 @@ impl Store {
                 (CheckTx::Sqlite(tx), row)
             }
             Db::Postgres(pool) => {
-                // BEGIN, the identity and the lock in one round trip. The totals are read
-                // by a later statement, so after the lock: READ COMMITTED (whatever the
-                // server's default) takes a snapshot per statement, which sees every
+                // BEGIN and the identity in one round trip, then the lock, then the totals,
+                // each a statement of its own: READ COMMITTED (whatever the server's
+                // default) takes a snapshot per statement, so the totals see every
                 // reservation committed before the lock was granted. A lock not granted
-                // within LOCK_WAIT fails the check (the call is refused), on the server's
-                // side: a client-side timeout could leave the transaction open.
+                // within LOCK_WAIT fails the check (the call is refused) on the server's
+                // side: a client-side timeout could leave the transaction open. The lock
+                // is not part of the BEGIN: a failure there would leave the pooled
+                // connection in an aborted transaction (sqlx rolls back only a begun one).
                 let begin = format!(
-                    "BEGIN ISOLATION LEVEL READ COMMITTED; {}; SET LOCAL lock_timeout = '{}ms'; SELECT pg_advisory_xact_lock({})",
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; {}; SET LOCAL lock_timeout = '{}ms'",
                     crate::db::pg_identity_sql(Actor::service(), true),
                     LOCK_WAIT.as_millis(),
-                    lock_key(credential_id)
                 );
                 let mut tx = pool.begin_with(begin).await?;
+                sqlx::query::<Postgres>("SELECT pg_advisory_xact_lock($1)")
+                    .bind(lock_key(credential_id))
+                    .execute(&mut *tx)
+                    .await?;
                 let row = sqlx::query_as::<Postgres, (i64, i64, i64)>(TOTALS_SQL)
                     .bind(credential_id)
                     .bind(&day)
@@ -292,7 +297,37 @@ mod tests {
             .await
             .unwrap();
         one_check_at_a_time(&db.url).await;
+        a_timed_out_check_leaves_the_pool_whole(&db.url).await;
         db.drop().await;
+    }
+
+    /// A check whose lock is not granted within the wait fails (the call is refused), and
+    /// the pooled connection it ran on is rolled back, not left in an aborted transaction
+    /// for the next user of the pool.
+    async fn a_timed_out_check_leaves_the_pool_whole(url: &str) {
+        use sqlx::Connection;
+        let store = Store::connect(url).await.unwrap();
+        let cred = Uuid::now_v7();
+        let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(lock_key(cred))
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        assert!(
+            store.begin_spend_check(cred, DbTime::now()).await.is_err(),
+            "the lock was held past the wait"
+        );
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(lock_key(cred))
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        for _ in 0..12 {
+            let c = store.begin_spend_check(cred, DbTime::now()).await.unwrap();
+            c.reserve(Uuid::now_v7(), 0, 0).await.unwrap();
+        }
+        store.close().await;
     }
 
     fn tempfile_dir() -> std::path::PathBuf {
