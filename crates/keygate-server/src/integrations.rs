@@ -120,7 +120,9 @@ pub async fn refresh(
         .integration_token(actor, integ.user_id, integ.id)
         .await
     {
-        Ok(Some(current)) if current.refresh_token_ct == tok.refresh_token_ct => {
+        // the latest tokens, unless a refresh finished since the caller read them (a DEK
+        // rotation re-seals them without refreshing: not that)
+        Ok(Some(current)) if current.refreshed_at == tok.refreshed_at => {
             refresh_claimed(state, actor, integ, &current, now, &lease, &holder).await
         }
         // refreshed (or removed) since the caller read it: the tokens are current
@@ -220,9 +222,10 @@ async fn refresh_claimed(
     // it for the request's whole timeout now that the slow parts before it are done
     if !state
         .store
-        .try_job_lease(lease, holder, DbTime::now(), lease_until(state))
+        .renew_job_lease(lease, holder, DbTime::now(), lease_until(state))
         .await?
     {
+        // it ran out while the slow parts ran: another refresh may have used this token
         return Err(refresh_in_progress());
     }
     let res = state

@@ -227,6 +227,31 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Extends a lease `holder` still holds (unexpired at `now`) until `until`; `false` when
+    /// it ran out or another holder has it (a lease given back, or expired, is not taken
+    /// again here: whatever the holder read under it may be stale).
+    pub async fn renew_job_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DbTime,
+        until: DbTime,
+    ) -> Result<bool> {
+        let n = in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>(
+                "UPDATE job_leases SET lease_until = $1 WHERE name = $2 AND holder = $3 AND lease_until > $4",
+            )
+            .bind(until)
+            .bind(name)
+            .bind(holder)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// Gives back a lease `holder` holds (taken with [`Store::try_job_lease`]); one it no
     /// longer holds is left alone.
     pub async fn release_job_lease(&self, name: &str, holder: &str) -> Result<()> {

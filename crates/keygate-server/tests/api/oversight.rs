@@ -930,6 +930,27 @@ both_backends!(
             )
             .await
             .unwrap());
+        // renewing: only a lease still held; one that ran out, or was given back, is not
+        // taken again by its old holder
+        let store = &second.store;
+        let far = DbTime::new(later.0 + chrono::Duration::seconds(60));
+        assert!(store.renew_job_lease("x", "b", later, far).await.unwrap());
+        assert!(!app
+            .state
+            .store
+            .renew_job_lease("x", "a", later, far)
+            .await
+            .unwrap());
+        let after = DbTime::new(far.0 + chrono::Duration::seconds(1));
+        assert!(
+            !store.renew_job_lease("x", "b", after, far).await.unwrap(),
+            "ran out"
+        );
+        store.release_job_lease("x", "b").await.unwrap();
+        assert!(
+            !store.renew_job_lease("x", "b", later, far).await.unwrap(),
+            "given back"
+        );
     }
 );
 
@@ -1246,9 +1267,33 @@ both_backends!(
             .reseal_integration_token(service, &stale, b"not what the row holds")
             .await
             .unwrap());
+        let integ = app
+            .state
+            .store
+            .integration_by_id(id)
+            .await
+            .unwrap()
+            .unwrap();
         let (s, r) = app.post("/v1/vault/rotate-key", &t, json!({})).await;
         assert_eq!(s, 200, "{r}");
         assert_eq!(r["integration_tokens"], 1, "{r}");
+        // a refresh that read the tokens before the rotation re-sealed them still refreshes
+        // (a re-seal is not a refresh), with the tokens as they are now
+        let out = keygate_server::integrations::refresh(
+            &app.state,
+            service,
+            &integ,
+            &before,
+            DbTime::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, keygate_server::integrations::RefreshOutcome::Refreshed);
+        assert_eq!(
+            *oauth.seen.lock(),
+            vec!["rt-0".to_string()],
+            "the provider was asked"
+        );
         let after = app
             .state
             .store
@@ -1259,12 +1304,15 @@ both_backends!(
         assert_eq!(after.dek_version, 2);
         assert_ne!(after.access_token_ct, before.access_token_ct);
         let (_, tok) = app.get(&format!("/v1/integrations/{id}/token"), &t).await;
-        assert_eq!(tok["access_token"], "at-0", "{tok}");
+        assert_eq!(tok["access_token"], "at-1", "{tok}");
         let (s, r) = app
             .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
             .await;
         assert_eq!((s, r["outcome"].as_str()), (200, Some("refreshed")), "{r}");
-        assert_eq!(*oauth.seen.lock(), vec!["rt-0".to_string()]);
+        assert_eq!(
+            *oauth.seen.lock(),
+            vec!["rt-0".to_string(), "rt-1".to_string()]
+        );
     }
 );
 
