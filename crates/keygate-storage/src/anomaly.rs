@@ -101,8 +101,12 @@ struct HistoryEntry {
 
 /// Calls this recent are counted afresh on every assessment. A row this process commits
 /// later than this after its time drops its credential's counts instead
-/// ([`HistoryCache::committed`]).
-const SETTLE: chrono::Duration = chrono::Duration::seconds(10);
+/// ([`HistoryCache::committed`]). Far above a group commit's latency (PostgreSQL's worst
+/// measured stalls: 40–130 ms). It was 10 s: the periodic re-score of a busy key then
+/// counted ten seconds of calls afresh every 5 s, 100 ms of CPU each time at 13k calls/s,
+/// and signed calls under load ran 6–8 % slower with a higher p99 (BENCHMARKS.md,
+/// session 13).
+const SETTLE: chrono::Duration = chrono::Duration::seconds(2);
 /// How long an entry may be carried forward by deltas before a full recount.
 const RESYNC: Duration = Duration::from_secs(600);
 /// Credentials seen from more source IPs than this are recounted in full every time.
