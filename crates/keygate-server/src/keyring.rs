@@ -92,10 +92,8 @@ impl Keyring {
             Some((d, false, _)) => {
                 let usable = self
                     .store
-                    .user_keys(actor, user)
+                    .user_key(actor, user, version as i32)
                     .await?
-                    .into_iter()
-                    .find(|r| r.version as u32 == version)
                     .is_some_and(|r| {
                         r.state != "shredded"
                             && r.wrapped_dek.is_some()
@@ -223,10 +221,8 @@ impl Keyring {
                     return Ok(DekHandle { dek: d, version: v });
                 }
                 self.store
-                    .user_keys(actor, user)
+                    .user_key(actor, user, v as i32)
                     .await?
-                    .into_iter()
-                    .find(|r| r.version as u32 == v)
                     .ok_or_else(|| {
                         ApiError::internal("ciphertext names a DEK version that does not exist")
                     })?

@@ -49,6 +49,24 @@ impl Store {
         }))
     }
 
+    /// One DEK record of the user, by version (any state). A read: it takes no write lock
+    /// and leaves the write epoch alone (the keyring rechecks a cached DEK's row with it).
+    pub async fn user_key(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        version: i32,
+    ) -> Result<Option<UserKeyRecord>> {
+        let sql = format!("SELECT {COLS} FROM user_keys WHERE user_id = $1 AND version = $2");
+        Ok(in_tx!(@quiet self, actor, |tx| {
+            sqlx::query_as::<DB, _>(&sql)
+                .bind(user_id)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?
+        }))
+    }
+
     /// Inserts a first DEK for a user unless one appeared concurrently; returns the
     /// active record either way.
     pub async fn insert_first_user_key(

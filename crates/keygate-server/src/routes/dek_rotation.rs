@@ -241,10 +241,8 @@ impl OldKeys {
         }
         let rec = s
             .store
-            .user_keys(actor, user)
+            .user_key(actor, user, version as i32)
             .await?
-            .into_iter()
-            .find(|r| r.version as u32 == version)
             .ok_or_else(|| {
                 ApiError::internal("ciphertext names a DEK version that does not exist")
             })?;
