@@ -196,13 +196,9 @@ fn batch_sql(calls: bool, usage: bool, spend: bool, chain: Chain) -> String {
             ),
             true,
         );
-        // the running totals stay within 0..=MAX_SPEND_MICROS (`usage::SPEND_UPSERT`)
-        let (set, _) = crate::usage::SPEND_UPSERT
-            .split_once(" DO UPDATE SET ")
-            .map(|(_, set)| (set, ()))
-            .expect("the upsert's SET clause");
         parts.push(format!(
-            "{insert} ON CONFLICT (credential_id, day) DO UPDATE SET {set}"
+            "{insert} ON CONFLICT (credential_id, day) DO UPDATE SET {}",
+            crate::usage::SPEND_SET
         ));
     }
     if chain != Chain::None {

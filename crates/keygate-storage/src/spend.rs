@@ -150,15 +150,14 @@ impl Store {
         if r.volume_usd_micros == 0 && r.withdrawal_usd_micros == 0 {
             return Ok(());
         }
-        in_tx!(self, Actor::service(), |tx| {
-            sqlx::query::<DB>(crate::usage::SPEND_UPSERT)
-                .bind(r.credential_id)
-                .bind(r.user_id)
-                .bind(r.day.clone())
-                .bind(-r.volume_usd_micros)
-                .bind(-r.withdrawal_usd_micros)
-                .execute(&mut *tx)
-                .await?;
+        let back = SpendReservation {
+            volume_usd_micros: -r.volume_usd_micros,
+            withdrawal_usd_micros: -r.withdrawal_usd_micros,
+            ..r.clone()
+        };
+        // one statement on the ledger: nothing cached depends on it (no epoch bump)
+        in_tx!(@quiet self, Actor::service(), |tx| {
+            spend_upsert::<DB>(&mut tx, &back).await?;
         });
         Ok(())
     }

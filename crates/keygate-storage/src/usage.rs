@@ -113,17 +113,28 @@ pub(crate) fn utc_day(t: &DbTime) -> String {
 /// it). No real order, withdrawal or day of them comes near it.
 pub const MAX_SPEND_MICROS: i64 = 100_000_000_000_000_000;
 
-/// Adds to a credential's spend of a day: `(credential_id, user_id, day, volume,
-/// withdrawal)`; the running totals stay within `0..=`[`MAX_SPEND_MICROS`] (an entry is
-/// within `-MAX..=MAX`, so the sum cannot overflow).
-pub(crate) const SPEND_UPSERT: &str = "INSERT INTO credential_spend (credential_id, user_id, day, volume_usd_micros, withdrawal_usd_micros) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (credential_id, day) DO UPDATE SET \
-     volume_usd_micros = CASE WHEN credential_spend.volume_usd_micros + excluded.volume_usd_micros > 100000000000000000 THEN 100000000000000000 \
+/// The `SET` of every upsert into `credential_spend` (`excluded` is the entry): the running
+/// totals stay within `0..=`[`MAX_SPEND_MICROS`] (an entry is within `-MAX..=MAX`, so the
+/// sum cannot overflow).
+macro_rules! spend_set {
+    () => {
+        "volume_usd_micros = CASE WHEN credential_spend.volume_usd_micros + excluded.volume_usd_micros > 100000000000000000 THEN 100000000000000000 \
        WHEN credential_spend.volume_usd_micros + excluded.volume_usd_micros < 0 THEN 0 \
        ELSE credential_spend.volume_usd_micros + excluded.volume_usd_micros END, \
      withdrawal_usd_micros = CASE WHEN credential_spend.withdrawal_usd_micros + excluded.withdrawal_usd_micros > 100000000000000000 THEN 100000000000000000 \
        WHEN credential_spend.withdrawal_usd_micros + excluded.withdrawal_usd_micros < 0 THEN 0 \
-       ELSE credential_spend.withdrawal_usd_micros + excluded.withdrawal_usd_micros END";
+       ELSE credential_spend.withdrawal_usd_micros + excluded.withdrawal_usd_micros END"
+    };
+}
+pub(crate) const SPEND_SET: &str = spend_set!();
+
+/// Adds to a credential's spend of a day: `(credential_id, user_id, day, volume,
+/// withdrawal)`.
+pub(crate) const SPEND_UPSERT: &str = concat!(
+    "INSERT INTO credential_spend (credential_id, user_id, day, volume_usd_micros, withdrawal_usd_micros) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (credential_id, day) DO UPDATE SET ",
+    spend_set!()
+);
 
 /// `x` within `-MAX..=MAX` ([`MAX_SPEND_MICROS`]).
 fn clamp_spend(x: i64) -> i64 {
