@@ -95,8 +95,9 @@ fn retry_delay(attempts: i32) -> chrono::Duration {
 /// One refresh of an integration at a time, across every instance: a lease on
 /// `integration_refresh:<id>` in `job_leases` is taken first (held for the token
 /// endpoint's timeout and a margin, given back at the end), else `refresh_in_progress`
-/// (409). Under it the token row is read again: if its refresh token is no longer the one
-/// the caller read, another refresh finished meanwhile and nothing is sent. Two refreshes
+/// (409). Under it the token row is read again: if a refresh finished since the caller
+/// read it (`refreshed_at` moved), nothing is sent; otherwise the refresh uses the row as
+/// it is now (a DEK rotation may have re-sealed it). Two refreshes
 /// with one refresh token would make a provider that rotates them refuse the second
 /// (`invalid_grant`) and mark the integration `needs_reconsent`.
 pub async fn refresh(

@@ -149,18 +149,19 @@ impl Store {
             crate::Backend::Postgres => " FOR SHARE",
             crate::Backend::Sqlite => "",
         };
-        let still_due = match (subject_kind, due) {
-            ("credential", Some(_)) => format!(
-                "SELECT 1 FROM rotation_schedules WHERE credential_id = $3 AND next_due_at = $6{lock}"
-            ),
-            ("site_key", Some(_)) => format!(
-                "SELECT 1 FROM site_api_keys WHERE id = $3 AND is_active AND next_rotation_at = $6{lock}"
-            ),
-            _ => "SELECT 1".to_string(),
-        };
+        // the subject's due date at $6, when there is one to check
+        let due = due.and_then(|due| {
+            let table = match subject_kind {
+                "credential" => "rotation_schedules WHERE credential_id = $3 AND next_due_at = $6",
+                "site_key" => "site_api_keys WHERE id = $3 AND is_active AND next_rotation_at = $6",
+                _ => return None,
+            };
+            Some((due, format!("SELECT 1 FROM {table}{lock}")))
+        });
         let claim = format!(
             "INSERT INTO sent_reminders (reminder_key, subject_kind, subject_id, user_id, created_at) \
-             SELECT $1, $2, $3, $4, $5 WHERE EXISTS ({still_due}) ON CONFLICT (reminder_key) DO NOTHING"
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS ({}) ON CONFLICT (reminder_key) DO NOTHING",
+            due.as_ref().map_or("SELECT 1", |(_, still_due)| still_due.as_str())
         );
         let ins = multi_insert(
             &format!(
@@ -177,8 +178,8 @@ impl Store {
                 .bind(subject_id)
                 .bind(user_id)
                 .bind(now);
-            if still_due != "SELECT 1" {
-                q = q.bind(due);
+            if let Some((at, _)) = &due {
+                q = q.bind(*at);
             }
             let n = q.execute(&mut *tx).await?.rows_affected();
             if n == 1 && !deliveries.is_empty() {

@@ -665,6 +665,13 @@ async fn decide(
     };
     let mut counters = Counters::default();
     let public = class == EndpointClass::Public && request.intent == RequestIntent::None;
+    let unavailable = |e: keygate_storage::StorageError| {
+        tracing::error!(error = %e, "spent totals unavailable");
+        denial(
+            DenyCode::CountersUnavailable,
+            "spent totals are unavailable; refusing rather than guessing".into(),
+        )
+    };
     let mut check = None;
     if !public {
         if limits.max_requests_per_minute.is_some()
@@ -687,18 +694,15 @@ async fn decide(
             counters.requests_this_hour = h.saturating_sub(1);
             counters.requests_today = d.saturating_sub(1);
         }
-        let unavailable = |e: keygate_storage::StorageError| {
-            tracing::error!(error = %e, "spent totals unavailable");
-            denial(
-                DenyCode::CountersUnavailable,
-                "spent totals are unavailable; refusing rather than guessing".into(),
-            )
+        let capped = match class {
+            EndpointClass::Trade => limits.max_daily_volume_usd.is_some(),
+            EndpointClass::Withdraw => {
+                limits.max_withdrawal_usd_per_day.is_some()
+                    || limits.max_withdrawal_usd_per_month.is_some()
+            }
+            _ => false,
         };
-        let day_capped = limits.max_daily_volume_usd.is_some() && class == EndpointClass::Trade
-            || limits.max_withdrawal_usd_per_day.is_some() && class == EndpointClass::Withdraw;
-        let month_capped =
-            limits.max_withdrawal_usd_per_month.is_some() && class == EndpointClass::Withdraw;
-        if day_capped || month_capped {
+        if capped {
             // from reading the totals (calls under way on any instance included) until
             // this call's amounts are reserved or it is refused (`spending.rs`)
             let turn = s.gateway.spending.lock(ctx.credential.id).await;
@@ -711,7 +715,7 @@ async fn decide(
             counters.daily_volume_usd = Decimal::new(spent.volume_today, 6);
             counters.withdrawals_today_usd = Decimal::new(spent.withdrawals_today, 6);
             counters.withdrawals_this_month_usd = Decimal::new(spent.withdrawals_this_month, 6);
-            check = Some((turn, c, unavailable));
+            check = Some((turn, c));
         }
     }
     let policy = Policy {
@@ -725,7 +729,7 @@ async fn decide(
     match evaluate(&policy, &request, now) {
         Decision::Allow(a) => {
             let reserved = match check {
-                Some((_turn, c, unavailable)) => {
+                Some((_turn, c)) => {
                     let r = c
                         .reserve(
                             ctx.credential.user_id,
