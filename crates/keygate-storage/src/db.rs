@@ -110,6 +110,15 @@ pub(crate) fn pg_identity_sql(actor: Actor, local: bool) -> String {
     )
 }
 
+/// Makes every transaction of a PostgreSQL session READ COMMITTED unless it says otherwise,
+/// whatever the server's or the database's `default_transaction_isolation`. The queries
+/// are written for it: a row that another instance changed or deleted while a statement
+/// waited for its lock is looked at afresh (the spend check, the reminder claim, the group
+/// commit's late call rows), where a snapshot isolation would end the transaction with a
+/// serialization error instead. A transaction that needs a snapshot (a backup) sets its own.
+pub(crate) const PG_READ_COMMITTED: &str =
+    "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED";
+
 /// The storage handle: cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -175,6 +184,12 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::Executor::execute(conn, PG_READ_COMMITTED).await?;
+                        Ok(())
+                    })
+                })
                 .connect_with(opts.clone())
                 .await?;
             let writer =
@@ -391,5 +406,56 @@ mod tests {
                 m.version, m.description
             );
         }
+    }
+
+    /// A database whose default is REPEATABLE READ still gets READ COMMITTED transactions
+    /// from the store's pool, on every connection it opens.
+    #[tokio::test]
+    async fn postgres_transactions_are_read_committed_whatever_the_default() {
+        use sqlx::Connection;
+        let Some(admin) = crate::scratch::test_admin_url() else {
+            return;
+        };
+        let db = crate::scratch::create(&admin, &crate::scratch::test_prefix())
+            .await
+            .unwrap();
+        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation \
+             = %L', current_database(), 'repeatable read'); END $$",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+        // the setting applies to sessions opened from now on
+        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let plain: String = sqlx::query_scalar("SHOW transaction_isolation")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(plain, "repeatable read", "the database default took");
+        c.close().await.unwrap();
+
+        let store = Store::connect(&db.url).await.unwrap();
+        let Db::Postgres(pool) = &store.db else {
+            unreachable!()
+        };
+        // several connections at once, so more than one is opened
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = pool.acquire().await.unwrap();
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+            let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(level, "read committed");
+            tx.rollback().await.unwrap();
+            held.push(conn);
+        }
+        drop(held);
+        store.close().await;
+        db.drop().await;
     }
 }

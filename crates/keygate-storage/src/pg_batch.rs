@@ -477,8 +477,9 @@ impl Sink for PgSink {
         // connection deleted while it waited for the deletion (`batch_sql`), which takes a
         // fresh look at the row after the wait; a snapshot isolation would fail instead
         let identity = format!(
-            "{}; SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",
-            crate::db::pg_identity_sql(Actor::service(), false)
+            "{}; {}",
+            crate::db::pg_identity_sql(Actor::service(), false),
+            crate::db::PG_READ_COMMITTED
         );
         self.rt.block_on(async {
             use sqlx::Executor;
