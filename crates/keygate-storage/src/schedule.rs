@@ -132,8 +132,9 @@ impl Store {
     /// transaction. Returns whether this call claimed it. With `due`, only while the
     /// subject (a `credential`'s rotation schedule, or a `site_key`) is still due then: a
     /// rotation that committed after the job read the schedule has moved the date, and
-    /// the reminder for the old one is not sent. On PostgreSQL the schedule row is share
-    /// locked, so a rotation committing meanwhile is waited for and then seen.
+    /// the reminder for the old one is not sent; nor is a credential's that has been
+    /// revoked, expired or shredded since. On PostgreSQL the rows are share locked, so a
+    /// rotation or shred committing meanwhile is waited for and then seen.
     #[allow(clippy::too_many_arguments)]
     pub async fn claim_reminder(
         &self,
@@ -152,7 +153,13 @@ impl Store {
         // the subject's due date at $6, when there is one to check
         let due = due.and_then(|due| {
             let table = match subject_kind {
-                "credential" => "rotation_schedules WHERE credential_id = $3 AND next_due_at = $6",
+                // and the credential not revoked, expired or shredded since (the job skips
+                // those; a shred or expiry can commit between its read and this claim)
+                "credential" => {
+                    "rotation_schedules r JOIN credentials c ON c.id = r.credential_id \
+                     WHERE r.credential_id = $3 AND r.next_due_at = $6 \
+                     AND c.status NOT IN ('revoked', 'expired', 'shredded')"
+                }
                 "site_key" => "site_api_keys WHERE id = $3 AND is_active AND next_rotation_at = $6",
                 _ => return None,
             };

@@ -896,6 +896,34 @@ both_backends!(
             .await
             .unwrap()
             .contains(&key));
+        // the current due date is claimed while the credential is in use, and no longer
+        // once a shred has committed after the job's read
+        let current = DbTime::new(next);
+        let claim = |stage: &str| {
+            let key = format!("rotation:{cred}:{}:{stage}", current.micros());
+            let store = app.state.store.clone();
+            async move {
+                store
+                    .claim_reminder(
+                        &key,
+                        "credential",
+                        cred_id,
+                        Some(user),
+                        DbTime::now(),
+                        &[],
+                        Some(current),
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(claim("probe_in_use").await);
+        let shred = json!({"confirm": "SHRED ALL MY SECRETS"});
+        assert_eq!(app.post("/v1/vault/shred", &t, shred).await.0, 204);
+        assert!(
+            !claim("probe_shredded").await,
+            "a shredded credential's reminder"
+        );
 
         // job leases: one holder at a time
         let (n, until) = (
