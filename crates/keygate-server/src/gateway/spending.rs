@@ -79,7 +79,8 @@ impl Reserved {
     }
 
     /// For the call's row: its commit settles the reservation (gives it back if the row
-    /// says the call did not go out), and a commit that fails leaves it counted.
+    /// says the call did not go out). If that commit fails, a call that went out stays
+    /// counted, and one that did not is given back by `finish` (`gateway/mod.rs`).
     pub fn settle(mut self) -> Option<SpendReservation> {
         self.reservation.take()
     }
@@ -94,7 +95,7 @@ impl Drop for Reserved {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let store = self.store.clone();
             rt.spawn(async move {
-                if let Err(e) = store.give_back_spend(&r).await {
+                if let Err(e) = store.give_back_spend(&r, None).await {
                     tracing::warn!(error = %e, credential = %r.credential_id, "a spend reservation could not be given back; it stays counted");
                 }
             });

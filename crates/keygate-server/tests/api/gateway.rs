@@ -1732,49 +1732,83 @@ async fn two_instances_share_the_spend_caps_on_postgres() {
 // rest of the cap is there.
 both_backends!(
     a_call_refused_after_its_spend_check_gives_its_reservation_back,
-    |app: TestApp| async move {
-        let app = crate::helpers::spawn_app_with(app.backend, |cfg| {
-            cfg.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-            cfg.anomaly_suspend_threshold = 70;
-        })
+    |app: TestApp| async move { refused_after_its_spend_check(app, false).await }
+);
+
+// The same when the refused call's row cannot be stored (its group commit fails): the
+// reservation the row would have given back is given back all the same.
+both_backends!(
+    a_refused_call_whose_commit_fails_gives_its_reservation_back,
+    |app: TestApp| async move { refused_after_its_spend_check(app, true).await }
+);
+
+async fn refused_after_its_spend_check(app: TestApp, its_commit_fails: bool) {
+    let app = crate::helpers::spawn_app_with(app.backend, |cfg| {
+        cfg.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        cfg.anomaly_suspend_threshold = 70;
+    })
+    .await
+    .unwrap();
+    let (mock, t, conn) = capped_withdrawals(&app).await;
+    assert_eq!(withdraw(&app, &t, &conn, 100).await, (200, String::new()));
+    // a denied call's audit event fails its whole group commit
+    let (fail, unfail) = match app.backend {
+        crate::helpers::Backend::Sqlite => (
+            "CREATE TRIGGER fail_denied BEFORE INSERT ON audit_events \
+             WHEN NEW.category = 'gateway' AND NEW.action = 'denied' \
+             BEGIN SELECT RAISE(ABORT, 'injected: this commit fails'); END;",
+            "DROP TRIGGER fail_denied;",
+        ),
+        crate::helpers::Backend::Postgres => (
+            "CREATE FUNCTION fail_denied() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected: this commit fails'; END $$; \
+             CREATE TRIGGER fail_denied BEFORE INSERT ON audit_events FOR EACH ROW \
+             WHEN (NEW.category = 'gateway' AND NEW.action = 'denied') \
+             EXECUTE FUNCTION fail_denied();",
+            "DROP TRIGGER fail_denied ON audit_events; DROP FUNCTION fail_denied();",
+        ),
+    };
+    if its_commit_fails {
+        app.raw_exec(fail).await.unwrap();
+    }
+    let r = app
+        .client
+        .post(format!(
+            "{}/v1/connections/{conn}/proxy/sapi/v1/capital/withdraw/apply",
+            app.base
+        ))
+        .bearer_auth(&t)
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("coin=USDT&address=TXyz1&network=TRX&amount=100")
+        .send()
         .await
         .unwrap();
-        let (mock, t, conn) = capped_withdrawals(&app).await;
-        assert_eq!(withdraw(&app, &t, &conn, 100).await, (200, String::new()));
-        let r = app
-            .client
-            .post(format!(
-                "{}/v1/connections/{conn}/proxy/sapi/v1/capital/withdraw/apply",
-                app.base
-            ))
-            .bearer_auth(&t)
-            .header("x-forwarded-for", "203.0.113.9")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("coin=USDT&address=TXyz1&network=TRX&amount=100")
-            .send()
-            .await
-            .unwrap();
-        let (s, b) = (r.status().as_u16(), r.text().await.unwrap());
+    let (s, b) = (r.status().as_u16(), r.text().await.unwrap());
+    if its_commit_fails {
+        assert_eq!(s, 500, "the call could not be recorded: {b}");
+        app.raw_exec(unfail).await.unwrap();
+    } else {
         assert_eq!((s, code(&b).as_str()), (403, "credential_suspended"), "{b}");
-        assert_eq!(mock.requests().len(), 1, "the second one never went out");
-        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
-        let cred = c["credential_id"].as_str().unwrap().to_string();
-        let (s, body) = app
-            .send(
-                reqwest::Method::PATCH,
-                &format!("/v1/credentials/{cred}"),
-                &t,
-                json!({"status": "active"}),
-            )
-            .await;
-        assert_eq!(s, 200, "{body}");
-        assert_eq!(withdraw(&app, &t, &conn, 150).await, (200, String::new()));
-        assert_eq!(
-            withdraw(&app, &t, &conn, 1).await,
-            (403, "withdrawal_daily_limit_exceeded".to_string())
-        );
     }
-);
+    assert_eq!(mock.requests().len(), 1, "the second one never went out");
+    let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+    let cred = c["credential_id"].as_str().unwrap().to_string();
+    let (s, body) = app
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/credentials/{cred}"),
+            &t,
+            json!({"status": "active"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(withdraw(&app, &t, &conn, 150).await, (200, String::new()));
+    assert_eq!(
+        withdraw(&app, &t, &conn, 1).await,
+        (403, "withdrawal_daily_limit_exceeded".to_string())
+    );
+}
 
 // Deleting a connection takes its call rows with it, but not what its calls spent: a new
 // connection on the same credential finds the day's withdrawals still counted.
