@@ -24,6 +24,9 @@ pub struct CallContext {
     pub user_key: Option<UserKeyRecord>,
     /// The owner's live unlock session, looked up only for password-protected vaults.
     pub vault_session: Option<VaultSession>,
+    /// The limits of the credential's other connections: a spend cap set on one of them
+    /// counts this connection's calls too, so they are reserved while under way.
+    pub sibling_limits: Vec<crate::Json<serde_json::Value>>,
 }
 
 impl Store {
@@ -45,6 +48,8 @@ impl Store {
         let session_sql = format!(
             "SELECT {SESSION_COLS} FROM vault_sessions WHERE user_id = $1 AND expires_at > $2"
         );
+        let siblings_sql =
+            "SELECT limits FROM connections WHERE user_id = $1 AND credential_id = $2 AND id <> $3";
         Ok(in_tx!(@quiet self, actor, |tx| {
             let connection: Option<ConnectionRecord> = sqlx::query_as::<DB, _>(&conn_sql)
                 .bind(user_id)
@@ -81,12 +86,19 @@ impl Store {
                     } else {
                         None
                     };
+                    let sibling_limits = sqlx::query_scalar::<DB, crate::Json<serde_json::Value>>(siblings_sql)
+                        .bind(user_id)
+                        .bind(credential.id)
+                        .bind(connection.id)
+                        .fetch_all(&mut *tx)
+                        .await?;
                     Some(CallContext {
                         connection,
                         credential,
                         secret,
                         user_key,
                         vault_session,
+                        sibling_limits,
                     })
                 }
             }

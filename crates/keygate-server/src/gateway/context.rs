@@ -29,6 +29,8 @@ pub struct Prepared {
     pub scopes: keygate_policy::ScopeSet,
     /// Base URL, environment and signed host (None: `upstream_of` says why).
     pub upstream: Option<(String, keygate_exchanges::Environment, String)>,
+    /// Whether another connection of the credential caps (volume, withdrawals).
+    pub sibling_caps: (bool, bool),
 }
 
 impl Prepared {
@@ -41,6 +43,7 @@ impl Prepared {
             .and_then(|ex| super::upstream_of(&ctx, ex).ok());
         Prepared {
             limits: super::effective_limits(&ctx),
+            sibling_caps: super::sibling_caps(&ctx),
             scopes: super::effective_scopes(&ctx),
             upstream,
             ctx,

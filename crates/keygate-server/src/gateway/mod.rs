@@ -694,11 +694,17 @@ async fn decide(
             counters.requests_this_hour = h.saturating_sub(1);
             counters.requests_today = d.saturating_sub(1);
         }
+        // a cap on another connection of the key counts this call too: it is reserved
+        // while under way like a capped one, or that cap's check would not see it
+        let (volume_capped_elsewhere, withdrawals_capped_elsewhere) = prepared.sibling_caps;
         let capped = match class {
-            EndpointClass::Trade => limits.max_daily_volume_usd.is_some(),
+            EndpointClass::Trade => {
+                limits.max_daily_volume_usd.is_some() || volume_capped_elsewhere
+            }
             EndpointClass::Withdraw => {
                 limits.max_withdrawal_usd_per_day.is_some()
                     || limits.max_withdrawal_usd_per_month.is_some()
+                    || withdrawals_capped_elsewhere
             }
             _ => false,
         };
@@ -759,6 +765,22 @@ fn effective_limits(ctx: &CallContext) -> Result<Limits, String> {
     let a = parse_limits(&ctx.credential.limits.0)?;
     let b = parse_limits(&ctx.connection.limits.0)?;
     Ok(Limits::merge_stricter(&a, &b).spend_caps_within_the_ledger())
+}
+
+/// Whether any other connection of the call's credential sets a daily volume cap, and a
+/// withdrawal cap. Limits that cannot be read count as both (reserving is the safe side).
+fn sibling_caps(ctx: &CallContext) -> (bool, bool) {
+    caps_among(ctx.sibling_limits.iter().map(|l| &l.0))
+}
+
+fn caps_among<'a>(limits: impl Iterator<Item = &'a serde_json::Value>) -> (bool, bool) {
+    limits.fold((false, false), |(v, w), l| match parse_limits(l) {
+        Ok(l) => (
+            v || l.max_daily_volume_usd.is_some(),
+            w || l.max_withdrawal_usd_per_day.is_some() || l.max_withdrawal_usd_per_month.is_some(),
+        ),
+        Err(_) => (true, true),
+    })
 }
 
 fn scope_set(v: &[String]) -> ScopeSet {
@@ -906,4 +928,30 @@ async fn finish(
         }
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// Which caps the key's other connections set; unreadable limits count as both.
+    #[test]
+    fn caps_among_the_other_connections() {
+        let caps = |v: &[serde_json::Value]| super::caps_among(v.iter());
+        assert_eq!(caps(&[]), (false, false));
+        assert_eq!(
+            caps(&[json!(null), json!({"max_trade_usd": "10"})]),
+            (false, false)
+        );
+        assert_eq!(
+            caps(&[json!({"max_daily_volume_usd": "10"})]),
+            (true, false)
+        );
+        assert_eq!(
+            caps(&[json!(null), json!({"max_withdrawal_usd_per_month": "10"})]),
+            (false, true)
+        );
+        assert!(caps(&[json!({"max_daily_volume_usd": 12})]).0);
+        assert_eq!(caps(&[json!({"max_daily_volume_usd": "x"})]), (true, true));
+    }
 }

@@ -1810,6 +1810,42 @@ async fn refused_after_its_spend_check(app: TestApp, its_commit_fails: bool) {
     );
 }
 
+// A cap set on one connection counts the key's calls through its other connections too,
+// while they are still at the exchange: a slow 200 USDT withdrawal through an uncapped
+// connection leaves 50 of the other connection's 250 a day. (Before, the uncapped call
+// counted only once its row committed, and a 100 through the capped one went out.)
+both_backends!(
+    a_cap_sees_calls_under_way_on_the_keys_uncapped_connection,
+    |app: TestApp| async move {
+        let (mock, t, capped) = capped_withdrawals(&app).await;
+        let (_, c) = app.get(&format!("/v1/connections/{capped}"), &t).await;
+        let (s, open) = app
+            .post(
+                "/v1/connections",
+                &t,
+                json!({"name": "uncapped", "exchange": "binance", "credential_id": c["credential_id"], "base_url": mock.base_url()}),
+            )
+            .await;
+        assert_eq!(s, 201, "{open}");
+        let open = open["id"].as_str().unwrap().to_string();
+        mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(600))));
+        let (slow, meanwhile) = tokio::join!(withdraw(&app, &t, &open, 200), async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let under_way = mock.requests().len();
+            (under_way, withdraw(&app, &t, &capped, 100).await)
+        });
+        assert_eq!(slow, (200, String::new()));
+        assert_eq!(
+            meanwhile,
+            (1, (403, "withdrawal_daily_limit_exceeded".to_string())),
+            "checked while the 200 was at the exchange"
+        );
+        mock.set_fault(None);
+        assert_eq!(withdraw(&app, &t, &capped, 50).await, (200, String::new()));
+        assert_eq!(mock.requests().len(), 2);
+    }
+);
+
 // Deleting a connection takes its call rows with it, but not what its calls spent: a new
 // connection on the same credential finds the day's withdrawals still counted.
 both_backends!(
