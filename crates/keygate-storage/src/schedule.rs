@@ -133,8 +133,9 @@ impl Store {
     /// subject (a `credential`'s rotation schedule, or a `site_key`) is still due then: a
     /// rotation that committed after the job read the schedule has moved the date, and
     /// the reminder for the old one is not sent; nor is a credential's that has been
-    /// revoked, expired or shredded since. On PostgreSQL the rows are share locked, so a
-    /// rotation or shred committing meanwhile is waited for and then seen.
+    /// revoked, expired or shredded since. On PostgreSQL the schedule row is share locked,
+    /// so a rotation that has written it and not yet committed is waited for and then
+    /// seen; the credential's status is read as committed when the claim runs.
     #[allow(clippy::too_many_arguments)]
     pub async fn claim_reminder(
         &self,
@@ -146,24 +147,27 @@ impl Store {
         deliveries: &[DeliveryRecord],
         due: Option<DbTime>,
     ) -> Result<bool> {
-        let lock = match self.backend() {
-            crate::Backend::Postgres => " FOR SHARE",
-            crate::Backend::Sqlite => "",
-        };
+        let pg = self.backend() == crate::Backend::Postgres;
         // the subject's due date at $6, when there is one to check
         let due = due.and_then(|due| {
-            let table = match subject_kind {
+            let still_due = match subject_kind {
                 // and the credential not revoked, expired or shredded since (the job skips
-                // those; a shred or expiry can commit between its read and this claim)
-                "credential" => {
-                    "rotation_schedules r JOIN credentials c ON c.id = r.credential_id \
+                // those; a shred or expiry can commit between its read and this claim).
+                // Only the schedule row is locked: a rotation or a deletion locks the
+                // credential first, so locking both here could deadlock with it.
+                "credential" => format!(
+                    "SELECT 1 FROM rotation_schedules r JOIN credentials c ON c.id = r.credential_id \
                      WHERE r.credential_id = $3 AND r.next_due_at = $6 \
-                     AND c.status NOT IN ('revoked', 'expired', 'shredded')"
-                }
-                "site_key" => "site_api_keys WHERE id = $3 AND is_active AND next_rotation_at = $6",
+                     AND c.status NOT IN ('revoked', 'expired', 'shredded'){}",
+                    if pg { " FOR SHARE OF r" } else { "" }
+                ),
+                "site_key" => format!(
+                    "SELECT 1 FROM site_api_keys WHERE id = $3 AND is_active AND next_rotation_at = $6{}",
+                    if pg { " FOR SHARE" } else { "" }
+                ),
                 _ => return None,
             };
-            Some((due, format!("SELECT 1 FROM {table}{lock}")))
+            Some((due, still_due))
         });
         let claim = format!(
             "INSERT INTO sent_reminders (reminder_key, subject_kind, subject_id, user_id, created_at) \
