@@ -1828,17 +1828,33 @@ both_backends!(
             .await;
         assert_eq!(s, 201, "{open}");
         let open = open["id"].as_str().unwrap().to_string();
-        mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(600))));
-        let (slow, meanwhile) = tokio::join!(withdraw(&app, &t, &open, 200), async {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let under_way = mock.requests().len();
-            (under_way, withdraw(&app, &t, &capped, 100).await)
-        });
+        mock.set_fault(Some(Fault::Delay(std::time::Duration::from_secs(3))));
+        let answered = std::sync::atomic::AtomicBool::new(false);
+        let (slow, meanwhile) = tokio::join!(
+            async {
+                let r = withdraw(&app, &t, &open, 200).await;
+                answered.store(true, std::sync::atomic::Ordering::SeqCst);
+                r
+            },
+            async {
+                // the 200 has reached the exchange (which holds it for 3 s)
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while mock.requests().is_empty() {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the 200 never went out"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                let r = withdraw(&app, &t, &capped, 100).await;
+                (r, answered.load(std::sync::atomic::Ordering::SeqCst))
+            }
+        );
         assert_eq!(slow, (200, String::new()));
         assert_eq!(
             meanwhile,
-            (1, (403, "withdrawal_daily_limit_exceeded".to_string())),
-            "checked while the 200 was at the exchange"
+            ((403, "withdrawal_daily_limit_exceeded".to_string()), false),
+            "refused while the 200 was still at the exchange"
         );
         mock.set_fault(None);
         assert_eq!(withdraw(&app, &t, &capped, 50).await, (200, String::new()));
