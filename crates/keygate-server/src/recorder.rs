@@ -15,7 +15,16 @@ use crate::metrics::Metrics;
 struct Job {
     audit: Vec<AuditEvent>,
     calls: Vec<ApiCallRecord>,
-    done: oneshot::Sender<Result<(), String>>,
+    /// Why the batch failed, and whether the database rolled it back.
+    done: oneshot::Sender<Result<(), (String, bool)>>,
+}
+
+/// Rows that were not recorded.
+pub struct Unrecorded {
+    pub error: ApiError,
+    /// The database rolled the batch back: none of its rows are stored. Otherwise the
+    /// outcome is unknown (they may be).
+    pub rolled_back: bool,
 }
 
 /// Handle to the writer task. Cheap to clone.
@@ -64,14 +73,14 @@ impl Recorder {
                     .record_batch_owned(calls, audit, chain_key.as_ref())
                     .await
                     .map(|_| ())
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| (e.to_string(), e.rolled_back()));
                 metrics.observe_commit(
                     n_calls,
                     n_events,
                     started.elapsed().as_secs_f64(),
                     res.is_ok(),
                 );
-                if let Err(e) = &res {
+                if let Err((e, _)) = &res {
                     tracing::error!(error = %e, "recording audit/calls failed");
                 }
                 for w in waiters {
@@ -88,14 +97,32 @@ impl Recorder {
         audit: Vec<AuditEvent>,
         calls: Vec<ApiCallRecord>,
     ) -> Result<(), ApiError> {
+        self.record_reporting(audit, calls)
+            .await
+            .map_err(|u| u.error)
+    }
+
+    /// [`Recorder::record`], saying on failure whether the rows are known not stored.
+    pub async fn record_reporting(
+        &self,
+        audit: Vec<AuditEvent>,
+        calls: Vec<ApiCallRecord>,
+    ) -> Result<(), Unrecorded> {
+        let unknown = |e: &str| Unrecorded {
+            error: ApiError::internal(e),
+            rolled_back: false,
+        };
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Job { audit, calls, done })
             .await
-            .map_err(|_| ApiError::internal("recorder stopped"))?;
+            .map_err(|_| unknown("recorder stopped"))?;
         wait.await
-            .map_err(|_| ApiError::internal("recorder dropped a job"))?
-            .map_err(ApiError::internal)
+            .map_err(|_| unknown("recorder dropped a job"))?
+            .map_err(|(e, rolled_back)| Unrecorded {
+                error: ApiError::internal(e),
+                rolled_back,
+            })
     }
 }
 

@@ -28,9 +28,13 @@ pub(crate) trait Sink: Send + 'static {
     fn close(&mut self, conn: Self::Conn) {
         drop(conn);
     }
+    /// Whether a failed [`Sink::write`] is known to have stored nothing (the database
+    /// rolled its transaction back), rather than ended with an unknown outcome.
+    fn rolled_back(e: &Self::Error) -> bool;
 }
 
-type Reply = oneshot::Sender<Result<Vec<AuditEvent>, String>>;
+/// The batch's stored events, or why it failed and whether it was rolled back.
+type Reply = oneshot::Sender<Result<Vec<AuditEvent>, (String, bool)>>;
 
 enum Job {
     Batch {
@@ -85,7 +89,10 @@ impl BatchWriter {
             .map_err(|_| {
                 StorageError::Writer(format!("the {} writer dropped a batch", self.backend))
             })?
-            .map_err(StorageError::Writer)
+            .map_err(|(e, rolled_back)| match rolled_back {
+                true => StorageError::WriterRolledBack(e),
+                false => StorageError::Writer(e),
+            })
     }
 
     pub(crate) async fn close(&self) {
@@ -125,7 +132,7 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Job>) {
                         sink.close(c);
                     }
                 }
-                let _ = done.send(res.map_err(|e| e.to_string()));
+                let _ = done.send(res.map_err(|e| (e.to_string(), S::rolled_back(&e))));
             }
         }
     }

@@ -209,9 +209,25 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The group commit's writer thread (`batch_writer.rs`) failed.
+    /// The group commit's writer thread (`batch_writer.rs`) failed, and whether its
+    /// transaction was stored is not known (the connection broke, the thread stopped).
     #[error("database error: {0}")]
     Writer(String),
+    /// The group commit's transaction failed and the database rolled it back: none of the
+    /// batch is stored.
+    #[error("database error: {0}")]
+    WriterRolledBack(String),
+}
+
+impl StorageError {
+    /// Whether the database reported the failed write's transaction as rolled back (so
+    /// nothing of it is stored), rather than a failure whose outcome is unknown.
+    pub fn rolled_back(&self) -> bool {
+        matches!(
+            self,
+            StorageError::WriterRolledBack(_) | StorageError::Database(sqlx::Error::Database(_))
+        )
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -509,6 +509,12 @@ impl Sink for PgSink {
     fn close(&mut self, conn: PgConnection) {
         let _ = self.rt.block_on(conn.close());
     }
+
+    /// Only an error the server answered with: a broken connection or a timeout leaves
+    /// the batch's fate unknown (the server may still commit it).
+    fn rolled_back(e: &StorageError) -> bool {
+        e.rolled_back()
+    }
 }
 
 #[cfg(test)]

@@ -14,11 +14,11 @@
 //! what the row counts and what was reserved, usually nothing (`usage::spend_of`). A call
 //! that ends up refused after the check (anomaly suspension, the exchange's own rate
 //! block, a key that cannot sign) records a row that gives the reservation back in the
-//! same commit; if that commit fails, the call gives it back itself, unless its audit
-//! event turns out stored (a commit that succeeded though its client heard otherwise). A
-//! call that ends with no row at all, before it went out, gives it back on its own
-//! ([`Store::give_back_spend`]). A process that dies in between leaves the amounts
-//! counted: the cap errs towards refusing.
+//! same commit; if the database rolls that commit back, the call gives it back itself.
+//! A call that ends with no row at all, before it went out, gives it back on its own
+//! ([`Store::give_back_spend`]). A commit whose outcome is unknown (the connection broke)
+//! and a process that dies in between leave the amounts counted: the cap errs towards
+//! refusing.
 
 use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
@@ -147,18 +147,9 @@ impl Store {
         })
     }
 
-    /// Takes back amounts reserved by a call that never went out and recorded no row.
-    ///
-    /// With `unless_event`, the call's row was in a group commit that reported a failure
-    /// (whose commit would have settled the reservation): the amounts go back only if the
-    /// call's audit event, committed in the same transaction as its row, is not stored. A
-    /// commit whose outcome the client never heard (the connection broke during COMMIT)
-    /// may have settled it already, and must not be given back twice.
-    pub async fn give_back_spend(
-        &self,
-        r: &SpendReservation,
-        unless_event: Option<Uuid>,
-    ) -> Result<()> {
+    /// Takes back amounts reserved by a call that never went out and recorded no row (or
+    /// whose row's commit the database rolled back).
+    pub async fn give_back_spend(&self, r: &SpendReservation) -> Result<()> {
         if r.volume_usd_micros == 0 && r.withdrawal_usd_micros == 0 {
             return Ok(());
         }
@@ -167,22 +158,9 @@ impl Store {
             withdrawal_usd_micros: -r.withdrawal_usd_micros,
             ..r.clone()
         };
-        // one statement on the ledger (and a look-up): nothing cached depends on it (no
-        // epoch bump)
+        // one statement on the ledger: nothing cached depends on it (no epoch bump)
         in_tx!(@quiet self, Actor::service(), |tx| {
-            let settled = match unless_event {
-                Some(id) => {
-                    sqlx::query_scalar::<DB, i64>("SELECT COUNT(*) FROM audit_events WHERE id = $1")
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?
-                        > 0
-                }
-                None => false,
-            };
-            if !settled {
-                spend_upsert::<DB>(&mut tx, &back).await?;
-            }
+            spend_upsert::<DB>(&mut tx, &back).await?;
         });
         Ok(())
     }
@@ -298,17 +276,7 @@ mod tests {
             assert_eq!(t, seen);
         }
         drop(held);
-        // the give-back of a call whose failed-looking commit did store its event (and so
-        // settled the reservation) is not applied a second time
-        let ev = crate::AuditEvent::new("gateway", "denied", "user");
-        let stored = ev.id;
-        a.record_batch_owned(vec![], vec![ev], &[7; 32])
-            .await
-            .unwrap();
-        a.give_back_spend(&r, Some(stored)).await.unwrap();
-        let still = b.begin_spend_check(cred, now).await.unwrap().totals();
-        assert_eq!(still, seen);
-        a.give_back_spend(&r, None).await.unwrap();
+        a.give_back_spend(&r).await.unwrap();
         let after = b.begin_spend_check(cred, now).await.unwrap().totals();
         assert_eq!(after, SpentTotals::default());
         a.close().await;

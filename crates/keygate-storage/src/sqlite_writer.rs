@@ -376,6 +376,17 @@ impl Sink for SqliteSink {
     ) -> rusqlite::Result<Vec<AuditEvent>> {
         write(c, calls, events, chain_key)
     }
+
+    /// Every failure leaves the transaction to be rolled back when it is dropped, except
+    /// the storage failing under it (I/O, a full disk, corruption), where what reached the
+    /// file is not known.
+    fn rolled_back(e: &rusqlite::Error) -> bool {
+        use rusqlite::ErrorCode::*;
+        !matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(
+            f.code,
+            SystemIoFailure | DiskFull | DatabaseCorrupt | NotADatabase | CannotOpen
+        ))
+    }
 }
 
 fn open(path: &PathBuf) -> rusqlite::Result<Connection> {
@@ -582,6 +593,36 @@ fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which failed batches are known to have stored nothing: a refused statement, yes;
+    /// the storage failing under the commit, no (what reached the file is not known).
+    #[test]
+    fn a_failure_is_a_rollback_unless_the_storage_failed() {
+        let failure =
+            |code: i32| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        for definite in [
+            ffi::SQLITE_CONSTRAINT_TRIGGER,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_ERROR,
+        ] {
+            assert!(SqliteSink::rolled_back(&failure(definite)), "{definite}");
+        }
+        for unknown in [
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_CORRUPT,
+        ] {
+            assert!(!SqliteSink::rolled_back(&failure(unknown)), "{unknown}");
+        }
+        let io =
+            crate::StorageError::Database(sqlx::Error::Io(std::io::ErrorKind::BrokenPipe.into()));
+        assert!(
+            !io.rolled_back(),
+            "a broken connection leaves the outcome unknown"
+        );
+        assert!(crate::StorageError::WriterRolledBack("x".into()).rolled_back());
+        assert!(!crate::StorageError::Writer("x".into()).rolled_back());
+    }
 
     /// An empty database file in a directory of its own (remove the directory after).
     fn scratch_file(prefix: &str) -> (PathBuf, PathBuf) {

@@ -915,19 +915,20 @@ async fn finish(
         log.upstream_ms.map(|ms| ms / 1000.0),
     );
     // a call refused after its spend check, whose row would have given its reservation
-    // back: if the commit fails, give it back here (a call that went out stays counted)
-    let give_back = call
-        .reserved
-        .clone()
-        .filter(|_| call.decision != "allowed")
-        .map(|r| (r, ev.id));
-    let res = s.recorder.record(vec![ev], vec![call]).await;
-    if let (Err(_), Some((r, event))) = (&res, give_back) {
-        if let Err(e) = s.store.give_back_spend(&r, Some(event)).await {
-            tracing::warn!(error = %e, credential = %r.credential_id, "a refused call's spend reservation could not be given back; it stays counted");
+    // back: if the database rolls the commit back, give it back here (a call that went
+    // out stays counted, and so does every call of a commit whose outcome is unknown)
+    let give_back = call.reserved.clone().filter(|_| call.decision != "allowed");
+    let res = s.recorder.record_reporting(vec![ev], vec![call]).await;
+    match (res, give_back) {
+        (Ok(()), _) => Ok(()),
+        (Err(u), Some(r)) if u.rolled_back => {
+            if let Err(e) = s.store.give_back_spend(&r).await {
+                tracing::warn!(error = %e, credential = %r.credential_id, "a refused call's spend reservation could not be given back; it stays counted");
+            }
+            Err(u.error)
         }
+        (Err(u), _) => Err(u.error),
     }
-    res
 }
 
 #[cfg(test)]

@@ -80,7 +80,8 @@ impl Reserved {
 
     /// For the call's row: its commit settles the reservation (gives it back if the row
     /// says the call did not go out). If that commit fails, a call that went out stays
-    /// counted, and one that did not is given back by `finish` (`gateway/mod.rs`).
+    /// counted; one that did not is given back by `finish` (`gateway/mod.rs`) when the
+    /// database rolled the commit back, and stays counted when its outcome is unknown.
     pub fn settle(mut self) -> Option<SpendReservation> {
         self.reservation.take()
     }
@@ -95,7 +96,7 @@ impl Drop for Reserved {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let store = self.store.clone();
             rt.spawn(async move {
-                if let Err(e) = store.give_back_spend(&r, None).await {
+                if let Err(e) = store.give_back_spend(&r).await {
                     tracing::warn!(error = %e, credential = %r.credential_id, "a spend reservation could not be given back; it stays counted");
                 }
             });
