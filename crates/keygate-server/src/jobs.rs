@@ -95,7 +95,7 @@ pub async fn run_rotation_reminders(state: &AppState, now: DbTime) -> Result<usi
         after = Some((last.next_due_at, last.credential_id));
         let n = rows.len();
         for r in rows {
-            if matches!(r.status.as_str(), "revoked" | "expired" | "shredded") {
+            if keygate_storage::NO_REMINDER_STATUSES.contains(&r.status.as_str()) {
                 continue;
             }
             let Some(stage) = reminder_stage(r.next_due_at, now) else {

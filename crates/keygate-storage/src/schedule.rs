@@ -35,6 +35,9 @@ const RCOLS: &str = "credential_id, user_id, interval_days, next_due_at, auto_ro
 const DCOLS: &str =
     "r.credential_id, r.user_id, r.interval_days, r.next_due_at, c.label, c.exchange, c.status";
 
+/// Credential statuses that get no rotation reminder: the key is out of use for good.
+pub const NO_REMINDER_STATUSES: [&str; 3] = ["revoked", "expired", "shredded"];
+
 impl Store {
     pub async fn rotation_schedule(
         &self,
@@ -158,7 +161,8 @@ impl Store {
                 "credential" => format!(
                     "SELECT 1 FROM rotation_schedules r JOIN credentials c ON c.id = r.credential_id \
                      WHERE r.credential_id = $3 AND r.next_due_at = $6 \
-                     AND c.status NOT IN ('revoked', 'expired', 'shredded'){}",
+                     AND c.status NOT IN ({}){}",
+                    NO_REMINDER_STATUSES.map(|s| format!("'{s}'")).join(", "),
                     if pg { " FOR SHARE OF r" } else { "" }
                 ),
                 "site_key" => format!(
