@@ -108,17 +108,20 @@ impl Recorder {
         audit: Vec<AuditEvent>,
         calls: Vec<ApiCallRecord>,
     ) -> Result<(), Unrecorded> {
-        let unknown = |e: &str| Unrecorded {
-            error: ApiError::internal(e),
-            rolled_back: false,
-        };
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Job { audit, calls, done })
             .await
-            .map_err(|_| unknown("recorder stopped"))?;
+            .map_err(|_| Unrecorded {
+                // the rows never reached it
+                error: ApiError::internal("recorder stopped"),
+                rolled_back: true,
+            })?;
         wait.await
-            .map_err(|_| unknown("recorder dropped a job"))?
+            .map_err(|_| Unrecorded {
+                error: ApiError::internal("recorder dropped a job"),
+                rolled_back: false,
+            })?
             .map_err(|(e, rolled_back)| Unrecorded {
                 error: ApiError::internal(e),
                 rolled_back,

@@ -83,7 +83,11 @@ impl BatchWriter {
                 done,
             })
             .map_err(|_| {
-                StorageError::Writer(format!("the {} writer thread has stopped", self.backend))
+                // the batch never reached it: nothing of it is stored
+                StorageError::WriterRolledBack(format!(
+                    "the {} writer thread has stopped",
+                    self.backend
+                ))
             })?;
         wait.await
             .map_err(|_| {

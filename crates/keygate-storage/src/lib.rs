@@ -209,8 +209,9 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The group commit's writer thread (`batch_writer.rs`) failed, and whether its
-    /// transaction was stored is not known (the connection broke, the thread stopped).
+    /// The group commit's writer thread (`batch_writer.rs`) could not start, or a batch
+    /// failed and whether it was stored is not known (the connection broke, a COMMIT
+    /// failed on I/O, the thread stopped mid-batch).
     #[error("database error: {0}")]
     Writer(String),
     /// The group commit's transaction failed and the database rolled it back: none of the

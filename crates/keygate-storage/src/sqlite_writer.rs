@@ -341,11 +341,49 @@ fn sync(c: &Connection, op: std::ffi::c_int) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A failed open or batch, and whether the batch is known not stored.
+#[derive(Debug)]
+pub(crate) struct WriteError {
+    error: rusqlite::Error,
+    rolled_back: bool,
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// Any failure before the COMMIT: the transaction is rolled back when it is dropped (and
+/// the connection is closed after a failed batch), so nothing of it is stored.
+impl From<rusqlite::Error> for WriteError {
+    fn from(error: rusqlite::Error) -> Self {
+        WriteError {
+            error,
+            rolled_back: true,
+        }
+    }
+}
+
+impl WriteError {
+    /// The COMMIT itself failed. BUSY or LOCKED leave the transaction open, and dropping
+    /// it rolls it back; any other failure there (I/O, a full disk, out of memory) may
+    /// come after the commit frame reached the WAL, so the outcome is unknown.
+    fn at_commit(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        let rolled_back = matches!(
+            error.sqlite_error_code(),
+            Some(DatabaseBusy | DatabaseLocked)
+        );
+        WriteError { error, rolled_back }
+    }
+}
+
 impl Sink for SqliteSink {
     type Conn = Connection;
-    type Error = rusqlite::Error;
+    type Error = WriteError;
 
-    fn open(&mut self) -> rusqlite::Result<Connection> {
+    fn open(&mut self) -> Result<Connection, WriteError> {
         let c = open(&self.path)?;
         c.busy_handler(Some(wait_for_lock))?;
         if let Some(old) = self.checkpointer.take() {
@@ -373,19 +411,12 @@ impl Sink for SqliteSink {
         calls: &[ApiCallRecord],
         events: Vec<AuditEvent>,
         chain_key: &[u8],
-    ) -> rusqlite::Result<Vec<AuditEvent>> {
+    ) -> Result<Vec<AuditEvent>, WriteError> {
         write(c, calls, events, chain_key)
     }
 
-    /// Every failure leaves the transaction to be rolled back when it is dropped, except
-    /// the storage failing under it (I/O, a full disk, corruption), where what reached the
-    /// file is not known.
-    fn rolled_back(e: &rusqlite::Error) -> bool {
-        use rusqlite::ErrorCode::*;
-        !matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(
-            f.code,
-            SystemIoFailure | DiskFull | DatabaseCorrupt | NotADatabase | CannotOpen
-        ))
+    fn rolled_back(e: &WriteError) -> bool {
+        e.rolled_back
     }
 }
 
@@ -522,7 +553,7 @@ fn write(
     calls: &[ApiCallRecord],
     events: Vec<AuditEvent>,
     chain_key: &[u8],
-) -> rusqlite::Result<Vec<AuditEvent>> {
+) -> Result<Vec<AuditEvent>, WriteError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // One row per statement: a multi-row INSERT inside a transaction makes SQLite keep a
     // statement journal (a copy of every page it touches, in case a later row fails);
@@ -586,7 +617,7 @@ fn write(
             .execute(rusqlite::params![seq, prev])?;
         out
     };
-    tx.commit()?;
+    tx.commit().map_err(WriteError::at_commit)?;
     Ok(out)
 }
 
@@ -594,25 +625,29 @@ fn write(
 mod tests {
     use super::*;
 
-    /// Which failed batches are known to have stored nothing: a refused statement, yes;
-    /// the storage failing under the commit, no (what reached the file is not known).
+    /// Which failed batches are known to have stored nothing: anything that failed before
+    /// the COMMIT, and a COMMIT refused for a lock; not a COMMIT that failed otherwise
+    /// (what reached the WAL is not known).
     #[test]
-    fn a_failure_is_a_rollback_unless_the_storage_failed() {
+    fn a_failure_is_a_rollback_unless_the_commit_itself_failed() {
         let failure =
             |code: i32| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
-        for definite in [
+        let before = [
             ffi::SQLITE_CONSTRAINT_TRIGGER,
-            ffi::SQLITE_BUSY,
             ffi::SQLITE_ERROR,
-        ] {
-            assert!(SqliteSink::rolled_back(&failure(definite)), "{definite}");
-        }
-        for unknown in [
             ffi::SQLITE_IOERR_WRITE,
             ffi::SQLITE_FULL,
-            ffi::SQLITE_CORRUPT,
-        ] {
-            assert!(!SqliteSink::rolled_back(&failure(unknown)), "{unknown}");
+        ];
+        for code in before {
+            assert!(SqliteSink::rolled_back(&failure(code).into()), "{code}");
+        }
+        for code in [ffi::SQLITE_BUSY, ffi::SQLITE_LOCKED] {
+            let e = WriteError::at_commit(failure(code));
+            assert!(SqliteSink::rolled_back(&e), "COMMIT {code}");
+        }
+        for code in [ffi::SQLITE_IOERR_WRITE, ffi::SQLITE_FULL, ffi::SQLITE_NOMEM] {
+            let e = WriteError::at_commit(failure(code));
+            assert!(!SqliteSink::rolled_back(&e), "COMMIT {code}");
         }
         let io =
             crate::StorageError::Database(sqlx::Error::Io(std::io::ErrorKind::BrokenPipe.into()));

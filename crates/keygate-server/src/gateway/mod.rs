@@ -857,7 +857,10 @@ async fn finish(
     denial: Option<&Denial>,
 ) -> Result<(), ApiError> {
     let elapsed_ms = log.started.elapsed().as_secs_f64() * 1000.0;
-    let reserved = log.reserved.take().and_then(spending::Reserved::settle);
+    let (reserved, went_out) = match log.reserved.take().and_then(spending::Reserved::settle) {
+        Some((r, went_out)) => (Some(r), went_out),
+        None => (None, false),
+    };
     let now = DbTime::now();
     let endpoint: String = out.path.chars().take(300).collect();
     let call = ApiCallRecord {
@@ -917,7 +920,10 @@ async fn finish(
     // a call refused after its spend check, whose row would have given its reservation
     // back: if the database rolls the commit back, give it back here (a call that went
     // out stays counted, and so does every call of a commit whose outcome is unknown)
-    let give_back = call.reserved.clone().filter(|_| call.decision != "allowed");
+    let give_back = call
+        .reserved
+        .clone()
+        .filter(|_| !went_out && call.decision != "allowed");
     let res = s.recorder.record_reporting(vec![ev], vec![call]).await;
     match (res, give_back) {
         (Ok(()), _) => Ok(()),

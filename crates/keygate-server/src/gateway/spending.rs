@@ -82,8 +82,10 @@ impl Reserved {
     /// says the call did not go out). If that commit fails, a call that went out stays
     /// counted; one that did not is given back by `finish` (`gateway/mod.rs`) when the
     /// database rolled the commit back, and stays counted when its outcome is unknown.
-    pub fn settle(mut self) -> Option<SpendReservation> {
-        self.reservation.take()
+    /// Also says whether the call went out ([`Reserved::going_out`]).
+    pub fn settle(mut self) -> Option<(SpendReservation, bool)> {
+        let sent = self.sent;
+        self.reservation.take().map(|r| (r, sent))
     }
 }
 
