@@ -171,6 +171,15 @@ impl Limits {
         }
     }
 
+    /// Which spend caps these limits set: (daily volume, withdrawals per day or month).
+    pub fn spend_caps(&self) -> (bool, bool) {
+        (
+            self.max_daily_volume_usd.is_some(),
+            self.max_withdrawal_usd_per_day.is_some()
+                || self.max_withdrawal_usd_per_month.is_some(),
+        )
+    }
+
     /// These limits with each spend cap at most [`MAX_SPEND_CAP_USD`] (limits stored before
     /// that bound was checked).
     pub fn spend_caps_within_the_ledger(mut self) -> Self {

@@ -696,16 +696,11 @@ async fn decide(
         }
         // a cap on another connection of the key counts this call too: it is reserved
         // while under way like a capped one, or that cap's check would not see it
+        let (volume_capped, withdrawals_capped) = limits.spend_caps();
         let (volume_capped_elsewhere, withdrawals_capped_elsewhere) = prepared.sibling_caps;
         let capped = match class {
-            EndpointClass::Trade => {
-                limits.max_daily_volume_usd.is_some() || volume_capped_elsewhere
-            }
-            EndpointClass::Withdraw => {
-                limits.max_withdrawal_usd_per_day.is_some()
-                    || limits.max_withdrawal_usd_per_month.is_some()
-                    || withdrawals_capped_elsewhere
-            }
+            EndpointClass::Trade => volume_capped || volume_capped_elsewhere,
+            EndpointClass::Withdraw => withdrawals_capped || withdrawals_capped_elsewhere,
             _ => false,
         };
         if capped {
@@ -774,12 +769,9 @@ fn sibling_caps(ctx: &CallContext) -> (bool, bool) {
 }
 
 fn caps_among<'a>(limits: impl Iterator<Item = &'a serde_json::Value>) -> (bool, bool) {
-    limits.fold((false, false), |(v, w), l| match parse_limits(l) {
-        Ok(l) => (
-            v || l.max_daily_volume_usd.is_some(),
-            w || l.max_withdrawal_usd_per_day.is_some() || l.max_withdrawal_usd_per_month.is_some(),
-        ),
-        Err(_) => (true, true),
+    limits.fold((false, false), |(v, w), l| {
+        let (volume, withdrawals) = parse_limits(l).map_or((true, true), |l| l.spend_caps());
+        (v || volume, w || withdrawals)
     })
 }
 
