@@ -553,7 +553,7 @@ fn opt_decimal(
     params: &[(String, String)],
     name: &'static str,
 ) -> Result<Option<Decimal>, ParseError> {
-    match util::pair(params, name) {
+    match util::pair(params, name)? {
         None | Some("") => Ok(None),
         Some(v) => util::parse_decimal(name, v).map(Some),
     }
@@ -567,12 +567,35 @@ pub(crate) fn parse_side(s: &str) -> Result<Side, ParseError> {
     }
 }
 
+/// A Binance boolean parameter: exactly `true` or `false` (Binance's documented values; an
+/// empty value is absent). Anything else (`TRUE`, `1`, `yes`) is refused: keygate must not
+/// grant a reduce-only exemption on a spelling Binance might read as false.
 pub(crate) fn parse_bool(field: &'static str, s: &str) -> Result<bool, ParseError> {
-    match s.to_ascii_lowercase().as_str() {
+    match s {
         "true" => Ok(true),
         "false" | "" => Ok(false),
         _ => Err(ParseError::InvalidValue(field)),
     }
+}
+
+/// Spot and margin order types that execute at `price` or better: LIMIT, LIMIT_MAKER and
+/// the stop-limit pair (STOP_LOSS_LIMIT, TAKE_PROFIT_LIMIT: `price` is the limit,
+/// `stopPrice` the trigger). MARKET, STOP_LOSS and TAKE_PROFIT execute at market.
+pub(crate) const SPOT_LIMIT_TYPES: [&str; 4] = [
+    "limit",
+    "limit_maker",
+    "stop_loss_limit",
+    "take_profit_limit",
+];
+
+/// Whether the request prices its orders from the book rather than from `price`: a pegged
+/// spot order (`pegPriceType`, also per leg: `workingPegPriceType`, `abovePegPriceType`...)
+/// or a USD-M `priceMatch` (`OPPONENT`, `QUEUE`...).
+pub(crate) fn priced_by_the_book(params: &[(String, String)]) -> bool {
+    params.iter().any(|(k, v)| {
+        let key_pegs = k == "pegPriceType" || k.ends_with("PegPriceType") || k == "priceMatch";
+        key_pegs && !v.is_empty() && v != "NONE"
+    })
 }
 
 /// An intent for `symbol` with base/quote filled from the concatenated symbol.
@@ -589,7 +612,7 @@ pub(crate) fn intent_for(symbol: &str) -> Result<OrderIntent, ParseError> {
 }
 
 fn symbol_of(params: &[(String, String)]) -> Result<&str, ParseError> {
-    util::pair(params, "symbol").ok_or(ParseError::MissingField("symbol"))
+    util::pair(params, "symbol")?.ok_or(ParseError::MissingField("symbol"))
 }
 
 /// A cancel (or amend-down) of orders on `symbol`: cannot add exposure.
@@ -601,10 +624,12 @@ pub(crate) fn cancel_intent(params: &[(String, String)]) -> Result<RequestIntent
 
 /// One order from flat parameters (`symbol`, `side`, `type`, `quantity`, `price`,
 /// `quoteOrderQty`, `reduceOnly`). `prefix` selects a leg of an order list (`working`,
-/// `pending`): `workingSide`, `workingQuantity`, ...
+/// `pending`): `workingSide`, `workingQuantity`, ... `limit_types` are the API's order types
+/// (lower-case) that execute at `price` or better.
 pub(crate) fn order_from_params(
     params: &[(String, String)],
     prefix: &str,
+    limit_types: &[&str],
 ) -> Result<OrderIntent, ParseError> {
     let field = |name: &str| -> String {
         if prefix.is_empty() {
@@ -619,25 +644,48 @@ pub(crate) fn order_from_params(
             s
         }
     };
-    let get = |name: &str| util::pair(params, &field(name)).filter(|v| !v.is_empty());
+    let get = |name: &str| -> Result<Option<&str>, ParseError> {
+        Ok(util::pair(params, &field(name))?.filter(|v| !v.is_empty()))
+    };
     let mut o = intent_for(symbol_of(params)?)?;
     o.side = Some(parse_side(
-        get("side").ok_or(ParseError::MissingField("side"))?,
+        get("side")?.ok_or(ParseError::MissingField("side"))?,
     )?);
-    o.order_type = get("type").map(|t| t.to_ascii_lowercase());
-    o.quantity = get("quantity")
+    o.order_type = get("type")?.map(|t| t.to_ascii_lowercase());
+    o.quantity = get("quantity")?
         .map(|v| util::parse_decimal("quantity", v))
         .transpose()?;
-    o.price = get("price")
+    o.price = get("price")?
         .map(|v| util::parse_decimal("price", v))
         .transpose()?;
-    o.quote_amount = get("quoteOrderQty")
+    o.price_is_limit = o.price.is_some()
+        && o.order_type
+            .as_deref()
+            .is_some_and(|t| limit_types.contains(&t))
+        && !priced_by_the_book(params);
+    o.quote_amount = get("quoteOrderQty")?
         .map(|v| util::parse_decimal("quoteOrderQty", v))
         .transpose()?;
-    if let Some(r) = get("reduceOnly") {
+    if let Some(r) = get("reduceOnly")? {
         o.reduce_only = parse_bool("reduceOnly", r)?;
     }
     Ok(o)
+}
+
+/// Whether every named order type (a parameter holding e.g. `LIMIT_MAKER`) is present and
+/// one of `limit_types`.
+fn all_limit_types(
+    params: &[(String, String)],
+    names: &[&str],
+    limit_types: &[&str],
+) -> Result<bool, ParseError> {
+    for n in names {
+        match util::pair(params, n)? {
+            Some(t) if limit_types.contains(&t.to_ascii_lowercase().as_str()) => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// The highest of the named prices, for a conservative notional of an order whose
@@ -669,10 +717,10 @@ fn spot_trade_intent(
     {
         // Parsed (asset + amount are required), but no order: margin borrowing is covered
         // by the `trade` scope itself.
-        util::pair(params, "asset").ok_or(ParseError::MissingField("asset"))?;
+        util::pair(params, "asset")?.ok_or(ParseError::MissingField("asset"))?;
         util::parse_decimal(
             "amount",
-            util::pair(params, "amount").ok_or(ParseError::MissingField("amount"))?,
+            util::pair(params, "amount")?.ok_or(ParseError::MissingField("amount"))?,
         )?;
         return Ok(RequestIntent::None);
     }
@@ -683,9 +731,20 @@ fn spot_trade_intent(
         o.is_cancel = true;
         return Ok(RequestIntent::Orders { orders: vec![o] });
     }
-    let orders = if path.ends_with("/oco") {
-        // One leg fills, the other is cancelled: one order at the higher of its prices.
-        let mut o = order_from_params(params, "")?;
+    let limits = &SPOT_LIMIT_TYPES[..];
+    let mut orders = if path.ends_with("/oco") {
+        // One leg fills, the other is cancelled: one order at the higher of its prices,
+        // a limit only when both legs are limit types. `orderList/oco` names the legs'
+        // types; the older `order/oco` pairs a LIMIT_MAKER with a STOP_LOSS, or with a
+        // STOP_LOSS_LIMIT when `stopLimitPrice` is given.
+        let mut o = order_from_params(params, "", limits)?;
+        let both_limits = if util::pair(params, "aboveType")?.is_some()
+            || util::pair(params, "belowType")?.is_some()
+        {
+            all_limit_types(params, &["aboveType", "belowType"], limits)?
+        } else {
+            opt_decimal(params, "stopLimitPrice")?.is_some()
+        };
         o.price = max_price(
             params,
             &[
@@ -698,21 +757,24 @@ fn spot_trade_intent(
                 "belowStopPrice",
             ],
         )?;
+        o.price_is_limit = both_limits && o.price.is_some() && !priced_by_the_book(params);
         vec![o]
     } else if path.ends_with("/oto")
         || path.ends_with("/otoco")
         || path.ends_with("/opo")
         || path.ends_with("/opoco")
     {
-        let working = order_from_params(params, "working")?;
-        let mut pending = order_from_params(params, "pending")?;
+        let working = order_from_params(params, "working", limits)?;
+        let mut pending = order_from_params(params, "pending", limits)?;
         if pending.quantity.is_none() {
             // OPO: the pending order inherits the working order's filled quantity.
             pending.quantity = working.quantity;
         }
         if path.ends_with("co") {
             pending.order_type =
-                util::pair(params, "pendingAboveType").map(|t| t.to_ascii_lowercase());
+                util::pair(params, "pendingAboveType")?.map(|t| t.to_ascii_lowercase());
+            let both_limits =
+                all_limit_types(params, &["pendingAboveType", "pendingBelowType"], limits)?;
             pending.price = max_price(
                 params,
                 &[
@@ -722,12 +784,19 @@ fn spot_trade_intent(
                     "pendingBelowStopPrice",
                 ],
             )?;
+            pending.price_is_limit =
+                both_limits && pending.price.is_some() && !priced_by_the_book(params);
         }
         vec![working, pending]
     } else {
         // order, order/test, sor/order, order/cancelReplace, margin/order
-        vec![order_from_params(params, "")?]
+        vec![order_from_params(params, "", limits)?]
     };
+    // Spot and margin orders have no reduce-only flag (it is a futures parameter): nothing
+    // here earns the exemption, whatever the request says.
+    for o in &mut orders {
+        o.reduce_only = false;
+    }
     Ok(RequestIntent::Orders { orders })
 }
 
@@ -740,8 +809,8 @@ fn withdraw_intent(path: &str, params: &[(String, String)]) -> Result<RequestInt
         } else {
             ("baseToken", "baseTokenAmount")
         };
-        let asset = util::pair(params, asset).ok_or(ParseError::MissingField("token"))?;
-        let amount = util::pair(params, amount).ok_or(ParseError::MissingField("amount"))?;
+        let asset = util::pair(params, asset)?.ok_or(ParseError::MissingField("token"))?;
+        let amount = util::pair(params, amount)?.ok_or(ParseError::MissingField("amount"))?;
         return Ok(RequestIntent::Withdrawal(WithdrawalIntent {
             asset: asset.to_string(),
             amount: util::parse_decimal("amount", amount)?,
@@ -750,28 +819,28 @@ fn withdraw_intent(path: &str, params: &[(String, String)]) -> Result<RequestInt
             tag: None,
         }));
     }
-    let coin = util::pair(params, "coin").ok_or(ParseError::MissingField("coin"))?;
-    let amount = util::pair(params, "amount").ok_or(ParseError::MissingField("amount"))?;
-    let address = util::pair(params, "address").ok_or(ParseError::MissingField("address"))?;
+    let coin = util::pair(params, "coin")?.ok_or(ParseError::MissingField("coin"))?;
+    let amount = util::pair(params, "amount")?.ok_or(ParseError::MissingField("amount"))?;
+    let address = util::pair(params, "address")?.ok_or(ParseError::MissingField("address"))?;
     if coin.is_empty() || address.is_empty() {
         return Err(ParseError::InvalidValue("withdrawal"));
     }
-    let nonempty = |n: &str| {
-        util::pair(params, n)
+    let nonempty = |n: &str| -> Result<Option<String>, ParseError> {
+        Ok(util::pair(params, n)?
             .filter(|v| !v.is_empty())
-            .map(str::to_string)
+            .map(str::to_string))
     };
     Ok(RequestIntent::Withdrawal(WithdrawalIntent {
         asset: coin.to_string(),
         amount: util::parse_decimal("amount", amount)?,
         address: address.to_string(),
-        network: nonempty("network"),
-        tag: nonempty("addressTag"),
+        network: nonempty("network")?,
+        tag: nonempty("addressTag")?,
     }))
 }
 
 pub(crate) fn transfer_intent(params: &[(String, String)]) -> Result<RequestIntent, ParseError> {
-    let asset = util::pair(params, "asset")
+    let asset = util::pair(params, "asset")?
         .filter(|a| !a.is_empty())
         .ok_or(ParseError::MissingField("asset"))?;
     Ok(RequestIntent::Transfer {
@@ -1521,5 +1590,100 @@ pub(crate) mod tests {
         );
         assert_eq!(e(200, r#"{"balances":[]}"#), None);
         assert_eq!(e(500, "garbage"), Some(ErrorKind::Unknown));
+    }
+
+    fn spot_orders(path: &str, body: &str) -> Result<Vec<OrderIntent>, ParseError> {
+        match Binance.parse_intent(EndpointClass::Trade, &req(Method::POST, path, None, body))? {
+            RequestIntent::Orders { orders } => Ok(orders),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_limit_types_price_at_price() {
+        let one = |t: &str, extra: &str| {
+            spot_orders(
+                "/api/v3/order",
+                &format!("symbol=BTCUSDT&side=BUY&type={t}&quantity=100&price=0.01{extra}"),
+            )
+            .unwrap()
+            .remove(0)
+        };
+        for t in ["MARKET", "STOP_LOSS", "TAKE_PROFIT"] {
+            let o = one(t, "&stopPrice=1");
+            assert_eq!(o.price, Some(Decimal::new(1, 2)));
+            assert!(!o.price_is_limit, "{t}");
+        }
+        for t in [
+            "LIMIT",
+            "LIMIT_MAKER",
+            "STOP_LOSS_LIMIT",
+            "TAKE_PROFIT_LIMIT",
+        ] {
+            assert!(one(t, "").price_is_limit, "{t}");
+        }
+        // A pegged order takes its price from the book.
+        assert!(!one("LIMIT", "&pegPriceType=PRIMARY_PEG").price_is_limit);
+
+        // OCO: a limit only when both legs are.
+        let oco = |legs: &str| {
+            spot_orders(
+                "/api/v3/orderList/oco",
+                &format!("symbol=BTCUSDT&side=SELL&quantity=1&aboveType=LIMIT_MAKER&abovePrice=110{legs}"),
+            )
+            .unwrap()
+            .remove(0)
+        };
+        assert!(!oco("&belowType=STOP_LOSS&belowStopPrice=90").price_is_limit);
+        assert!(oco("&belowType=STOP_LOSS_LIMIT&belowStopPrice=90&belowPrice=89").price_is_limit);
+        let old = |extra: &str| {
+            spot_orders(
+                "/api/v3/order/oco",
+                &format!("symbol=BTCUSDT&side=SELL&quantity=1&price=110&stopPrice=90{extra}"),
+            )
+            .unwrap()
+            .remove(0)
+        };
+        assert!(!old("").price_is_limit);
+        assert!(old("&stopLimitPrice=89&stopLimitTimeInForce=GTC").price_is_limit);
+    }
+
+    #[test]
+    fn spot_has_no_reduce_only_and_booleans_are_exact() {
+        let o = spot_orders(
+            "/api/v3/order",
+            "symbol=BTCUSDT&side=SELL&type=MARKET&quantity=100&reduceOnly=true",
+        )
+        .unwrap();
+        assert!(!o[0].reduce_only);
+        assert_eq!(parse_bool("reduceOnly", "true"), Ok(true));
+        assert_eq!(parse_bool("reduceOnly", "false"), Ok(false));
+        for bad in ["TRUE", "True", "1", "yes"] {
+            assert!(parse_bool("reduceOnly", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        assert!(spot_orders(
+            "/api/v3/order",
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=0.001&quantity=1000&price=1",
+        )
+        .is_err());
+        // In the query and in the body: Binance reads both.
+        let r = req(
+            Method::POST,
+            "/api/v3/order",
+            Some("quantity=1000"),
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=0.001&price=1",
+        );
+        assert!(Binance.parse_intent(EndpointClass::Trade, &r).is_err());
+        let w = req(
+            Method::POST,
+            "/sapi/v1/capital/withdraw/apply",
+            Some("address=attacker"),
+            "coin=BTC&amount=1&address=allowed",
+        );
+        assert!(Binance.parse_intent(EndpointClass::Withdraw, &w).is_err());
     }
 }

@@ -239,14 +239,25 @@ impl Exchange for BinanceUsdm {
     }
 }
 
+/// USD-M order types that execute at `price` or better: LIMIT and the stop-limit pair
+/// STOP and TAKE_PROFIT (`price` the limit, `stopPrice` the trigger). MARKET, STOP_MARKET,
+/// TAKE_PROFIT_MARKET and TRAILING_STOP_MARKET execute at market.
+const USDM_LIMIT_TYPES: [&str; 3] = ["limit", "stop", "take_profit"];
+
 fn with_usdm_units(
     mut o: OrderIntent,
     params_close_position: Option<&str>,
 ) -> Result<OrderIntent, ParseError> {
     o.size_unit = SizeUnit::Base;
     if let Some(cp) = params_close_position {
-        // closePosition=true closes the whole position: reduce-only by construction.
-        o.reduce_only |= parse_bool("closePosition", cp)?;
+        // closePosition=true closes the whole position: reduce-only by construction, but
+        // only for the two types Binance documents it with (STOP_MARKET,
+        // TAKE_PROFIT_MARKET); elsewhere it earns no exemption.
+        let applies = matches!(
+            o.order_type.as_deref(),
+            Some("stop_market" | "take_profit_market")
+        );
+        o.reduce_only |= parse_bool("closePosition", cp)? && applies;
     }
     Ok(o)
 }
@@ -259,10 +270,10 @@ fn usdm_trade_intent(
     if method == Method::DELETE || path.ends_with("/countdowncancelall") {
         return cancel_intent(params);
     }
-    let symbol = || util::pair(params, "symbol").ok_or(ParseError::MissingField("symbol"));
+    let symbol = || util::pair(params, "symbol")?.ok_or(ParseError::MissingField("symbol"));
     if path.ends_with("/leverage") {
         let mut o = intent_for(symbol()?)?;
-        let lev = util::pair(params, "leverage").ok_or(ParseError::MissingField("leverage"))?;
+        let lev = util::pair(params, "leverage")?.ok_or(ParseError::MissingField("leverage"))?;
         o.leverage = Some(util::parse_decimal("leverage", lev)?);
         return Ok(RequestIntent::Orders { orders: vec![o] });
     }
@@ -274,16 +285,23 @@ fn usdm_trade_intent(
         return batch_intent(params);
     }
     // order, order/test, order modify (PUT), algoOrder
-    let o = order_from_params(params, "")?;
-    let o = with_usdm_units(o, util::pair(params, "closePosition"))?;
+    let o = order_from_params(params, "", &USDM_LIMIT_TYPES)?;
+    let o = with_usdm_units(o, util::pair(params, "closePosition")?)?;
     Ok(RequestIntent::Orders { orders: vec![o] })
 }
 
 /// `batchOrders` is a JSON list of order objects (max 5) in one form parameter.
 fn batch_intent(params: &[(String, String)]) -> Result<RequestIntent, ParseError> {
-    let raw = util::pair(params, "batchOrders").ok_or(ParseError::MissingField("batchOrders"))?;
-    let list: Vec<serde_json::Value> = serde_json::from_str(raw)
-        .map_err(|_| ParseError::Malformed("batchOrders is not a JSON list".into()))?;
+    let raw = util::pair(params, "batchOrders")?.ok_or(ParseError::MissingField("batchOrders"))?;
+    // Refuses an order object with a repeated key, as for JSON bodies.
+    let list = match util::json_request_body(raw.as_bytes())? {
+        serde_json::Value::Array(list) => list,
+        _ => {
+            return Err(ParseError::Malformed(
+                "batchOrders is not a JSON list".into(),
+            ))
+        }
+    };
     if list.is_empty() {
         return Err(ParseError::InvalidValue("batchOrders"));
     }
@@ -309,6 +327,14 @@ fn batch_intent(params: &[(String, String)]) -> Result<RequestIntent, ParseError
         o.order_type = text(item, "type")?.map(|t| t.to_ascii_lowercase());
         o.quantity = util::json_opt_decimal("quantity", item.get("quantity"))?;
         o.price = util::json_opt_decimal("price", item.get("price"))?;
+        let price_match = text(item, "priceMatch")?;
+        o.price_is_limit = o.price.is_some()
+            && o.order_type
+                .as_deref()
+                .is_some_and(|t| USDM_LIMIT_TYPES.contains(&t))
+            && price_match
+                .as_deref()
+                .is_none_or(|m| m.is_empty() || m == "NONE");
         if let Some(r) = text(item, "reduceOnly")? {
             o.reduce_only = parse_bool("reduceOnly", &r)?;
         }
@@ -488,5 +514,78 @@ mod tests {
             assert_eq!(r.query.as_deref(), Some("symbol=BTCUSDT"));
             assert_eq!(r.headers["x-mbx-apikey"], "k");
         }
+    }
+
+    fn usdm_orders(body: &str) -> Result<Vec<OrderIntent>, ParseError> {
+        let path = if body.starts_with("batchOrders") {
+            "/fapi/v1/batchOrders"
+        } else {
+            "/fapi/v1/order"
+        };
+        match BinanceUsdm
+            .parse_intent(EndpointClass::Trade, &req(Method::POST, path, None, body))?
+        {
+            RequestIntent::Orders { orders } => Ok(orders),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn usdm_only_limit_types_price_at_price() {
+        let one = |t: &str, extra: &str| {
+            usdm_orders(&format!(
+                "symbol=BTCUSDT&side=BUY&type={t}&quantity=100&price=0.01&stopPrice=1{extra}"
+            ))
+            .unwrap()
+            .remove(0)
+        };
+        for t in [
+            "MARKET",
+            "STOP_MARKET",
+            "TAKE_PROFIT_MARKET",
+            "TRAILING_STOP_MARKET",
+        ] {
+            assert!(!one(t, "").price_is_limit, "{t}");
+        }
+        for t in ["LIMIT", "STOP", "TAKE_PROFIT"] {
+            assert!(one(t, "").price_is_limit, "{t}");
+        }
+        assert!(!one("LIMIT", "&priceMatch=OPPONENT").price_is_limit);
+        let batch = usdm_orders(
+            r#"batchOrders=[{"symbol":"BTCUSDT","side":"BUY","type":"STOP_MARKET","quantity":"100","price":"0.01","stopPrice":"1"},{"symbol":"BTCUSDT","side":"BUY","type":"LIMIT","quantity":"1","price":"60000"},{"symbol":"BTCUSDT","side":"BUY","type":"LIMIT","quantity":"1","price":"1","priceMatch":"QUEUE"}]"#,
+        )
+        .unwrap();
+        assert!(!batch[0].price_is_limit);
+        assert!(batch[1].price_is_limit);
+        assert!(!batch[2].price_is_limit);
+    }
+
+    #[test]
+    fn usdm_close_position_only_with_its_order_types() {
+        let o = usdm_orders(
+            "symbol=BTCUSDT&side=SELL&type=LIMIT&quantity=100&price=60000&closePosition=true",
+        )
+        .unwrap();
+        assert!(!o[0].reduce_only);
+        let o = usdm_orders(
+            "symbol=BTCUSDT&side=SELL&type=STOP_MARKET&stopPrice=50000&closePosition=true",
+        )
+        .unwrap();
+        assert!(o[0].reduce_only);
+        assert!(
+            usdm_orders("symbol=BTCUSDT&side=SELL&type=MARKET&quantity=1&reduceOnly=TRUE").is_err()
+        );
+    }
+
+    #[test]
+    fn usdm_batch_with_duplicate_keys_is_refused() {
+        assert!(usdm_orders(
+            r#"batchOrders=[{"symbol":"BTCUSDT","side":"BUY","type":"MARKET","quantity":"0.001","quantity":"1000"}]"#,
+        )
+        .is_err());
+        assert!(
+            usdm_orders("symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.001&quantity=1000")
+                .is_err()
+        );
     }
 }

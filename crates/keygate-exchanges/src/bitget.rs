@@ -21,9 +21,9 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::okx::{
-    body_json, classify_by, default_json_content_type, flag, header_u64, hmac_secret,
-    non_empty_array, opt_positive_decimal, parse_side, positive_decimal, put_header, req_str,
-    str_field, Route, Verb,
+    body_json, classify_by, default_json_content_type, header_u64, hmac_secret, non_empty_array,
+    opt_positive_decimal, parse_side, positive_decimal, put_header, req_str, str_field, Route,
+    Verb,
 };
 use crate::util::{b64, decode_pairs, hmac_sha256, json_body, json_opt_decimal, remove_headers};
 use crate::*;
@@ -165,26 +165,46 @@ fn symbol_intent(symbol: String) -> OrderIntent {
     o
 }
 
-/// The order's symbol, from the order itself or from the batch envelope.
-fn symbol_of(v: &Value, outer: Option<&str>) -> Result<String, ParseError> {
-    str_field(v, "symbol")
-        .or_else(|| outer.map(str::to_string))
-        .ok_or(ParseError::MissingField("symbol"))
+/// The order's symbol: `symbol` when a batch already settled it (see [`batch`]), else the
+/// order's own.
+fn symbol_of(v: &Value, settled: Option<&str>) -> Result<String, ParseError> {
+    match settled {
+        Some(s) => Ok(s.to_string()),
+        None => req_str(v, "symbol"),
+    }
 }
 
-/// Spot order (`place-order`, `batch-orders`, `place-plan-order`). Market buys are sized in
-/// the quote coin (Bitget "Place Order": size is "quote coin amount" for market buys), as
-/// are plan orders with `planType: total`.
-fn spot_order(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> {
-    let mut o = symbol_intent(symbol_of(v, outer)?);
+/// Bitget's two order types (`limit`, `market`); `force` (gtc, post_only, fok, ioc) only
+/// qualifies a limit order, and a market order ignores `price`.
+fn is_limit(order_type: &str) -> bool {
+    order_type == "limit"
+}
+
+/// Spot order (`place-order`, `batch-orders`). Market buys are sized in the quote coin
+/// (Bitget "Place Order": size is "quote coin amount" for market buys).
+fn spot_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    spot_order_with(v, settled, "price")
+}
+
+/// Spot plan order (`place-plan-order`): on trigger it places a limit order at
+/// `executePrice` or a market order; it has no `price` field. `planType: total` sizes in the
+/// quote coin.
+fn spot_plan_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    spot_order_with(v, settled, "executePrice")
+}
+
+fn spot_order_with(
+    v: &Value,
+    settled: Option<&str>,
+    price_field: &'static str,
+) -> Result<OrderIntent, ParseError> {
+    let mut o = symbol_intent(symbol_of(v, settled)?);
     let side = parse_side(&req_str(v, "side")?)?;
     let order_type = req_str(v, "orderType")?.to_ascii_lowercase();
     let size = positive_decimal(v, "size")?;
     o.side = Some(side);
-    o.price = match opt_positive_decimal(v, "price")? {
-        Some(p) => Some(p),
-        None => opt_positive_decimal(v, "executePrice")?,
-    };
+    o.price = opt_positive_decimal(v, price_field)?;
+    o.price_is_limit = is_limit(&order_type) && o.price.is_some();
     let by_quote = match str_field(v, "planType").as_deref() {
         Some("total") => true,
         Some("amount") => false,
@@ -200,23 +220,33 @@ fn spot_order(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError>
 }
 
 /// Futures order: `size` is in the base coin (Bitget "Place Order" (mix): "Amount (base
-/// coin)"). In hedge mode `tradeSide: close` closes a position.
-fn mix_order(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> {
-    let mut o = symbol_intent(symbol_of(v, outer)?);
+/// coin)").
+///
+/// Reduce-only needs both signals. The position mode is an account setting the request does
+/// not state: in one-way mode Bitget ignores `tradeSide` and honours `reduceOnly: YES`; in
+/// hedge mode it honours `tradeSide: close` (and `reduceOnly` does not apply). Only an
+/// order carrying both cannot open a position in either mode.
+fn mix_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    let mut o = symbol_intent(symbol_of(v, settled)?);
     o.side = Some(parse_side(&req_str(v, "side")?)?);
-    o.order_type = Some(req_str(v, "orderType")?.to_ascii_lowercase());
+    let order_type = req_str(v, "orderType")?.to_ascii_lowercase();
     o.quantity = Some(positive_decimal(v, "size")?);
     o.price = opt_positive_decimal(v, "price")?;
-    o.reduce_only = flag(v, "reduceOnly") || str_field(v, "tradeSide").as_deref() == Some("close");
+    o.price_is_limit = is_limit(&order_type) && o.price.is_some();
+    o.order_type = Some(order_type);
+    o.reduce_only = str_field(v, "reduceOnly").as_deref() == Some("YES")
+        && str_field(v, "tradeSide").as_deref() == Some("close");
     Ok(o)
 }
 
 /// Margin order: `baseSize` or `quoteSize` (market buys).
-fn margin_order(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> {
-    let mut o = symbol_intent(symbol_of(v, outer)?);
+fn margin_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    let mut o = symbol_intent(symbol_of(v, settled)?);
     o.side = Some(parse_side(&req_str(v, "side")?)?);
-    o.order_type = Some(req_str(v, "orderType")?.to_ascii_lowercase());
+    let order_type = req_str(v, "orderType")?.to_ascii_lowercase();
     o.price = opt_positive_decimal(v, "price")?;
+    o.price_is_limit = is_limit(&order_type) && o.price.is_some();
+    o.order_type = Some(order_type);
     o.quantity = opt_positive_decimal(v, "baseSize")?;
     o.quote_amount = opt_positive_decimal(v, "quoteSize")?;
     if o.quantity.is_none() && o.quote_amount.is_none() {
@@ -227,8 +257,8 @@ fn margin_order(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseErro
 
 /// An amendment (`cancel-replace-order`, `modify-order`, `modify-*-order`): may raise size
 /// or move the price, so not a cancel.
-fn amend(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> {
-    let mut o = symbol_intent(symbol_of(v, outer)?);
+fn amend(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    let mut o = symbol_intent(symbol_of(v, settled)?);
     o.quantity = match opt_positive_decimal(v, "newSize")? {
         Some(s) => Some(s),
         None => opt_positive_decimal(v, "size")?,
@@ -240,30 +270,63 @@ fn amend(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> {
     Ok(o)
 }
 
-fn cancel(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> {
-    let mut o = symbol_intent(symbol_of(v, outer)?);
+fn cancel(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    let mut o = symbol_intent(symbol_of(v, settled)?);
     o.is_cancel = true;
     Ok(o)
 }
 
 type OrderParser = fn(&Value, Option<&str>) -> Result<OrderIntent, ParseError>;
 
-/// `{symbol?, orderList: [...]}` batches.
-fn batch(body: &Value, f: OrderParser) -> Result<Vec<OrderIntent>, ParseError> {
-    let outer = str_field(body, "symbol");
+/// Which `symbol` of a `{symbol, orderList: [...]}` batch Bitget acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchSymbol {
+    /// The envelope's (mix and margin batches).
+    Envelope,
+    /// Each order's own.
+    PerOrder,
+    /// Spot `batchMode`: `single` (the default) uses the envelope's and ignores the orders'
+    /// own, `multiple` the reverse (Bitget "Batch Place Orders", batchMode).
+    SpotBatchMode,
+}
+
+/// A batch's orders, each with the symbol Bitget will use. A symbol on the other level
+/// that differs from it is refused rather than ignored: keygate would check one market and
+/// Bitget trade another.
+fn batch(body: &Value, f: OrderParser, which: BatchSymbol) -> Result<Vec<OrderIntent>, ParseError> {
+    let envelope = str_field(body, "symbol");
+    let envelope_wins = match which {
+        BatchSymbol::Envelope => true,
+        BatchSymbol::PerOrder => false,
+        BatchSymbol::SpotBatchMode => match str_field(body, "batchMode").as_deref() {
+            None | Some("single") => true,
+            Some("multiple") => false,
+            Some(_) => return Err(ParseError::InvalidValue("batchMode")),
+        },
+    };
     non_empty_array(body.get("orderList"), "orderList")?
         .iter()
-        .map(|o| f(o, outer.as_deref()))
+        .map(|o| {
+            let own = str_field(o, "symbol");
+            let symbol = match (&envelope, own) {
+                (Some(e), Some(i)) if !e.eq_ignore_ascii_case(&i) => {
+                    return Err(ParseError::InvalidValue("symbol"))
+                }
+                (Some(e), _) if envelope_wins => e.clone(),
+                (_, Some(i)) if !envelope_wins => i,
+                _ => return Err(ParseError::MissingField("symbol")),
+            };
+            f(o, Some(&symbol))
+        })
         .collect()
 }
 
 fn trade_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
     let one = |f: OrderParser| f(body, None).map(|o| vec![o]);
     let orders = match path {
-        "/api/v2/spot/trade/place-order" | "/api/v2/spot/trade/place-plan-order" => {
-            one(spot_order)?
-        }
-        "/api/v2/spot/trade/batch-orders" => batch(body, spot_order)?,
+        "/api/v2/spot/trade/place-order" => one(spot_order)?,
+        "/api/v2/spot/trade/place-plan-order" => one(spot_plan_order)?,
+        "/api/v2/spot/trade/batch-orders" => batch(body, spot_order, BatchSymbol::SpotBatchMode)?,
         "/api/v2/spot/trade/cancel-order"
         | "/api/v2/spot/trade/cancel-symbol-order"
         | "/api/v2/spot/trade/cancel-plan-order"
@@ -271,11 +334,17 @@ fn trade_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
         | "/api/v2/mix/order/batch-cancel-orders"
         | "/api/v2/margin/crossed/cancel-order"
         | "/api/v2/margin/isolated/cancel-order" => one(cancel)?,
-        "/api/v2/spot/trade/batch-cancel-order"
-        | "/api/v2/margin/crossed/batch-cancel-order"
+        "/api/v2/spot/trade/batch-cancel-order" => {
+            if body.get("orderList").is_some() {
+                batch(body, cancel, BatchSymbol::SpotBatchMode)?
+            } else {
+                one(cancel)?
+            }
+        }
+        "/api/v2/margin/crossed/batch-cancel-order"
         | "/api/v2/margin/isolated/batch-cancel-order" => {
             if body.get("orderList").is_some() {
-                batch(body, cancel)?
+                batch(body, cancel, BatchSymbol::Envelope)?
             } else {
                 one(cancel)?
             }
@@ -304,9 +373,11 @@ fn trade_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
             o.reduce_only = true;
             vec![o]
         }
-        "/api/v2/spot/trade/batch-cancel-replace-order" => batch(body, amend)?,
+        "/api/v2/spot/trade/batch-cancel-replace-order" => {
+            batch(body, amend, BatchSymbol::PerOrder)?
+        }
         "/api/v2/mix/order/place-order" | "/api/v2/mix/order/place-plan-order" => one(mix_order)?,
-        "/api/v2/mix/order/batch-place-order" => batch(body, mix_order)?,
+        "/api/v2/mix/order/batch-place-order" => batch(body, mix_order, BatchSymbol::Envelope)?,
         // Reverses the position: opens the other side, so it is an order like any other.
         "/api/v2/mix/order/click-backhand" => {
             let mut o = symbol_intent(req_str(body, "symbol")?);
@@ -361,7 +432,9 @@ fn trade_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
             one(margin_order)?
         }
         "/api/v2/margin/crossed/batch-place-order"
-        | "/api/v2/margin/isolated/batch-place-order" => batch(body, margin_order)?,
+        | "/api/v2/margin/isolated/batch-place-order" => {
+            batch(body, margin_order, BatchSymbol::Envelope)?
+        }
         _ => {
             return Err(ParseError::Malformed(
                 "no order parser for this path".into(),
@@ -818,7 +891,7 @@ mod tests {
         assert_eq!(o[0].price, Some(Decimal::from(60_000)));
         let o = parse(
             "/api/v2/mix/order/place-order",
-            r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"0.5","side":"sell","orderType":"market","reduceOnly":"YES"}"#,
+            r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"0.5","side":"sell","orderType":"market","reduceOnly":"YES","tradeSide":"close"}"#,
         );
         assert!(o[0].reduce_only);
         assert_eq!(o[0].size_unit, SizeUnit::Base);
@@ -830,7 +903,9 @@ mod tests {
         );
         assert_eq!(o.len(), 2);
         assert_eq!(o[0].symbol, "ETHUSDT");
-        assert!(o[1].reduce_only);
+        assert!(o[0].price_is_limit);
+        // `tradeSide: close` alone is ignored in one-way mode: not reduce-only.
+        assert!(!o[1].reduce_only);
         let c = parse(
             "/api/v2/spot/trade/cancel-order",
             r#"{"symbol":"BTCUSDT","orderId":"1"}"#,
@@ -954,5 +1029,115 @@ mod tests {
             e(400, r#"{"code":"40008","msg":""}"#),
             Some(ErrorKind::TimestampOutOfWindow)
         );
+    }
+
+    #[test]
+    fn market_price_is_not_a_limit() {
+        let parse =
+            |path: &str, body: &str| orders(Bitget.parse_intent(Trade, &post(path, body)).unwrap());
+        let o = parse(
+            "/api/v2/spot/trade/place-order",
+            r#"{"symbol":"BTCUSDT","orderType":"market","force":"gtc","side":"sell","size":"100","price":"0.01"}"#,
+        );
+        assert_eq!(o[0].price, Some(Decimal::new(1, 2)));
+        assert!(!o[0].price_is_limit);
+        let o = parse(
+            "/api/v2/mix/order/place-order",
+            r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"100","side":"buy","orderType":"market","price":"0.01"}"#,
+        );
+        assert!(!o[0].price_is_limit);
+        let o = parse(
+            "/api/v2/mix/order/place-order",
+            r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"1","side":"buy","orderType":"limit","force":"post_only","price":"60000"}"#,
+        );
+        assert!(o[0].price_is_limit);
+        // A spot plan order has no `price`: its limit is `executePrice`.
+        let o = parse(
+            "/api/v2/spot/trade/place-plan-order",
+            r#"{"symbol":"BTCUSDT","side":"buy","orderType":"limit","size":"1","triggerPrice":"60000","executePrice":"61000","price":"0.01"}"#,
+        );
+        assert_eq!(o[0].price, Some(Decimal::from(61_000)));
+        assert!(o[0].price_is_limit);
+    }
+
+    #[test]
+    fn batch_symbol_is_the_one_bitget_uses() {
+        let parse = |path: &str, body: &str| Bitget.parse_intent(Trade, &post(path, body));
+        // Spot, single mode (the default): the envelope's symbol; a differing inner one is
+        // refused.
+        let o = orders(
+            parse(
+                "/api/v2/spot/trade/batch-orders",
+                r#"{"symbol":"BTCUSDT","orderList":[{"side":"buy","orderType":"limit","force":"gtc","price":"1","size":"1"}]}"#,
+            )
+            .unwrap(),
+        );
+        assert_eq!(o[0].symbol, "BTCUSDT");
+        for body in [
+            r#"{"symbol":"BTCUSDT","orderList":[{"symbol":"PEPEUSDT","side":"buy","orderType":"limit","force":"gtc","price":"1","size":"1"}]}"#,
+            r#"{"symbol":"BTCUSDT","batchMode":"multiple","orderList":[{"symbol":"PEPEUSDT","side":"buy","orderType":"limit","force":"gtc","price":"1","size":"1"}]}"#,
+            r#"{"orderList":[{"symbol":"PEPEUSDT","side":"buy","orderType":"limit","force":"gtc","price":"1","size":"1"}]}"#,
+            r#"{"symbol":"BTCUSDT","batchMode":"other","orderList":[{"side":"buy","orderType":"limit","force":"gtc","price":"1","size":"1"}]}"#,
+        ] {
+            assert!(
+                parse("/api/v2/spot/trade/batch-orders", body).is_err(),
+                "{body}"
+            );
+        }
+        // Multiple mode: each order's own symbol.
+        let o = orders(
+            parse(
+                "/api/v2/spot/trade/batch-orders",
+                r#"{"batchMode":"multiple","orderList":[{"symbol":"ETHUSDT","side":"buy","orderType":"limit","force":"gtc","price":"1","size":"1"},{"symbol":"BTCUSDT","side":"buy","orderType":"limit","force":"gtc","price":"1","size":"1"}]}"#,
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            (o[0].symbol.as_str(), o[1].symbol.as_str()),
+            ("ETHUSDT", "BTCUSDT")
+        );
+        // Mix: the envelope's symbol; an inner one must match it.
+        let mix = r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginCoin":"USDT","marginMode":"crossed","orderList":[{"symbol":"XRPUSDT","size":"1","side":"buy","orderType":"market"}]}"#;
+        assert!(parse("/api/v2/mix/order/batch-place-order", mix).is_err());
+        let same = mix.replace("XRPUSDT", "btcusdt");
+        assert_eq!(
+            orders(parse("/api/v2/mix/order/batch-place-order", &same).unwrap())[0].symbol,
+            "BTCUSDT"
+        );
+        let margin = r#"{"symbol":"BTCUSDT","orderList":[{"symbol":"XRPUSDT","side":"buy","orderType":"market","quoteSize":"10"}]}"#;
+        assert!(parse("/api/v2/margin/crossed/batch-place-order", margin).is_err());
+    }
+
+    #[test]
+    fn mix_reduce_only_needs_both_signals() {
+        let body = |extra: &str| {
+            format!(
+                r#"{{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"5","side":"buy","orderType":"market"{extra}}}"#
+            )
+        };
+        let ro = |extra: &str| {
+            orders(
+                Bitget
+                    .parse_intent(Trade, &post("/api/v2/mix/order/place-order", &body(extra)))
+                    .unwrap(),
+            )[0]
+            .reduce_only
+        };
+        assert!(ro(r#","reduceOnly":"YES","tradeSide":"close""#));
+        assert!(!ro(r#","reduceOnly":"YES""#));
+        assert!(!ro(r#","tradeSide":"close""#));
+        assert!(!ro(r#","reduceOnly":"yes","tradeSide":"close""#));
+        assert!(!ro(r#","reduceOnly":true,"tradeSide":"close""#));
+        assert!(!ro(r#","reduceOnly":"1","tradeSide":"close""#));
+        assert!(!ro(""));
+    }
+
+    #[test]
+    fn duplicate_json_keys_are_refused() {
+        let r = post(
+            "/api/v2/spot/trade/place-order",
+            r#"{"symbol":"BTCUSDT","orderType":"limit","force":"gtc","side":"buy","price":"1","size":"0.001","size":"1000"}"#,
+        );
+        assert!(Bitget.parse_intent(Trade, &r).is_err());
     }
 }

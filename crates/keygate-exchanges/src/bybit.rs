@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::okx::{
-    body_json, classify_by, default_json_content_type, flag, header_u64, hmac_secret,
+    body_json, classify_by, default_json_content_type, header_u64, hmac_secret, json_true,
     non_empty_array, opt_positive_decimal, parse_iso8601_utc, parse_side, positive_decimal,
     put_header, req_str, str_field, Route, Verb,
 };
@@ -129,10 +129,19 @@ fn symbol_intent(v: &Value, category: &str) -> Result<OrderIntent, ParseError> {
     Ok(o)
 }
 
-/// The order's category: from the order itself or from the batch envelope.
+/// The order's category. A single request carries its own; in a batch Bybit reads only
+/// the envelope's (docs v5 "Batch Place Order": `category` is a top-level field), so a
+/// `category` inside an order of the batch must be absent or the same, else the request is
+/// refused: keygate would size the order for one product and Bybit place it in another.
 fn category_of(v: &Value, outer: Option<&str>) -> Result<String, ParseError> {
-    str_field(v, "category")
-        .or_else(|| outer.map(str::to_string))
+    let own = str_field(v, "category");
+    let category = match (outer, own) {
+        (None, own) => own,
+        (Some(outer), None) => Some(outer.to_string()),
+        (Some(outer), Some(own)) if own == outer => Some(own),
+        (Some(_), Some(_)) => return Err(ParseError::InvalidValue("category")),
+    };
+    category
         .map(|c| c.to_ascii_lowercase())
         .ok_or(ParseError::MissingField("category"))
 }
@@ -145,7 +154,14 @@ fn new_order(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> 
     let qty = positive_decimal(v, "qty")?;
     o.side = Some(side);
     o.price = opt_positive_decimal(v, "price")?;
-    o.reduce_only = flag(v, "reduceOnly") || flag(v, "closeOnTrigger");
+    // Bybit v5 has two order types; a `Market` order ignores `price` (docs v5 "Place
+    // Order": price "Market order will ignore this field"), including a conditional market
+    // order whose trigger is `triggerPrice`.
+    o.price_is_limit = order_type == "limit" && o.price.is_some();
+    // reduceOnly / closeOnTrigger are booleans that apply to derivatives only; a spot order
+    // carrying them is a plain spot order.
+    o.reduce_only = matches!(category.as_str(), "linear" | "inverse" | "option")
+        && (json_true(v, "reduceOnly") || json_true(v, "closeOnTrigger"));
     // Spot market orders: qty is in the quote coin for buys and the base coin for sells,
     // unless `marketUnit` says otherwise (docs v5 "Place Order", marketUnit).
     let by_quote = category == "spot"
@@ -183,12 +199,12 @@ fn cancel(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> {
 
 type OrderParser = fn(&Value, Option<&str>) -> Result<OrderIntent, ParseError>;
 
-/// `{category, request: [...]}` batches.
+/// `{category, request: [...]}` batches: the envelope's `category` is the one Bybit uses.
 fn batch(body: &Value, f: OrderParser) -> Result<Vec<OrderIntent>, ParseError> {
-    let outer = str_field(body, "category");
+    let outer = req_str(body, "category")?;
     non_empty_array(body.get("request"), "request")?
         .iter()
-        .map(|o| f(o, outer.as_deref()))
+        .map(|o| f(o, Some(&outer)))
         .collect()
 }
 
@@ -393,7 +409,13 @@ impl Exchange for Bybit {
         let v = json_body(body)?;
         bybit_ok(&v)?;
         let r = v.get("result").ok_or(ParseError::MissingField("result"))?;
-        let read_only = flag(r, "readOnly");
+        // Bybit reports 0/1; a string or boolean spelling is read the same way.
+        let read_only = match r.get("readOnly") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Number(n)) => n.as_i64() == Some(1),
+            Some(Value::String(s)) => s == "1" || s.eq_ignore_ascii_case("true"),
+            _ => false,
+        };
         let perms = r
             .get("permissions")
             .and_then(Value::as_object)
@@ -897,5 +919,93 @@ mod tests {
             Some(ErrorKind::InsufficientBalance)
         );
         assert_eq!(e(500, "oops"), Some(ErrorKind::Unknown));
+    }
+
+    fn parse(path: &str, body: &str) -> Result<Vec<OrderIntent>, ParseError> {
+        Bybit.parse_intent(Trade, &post(path, body)).map(orders)
+    }
+
+    #[test]
+    fn market_price_is_not_a_limit() {
+        let o = parse(
+            "/v5/order/create",
+            r#"{"category":"linear","symbol":"BTCUSDT","side":"Buy","orderType":"Market","qty":"100","price":"0.01"}"#,
+        )
+        .unwrap();
+        assert_eq!(o[0].price, Some(Decimal::new(1, 2)));
+        assert!(!o[0].price_is_limit);
+        let o = parse(
+            "/v5/order/create",
+            r#"{"category":"linear","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"1","price":"60000","timeInForce":"PostOnly"}"#,
+        )
+        .unwrap();
+        assert!(o[0].price_is_limit);
+        // An amendment does not say what it amends: its price is not taken as a limit.
+        let o = parse(
+            "/v5/order/amend",
+            r#"{"category":"linear","symbol":"BTCUSDT","orderId":"1","qty":"100","price":"0.01"}"#,
+        )
+        .unwrap();
+        assert!(!o[0].price_is_limit);
+    }
+
+    #[test]
+    fn batch_category_is_the_envelopes() {
+        let batch = |inner: &str| {
+            parse(
+                "/v5/order/create-batch",
+                &format!(
+                    r#"{{"category":"spot","request":[{{"symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"1","price":"1"{inner}}}]}}"#
+                ),
+            )
+        };
+        // The order's own category would make it a linear order for keygate; Bybit uses
+        // the envelope's.
+        assert!(batch(r#","category":"linear""#).is_err());
+        assert_eq!(
+            batch(r#","category":"spot""#).unwrap()[0].size_unit,
+            SizeUnit::Base
+        );
+        assert!(batch("").is_ok());
+        assert!(parse(
+            "/v5/order/create-batch",
+            r#"{"request":[{"category":"linear","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"1","price":"1"}]}"#,
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn reduce_only_only_where_bybit_honours_it() {
+        let ro = |category: &str, flags: &str| {
+            parse(
+                "/v5/order/create",
+                &format!(
+                    r#"{{"category":"{category}","symbol":"BTCUSDT","side":"Sell","orderType":"Market","qty":"1"{flags}}}"#
+                ),
+            )
+            .unwrap()[0]
+                .reduce_only
+        };
+        assert!(ro("linear", r#","reduceOnly":true"#));
+        assert!(ro("inverse", r#","closeOnTrigger":true"#));
+        assert!(!ro("spot", r#","reduceOnly":true"#));
+        assert!(!ro("spot", r#","closeOnTrigger":true"#));
+        assert!(!ro("linear", r#","reduceOnly":"true""#));
+        assert!(!ro("linear", r#","reduceOnly":1"#));
+        assert!(!ro("linear", r#","reduceOnly":false"#));
+    }
+
+    #[test]
+    fn duplicate_json_keys_are_refused() {
+        assert!(parse(
+            "/v5/order/create",
+            r#"{"category":"linear","symbol":"BTCUSDT","side":"Buy","orderType":"Market","qty":"0.001","qty":"1000"}"#,
+        )
+        .is_err());
+        let w = post(
+            "/v5/asset/withdraw/create",
+            r#"{"coin":"USDT","chain":"TRX","address":"Tallowed","address":"Tattacker","amount":"1"}"#,
+        );
+        assert!(Bybit.parse_intent(Withdraw, &w).is_err());
     }
 }

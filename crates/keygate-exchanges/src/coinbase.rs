@@ -162,7 +162,7 @@ impl Exchange for Coinbase {
             EndpointClass::Trade => parse_trade(path, req),
             EndpointClass::Withdraw => parse_withdraw(path, req),
             EndpointClass::Transfer => {
-                let v = util::json_body(&req.body)?;
+                let v = util::json_request_body(&req.body)?;
                 if let Some(funds) = v.get("funds") {
                     // portfolios/move_funds
                     Ok(RequestIntent::Transfer {
@@ -376,6 +376,9 @@ fn parse_order(v: &Value) -> Result<OrderIntent, ParseError> {
         return Err(ParseError::MissingField("base_size"));
     }
     o.price = util::json_opt_decimal("limit_price", params.get("limit_price"))?;
+    // `limit_price` is what a limit, stop-limit or TWAP-limit configuration executes at or
+    // better; a market configuration has none, and a bracket's is not sized by.
+    o.price_is_limit = o.price.is_some() && matches!(order_type, "limit" | "stop_limit" | "twap");
     o.leverage = util::json_opt_decimal("leverage", v.get("leverage"))?;
     o.reduce_only = v
         .get("reduce_only")
@@ -385,7 +388,7 @@ fn parse_order(v: &Value) -> Result<OrderIntent, ParseError> {
 }
 
 fn parse_trade(path: &str, req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
-    let v = util::json_body(&req.body)?;
+    let v = util::json_request_body(&req.body)?;
     let one = |o| Ok(RequestIntent::Orders { orders: vec![o] });
     match path.trim_start_matches("/api/v3/brokerage/") {
         "orders" | "orders/preview" => one(parse_order(&v)?),
@@ -422,7 +425,7 @@ fn parse_trade(path: &str, req: &OutgoingRequest) -> Result<RequestIntent, Parse
 }
 
 fn parse_withdraw(path: &str, req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
-    let v = util::json_body(&req.body)?;
+    let v = util::json_request_body(&req.body)?;
     let amount = util::json_decimal("amount", field(&v, "amount")?)?;
     let asset = str_field(&v, "currency")?.to_string();
     if path.ends_with("/transactions") {
@@ -763,5 +766,47 @@ XzXvASt+A1a7lpmBH7o0+jkqe0BWkIeDGFyBiTp3J95g3eLStJu3ATFk
             Some(ErrorKind::Unknown)
         );
         assert_eq!(Coinbase.rate_limit(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_limit_configurations_price_at_limit_price() {
+        let parse = |config: &str| {
+            let body = format!(
+                r#"{{"client_order_id":"1","product_id":"BTC-USD","side":"BUY","order_configuration":{config}}}"#
+            );
+            let r = OutgoingRequest {
+                method: Method::POST,
+                path: "/api/v3/brokerage/orders".into(),
+                query: None,
+                headers: HeaderMap::new(),
+                body: bytes::Bytes::from(body),
+            };
+            match Coinbase.parse_intent(EndpointClass::Trade, &r).unwrap() {
+                RequestIntent::Orders { orders } => orders[0].clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(
+            parse(
+                r#"{"limit_limit_gtc":{"base_size":"1","limit_price":"60000","post_only":false}}"#
+            )
+            .price_is_limit
+        );
+        assert!(parse(r#"{"stop_limit_stop_limit_gtc":{"base_size":"1","limit_price":"60000","stop_price":"59000"}}"#).price_is_limit);
+        assert!(!parse(r#"{"trigger_bracket_gtc":{"base_size":"1","limit_price":"60000","stop_trigger_price":"50000"}}"#).price_is_limit);
+        assert!(
+            !parse(r#"{"market_market_ioc":{"base_size":"1","limit_price":"0.01"}}"#)
+                .price_is_limit
+        );
+        let r = OutgoingRequest {
+            method: Method::POST,
+            path: "/api/v3/brokerage/orders".into(),
+            query: None,
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::from(
+                r#"{"product_id":"BTC-USD","side":"BUY","order_configuration":{"market_market_ioc":{"base_size":"0.001"}},"product_id":"PEPE-USD"}"#,
+            ),
+        };
+        assert!(Coinbase.parse_intent(EndpointClass::Trade, &r).is_err());
     }
 }

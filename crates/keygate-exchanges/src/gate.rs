@@ -480,9 +480,13 @@ fn side(v: &Value) -> Result<Side, ParseError> {
 
 /// A spot order (`/spot/orders`, `/spot/batch_orders`, the `put` of a price order).
 fn spot_order(v: &Value, symbol: Option<&str>) -> Result<OrderIntent, ParseError> {
-    let symbol = match symbol {
-        Some(s) => s,
-        None => str_field(v, "currency_pair")?,
+    let symbol = match (symbol, v.get("currency_pair")) {
+        (Some(s), None) => s,
+        // A price order's `put` trades the envelope's `market`; a pair of its own that
+        // differs is refused rather than ignored.
+        (Some(s), Some(own)) if own.as_str() == Some(s) => s,
+        (Some(_), Some(_)) => return Err(ParseError::InvalidValue("currency_pair")),
+        (None, _) => str_field(v, "currency_pair")?,
     };
     let mut o = OrderIntent::new(symbol);
     (o.base, o.quote) = split_pair(symbol);
@@ -500,8 +504,10 @@ fn spot_order(v: &Value, symbol: Option<&str>) -> Result<OrderIntent, ParseError
     } else {
         o.quantity = Some(amount);
     }
-    o.order_type = Some(order_type);
     o.price = util::json_opt_decimal("price", v.get("price"))?.filter(|p| !p.is_zero());
+    // Gate spot types are `limit` (default) and `market`; a market order ignores `price`.
+    o.price_is_limit = order_type == "limit" && o.price.is_some();
+    o.order_type = Some(order_type);
     Ok(o)
 }
 
@@ -529,10 +535,22 @@ fn futures_order(v: &Value, settle: &str) -> Result<OrderIntent, ParseError> {
         .into(),
     );
     o.price = price.filter(|p| !p.is_zero());
-    let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
-    // `close` (size 0) closes the whole position: reduce-only by construction.
-    o.reduce_only = flag("reduce_only") || flag("close") || v.get("auto_size").is_some();
-    if size.is_zero() && !o.reduce_only {
+    // A non-zero price is a limit; price 0 (with `tif: ioc`) is Gate's market order.
+    o.price_is_limit = o.price.is_some();
+    let is_true = |k: &str| matches!(v.get(k), Some(Value::Bool(true)));
+    // With size 0, `close: true` closes a single-mode position and `auto_size` (exactly
+    // `close_long` / `close_short`) one side of a dual-mode position (Gate "FuturesOrder":
+    // "Note size also needs to be set to 0"). Any other `auto_size` value, and either
+    // field with a non-zero size, is not a documented close: no exemption.
+    let auto_size = match v.get("auto_size") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) if s == "close_long" || s == "close_short" => Some(s.as_str()),
+        Some(_) => return Err(ParseError::InvalidValue("auto_size")),
+    };
+    let closes_position = size.is_zero() && (is_true("close") || auto_size.is_some());
+    o.reduce_only = is_true("reduce_only") || closes_position;
+    if size.is_zero() && !closes_position {
         return Err(ParseError::InvalidValue("size"));
     }
     Ok(o)
@@ -567,22 +585,29 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         .split('/')
         .collect();
     let q = query_pairs(req);
-    let body = || util::json_body(&req.body);
+    let body = || util::json_request_body(&req.body);
     let m = &req.method;
     match segs.as_slice() {
         ["spot", "orders", ..] | ["spot", "price_orders", ..] if *m == Method::DELETE => {
-            let sym = util::pair(&q, "currency_pair").or_else(|| util::pair(&q, "market"));
+            let sym = match util::pair(&q, "currency_pair")? {
+                Some(s) => Some(s),
+                None => util::pair(&q, "market")?,
+            };
             orders(vec![cancel(sym.unwrap_or_default())])
         }
         ["spot", "orders"] => orders(vec![spot_order(&body()?, None)?]),
         ["spot", "orders", _id] if *m == Method::PATCH => {
             let b = body()?;
-            let sym = b
-                .get("currency_pair")
-                .and_then(Value::as_str)
-                .or_else(|| util::pair(&q, "currency_pair"))
-                .unwrap_or_default()
-                .to_string();
+            // `currency_pair` in the body or the query; in both, they must agree.
+            let in_query = util::pair(&q, "currency_pair")?;
+            let sym = match (b.get("currency_pair").and_then(Value::as_str), in_query) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(ParseError::InvalidValue("currency_pair"))
+                }
+                (Some(a), _) => a,
+                (None, b) => b.unwrap_or_default(),
+            }
+            .to_string();
             let mut o = OrderIntent::new(sym.clone());
             (o.base, o.quote) = split_pair(&sym);
             o.quantity = util::json_opt_decimal("amount", b.get("amount"))?;
@@ -639,14 +664,16 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
             orders(out)
         }
         [_, _, "orders", ..] | [_, _, "price_orders", ..] if *m == Method::DELETE => {
-            orders(vec![cancel(util::pair(&q, "contract").unwrap_or_default())])
+            orders(vec![cancel(
+                util::pair(&q, "contract")?.unwrap_or_default(),
+            )])
         }
         ["futures" | "delivery", settle, "orders"] => {
             orders(vec![futures_order(&body()?, settle)?])
         }
         ["futures" | "delivery", settle, "orders", _id] if *m == Method::PUT => {
             let b = body()?;
-            let sym = util::pair(&q, "contract").unwrap_or_default();
+            let sym = util::pair(&q, "contract")?.unwrap_or_default();
             let mut o = OrderIntent::new(sym);
             o.quote = Some(settle.to_ascii_uppercase());
             o.size_unit = SizeUnit::Contracts;
@@ -689,7 +716,8 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
             o.quote = Some(settle.to_ascii_uppercase());
             o.size_unit = SizeUnit::Contracts;
             if *what == "leverage" {
-                let lev = util::pair(&q, "leverage").ok_or(ParseError::MissingField("leverage"))?;
+                let lev =
+                    util::pair(&q, "leverage")?.ok_or(ParseError::MissingField("leverage"))?;
                 o.leverage = Some(util::parse_decimal("leverage", lev)?);
             }
             orders(vec![o])
@@ -707,7 +735,9 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
                 Side::Buy
             });
             o.quantity = Some(size.abs());
-            o.price = util::json_opt_decimal("price", b.get("price"))?;
+            // As futures: price 0 (with `tif: ioc`) is a market order.
+            o.price = util::json_opt_decimal("price", b.get("price"))?.filter(|p| !p.is_zero());
+            o.price_is_limit = o.price.is_some();
             o.reduce_only = b
                 .get("reduce_only")
                 .and_then(Value::as_bool)
@@ -741,7 +771,7 @@ fn parse_withdraw(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         // Cancelling a pending withdrawal sends nothing anywhere.
         return Ok(RequestIntent::None);
     }
-    let v = util::json_body(&req.body)?;
+    let v = util::json_request_body(&req.body)?;
     let amount = util::json_decimal("amount", field(&v, "amount")?)?;
     let asset = str_field(&v, "currency")?.to_string();
     if req
@@ -780,7 +810,7 @@ fn parse_transfer(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
     if req.method != Method::POST {
         return Ok(RequestIntent::None);
     }
-    let v = util::json_body(&req.body)?;
+    let v = util::json_request_body(&req.body)?;
     Ok(RequestIntent::Transfer {
         asset: str_field(&v, "currency")?.to_string(),
         amount: util::json_opt_decimal("amount", v.get("amount"))?,
@@ -1117,5 +1147,125 @@ mod tests {
         );
         assert_eq!(r.headers["timestamp"], "1700000000");
         assert_eq!(r.headers["key"], "key");
+    }
+
+    #[test]
+    fn market_price_is_not_a_limit() {
+        let o = one_order(&req(
+            Method::POST,
+            "/api/v4/spot/orders",
+            None,
+            r#"{"currency_pair":"BTC_USDT","type":"market","side":"sell","amount":"100","price":"0.01"}"#,
+        ));
+        assert_eq!(o.price, Some(d("0.01")));
+        assert!(!o.price_is_limit);
+        let o = one_order(&req(
+            Method::POST,
+            "/api/v4/spot/orders",
+            None,
+            r#"{"currency_pair":"BTC_USDT","side":"sell","amount":"1","price":"60000","time_in_force":"poc"}"#,
+        ));
+        assert!(o.price_is_limit);
+        let o = one_order(&req(
+            Method::POST,
+            "/api/v4/futures/usdt/orders",
+            None,
+            r#"{"contract":"BTC_USDT","size":10,"price":"60000","tif":"gtc"}"#,
+        ));
+        assert!(o.price_is_limit);
+        let o = one_order(&req(
+            Method::POST,
+            "/api/v4/futures/usdt/orders",
+            None,
+            r#"{"contract":"BTC_USDT","size":10,"price":"0","tif":"ioc"}"#,
+        ));
+        assert!(!o.price_is_limit);
+    }
+
+    #[test]
+    fn futures_close_flags_only_as_gate_documents_them() {
+        let parse = |body: &str| {
+            Gate.parse_intent(
+                EndpointClass::Trade,
+                &req(Method::POST, "/api/v4/futures/usdt/orders", None, body),
+            )
+        };
+        let ro = |body: &str| match parse(body).unwrap() {
+            RequestIntent::Orders { orders } => orders[0].reduce_only,
+            other => panic!("{other:?}"),
+        };
+        assert!(ro(
+            r#"{"contract":"BTC_USDT","size":0,"price":"0","tif":"ioc","auto_size":"close_long"}"#
+        ));
+        assert!(ro(
+            r#"{"contract":"BTC_USDT","size":0,"price":"0","tif":"ioc","close":true}"#
+        ));
+        assert!(ro(
+            r#"{"contract":"BTC_USDT","size":5,"price":"0","tif":"ioc","reduce_only":true}"#
+        ));
+        // With a size, `auto_size` and `close` do not make a close: the size counts.
+        assert!(!ro(
+            r#"{"contract":"BTC_USDT","size":500,"price":"0","tif":"ioc","auto_size":"close_long"}"#
+        ));
+        assert!(!ro(
+            r#"{"contract":"BTC_USDT","size":500,"price":"0","tif":"ioc","close":true}"#
+        ));
+        assert!(!ro(
+            r#"{"contract":"BTC_USDT","size":500,"price":"0","tif":"ioc","reduce_only":"true"}"#
+        ));
+        for bad in [
+            r#"{"contract":"BTC_USDT","size":500,"price":"0","auto_size":null}"#,
+            r#"{"contract":"BTC_USDT","size":500,"price":"0","auto_size":"close_both"}"#,
+            r#"{"contract":"BTC_USDT","size":500,"price":"0","auto_size":true}"#,
+            r#"{"contract":"BTC_USDT","size":0,"price":"0","auto_size":""}"#,
+            r#"{"contract":"BTC_USDT","size":0,"price":"0","auto_size":null}"#,
+        ] {
+            match parse(bad) {
+                Err(_) => {}
+                Ok(RequestIntent::Orders { orders }) => {
+                    assert!(!orders[0].reduce_only, "{bad}")
+                }
+                Ok(other) => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_or_conflicting_parameters_are_refused() {
+        let r = req(
+            Method::DELETE,
+            "/api/v4/spot/orders",
+            Some("currency_pair=ETH_USDT&currency_pair=BTC_USDT"),
+            "",
+        );
+        assert!(Gate.parse_intent(EndpointClass::Trade, &r).is_err());
+        let r = req(
+            Method::POST,
+            "/api/v4/futures/usdt/positions/BTC_USDT/leverage",
+            Some("leverage=2&leverage=100"),
+            "",
+        );
+        assert!(Gate.parse_intent(EndpointClass::Trade, &r).is_err());
+        let r = req(
+            Method::PATCH,
+            "/api/v4/spot/orders/1",
+            Some("currency_pair=BTC_USDT"),
+            r#"{"currency_pair":"PEPE_USDT","amount":"1"}"#,
+        );
+        assert!(Gate.parse_intent(EndpointClass::Trade, &r).is_err());
+        let r = req(
+            Method::POST,
+            "/api/v4/spot/price_orders",
+            None,
+            r#"{"market":"BTC_USDT","trigger":{"price":"1","rule":">=","expiration":60},"put":{"currency_pair":"PEPE_USDT","type":"limit","side":"buy","price":"1","amount":"1"}}"#,
+        );
+        assert!(Gate.parse_intent(EndpointClass::Trade, &r).is_err());
+        let r = req(
+            Method::POST,
+            "/api/v4/withdrawals",
+            None,
+            r#"{"currency":"USDT","amount":"1","address":"0xallowed","address":"0xattacker"}"#,
+        );
+        assert!(Gate.parse_intent(EndpointClass::Withdraw, &r).is_err());
     }
 }

@@ -174,7 +174,9 @@ impl Exchange for Kraken {
                 orders: vec![order(&fields, None)?],
             }),
             (EndpointClass::Trade, "AddOrderBatch") => {
-                let pair = fields.get("pair").ok_or(ParseError::MissingField("pair"))?;
+                let pair = fields
+                    .get("pair")?
+                    .ok_or(ParseError::MissingField("pair"))?;
                 let orders = fields.orders()?;
                 if orders.is_empty() {
                     return Err(ParseError::MissingField("orders"));
@@ -187,7 +189,7 @@ impl Exchange for Kraken {
             }
             (EndpointClass::Trade, "EditOrder" | "AmendOrder") => {
                 // Amends can raise size: not a cancel.
-                let pair = fields.get("pair").unwrap_or_default();
+                let pair = fields.get("pair")?.unwrap_or_default();
                 let mut o = OrderIntent::new(pair.clone());
                 (o.base, o.quote) = split_pair(&pair);
                 o.quantity = fields.decimal("volume")?.or(fields.decimal("order_qty")?);
@@ -206,10 +208,10 @@ impl Exchange for Kraken {
             (EndpointClass::Withdraw, "Withdraw") => {
                 // Kraken withdraws to a pre-registered address *name* (`key`); `address`,
                 // when given, only makes Kraken check that name's address.
-                let key = fields.get("key").ok_or(ParseError::MissingField("key"))?;
+                let key = fields.get("key")?.ok_or(ParseError::MissingField("key"))?;
                 Ok(RequestIntent::Withdrawal(WithdrawalIntent {
                     asset: fields
-                        .get("asset")
+                        .get("asset")?
                         .ok_or(ParseError::MissingField("asset"))?,
                     amount: fields
                         .decimal("amount")?
@@ -219,14 +221,16 @@ impl Exchange for Kraken {
                     tag: None,
                 }))
             }
-            (EndpointClass::Transfer | EndpointClass::SubAccount, _) => match fields.get("asset") {
-                Some(asset) => Ok(RequestIntent::Transfer {
-                    asset,
-                    amount: fields.decimal("amount")?,
-                }),
-                None if class == EndpointClass::SubAccount => Ok(RequestIntent::None),
-                None => Err(ParseError::MissingField("asset")),
-            },
+            (EndpointClass::Transfer | EndpointClass::SubAccount, _) => {
+                match fields.get("asset")? {
+                    Some(asset) => Ok(RequestIntent::Transfer {
+                        asset,
+                        amount: fields.decimal("amount")?,
+                    }),
+                    None if class == EndpointClass::SubAccount => Ok(RequestIntent::None),
+                    None => Err(ParseError::MissingField("asset")),
+                }
+            }
             (EndpointClass::Trade | EndpointClass::Withdraw, _) => {
                 Err(ParseError::Malformed("unrecognised endpoint".into()))
             }
@@ -410,25 +414,27 @@ enum Fields {
 impl Fields {
     fn of(req: &OutgoingRequest) -> Result<Self, ParseError> {
         Ok(match body_kind(req) {
-            BodyKind::Json => Fields::Json(util::json_body(&req.body)?),
+            BodyKind::Json => Fields::Json(util::json_request_body(&req.body)?),
             BodyKind::Form => Fields::Form(util::decode_pairs(&String::from_utf8_lossy(&req.body))),
         })
     }
 
-    fn get(&self, name: &str) -> Option<String> {
-        match self {
-            Fields::Form(p) => util::pair(p, name).map(str::to_string),
-            Fields::Json(v) => match v.get(name)? {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                Value::Bool(b) => Some(b.to_string()),
+    /// The field as text; an error when a form repeats it (a JSON body with a repeated key
+    /// is refused when it is parsed).
+    fn get(&self, name: &str) -> Result<Option<String>, ParseError> {
+        Ok(match self {
+            Fields::Form(p) => util::pair(p, name)?.map(str::to_string),
+            Fields::Json(v) => match v.get(name) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(Value::Bool(b)) => Some(b.to_string()),
                 _ => None,
             },
-        }
+        })
     }
 
     fn decimal(&self, name: &'static str) -> Result<Option<Decimal>, ParseError> {
-        self.get(name)
+        self.get(name)?
             .filter(|s| !s.is_empty())
             .map(|s| util::parse_decimal(name, &s))
             .transpose()
@@ -503,56 +509,79 @@ fn split_pair(pair: &str) -> (Option<String>, Option<String>) {
         .unwrap_or((None, None))
 }
 
-fn order(f: &Fields, pair: Option<&str>) -> Result<OrderIntent, ParseError> {
-    let pair = match pair {
-        Some(p) => p.to_string(),
-        None => f.get("pair").ok_or(ParseError::MissingField("pair"))?,
-    };
-    let mut o = OrderIntent::new(pair.clone());
-    (o.base, o.quote) = split_pair(&pair);
-    o.side = Some(match f.get("type").as_deref() {
-        Some("buy") => Side::Buy,
-        Some("sell") => Side::Sell,
-        _ => return Err(ParseError::InvalidValue("type")),
-    });
-    o.order_type = Some(
-        f.get("ordertype")
-            .ok_or(ParseError::MissingField("ordertype"))?
-            .to_ascii_lowercase(),
-    );
-    let volume = f
-        .decimal("volume")?
-        .ok_or(ParseError::MissingField("volume"))?;
-    // `viqc`: volume in quote currency.
-    let viqc = f
-        .get("oflags")
-        .is_some_and(|fl| fl.split(',').any(|x| x == "viqc"));
-    if viqc {
-        o.quote_amount = Some(volume);
-    } else {
-        o.quantity = Some(volume);
-    }
-    // A trailing `%` or `+`/`-` prefix makes the price relative; it is not an absolute price.
-    o.price = match f.get("price") {
+/// An absolute price field; `None` when absent, empty or relative (a `+`/`-`/`#` prefix or
+/// a `%` suffix makes it an offset from the market or the trigger, not a price).
+fn absolute_price(f: &Fields, name: &'static str) -> Result<Option<Decimal>, ParseError> {
+    match f.get(name)? {
         Some(p)
             if p.ends_with('%')
                 || p.starts_with('+')
                 || p.starts_with('-')
                 || p.starts_with('#') =>
         {
-            None
+            Ok(None)
         }
-        Some(p) if !p.is_empty() => Some(util::parse_decimal("price", &p)?),
-        _ => None,
+        Some(p) if !p.is_empty() => util::parse_decimal(name, &p).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// One order of `AddOrder`, or of `AddOrderBatch` (`pair` is then the batch's).
+fn order(f: &Fields, pair: Option<&str>) -> Result<OrderIntent, ParseError> {
+    let pair = match (pair, f.get("pair")?) {
+        (None, own) => own.ok_or(ParseError::MissingField("pair"))?,
+        (Some(batch), None) => batch.to_string(),
+        (Some(batch), Some(own)) if own == batch => own,
+        // Kraken trades the batch's `pair`; an order naming another one is refused rather
+        // than checked against the wrong market.
+        (Some(_), Some(_)) => return Err(ParseError::InvalidValue("pair")),
     };
-    o.leverage = match f.get("leverage").as_deref() {
+    let mut o = OrderIntent::new(pair.clone());
+    (o.base, o.quote) = split_pair(&pair);
+    o.side = Some(match f.get("type")?.as_deref() {
+        Some("buy") => Side::Buy,
+        Some("sell") => Side::Sell,
+        _ => return Err(ParseError::InvalidValue("type")),
+    });
+    let order_type = f
+        .get("ordertype")?
+        .ok_or(ParseError::MissingField("ordertype"))?
+        .to_ascii_lowercase();
+    let volume = f
+        .decimal("volume")?
+        .ok_or(ParseError::MissingField("volume"))?;
+    // `viqc`: volume in quote currency.
+    let viqc = f
+        .get("oflags")?
+        .is_some_and(|fl| fl.split(',').any(|x| x == "viqc"));
+    if viqc {
+        o.quote_amount = Some(volume);
+    } else {
+        o.quantity = Some(volume);
+    }
+    // Which field, if any, is a limit the order executes at (Kraken "Add Order",
+    // ordertype): `limit` and `iceberg` at `price`; `stop-loss-limit` and
+    // `take-profit-limit` at `price2` (`price` is their trigger). `market`, `stop-loss`,
+    // `take-profit` and `trailing-stop` execute at market (`price` is a trigger or an
+    // offset); `trailing-stop-limit`'s `price2` is always an offset.
+    let (price, is_limit) = match order_type.as_str() {
+        "limit" | "iceberg" => (absolute_price(f, "price")?, true),
+        "stop-loss-limit" | "take-profit-limit" => (absolute_price(f, "price2")?, true),
+        _ => (absolute_price(f, "price")?, false),
+    };
+    o.price = price;
+    o.price_is_limit = is_limit && price.is_some();
+    o.order_type = Some(order_type);
+    o.leverage = match f.get("leverage")?.as_deref() {
         None | Some("") | Some("none") => None,
         Some(l) => Some(util::parse_decimal(
             "leverage",
             l.split(':').next().unwrap_or(l),
         )?),
     };
-    o.reduce_only = f.get("reduce_only").is_some_and(|r| r == "true");
+    // `reduce_only` reduces a margin position; an order without leverage is a spot order,
+    // which has no position to reduce, so the flag earns it no exemption.
+    o.reduce_only = o.leverage.is_some() && f.get("reduce_only")?.is_some_and(|r| r == "true");
     Ok(o)
 }
 
@@ -838,5 +867,84 @@ mod tests {
         );
         assert_eq!(e(520, "<html>"), Some(ErrorKind::Unknown));
         assert_eq!(Kraken.rate_limit(&HeaderMap::new()), None);
+    }
+
+    fn first_order(body: &str) -> Result<OrderIntent, ParseError> {
+        match Kraken.parse_intent(EndpointClass::Trade, &req("/0/private/AddOrder", body))? {
+            RequestIntent::Orders { mut orders } => Ok(orders.remove(0)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_limit_prices_are_limits() {
+        let o = |t: &str, prices: &str| {
+            first_order(&format!(
+                "pair=XBTUSD&type=buy&ordertype={t}&volume=100{prices}"
+            ))
+            .unwrap()
+        };
+        // `price` of a triggered market order is its trigger (or, trailing, an offset).
+        for t in ["market", "stop-loss", "take-profit", "trailing-stop"] {
+            let x = o(t, "&price=0.01");
+            assert!(!x.price_is_limit, "{t}");
+        }
+        let x = o("limit", "&price=37500");
+        assert!(x.price_is_limit);
+        assert_eq!(x.price, Some(d("37500")));
+        assert!(o("iceberg", "&price=37500&displayvol=1").price_is_limit);
+        // stop-loss-limit: `price` triggers, `price2` is the limit.
+        let x = o("stop-loss-limit", "&price=0.01&price2=36000");
+        assert_eq!(x.price, Some(d("36000")));
+        assert!(x.price_is_limit);
+        let x = o("take-profit-limit", "&price=40000&price2=%2B5");
+        assert_eq!(x.price, None);
+        assert!(!x.price_is_limit);
+        assert!(!o("trailing-stop-limit", "&price=%2B10&price2=%2B5").price_is_limit);
+        assert!(!o("limit", "&price=%2B5").price_is_limit);
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        for body in [
+            "pair=XBTUSD&type=buy&ordertype=market&volume=0.001&volume=1000",
+            "pair=XBTUSD&type=buy&ordertype=limit&volume=1&price=1&price=2",
+            "pair=XBTUSD&pair=PEPEUSD&type=buy&ordertype=market&volume=1",
+        ] {
+            assert!(first_order(body).is_err(), "{body}");
+        }
+        let batch = req(
+            "/0/private/AddOrderBatch",
+            "pair=XBTUSD&orders[0][type]=buy&orders[0][ordertype]=market&orders[0][volume]=0.001&orders[0][volume]=1000",
+        );
+        assert!(Kraken.parse_intent(EndpointClass::Trade, &batch).is_err());
+        let json = req(
+            "/0/private/AddOrderBatch",
+            r#"{"pair":"XBTUSD","orders":[{"type":"buy","ordertype":"market","volume":"0.001","volume":"1000"}]}"#,
+        );
+        assert!(Kraken.parse_intent(EndpointClass::Trade, &json).is_err());
+        let w = req(
+            "/0/private/Withdraw",
+            "asset=XBT&key=cold&key=attacker&amount=1",
+        );
+        assert!(Kraken.parse_intent(EndpointClass::Withdraw, &w).is_err());
+    }
+
+    #[test]
+    fn batch_orders_trade_the_batch_pair_and_reduce_only_needs_margin() {
+        let json = req(
+            "/0/private/AddOrderBatch",
+            r#"{"pair":"XBTUSD","orders":[{"pair":"PEPEUSD","type":"buy","ordertype":"market","volume":"1"}]}"#,
+        );
+        assert!(Kraken.parse_intent(EndpointClass::Trade, &json).is_err());
+        // A spot order (no leverage) has no position to reduce.
+        let o = first_order("pair=XBTUSD&type=sell&ordertype=market&volume=1&reduce_only=true")
+            .unwrap();
+        assert!(!o.reduce_only);
+        let o = first_order(
+            "pair=XBTUSD&type=sell&ordertype=market&volume=1&leverage=2&reduce_only=true",
+        )
+        .unwrap();
+        assert!(o.reduce_only);
     }
 }

@@ -370,10 +370,15 @@ fn split_symbol(symbol: &str) -> (Option<String>, Option<String>) {
     }
 }
 
-fn parse_order(v: &Value, default_symbol: Option<&str>) -> Result<OrderIntent, ParseError> {
-    let symbol = match v.get("symbol").and_then(Value::as_str) {
+/// One order. `settled` is the symbol a batch already settled (see [`batch_orders`]).
+///
+/// KuCoin's spot and margin APIs have no reduce-only order (the flag belongs to KuCoin
+/// Futures, a different API): a `reduceOnly` field here is ignored by KuCoin, so every order
+/// is sized, whatever it says.
+fn parse_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    let symbol = match settled {
         Some(s) => s,
-        None => default_symbol.ok_or(ParseError::MissingField("symbol"))?,
+        None => str_field(v, "symbol")?,
     };
     let mut o = OrderIntent::new(symbol);
     (o.base, o.quote) = split_symbol(symbol);
@@ -382,29 +387,32 @@ fn parse_order(v: &Value, default_symbol: Option<&str>) -> Result<OrderIntent, P
         s if s.eq_ignore_ascii_case("sell") => Side::Sell,
         _ => return Err(ParseError::InvalidValue("side")),
     });
-    // KuCoin's default order type is limit.
-    o.order_type = Some(
-        v.get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("limit")
-            .to_ascii_lowercase(),
-    );
+    // KuCoin's default order type is limit (OCO orders have no type: both legs are limits).
+    let order_type = v
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("limit")
+        .to_ascii_lowercase();
     o.quantity = util::json_opt_decimal("size", v.get("size"))?;
     o.price = util::json_opt_decimal("price", v.get("price"))?;
+    // OCO (`/api/v3/oco/order`): `price` is the limit leg, `limitPrice` the price of the
+    // limit order placed when `stopPrice` triggers; one of them fills: size by the higher.
+    if let Some(stop_limit) = util::json_opt_decimal("limitPrice", v.get("limitPrice"))? {
+        o.price = Some(o.price.map_or(stop_limit, |p| p.max(stop_limit)));
+    }
+    // A market order (stop-market included) ignores `price`.
+    o.price_is_limit = order_type == "limit" && o.price.is_some();
     o.quote_amount = util::json_opt_decimal("funds", v.get("funds"))?;
     if o.quantity.is_none() && o.quote_amount.is_none() {
         return Err(ParseError::MissingField("size"));
     }
-    o.reduce_only = v
-        .get("reduceOnly")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    o.order_type = Some(order_type);
     Ok(o)
 }
 
-fn cancel_intent(req: &OutgoingRequest, body: Option<&Value>) -> RequestIntent {
+fn cancel_intent(req: &OutgoingRequest, body: Option<&Value>) -> Result<RequestIntent, ParseError> {
     let q = query_pairs(req);
-    let symbol = util::pair(&q, "symbol")
+    let symbol = util::pair(&q, "symbol")?
         .map(str::to_string)
         .or_else(|| {
             body.and_then(|b| b.get("symbol"))
@@ -415,16 +423,50 @@ fn cancel_intent(req: &OutgoingRequest, body: Option<&Value>) -> RequestIntent {
     let mut o = OrderIntent::new(symbol.clone());
     (o.base, o.quote) = split_symbol(&symbol);
     o.is_cancel = true;
-    RequestIntent::Orders { orders: vec![o] }
+    Ok(RequestIntent::Orders { orders: vec![o] })
+}
+
+/// `POST .../orders/multi` (and HF `.../multi/sync`). The classic endpoint takes the symbol
+/// from the envelope only (KuCoin "Place Multiple Orders": `symbol` top-level, orders
+/// without one); the HF endpoints from each order only. A symbol on the other level that
+/// differs is refused, not ignored: keygate would check one market and KuCoin trade another.
+fn batch_orders(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
+    let envelope_wins = !path.starts_with("/api/v1/hf/");
+    let envelope = match body.get("symbol") {
+        None => None,
+        Some(v) => Some(v.as_str().ok_or(ParseError::InvalidValue("symbol"))?),
+    };
+    let list = body
+        .get("orderList")
+        .and_then(Value::as_array)
+        .filter(|l| !l.is_empty())
+        .ok_or(ParseError::InvalidValue("orderList"))?;
+    let orders = list
+        .iter()
+        .map(|o| {
+            let own = match o.get("symbol") {
+                None => None,
+                Some(v) => Some(v.as_str().ok_or(ParseError::InvalidValue("symbol"))?),
+            };
+            let symbol = match (envelope, own) {
+                (Some(e), Some(i)) if e != i => return Err(ParseError::InvalidValue("symbol")),
+                (Some(e), _) if envelope_wins => e,
+                (_, Some(i)) if !envelope_wins => i,
+                _ => return Err(ParseError::MissingField("symbol")),
+            };
+            parse_order(o, Some(symbol))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RequestIntent::Orders { orders })
 }
 
 fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
     let path = req.path.trim_end_matches('/');
     if req.method == Method::DELETE || path.ends_with("/cancel") || path.contains("/cancel/") {
         let body = (!req.body.is_empty())
-            .then(|| util::json_body(&req.body))
+            .then(|| util::json_request_body(&req.body))
             .transpose()?;
-        return Ok(cancel_intent(req, body.as_ref()));
+        return cancel_intent(req, body.as_ref());
     }
     if req.method != Method::POST {
         return Err(ParseError::Malformed("unexpected method".into()));
@@ -436,7 +478,7 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         // Borrowing is not an order; the orders that use the funds are checked.
         return Ok(RequestIntent::None);
     }
-    let body = util::json_body(&req.body)?;
+    let body = util::json_request_body(&req.body)?;
     if path.ends_with("/position/update-user-leverage") {
         let symbol = body
             .get("symbol")
@@ -447,23 +489,16 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         o.leverage = util::json_opt_decimal("leverage", body.get("leverage"))?;
         return Ok(RequestIntent::Orders { orders: vec![o] });
     }
-    if let Some(list) = body.get("orderList") {
-        // `/orders/multi`: symbol at the top (classic) or per order (HF).
-        let default = body.get("symbol").and_then(Value::as_str);
-        let list = list
-            .as_array()
-            .ok_or(ParseError::InvalidValue("orderList"))?;
-        let orders = list
-            .iter()
-            .map(|o| parse_order(o, default))
-            .collect::<Result<Vec<_>, _>>()?;
-        if orders.is_empty() {
-            return Err(ParseError::InvalidValue("orderList"));
-        }
-        return Ok(RequestIntent::Orders { orders });
+    if path.ends_with("/orders/multi") || path.ends_with("/orders/multi/sync") {
+        return batch_orders(path, &body);
     }
     if !body.is_object() {
         return Err(ParseError::InvalidValue("body"));
+    }
+    // Single-order endpoints read the order's own fields; an `orderList` there is not what
+    // KuCoin executes.
+    if body.get("orderList").is_some() {
+        return Err(ParseError::InvalidValue("orderList"));
     }
     Ok(RequestIntent::Orders {
         orders: vec![parse_order(&body, None)?],
@@ -475,11 +510,26 @@ fn parse_withdraw(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         // Cancelling a pending withdrawal sends nothing anywhere.
         return Ok(RequestIntent::None);
     }
-    let v = util::json_body(&req.body)?;
+    let v = util::json_request_body(&req.body)?;
+    // v1 (`/api/v1/withdrawals`) sends to `address`, v3 (`/api/v3/withdrawals`) to
+    // `toAddress`. A body carrying the other version's field as well (or instead) is
+    // refused: keygate must check the address KuCoin pays out to, not a decoy next to it.
+    let (address_field, other) = match req.path.trim_end_matches('/') {
+        "/api/v1/withdrawals" => ("address", "toAddress"),
+        "/api/v3/withdrawals" => ("toAddress", "address"),
+        _ => {
+            return Err(ParseError::Malformed(
+                "no withdrawal parser for this path".into(),
+            ))
+        }
+    };
+    if v.get(other).is_some() {
+        return Err(ParseError::InvalidValue("address"));
+    }
     let address = v
-        .get("toAddress")
-        .or_else(|| v.get("address"))
+        .get(address_field)
         .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())
         .ok_or(ParseError::MissingField("address"))?;
     Ok(RequestIntent::Withdrawal(WithdrawalIntent {
         asset: str_field(&v, "currency")?.to_string(),
@@ -498,7 +548,7 @@ fn parse_transfer(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
     if req.method != Method::POST {
         return Ok(RequestIntent::None);
     }
-    let v = util::json_body(&req.body)?;
+    let v = util::json_request_body(&req.body)?;
     Ok(RequestIntent::Transfer {
         asset: str_field(&v, "currency")?.to_string(),
         amount: util::json_opt_decimal("amount", v.get("amount"))?,
@@ -808,5 +858,130 @@ mod tests {
             Kucoin.sign(&mut r, &no_pass, &ctx),
             Err(SignError::MissingPassphrase)
         );
+    }
+
+    fn trade(path: &str, body: &str) -> Result<Vec<OrderIntent>, ParseError> {
+        match Kucoin.parse_intent(EndpointClass::Trade, &req(Method::POST, path, None, body))? {
+            RequestIntent::Orders { orders } => Ok(orders),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn market_price_is_not_a_limit_and_reduce_only_is_ignored() {
+        let o = trade(
+            "/api/v1/orders",
+            r#"{"symbol":"BTC-USDT","side":"sell","type":"market","size":"100","price":"0.01","reduceOnly":true}"#,
+        )
+        .unwrap();
+        assert_eq!(o[0].price, Some(d("0.01")));
+        assert!(!o[0].price_is_limit);
+        // Spot and margin have no reduce-only order: the flag earns no exemption.
+        assert!(!o[0].reduce_only);
+        let o = trade(
+            "/api/v1/hf/margin/order",
+            r#"{"symbol":"BTC-USDT","side":"sell","type":"limit","size":"1","price":"60000","reduceOnly":true}"#,
+        )
+        .unwrap();
+        assert!(o[0].price_is_limit);
+        assert!(!o[0].reduce_only);
+        // OCO: both legs are limits; sized at the higher.
+        let o = trade(
+            "/api/v3/oco/order",
+            r#"{"symbol":"BTC-USDT","side":"sell","size":"1","price":"70000","stopPrice":"50000","limitPrice":"49000"}"#,
+        )
+        .unwrap();
+        assert_eq!(o[0].price, Some(d("70000")));
+        assert!(o[0].price_is_limit);
+    }
+
+    #[test]
+    fn batch_symbol_is_the_one_kucoin_uses() {
+        // Classic: the envelope's symbol.
+        let classic = r#"{"symbol":"BTC-USDT","orderList":[{"clientOid":"a","side":"buy","type":"limit","price":"1","size":"1"}]}"#;
+        assert_eq!(
+            trade("/api/v1/orders/multi", classic).unwrap()[0].symbol,
+            "BTC-USDT"
+        );
+        for bad in [
+            r#"{"symbol":"BTC-USDT","orderList":[{"symbol":"PEPE-USDT","side":"buy","type":"limit","price":"1","size":"1"}]}"#,
+            r#"{"orderList":[{"symbol":"PEPE-USDT","side":"buy","type":"limit","price":"1","size":"1"}]}"#,
+            r#"{"symbol":"BTC-USDT","orderList":[]}"#,
+        ] {
+            assert!(trade("/api/v1/orders/multi", bad).is_err(), "{bad}");
+        }
+        // HF: each order's own.
+        let hf = r#"{"orderList":[{"symbol":"ETH-USDT","side":"buy","type":"limit","price":"1","size":"1"}]}"#;
+        assert_eq!(
+            trade("/api/v1/hf/orders/multi", hf).unwrap()[0].symbol,
+            "ETH-USDT"
+        );
+        assert!(trade("/api/v1/hf/orders/multi/sync", classic).is_err());
+        // A single-order endpoint executes the top-level order, not an orderList.
+        assert!(trade(
+            "/api/v1/orders",
+            r#"{"symbol":"BTC-USDT","side":"buy","type":"limit","price":"60000","size":"100","orderList":[{"symbol":"BTC-USDT","side":"buy","price":"1","size":"0.001"}]}"#,
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn withdrawal_address_is_read_from_the_versions_field() {
+        let w = |path: &str, body: &str| {
+            Kucoin.parse_intent(
+                EndpointClass::Withdraw,
+                &req(Method::POST, path, None, body),
+            )
+        };
+        // v1 pays out to `address`: a `toAddress` beside it is a decoy.
+        assert!(w(
+            "/api/v1/withdrawals",
+            r#"{"currency":"USDT","toAddress":"0xallowlisted","address":"0xattacker","amount":"10"}"#
+        )
+        .is_err());
+        assert!(w(
+            "/api/v1/withdrawals",
+            r#"{"currency":"USDT","toAddress":"0xallowlisted","amount":"10"}"#
+        )
+        .is_err());
+        let RequestIntent::Withdrawal(v3) = w(
+            "/api/v3/withdrawals",
+            r#"{"currency":"USDT","toAddress":"0xallowlisted","amount":"10","withdrawType":"ADDRESS","chain":"eth"}"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(v3.address, "0xallowlisted");
+        assert!(w(
+            "/api/v3/withdrawals",
+            r#"{"currency":"USDT","toAddress":"0xallowlisted","address":"0xattacker","amount":"10"}"#
+        )
+        .is_err());
+        assert!(w(
+            "/api/v3/withdrawals",
+            r#"{"currency":"USDT","address":"0xattacker","amount":"10"}"#
+        )
+        .is_err());
+        assert!(w(
+            "/api/v1/withdrawals",
+            r#"{"currency":"USDT","address":"0xallowlisted","address":"0xattacker","amount":"10"}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn repeated_query_parameters_are_refused() {
+        let r = req(
+            Method::DELETE,
+            "/api/v1/orders",
+            Some("symbol=BTC-USDT&symbol=ETH-USDT"),
+            "",
+        );
+        assert!(Kucoin.parse_intent(EndpointClass::Trade, &r).is_err());
+        assert!(trade(
+            "/api/v1/orders",
+            r#"{"symbol":"BTC-USDT","side":"buy","type":"limit","price":"1","size":"0.001","size":"1000"}"#,
+        )
+        .is_err());
     }
 }

@@ -289,6 +289,12 @@ pub struct OrderIntent {
     pub quantity: Option<Decimal>,
     pub size_unit: SizeUnit,
     pub price: Option<Decimal>,
+    /// True only when the exchange executes this order at `price` or better (plain limit,
+    /// post-only, IOC/FOK limit, limit-maker, the limit leg of a stop-limit). Otherwise
+    /// `price` is a trigger, an offset or a field the exchange ignores for this order type
+    /// (a market order's `price`), and policy must not size the order by it.
+    #[serde(default)]
+    pub price_is_limit: bool,
     /// Size expressed in the quote asset (Binance `quoteOrderQty`, market buys by cost).
     pub quote_amount: Option<Decimal>,
     pub leverage: Option<Decimal>,
@@ -309,6 +315,7 @@ impl OrderIntent {
             quantity: None,
             size_unit: SizeUnit::Base,
             price: None,
+            price_is_limit: false,
             quote_amount: None,
             leverage: None,
             reduce_only: false,

@@ -20,7 +20,9 @@ use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::util::{b64, hmac_sha256, json_body, json_opt_decimal, remove_headers};
+use crate::util::{
+    b64, hmac_sha256, json_body, json_opt_decimal, json_request_body, remove_headers,
+};
 use crate::*;
 
 /// `okx` API.
@@ -230,14 +232,11 @@ pub(crate) fn parse_side(s: &str) -> Result<Side, ParseError> {
     }
 }
 
-/// A boolean flag that exchanges send as `true`, `"true"`, `"YES"`, `1`...
-pub(crate) fn flag(v: &Value, key: &str) -> bool {
-    match v.get(key) {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "1"),
-        Some(Value::Number(n)) => n.as_i64() == Some(1),
-        _ => false,
-    }
+/// True only for a JSON `true` under `key`: the one form OKX and Bybit document for their
+/// boolean order flags. A string `"true"`, `"yes"` or `1` is read as false, so a flag the
+/// exchange might not honour never earns a reduce-only exemption.
+pub(crate) fn json_true(v: &Value, key: &str) -> bool {
+    matches!(v.get(key), Some(Value::Bool(true)))
 }
 
 /// A decimal that must be present and positive.
@@ -261,13 +260,13 @@ pub(crate) fn opt_positive_decimal(
     }
 }
 
-/// The body of a POST as JSON; an empty body is a malformed request for the classes that
-/// carry an intent.
+/// The body of a POST as JSON; an empty body, or an object with a repeated key, is a
+/// malformed request for the classes that carry an intent.
 pub(crate) fn body_json(req: &OutgoingRequest) -> Result<Value, ParseError> {
     if req.body.is_empty() {
         return Err(ParseError::Malformed("empty body".into()));
     }
-    json_body(&req.body)
+    json_request_body(&req.body)
 }
 
 /// The elements of a JSON array, or `MissingField` when `v` is not a non-empty array.
@@ -407,23 +406,83 @@ fn okx_symbol_intent(inst_id: &str) -> OrderIntent {
     o
 }
 
+/// The endpoint a new OKX order came through: its price and its position-closing fields
+/// differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OkxNewOrder {
+    /// `trade/order`, `trade/batch-orders`.
+    Order,
+    /// `trade/order-algo`.
+    Algo,
+}
+
+/// Order types that execute at `px` or better. docs-v5 "Place order", px: "Only applicable
+/// to limit, post_only, fok, ioc, mmp, mmp_and_post_only order"; `market` and
+/// `optimal_limit_ioc` ignore it.
+const OKX_LIMIT_ORDER_TYPES: [&str; 6] = [
+    "limit",
+    "post_only",
+    "fok",
+    "ioc",
+    "mmp",
+    "mmp_and_post_only",
+];
+
+/// Whether an algo order closes the whole position on trigger (`closeFraction: 1`). OKX
+/// honours it only on `order-algo`, for `conditional` and `oco` orders on FUTURES or SWAP
+/// (docs-v5 "Place algo order", closeFraction); anywhere else it is ignored and the order's
+/// `sz` counts, so it earns no exemption.
+fn okx_closes_whole_position(v: &Value, inst_id: &str, ord_type: &str) -> Result<bool, ParseError> {
+    let Some(fraction) = json_opt_decimal("closeFraction", v.get("closeFraction"))? else {
+        return Ok(false);
+    };
+    if fraction != Decimal::ONE {
+        return Err(ParseError::InvalidValue("closeFraction"));
+    }
+    let parts: Vec<&str> = inst_id.split('-').collect();
+    let swap_or_futures = match parts.as_slice() {
+        [_, _, "SWAP"] => true,
+        [_, _, expiry] => !expiry.is_empty() && expiry.bytes().all(|b| b.is_ascii_digit()),
+        _ => false,
+    };
+    Ok(swap_or_futures && matches!(ord_type, "conditional" | "oco"))
+}
+
 /// A new order (`trade/order`, `batch-orders`, `order-algo`).
-fn okx_new_order(v: &Value) -> Result<OrderIntent, ParseError> {
+fn okx_new_order(v: &Value, endpoint: OkxNewOrder) -> Result<OrderIntent, ParseError> {
     let inst_id = req_str(v, "instId")?;
     let mut o = okx_symbol_intent(&inst_id);
     let side = parse_side(&req_str(v, "side")?)?;
     o.side = Some(side);
     let ord_type = req_str(v, "ordType")?.to_ascii_lowercase();
     let sz = opt_positive_decimal(v, "sz")?;
-    // Algo orders may size by position (`closeFraction`) instead of `sz`.
-    if sz.is_none() && str_field(v, "closeFraction").is_none() {
+    let closes_position =
+        endpoint == OkxNewOrder::Algo && okx_closes_whole_position(v, &inst_id, &ord_type)?;
+    if sz.is_none() && !closes_position {
         return Err(ParseError::MissingField("sz"));
     }
-    o.price = match okx_price(v, "px")? {
-        Some(p) => Some(p),
-        None => okx_price(v, "orderPx")?,
-    };
-    o.reduce_only = flag(v, "reduceOnly") || str_field(v, "closeFraction").is_some();
+    match endpoint {
+        OkxNewOrder::Order => {
+            o.price = okx_price(v, "px")?;
+            o.price_is_limit =
+                o.price.is_some() && OKX_LIMIT_ORDER_TYPES.contains(&ord_type.as_str());
+        }
+        // A trigger order places a limit order at `orderPx` (`-1`: a market order); the
+        // TP/SL prices of conditional and oco orders are not sized by.
+        OkxNewOrder::Algo if ord_type == "trigger" => {
+            o.price = okx_price(v, "orderPx")?;
+            o.price_is_limit = o.price.is_some();
+        }
+        OkxNewOrder::Algo => {}
+    }
+    // reduceOnly: "Only applicable to MARGIN orders, and FUTURES/SWAP orders in net mode"
+    // (docs-v5 "Place order"): a `cash` (spot) order or a long/short-mode order ignores it.
+    let margin_mode = matches!(
+        str_field(v, "tdMode").as_deref(),
+        Some("cross" | "isolated")
+    );
+    let net_mode = matches!(str_field(v, "posSide").as_deref(), None | Some("net"));
+    o.reduce_only = (json_true(v, "reduceOnly") && margin_mode && net_mode) || closes_position;
     // tgtCcy applies to SPOT market orders; OKX's default is quote_ccy for buys and
     // base_ccy for sells (docs-v5 "Place order", tgtCcy). keygate honours it only for
     // `tdMode: cash`: for margin modes the unit is not documented unambiguously, and reading
@@ -481,9 +540,10 @@ fn each<T>(
 
 fn okx_trade_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
     let orders = match path {
-        "/api/v5/trade/order" | "/api/v5/trade/batch-orders" | "/api/v5/trade/order-algo" => {
-            each(body, okx_new_order)?
+        "/api/v5/trade/order" | "/api/v5/trade/batch-orders" => {
+            each(body, |v| okx_new_order(v, OkxNewOrder::Order))?
         }
+        "/api/v5/trade/order-algo" => each(body, |v| okx_new_order(v, OkxNewOrder::Algo))?,
         "/api/v5/trade/cancel-order"
         | "/api/v5/trade/cancel-batch-orders"
         | "/api/v5/trade/cancel-algos"
@@ -1127,5 +1187,116 @@ mod tests {
         );
         assert_eq!(e(502, "<html>"), Some(ErrorKind::Unknown));
         assert_eq!(e(429, ""), Some(ErrorKind::RateLimited));
+    }
+
+    fn parse(path: &str, body: &str) -> Result<Vec<OrderIntent>, ParseError> {
+        Okx.parse_intent(Trade, &post(path, body)).map(orders)
+    }
+
+    #[test]
+    fn only_limit_types_price_at_px() {
+        let one = |ord_type: &str| {
+            parse(
+                "/api/v5/trade/order",
+                &format!(
+                    r#"{{"instId":"BTC-USDT-SWAP","tdMode":"cross","side":"buy","ordType":"{ord_type}","sz":"100","px":"0.01"}}"#
+                ),
+            )
+            .unwrap()
+            .remove(0)
+        };
+        for market in ["market", "optimal_limit_ioc"] {
+            let o = one(market);
+            assert_eq!(o.price, Some(Decimal::new(1, 2)));
+            assert!(!o.price_is_limit, "{market}");
+        }
+        for limit in [
+            "limit",
+            "post_only",
+            "fok",
+            "ioc",
+            "mmp",
+            "mmp_and_post_only",
+        ] {
+            assert!(one(limit).price_is_limit, "{limit}");
+        }
+        // `orderPx` belongs to algo orders; `trade/order` ignores it.
+        let o = parse(
+            "/api/v5/trade/order",
+            r#"{"instId":"BTC-USDT","tdMode":"cash","side":"sell","ordType":"limit","sz":"1","orderPx":"0.01"}"#,
+        )
+        .unwrap();
+        assert_eq!(o[0].price, None);
+        // A trigger algo places a limit at orderPx, or a market order at -1.
+        let algo = |px: &str| {
+            parse(
+                "/api/v5/trade/order-algo",
+                &format!(
+                    r#"{{"instId":"BTC-USDT","tdMode":"cash","side":"buy","ordType":"trigger","sz":"1","triggerPx":"60000","orderPx":"{px}"}}"#
+                ),
+            )
+            .unwrap()
+            .remove(0)
+        };
+        assert!(algo("61000").price_is_limit);
+        assert!(!algo("-1").price_is_limit);
+    }
+
+    #[test]
+    fn reduce_only_only_where_okx_honours_it() {
+        let ro = |fields: &str| {
+            parse(
+                "/api/v5/trade/order",
+                &format!(
+                    r#"{{"instId":"BTC-USDT-SWAP","side":"buy","ordType":"market","sz":"5"{fields}}}"#
+                ),
+            )
+            .unwrap()[0]
+                .reduce_only
+        };
+        assert!(ro(r#","tdMode":"cross","reduceOnly":true"#));
+        assert!(ro(
+            r#","tdMode":"isolated","posSide":"net","reduceOnly":true"#
+        ));
+        assert!(!ro(r#","tdMode":"cash","reduceOnly":true"#));
+        assert!(!ro(
+            r#","tdMode":"cross","posSide":"long","reduceOnly":true"#
+        ));
+        assert!(!ro(r#","tdMode":"cross","reduceOnly":"true""#));
+        assert!(!ro(r#","tdMode":"cross","reduceOnly":1"#));
+        // closeFraction is an algo field: on trade/order it is ignored and sz counts.
+        assert!(!ro(r#","tdMode":"cross","closeFraction":"1""#));
+        assert!(parse(
+            "/api/v5/trade/order",
+            r#"{"instId":"BTC-USDT-SWAP","tdMode":"cross","side":"buy","ordType":"market","closeFraction":"1"}"#,
+        )
+        .is_err());
+        let algo = |inst: &str, ord_type: &str| {
+            parse(
+                "/api/v5/trade/order-algo",
+                &format!(
+                    r#"{{"instId":"{inst}","tdMode":"cross","side":"sell","ordType":"{ord_type}","closeFraction":"1","slTriggerPx":"50000","slOrdPx":"-1"}}"#
+                ),
+            )
+        };
+        assert!(algo("BTC-USDT-SWAP", "conditional").unwrap()[0].reduce_only);
+        assert!(algo("BTC-USD-250328", "oco").unwrap()[0].reduce_only);
+        // Not a FUTURES/SWAP conditional: closeFraction does not apply and there is no sz.
+        assert!(algo("BTC-USDT", "conditional").is_err());
+        assert!(algo("BTC-USDT-SWAP", "trigger").is_err());
+        assert!(parse(
+            "/api/v5/trade/order-algo",
+            r#"{"instId":"BTC-USDT-SWAP","tdMode":"cross","side":"sell","ordType":"conditional","closeFraction":"0.5"}"#,
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn duplicate_json_keys_are_refused() {
+        assert!(parse(
+            "/api/v5/trade/batch-orders",
+            r#"[{"instId":"BTC-USDT","tdMode":"cash","side":"buy","ordType":"limit","px":"1","sz":"0.001","sz":"1000"}]"#,
+        )
+        .is_err());
     }
 }

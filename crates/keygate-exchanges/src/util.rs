@@ -109,12 +109,27 @@ pub fn decode_pairs(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The first value of `name` among decoded pairs.
-pub fn pair<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs
+/// The value of `name` among decoded pairs; an error when `name` occurs more than once.
+///
+/// A repeated parameter (`volume=0.001&volume=1000`, or the same key in the query and in
+/// the body of a module that merges them) is refused: keygate would read one value and the
+/// exchange may act on the other.
+pub fn pair<'a>(pairs: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, ParseError> {
+    let mut found = pairs
         .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str());
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ParseError::Malformed(format!(
+            "parameter {} appears more than once",
+            name.chars()
+                .filter(char::is_ascii_graphic)
+                .take(64)
+                .collect::<String>()
+        )));
+    }
+    Ok(first)
 }
 
 /// Removes every header whose name is in `names` (case-insensitive) or starts with one of
@@ -173,6 +188,85 @@ pub fn json_opt_decimal(
 pub fn json_body(body: &[u8]) -> Result<serde_json::Value, ParseError> {
     serde_json::from_slice(body)
         .map_err(|e| ParseError::Malformed(format!("json: {}", e.classify_str())))
+}
+
+/// Parses the JSON body of a request keygate reads for policy, refusing an object that
+/// holds the same key twice at any depth.
+///
+/// `serde_json` keeps the last of duplicate keys; an exchange's parser may keep the first
+/// (or reject the body), so `{"qty":"0.001","qty":"1000"}` could be checked as one order
+/// and executed as another. keygate cannot know which one the exchange reads: it refuses.
+pub fn json_request_body(body: &[u8]) -> Result<serde_json::Value, ParseError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde::Deserialize::deserialize(&mut de).and_then(|NoDuplicateKeys| de.end()) {
+        Ok(()) => {}
+        Err(e) if e.to_string().starts_with(DUPLICATE_KEY) => {
+            return Err(ParseError::Malformed(
+                "json: an object holds the same key twice".into(),
+            ))
+        }
+        Err(e) => return Err(ParseError::Malformed(format!("json: {}", e.classify_str()))),
+    }
+    json_body(body)
+}
+
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// Walks any JSON value and fails on an object with a repeated key; keeps nothing.
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeysVisitor)
+    }
+}
+
+struct NoDuplicateKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeysVisitor {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
 }
 
 trait ClassifyStr {
@@ -267,6 +361,31 @@ mod tests {
             "symbol=BTCUSDT&price=0.1&note=a%20b"
         );
         assert_eq!(remove_raw_params(Some("signature=x"), &["signature"]), None);
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        let p = decode_pairs("volume=0.001&pair=XBTUSD&volume=1000");
+        assert!(pair(&p, "volume").is_err());
+        assert_eq!(pair(&p, "pair").unwrap(), Some("XBTUSD"));
+        assert_eq!(pair(&p, "price").unwrap(), None);
+    }
+
+    #[test]
+    fn json_request_bodies_with_duplicate_keys_are_refused() {
+        for bad in [
+            r#"{"qty":"0.001","qty":"1000"}"#,
+            r#"{"request":[{"symbol":"BTCUSDT","qty":"1","qty":"2"}]}"#,
+            r#"[{"a":{"b":1,"b":2}}]"#,
+        ] {
+            assert!(json_request_body(bad.as_bytes()).is_err(), "{bad}");
+        }
+        // The same key in sibling objects is fine; so are scalars and arrays.
+        let ok = json_request_body(br#"[{"qty":"1"},{"qty":"2","x":[1,{"qty":3}]}]"#).unwrap();
+        assert_eq!(ok[1]["qty"], "2");
+        assert!(json_request_body(b"1.5").is_ok());
+        assert!(json_request_body(b"{} {}").is_err());
+        assert!(json_request_body(b"").is_err());
     }
 
     #[test]

@@ -161,8 +161,13 @@ pub enum DenyCode {
     WithdrawalValueUnknown,
     /// A withdraw-class call whose withdrawal could not be read (or is malformed).
     WithdrawalUnparsable,
+    /// A transfer-class call whose transfer could not be read (or is malformed).
+    TransferUnparsable,
     RateLimited,
     OrderUnparsable,
+    /// A request keygate cannot be sure the exchange reads as it does: a path with
+    /// encoded or dot segments, several `Content-Type` headers (server-side check).
+    RequestMalformed,
     /// An amount so large that computing with it overflows.
     ValueOutOfRange,
     /// The connection is disabled by its owner (server-side check).
@@ -176,7 +181,7 @@ pub enum DenyCode {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 31] = [
+    pub const ALL: [DenyCode; 33] = [
         DenyCode::ScopeDenied,
         DenyCode::EndpointUnknown,
         DenyCode::EndpointManageDenied,
@@ -202,8 +207,10 @@ impl DenyCode {
         DenyCode::WithdrawalAddressNotAllowed,
         DenyCode::WithdrawalValueUnknown,
         DenyCode::WithdrawalUnparsable,
+        DenyCode::TransferUnparsable,
         DenyCode::RateLimited,
         DenyCode::OrderUnparsable,
+        DenyCode::RequestMalformed,
         DenyCode::ValueOutOfRange,
         DenyCode::ConnectionDisabled,
         DenyCode::ExchangeRateLimited,
@@ -239,6 +246,8 @@ impl DenyCode {
             DenyCode::WithdrawalUnparsable => "withdrawal_unparsable",
             DenyCode::RateLimited => "rate_limited",
             DenyCode::OrderUnparsable => "order_unparsable",
+            DenyCode::TransferUnparsable => "transfer_unparsable",
+            DenyCode::RequestMalformed => "request_malformed",
             DenyCode::ValueOutOfRange => "value_out_of_range",
             DenyCode::ConnectionDisabled => "connection_disabled",
             DenyCode::ExchangeRateLimited => "exchange_rate_limited",

@@ -300,10 +300,23 @@ fn is_negative(v: Option<Decimal>) -> bool {
     v.is_some_and(|x| x.is_sign_negative() && !x.is_zero())
 }
 
+/// The order's stated price, when the exchange executes the order at that price or better
+/// (`price_is_limit`). Any other `price` (a market order's, a stop's trigger, a trailing
+/// offset) says nothing about the execution price: such an order is priceless.
+fn limit_price(o: &OrderIntent) -> Option<Decimal> {
+    positive_or_none(o.price).filter(|_| o.price_is_limit)
+}
+
 /// USD notional of an order. `Ok(None)` = cannot be known from the request and prices.
 /// When both a base quantity and a quote amount are given, the larger value counts.
+///
+/// A base quantity is valued at the order's limit price when it has one, else at the base
+/// asset's reference price. A buy limit fills at its price or lower, so its price bounds
+/// the notional; a sell limit fills at its price or higher, so a sell (or an order of
+/// unknown side) is valued at the higher of its price and the reference price.
 fn order_notional(o: &OrderIntent, prices: &Prices) -> Result<Option<Decimal>, Denial> {
     let quote_usd = o.quote.as_deref().and_then(|q| prices.usd_price(q));
+    let base_usd = o.base.as_deref().and_then(|b| prices.usd_price(b));
     let mut best: Option<Decimal> = None;
     if let Some(qa) = o.quote_amount {
         let Some(u) = quote_usd else { return Ok(None) };
@@ -317,18 +330,23 @@ fn order_notional(o: &OrderIntent, prices: &Prices) -> Result<Option<Decimal>, D
                 None => return Ok(None),
             },
         };
-        let usd = if let Some(price) = positive_or_none(o.price) {
+        let at_reference = |b: Decimal| base_qty.checked_mul(b).ok_or_else(overflow);
+        let usd = if let Some(price) = limit_price(o) {
             let Some(u) = quote_usd else { return Ok(None) };
-            base_qty
+            let stated = base_qty
                 .checked_mul(price)
                 .and_then(|v| v.checked_mul(u))
-                .ok_or_else(overflow)?
+                .ok_or_else(overflow)?;
+            match (o.side, base_usd) {
+                (Some(Side::Buy), _) | (_, None) => stated,
+                (_, Some(b)) => stated.max(at_reference(b)?),
+            }
         } else {
-            // Market order without a price: the base asset's reference price.
-            let Some(u) = o.base.as_deref().and_then(|b| prices.usd_price(b)) else {
+            // Market (or trigger) order: the base asset's reference price.
+            let Some(b) = base_usd else {
                 return Ok(None);
             };
-            base_qty.checked_mul(u).ok_or_else(overflow)?
+            at_reference(b)?
         };
         best = Some(best.map_or(usd, |b| b.max(usd)));
     }
@@ -336,6 +354,12 @@ fn order_notional(o: &OrderIntent, prices: &Prices) -> Result<Option<Decimal>, D
 }
 
 /// Unsigned base-asset quantity of an order, when it can be known.
+///
+/// A quote amount converts at the order's limit price when it has one, else at the
+/// reference prices. A sell limit fills at its price or higher, so its price bounds the
+/// quantity sold; a buy limit fills at its price or lower and may buy more, so a buy (or an
+/// order of unknown side) takes the larger of the two conversions when reference prices are
+/// known.
 fn order_base_qty(o: &OrderIntent, prices: &Prices) -> Result<Option<Decimal>, Denial> {
     if let Some(qty) = o.quantity {
         return match o.size_unit {
@@ -349,19 +373,26 @@ fn order_base_qty(o: &OrderIntent, prices: &Prices) -> Result<Option<Decimal>, D
     let Some(qa) = o.quote_amount else {
         return Ok(None);
     };
-    if let Some(price) = positive_or_none(o.price) {
-        return qa.checked_div(price).ok_or_else(overflow).map(Some);
+    let at_reference = || -> Result<Option<Decimal>, Denial> {
+        let base_usd = o.base.as_deref().and_then(|b| prices.usd_price(b));
+        let quote_usd = o.quote.as_deref().and_then(|q| prices.usd_price(q));
+        match (base_usd, quote_usd) {
+            (Some(b), Some(q)) => qa
+                .checked_mul(q)
+                .and_then(|v| v.checked_div(b))
+                .ok_or_else(overflow)
+                .map(Some),
+            _ => Ok(None),
+        }
+    };
+    let Some(price) = limit_price(o) else {
+        return at_reference();
+    };
+    let stated = qa.checked_div(price).ok_or_else(overflow)?;
+    if o.side == Some(Side::Sell) {
+        return Ok(Some(stated));
     }
-    let base_usd = o.base.as_deref().and_then(|b| prices.usd_price(b));
-    let quote_usd = o.quote.as_deref().and_then(|q| prices.usd_price(q));
-    match (base_usd, quote_usd) {
-        (Some(b), Some(q)) => qa
-            .checked_mul(q)
-            .and_then(|v| v.checked_div(b))
-            .ok_or_else(overflow)
-            .map(Some),
-        _ => Ok(None),
-    }
+    Ok(Some(at_reference()?.map_or(stated, |r| stated.max(r))))
 }
 
 fn check_symbol(limits: &Limits, o: &OrderIntent) -> Result<(), Denial> {

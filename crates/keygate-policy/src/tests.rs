@@ -65,6 +65,7 @@ fn order(symbol: &str, side: Side, qty: &str, price: Option<&str>) -> OrderInten
     o.order_type = Some(if price.is_some() { "limit" } else { "market" }.into());
     o.quantity = Some(d(qty));
     o.price = price.map(d);
+    o.price_is_limit = price.is_some();
     o
 }
 
@@ -448,6 +449,131 @@ fn market_order_uses_base_reference_price() {
     p.prices.usd.remove("BTC");
     let o = order("BTCUSDT", Side::Buy, "0.001", None);
     assert_eq!(denied(&p, &orders(vec![o])), DenyCode::NotionalUnknown);
+}
+
+/// A `price` the exchange does not execute at (a market order's, a stop's trigger) is not
+/// a size: Bybit ignores `price` on `{"orderType":"Market","qty":"100","price":"0.01"}`.
+#[test]
+fn a_price_that_is_not_a_limit_is_ignored() {
+    let mut p = policy();
+    p.limits.max_trade_usd = Some(d("1000"));
+    let mut o = order("BTCUSDT", Side::Buy, "100", Some("0.01"));
+    o.order_type = Some("market".into());
+    o.price_is_limit = false;
+    // Sized at the reference price (100 BTC at 50000), not at 0.01.
+    let mut uncapped = policy();
+    uncapped.limits.max_trade_usd = Some(d("100000000"));
+    assert_eq!(
+        allowed(&uncapped, &orders(vec![o.clone()])).orders()[0].notional_usd,
+        Some(d("5000000"))
+    );
+    assert_eq!(
+        denied(&p, &orders(vec![o.clone()])),
+        DenyCode::NotionalExceedsLimit
+    );
+    // Without a reference price it cannot be sized: denied under a cap, as a market order.
+    p.prices.usd.remove("BTC");
+    assert_eq!(
+        denied(&p, &orders(vec![o.clone()])),
+        DenyCode::NotionalUnknown
+    );
+    p.limits.max_trade_usd = None;
+    p.limits.max_daily_volume_usd = Some(d("1000000"));
+    assert_eq!(
+        denied(&p, &orders(vec![o.clone()])),
+        DenyCode::NotionalUnknown
+    );
+    // The same order as a limit is sized at its price.
+    o.price_is_limit = true;
+    assert_eq!(
+        allowed(&p, &orders(vec![o])).orders()[0].notional_usd,
+        Some(d("1.00"))
+    );
+}
+
+/// A sell limit fills at its price or higher: one priced below the market is worth at
+/// least the market. A buy limit's price bounds what it pays.
+#[test]
+fn a_sell_limit_below_the_reference_is_sized_at_the_reference() {
+    let mut p = policy();
+    p.limits.max_trade_usd = Some(d("10000"));
+    let sell = order("BTCUSDT", Side::Sell, "1", Some("1"));
+    assert_eq!(
+        denied(&p, &orders(vec![sell.clone()])),
+        DenyCode::NotionalExceedsLimit
+    );
+    p.limits.max_trade_usd = None;
+    assert_eq!(
+        allowed(&p, &orders(vec![sell.clone()])).orders()[0].notional_usd,
+        Some(d("50000"))
+    );
+    // Unknown side: the higher value as well.
+    let mut unknown = sell.clone();
+    unknown.side = None;
+    assert_eq!(
+        allowed(&p, &orders(vec![unknown])).orders()[0].notional_usd,
+        Some(d("50000"))
+    );
+    // Above the reference, the sell's own price counts.
+    let high = order("BTCUSDT", Side::Sell, "1", Some("60000"));
+    assert_eq!(
+        allowed(&p, &orders(vec![high])).orders()[0].notional_usd,
+        Some(d("60000"))
+    );
+    // A buy limit below the market is sized at its price.
+    let buy = order("BTCUSDT", Side::Buy, "1", Some("1"));
+    assert_eq!(
+        allowed(&p, &orders(vec![buy])).orders()[0].notional_usd,
+        Some(d("1"))
+    );
+    // Without a reference price, a sell limit is sized at its price.
+    p.prices.usd.remove("BTC");
+    assert_eq!(
+        allowed(&p, &orders(vec![sell])).orders()[0].notional_usd,
+        Some(d("1"))
+    );
+}
+
+/// Quote-amount orders convert to base at the limit price only when it is a limit; a buy
+/// limit may buy more than amount / price (it fills at that price or lower).
+#[test]
+fn quote_amount_base_quantity_follows_the_price_rule() {
+    let mut p = policy();
+    p.limits.max_position_size = Some(d("0.1"));
+    let mut o = OrderIntent::new("BTCUSDT");
+    o.base = Some("BTC".into());
+    o.quote = Some("USDT".into());
+    o.side = Some(Side::Buy);
+    o.quote_amount = Some(d("5000"));
+    // A "price" of 1_000_000 that is not a limit: the reference counts (0.1 BTC).
+    o.price = Some(d("1000000"));
+    assert_eq!(
+        allowed(&p, &orders(vec![o.clone()])).orders()[0].base_quantity,
+        Some(d("0.1"))
+    );
+    o.quote_amount = Some(d("5001"));
+    assert_eq!(
+        denied(&p, &orders(vec![o.clone()])),
+        DenyCode::PositionLimitExceeded
+    );
+    // As a buy limit, the larger of amount / price and amount / reference.
+    o.price_is_limit = true;
+    assert_eq!(
+        denied(&p, &orders(vec![o.clone()])),
+        DenyCode::PositionLimitExceeded
+    );
+    o.quote_amount = Some(d("5000"));
+    assert_eq!(
+        allowed(&p, &orders(vec![o.clone()])).orders()[0].base_quantity,
+        Some(d("0.1"))
+    );
+    // A sell limit at 100_000 sells at most 0.05 BTC for 5000.
+    o.side = Some(Side::Sell);
+    o.price = Some(d("100000"));
+    assert_eq!(
+        allowed(&p, &orders(vec![o])).orders()[0].base_quantity,
+        Some(d("-0.05"))
+    );
 }
 
 #[test]
@@ -860,10 +986,10 @@ fn details_are_bounded_printable_and_name_the_rule() {
 #[test]
 fn every_deny_code_is_reachable() {
     // Each code above has a dedicated test; this list guards against a new code
-    // being added without one. The last three are decided by the server (connection
-    // disabled, the exchange's own limit, unavailable counters) and are tested in the
-    // gateway's API tests.
-    assert_eq!(DenyCode::ALL.len(), 31);
+    // being added without one. Five are decided by the server (connection disabled, the
+    // exchange's own limit, unavailable counters, an unreadable transfer, a malformed
+    // request) and are tested in the gateway's API tests.
+    assert_eq!(DenyCode::ALL.len(), 33);
 }
 
 #[test]

@@ -77,10 +77,11 @@ fn order() -> impl Strategy<Value = OrderIntent> {
             any::<bool>(),
             0u8..8,
             0u8..8,
+            any::<bool>(),
         ),
     )
         .prop_map(
-            |((si, contracts, side), (qty, price, qa), (lev, known_pair, ro, cancel))| {
+            |((si, contracts, side), (qty, price, qa), (lev, known_pair, ro, cancel, limit))| {
                 let (sym, base, quote) = SYMBOLS[si];
                 let mut o = OrderIntent::new(sym);
                 if known_pair {
@@ -90,6 +91,7 @@ fn order() -> impl Strategy<Value = OrderIntent> {
                 o.side = side;
                 o.quantity = qty;
                 o.price = price;
+                o.price_is_limit = limit;
                 o.quote_amount = qa;
                 o.leverage = lev;
                 o.size_unit = if contracts {
@@ -265,6 +267,14 @@ fn usd(p: &Prices, asset: &str) -> Option<Decimal> {
     }
 }
 
+/// The price the order executes at or better, when it is a limit.
+fn limit(o: &OrderIntent) -> Option<Decimal> {
+    pos(o.price).filter(|_| o.price_is_limit)
+}
+
+/// Base units of the order, at least. A quote amount converts at the limit price (a sell
+/// cannot sell more), or for a buy or unknown side at the larger of that and the reference
+/// conversion (a buy limit may fill lower and buy more).
 fn base_units(o: &OrderIntent, p: &Prices) -> Option<Decimal> {
     // Keys of the map may be written in any notation, as in `Prices::contract_value`.
     let cv = || p.contract_value(&o.symbol);
@@ -273,17 +283,28 @@ fn base_units(o: &OrderIntent, p: &Prices) -> Option<Decimal> {
         (Some(q), SizeUnit::Contracts) => q.checked_mul(cv()?),
         (None, _) => {
             let qa = o.quote_amount?;
-            match pos(o.price) {
-                Some(px) => qa.checked_div(px),
-                None => qa
-                    .checked_mul(usd(p, o.quote.as_deref()?)?)?
-                    .checked_div(usd(p, o.base.as_deref()?)?),
+            let reference = || -> Option<Decimal> {
+                qa.checked_mul(usd(p, o.quote.as_deref()?)?)?
+                    .checked_div(usd(p, o.base.as_deref()?)?)
+            };
+            match limit(o) {
+                Some(px) => {
+                    let stated = qa.checked_div(px)?;
+                    if o.side == Some(Side::Sell) {
+                        Some(stated)
+                    } else {
+                        Some(reference().map_or(stated, |r| stated.max(r)))
+                    }
+                }
+                None => reference(),
             }
         }
     }
 }
 
-/// Lower bound of the order's USD notional (the largest of the ways it can be valued).
+/// Lower bound of the order's USD notional (the largest of the ways it can be valued): a
+/// limit's price (for a sell or unknown side, at least the reference price), else the
+/// reference price; a price that is not a limit never counts.
 fn notional(o: &OrderIntent, p: &Prices) -> Option<Decimal> {
     let mut vals = Vec::new();
     if let Some(qa) = o.quote_amount {
@@ -291,11 +312,18 @@ fn notional(o: &OrderIntent, p: &Prices) -> Option<Decimal> {
     }
     if o.quantity.is_some() {
         let b = base_units(o, p)?;
-        let v = match pos(o.price) {
-            Some(px) => b
-                .checked_mul(px)?
-                .checked_mul(usd(p, o.quote.as_deref()?)?)?,
-            None => b.checked_mul(usd(p, o.base.as_deref()?)?)?,
+        let base_usd = o.base.as_deref().and_then(|a| usd(p, a));
+        let v = match limit(o) {
+            Some(px) => {
+                let stated = b
+                    .checked_mul(px)?
+                    .checked_mul(usd(p, o.quote.as_deref()?)?)?;
+                match (o.side, base_usd) {
+                    (Some(Side::Buy), _) | (_, None) => stated,
+                    (_, Some(u)) => stated.max(b.checked_mul(u)?),
+                }
+            }
+            None => b.checked_mul(base_usd?)?,
         };
         vals.push(v);
     }
@@ -475,6 +503,7 @@ proptest! {
         o.side = Some(if flags.1 { Side::Buy } else { Side::Sell });
         o.quantity = Some(a[0]);
         o.price = Some(a[1]).filter(|_| flags.2);
+        o.price_is_limit = flags.2 && flags.3;
         o.quote_amount = Some(a[2]).filter(|_| !flags.2);
         o.leverage = Some(a[3]);
         o.size_unit = if flags.3 { SizeUnit::Contracts } else { SizeUnit::Base };
