@@ -420,7 +420,8 @@ fn private_spot(st: &State, req: &Req) -> Option<Value> {
         ("GET", "/sapi/v1/account/apiRestrictions") => json!({
             "ipRestrict": false, "createTime": now - 86_400_000,
             "enableReading": true, "enableSpotAndMarginTrading": true,
-            "enableWithdrawals": false, "enableInternalTransfer": false,
+            "enableWithdrawals": st.withdrawals_enabled.load(std::sync::atomic::Ordering::Relaxed),
+            "enableInternalTransfer": false,
             "enableMargin": false, "enableFutures": true, "permitsUniversalTransfer": false,
             "enableVanillaOptions": false, "enableFixApiTrade": false, "enableFixReadOnly": false,
             "enablePortfolioMarginTrading": false,

@@ -283,6 +283,8 @@ pub(crate) struct State {
     rate: Mutex<HashMap<&'static str, RateWindow>>,
     kraken_nonces: Mutex<HashMap<String, u64>>,
     next_id: AtomicU64,
+    /// What Binance's key check reports for withdrawals (`enableWithdrawals`).
+    withdrawals_enabled: std::sync::atomic::AtomicBool,
 }
 
 impl State {
@@ -296,6 +298,7 @@ impl State {
             rate: Mutex::new(HashMap::new()),
             kraken_nonces: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1_000_001),
+            withdrawals_enabled: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -459,6 +462,13 @@ impl MockExchange {
             fault,
             remaining: None,
         });
+    }
+
+    /// Makes Binance's key check (`apiRestrictions`) report withdrawals enabled or not.
+    pub fn set_withdrawals_enabled(&self, on: bool) {
+        self.state
+            .withdrawals_enabled
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Applies `fault` to the next `times` requests only, then answers normally again.

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
@@ -133,7 +133,70 @@ fn forwardable(name: &HeaderName) -> bool {
                 | "accept-encoding"
                 | "x-request-id"
                 | "x-device-id"
+                // would let an upstream that honours them run another method or path
+                // than the one keygate classified and signed
+                | "x-http-method-override"
+                | "x-http-method"
+                | "x-method-override"
+                | "x-original-method"
+                | "x-original-url"
+                | "x-rewrite-url"
         ))
+}
+
+/// An `Unknown` endpoint whose path says it moves funds (a non-GET call with "withdraw" or
+/// "transfer" in its path) is taken as a withdrawal or transfer, for every exchange: a
+/// connection that allows unknown endpoints must still not reach one past its scopes,
+/// caps and address allowlist. Its request is then read as one, and refused when it
+/// cannot be (fail closed).
+fn funds_moving(class: EndpointClass, out: &OutgoingRequest) -> EndpointClass {
+    if class != EndpointClass::Unknown || out.method == Method::GET {
+        return class;
+    }
+    let path = out.path.to_ascii_lowercase();
+    if path.contains("withdraw") {
+        EndpointClass::Withdraw
+    } else if path.contains("transfer") {
+        EndpointClass::Transfer
+    } else {
+        class
+    }
+}
+
+/// Why keygate cannot be sure the exchange reads `out` the way keygate classified it, if
+/// it cannot: the path (percent-decoded by the router) holds a `?`, `#`, `%`, `\`, a space
+/// or control character, an empty segment or a dot segment (the exchange, or a proxy in
+/// front of it, may route such a path elsewhere than keygate's classification assumed),
+/// or the request has several `Content-Type` headers (keygate reads the first). Checked
+/// for every exchange before policy, whatever the connection allows.
+fn malformed(out: &OutgoingRequest) -> Option<String> {
+    let path = out.path.as_str();
+    let bad_byte = path
+        .bytes()
+        .find(|b| matches!(b, b'?' | b'#' | b'%' | b'\\') || !b.is_ascii_graphic());
+    if let Some(b) = bad_byte {
+        let shown = match b {
+            b'?' | b'#' | b'%' | b'\\' => format!("'{}'", b as char),
+            _ => format!("byte 0x{b:02x}"),
+        };
+        return Some(format!(
+            "the path holds {shown} (after percent-decoding), which the exchange could read as another endpoint"
+        ));
+    }
+    if let Some(rest) = path.strip_prefix('/').filter(|r| !r.is_empty()) {
+        if rest
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
+            return Some(
+                "the path has an empty, '.' or '..' segment, which the exchange could resolve to another endpoint".into(),
+            );
+        }
+    }
+    if out.headers.get_all(header::CONTENT_TYPE).iter().count() > 1 {
+        return Some("the request has more than one Content-Type header".into());
+    }
+    None
 }
 
 /// Everything recorded about one call, filled in as it proceeds.
@@ -243,7 +306,7 @@ async fn proxy_call(
         body,
     };
     api.strip_auth(&mut out);
-    let class = api.classify(&out.method, &out.path);
+    let class = funds_moving(api.classify(&out.method, &out.path), &out);
     let mut log = CallLog {
         started,
         exchange,
@@ -262,7 +325,16 @@ async fn proxy_call(
         reserved: None,
     };
 
-    let approved = match decide(&s, &prepared, exchange, &out, class, &meta, now).await {
+    let decided = match malformed(&out) {
+        Some(detail) => Err(Denial {
+            code: DenyCode::RequestMalformed,
+            detail,
+            retry_after_secs: None,
+            status: DenyCode::RequestMalformed.status(),
+        }),
+        None => decide(&s, &prepared, exchange, &out, class, &meta, now).await,
+    };
+    let approved = match decided {
         Ok((a, reserved)) => {
             // from here every way out records a row that settles it, or gives it back
             log.reserved = reserved;
@@ -632,7 +704,12 @@ async fn decide(
                         format!("the withdrawal could not be read ({e}); refusing to forward it"),
                     ))
                 }
-                Err(_) => RequestIntent::None,
+                Err(e) => {
+                    return Err(denial(
+                        DenyCode::TransferUnparsable,
+                        format!("the transfer could not be read ({e}); refusing to forward it"),
+                    ))
+                }
             }
         }
         _ => RequestIntent::None,
@@ -932,6 +1009,122 @@ async fn finish(
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    fn out(path: &str, content_types: &[&str]) -> super::OutgoingRequest {
+        let mut headers = super::HeaderMap::new();
+        for ct in content_types {
+            headers.append(
+                super::header::CONTENT_TYPE,
+                super::HeaderValue::from_str(ct).unwrap(),
+            );
+        }
+        super::OutgoingRequest {
+            method: super::Method::POST,
+            path: path.into(),
+            query: None,
+            headers,
+            body: Default::default(),
+        }
+    }
+
+    /// Paths and headers the exchange could read otherwise than keygate does are refused
+    /// before policy; ordinary exchange paths pass.
+    #[test]
+    fn requests_the_exchange_could_read_otherwise_are_malformed() {
+        let form = ["application/x-www-form-urlencoded"];
+        for ok in [
+            "/api/v3/order",
+            "/0/private/AddOrder",
+            "/api/v3/brokerage/orders/historical/BTC-USD",
+            "/api/v1/orders/client-order/a_b.c-1",
+            "/",
+        ] {
+            assert_eq!(super::malformed(&out(ok, &form)), None, "{ok}");
+        }
+        for bad in [
+            "/api/v1/hf/orders/sync?/cancel",
+            "/api/v3/order#x",
+            "/api/v3/%61ccount",
+            "/api/v3\\order",
+            "/api/v3/order ",
+            "/api/v3/ord\ter",
+            "/api/v3/ordér",
+            "/api/v4/futures/usdt/dual_comp/positions/../../orders",
+            "/api/v3/./order",
+            "/api/v3//order",
+            "/api/v3/order/",
+        ] {
+            assert!(super::malformed(&out(bad, &form)).is_some(), "{bad:?}");
+        }
+        assert!(super::malformed(&out(
+            "/api/v3/order",
+            &["application/x-www-form-urlencoded", "application/json"]
+        ))
+        .is_some());
+        assert_eq!(super::malformed(&out("/api/v3/order", &[])), None);
+    }
+
+    /// Unknown non-GET endpoints that say they move funds count as withdrawals or transfers.
+    #[test]
+    fn unknown_endpoints_that_move_funds_are_not_unknown() {
+        use super::EndpointClass as C;
+        let req = |m: super::Method, p: &str| super::OutgoingRequest {
+            method: m,
+            ..out(p, &[])
+        };
+        let post = super::Method::POST;
+        let cases = [
+            (
+                C::Unknown,
+                req(post.clone(), "/api/v5/asset/Withdrawal"),
+                C::Withdraw,
+            ),
+            (
+                C::Unknown,
+                req(post.clone(), "/v5/asset/transfer/inter-transfer"),
+                C::Transfer,
+            ),
+            (
+                C::Unknown,
+                req(super::Method::GET, "/api/v5/asset/withdrawal-history"),
+                C::Unknown,
+            ),
+            (
+                C::Unknown,
+                req(post.clone(), "/api/v5/trade/amend-order"),
+                C::Unknown,
+            ),
+            (
+                C::Read,
+                req(post.clone(), "/api/v5/asset/withdrawal"),
+                C::Read,
+            ),
+        ];
+        for (class, r, want) in cases {
+            assert_eq!(super::funds_moving(class, &r), want, "{}", r.path);
+        }
+    }
+
+    /// Headers that would let an upstream run another method or path are not forwarded.
+    #[test]
+    fn method_and_url_overrides_are_not_forwarded() {
+        for h in [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-original-method",
+            "x-original-url",
+            "x-rewrite-url",
+        ] {
+            assert!(
+                !super::forwardable(&super::HeaderName::from_static(h)),
+                "{h}"
+            );
+        }
+        assert!(super::forwardable(&super::HeaderName::from_static(
+            "x-mbx-apikey"
+        )));
+    }
 
     /// Which caps the key's other connections set; unreadable limits count as both.
     #[test]

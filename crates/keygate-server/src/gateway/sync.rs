@@ -233,8 +233,36 @@ pub async fn sync_connection(
         }
     }
 
+    // KEYGATE_REFUSE_WITHDRAWAL_KEYS: a key that can move funds off the account is taken
+    // out of service (suspended, audited, webhook) as soon as a check reports it.
+    let refused = match &key_check {
+        Some(k) if s.config.refuse_withdrawal_keys && (k.can_withdraw || k.can_transfer) => {
+            let what = if k.can_withdraw {
+                "withdrawal"
+            } else {
+                "universal-transfer"
+            };
+            crate::anomaly::suspend_credential(
+                s,
+                ctx.credential.user_id,
+                ctx.credential.id,
+                &format!(
+                    "the exchange reports {what} permission on this key, which this keygate refuses (KEYGATE_REFUSE_WITHDRAWAL_KEYS); create a key without it"
+                ),
+                0,
+                &["withdrawal_permission"],
+            )
+            .await?;
+            warnings.push(format!(
+                "credential suspended: {what} permission is refused on this keygate"
+            ));
+            true
+        }
+        _ => false,
+    };
+
     let mut stored = 0;
-    if key_check.is_some() {
+    if key_check.is_some() && !refused {
         let bal =
             internal_call(s, actor, &ctx, exchange, api.balance_request(), &mut calls).await?;
         if (200..300).contains(&bal.status) {

@@ -1946,3 +1946,158 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    requests_the_exchange_could_read_otherwise_are_refused,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(
+            &app,
+            &t,
+            &mock,
+            json!(["read", "trade", "transfer"]),
+            json!({}),
+        )
+        .await;
+        // %3F reaches keygate's router as '?': pasted into the upstream URL it would start
+        // a query string, so the exchange would run another endpoint than the one keygate
+        // classified. An encoded '%' (%25) the same.
+        for path in ["api/v3/account%3F/x", "api/v3/%2561ccount"] {
+            let (s, _, body) = call(&app, &t, reqwest::Method::GET, &conn, path, None).await;
+            assert_eq!(s, 403, "{path}: {body}");
+            assert_eq!(code(&body), "request_malformed", "{path}: {body}");
+        }
+        // two Content-Type headers: keygate reads the first, the exchange may read another
+        let r = app
+            .client
+            .post(format!(
+                "{}/v1/connections/{conn}/proxy/api/v3/order",
+                app.base
+            ))
+            .bearer_auth(&t)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-type", "application/json")
+            .body("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(code(&r.text().await.unwrap()), "request_malformed");
+        // a transfer keygate cannot read (no asset) is refused, not forwarded unchecked
+        let (s, _, body) = call(
+            &app,
+            &t,
+            reqwest::Method::POST,
+            &conn,
+            "sapi/v1/asset/transfer",
+            Some("type=MAIN_UMFUTURE&amount=1"),
+        )
+        .await;
+        assert_eq!(s, 403, "{body}");
+        assert_eq!(code(&body), "transfer_unparsable", "{body}");
+        assert!(
+            mock.requests().is_empty(),
+            "a refusal never reaches the exchange"
+        );
+
+        // A method or URL override header is dropped: the exchange sees the signed GET only.
+        let r = app
+            .client
+            .get(format!(
+                "{}/v1/connections/{conn}/proxy/api/v3/account",
+                app.base
+            ))
+            .bearer_auth(&t)
+            .header("x-http-method-override", "POST")
+            .header("x-original-url", "/sapi/v1/capital/withdraw/apply")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let reqs = mock.requests();
+        let last = reqs.last().unwrap();
+        assert!(last.verified, "{:?}", last.rejection);
+        assert!(last.header("x-http-method-override").is_none());
+        assert!(last.header("x-original-url").is_none());
+
+        // the refusals are recorded like any other denial
+        let (_, calls) = app.get(&format!("/v1/connections/{conn}/calls"), &t).await;
+        let refused = calls["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["deny_code"] == "request_malformed")
+            .count();
+        assert_eq!(refused, 3, "{calls}");
+    }
+);
+
+async fn sync_now(app: &TestApp, t: &str, conn: &str) -> Value {
+    let (s, r) = app
+        .post(&format!("/v1/connections/{conn}/sync"), t, json!({}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    r
+}
+
+async fn credential_status(app: &TestApp, t: &str, conn: &str) -> String {
+    let (_, c) = app.get(&format!("/v1/connections/{conn}"), t).await;
+    let id = c["credential_id"].as_str().unwrap();
+    let (_, cred) = app.get(&format!("/v1/credentials/{id}"), t).await;
+    cred["status"].as_str().unwrap().to_string()
+}
+
+/// `KEYGATE_REFUSE_WITHDRAWAL_KEYS`: a key check that reports withdrawal permission
+/// suspends the credential (its calls are then refused before the exchange); a key without
+/// it stays in service, and without the setting such a key only gets the usual warning.
+#[tokio::test]
+async fn refuse_withdrawal_keys_suspends_a_key_that_can_withdraw() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |cfg| {
+        cfg.refuse_withdrawal_keys = true;
+    })
+    .await
+    .unwrap();
+    let mock = mock().await;
+    let t = app.token(Uuid::new_v4());
+    let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+    // no withdrawal permission: nothing happens
+    sync_now(&app, &t, &conn).await;
+    assert_eq!(credential_status(&app, &t, &conn).await, "active");
+
+    mock.set_withdrawals_enabled(true);
+    let r = sync_now(&app, &t, &conn).await;
+    assert_eq!(r["key_check"]["can_withdraw"], true, "{r}");
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("suspended")),
+        "{r}"
+    );
+    assert_eq!(credential_status(&app, &t, &conn).await, "suspended");
+    let before = mock.requests().len();
+    let (s, _, body) = call(
+        &app,
+        &t,
+        reqwest::Method::GET,
+        &conn,
+        "api/v3/account",
+        None,
+    )
+    .await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(code(&body), "credential_suspended");
+    assert_eq!(mock.requests().len(), before, "never reaches the exchange");
+
+    // the control: the same key on a keygate without the setting stays active
+    let plain = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let t = plain.token(Uuid::new_v4());
+    let conn = binance_connection(&plain, &t, &mock, json!(["read"]), json!({})).await;
+    let r = sync_now(&plain, &t, &conn).await;
+    assert_eq!(r["key_check"]["can_withdraw"], true, "{r}");
+    assert_eq!(credential_status(&plain, &t, &conn).await, "active");
+}
