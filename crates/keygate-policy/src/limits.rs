@@ -171,6 +171,16 @@ impl Limits {
         }
     }
 
+    /// Whether these limits allow nothing that `old` refused: every cap as low or lower,
+    /// every allowlist within the old one, the blocklist a superset, no flag newly on.
+    /// (`stop_loss_percentage` is not enforced, so it does not count.) A change to limits
+    /// that is not this widens what a key can do (see the routes' fresh-unlock rule).
+    pub fn no_looser_than(&self, old: &Limits) -> bool {
+        let mut both = Limits::merge_stricter(self, old);
+        both.stop_loss_percentage = self.stop_loss_percentage;
+        both == *self
+    }
+
     /// Which spend caps these limits set: (daily volume, withdrawals per day or month).
     pub fn spend_caps(&self) -> (bool, bool) {
         (
@@ -377,6 +387,106 @@ mod tests {
     fn max_amount_constant_is_ten_to_fifteen() {
         assert_eq!(MAX_AMOUNT, d("1000000000000000"));
         assert_eq!(MAX_SPEND_CAP_USD, d("100000000000"));
+    }
+
+    /// Tightening is no looser; raising or dropping a cap, widening a list, shrinking the
+    /// blocklist or turning a flag on is.
+    #[test]
+    fn which_changes_loosen_limits() {
+        let old = Limits {
+            max_trade_usd: Some(d("100")),
+            allowed_symbols: Some(vec!["BTCUSDT".into(), "ETHUSDT".into()]),
+            blocked_symbols: vec!["DOGEUSDT".into()],
+            ip_allowlist: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+            withdrawal_address_allowlist: Some(vec!["addr1".into()]),
+            stop_loss_percentage: Some(d("5")),
+            ..Limits::default()
+        };
+        assert!(old.no_looser_than(&old));
+        let tighter = [
+            Limits {
+                max_trade_usd: Some(d("50")),
+                ..old.clone()
+            },
+            Limits {
+                max_daily_volume_usd: Some(d("1000")),
+                ..old.clone()
+            },
+            Limits {
+                allowed_symbols: Some(vec!["btc/usdt".into()]),
+                ..old.clone()
+            },
+            Limits {
+                blocked_symbols: vec!["DOGEUSDT".into(), "XRPUSDT".into()],
+                ..old.clone()
+            },
+            Limits {
+                ip_allowlist: Some(vec!["10.1.0.0/16".parse().unwrap()]),
+                ..old.clone()
+            },
+            Limits {
+                withdrawal_address_allowlist: Some(vec![]),
+                ..old.clone()
+            },
+            // not enforced: a change is neither
+            Limits {
+                stop_loss_percentage: Some(d("50")),
+                ..old.clone()
+            },
+        ];
+        for (i, l) in tighter.iter().enumerate() {
+            assert!(l.no_looser_than(&old), "tighter #{i}");
+        }
+        let looser = [
+            Limits {
+                max_trade_usd: Some(d("101")),
+                ..old.clone()
+            },
+            Limits {
+                max_trade_usd: None,
+                ..old.clone()
+            },
+            Limits {
+                allowed_symbols: None,
+                ..old.clone()
+            },
+            Limits {
+                allowed_symbols: Some(vec!["BTCUSDT".into(), "SOLUSDT".into()]),
+                ..old.clone()
+            },
+            Limits {
+                blocked_symbols: vec![],
+                ..old.clone()
+            },
+            Limits {
+                ip_allowlist: Some(vec!["0.0.0.0/0".parse().unwrap()]),
+                ..old.clone()
+            },
+            Limits {
+                ip_allowlist: None,
+                ..old.clone()
+            },
+            Limits {
+                withdrawal_address_allowlist: None,
+                ..old.clone()
+            },
+            Limits {
+                withdrawal_address_allowlist: Some(vec!["addr1".into(), "addr2".into()]),
+                ..old.clone()
+            },
+            Limits {
+                allow_unknown_endpoints: true,
+                ..old.clone()
+            },
+            Limits {
+                allow_manage_endpoints: true,
+                ..old.clone()
+            },
+            Limits::default(),
+        ];
+        for (i, l) in looser.iter().enumerate() {
+            assert!(!l.no_looser_than(&old), "looser #{i}");
+        }
     }
 
     /// A spend cap above what the ledger counts is refused, or, stored before, acts as it.

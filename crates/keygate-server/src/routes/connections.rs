@@ -290,6 +290,12 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    if !caller.service {
+        // a new connection is a new way to use the key, under limits of its own: in
+        // password mode it takes the password again, like any widening (see `update`)
+        crate::routes::rotation::require_fresh_unlock(&s, &caller, user, "connect a credential")
+            .await?;
+    }
     let now = DbTime::now();
     let rec = ConnectionRecord {
         id: Uuid::now_v7(),
@@ -408,6 +414,7 @@ pub async fn update(
 ) -> ApiResult<Response> {
     let mut c = load(&s, &caller, id).await?;
     let expected = expected_version(&headers, req.version, c.row_version)?;
+    let before = c.clone();
     let ex: ExchangeId = c
         .exchange
         .parse()
@@ -467,6 +474,17 @@ pub async fn update(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    if !caller.service && widens(&before, &c) {
+        // A bearer token alone must not lift the policy it is held to: in password mode,
+        // widening what the connection may do takes the password again (a fresh unlock).
+        crate::routes::rotation::require_fresh_unlock(
+            &s,
+            &caller,
+            c.user_id,
+            "widen a connection's scopes, limits, key or upstream, or enable it",
+        )
+        .await?;
+    }
     c.updated_at = DbTime::now();
     let stored = s
         .store
@@ -476,6 +494,22 @@ pub async fn update(
     ev.connection_id = Some(id);
     s.recorder.record(vec![ev], vec![]).await?;
     Ok(with_etag(StatusCode::OK, stored))
+}
+
+/// Whether `after` lets calls through the connection do anything `before` did not: enabled
+/// again, another credential or upstream, a scope added (or the scope list dropped), or
+/// limits that are looser.
+fn widens(before: &ConnectionRecord, after: &ConnectionRecord) -> bool {
+    let scopes = match (&before.scopes, &after.scopes) {
+        (Some(b), Some(a)) => a.0.iter().any(|x| !b.0.contains(x)),
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    (after.is_enabled && !before.is_enabled)
+        || after.credential_id != before.credential_id
+        || after.base_url != before.base_url
+        || scopes
+        || crate::routes::credentials::limits_widen(&before.limits.0, &after.limits.0)
 }
 
 /// Delete a connection (its call log and balances go with it; audit events stay).

@@ -466,6 +466,37 @@ mod double_option {
     }
 }
 
+/// Whether `after` lets the key do anything `before` did not: a permission added, limits
+/// that are not [`Limits::no_looser_than`] the old ones (unreadable old limits count as
+/// none), or a later (or no) expiry.
+fn widens(before: &CredentialRecord, after: &CredentialRecord) -> bool {
+    let added = after
+        .permissions
+        .0
+        .iter()
+        .any(|p| !before.permissions.0.contains(p));
+    let expiry = match (&before.expires_at, &after.expires_at) {
+        (Some(b), Some(a)) => a.0 > b.0,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    added || expiry || limits_widen(&before.limits.0, &after.limits.0)
+}
+
+/// Whether stored limits `after` allow anything `before` refused.
+pub(crate) fn limits_widen(before: &serde_json::Value, after: &serde_json::Value) -> bool {
+    if before == after {
+        return false;
+    }
+    match (
+        serde_json::from_value::<Limits>(before.clone()),
+        serde_json::from_value::<Limits>(after.clone()),
+    ) {
+        (Ok(b), Ok(a)) => !a.no_looser_than(&b),
+        _ => true,
+    }
+}
+
 pub(crate) fn expected_version(
     headers: &HeaderMap,
     body: Option<i64>,
@@ -509,6 +540,7 @@ pub async fn update(
 ) -> ApiResult<Response> {
     let mut c = load(&s, &caller, id).await?;
     let expected = expected_version(&headers, req.version, c.row_version)?;
+    let before = c.clone();
     let mut errors = Vec::new();
     if let Some(l) = req.label {
         check_label(&l, &mut errors);
@@ -561,7 +593,23 @@ pub async fn update(
                 "only the credential's owner can reactivate it",
             ));
         }
-        crate::routes::rotation::require_fresh_unlock(&s, &caller, c.user_id).await?;
+        crate::routes::rotation::require_fresh_unlock(
+            &s,
+            &caller,
+            c.user_id,
+            "reactivate a credential",
+        )
+        .await?;
+    } else if !caller.service && widens(&before, &c) {
+        // A bearer token alone must not lift the policy it is held to: in password mode,
+        // widening what the key may do takes the password again (a fresh unlock).
+        crate::routes::rotation::require_fresh_unlock(
+            &s,
+            &caller,
+            c.user_id,
+            "widen a credential's permissions, limits or expiry",
+        )
+        .await?;
     }
     c.updated_at = DbTime::now();
     let stored = s

@@ -250,8 +250,14 @@ pub async fn due(
 }
 
 /// In password mode, the unlock session must be younger than
-/// `reactivate_fresh_unlock_minutes`; platform-mode vaults pass.
-pub async fn require_fresh_unlock(s: &AppState, caller: &Caller, user: Uuid) -> ApiResult<()> {
+/// `reactivate_fresh_unlock_minutes`; platform-mode vaults pass. `to` says what it is
+/// for, in the error ("reactivate a credential").
+pub async fn require_fresh_unlock(
+    s: &AppState,
+    caller: &Caller,
+    user: Uuid,
+    to: &str,
+) -> ApiResult<()> {
     let actor = caller.actor();
     if s.store.vault(actor, user).await?.is_none() {
         return Ok(());
@@ -263,7 +269,7 @@ pub async fn require_fresh_unlock(s: &AppState, caller: &Caller, user: Uuid) -> 
         _ => Err(ApiError::forbidden(
             "fresh_unlock_required",
             format!(
-                "unlock the vault again (within the last {} minutes) to reactivate a credential",
+                "unlock the vault again (within the last {} minutes) to {to}",
                 s.config.reactivate_fresh_unlock_minutes
             ),
         )),
@@ -297,7 +303,7 @@ pub async fn reactivate(
             format!("the credential is {}, not suspended", c.status),
         ));
     }
-    require_fresh_unlock(&s, &caller, c.user_id).await?;
+    require_fresh_unlock(&s, &caller, c.user_id, "reactivate a credential").await?;
     let previous_reason = c.suspended_reason.take();
     c.status = "active".into();
     c.updated_at = DbTime::now();

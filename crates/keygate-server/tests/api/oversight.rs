@@ -1633,3 +1633,145 @@ both_backends!(
         fresh.close().await;
     }
 );
+
+both_backends!(
+    widening_a_keys_policy_takes_a_fresh_unlock_in_password_mode,
+    |app: TestApp| async move {
+        let mock = crate::gateway::mock().await;
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let conn = crate::gateway::binance_connection(
+            &app,
+            &t,
+            &mock,
+            json!(["read", "trade"]),
+            json!({"max_trade_usd": "100"}),
+        )
+        .await;
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        let cred = c["credential_id"].as_str().unwrap().to_string();
+        let patch = |path: String, body: serde_json::Value| {
+            let (app, t) = (&app, t.clone());
+            async move { app.send(reqwest::Method::PATCH, &path, &t, body).await }
+        };
+        let code = |r: &(u16, serde_json::Value)| (r.0, r.1["code"].as_str().map(str::to_owned));
+        let refused = (403, Some("fresh_unlock_required".to_string()));
+
+        // password mode, unlocked an hour ago: a stolen bearer token in a bot's hands
+        let (s, _) = app
+            .post(
+                "/v1/vault/setup",
+                &t,
+                json!({"password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let stale = match app.backend {
+            Backend::Sqlite => format!(
+                "UPDATE vault_sessions SET unlocked_at = '{}'",
+                DbTime::new(Utc::now() - chrono::Duration::hours(1)).canonical()
+            ),
+            Backend::Postgres => {
+                "UPDATE vault_sessions SET unlocked_at = now() - interval '1 hour'".into()
+            }
+        };
+        app.raw_exec(&stale).await.unwrap();
+
+        let cred_path = format!("/v1/credentials/{cred}");
+        let conn_path = format!("/v1/connections/{conn}");
+        // tightening needs nothing more
+        for (path, body) in [
+            (
+                cred_path.clone(),
+                json!({"limits": {"max_trade_usd": "50"}}),
+            ),
+            (
+                cred_path.clone(),
+                json!({"permissions": ["read"], "label": "renamed"}),
+            ),
+            (
+                conn_path.clone(),
+                json!({"limits": {"max_trade_usd": "10"}}),
+            ),
+            (conn_path.clone(), json!({"is_enabled": false})),
+        ] {
+            let r = patch(path.clone(), body.clone()).await;
+            assert_eq!(r.0, 200, "{path} {body}: {}", r.1);
+        }
+        // widening is refused, and changes nothing
+        for (path, body) in [
+            (
+                cred_path.clone(),
+                json!({"permissions": ["read", "trade", "withdraw"]}),
+            ),
+            (cred_path.clone(), json!({"limits": {}})),
+            (
+                cred_path.clone(),
+                json!({"limits": {"max_trade_usd": "51"}}),
+            ),
+            (
+                conn_path.clone(),
+                json!({"limits": {"max_trade_usd": "11"}}),
+            ),
+            (conn_path.clone(), json!({"limits": {}})),
+            (conn_path.clone(), json!({"is_enabled": true})),
+        ] {
+            let r = patch(path.clone(), body.clone()).await;
+            assert_eq!(code(&r), refused, "{path} {body}: {}", r.1);
+        }
+        let (_, c) = app.get(&cred_path, &t).await;
+        assert_eq!(c["permissions"], json!(["read"]));
+        assert_eq!(c["limits"]["max_trade_usd"], "50");
+        let (_, k) = app.get(&conn_path, &t).await;
+        assert_eq!(k["is_enabled"], false);
+        // a new connection is a new way to use the key
+        let (s, r) = app
+            .post(
+                "/v1/connections",
+                &t,
+                json!({"name": "second", "exchange": "binance", "credential_id": cred, "base_url": mock.base_url()}),
+            )
+            .await;
+        assert_eq!(
+            (s, r["code"].as_str()),
+            (403, Some("fresh_unlock_required")),
+            "{r}"
+        );
+        // the platform's service identity is not held to the owner's password
+        let (s, r) = app
+            .send(
+                reqwest::Method::PATCH,
+                &conn_path,
+                &app.service_token(user),
+                json!({"is_enabled": true}),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+
+        // with the password again, the owner widens
+        let (s, _) = app
+            .post(
+                "/v1/vault/unlock",
+                &t,
+                json!({"password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let r = patch(
+            cred_path.clone(),
+            json!({"permissions": ["read", "trade"], "limits": {}}),
+        )
+        .await;
+        assert_eq!(r.0, 200, "{}", r.1);
+        let r = patch(conn_path.clone(), json!({"limits": {}})).await;
+        assert_eq!(r.0, 200, "{}", r.1);
+        let (s, r) = app
+            .post(
+                "/v1/connections",
+                &t,
+                json!({"name": "second", "exchange": "binance", "credential_id": cred, "base_url": mock.base_url()}),
+            )
+            .await;
+        assert_eq!(s, 201, "{r}");
+    }
+);
