@@ -590,6 +590,23 @@ fn has_withdrawal_limits(l: &Limits) -> bool {
         || l.withdrawal_address_allowlist.is_some()
 }
 
+/// Whether allowlist `entry` names the withdrawal's destination: the same address and the
+/// same memo / tag / destination tag, written `address#tag` in the entry. An entry without
+/// one matches only a withdrawal without one: exchanges' deposit addresses are shared by
+/// their users and told apart by the memo, so `address` alone must not let a withdrawal
+/// credit whoever owns another memo.
+fn allows_destination(entry: &str, w: &WithdrawalIntent) -> bool {
+    let (address, tag) = match entry.rsplit_once('#') {
+        Some((a, t)) if !a.is_empty() => (a, Some(t)),
+        _ => (entry, None),
+    };
+    same_address(address, &w.address) && nonempty(tag) == nonempty(w.tag.as_deref())
+}
+
+fn nonempty(t: Option<&str>) -> Option<&str> {
+    t.map(str::trim).filter(|t| !t.is_empty())
+}
+
 fn check_withdrawal(p: &Policy, w: &WithdrawalIntent) -> Result<Option<Decimal>, Denial> {
     let l = &p.limits;
     if w.amount <= Decimal::ZERO || w.asset.trim().is_empty() || w.address.trim().is_empty() {
@@ -599,7 +616,7 @@ fn check_withdrawal(p: &Policy, w: &WithdrawalIntent) -> Result<Option<Decimal>,
         ));
     }
     if let Some(list) = &l.withdrawal_address_allowlist {
-        if !list.iter().any(|a| same_address(a, &w.address)) {
+        if !list.iter().any(|a| allows_destination(a, w)) {
             return Err(Denial::new(
                 DenyCode::WithdrawalAddressNotAllowed,
                 "destination address is not in the withdrawal allowlist",

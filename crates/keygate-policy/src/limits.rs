@@ -23,7 +23,9 @@ pub struct Limits {
     pub max_withdrawal_usd_per_tx: Option<Decimal>,
     pub max_withdrawal_usd_per_day: Option<Decimal>,
     pub max_withdrawal_usd_per_month: Option<Decimal>,
-    /// When set, withdrawals go only to these addresses (an empty list allows none).
+    /// When set, withdrawals go only to these addresses (an empty list allows none). A
+    /// destination with a memo / tag is written `address#tag`, and matches only that tag;
+    /// a bare address matches only withdrawals without one.
     pub withdrawal_address_allowlist: Option<Vec<String>>,
     /// When set, only these symbols trade (an empty list allows none).
     pub allowed_symbols: Option<Vec<String>>,

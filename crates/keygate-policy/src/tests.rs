@@ -944,6 +944,41 @@ fn withdrawal_address_allowlist() {
     );
 }
 
+/// A memo / tag is part of the destination: an allowlisted address with another memo (or
+/// none where the entry has one) is refused.
+#[test]
+fn withdrawal_allowlist_entries_carry_the_memo() {
+    let mut p = policy();
+    p.limits.withdrawal_address_allowlist =
+        Some(vec!["rExchangeDeposit#1234".into(), "rMyOwnWallet".into()]);
+    let tagged = |address: &str, tag: Option<&str>| {
+        req(
+            EndpointClass::Withdraw,
+            RequestIntent::Withdrawal(WithdrawalIntent {
+                asset: "XRP".into(),
+                amount: d("10"),
+                address: address.into(),
+                network: None,
+                tag: tag.map(Into::into),
+            }),
+        )
+    };
+    allowed(&p, &tagged("rExchangeDeposit", Some("1234")));
+    allowed(&p, &tagged("rMyOwnWallet", None));
+    allowed(&p, &tagged("rMyOwnWallet", Some(" ")));
+    for (address, tag) in [
+        ("rExchangeDeposit", Some("9999")),
+        ("rExchangeDeposit", None),
+        ("rMyOwnWallet", Some("42")),
+    ] {
+        assert_eq!(
+            denied(&p, &tagged(address, tag)),
+            DenyCode::WithdrawalAddressNotAllowed,
+            "{address} {tag:?}"
+        );
+    }
+}
+
 #[test]
 fn withdrawal_malformed_or_unparsed() {
     let mut p = policy();
