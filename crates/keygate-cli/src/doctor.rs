@@ -90,7 +90,11 @@ pub async fn run(
                 "master_key",
                 format!(
                     "not used: KEYGATE_KEY_PROVIDER=openbao (the master key stays in OpenBao at {})",
-                    config.openbao_addr.as_deref().unwrap_or("?")
+                    config
+                        .openbao_addr
+                        .as_deref()
+                        .map(redact_url)
+                        .unwrap_or_else(|| "?".into())
                 ),
             ),
             None,
@@ -287,15 +291,11 @@ fn jwt_check(cfg: &Config) -> Check {
     }
 }
 
-/// A database URL fit for printing: no password.
+/// A URL fit for printing: the password masked and the query hidden (a database or
+/// Redis URL may carry its password as `?password=`, a libpq URL as `?sslpassword=`), the
+/// same rule as the admin settings page.
 fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
+    keygate_server::routes::admin::without_password(url)
 }
 
 /// The file of a `sqlite:` URL, when it names one.
@@ -630,12 +630,51 @@ mod tests {
             "postgres://kg:***@db:5432/keygate"
         );
         assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
+        // a password in the query (libpq, Redis) is not printed either
+        for (url, secret) in [
+            ("postgres://kg@db/keygate?password=hunter2-q", "hunter2-q"),
+            (
+                "postgres://kg@db/keygate?sslpassword=hunter2-ssl&sslmode=require",
+                "hunter2-ssl",
+            ),
+            (
+                "redis://cache:6379/0?password=hunter2-redis",
+                "hunter2-redis",
+            ),
+            ("redis://:hunter2-user@cache:6379", "hunter2-user"),
+            ("https://bao:hunter2-bao@bao.internal:8200", "hunter2-bao"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} printed as {shown}");
+        }
+        assert_eq!(
+            redact_url("postgres://kg@db:5432/keygate?password=x"),
+            "postgres://kg@db:5432/keygate?***"
+        );
         assert_eq!(
             sqlite_file("sqlite:///var/lib/kg/keygate.db?mode=rwc"),
             Some(PathBuf::from("/var/lib/kg/keygate.db"))
         );
         assert_eq!(sqlite_file("sqlite::memory:"), None);
         assert_eq!(sqlite_file("postgres://x"), None);
+    }
+
+    /// `doctor` with the OpenBao provider names its address, without the credentials an
+    /// operator may have put into it.
+    #[tokio::test]
+    async fn doctor_does_not_print_the_openbao_addr_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            data_dir: dir.path().join("data"),
+            database_url: format!("sqlite://{}", dir.path().join("none.db").display()),
+            key_provider: KeyProviderKind::OpenBao,
+            openbao_addr: Some("https://kg:hunter2-bao@bao.internal:8200".into()),
+            ..Config::default()
+        };
+        let checks = run(Ok(cfg), None, "http://127.0.0.1:9/").await;
+        let printed = format!("{checks:?}");
+        assert!(printed.contains("bao.internal"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
     }
 
     #[test]

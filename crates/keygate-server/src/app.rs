@@ -51,7 +51,8 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         &config.admin_claim,
         config.jwt_audience.as_deref(),
         config.jwks_url.as_deref(),
-    );
+    )
+    .with_jwks_max_age(Duration::from_secs(config.jwks_max_age_secs));
     let metrics = Arc::new(Metrics::default());
     let recorder = Recorder::start(store.clone(), chain_key.clone(), metrics.clone());
     let http = reqwest::Client::builder()

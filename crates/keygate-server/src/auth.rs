@@ -102,49 +102,148 @@ pub struct Authenticator {
 /// token (no token text kept, and a lookup compares digests, not secrets): a bot sends
 /// the same token on every call, and verifying it (base64, HMAC or RSA, JSON) was the
 /// biggest single cost of a gateway call after the exchange itself. `exp` and `nbf` are
-/// still judged on every use; an entry lives at most [`VERIFIED_TTL`], the same bound as
-/// the JWKS refresh, so a key removed from the JWKS stops working as soon as before.
+/// still judged on every use; an entry lives at most [`VERIFIED_TTL`], and an entry
+/// verified with a JWKS key no longer than the key set it was checked against is fresh
+/// (see [`Jwks`]): the cache never keeps a key alive that the JWKS has dropped.
 type VerifiedCache = HashMap<[u8; 32], VerifiedToken>;
 
 struct VerifiedToken {
     caller: Caller,
     exp: i64,
     nbf: Option<i64>,
-    at: Instant,
+    /// Not used from the cache at or after this instant.
+    until: Instant,
 }
 
 const VERIFIED_TTL: Duration = Duration::from_secs(30);
 const VERIFIED_MAX: usize = 10_000;
 
-/// Keys by `kid`, and when they were fetched.
-type KeyCache = (HashMap<String, (Algorithm, DecodingKey)>, Option<Instant>);
+/// Default for `KEYGATE_JWKS_MAX_AGE_SECS`: how long a fetched key set is used before it
+/// is fetched again.
+pub const JWKS_DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+/// An unknown `kid` fetches the set again at most this often (bounded by the max age), so
+/// tokens with made-up kids cannot make keygate hammer the JWKS URL.
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
 
+/// The keys of the JWKS URL, by `kid`.
+///
+/// *Invariant:* a key is used only while the set it came from is at most `max_age` old.
+/// After that the set is fetched again before the next asymmetric token is accepted, and
+/// the new set replaces the old one whole, so a key removed from the JWKS stops working
+/// within `max_age` (plus one refetch). If that fetch fails, the old set keeps serving
+/// until it is `2 × max_age` old (a brief outage of the identity provider does not sign
+/// everyone out); past that, asymmetric tokens are refused with 503 `jwks_unavailable`
+/// (fail closed: an attacker who can block the fetch cannot keep a dropped key alive).
 struct Jwks {
     url: String,
-    keys: RwLock<KeyCache>,
+    max_age: Duration,
+    keys: RwLock<KeySet>,
+    /// One fetch at a time; others wait for it and use its result.
+    fetching: tokio::sync::Mutex<()>,
     http: reqwest::Client,
 }
 
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, (Algorithm, DecodingKey)>,
+    /// When the set was last fetched successfully.
+    fetched: Option<Instant>,
+    /// When a fetch was last tried (successful or not).
+    tried: Option<Instant>,
+}
+
+/// A key for one token, and until when a verification with it may be reused.
+struct JwksKey {
+    alg: Algorithm,
+    key: DecodingKey,
+    fresh_until: Instant,
+}
+
 impl Jwks {
-    async fn refresh(&self) -> Result<(), String> {
-        {
-            let g = self.keys.read();
-            if let Some(t) = g.1 {
-                if t.elapsed() < Duration::from_secs(30) {
-                    return Ok(());
+    fn min_refetch(&self) -> Duration {
+        JWKS_MIN_REFETCH.min(self.max_age)
+    }
+
+    /// The key for `kid`, fetching the set first when it is older than the max age (or
+    /// when `kid` is unknown and the last try is long enough ago).
+    async fn key(&self, kid: &str) -> Result<JwksKey, ApiError> {
+        if let Some(k) = self.lookup(kid, false) {
+            return Ok(k);
+        }
+        if self.needs_fetch(kid) {
+            let _one = self.fetching.lock().await;
+            // another request may have fetched while this one waited
+            if self.needs_fetch(kid) {
+                if let Err(e) = self.fetch().await {
+                    tracing::warn!(error = %e, "jwks refresh failed");
                 }
             }
         }
+        if let Some(k) = self.lookup(kid, false) {
+            return Ok(k);
+        }
+        // not fresh: within the grace after a failed refetch, the old set still serves
+        if let Some(k) = self.lookup(kid, true) {
+            return Ok(k);
+        }
+        // a usable set without this kid: the key is unknown; no usable set at all (never
+        // fetched, or too old and the refetch failed): fail closed
+        match self.keys.read().fetched {
+            Some(t) if t.elapsed() < self.max_age * 2 => {
+                Err(ApiError::unauthorized("token signed by an unknown key"))
+            }
+            _ => Err(jwks_unavailable()),
+        }
+    }
+
+    /// `kid` from the current set if the set is fresh (or, with `grace`, within the
+    /// stale-if-error limit).
+    fn lookup(&self, kid: &str, grace: bool) -> Option<JwksKey> {
+        let g = self.keys.read();
+        let fetched = g.fetched?;
+        let limit = if grace {
+            self.max_age * 2
+        } else {
+            self.max_age
+        };
+        if fetched.elapsed() >= limit {
+            return None;
+        }
+        let (alg, key) = g.keys.get(kid)?;
+        Some(JwksKey {
+            alg: *alg,
+            key: key.clone(),
+            // a verification made from the grace set is not cached beyond a minimal time
+            fresh_until: if grace {
+                Instant::now()
+            } else {
+                fetched + self.max_age
+            },
+        })
+    }
+
+    fn needs_fetch(&self, kid: &str) -> bool {
+        let g = self.keys.read();
+        let tried_recently = g.tried.is_some_and(|t| t.elapsed() < self.min_refetch());
+        match g.fetched {
+            None => !tried_recently,
+            Some(t) if t.elapsed() >= self.max_age => !tried_recently,
+            Some(_) => !g.keys.contains_key(kid) && !tried_recently,
+        }
+    }
+
+    async fn fetch(&self) -> Result<(), String> {
+        self.keys.write().tried = Some(Instant::now());
         let set: jsonwebtoken::jwk::JwkSet = self
             .http
             .get(&self.url)
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("jwks fetch: {e}"))?
+            .map_err(|e| format!("jwks fetch: {}", e.without_url()))?
             .json()
             .await
-            .map_err(|e| format!("jwks parse: {e}"))?;
+            .map_err(|e| format!("jwks parse: {}", e.without_url()))?;
         let mut map = HashMap::new();
         for k in set.keys {
             let Some(kid) = k.common.key_id.clone() else {
@@ -159,9 +258,19 @@ impl Jwks {
                 map.insert(kid, (alg, dk));
             }
         }
-        *self.keys.write() = (map, Some(Instant::now()));
+        let mut g = self.keys.write();
+        g.keys = map;
+        g.fetched = Some(Instant::now());
         Ok(())
     }
+}
+
+fn jwks_unavailable() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "jwks_unavailable",
+        "the token's signing keys could not be fetched from the JWKS URL; try again shortly",
+    )
 }
 
 impl Authenticator {
@@ -178,7 +287,9 @@ impl Authenticator {
             jwks: jwks_url.map(|u| {
                 Arc::new(Jwks {
                     url: u.to_string(),
-                    keys: RwLock::new((HashMap::new(), None)),
+                    max_age: JWKS_DEFAULT_MAX_AGE,
+                    keys: RwLock::new(KeySet::default()),
+                    fetching: tokio::sync::Mutex::new(()),
                     http: reqwest::Client::builder()
                         .timeout(Duration::from_secs(5))
                         .build()
@@ -189,32 +300,54 @@ impl Authenticator {
         }
     }
 
+    /// Sets how long a fetched JWKS key set is used (`KEYGATE_JWKS_MAX_AGE_SECS`; at least
+    /// one second). Call before the authenticator is cloned.
+    pub fn with_jwks_max_age(mut self, max_age: Duration) -> Self {
+        if let Some(j) = self.jwks.as_mut().and_then(Arc::get_mut) {
+            j.max_age = max_age.max(Duration::from_secs(1));
+        }
+        self
+    }
+
     fn digest(token: &str) -> [u8; 32] {
         let mut d = [0u8; 32];
         d.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
         d
     }
 
-    /// A cached verification still valid now (same leeway as the full check).
-    fn cached(&self, digest: &[u8; 32]) -> Option<Caller> {
+    /// A cached verification still valid now (same leeway as the full check), with the
+    /// token's `exp`.
+    fn cached(&self, digest: &[u8; 32]) -> Option<(Caller, i64)> {
         let now = chrono::Utc::now().timestamp();
         let leeway = LEEWAY_SECS as i64;
         let mut m = self.verified.lock();
         let v = m.get(digest)?;
-        if v.at.elapsed() < VERIFIED_TTL
+        if Instant::now() < v.until
             && now <= v.exp + leeway
             && v.nbf.is_none_or(|nbf| now + leeway >= nbf)
         {
-            return Some(v.caller.clone());
+            return Some((v.caller.clone(), v.exp));
         }
         m.remove(digest);
         None
     }
 
-    fn remember(&self, digest: [u8; 32], caller: &Caller, exp: i64, nbf: Option<i64>) {
+    fn remember(
+        &self,
+        digest: [u8; 32],
+        caller: &Caller,
+        exp: i64,
+        nbf: Option<i64>,
+        key_fresh_until: Option<Instant>,
+    ) {
+        let now = Instant::now();
+        let until = (now + VERIFIED_TTL).min(key_fresh_until.unwrap_or(now + VERIFIED_TTL));
+        if until <= now {
+            return;
+        }
         let mut m = self.verified.lock();
         if m.len() >= VERIFIED_MAX {
-            m.retain(|_, v| v.at.elapsed() < VERIFIED_TTL);
+            m.retain(|_, v| now < v.until);
             if m.len() >= VERIFIED_MAX {
                 m.clear();
             }
@@ -225,7 +358,7 @@ impl Authenticator {
                 caller: caller.clone(),
                 exp,
                 nbf,
-                at: Instant::now(),
+                until,
             },
         );
     }
@@ -243,13 +376,21 @@ impl Authenticator {
         v
     }
 
-    /// Verifies `token` and returns the caller. Errors are 401s whose detail never echoes
-    /// the token.
+    /// Verifies `token` and returns the caller. Errors are 401s (503 `jwks_unavailable`
+    /// when the JWKS cannot be fetched and the last key set is too old) whose detail never
+    /// echoes the token.
     pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        self.verify_with_expiry(token).await.map(|(c, _)| c)
+    }
+
+    /// [`Authenticator::verify`], also returning the token's `exp` (Unix seconds): what
+    /// outlives the request (a console session) must not outlive the token.
+    pub async fn verify_with_expiry(&self, token: &str) -> Result<(Caller, i64), ApiError> {
         let digest = Self::digest(token);
-        if let Some(c) = self.cached(&digest) {
-            return Ok(c);
+        if let Some(hit) = self.cached(&digest) {
+            return Ok(hit);
         }
+        let mut key_fresh_until = None;
         let header =
             decode_header(token).map_err(|_| ApiError::unauthorized("malformed bearer token"))?;
         let claims = match header.alg {
@@ -266,15 +407,12 @@ impl Authenticator {
                     .kid
                     .clone()
                     .ok_or_else(|| ApiError::unauthorized("token has no kid"))?;
-                let mut found = jwks.keys.read().0.get(&kid).map(|(a, k)| (*a, k.clone()));
-                if found.is_none() {
-                    if let Err(e) = jwks.refresh().await {
-                        tracing::warn!(error = %e, "jwks refresh failed");
-                    }
-                    found = jwks.keys.read().0.get(&kid).map(|(a, k)| (*a, k.clone()));
-                }
-                let (alg, key) = found
-                    .ok_or_else(|| ApiError::unauthorized("token signed by an unknown key"))?;
+                let JwksKey {
+                    alg,
+                    key,
+                    fresh_until,
+                } = jwks.key(&kid).await?;
+                key_fresh_until = Some(fresh_until);
                 if alg != header.alg {
                     return Err(ApiError::unauthorized(
                         "token algorithm does not match its key",
@@ -299,8 +437,8 @@ impl Authenticator {
         .claims;
         let (exp, nbf) = (claims.exp, claims.nbf);
         let caller = self.caller_from(claims)?;
-        self.remember(digest, &caller, exp, nbf);
-        Ok(caller)
+        self.remember(digest, &caller, exp, nbf, key_fresh_until);
+        Ok((caller, exp))
     }
 
     fn caller_from(&self, c: Claims) -> Result<Caller, ApiError> {
@@ -426,10 +564,14 @@ mod tests {
         assert!(a.cached(&d).is_none());
         let c = a.verify(&t).await.unwrap();
         assert_eq!((c.user_id, c.admin), (Some(user), true));
-        let hit = a
+        let (hit, exp) = a
             .cached(&d)
             .expect("verified once, then served from the cache");
         assert_eq!((hit.user_id, hit.admin), (Some(user), true));
+        assert!(
+            (exp - now() - 600).abs() <= 2,
+            "the token's exp comes back with it"
+        );
 
         // past exp + leeway: not used, and dropped
         a.verified.lock().get_mut(&d).unwrap().exp = now() - LEEWAY_SECS as i64 - 1;
@@ -441,8 +583,7 @@ mod tests {
         assert!(a.cached(&d).is_none());
         // older than the TTL: verified again
         a.verify(&t).await.unwrap();
-        a.verified.lock().get_mut(&d).unwrap().at =
-            Instant::now().checked_sub(VERIFIED_TTL).expect("uptime");
+        a.verified.lock().get_mut(&d).unwrap().until = Instant::now();
         assert!(a.cached(&d).is_none());
 
         // a token that differs in any byte is verified on its own (and fails)

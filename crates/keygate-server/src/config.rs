@@ -37,10 +37,15 @@ pub struct Config {
     pub openbao_key: String,
     /// `KEYGATE_OPENBAO_MOUNT` / `openbao_mount`: Transit mount path. Default `transit`.
     pub openbao_mount: String,
-    /// `KEYGATE_JWT_SECRET`: HS256 token secret instead of `<data_dir>/jwt.secret`.
+    /// `KEYGATE_JWT_SECRET`: HS256 token secret instead of `<data_dir>/jwt.secret`; at
+    /// least [`crate::keyfiles::MIN_JWT_SECRET_BYTES`] bytes.
     pub jwt_secret: Option<SecretString>,
     /// `KEYGATE_JWKS_URL` / `jwks_url`: accept RS256/ES256 tokens signed by these keys (Supabase).
     pub jwks_url: Option<String>,
+    /// `KEYGATE_JWKS_MAX_AGE_SECS` / `jwks_max_age_secs`: how long a fetched JWKS key set
+    /// is used before it is fetched again (a key removed from the JWKS stops working
+    /// within this). Default 300; at least 1.
+    pub jwks_max_age_secs: u64,
     /// `KEYGATE_JWT_AUDIENCE` / `jwt_audience`: required `aud` claim, if set.
     pub jwt_audience: Option<String>,
     /// `KEYGATE_ADMIN_CLAIM` / `admin_claim`: claim that marks admins (`true`, or a role
@@ -166,6 +171,7 @@ struct FileConfig {
     openbao_key: Option<String>,
     openbao_mount: Option<String>,
     jwks_url: Option<String>,
+    jwks_max_age_secs: Option<u64>,
     jwt_audience: Option<String>,
     admin_claim: Option<String>,
     allowed_upstreams: Option<Vec<String>>,
@@ -256,6 +262,7 @@ impl Default for Config {
             openbao_mount: "transit".into(),
             jwt_secret: None,
             jwks_url: None,
+            jwks_max_age_secs: 300,
             jwt_audience: None,
             admin_claim: "keygate_admin".into(),
             allowed_upstreams: Vec::new(),
@@ -427,6 +434,10 @@ impl Config {
                     .into(),
             ));
         }
+        let jwt_secret = env("KEYGATE_JWT_SECRET").map(SecretString::from);
+        if let Some(secret) = &jwt_secret {
+            crate::keyfiles::check_jwt_secret("KEYGATE_JWT_SECRET", secret)?;
+        }
         let jobs_enabled = match env("KEYGATE_JOBS_ENABLED") {
             Some(v) => parse_bool("KEYGATE_JOBS_ENABLED", &v)?,
             None => fc.jobs_enabled.unwrap_or(true),
@@ -484,8 +495,15 @@ impl Config {
             openbao_mount: env("KEYGATE_OPENBAO_MOUNT")
                 .or(fc.openbao_mount)
                 .unwrap_or_else(|| "transit".into()),
-            jwt_secret: env("KEYGATE_JWT_SECRET").map(SecretString::from),
+            jwt_secret,
             jwks_url: env("KEYGATE_JWKS_URL").or(fc.jwks_url),
+            jwks_max_age_secs: parse_num(
+                "KEYGATE_JWKS_MAX_AGE_SECS",
+                env("KEYGATE_JWKS_MAX_AGE_SECS"),
+                fc.jwks_max_age_secs,
+                300,
+            )?
+            .max(1),
             jwt_audience: env("KEYGATE_JWT_AUDIENCE").or(fc.jwt_audience),
             admin_claim: env("KEYGATE_ADMIN_CLAIM")
                 .or(fc.admin_claim)

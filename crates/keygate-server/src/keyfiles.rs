@@ -159,9 +159,30 @@ pub fn generate_master_key(cfg: &Config) -> Result<(MasterKey, KeySource), Confi
     Ok((key, KeySource::Generated(path)))
 }
 
+/// The shortest HS256 token secret keygate accepts, in bytes: RFC 7518 §3.2 asks for a
+/// key at least as long as the hash output (256 bits); a shorter one can be brute-forced
+/// from any token, and whoever has it mints tokens for every user.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Refuses a token secret shorter than [`MIN_JWT_SECRET_BYTES`] (`what` names its source;
+/// the secret itself is never in the message).
+pub fn check_jwt_secret(what: &str, secret: &SecretString) -> Result<(), ConfigError> {
+    let n = secret.expose_secret().trim().len();
+    if n < MIN_JWT_SECRET_BYTES {
+        return Err(ConfigError(format!(
+            "{what} is too short ({n} bytes; at least {MIN_JWT_SECRET_BYTES} are required); \
+             generate one with: openssl rand -base64 48"
+        )));
+    }
+    Ok(())
+}
+
 /// The HS256 token secret: `KEYGATE_JWT_SECRET`, else `jwt.secret` (created if missing).
+/// Every source must hold at least [`MIN_JWT_SECRET_BYTES`] bytes.
 pub fn load_or_create_jwt_secret(cfg: &Config) -> Result<SecretString, ConfigError> {
     if let Some(s) = &cfg.jwt_secret {
+        // `Config::load` checked it already; a `Config` built in code is checked here
+        check_jwt_secret("KEYGATE_JWT_SECRET", s)?;
         return Ok(s.clone());
     }
     if let Some(p) = credential_path(JWT_SECRET_FILE) {
@@ -194,4 +215,37 @@ pub fn load_or_create_jwt_secret(cfg: &Config) -> Result<SecretString, ConfigErr
     write_secret_file(&path, &text)?;
     tracing::info!(path = %path.display(), "created token signing secret");
     Ok(SecretString::from(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_jwt_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |secret: &str| Config {
+            data_dir: dir.path().to_path_buf(),
+            jwt_secret: Some(SecretString::from(secret)),
+            ..Config::default()
+        };
+        for short in [
+            "hunter2",
+            &"x".repeat(31),
+            &format!("  {}  ", "y".repeat(31)),
+        ] {
+            let e = load_or_create_jwt_secret(&cfg(short)).expect_err("short secret refused");
+            assert!(e.0.contains("KEYGATE_JWT_SECRET is too short"), "{e}");
+            assert!(!e.0.contains(short.trim()), "the secret is not echoed: {e}");
+        }
+        let ok = "z".repeat(32);
+        assert_eq!(
+            load_or_create_jwt_secret(&cfg(&ok))
+                .unwrap()
+                .expose_secret(),
+            ok
+        );
+        // nothing was written to the data dir for an environment secret
+        assert!(!dir.path().join(JWT_SECRET_FILE).exists());
+    }
 }

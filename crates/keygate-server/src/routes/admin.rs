@@ -159,7 +159,8 @@ pub struct SettingView {
 
 /// A URL with any password replaced by `***` and its query dropped (database and Redis
 /// URLs may carry a password in either place, e.g. `?password=`; a JWKS URL a token).
-fn without_password(u: &str) -> String {
+/// `keygate doctor` prints URLs through it too.
+pub fn without_password(u: &str) -> String {
     match url::Url::parse(u) {
         Ok(mut url) => {
             if url.password().is_some() {
@@ -216,6 +217,7 @@ pub fn setting_value(c: &Config, env: &str) -> Option<String> {
             .as_deref()
             .map(without_password)
             .unwrap_or_else(|| "unset".into()),
+        "KEYGATE_JWKS_MAX_AGE_SECS" => c.jwks_max_age_secs.to_string(),
         "KEYGATE_JWT_AUDIENCE" => opt(&c.jwt_audience),
         "KEYGATE_ADMIN_CLAIM" => c.admin_claim.clone(),
         "KEYGATE_ALLOWED_UPSTREAMS" => c.allowed_upstreams.join(", "),

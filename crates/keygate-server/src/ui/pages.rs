@@ -100,7 +100,7 @@ pub async fn login_link(State(s): State<AppState>, Path(token): Path<String>) ->
         return refused();
     }
     match s.store.consume_login_link(&session::hash(&token)).await {
-        Ok(Some((user, admin))) => signed_in(&s, user, admin).await,
+        Ok(Some((user, admin))) => signed_in(&s, user, admin, None).await,
         Ok(None) => refused(),
         Err(e) => {
             tracing::error!(error = %e, "login link lookup failed");
@@ -109,8 +109,14 @@ pub async fn login_link(State(s): State<AppState>, Path(token): Path<String>) ->
     }
 }
 
-async fn signed_in(s: &AppState, user: Uuid, admin: bool) -> Response {
-    match session::start(s, user, admin).await {
+/// Starts a session (ending no later than `not_after`) and sends the browser to the console.
+async fn signed_in(
+    s: &AppState,
+    user: Uuid,
+    admin: bool,
+    not_after: Option<DateTime<Utc>>,
+) -> Response {
+    match session::start(s, user, admin, not_after).await {
         Ok(cookie) => (
             StatusCode::SEE_OTHER,
             [
@@ -145,9 +151,22 @@ pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Respon
             json!({"error": m}),
         )
     };
-    match s.auth.verify(&token).await {
-        Ok(caller) if !caller.service && caller.user_id.is_some() => {
-            signed_in(&s, caller.user_id.expect("checked"), caller.admin).await
+    match s.auth.verify_with_expiry(&token).await {
+        Ok((caller, exp)) if !caller.service && caller.user_id.is_some() => {
+            // the session ends when the token does (verification allows clock-skew
+            // leeway past `exp`; the session does not)
+            match DateTime::<Utc>::from_timestamp(exp, 0).filter(|t| *t > Utc::now()) {
+                Some(exp) => {
+                    signed_in(
+                        &s,
+                        caller.user_id.expect("checked"),
+                        caller.admin,
+                        Some(exp),
+                    )
+                    .await
+                }
+                None => err("token not accepted (invalid, expired or signed by an unknown key)"),
+            }
         }
         Ok(_) => err("this token acts for no user; sign in with a user's token"),
         Err(_) => err("token not accepted (invalid, expired or signed by an unknown key)"),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use keygate_storage::{DbTime, UiSessionRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -68,10 +68,23 @@ fn cookie_name(state: &AppState) -> &'static str {
     }
 }
 
-/// Creates a session for `user_id` and returns its `Set-Cookie` value.
-pub async fn start(state: &AppState, user_id: Uuid, admin: bool) -> anyhow::Result<HeaderValue> {
+/// Creates a session for `user_id` and returns its `Set-Cookie` value. The session ends
+/// [`ABSOLUTE`] after sign-in or at `not_after`, whichever is first: a session opened with
+/// a pasted JWT ends when the token expires (its identity and admin flag are the token's,
+/// and must not outlive it).
+pub async fn start(
+    state: &AppState,
+    user_id: Uuid,
+    admin: bool,
+    not_after: Option<DateTime<Utc>>,
+) -> anyhow::Result<HeaderValue> {
     let id = random_token();
     let now = Utc::now();
+    let mut expires_at = now + chrono::Duration::from_std(ABSOLUTE)?;
+    if let Some(t) = not_after {
+        expires_at = expires_at.min(t);
+    }
+    anyhow::ensure!(expires_at > now, "the sign-in has already expired");
     let rec = UiSessionRecord {
         id_hash: hash(&id),
         user_id,
@@ -79,14 +92,14 @@ pub async fn start(state: &AppState, user_id: Uuid, admin: bool) -> anyhow::Resu
         csrf_token: random_token(),
         created_at: DbTime::new(now),
         last_seen_at: DbTime::new(now),
-        expires_at: DbTime::new(now + chrono::Duration::from_std(ABSOLUTE)?),
+        expires_at: DbTime::new(expires_at),
     };
     state.store.create_ui_session(&rec).await?;
     let secure = if tls(state) { "; Secure" } else { "" };
     Ok(HeaderValue::from_str(&format!(
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         cookie_name(state),
-        ABSOLUTE.as_secs()
+        (expires_at - now).num_seconds().max(1)
     ))?)
 }
 

@@ -221,3 +221,81 @@ crate::both_backends!(
         assert_eq!(r.status(), 303, "session survived logout");
     }
 );
+
+// A console session opened with a pasted JWT ends when the token does: before, it got the
+// full 12 h (30 min idle), with the token's admin flag frozen in, whatever the token's
+// `exp`. A token already past `exp` (but inside the clock-skew leeway the API allows)
+// opens no session at all.
+crate::both_backends!(
+    ui_jwt_session_ends_at_token_exp,
+    |app: crate::helpers::TestApp| async move {
+        let user = Uuid::new_v4();
+        let c = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let login = |token: String| {
+            c.post(format!("{}/ui/login", app.base))
+                .header("origin", &app.base)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+        };
+        let home = |cookie: String| {
+            c.get(format!("{}/ui/", app.base))
+                .header("cookie", cookie)
+                .send()
+        };
+        let claims = |exp_in: i64| {
+            let now = chrono::Utc::now().timestamp();
+            keygate_server::auth::Claims {
+                sub: Some(user.to_string()),
+                role: Some("authenticated".into()),
+                exp: now + exp_in,
+                nbf: None,
+                iat: Some(now),
+                session_id: None,
+                extra: Default::default(),
+            }
+        };
+        let sign = |claims| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(
+                    secrecy::ExposeSecret::expose_secret(&app.jwt_secret).as_bytes(),
+                ),
+            )
+            .unwrap()
+        };
+
+        let short = claims(3);
+        let exp = short.exp;
+        let r = login(sign(short)).await.unwrap();
+        assert_eq!(r.status(), 303);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        let max_age: i64 = set
+            .split("Max-Age=")
+            .nth(1)
+            .and_then(|v| v.split(';').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(
+            (1..=3).contains(&max_age),
+            "cookie outlives the token: {set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_string();
+        assert_eq!(home(cookie.clone()).await.unwrap().status(), 200);
+        // past exp (well inside the API's 30 s leeway): the session is over
+        let wait = (exp - chrono::Utc::now().timestamp() + 1).max(0) as u64;
+        tokio::time::sleep(Duration::from_millis(wait * 1000 + 200)).await;
+        let r = home(cookie).await.unwrap();
+        assert_eq!(r.status(), 303, "session outlived the token's exp");
+        assert_eq!(r.headers()["location"], "/ui/login");
+
+        // expired 5 s ago: the API would still take it (leeway); the console does not
+        let r = login(sign(claims(-5))).await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+);

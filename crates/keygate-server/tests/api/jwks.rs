@@ -121,3 +121,120 @@ async fn rs256_and_es256_tokens_from_a_jwks() {
     let (s, _) = app.get("/v1/credentials", &unknown.token(user, 600)).await;
     assert_eq!(s, 401, "unknown kid");
 }
+
+/// An EC P-256 signer under `kid` and its public JWK.
+fn ec_signer(kid: &'static str) -> (Signer, Value) {
+    let kp = rcgen::KeyPair::generate().unwrap();
+    let point = kp.public_key_raw();
+    let jwk = json!({"kty": "EC", "kid": kid, "alg": "ES256", "use": "sig", "crv": "P-256",
+        "x": b64url(&point[1..33]), "y": b64url(&point[33..65])});
+    let signer = Signer {
+        kid,
+        alg: Algorithm::ES256,
+        key: EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
+    };
+    (signer, jwk)
+}
+
+/// A JWKS endpoint whose key set (and failure) the test changes as it goes.
+#[derive(Default)]
+struct JwksServer {
+    keys: std::sync::Mutex<Vec<Value>>,
+    failing: std::sync::atomic::AtomicBool,
+    fetches: std::sync::atomic::AtomicUsize,
+}
+
+async fn jwks_server(keys: Vec<Value>) -> (String, std::sync::Arc<JwksServer>) {
+    use std::sync::atomic::Ordering;
+    let st = std::sync::Arc::new(JwksServer::default());
+    *st.keys.lock().unwrap() = keys;
+    let s2 = st.clone();
+    let router = axum::Router::new().route(
+        "/jwks.json",
+        get(move || {
+            let st = s2.clone();
+            async move {
+                st.fetches.fetch_add(1, Ordering::SeqCst);
+                if st.failing.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down").into_response();
+                }
+                axum::Json(json!({"keys": *st.keys.lock().unwrap()})).into_response()
+            }
+        }),
+    );
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, st)
+}
+
+// A key removed from the JWKS stops being accepted once the fetched set is older than
+// KEYGATE_JWKS_MAX_AGE_SECS, even for a token already verified (and cached) with it.
+// Before, a kid present in the first fetched set was trusted for the life of the process.
+// If the JWKS cannot be fetched, the old set serves until it is twice the max age old;
+// then keygate fails closed (503 jwks_unavailable) until the JWKS answers again.
+#[tokio::test]
+async fn a_key_removed_from_the_jwks_stops_working_after_the_max_age() {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    const MAX_AGE: u64 = 2;
+    let (old, old_jwk) = ec_signer("ec-old");
+    let (new, new_jwk) = ec_signer("ec-new");
+    let (url, jwks) = jwks_server(vec![old_jwk, new_jwk.clone()]).await;
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |cfg| {
+        cfg.jwks_url = Some(url);
+        cfg.jwks_max_age_secs = MAX_AGE;
+    })
+    .await
+    .unwrap();
+    let user = Uuid::new_v4();
+    let old_token = old.token(user, 600);
+    let (s, v) = app.get("/v1/credentials", &old_token).await;
+    assert_eq!(s, 200, "{v}");
+
+    // the identity provider drops the key (rotated out, or compromised)
+    *jwks.keys.lock().unwrap() = vec![new_jwk];
+    tokio::time::sleep(Duration::from_millis(MAX_AGE * 1000 + 300)).await;
+    let (s, v) = app.get("/v1/credentials", &old_token).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (401, Some("unauthorized")),
+        "a removed key still accepted: {v}"
+    );
+    let (s, v) = app.get("/v1/credentials", &old.token(user, 600)).await;
+    assert_eq!(s, 401, "a fresh token from the removed key: {v}");
+    let (s, v) = app.get("/v1/credentials", &new.token(user, 600)).await;
+    assert_eq!(s, 200, "the key still in the set: {v}");
+    let fetched_at = Instant::now();
+
+    // the JWKS goes down: the last set serves up to twice the max age, then fail closed
+    jwks.failing.store(true, Ordering::SeqCst);
+    let until = |secs_ms: u64| fetched_at + Duration::from_millis(secs_ms);
+    tokio::time::sleep_until(until(MAX_AGE * 1000 + 300).into()).await;
+    let before = jwks.fetches.load(Ordering::SeqCst);
+    let (s, v) = app.get("/v1/credentials", &new.token(user, 600)).await;
+    assert_eq!(s, 200, "within the grace after a failed refetch: {v}");
+    assert!(
+        jwks.fetches.load(Ordering::SeqCst) > before,
+        "a stale set is fetched again"
+    );
+    tokio::time::sleep_until(until(2 * MAX_AGE * 1000 + 300).into()).await;
+    let (s, v) = app.get("/v1/credentials", &new.token(user, 600)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("jwks_unavailable")),
+        "{v}"
+    );
+    assert_eq!(
+        v["detail"].as_str().map(|d| d.contains("jwks.json")),
+        Some(false),
+        "the JWKS URL is not echoed"
+    );
+
+    // back up: accepted again (after the refetch back-off, at most the max age here)
+    jwks.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(MAX_AGE * 1000 + 100)).await;
+    let (s, v) = app.get("/v1/credentials", &new.token(user, 600)).await;
+    assert_eq!(s, 200, "{v}");
+}
