@@ -126,6 +126,16 @@ fn check_scopes(v: &[String], errors: &mut Vec<FieldError>) {
     }
 }
 
+/// 422 for a PATCH that would move `token_url`.
+fn token_url_immutable() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "token_url_immutable",
+        "token_url cannot be changed: the stored refresh token and client secret are sent to it; \
+         create a new integration for another token endpoint (and delete this one)",
+    )
+}
+
 fn check_token_url(u: &str, errors: &mut Vec<FieldError>) {
     if let Err(e) = crate::webhooks::check_url(u) {
         errors.push(FieldError::new("token_url", e));
@@ -326,6 +336,10 @@ pub async fn list(
     )))
 }
 
+/// The integration `id`: the caller's own, or any user's for the service role. Whatever
+/// is then sealed, read or written for it is the *owner's* (`i.user_id`): a service token
+/// carries some `sub` of its own, and sealing with that would bind the ciphertexts to the
+/// wrong user and DEK, and clobber the owner's tokens with ones the owner cannot open.
 async fn load(s: &AppState, caller: &Caller, id: Uuid) -> ApiResult<IntegrationRecord> {
     let found = if caller.service {
         s.store.integration_by_id(id).await?
@@ -360,6 +374,9 @@ pub struct UpdateIntegration {
     pub client_id: Option<String>,
     #[schema(value_type = Option<String>)]
     pub client_secret: Option<SecretString>,
+    /// Accepted only when equal to the stored one: the refresh token and client secret are
+    /// sent to this URL, so it is fixed when the integration is created (a change is
+    /// refused with 422 `token_url_immutable`; create a new integration instead).
     pub token_url: Option<String>,
     pub scopes: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
@@ -367,7 +384,8 @@ pub struct UpdateIntegration {
     pub version: Option<i64>,
 }
 
-/// Edit an integration's configuration (status returns to `active`).
+/// Edit an integration's configuration (status returns to `active`). `token_url` cannot
+/// change (422 `token_url_immutable`).
 #[utoipa::path(patch, path = "/v1/integrations/{id}", tag = "integrations", params(("id" = Uuid, Path)), request_body = UpdateIntegration, security(("bearer" = [])),
     responses((status = 200, body = IntegrationView), (status = 404, body = crate::error::Problem), (status = 412, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn update(
@@ -378,10 +396,17 @@ pub async fn update(
     AppPath(id): AppPath<Uuid>,
     AppJson(req): AppJson<UpdateIntegration>,
 ) -> ApiResult<Response> {
-    let user = caller.user()?;
     let actor = caller.actor();
     let mut i = load(&s, &caller, id).await?;
+    let owner = i.user_id;
     let expected = expected_version(&headers, req.version, i.row_version)?;
+    // Refresh posts the stored refresh token and client secret to `token_url`: whoever
+    // could point it elsewhere (a leaked user or service token) could collect both, which
+    // are worth more than the token that edits. So it is fixed at creation; sending the
+    // same value back (a client that PATCHes the whole object) is fine.
+    if req.token_url.as_ref().is_some_and(|u| *u != i.token_url) {
+        return Err(token_url_immutable());
+    }
     let mut errors = Vec::new();
     if let Some(n) = req.name {
         check_text("name", &n, 100, &mut errors);
@@ -390,10 +415,6 @@ pub async fn update(
     if let Some(c) = req.client_id {
         check_text("client_id", &c, 512, &mut errors);
         i.client_id = c;
-    }
-    if let Some(u) = req.token_url {
-        check_token_url(&u, &mut errors);
-        i.token_url = u;
     }
     if let Some(sc) = req.scopes {
         check_scopes(&sc, &mut errors);
@@ -415,8 +436,8 @@ pub async fn update(
         return Err(ApiError::Validation(errors));
     }
     if let Some(cs) = &req.client_secret {
-        let dek = s.keyring.dek(actor, user, None).await?;
-        i.client_secret_ct = Some(seal(&dek, user, id, F_CLIENT_SECRET, cs.expose_secret()));
+        let dek = s.keyring.dek(actor, owner, None).await?;
+        i.client_secret_ct = Some(seal(&dek, owner, id, F_CLIENT_SECRET, cs.expose_secret()));
         i.dek_version = dek.version as i32;
     }
     i.status = "active".into();
@@ -432,10 +453,10 @@ pub async fn update(
             }
             e => e.into(),
         })?;
-    let mut ev = event("integration", "update", &caller, Some(user), &meta);
+    let mut ev = event("integration", "update", &caller, Some(owner), &meta);
     ev.metadata = DbJson(serde_json::json!({"integration_id": id}));
     s.recorder.record(vec![ev], vec![]).await?;
-    let t = s.store.integration_token(actor, user, id).await?;
+    let t = s.store.integration_token(actor, owner, id).await?;
     Ok(with_etag(
         StatusCode::OK,
         stored.row_version,
@@ -452,11 +473,15 @@ pub async fn remove(
     meta: RequestMeta,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let user = caller.user()?;
-    if !s.store.delete_integration(caller.actor(), user, id).await? {
+    let owner = load(&s, &caller, id).await?.user_id;
+    if !s
+        .store
+        .delete_integration(caller.actor(), owner, id)
+        .await?
+    {
         return Err(ApiError::not_found("integration"));
     }
-    let mut ev = event("integration", "delete", &caller, Some(user), &meta);
+    let mut ev = event("integration", "delete", &caller, Some(owner), &meta);
     ev.metadata = DbJson(serde_json::json!({"integration_id": id}));
     s.recorder.record(vec![ev], vec![]).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -472,19 +497,19 @@ pub async fn put_tokens(
     AppPath(id): AppPath<Uuid>,
     AppJson(req): AppJson<TokensBody>,
 ) -> ApiResult<Response> {
-    let user = caller.user()?;
     let actor = caller.actor();
     let mut i = load(&s, &caller, id).await?;
+    let owner = i.user_id;
     let mut errors = Vec::new();
     check_tokens(&req, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let prev = s.store.integration_token(actor, user, id).await?;
+    let prev = s.store.integration_token(actor, owner, id).await?;
     let t = seal_tokens(
         &s,
         actor,
-        user,
+        owner,
         id,
         &req,
         prev.map(|p| p.created_at).unwrap_or_else(DbTime::now),
@@ -494,10 +519,10 @@ pub async fn put_tokens(
     if i.status != "active" {
         i = s
             .store
-            .set_integration_status(actor, user, id, "active", None, DbTime::now())
+            .set_integration_status(actor, owner, id, "active", None, DbTime::now())
             .await?;
     }
-    let mut ev = event("integration", "tokens_set", &caller, Some(user), &meta);
+    let mut ev = event("integration", "tokens_set", &caller, Some(owner), &meta);
     ev.metadata = DbJson(serde_json::json!({"integration_id": id}));
     s.recorder.record(vec![ev], vec![]).await?;
     Ok(with_etag(StatusCode::OK, i.row_version, view(i, Some(t))))

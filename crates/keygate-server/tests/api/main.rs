@@ -8,6 +8,7 @@ mod console_api;
 mod dek_rotation;
 mod gateway;
 mod helpers;
+mod integrations;
 mod jwks;
 mod master_key;
 mod openbao;
