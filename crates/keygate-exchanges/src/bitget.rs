@@ -222,10 +222,13 @@ fn spot_order_with(
 /// Futures order: `size` is in the base coin (Bitget "Place Order" (mix): "Amount (base
 /// coin)").
 ///
-/// Reduce-only needs both signals. The position mode is an account setting the request does
-/// not state: in one-way mode Bitget ignores `tradeSide` and honours `reduceOnly: YES`; in
-/// hedge mode it honours `tradeSide: close` (and `reduceOnly` does not apply). Only an
-/// order carrying both cannot open a position in either mode.
+/// Reduce-only: `reduceOnly: YES` with no `tradeSide`, or with `tradeSide: close` (any
+/// case). The position mode is an account setting the request does not state: in one-way
+/// mode Bitget honours `reduceOnly` and ignores `tradeSide`; in hedge mode `tradeSide` is
+/// required (an order without it is rejected) and `close` closes. So `reduceOnly: YES`
+/// cannot open a position in either mode unless `tradeSide` says `open`; `tradeSide:
+/// close` alone (what CCXT sends in hedge mode) could open one in one-way mode, and is
+/// sized like any order.
 fn mix_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
     let mut o = symbol_intent(symbol_of(v, settled)?);
     o.side = Some(parse_side(&req_str(v, "side")?)?);
@@ -235,7 +238,7 @@ fn mix_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError
     o.price_is_limit = is_limit(&order_type) && o.price.is_some();
     o.order_type = Some(order_type);
     o.reduce_only = str_field(v, "reduceOnly").as_deref() == Some("YES")
-        && str_field(v, "tradeSide").as_deref() == Some("close");
+        && str_field(v, "tradeSide").is_none_or(|t| t.eq_ignore_ascii_case("close"));
     Ok(o)
 }
 
@@ -1109,7 +1112,7 @@ mod tests {
     }
 
     #[test]
-    fn mix_reduce_only_needs_both_signals() {
+    fn mix_reduce_only_cannot_open_in_either_position_mode() {
         let body = |extra: &str| {
             format!(
                 r#"{{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"5","side":"buy","orderType":"market"{extra}}}"#
@@ -1124,7 +1127,12 @@ mod tests {
             .reduce_only
         };
         assert!(ro(r#","reduceOnly":"YES","tradeSide":"close""#));
-        assert!(!ro(r#","reduceOnly":"YES""#));
+        assert!(ro(r#","reduceOnly":"YES","tradeSide":"Close""#));
+        // one-way mode honours it; hedge mode rejects an order without tradeSide (CCXT)
+        assert!(ro(r#","reduceOnly":"YES""#));
+        // hedge mode opens with it
+        assert!(!ro(r#","reduceOnly":"YES","tradeSide":"open""#));
+        // one-way mode ignores tradeSide: it could open there (CCXT's hedge-mode close)
         assert!(!ro(r#","tradeSide":"close""#));
         assert!(!ro(r#","reduceOnly":"yes","tradeSide":"close""#));
         assert!(!ro(r#","reduceOnly":true,"tradeSide":"close""#));

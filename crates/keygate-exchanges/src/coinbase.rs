@@ -380,10 +380,9 @@ fn parse_order(v: &Value) -> Result<OrderIntent, ParseError> {
     // better; a market configuration has none, and a bracket's is not sized by.
     o.price_is_limit = o.price.is_some() && matches!(order_type, "limit" | "stop_limit" | "twap");
     o.leverage = util::json_opt_decimal("leverage", v.get("leverage"))?;
-    o.reduce_only = v
-        .get("reduce_only")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    // `reduce_only` is not in Coinbase's create-order schema, so nothing says Coinbase
+    // enforces it: an order claiming it is sized like any other (closing a position is
+    // `orders/close_position`).
     Ok(o)
 }
 

@@ -168,6 +168,13 @@ impl Exchange for Kraken {
             .rsplit('/')
             .next()
             .unwrap_or("");
+        // Kraken's private calls carry everything in the POST body, which is what keygate
+        // reads; a query string it would not read could mean something to Kraken.
+        if req.query.as_deref().is_some_and(|q| !q.is_empty()) {
+            return Err(ParseError::Malformed(
+                "a query string on a Kraken private call".into(),
+            ));
+        }
         let fields = Fields::of(req)?;
         match (class, method) {
             (EndpointClass::Trade, "AddOrder") => Ok(RequestIntent::Orders {
@@ -928,6 +935,14 @@ mod tests {
             "asset=XBT&key=cold&key=attacker&amount=1",
         );
         assert!(Kraken.parse_intent(EndpointClass::Withdraw, &w).is_err());
+        // the body is what keygate reads: a query string beside it is refused
+        let mut q = req(
+            "/0/private/AddOrder",
+            "pair=XBTUSD&type=buy&ordertype=market&volume=0.001",
+        );
+        assert!(Kraken.parse_intent(EndpointClass::Trade, &q).is_ok());
+        q.query = Some("volume=1000".into());
+        assert!(Kraken.parse_intent(EndpointClass::Trade, &q).is_err());
     }
 
     #[test]

@@ -260,7 +260,8 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeysVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key) {
+            // keys that differ only in case count as the same: some parsers match them so
+            if !seen.insert(key.to_lowercase()) {
                 return Err(serde::de::Error::custom(DUPLICATE_KEY));
             }
             map.next_value::<NoDuplicateKeys>()?;

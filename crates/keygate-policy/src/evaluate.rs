@@ -338,7 +338,10 @@ fn order_notional(o: &OrderIntent, prices: &Prices) -> Result<Option<Decimal>, D
                 .and_then(|v| v.checked_mul(u))
                 .ok_or_else(overflow)?;
             match (o.side, base_usd) {
-                (Some(Side::Buy), _) | (_, None) => stated,
+                (Some(Side::Buy), _) => stated,
+                // a sell may fill far above its price: without a reference price, the
+                // notional is not known
+                (_, None) => return Ok(None),
                 (_, Some(b)) => stated.max(at_reference(b)?),
             }
         } else {
@@ -392,7 +395,8 @@ fn order_base_qty(o: &OrderIntent, prices: &Prices) -> Result<Option<Decimal>, D
     if o.side == Some(Side::Sell) {
         return Ok(Some(stated));
     }
-    Ok(Some(at_reference()?.map_or(stated, |r| stated.max(r))))
+    // a buy may fill below its price and buy more: without reference prices, not known
+    Ok(at_reference()?.map(|r| stated.max(r)))
 }
 
 fn check_symbol(limits: &Limits, o: &OrderIntent) -> Result<(), Denial> {

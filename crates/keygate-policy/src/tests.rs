@@ -526,10 +526,18 @@ fn a_sell_limit_below_the_reference_is_sized_at_the_reference() {
         allowed(&p, &orders(vec![buy])).orders()[0].notional_usd,
         Some(d("1"))
     );
-    // Without a reference price, a sell limit is sized at its price.
+    // Without a reference price, a sell limit's notional is not known (it may fill far
+    // above its price): refused under a cap, unsized without one. A buy limit still is.
     p.prices.usd.remove("BTC");
     assert_eq!(
-        allowed(&p, &orders(vec![sell])).orders()[0].notional_usd,
+        allowed(&p, &orders(vec![sell.clone()])).orders()[0].notional_usd,
+        None
+    );
+    p.limits.max_trade_usd = Some(d("10000"));
+    assert_eq!(denied(&p, &orders(vec![sell])), DenyCode::NotionalUnknown);
+    let buy = order("BTCUSDT", Side::Buy, "1", Some("1"));
+    assert_eq!(
+        allowed(&p, &orders(vec![buy])).orders()[0].notional_usd,
         Some(d("1"))
     );
 }

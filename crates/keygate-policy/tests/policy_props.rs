@@ -293,7 +293,7 @@ fn base_units(o: &OrderIntent, p: &Prices) -> Option<Decimal> {
                     if o.side == Some(Side::Sell) {
                         Some(stated)
                     } else {
-                        Some(reference().map_or(stated, |r| stated.max(r)))
+                        reference().map(|r| stated.max(r))
                     }
                 }
                 None => reference(),
@@ -319,7 +319,8 @@ fn notional(o: &OrderIntent, p: &Prices) -> Option<Decimal> {
                     .checked_mul(px)?
                     .checked_mul(usd(p, o.quote.as_deref()?)?)?;
                 match (o.side, base_usd) {
-                    (Some(Side::Buy), _) | (_, None) => stated,
+                    (Some(Side::Buy), _) => stated,
+                    (_, None) => return None,
                     (_, Some(u)) => stated.max(b.checked_mul(u)?),
                 }
             }
