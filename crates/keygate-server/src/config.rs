@@ -75,8 +75,8 @@ pub struct Config {
     /// `KEYGATE_SYNC_INTERVAL_MINUTES` / `sync_interval_minutes`: background key check and
     /// balance sync per connection. Default 60; 0 disables.
     pub sync_interval_minutes: u32,
-    /// `KEYGATE_REFUSE_WITHDRAWAL_KEYS` / `refuse_withdrawal_keys`: suspend a credential whose
-    /// key check reports withdrawal or universal-transfer permission. Default false.
+    /// `KEYGATE_REFUSE_WITHDRAWAL_KEYS` / `refuse_withdrawal_keys`: refuse withdrawal calls
+    /// and suspend a credential whose key check reports withdrawal permission. Default false.
     pub refuse_withdrawal_keys: bool,
     /// `KEYGATE_TLS_CERT` / `tls_cert`: PEM certificate chain; with `tls_key`, serve HTTPS only.
     pub tls_cert: Option<PathBuf>,

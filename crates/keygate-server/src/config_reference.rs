@@ -91,7 +91,7 @@ pub const SETTINGS: &[Setting] = &[
     s("KEYGATE_SYNC_INTERVAL_MINUTES", Some("sync_interval_minutes"), "60",
       "Background key check and balance sync: connections not verified for this long are checked (a few per job tick); exchange-side key expiry reminders go out as webhooks. `0` disables."),
     s("KEYGATE_REFUSE_WITHDRAWAL_KEYS", Some("refuse_withdrawal_keys"), "false",
-      "Suspend a credential whose key check reports withdrawal or universal-transfer permission."),
+      "Suspend a credential whose key check reports withdrawal permission, and refuse every withdrawal call through the gateway (403 `scope_denied`)."),
     s("KEYGATE_ANOMALY_SUSPEND_THRESHOLD", Some("anomaly_suspend_threshold"), "80",
       "Risk score (1-100) at which a credential is suspended at once; `0` or `off` disables suspension (scores are still recorded)."),
     s("KEYGATE_REACTIVATE_FRESH_UNLOCK_MINUTES", Some("reactivate_fresh_unlock_minutes"), "5",

@@ -140,7 +140,9 @@ fn forwardable(name: &HeaderName) -> bool {
                 | "x-method-override"
                 | "x-original-method"
                 | "x-original-url"
+                | "x-original-uri"
                 | "x-rewrite-url"
+                | "x-envoy-original-path"
         ))
 }
 
@@ -173,10 +175,10 @@ fn malformed(out: &OutgoingRequest) -> Option<String> {
     let path = out.path.as_str();
     let bad_byte = path
         .bytes()
-        .find(|b| matches!(b, b'?' | b'#' | b'%' | b'\\') || !b.is_ascii_graphic());
+        .find(|b| matches!(b, b'?' | b'#' | b'%' | b'\\' | b';') || !b.is_ascii_graphic());
     if let Some(b) = bad_byte {
         let shown = match b {
-            b'?' | b'#' | b'%' | b'\\' => format!("'{}'", b as char),
+            b'?' | b'#' | b'%' | b'\\' | b';' => format!("'{}'", b as char),
             _ => format!("byte 0x{b:02x}"),
         };
         return Some(format!(
@@ -688,6 +690,12 @@ async fn decide(
             "this connection is disabled".into(),
         ));
     }
+    if class == EndpointClass::Withdraw && s.config.refuse_withdrawal_keys {
+        return Err(denial(
+            DenyCode::ScopeDenied,
+            "withdrawals are refused on this keygate (KEYGATE_REFUSE_WITHDRAWAL_KEYS)".into(),
+        ));
+    }
     let intent = match class {
         EndpointClass::Trade | EndpointClass::Withdraw | EndpointClass::Transfer => {
             match exchange.api().parse_intent(class, out) {
@@ -1044,6 +1052,7 @@ mod tests {
         for bad in [
             "/api/v1/hf/orders/sync?/cancel",
             "/api/v3/order#x",
+            "/api/v5/trade/order;x=1",
             "/api/v3/%61ccount",
             "/api/v3\\order",
             "/api/v3/order ",
@@ -1114,7 +1123,9 @@ mod tests {
             "x-method-override",
             "x-original-method",
             "x-original-url",
+            "x-original-uri",
             "x-rewrite-url",
+            "x-envoy-original-path",
         ] {
             assert!(
                 !super::forwardable(&super::HeaderName::from_static(h)),

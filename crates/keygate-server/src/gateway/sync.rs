@@ -233,15 +233,13 @@ pub async fn sync_connection(
         }
     }
 
-    // KEYGATE_REFUSE_WITHDRAWAL_KEYS: a key that can move funds off the account is taken
-    // out of service (suspended, audited, webhook) as soon as a check reports it.
+    // KEYGATE_REFUSE_WITHDRAWAL_KEYS: a key that can withdraw is taken out of service
+    // (suspended, audited, webhook) as soon as a check reports it. Transfer permission does
+    // not count: some exchanges report it for every trading key (OKX), and a transfer
+    // between one's own accounts moves nothing off the exchange.
     let refused = match &key_check {
-        Some(k) if s.config.refuse_withdrawal_keys && (k.can_withdraw || k.can_transfer) => {
-            let what = if k.can_withdraw {
-                "withdrawal"
-            } else {
-                "universal-transfer"
-            };
+        Some(k) if s.config.refuse_withdrawal_keys && k.can_withdraw => {
+            let what = "withdrawal";
             crate::anomaly::suspend_credential(
                 s,
                 ctx.credential.user_id,

@@ -2060,10 +2060,24 @@ async fn refuse_withdrawal_keys_suspends_a_key_that_can_withdraw() {
     .unwrap();
     let mock = mock().await;
     let t = app.token(Uuid::new_v4());
-    let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+    let conn = binance_connection(&app, &t, &mock, json!(["read", "withdraw"]), json!({})).await;
     // no withdrawal permission: nothing happens
     sync_now(&app, &t, &conn).await;
     assert_eq!(credential_status(&app, &t, &conn).await, "active");
+    // a withdrawal is refused whatever the key's scopes
+    let (s, _, body) = call(
+        &app,
+        &t,
+        reqwest::Method::POST,
+        &conn,
+        "sapi/v1/capital/withdraw/apply",
+        Some("coin=USDT&address=TXyz1&network=TRX&amount=5"),
+    )
+    .await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(code(&body), "scope_denied");
+    assert!(body.contains("KEYGATE_REFUSE_WITHDRAWAL_KEYS"), "{body}");
+    assert!(mock.requests().iter().all(|r| !r.path.contains("withdraw")));
 
     mock.set_withdrawals_enabled(true);
     let r = sync_now(&app, &t, &conn).await;
