@@ -1748,7 +1748,8 @@ both_backends!(
             .await;
         assert_eq!(s, 200, "{r}");
 
-        // with the password again, the owner widens
+        // with the password again, the owner widens, in the sign-in session that unlocked:
+        // another token of the same user (a bot's) cannot ride on that unlock
         let (s, _) = app
             .post(
                 "/v1/vault/unlock",
@@ -1757,6 +1758,16 @@ both_backends!(
             )
             .await;
         assert_eq!(s, 200);
+        let bot = app.token(user);
+        let r = app
+            .send(
+                reqwest::Method::PATCH,
+                &conn_path,
+                &bot,
+                json!({"limits": {}}),
+            )
+            .await;
+        assert_eq!(code(&r), refused, "{}", r.1);
         let r = patch(
             cred_path.clone(),
             json!({"permissions": ["read", "trade"], "limits": {}}),
