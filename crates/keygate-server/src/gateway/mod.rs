@@ -165,6 +165,22 @@ fn funds_moving(class: EndpointClass, out: &OutgoingRequest) -> EndpointClass {
     }
 }
 
+/// An unknown endpoint whose path, lower-cased, is a known one: an exchange that routes
+/// without regard to case would run the known endpoint, unchecked on a connection that
+/// allows unknown endpoints. Refused like a malformed request.
+fn case_variant(
+    api: &dyn keygate_exchanges::Exchange,
+    class: EndpointClass,
+    out: &OutgoingRequest,
+) -> Option<String> {
+    if class != EndpointClass::Unknown {
+        return None;
+    }
+    let lower = out.path.to_ascii_lowercase();
+    (lower != out.path && api.classify(&out.method, &lower) != EndpointClass::Unknown)
+        .then(|| "the path differs from one of the exchange's known endpoints only in case".into())
+}
+
 /// Why keygate cannot be sure the exchange reads `out` the way keygate classified it, if
 /// it cannot: the path (percent-decoded by the router) holds a `?`, `#`, `%`, `\`, a space
 /// or control character, an empty segment or a dot segment (the exchange, or a proxy in
@@ -327,7 +343,7 @@ async fn proxy_call(
         reserved: None,
     };
 
-    let decided = match malformed(&out) {
+    let decided = match malformed(&out).or_else(|| case_variant(api, class, &out)) {
         Some(detail) => Err(Denial {
             code: DenyCode::RequestMalformed,
             detail,
@@ -1112,6 +1128,22 @@ mod tests {
         for (class, r, want) in cases {
             assert_eq!(super::funds_moving(class, &r), want, "{}", r.path);
         }
+    }
+
+    /// A known endpoint written in another case is refused; unknown ones and known ones
+    /// are not.
+    #[test]
+    fn known_endpoints_in_another_case_are_refused() {
+        let okx = keygate_exchanges::ExchangeId::Okx.api();
+        let case = |p: &str| {
+            let r = out(p, &[]);
+            super::case_variant(okx, okx.classify(&r.method, &r.path), &r)
+        };
+        assert!(case("/API/V5/TRADE/ORDER").is_some());
+        assert!(case("/api/v5/Trade/Order").is_some());
+        assert_eq!(case("/api/v5/trade/order"), None);
+        assert_eq!(case("/api/v5/some/new-endpoint"), None);
+        assert_eq!(case("/API/V5/SOME/NEW-ENDPOINT"), None);
     }
 
     /// Headers that would let an upstream run another method or path are not forwarded.
