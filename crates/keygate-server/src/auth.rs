@@ -124,6 +124,8 @@ pub const JWKS_DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 /// An unknown `kid` fetches the set again at most this often (bounded by the max age), so
 /// tokens with made-up kids cannot make keygate hammer the JWKS URL.
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
+/// The largest `KEYGATE_JWKS_MAX_AGE_SECS` honoured: a day.
+pub const JWKS_MAX_MAX_AGE: Duration = Duration::from_secs(86_400);
 
 /// The keys of the JWKS URL, by `kid`.
 ///
@@ -166,16 +168,24 @@ impl Jwks {
 
     /// The key for `kid`, fetching the set first when it is older than the max age (or
     /// when `kid` is unknown and the last try is long enough ago).
-    async fn key(&self, kid: &str) -> Result<JwksKey, ApiError> {
+    ///
+    /// One fetch at a time, in a task of its own: a client that hangs up cannot cancel it
+    /// (a cancelled fetch would count as tried and hold off the next one, so hanging up on
+    /// made-up `kid`s could keep the set from ever refreshing). A request that misses
+    /// while a fetch runs waits for it (the fetch times out after 5 s), then looks again.
+    async fn key(self: &Arc<Self>, kid: &str) -> Result<JwksKey, ApiError> {
         if let Some(k) = self.lookup(kid, false) {
             return Ok(k);
         }
-        if self.needs_fetch(kid) {
+        {
             let _one = self.fetching.lock().await;
             // another request may have fetched while this one waited
             if self.needs_fetch(kid) {
-                if let Err(e) = self.fetch().await {
-                    tracing::warn!(error = %e, "jwks refresh failed");
+                let me = Arc::clone(self);
+                match tokio::spawn(async move { me.fetch().await }).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "jwks refresh failed"),
+                    Err(e) => tracing::warn!(error = %e, "jwks refresh task failed"),
                 }
             }
         }
@@ -300,11 +310,13 @@ impl Authenticator {
         }
     }
 
-    /// Sets how long a fetched JWKS key set is used (`KEYGATE_JWKS_MAX_AGE_SECS`; at least
-    /// one second). Call before the authenticator is cloned.
+    /// Sets how long a fetched JWKS key set is used (`KEYGATE_JWKS_MAX_AGE_SECS`; one
+    /// second to one day). Call before the authenticator is cloned.
     pub fn with_jwks_max_age(mut self, max_age: Duration) -> Self {
-        if let Some(j) = self.jwks.as_mut().and_then(Arc::get_mut) {
-            j.max_age = max_age.max(Duration::from_secs(1));
+        if let Some(jwks) = self.jwks.as_mut() {
+            let j =
+                Arc::get_mut(jwks).expect("with_jwks_max_age before the authenticator is shared");
+            j.max_age = max_age.clamp(Duration::from_secs(1), JWKS_MAX_MAX_AGE);
         }
         self
     }

@@ -503,7 +503,7 @@ impl Config {
                 fc.jwks_max_age_secs,
                 300,
             )?
-            .max(1),
+            .clamp(1, crate::auth::JWKS_MAX_MAX_AGE.as_secs()),
             jwt_audience: env("KEYGATE_JWT_AUDIENCE").or(fc.jwt_audience),
             admin_claim: env("KEYGATE_ADMIN_CLAIM")
                 .or(fc.admin_claim)

@@ -61,7 +61,7 @@ pub const SETTINGS: &[Setting] = &[
     s("KEYGATE_JWKS_URL", Some("jwks_url"), "unset",
       "Also accept RS256/ES256 tokens signed by these keys (for example Supabase)."),
     s("KEYGATE_JWKS_MAX_AGE_SECS", Some("jwks_max_age_secs"), "300",
-      "How long a fetched JWKS key set is used before it is fetched again: a key removed from the JWKS stops being accepted within this. If the refetch fails, the old set is used until it is twice this old; after that, tokens signed with JWKS keys get 503 `jwks_unavailable` until the JWKS answers again. At least 1."),
+      "How long a fetched JWKS key set is used before it is fetched again: a key removed from the JWKS stops being accepted within this. If the refetch fails, the old set is used until it is twice this old; after that, tokens signed with JWKS keys get 503 `jwks_unavailable` until the JWKS answers again. 1 to 86400. A console session opened with a JWKS-signed token is not ended when its key is removed: end such sessions yourself (they last until the token's `exp`, at most 12 h)."),
     s("KEYGATE_JWT_AUDIENCE", Some("jwt_audience"), "unset",
       "Required `aud` claim, if set."),
     s("KEYGATE_ADMIN_CLAIM", Some("admin_claim"), "keygate_admin",

@@ -142,6 +142,8 @@ struct JwksServer {
     keys: std::sync::Mutex<Vec<Value>>,
     failing: std::sync::atomic::AtomicBool,
     fetches: std::sync::atomic::AtomicUsize,
+    /// Answer only after this many milliseconds.
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 async fn jwks_server(keys: Vec<Value>) -> (String, std::sync::Arc<JwksServer>) {
@@ -155,6 +157,8 @@ async fn jwks_server(keys: Vec<Value>) -> (String, std::sync::Arc<JwksServer>) {
             let st = s2.clone();
             async move {
                 st.fetches.fetch_add(1, Ordering::SeqCst);
+                let delay = st.delay_ms.load(Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
                 if st.failing.load(Ordering::SeqCst) {
                     return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down").into_response();
                 }
@@ -237,4 +241,53 @@ async fn a_key_removed_from_the_jwks_stops_working_after_the_max_age() {
     tokio::time::sleep(Duration::from_millis(MAX_AGE * 1000 + 100)).await;
     let (s, v) = app.get("/v1/credentials", &new.token(user, 600)).await;
     assert_eq!(s, 200, "{v}");
+}
+
+// A client that hangs up while its request fetches the JWKS does not cancel the fetch: it
+// runs to its end and the next request finds the new key. (Cancelled, the fetch counted
+// as tried and held off the next one, so made-up kids and a hang-up could keep the set
+// from refreshing.)
+#[tokio::test]
+async fn a_client_hanging_up_does_not_cancel_the_jwks_fetch() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let (first, first_jwk) = ec_signer("ec-first");
+    let (rotated, rotated_jwk) = ec_signer("ec-rotated");
+    let (url, jwks) = jwks_server(vec![first_jwk.clone()]).await;
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |cfg| {
+        cfg.jwks_url = Some(url);
+        cfg.jwks_max_age_secs = 2;
+    })
+    .await
+    .unwrap();
+    let user = Uuid::new_v4();
+    let (s, v) = app.get("/v1/credentials", &first.token(user, 600)).await;
+    assert_eq!(s, 200, "{v}");
+
+    // the identity provider rotates a key in, and its JWKS answers slowly
+    *jwks.keys.lock().unwrap() = vec![first_jwk, rotated_jwk];
+    jwks.delay_ms.store(1_000, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let hung_up = impatient
+        .get(format!("{}/v1/credentials", app.base))
+        .bearer_auth(rotated.token(user, 600))
+        .send()
+        .await;
+    assert!(
+        hung_up.is_err(),
+        "the client gave up before the JWKS answered"
+    );
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let fetches = jwks.fetches.load(Ordering::SeqCst);
+    let (s, v) = app.get("/v1/credentials", &rotated.token(user, 600)).await;
+    assert_eq!(s, 200, "the fetch the client left ran to its end: {v}");
+    assert_eq!(
+        jwks.fetches.load(Ordering::SeqCst),
+        fetches,
+        "no second fetch needed"
+    );
 }
