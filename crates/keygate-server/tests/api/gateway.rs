@@ -2115,3 +2115,55 @@ async fn refuse_withdrawal_keys_suspends_a_key_that_can_withdraw() {
     assert_eq!(r["key_check"]["can_withdraw"], true, "{r}");
     assert_eq!(credential_status(&plain, &t, &conn).await, "active");
 }
+
+both_backends!(
+    a_query_beside_a_json_order_is_refused,
+    |app: TestApp| async move {
+        let mock = MockExchange::start(MockConfig {
+            keys: vec![MockKey::hmac("bybit", "bybit-key", "bybit-secret")],
+        })
+        .await;
+        let t = app.token(Uuid::new_v4());
+        let (s, cred) = app
+            .post(
+                "/v1/credentials",
+                &t,
+                json!({"exchange": "bybit", "label": "bybit", "api_key": "bybit-key", "api_secret": "bybit-secret", "permissions": ["read", "trade"]}),
+            )
+            .await;
+        assert_eq!(s, 201, "{cred}");
+        let (s, conn) = app
+            .post(
+                "/v1/connections",
+                &t,
+                json!({"name": "bybit", "exchange": "bybit", "credential_id": cred["id"], "base_url": mock.base_url(), "limits": {"max_trade_usd": "100"}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{conn}");
+        let conn = conn["id"].as_str().unwrap().to_string();
+        let order = |query: &'static str| {
+            let url = format!(
+                "{}/v1/connections/{conn}/proxy/v5/order/create{query}",
+                app.base
+            );
+            let req = app
+                .client
+                .post(url)
+                .bearer_auth(&t)
+                .header("content-type", "application/json")
+                .body(r#"{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"0.001","price":"50000"}"#);
+            async move {
+                let r = req.send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        // the body is a $50 order; a query beside it could say otherwise to the exchange
+        let (s, body) = order("?qty=1000").await;
+        assert_eq!(s, 403, "{body}");
+        assert_eq!(code(&body), "order_unparsable", "{body}");
+        assert!(mock.requests().is_empty(), "never reaches the exchange");
+        let (s, body) = order("").await;
+        assert_eq!(s, 200, "{body}");
+        assert!(mock.requests().last().unwrap().verified);
+    }
+);
