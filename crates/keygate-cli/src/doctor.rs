@@ -643,6 +643,7 @@ mod tests {
             ),
             ("redis://:hunter2-user@cache:6379", "hunter2-user"),
             ("https://bao:hunter2-bao@bao.internal:8200", "hunter2-bao"),
+            ("host=db user=kg password=hunter2-kv", "hunter2-kv"),
         ] {
             let shown = redact_url(url);
             assert!(!shown.contains(secret), "{url} printed as {shown}");

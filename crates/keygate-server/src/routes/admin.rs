@@ -171,8 +171,12 @@ pub fn without_password(u: &str) -> String {
             }
             url.to_string()
         }
-        // Not a URL (a bare SQLite path): nothing to hide, but do not echo anything odd.
-        Err(_) if u.starts_with("sqlite:") || (!u.contains('@') && !u.contains('?')) => {
+        // Not a URL (a bare SQLite path): nothing to hide, but do not echo anything odd
+        // (`host=db password=x`, a libpq key-value string, is not a path).
+        Err(_)
+            if u.starts_with("sqlite:")
+                || !u.contains(|c: char| matches!(c, '@' | '?' | '=') || c.is_whitespace()) =>
+        {
             u.to_string()
         }
         Err(_) => "(set; not shown)".into(),
