@@ -183,19 +183,19 @@ fn check_endpoint(p: &Policy, req: &CallRequest) -> Result<(), Denial> {
                 (
                     p.limits.allow_manage_endpoints,
                     DenyCode::EndpointManageDenied,
-                    "key-management / account-settings endpoint",
+                    "a key-management / account-settings endpoint",
                 )
             } else {
                 (
                     p.limits.allow_unknown_endpoints,
                     DenyCode::EndpointUnknown,
-                    "endpoint keygate does not classify",
+                    "an endpoint keygate does not classify",
                 )
             };
             if !flag {
                 return Err(Denial::new(
                     code,
-                    format!("{path} is a {what}; the connection does not allow it"),
+                    format!("{path} is {what}; the connection does not allow it"),
                 ));
             }
             // Such an endpoint may do anything (even mint a withdrawal-enabled key), so
@@ -203,7 +203,7 @@ fn check_endpoint(p: &Policy, req: &CallRequest) -> Result<(), Denial> {
             if !p.scopes.contains_all(&ScopeSet::all()) {
                 return Err(Denial::new(
                     DenyCode::ScopeDenied,
-                    format!("{path} is a {what} and needs every scope"),
+                    format!("{path} is {what} and needs every scope"),
                 ));
             }
         }

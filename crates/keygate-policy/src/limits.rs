@@ -183,6 +183,23 @@ impl Limits {
         both == *self
     }
 
+    /// Whether these limits constrain orders or withdrawals: sizes, volume, position,
+    /// leverage, daily loss, withdrawal amounts or addresses, or symbol lists. Such limits
+    /// cannot be checked on a call to an endpoint keygate does not classify.
+    pub fn limit_orders_or_funds(&self) -> bool {
+        self.max_trade_usd.is_some()
+            || self.max_daily_volume_usd.is_some()
+            || self.max_position_size.is_some()
+            || self.max_leverage.is_some()
+            || self.max_daily_loss_usd.is_some()
+            || self.max_withdrawal_usd_per_tx.is_some()
+            || self.max_withdrawal_usd_per_day.is_some()
+            || self.max_withdrawal_usd_per_month.is_some()
+            || self.withdrawal_address_allowlist.is_some()
+            || self.allowed_symbols.is_some()
+            || !self.blocked_symbols.is_empty()
+    }
+
     /// Which spend caps these limits set: (daily volume, withdrawals per day or month).
     pub fn spend_caps(&self) -> (bool, bool) {
         (
@@ -489,6 +506,39 @@ mod tests {
         for (i, l) in looser.iter().enumerate() {
             assert!(!l.no_looser_than(&old), "looser #{i}");
         }
+    }
+
+    /// Which limits make an unknown endpoint's write unusable: those it cannot be checked
+    /// against. Rates, IP lists and flags can be.
+    #[test]
+    fn which_limits_constrain_orders_or_funds() {
+        let mut ips = Limits {
+            max_requests_per_minute: Some(10),
+            ip_allowlist: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+            allow_unknown_endpoints: true,
+            stop_loss_percentage: Some(d("5")),
+            ..Limits::default()
+        };
+        assert!(!ips.limit_orders_or_funds());
+        for set in [
+            |l: &mut Limits| l.max_trade_usd = Some(d("1")),
+            |l: &mut Limits| l.max_daily_volume_usd = Some(d("1")),
+            |l: &mut Limits| l.max_position_size = Some(d("1")),
+            |l: &mut Limits| l.max_leverage = Some(d("1")),
+            |l: &mut Limits| l.max_daily_loss_usd = Some(d("1")),
+            |l: &mut Limits| l.max_withdrawal_usd_per_tx = Some(d("1")),
+            |l: &mut Limits| l.max_withdrawal_usd_per_day = Some(d("1")),
+            |l: &mut Limits| l.max_withdrawal_usd_per_month = Some(d("1")),
+            |l: &mut Limits| l.withdrawal_address_allowlist = Some(vec![]),
+            |l: &mut Limits| l.allowed_symbols = Some(vec!["BTCUSDT".into()]),
+            |l: &mut Limits| l.blocked_symbols = vec!["DOGEUSDT".into()],
+        ] {
+            let mut l = ips.clone();
+            set(&mut l);
+            assert!(l.limit_orders_or_funds(), "{l:?}");
+        }
+        ips.allow_manage_endpoints = true;
+        assert!(!ips.limit_orders_or_funds());
     }
 
     /// A spend cap above what the ledger counts is refused, or, stored before, acts as it.

@@ -771,6 +771,22 @@ async fn decide(
         .limits
         .clone()
         .map_err(|d| denial(DenyCode::CountersUnavailable, d))?;
+    // An unknown endpoint's call cannot be sized: where limits constrain orders or funds,
+    // only reads reach one, even on a connection that allows unknown endpoints.
+    if class == EndpointClass::Unknown
+        && out.method != Method::GET
+        && out.method != Method::HEAD
+        && limits.limit_orders_or_funds()
+    {
+        return Err(denial(
+            DenyCode::EndpointUnknown,
+            format!(
+                "{} {} is an endpoint keygate does not classify; with order or withdrawal limits set, only GET reaches one (keygate could not check the limits)",
+                out.method,
+                out.path.chars().take(128).collect::<String>()
+            ),
+        ));
+    }
     let scopes = prepared.scopes.clone();
     let key = key_state(ctx);
     let vault = match &ctx.user_key {

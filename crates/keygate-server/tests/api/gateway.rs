@@ -2167,3 +2167,58 @@ both_backends!(
         assert!(mock.requests().last().unwrap().verified);
     }
 );
+
+// An unknown endpoint's write cannot be checked against order or withdrawal limits: where
+// such limits are set, only GET reaches one, even on a connection that allows unknown
+// endpoints. Without them, the connection's permission to reach unknown endpoints stands.
+both_backends!(
+    unknown_writes_are_refused_where_limits_cannot_be_checked,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let every = json!(["read", "trade", "withdraw", "transfer", "sub_account"]);
+        let capped = binance_connection(
+            &app,
+            &t,
+            &mock,
+            every.clone(),
+            json!({"allow_unknown_endpoints": true, "max_trade_usd": "100"}),
+        )
+        .await;
+        let open = binance_connection(
+            &app,
+            &t,
+            &mock,
+            every,
+            json!({"allow_unknown_endpoints": true}),
+        )
+        .await;
+        // unknown endpoints need the credential's consent too
+        for conn in [&capped, &open] {
+            let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+            let cred = c["credential_id"].as_str().unwrap();
+            let (s, r) = app
+                .send(
+                    reqwest::Method::PATCH,
+                    &format!("/v1/credentials/{cred}"),
+                    &t,
+                    json!({"limits": {"allow_unknown_endpoints": true}}),
+                )
+                .await;
+            assert_eq!(s, 200, "{r}");
+        }
+        let path = "api/v3/someNewEndpoint";
+        let (s, _, body) = call(&app, &t, reqwest::Method::POST, &capped, path, Some("a=1")).await;
+        assert_eq!(s, 403, "{body}");
+        assert_eq!(code(&body), "endpoint_unknown", "{body}");
+        assert!(body.contains("only GET"), "refused for its limits: {body}");
+        assert!(mock.requests().is_empty(), "never reaches the exchange");
+        // a read still does
+        let (_, _, body) = call(&app, &t, reqwest::Method::GET, &capped, path, None).await;
+        assert_eq!(mock.requests().len(), 1, "{body}");
+        // and without such limits, so does a write
+        call(&app, &t, reqwest::Method::POST, &open, path, Some("a=1")).await;
+        assert_eq!(mock.requests().len(), 2);
+        assert_eq!(mock.requests().last().unwrap().method, "POST");
+    }
+);
