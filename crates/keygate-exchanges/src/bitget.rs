@@ -517,6 +517,7 @@ impl Exchange for Bitget {
         class: EndpointClass,
         req: &OutgoingRequest,
     ) -> Result<RequestIntent, ParseError> {
+        util::no_query_beside_the_body(req)?;
         match class {
             Trade => trade_intent(&req.path, &body_json(req)?),
             Withdraw => match req.path.as_str() {

@@ -157,6 +157,7 @@ impl Exchange for Coinbase {
         class: EndpointClass,
         req: &OutgoingRequest,
     ) -> Result<RequestIntent, ParseError> {
+        util::no_query_beside_the_body(req)?;
         let path = req.path.trim_end_matches('/');
         match class {
             EndpointClass::Trade => parse_trade(path, req),

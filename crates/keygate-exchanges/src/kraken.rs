@@ -168,13 +168,8 @@ impl Exchange for Kraken {
             .rsplit('/')
             .next()
             .unwrap_or("");
-        // Kraken's private calls carry everything in the POST body, which is what keygate
-        // reads; a query string it would not read could mean something to Kraken.
-        if req.query.as_deref().is_some_and(|q| !q.is_empty()) {
-            return Err(ParseError::Malformed(
-                "a query string on a Kraken private call".into(),
-            ));
-        }
+        // Kraken's private calls carry everything in the POST body
+        util::no_query_beside_the_body(req)?;
         let fields = Fields::of(req)?;
         match (class, method) {
             (EndpointClass::Trade, "AddOrder") => Ok(RequestIntent::Orders {

@@ -183,6 +183,7 @@ impl Exchange for Kucoin {
         class: EndpointClass,
         req: &OutgoingRequest,
     ) -> Result<RequestIntent, ParseError> {
+        util::no_query_beside_the_body(req)?;
         match class {
             EndpointClass::Trade => parse_trade(req),
             EndpointClass::Withdraw => parse_withdraw(req),

@@ -690,6 +690,7 @@ impl Exchange for Okx {
         class: EndpointClass,
         req: &OutgoingRequest,
     ) -> Result<RequestIntent, ParseError> {
+        util::no_query_beside_the_body(req)?;
         match class {
             Trade => okx_trade_intent(&req.path, &body_json(req)?),
             Withdraw => okx_withdraw_intent(&req.path, &body_json(req)?),

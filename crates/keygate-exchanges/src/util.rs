@@ -350,9 +350,72 @@ pub fn route_class(
         .map(|(_, _, class)| *class)
 }
 
+/// For an exchange whose private writes carry every parameter in the body (OKX, Bybit,
+/// Bitget, KuCoin, Coinbase, Kraken): a query string beside a write's body is refused.
+/// keygate reads the body only, and the exchange might read the query too (an order
+/// checked as one thing and run as another). Stock CCXT never sends one. Reads and
+/// DELETEs carry their parameters in the query and pass.
+pub(crate) fn no_query_beside_the_body(req: &crate::OutgoingRequest) -> Result<(), ParseError> {
+    let writes = matches!(
+        req.method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    );
+    if writes && req.query.as_deref().is_some_and(|q| !q.is_empty()) {
+        return Err(ParseError::Malformed(
+            "a query string beside the body; this exchange reads a write's parameters from the body"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes to the body-only exchanges carry no query string; their reads and DELETEs,
+    /// and the other exchanges' writes, may.
+    #[test]
+    fn a_query_beside_a_json_body_is_refused() {
+        use crate::{EndpointClass, ExchangeId as X, OutgoingRequest};
+        let with = |m: http::Method, q: Option<&str>| OutgoingRequest {
+            method: m,
+            path: "/v5/order/create".into(),
+            query: q.map(Into::into),
+            headers: HeaderMap::new(),
+            body: Default::default(),
+        };
+        let post = http::Method::POST;
+        assert!(no_query_beside_the_body(&with(post.clone(), Some("qty=1000"))).is_err());
+        assert!(no_query_beside_the_body(&with(http::Method::PATCH, Some("a=1"))).is_err());
+        assert!(no_query_beside_the_body(&with(post.clone(), None)).is_ok());
+        assert!(no_query_beside_the_body(&with(post.clone(), Some(""))).is_ok());
+        assert!(no_query_beside_the_body(&with(http::Method::DELETE, Some("symbol=A"))).is_ok());
+        for x in [
+            X::Okx,
+            X::Bybit,
+            X::Bitget,
+            X::Kucoin,
+            X::Coinbase,
+            X::Kraken,
+        ] {
+            let e = x
+                .api()
+                .parse_intent(EndpointClass::Trade, &with(post.clone(), Some("qty=1000")))
+                .unwrap_err();
+            assert!(e.to_string().contains("query string"), "{x:?}: {e}");
+        }
+        for x in [X::Binance, X::Binanceusdm, X::Gate] {
+            let e = x
+                .api()
+                .parse_intent(EndpointClass::Trade, &with(post.clone(), Some("a=1")));
+            assert!(
+                e.as_ref()
+                    .map_or_else(|e| !e.to_string().contains("query string"), |_| true),
+                "{x:?}: {e:?}"
+            );
+        }
+    }
 
     #[test]
     fn raw_pairs_round_trip_byte_for_byte() {

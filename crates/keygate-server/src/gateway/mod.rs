@@ -165,31 +165,6 @@ fn funds_moving(class: EndpointClass, out: &OutgoingRequest) -> EndpointClass {
     }
 }
 
-/// A query string on a write to an exchange whose private writes carry every parameter
-/// in the JSON body (OKX, Bybit, Bitget, KuCoin, Coinbase): keygate reads the body only,
-/// and the exchange might read the query too (an order checked as one thing and run as
-/// another). Stock CCXT never sends one. Refused as unreadable.
-fn query_beside_the_body(
-    exchange: ExchangeId,
-    out: &OutgoingRequest,
-) -> Option<keygate_exchanges::ParseError> {
-    let body_only = matches!(
-        exchange,
-        ExchangeId::Okx
-            | ExchangeId::Bybit
-            | ExchangeId::Bitget
-            | ExchangeId::Kucoin
-            | ExchangeId::Coinbase
-    );
-    let writes = matches!(out.method, Method::POST | Method::PUT | Method::PATCH);
-    (body_only && writes && out.query.as_deref().is_some_and(|q| !q.is_empty())).then(|| {
-        keygate_exchanges::ParseError::Malformed(format!(
-            "a query string beside the body; {} reads this call's parameters from the body",
-            exchange.as_str()
-        ))
-    })
-}
-
 /// An unknown endpoint whose path, lower-cased, is a known one: an exchange that routes
 /// without regard to case would run the known endpoint, unchecked on a connection that
 /// allows unknown endpoints. Refused like a malformed request.
@@ -739,11 +714,7 @@ async fn decide(
     }
     let intent = match class {
         EndpointClass::Trade | EndpointClass::Withdraw | EndpointClass::Transfer => {
-            let parsed = match query_beside_the_body(exchange, out) {
-                Some(e) => Err(e),
-                None => exchange.api().parse_intent(class, out),
-            };
-            match parsed {
+            match exchange.api().parse_intent(class, out) {
                 Ok(i) => i,
                 Err(e) if class == EndpointClass::Trade => {
                     return Err(denial(
@@ -771,22 +742,6 @@ async fn decide(
         .limits
         .clone()
         .map_err(|d| denial(DenyCode::CountersUnavailable, d))?;
-    // An unknown endpoint's call cannot be sized: where limits constrain orders or funds,
-    // only reads reach one, even on a connection that allows unknown endpoints.
-    if class == EndpointClass::Unknown
-        && out.method != Method::GET
-        && out.method != Method::HEAD
-        && limits.limit_orders_or_funds()
-    {
-        return Err(denial(
-            DenyCode::EndpointUnknown,
-            format!(
-                "{} {} is an endpoint keygate does not classify; with order or withdrawal limits set, only GET reaches one (keygate could not check the limits)",
-                out.method,
-                out.path.chars().take(128).collect::<String>()
-            ),
-        ));
-    }
     let scopes = prepared.scopes.clone();
     let key = key_state(ctx);
     let vault = match &ctx.user_key {
@@ -808,6 +763,7 @@ async fn decide(
         intent,
         client_ip,
         path: out.path.clone(),
+        writes: !matches!(out.method, Method::GET | Method::HEAD),
     };
     let mut counters = Counters::default();
     let public = class == EndpointClass::Public && request.intent == RequestIntent::None;
@@ -1189,36 +1145,6 @@ mod tests {
         assert_eq!(case("/api/v5/trade/order"), None);
         assert_eq!(case("/api/v5/some/new-endpoint"), None);
         assert_eq!(case("/API/V5/SOME/NEW-ENDPOINT"), None);
-    }
-
-    /// Writes to the JSON-body exchanges carry no query string; others, and reads, may.
-    #[test]
-    fn a_query_beside_a_json_body_is_refused() {
-        use keygate_exchanges::ExchangeId as X;
-        let with = |m: super::Method, q: Option<&str>| super::OutgoingRequest {
-            method: m,
-            query: q.map(Into::into),
-            ..out("/v5/order/create", &["application/json"])
-        };
-        let post = super::Method::POST;
-        for x in [X::Okx, X::Bybit, X::Bitget, X::Kucoin, X::Coinbase] {
-            assert!(
-                super::query_beside_the_body(x, &with(post.clone(), Some("qty=1000"))).is_some()
-            );
-            assert!(
-                super::query_beside_the_body(x, &with(super::Method::PATCH, Some("a=1"))).is_some()
-            );
-            assert!(super::query_beside_the_body(x, &with(post.clone(), None)).is_none());
-            assert!(super::query_beside_the_body(x, &with(post.clone(), Some(""))).is_none());
-            assert!(super::query_beside_the_body(
-                x,
-                &with(super::Method::DELETE, Some("symbol=A"))
-            )
-            .is_none());
-        }
-        for x in [X::Binance, X::Binanceusdm, X::Gate, X::Kraken] {
-            assert!(super::query_beside_the_body(x, &with(post.clone(), Some("a=1"))).is_none());
-        }
     }
 
     /// Headers that would let an upstream run another method or path are not forwarded.
