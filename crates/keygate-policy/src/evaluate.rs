@@ -26,6 +26,8 @@ pub struct CallRequest {
     pub client_ip: IpAddr,
     /// Exchange path, used only in human-readable details.
     pub path: String,
+    /// The HTTP method may change state (anything but GET and HEAD).
+    pub writes: bool,
 }
 
 /// Everything policy knows about the account at the moment of the call.
@@ -204,6 +206,17 @@ fn check_endpoint(p: &Policy, req: &CallRequest) -> Result<(), Denial> {
                 return Err(Denial::new(
                     DenyCode::ScopeDenied,
                     format!("{path} is {what} and needs every scope"),
+                ));
+            }
+            // Its call cannot be sized: where limits constrain orders or funds, only reads
+            // reach one.
+            if req.class == EndpointClass::Unknown && req.writes && p.limits.limit_orders_or_funds()
+            {
+                return Err(Denial::new(
+                    code,
+                    format!(
+                        "{path} is {what}; with order or withdrawal limits set, only GET reaches one (keygate could not check the limits)"
+                    ),
                 ));
             }
         }

@@ -50,6 +50,7 @@ fn req(class: EndpointClass, intent: RequestIntent) -> CallRequest {
         intent,
         client_ip: ip("203.0.113.7"),
         path: "/api/v3/order".into(),
+        writes: true,
     }
 }
 
@@ -308,6 +309,28 @@ fn unknown_needs_flag_and_every_scope() {
         .filter(|s| *s != Scope::SubAccount)
         .collect();
     assert_eq!(denied(&p, &r), DenyCode::ScopeDenied);
+}
+
+/// An unknown endpoint's write cannot be checked against order or withdrawal limits: with
+/// any set, only reads reach one. Rates and IP lists do not stand in its way.
+#[test]
+fn unknown_writes_are_refused_under_order_or_withdrawal_limits() {
+    let mut p = policy();
+    p.limits.allow_unknown_endpoints = true;
+    p.limits.max_requests_per_minute = Some(100);
+    let write = req(EndpointClass::Unknown, RequestIntent::None);
+    let read = CallRequest {
+        writes: false,
+        ..write.clone()
+    };
+    allowed(&p, &write);
+    p.limits.max_trade_usd = Some(d("100"));
+    assert_eq!(denied(&p, &write), DenyCode::EndpointUnknown);
+    allowed(&p, &read);
+    p.limits.max_trade_usd = None;
+    p.limits.withdrawal_address_allowlist = Some(vec!["a".into()]);
+    assert_eq!(denied(&p, &write), DenyCode::EndpointUnknown);
+    allowed(&p, &read);
 }
 
 // ---- rate limits ----

@@ -250,6 +250,7 @@ fn request(class: EndpointClass, intent: RequestIntent) -> CallRequest {
         intent,
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         path: "/p".into(),
+        writes: true,
     }
 }
 
@@ -346,6 +347,10 @@ fn check_allowed_respects_limits(pol: &Policy, req: &CallRequest) -> Result<(), 
     if req.class == EndpointClass::Public && req.intent == RequestIntent::None {
         return Ok(());
     }
+    prop_assert!(
+        !(req.class == EndpointClass::Unknown && req.writes && l.limit_orders_or_funds()),
+        "an unknown endpoint's write allowed under order or withdrawal limits"
+    );
     for (lim, used) in [
         (l.max_requests_per_minute, c.requests_this_minute),
         (l.max_requests_per_hour, c.requests_this_hour),
