@@ -2041,9 +2041,15 @@ async fn sync_now(app: &TestApp, t: &str, conn: &str) -> Value {
     r
 }
 
+/// The id of the credential behind `conn`.
+pub async fn credential_of(app: &TestApp, t: &str, conn: &str) -> String {
+    let (s, c) = app.get(&format!("/v1/connections/{conn}"), t).await;
+    assert_eq!(s, 200, "{c}");
+    c["credential_id"].as_str().unwrap().to_string()
+}
+
 async fn credential_status(app: &TestApp, t: &str, conn: &str) -> String {
-    let (_, c) = app.get(&format!("/v1/connections/{conn}"), t).await;
-    let id = c["credential_id"].as_str().unwrap();
+    let id = credential_of(app, t, conn).await;
     let (_, cred) = app.get(&format!("/v1/credentials/{id}"), t).await;
     cred["status"].as_str().unwrap().to_string()
 }
@@ -2195,8 +2201,7 @@ both_backends!(
         .await;
         // unknown endpoints need the credential's consent too
         for conn in [&capped, &open] {
-            let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
-            let cred = c["credential_id"].as_str().unwrap();
+            let cred = credential_of(&app, &t, conn).await;
             let (s, r) = app
                 .send(
                     reqwest::Method::PATCH,

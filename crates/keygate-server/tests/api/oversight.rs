@@ -1648,8 +1648,7 @@ both_backends!(
             json!({"max_trade_usd": "100"}),
         )
         .await;
-        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
-        let cred = c["credential_id"].as_str().unwrap().to_string();
+        let cred = crate::gateway::credential_of(&app, &t, &conn).await;
         let patch = |path: String, body: serde_json::Value| {
             let (app, t) = (&app, t.clone());
             async move { app.send(reqwest::Method::PATCH, &path, &t, body).await }
