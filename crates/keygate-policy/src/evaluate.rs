@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use crate::decision::{Decision, Denial, DenyCode, OrderApproval, PolicyApproved};
 use crate::limits::Limits;
 use crate::scope::{Scope, ScopeSet};
-use crate::state::{Counters, KeyState, KeyStatus, Prices, VaultState};
+use crate::state::{CapsElsewhere, Counters, KeyState, KeyStatus, Prices, VaultState};
 use crate::symbol::{normalize_symbol, same_address};
 
 /// One call through the gateway, as the server classified and parsed it.
@@ -41,6 +41,8 @@ pub struct Policy {
     pub vault: VaultState,
     pub counters: Counters,
     pub prices: Prices,
+    /// Caps on the key's other connections, which count this call's amounts too.
+    pub caps_elsewhere: CapsElsewhere,
 }
 
 /// Decide whether `request` may be signed and forwarded. Pure: same inputs, same answer.
@@ -534,13 +536,19 @@ fn check_orders(p: &Policy, orders: &[OrderIntent]) -> Result<Vec<OrderApproval>
             continue;
         }
 
-        if l.max_trade_usd.is_some() || l.max_daily_volume_usd.is_some() {
+        let capped_here = l.max_trade_usd.is_some() || l.max_daily_volume_usd.is_some();
+        if capped_here || p.caps_elsewhere.volume {
             let Some(n) = notional else {
                 return Err(Denial::new(
                     DenyCode::NotionalUnknown,
                     format!(
-                        "USD notional of the {} order cannot be determined (missing size, price, reference price or contract value)",
-                        for_message(&o.symbol, 64)
+                        "USD notional of the {} order cannot be determined (missing size, price, reference price or contract value){}",
+                        for_message(&o.symbol, 64),
+                        if capped_here {
+                            ""
+                        } else {
+                            "; another connection of this key caps daily volume and must count it"
+                        }
                     ),
                 ));
             };
@@ -649,15 +657,21 @@ fn check_withdrawal(p: &Policy, w: &WithdrawalIntent) -> Result<Option<Decimal>,
         l.max_withdrawal_usd_per_day,
         l.max_withdrawal_usd_per_month,
     ];
-    if caps.iter().all(Option::is_none) {
+    let capped_here = caps.iter().any(Option::is_some);
+    if !capped_here && !p.caps_elsewhere.withdrawals {
         return Ok(usd);
     }
     let Some(v) = usd else {
         return Err(Denial::new(
             DenyCode::WithdrawalValueUnknown,
             format!(
-                "no USD reference price for {}; withdrawal caps cannot be checked",
-                for_message(&w.asset, 16)
+                "no USD reference price for {}; withdrawal caps {}cannot be checked",
+                for_message(&w.asset, 16),
+                if capped_here {
+                    ""
+                } else {
+                    "on another connection of this key "
+                }
             ),
         ));
     };

@@ -54,7 +54,7 @@ pub use decision::{Decision, Denial, DenyCode, OrderApproval, PolicyApproved};
 pub use evaluate::{evaluate, CallRequest, Policy};
 pub use limits::{FieldError, Limits, MAX_SPEND_CAP_USD};
 pub use scope::{scopes_for_connection, Scope, ScopeSet};
-pub use state::{Counters, KeyState, KeyStatus, Prices, VaultState};
+pub use state::{CapsElsewhere, Counters, KeyState, KeyStatus, Prices, VaultState};
 pub use symbol::{normalize_symbol, same_address, USD_STABLECOINS};
 
 #[cfg(test)]

@@ -54,6 +54,18 @@ pub enum VaultState {
     Locked,
 }
 
+/// Spend caps set on *other* connections of the same key. Those caps count this call too
+/// (the ledger is per key), so its amounts must be known even where this connection's own
+/// limits set no cap: an order of unknown notional, or a withdrawal without a USD price,
+/// would otherwise count 0 there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapsElsewhere {
+    /// Another connection caps daily volume (`max_daily_volume_usd`).
+    pub volume: bool,
+    /// Another connection caps withdrawals (per day or per month).
+    pub withdrawals: bool,
+}
+
 /// What is already spent, from persisted rows and shared counters (DESIGN.md §7
 /// "Counters that must not reset"). Request counts are for the *calendar* windows that
 /// contain `now` (UTC minute, hour and day), without the request being evaluated.

@@ -37,6 +37,7 @@ fn policy() -> Policy {
             ..Counters::default()
         },
         prices,
+        caps_elsewhere: CapsElsewhere::default(),
     }
 }
 
@@ -950,6 +951,49 @@ fn withdrawal_unknown_price_denies_only_with_caps() {
         denied(&p, &withdrawal("XYZ", "5", "a")),
         DenyCode::WithdrawalValueUnknown
     );
+}
+
+/// A cap on another connection of the key counts this call too: without a cap of its own,
+/// a connection still refuses an amount it cannot value (it would count 0 there), but
+/// not a cancel, a reduce-only order or a leverage change.
+#[test]
+fn caps_on_another_connection_need_known_amounts() {
+    let mut p = policy();
+    p.prices.usd.remove("BTC");
+    let market = || orders(vec![order("BTCUSDT", Side::Buy, "0.001", None)]);
+    let unpriced = || withdrawal("XYZ", "5", "a");
+    assert!(
+        evaluate(&p, &market(), now()).is_allowed(),
+        "no cap anywhere"
+    );
+    assert!(
+        evaluate(&p, &unpriced(), now()).is_allowed(),
+        "no cap anywhere"
+    );
+
+    p.caps_elsewhere.volume = true;
+    assert_eq!(denied(&p, &market()), DenyCode::NotionalUnknown);
+    assert!(
+        evaluate(&p, &unpriced(), now()).is_allowed(),
+        "a volume cap elsewhere says nothing about withdrawals"
+    );
+    let mut reduce = order("BTCUSDT", Side::Sell, "0.001", None);
+    reduce.reduce_only = true;
+    assert!(evaluate(&p, &orders(vec![reduce]), now()).is_allowed());
+    let mut leverage = OrderIntent::new("BTCUSDT");
+    leverage.leverage = Some(d("3"));
+    assert!(evaluate(&p, &orders(vec![leverage]), now()).is_allowed());
+    let limit = allowed(&p, &buy("0.001"));
+    assert_eq!(limit.volume_usd(), Some(d("50")), "a known notional counts");
+
+    p.caps_elsewhere = CapsElsewhere {
+        volume: false,
+        withdrawals: true,
+    };
+    assert!(evaluate(&p, &market(), now()).is_allowed());
+    assert_eq!(denied(&p, &unpriced()), DenyCode::WithdrawalValueUnknown);
+    let priced = allowed(&p, &withdrawal("ETH", "1", "a"));
+    assert_eq!(priced.withdrawal_usd(), Some(d("3000")));
 }
 
 #[test]

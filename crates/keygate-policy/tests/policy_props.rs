@@ -382,7 +382,10 @@ fn check_allowed_respects_limits(pol: &Policy, req: &CallRequest) -> Result<(), 
                 if o.quantity.is_none() && o.quote_amount.is_none() && o.leverage.is_some() {
                     continue;
                 }
-                if l.max_trade_usd.is_some() || l.max_daily_volume_usd.is_some() {
+                if l.max_trade_usd.is_some()
+                    || l.max_daily_volume_usd.is_some()
+                    || pol.caps_elsewhere.volume
+                {
                     let n = notional(o, &pol.prices);
                     prop_assert!(n.is_some(), "notional unknown but allowed");
                     let n = n.unwrap();
@@ -429,6 +432,14 @@ fn check_allowed_respects_limits(pol: &Policy, req: &CallRequest) -> Result<(), 
                     "address broken"
                 );
             }
+            if pol.caps_elsewhere.withdrawals {
+                prop_assert!(
+                    usd(&pol.prices, &w.asset)
+                        .and_then(|p| w.amount.checked_mul(p))
+                        .is_some(),
+                    "withdrawal value unknown but allowed under another connection's cap"
+                );
+            }
             let caps = [
                 (l.max_withdrawal_usd_per_tx, Decimal::ZERO),
                 (l.max_withdrawal_usd_per_day, c.withdrawals_today_usd),
@@ -464,6 +475,7 @@ proptest! {
             vault: VaultState::NotPasswordProtected,
             counters: c,
             prices: p,
+            caps_elsewhere: CapsElsewhere::default(),
         };
         let req = request(cl, i);
         let public = req.class == EndpointClass::Public && req.intent == RequestIntent::None;
@@ -477,7 +489,8 @@ proptest! {
     /// Allow implies every configured limit holds, by an independent recomputation.
     #[test]
     fn allowed_calls_respect_every_limit(
-        s in scopes(), l in limits(), c in counters(), p in prices(), cl in class(), i in intent()
+        s in scopes(), l in limits(), c in counters(), p in prices(), cl in class(), i in intent(),
+        elsewhere in any::<(bool, bool)>()
     ) {
         let pol = Policy {
             scopes: s,
@@ -486,6 +499,7 @@ proptest! {
             vault: VaultState::Unlocked,
             counters: c,
             prices: p,
+            caps_elsewhere: CapsElsewhere { volume: elsewhere.0, withdrawals: elsewhere.1 },
         };
         let req = request(cl, i);
         match evaluate(&pol, &req, now()) {
@@ -543,6 +557,7 @@ proptest! {
             vault: VaultState::NotPasswordProtected,
             counters,
             prices,
+            caps_elsewhere: CapsElsewhere::default(),
         };
         for intent in [
             RequestIntent::Orders { orders: vec![o.clone(), o] },
@@ -568,6 +583,7 @@ proptest! {
             vault: VaultState::NotPasswordProtected,
             counters: c,
             prices: p,
+            caps_elsewhere: CapsElsewhere::default(),
         };
         let req = request(EndpointClass::Trade, RequestIntent::Orders { orders });
         if evaluate(&pol, &req, now()).is_allowed() {
@@ -588,6 +604,7 @@ proptest! {
             vault: VaultState::NotPasswordProtected,
             counters: c,
             prices: p,
+            caps_elsewhere: CapsElsewhere::default(),
         };
         let req = request(EndpointClass::Withdraw, i);
         if evaluate(&pol, &req, now()).is_allowed() {

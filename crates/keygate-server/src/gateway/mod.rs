@@ -33,8 +33,8 @@ use keygate_exchanges::{
     SignContext,
 };
 use keygate_policy::{
-    evaluate, scopes_for_connection, CallRequest, Counters, Decision, Denial, DenyCode, KeyState,
-    KeyStatus, Limits, Policy, PolicyApproved, ScopeSet, VaultState,
+    evaluate, scopes_for_connection, CallRequest, CapsElsewhere, Counters, Decision, Denial,
+    DenyCode, KeyState, KeyStatus, Limits, Policy, PolicyApproved, ScopeSet, VaultState,
 };
 use keygate_storage::{ApiCallRecord, CallContext, DbTime};
 use rust_decimal::prelude::ToPrimitive;
@@ -775,6 +775,14 @@ async fn decide(
         )
     };
     let mut check = None;
+    // a cap on another connection of the key counts this call too: its amounts must be
+    // known (policy), and it is reserved while under way like a capped one, or that cap's
+    // check would not see it
+    let (volume, withdrawals) = prepared.sibling_caps;
+    let caps_elsewhere = CapsElsewhere {
+        volume,
+        withdrawals,
+    };
     if !public {
         if limits.max_requests_per_minute.is_some()
             || limits.max_requests_per_hour.is_some()
@@ -796,13 +804,10 @@ async fn decide(
             counters.requests_this_hour = h.saturating_sub(1);
             counters.requests_today = d.saturating_sub(1);
         }
-        // a cap on another connection of the key counts this call too: it is reserved
-        // while under way like a capped one, or that cap's check would not see it
         let (volume_capped, withdrawals_capped) = limits.spend_caps();
-        let (volume_capped_elsewhere, withdrawals_capped_elsewhere) = prepared.sibling_caps;
         let capped = match class {
-            EndpointClass::Trade => volume_capped || volume_capped_elsewhere,
-            EndpointClass::Withdraw => withdrawals_capped || withdrawals_capped_elsewhere,
+            EndpointClass::Trade => volume_capped || caps_elsewhere.volume,
+            EndpointClass::Withdraw => withdrawals_capped || caps_elsewhere.withdrawals,
             _ => false,
         };
         if capped {
@@ -828,6 +833,7 @@ async fn decide(
         vault,
         counters,
         prices: s.config.reference_prices.clone(),
+        caps_elsewhere,
     };
     match evaluate(&policy, &request, now) {
         Decision::Allow(a) => {

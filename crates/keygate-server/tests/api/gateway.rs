@@ -1862,6 +1862,85 @@ both_backends!(
     }
 );
 
+// An amount keygate cannot value would count 0 towards a cap on another connection of
+// the key, so an uncapped connection refuses it once a sibling has a cap: a market order
+// without a reference price under a daily volume cap elsewhere, a withdrawal of an asset
+// without one under a daily withdrawal cap elsewhere. (Before, both went out.) Valued
+// amounts still go out, and nothing refused reached the exchange.
+both_backends!(
+    a_cap_elsewhere_refuses_amounts_it_could_not_count,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let open = binance_connection(
+            &app,
+            &t,
+            &mock,
+            json!(["read", "trade", "withdraw"]),
+            json!({}),
+        )
+        .await;
+        let market = "symbol=ETHUSDT&side=BUY&type=MARKET&quantity=1";
+        let unpriced = "coin=XYZ&address=TXyz1&network=TRX&amount=5";
+        let order = |body: &'static str| {
+            call(
+                &app,
+                &t,
+                reqwest::Method::POST,
+                &open,
+                "api/v3/order",
+                Some(body),
+            )
+        };
+        let withdrawal = |body: &'static str| {
+            call(
+                &app,
+                &t,
+                reqwest::Method::POST,
+                &open,
+                "sapi/v1/capital/withdraw/apply",
+                Some(body),
+            )
+        };
+        // no cap anywhere: both go out
+        assert_eq!(order(market).await.0, 200);
+        assert_eq!(withdrawal(unpriced).await.0, 200);
+        assert_eq!(mock.requests().len(), 2);
+
+        let credential = credential_of(&app, &t, &open).await;
+        let (s, capped) = app
+            .post(
+                "/v1/connections",
+                &t,
+                json!({"name": "capped", "exchange": "binance", "credential_id": credential, "base_url": mock.base_url(),
+                       "limits": {"max_daily_volume_usd": "100000", "max_withdrawal_usd_per_day": "250"}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{capped}");
+        // the uncapped connection's cached context sees the sibling within its 1 s TTL
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let (s, _, b) = order(market).await;
+        assert_eq!((s, code(&b).as_str()), (403, "notional_unknown"), "{b}");
+        assert!(b.contains("another connection"), "{b}");
+        let (s, _, b) = withdrawal(unpriced).await;
+        assert_eq!(
+            (s, code(&b).as_str()),
+            (403, "withdrawal_value_unknown"),
+            "{b}"
+        );
+        assert_eq!(
+            mock.requests().len(),
+            2,
+            "a refused call reached the exchange"
+        );
+        // valued amounts still go out on the uncapped connection
+        let limit = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000";
+        assert_eq!(order(limit).await.0, 200);
+        assert_eq!(withdraw(&app, &t, &open, 100).await, (200, String::new()));
+        assert_eq!(mock.requests().len(), 4);
+    }
+);
+
 // Deleting a connection takes its call rows with it, but not what its calls spent: a new
 // connection on the same credential finds the day's withdrawals still counted.
 both_backends!(
