@@ -224,12 +224,7 @@ pub async fn suspend_credential(
     if !done {
         return Ok(false);
     }
-    let system = Caller {
-        user_id: None,
-        service: true,
-        admin: false,
-        session_id: None,
-    };
+    let system = Caller::system();
     let mut ev = event(
         "credential",
         "suspend",

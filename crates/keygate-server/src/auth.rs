@@ -48,9 +48,26 @@ pub struct Caller {
     pub service: bool,
     pub admin: bool,
     pub session_id: Option<Uuid>,
+    /// The sign-in this request belongs to, which a vault unlock is bound to (a widening
+    /// change needs a fresh unlock from the same sign-in): the token's `session_id`, else
+    /// an id derived from the token itself, or from the console session. Never stored
+    /// anywhere but with the vault session it opened.
+    pub sign_in: Uuid,
 }
 
 impl Caller {
+    /// keygate itself (the command line, background jobs): a service identity acting for
+    /// nobody, whose sign-in matches no unlock.
+    pub fn system() -> Caller {
+        Caller {
+            user_id: None,
+            service: true,
+            admin: false,
+            session_id: None,
+            sign_in: Uuid::now_v7(),
+        }
+    }
+
     /// The caller's own user id, or 403 for a service token acting for nobody.
     pub fn user(&self) -> Result<Uuid, ApiError> {
         self.user_id.ok_or_else(|| {
@@ -448,12 +465,12 @@ impl Authenticator {
         })?
         .claims;
         let (exp, nbf) = (claims.exp, claims.nbf);
-        let caller = self.caller_from(claims)?;
+        let caller = self.caller_from(claims, &digest)?;
         self.remember(digest, &caller, exp, nbf, key_fresh_until);
         Ok((caller, exp))
     }
 
-    fn caller_from(&self, c: Claims) -> Result<Caller, ApiError> {
+    fn caller_from(&self, c: Claims, digest: &[u8; 32]) -> Result<Caller, ApiError> {
         let service = c.role.as_deref() == Some("service_role");
         if !service && c.role.as_deref().is_some_and(|r| r != "authenticated") {
             return Err(ApiError::unauthorized("token role is not accepted"));
@@ -486,8 +503,23 @@ impl Authenticator {
             service,
             admin,
             session_id,
+            sign_in: session_id.unwrap_or_else(|| derived_sign_in("token", digest)),
         })
     }
+}
+
+/// A sign-in id derived from the digest of what the caller holds (its token, its console
+/// session cookie), domain-separated: it tells nothing about the secret, and another
+/// token of the same user gets another id.
+pub fn derived_sign_in(domain: &str, digest: &[u8]) -> Uuid {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"keygate sign-in\0");
+    ctx.update(domain.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(digest);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&ctx.finish().as_ref()[..16]);
+    Uuid::from_bytes(id)
 }
 
 /// Mints an HS256 token the local server accepts (`keygate token`).

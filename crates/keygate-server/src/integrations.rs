@@ -364,12 +364,7 @@ async fn audit(
     success: bool,
     reason: Option<String>,
 ) -> Result<(), ApiError> {
-    let system = Caller {
-        user_id: None,
-        service: true,
-        admin: false,
-        session_id: None,
-    };
+    let system = Caller::system();
     let mut ev = event(
         "integration",
         action,

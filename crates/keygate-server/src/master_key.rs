@@ -159,12 +159,7 @@ pub struct RotateReport {
 }
 
 fn operator() -> Caller {
-    Caller {
-        user_id: None,
-        service: true,
-        admin: false,
-        session_id: None,
-    }
+    Caller::system()
 }
 
 fn audit(action: &str, metadata: serde_json::Value) -> keygate_storage::AuditEvent {

@@ -22,12 +22,7 @@ pub async fn shred_user(state: &AppState, user: Uuid) -> Result<u64, ApiError> {
     if n == 0 {
         return Ok(0);
     }
-    let operator = Caller {
-        user_id: None,
-        service: true,
-        admin: false,
-        session_id: None,
-    };
+    let operator = Caller::system();
     let meta = RequestMeta {
         user_agent: Some("keygate-cli".into()),
         ..Default::default()

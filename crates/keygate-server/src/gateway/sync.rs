@@ -391,12 +391,7 @@ pub async fn run_connection_sync(
         return Ok(0);
     }
     let before = DbTime::new(now.0 - chrono::Duration::minutes(i64::from(minutes)));
-    let system = Caller {
-        user_id: None,
-        service: true,
-        admin: false,
-        session_id: None,
-    };
+    let system = Caller::system();
     let mut done = 0;
     for (user, conn) in s.store.connections_due_for_sync(before, 20).await? {
         let report = match sync_connection(

@@ -250,10 +250,11 @@ pub async fn due(
 }
 
 /// In password mode, the unlock session must be younger than
-/// `reactivate_fresh_unlock_minutes`, and opened by the caller's own sign-in session when
-/// its token names one (another token of the same user, say a bot's, cannot ride on the
-/// owner's unlock in the console); platform-mode vaults pass. `to` says what it is for,
-/// in the error ("reactivate a credential").
+/// `reactivate_fresh_unlock_minutes`, and opened in the caller's own sign-in
+/// ([`Caller::sign_in`]: the token's `session_id`, else the token itself, or the console
+/// session), so another token of the same user, say a bot's, cannot ride on the owner's
+/// unlock; platform-mode vaults pass. `to` says what it is for, in the error
+/// ("reactivate a credential").
 pub async fn require_fresh_unlock(
     s: &AppState,
     caller: &Caller,
@@ -267,10 +268,7 @@ pub async fn require_fresh_unlock(
     let now = DbTime::now();
     let fresh = Duration::minutes(s.config.reactivate_fresh_unlock_minutes as i64);
     match s.store.vault_session(actor, user, now).await? {
-        Some(sess)
-            if now.0 - sess.unlocked_at.0 <= fresh
-                && caller.session_id.is_none_or(|id| id == sess.session_id) =>
-        {
+        Some(sess) if now.0 - sess.unlocked_at.0 <= fresh && caller.sign_in == sess.session_id => {
             Ok(())
         }
         _ => Err(ApiError::forbidden(

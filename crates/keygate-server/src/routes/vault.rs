@@ -206,7 +206,7 @@ async fn open_session(
             caller.actor(),
             &VaultSession {
                 user_id: user,
-                session_id: caller.session_id.unwrap_or_else(Uuid::now_v7),
+                session_id: caller.sign_in,
                 session_dek,
                 dek_version: version as i32,
                 kek_version: s.keyring.provider.current_version() as i32,

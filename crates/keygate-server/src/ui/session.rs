@@ -39,6 +39,7 @@ impl Session {
             service: false,
             admin: self.admin,
             session_id: None,
+            sign_in: crate::auth::derived_sign_in("console", &self.id_hash),
         }
     }
 }

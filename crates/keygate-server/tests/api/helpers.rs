@@ -144,6 +144,28 @@ impl TestApp {
         )
         .unwrap()
     }
+    /// A user token without a `session_id` claim, as other issuers may mint.
+    pub fn token_without_session(&self, user: Uuid) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = keygate_server::auth::Claims {
+            sub: Some(user.to_string()),
+            role: Some("authenticated".into()),
+            exp: now + 600,
+            nbf: None,
+            iat: Some(now),
+            session_id: None,
+            // two tokens minted in the same second differ
+            extra: [("jti".to_string(), Uuid::new_v4().to_string().into())].into(),
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(
+                secrecy::ExposeSecret::expose_secret(&self.jwt_secret).as_bytes(),
+            ),
+        )
+        .unwrap()
+    }
     pub fn admin_token(&self, user: Uuid) -> String {
         keygate_server::auth::mint_token(
             &self.jwt_secret,

@@ -1195,7 +1195,7 @@ both_backends!(
             .await
             .expect("the job's refresh reached the token endpoint");
         let second = tokio::time::timeout(
-            Duration::from_secs(3),
+            Duration::from_secs(10),
             app.post(&format!("/v1/integrations/{id}/refresh"), &t, json!({})),
         )
         .await
@@ -1631,6 +1631,74 @@ both_backends!(
             "{newest:?}"
         );
         fresh.close().await;
+    }
+);
+
+// A token without a `session_id` claim is its own sign-in: another such token of the
+// same user cannot ride on its unlock to widen a policy. (Before, a token without the
+// claim passed on any recent unlock of its user.)
+both_backends!(
+    a_token_without_a_session_claim_widens_only_on_its_own_unlock,
+    |app: TestApp| async move {
+        let mock = crate::gateway::mock().await;
+        let user = Uuid::new_v4();
+        let owner = app.token_without_session(user);
+        let bot = app.token_without_session(user);
+        let conn = crate::gateway::binance_connection(
+            &app,
+            &owner,
+            &mock,
+            json!(["read", "trade"]),
+            json!({"max_trade_usd": "100"}),
+        )
+        .await;
+        let (s, _) = app
+            .post(
+                "/v1/vault/setup",
+                &owner,
+                json!({"password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let path = format!("/v1/connections/{conn}");
+        let widen = |t: String, max: &'static str| {
+            let (app, path) = (&app, path.clone());
+            async move {
+                let (s, r) = app
+                    .send(
+                        reqwest::Method::PATCH,
+                        &path,
+                        &t,
+                        json!({"limits": {"max_trade_usd": max}}),
+                    )
+                    .await;
+                (s, r["code"].as_str().unwrap_or_default().to_string())
+            }
+        };
+        let refused = (403, "fresh_unlock_required".to_string());
+        assert_eq!(
+            widen(bot.clone(), "200").await,
+            refused,
+            "the bot rode on the owner's unlock"
+        );
+        // nor does a token with a session claim of its own
+        assert_eq!(widen(app.token(user), "200").await, refused);
+        assert_eq!(widen(owner.clone(), "200").await.0, 200);
+        // the bot unlocks in its own right (it knows the password here): now it may
+        let (s, _) = app
+            .post(
+                "/v1/vault/unlock",
+                &bot,
+                json!({"password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(widen(bot, "300").await.0, 200);
+        assert_eq!(
+            widen(owner, "400").await,
+            refused,
+            "the newer unlock is the bot's"
+        );
     }
 );
 
