@@ -210,14 +210,17 @@ fn check_endpoint(p: &Policy, req: &CallRequest) -> Result<(), Denial> {
                     format!("{path} is {what} and needs every scope"),
                 ));
             }
-            // Its call cannot be sized: where limits constrain orders or funds, only reads
+            // Its call cannot be sized: where limits constrain orders or funds, here or on
+            // another connection of the key (whose caps count this call too), only reads
             // reach one.
-            if req.class == EndpointClass::Unknown && req.writes && p.limits.limit_orders_or_funds()
-            {
+            let limited = p.limits.limit_orders_or_funds()
+                || p.caps_elsewhere.volume
+                || p.caps_elsewhere.withdrawals;
+            if req.class == EndpointClass::Unknown && req.writes && limited {
                 return Err(Denial::new(
                     code,
                     format!(
-                        "{path} is {what}; with order or withdrawal limits set, only GET reaches one (keygate could not check the limits)"
+                        "{path} is {what}; with order or withdrawal limits set on this key, only GET reaches one (keygate could not check the limits)"
                     ),
                 ));
             }

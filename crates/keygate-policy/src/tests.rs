@@ -332,6 +332,23 @@ fn unknown_writes_are_refused_under_order_or_withdrawal_limits() {
     p.limits.withdrawal_address_allowlist = Some(vec!["a".into()]);
     assert_eq!(denied(&p, &write), DenyCode::EndpointUnknown);
     allowed(&p, &read);
+    // a cap on another connection of the key counts this call too
+    p.limits.withdrawal_address_allowlist = None;
+    allowed(&p, &write);
+    for elsewhere in [
+        CapsElsewhere {
+            volume: true,
+            withdrawals: false,
+        },
+        CapsElsewhere {
+            volume: false,
+            withdrawals: true,
+        },
+    ] {
+        p.caps_elsewhere = elsewhere;
+        assert_eq!(denied(&p, &write), DenyCode::EndpointUnknown);
+        allowed(&p, &read);
+    }
 }
 
 // ---- rate limits ----

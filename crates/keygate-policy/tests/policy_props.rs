@@ -348,7 +348,11 @@ fn check_allowed_respects_limits(pol: &Policy, req: &CallRequest) -> Result<(), 
         return Ok(());
     }
     prop_assert!(
-        !(req.class == EndpointClass::Unknown && req.writes && l.limit_orders_or_funds()),
+        !(req.class == EndpointClass::Unknown
+            && req.writes
+            && (l.limit_orders_or_funds()
+                || pol.caps_elsewhere.volume
+                || pol.caps_elsewhere.withdrawals)),
         "an unknown endpoint's write allowed under order or withdrawal limits"
     );
     for (lim, used) in [

@@ -32,7 +32,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// The same caller identity the API sees for this user's own JWT.
+    /// The same caller identity the API sees for this user's own JWT, except its sign-in:
+    /// the console session is one of its own (a vault unlock here counts here only).
     pub fn caller(&self) -> Caller {
         Caller {
             user_id: Some(self.user_id),
