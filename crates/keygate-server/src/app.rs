@@ -55,11 +55,7 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
     .with_jwks_max_age(Duration::from_secs(config.jwks_max_age_secs));
     let metrics = Arc::new(Metrics::default());
     let recorder = Recorder::start(store.clone(), chain_key.clone(), metrics.clone());
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+    let http = crate::outbound::client(&config.allowed_private_hosts)
         .map_err(|e| ConfigError(format!("http client: {e}")))?;
     Ok(AppState::new(crate::state::AppStateInner {
         keyring: Keyring::new(provider, store.clone()),

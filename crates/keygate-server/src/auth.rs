@@ -261,16 +261,19 @@ impl Jwks {
 
     async fn fetch(&self) -> Result<(), String> {
         self.keys.write().tried = Some(Instant::now());
-        let set: jsonwebtoken::jwk::JwkSet = self
+        let resp = self
             .http
             .get(&self.url)
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("jwks fetch: {}", e.without_url()))?
-            .json()
+            .map_err(|e| format!("jwks fetch: {}", e.without_url()))?;
+        // a key set is a few KiB: a longer answer is refused, not buffered without end
+        let body = crate::outbound::read_capped(resp, 1024 * 1024)
             .await
-            .map_err(|e| format!("jwks parse: {}", e.without_url()))?;
+            .ok_or("jwks fetch: answer unreadable or over 1 MiB")?;
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_slice(&body).map_err(|_| "jwks parse: not a JWK set".to_string())?;
         let mut map = HashMap::new();
         for k in set.keys {
             let Some(kid) = k.common.key_id.clone() else {

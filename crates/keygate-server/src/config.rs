@@ -54,6 +54,10 @@ pub struct Config {
     /// `KEYGATE_ALLOWED_UPSTREAMS` / `allowed_upstreams`: extra hosts (`host` or
     /// `host:port`) connections may forward to besides their exchange's own.
     pub allowed_upstreams: Vec<String>,
+    /// `KEYGATE_ALLOWED_PRIVATE_HOSTS` / `allowed_private_hosts`: hosts (names or IP
+    /// addresses) that user-chosen URLs (webhooks, OAuth token endpoints) may reach although
+    /// they are not public addresses (`outbound.rs`). The hosts of `webhook_urls` are added.
+    pub allowed_private_hosts: Vec<String>,
     /// `KEYGATE_REVEAL_ENABLED` / `reveal_enabled`: allow the reveal endpoint (service role
     /// only). Default false.
     pub reveal_enabled: bool,
@@ -175,6 +179,7 @@ struct FileConfig {
     jwt_audience: Option<String>,
     admin_claim: Option<String>,
     allowed_upstreams: Option<Vec<String>>,
+    allowed_private_hosts: Option<Vec<String>>,
     reveal_enabled: Option<bool>,
     max_body_bytes: Option<usize>,
     vault_auto_lock_minutes: Option<u32>,
@@ -266,6 +271,7 @@ impl Default for Config {
             jwt_audience: None,
             admin_claim: "keygate_admin".into(),
             allowed_upstreams: Vec::new(),
+            allowed_private_hosts: Vec::new(),
             reveal_enabled: false,
             max_body_bytes: 1024 * 1024,
             vault_auto_lock_minutes: 15,
@@ -353,6 +359,19 @@ impl Config {
                 .collect(),
             None => fc.allowed_upstreams.unwrap_or_default(),
         };
+        let mut allowed_private_hosts: Vec<String> = match env("KEYGATE_ALLOWED_PRIVATE_HOSTS") {
+            Some(v) => v
+                .split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => fc
+                .allowed_private_hosts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect(),
+        };
         let reveal_enabled = match env("KEYGATE_REVEAL_ENABLED") {
             Some(v) => parse_bool("KEYGATE_REVEAL_ENABLED", &v)?,
             None => fc.reveal_enabled.unwrap_or(false),
@@ -416,6 +435,13 @@ impl Config {
         for u in &webhook_urls {
             crate::webhooks::check_url(u)
                 .map_err(|e| ConfigError(format!("KEYGATE_WEBHOOK_URLS: {u}: {e}")))?;
+            // the operator's own receivers may be on a private network
+            if let Some(host) = url::Url::parse(u).ok().and_then(|u| {
+                u.host_str()
+                    .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+            }) {
+                allowed_private_hosts.push(host);
+            }
         }
         let webhook_secret = env("KEYGATE_WEBHOOK_SECRET").map(SecretString::from);
         if !webhook_urls.is_empty() && webhook_secret.is_none() {
@@ -509,6 +535,7 @@ impl Config {
                 .or(fc.admin_claim)
                 .unwrap_or_else(|| "keygate_admin".into()),
             allowed_upstreams,
+            allowed_private_hosts,
             reveal_enabled,
             max_body_bytes,
             vault_auto_lock_minutes,

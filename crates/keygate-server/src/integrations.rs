@@ -148,6 +148,9 @@ fn lease_until(state: &AppState) -> DbTime {
     )
 }
 
+/// A token endpoint's answer is a few hundred bytes; a longer one is refused unread.
+const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+
 fn refresh_in_progress() -> ApiError {
     ApiError::conflict(
         "refresh_in_progress",
@@ -183,6 +186,36 @@ async fn refresh_claimed(
             .await?;
         Ok::<_, ApiError>(RefreshOutcome::RetryLater(why))
     };
+    // saved before keygate checked token URLs, or since taken off the operator's list
+    if let Err(e) =
+        crate::outbound::check_target(&state.config.allowed_private_hosts, &integ.token_url)
+    {
+        state
+            .store
+            .set_integration_status(
+                actor,
+                user,
+                integ.id,
+                "error",
+                Some("token_url_not_public"),
+                now,
+            )
+            .await?;
+        audit(
+            state,
+            user,
+            integ.id,
+            "token_refresh",
+            false,
+            Some("token_url_not_public".into()),
+        )
+        .await?;
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "token_refresh_failed",
+            format!("the token endpoint was not contacted: {e}"),
+        ));
+    }
     let Some(rt_ct) = tok.refresh_token_ct.as_deref() else {
         return Err(ApiError::conflict(
             "no_refresh_token",
@@ -244,9 +277,9 @@ async fn refresh_claimed(
         Err(_) => return retry("token endpoint unreachable".into()).await,
     };
     let status = resp.status();
-    let bytes = match resp.bytes().await {
-        Ok(b) => b,
-        Err(_) => return retry("token endpoint response unreadable".into()).await,
+    let bytes = match crate::outbound::read_capped(resp, MAX_TOKEN_RESPONSE_BYTES).await {
+        Some(b) => b,
+        None => return retry("token endpoint response unreadable or over 64 KiB".into()).await,
     };
     if status.is_server_error() || status.as_u16() == 429 {
         return retry(format!("token endpoint answered {}", status.as_u16())).await;

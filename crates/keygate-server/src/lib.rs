@@ -42,6 +42,8 @@ pub mod master_key;
 pub mod metrics;
 /// The OpenAPI document.
 pub mod openapi;
+/// Requests to user-chosen URLs (webhooks, OAuth token endpoints): public addresses only.
+pub mod outbound;
 /// Master-derived keys for site keys and webhook secrets.
 pub mod platform;
 /// Group commit of audit events and call rows.

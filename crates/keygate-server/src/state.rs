@@ -36,6 +36,8 @@ pub struct AppStateInner {
     pub keyring: Keyring,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// For user-chosen URLs (webhooks, OAuth token endpoints): public addresses only
+    /// ([`crate::outbound`]).
     pub http: reqwest::Client,
     pub gateway: Arc<crate::gateway::Gateway>,
     /// HMAC key of the audit chain, derived from the master key.

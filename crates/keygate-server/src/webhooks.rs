@@ -173,6 +173,13 @@ pub async fn deliver_due(state: &AppState, now: DbTime) -> Result<usize, ApiErro
             state.store.finish_delivery(&d).await?;
             return Ok::<_, ApiError>(());
         }
+        // saved before keygate checked webhook URLs, or since taken off the operator's list
+        if let Err(e) = crate::outbound::check_target(&state.config.allowed_private_hosts, &d.url) {
+            d.status = "failed".into();
+            d.last_error = Some(e);
+            state.store.finish_delivery(&d).await?;
+            return Ok(());
+        }
         let secret = secret_for(state, &d, hook.as_ref())?;
         let t = chrono::Utc::now().timestamp();
         let sig = signature_header(&secret, t, &d.payload);

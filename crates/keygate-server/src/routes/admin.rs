@@ -225,6 +225,7 @@ pub fn setting_value(c: &Config, env: &str) -> Option<String> {
         "KEYGATE_JWT_AUDIENCE" => opt(&c.jwt_audience),
         "KEYGATE_ADMIN_CLAIM" => c.admin_claim.clone(),
         "KEYGATE_ALLOWED_UPSTREAMS" => c.allowed_upstreams.join(", "),
+        "KEYGATE_ALLOWED_PRIVATE_HOSTS" => c.allowed_private_hosts.join(", "),
         "KEYGATE_REVEAL_ENABLED" => c.reveal_enabled.to_string(),
         "KEYGATE_MAX_BODY_BYTES" => c.max_body_bytes.to_string(),
         "KEYGATE_VAULT_AUTO_LOCK_MINUTES" => c.vault_auto_lock_minutes.to_string(),

@@ -136,8 +136,8 @@ fn token_url_immutable() -> ApiError {
     )
 }
 
-fn check_token_url(u: &str, errors: &mut Vec<FieldError>) {
-    if let Err(e) = crate::webhooks::check_url(u) {
+fn check_token_url(s: &AppState, u: &str, errors: &mut Vec<FieldError>) {
+    if let Err(e) = crate::outbound::check_user_url(&s.config.allowed_private_hosts, u) {
         errors.push(FieldError::new("token_url", e));
     }
 }
@@ -248,7 +248,7 @@ pub async fn create(
     if let Some(cs) = &req.client_secret {
         check_secret("client_secret", cs, &mut errors);
     }
-    check_token_url(&req.token_url, &mut errors);
+    check_token_url(&s, &req.token_url, &mut errors);
     let scopes = req.scopes.unwrap_or_default();
     check_scopes(&scopes, &mut errors);
     let config = req.config.unwrap_or_else(|| serde_json::json!({}));

@@ -127,7 +127,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let owner = owner(&caller, req.platform)?;
     let mut errors = Vec::new();
-    if let Err(e) = crate::webhooks::check_url(&req.url) {
+    if let Err(e) = crate::outbound::check_user_url(&s.config.allowed_private_hosts, &req.url) {
         errors.push(FieldError::new("url", e));
     }
     let events = req.events.unwrap_or_default();
@@ -253,7 +253,7 @@ pub async fn update(
     let expected = expected_version(&headers, req.version, w.row_version)?;
     let mut errors = Vec::new();
     if let Some(u) = req.url {
-        if let Err(e) = crate::webhooks::check_url(&u) {
+        if let Err(e) = crate::outbound::check_user_url(&s.config.allowed_private_hosts, &u) {
             errors.push(FieldError::new("url", e));
         }
         w.url = u;

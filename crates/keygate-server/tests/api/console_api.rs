@@ -139,6 +139,99 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, String, String)>>>) {
     (url, got)
 }
 
+// Webhook and OAuth token URLs are chosen by users, so keygate reaches only public
+// addresses with them unless the operator lists the host (KEYGATE_ALLOWED_PRIVATE_HOSTS):
+// otherwise any user could make keygate POST to 127.0.0.1, 10.x or 169.254.169.254 and
+// read the status back. A URL saved before the check (or since taken off the list) is
+// refused when it would be sent to, and nothing reaches it.
+async fn user_chosen_urls_reach_only_public_addresses(backend: crate::helpers::Backend) {
+    let Some(app) =
+        crate::helpers::spawn_app_with(backend, |c| c.allowed_private_hosts.clear()).await
+    else {
+        eprintln!("NOT RUN: PostgreSQL test needs KEYGATE_TEST_DATABASE_URL");
+        return;
+    };
+    let t = app.token(Uuid::new_v4());
+    let (url, got) = receiver().await;
+    let port = url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for bad in [
+        url.clone(),
+        format!("http://localhost:{port}/hook"),
+        format!("http://[::1]:{port}/hook"),
+        format!("http://2130706433:{port}/hook"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://10.0.0.5:8080/admin".to_string(),
+    ] {
+        let (s, p) = app.post("/v1/webhooks", &t, json!({"url": bad})).await;
+        assert_eq!(s, 422, "{bad}: {p}");
+        assert!(
+            p.to_string().contains("KEYGATE_ALLOWED_PRIVATE_HOSTS"),
+            "{bad}: {p}"
+        );
+        let (s, p) = app
+            .post(
+                "/v1/integrations",
+                &t,
+                json!({"provider": "x", "name": "x", "client_id": "c", "token_url": bad}),
+            )
+            .await;
+        assert_eq!(s, 422, "{bad}: {p}");
+        assert!(p.to_string().contains("token_url"), "{bad}: {p}");
+    }
+    // a public URL is accepted; pointed at loopback behind the API's back (an older
+    // row), its delivery is refused unsent
+    let (s, hook) = app
+        .post(
+            "/v1/webhooks",
+            &t,
+            json!({"url": "https://hooks.example.com/keygate"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{hook}");
+    let id = hook["id"].as_str().unwrap().to_string();
+    app.raw_exec(&format!("UPDATE webhooks SET url = '{url}'"))
+        .await
+        .unwrap();
+    let (s, d) = app
+        .post(&format!("/v1/webhooks/{id}/test"), &t, json!({}))
+        .await;
+    assert_eq!(s, 202, "{d}");
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (_, log) = app.get(&format!("/v1/webhooks/{id}/deliveries"), &t).await;
+        if log["items"][0]["status"] == "failed" {
+            last = log["items"][0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["status"], "failed", "never refused: {last}");
+    assert!(
+        last["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a public address")),
+        "{last}"
+    );
+    assert!(got.lock().is_empty(), "the delivery reached loopback");
+}
+
+#[tokio::test]
+async fn user_chosen_urls_reach_only_public_addresses_sqlite() {
+    user_chosen_urls_reach_only_public_addresses(crate::helpers::Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn user_chosen_urls_reach_only_public_addresses_postgres() {
+    user_chosen_urls_reach_only_public_addresses(crate::helpers::Backend::Postgres).await;
+}
+
 both_backends!(
     webhook_test_event_reaches_only_that_endpoint,
     |app: TestApp| async move {

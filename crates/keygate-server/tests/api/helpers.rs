@@ -61,6 +61,8 @@ pub fn test_config(data_dir: PathBuf, database_url: String) -> Config {
             "test-secret-test-secret-test-secret-0123456789",
         )),
         allowed_upstreams: vec!["127.0.0.1".into()],
+        // webhook receivers and OAuth token endpoints in tests listen on loopback
+        allowed_private_hosts: vec!["127.0.0.1".into()],
         reveal_enabled: true,
         max_body_bytes: 64 * 1024,
         dev_fast_kdf: true,
