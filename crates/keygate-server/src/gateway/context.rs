@@ -34,13 +34,13 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    fn new(ctx: CallContext) -> Prepared {
+    fn new(ctx: CallContext, allowed_upstreams: &[String]) -> Prepared {
         let upstream = ctx
             .connection
             .exchange
             .parse()
             .ok()
-            .and_then(|ex| super::upstream_of(&ctx, ex).ok());
+            .and_then(|ex| super::upstream_of(&ctx, ex, allowed_upstreams).ok());
         Prepared {
             limits: super::effective_limits(&ctx),
             sibling_caps: super::sibling_caps(&ctx),
@@ -66,10 +66,13 @@ pub struct ContextCache<V = Arc<Prepared>> {
 }
 
 impl ContextCache {
-    /// The context of `connection` for `user` (optionally pinned to a key generation).
+    /// The context of `connection` for `user` (optionally pinned to a key generation);
+    /// its upstream is checked against `allowed_upstreams`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn get(
         &self,
         store: &Store,
+        allowed_upstreams: &[String],
         actor: Actor,
         user: Uuid,
         connection: Uuid,
@@ -80,7 +83,7 @@ impl ContextCache {
             Ok(store
                 .call_context(actor, user, connection, generation, now)
                 .await?
-                .map(|c| Arc::new(Prepared::new(c))))
+                .map(|c| Arc::new(Prepared::new(c, allowed_upstreams))))
         };
         if self.ttl.is_zero() {
             return load().await;

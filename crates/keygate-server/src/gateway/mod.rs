@@ -299,7 +299,15 @@ async fn proxy_call(
     let prepared = s
         .gateway
         .contexts
-        .get(&s.store, caller.actor(), user, id, pin, DbTime::from(now))
+        .get(
+            &s.store,
+            &s.config.allowed_upstreams,
+            caller.actor(),
+            user,
+            id,
+            pin,
+            DbTime::from(now),
+        )
         .await?
         .ok_or_else(|| ApiError::not_found("connection"))?;
     let ctx: &CallContext = &prepared.ctx;
@@ -398,7 +406,7 @@ async fn proxy_call(
 
     let (base, environment, host) = match &prepared.upstream {
         Some(u) => u.clone(),
-        None => upstream_of(ctx, exchange)?,
+        None => upstream_of(ctx, exchange, &s.config.allowed_upstreams)?,
     };
 
     if approved.may_sign() {
@@ -558,12 +566,13 @@ pub(crate) async fn sign(
 pub(crate) fn upstream_of(
     ctx: &CallContext,
     exchange: ExchangeId,
+    allowed_upstreams: &[String],
 ) -> Result<(String, Environment, String), ApiError> {
     let environment = match ctx.credential.environment.as_str() {
         "testnet" => Environment::Testnet,
         _ => Environment::Production,
     };
-    let base = base_url(ctx, exchange, environment)?;
+    let base = base_url(ctx, exchange, environment, allowed_upstreams)?;
     let host = url::Url::parse(&base)
         .ok()
         .and_then(|u| {
@@ -666,9 +675,23 @@ fn micros(usd: Option<Decimal>) -> i64 {
     }
 }
 
-/// The connection's `base_url`, else the exchange's host for the credential's environment.
-fn base_url(ctx: &CallContext, ex: ExchangeId, env: Environment) -> Result<String, ApiError> {
+/// The connection's `base_url` (still allowed: `allowed_upstreams`), else the exchange's
+/// host for the credential's environment.
+fn base_url(
+    ctx: &CallContext,
+    ex: ExchangeId,
+    env: Environment,
+    allowed_upstreams: &[String],
+) -> Result<String, ApiError> {
     if let Some(b) = ctx.connection.base_url.as_deref() {
+        crate::routes::connections::base_url_allowed(allowed_upstreams, ex, b).map_err(|e| {
+            ApiError::forbidden(
+                "upstream_not_allowed",
+                format!(
+                    "this connection's base_url is no longer allowed ({e}); edit the connection"
+                ),
+            )
+        })?;
         return Ok(b.trim_end_matches('/').to_string());
     }
     let hosts = ex.api().hosts();

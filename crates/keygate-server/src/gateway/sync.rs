@@ -62,7 +62,8 @@ async fn internal_call(
     planned: PlannedRequest,
     calls: &mut Vec<ApiCallRecord>,
 ) -> Result<Called, ApiError> {
-    let (mut base, environment, mut host) = upstream_of(ctx, exchange)?;
+    let (mut base, environment, mut host) =
+        upstream_of(ctx, exchange, &s.config.allowed_upstreams)?;
     // One Binance key serves spot and USD-M; its permissions are reported by the spot API
     // (`/sapi/...`), which the futures host does not serve.
     if exchange == ExchangeId::Binanceusdm

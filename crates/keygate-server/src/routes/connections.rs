@@ -116,6 +116,13 @@ pub struct CreateConnection {
 /// Checks a base URL against the exchange's own hosts and `KEYGATE_ALLOWED_UPSTREAMS`
 /// (DESIGN.md §7: secrets and signed requests go nowhere else).
 pub fn check_base_url(s: &AppState, ex: ExchangeId, raw: &str) -> Result<String, String> {
+    base_url_allowed(&s.config.allowed_upstreams, ex, raw)
+}
+
+/// [`check_base_url`] against the list `allowed` (`KEYGATE_ALLOWED_UPSTREAMS`): also
+/// checked before each use of a stored `base_url` (`gateway::upstream_of`), so a row from
+/// a backup or from before the operator narrowed the list is refused, not contacted.
+pub fn base_url_allowed(allowed: &[String], ex: ExchangeId, raw: &str) -> Result<String, String> {
     let url = url::Url::parse(raw).map_err(|_| "not a valid URL".to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("scheme must be https (or http for an allowed local upstream)".into());
@@ -138,16 +145,12 @@ pub fn check_base_url(s: &AppState, ex: ExchangeId, raw: &str) -> Result<String,
         .flatten()
         .filter_map(|h| url::Url::parse(h).ok())
         .any(|h| h.host_str() == Some(host.as_str()) && url.scheme() == "https" && port == 443);
-    let allowed = s
-        .config
-        .allowed_upstreams
-        .iter()
-        .any(|a| match a.rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok() => {
-                h == host && p.parse::<u16>().ok() == Some(port)
-            }
-            _ => *a == host,
-        });
+    let allowed = allowed.iter().any(|a| match a.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => {
+            h == host && p.parse::<u16>().ok() == Some(port)
+        }
+        _ => *a == host,
+    });
     if !own && !allowed {
         return Err(format!(
             "host {host} is neither {ex}'s own API host nor listed in KEYGATE_ALLOWED_UPSTREAMS"

@@ -1224,6 +1224,40 @@ async fn account(app: &TestApp, t: &str, conn: &str) -> (u16, reqwest::header::H
     call(app, t, reqwest::Method::GET, conn, "api/v3/account", None).await
 }
 
+// A stored base_url is checked against KEYGATE_ALLOWED_UPSTREAMS on use, not only when it
+// was saved: a row from a backup, or from before the operator narrowed the list, is
+// refused (403 upstream_not_allowed) and neither a proxied call nor the background sync
+// sends a signed request there.
+both_backends!(
+    a_stored_base_url_off_the_allowlist_is_never_contacted,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        assert_eq!(account(&app, &t, &conn).await.0, 200);
+        let port = mock.base_url().rsplit(':').next().unwrap().to_string();
+        app.raw_exec(&format!(
+            "UPDATE connections SET base_url = 'http://localhost:{port}'"
+        ))
+        .await
+        .unwrap();
+        // past the gateway's context cache (a raw write does not invalidate it)
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let sent = mock.requests().len();
+        let (s, _, b) = account(&app, &t, &conn).await;
+        assert_eq!((s, code(&b).as_str()), (403, "upstream_not_allowed"), "{b}");
+        let (s, r) = app
+            .post(&format!("/v1/connections/{conn}/sync"), &t, json!({}))
+            .await;
+        assert_ne!(s, 200, "{r}");
+        assert_eq!(
+            mock.requests().len(),
+            sent,
+            "a request reached the upstream"
+        );
+    }
+);
+
 /// The gateway reuses a loaded connection/credential state for a while
 /// (`KEYGATE_GATEWAY_CACHE_MS`), but every write through this instance takes effect on the
 /// very next call, and a write through another instance within the TTL.
