@@ -76,6 +76,9 @@ await step("expired login link does not sign in", async () => {
 
 await step("login link signs in", async () => {
   await page.goto(LINK);
+  await check(page, "login-link");
+  await page.locator("#link-continue").click();
+  await page.waitForURL(/\/ui\/$/);
   assert.ok(page.url().endsWith("/ui/"), page.url());
   await page.getByRole("heading", { name: "Overview" }).waitFor();
   const cookies = await ctx.cookies();
@@ -350,6 +353,8 @@ await step("admin pages: site keys, integrations, suspended credentials (reactiv
     r = await api(`/v1/credentials/${r.body.id}`, { token: ADMIN_TOKEN, method: "PATCH", body: { status: "suspended" } });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     await ap.goto(ADMIN_LINK);
+    await ap.locator("#link-continue").click();
+    await ap.waitForURL(/\/ui\/$/);
     await ap.locator('nav a[href="/ui/admin"]').click();
     await ap.getByRole("heading", { name: "Admin", exact: true }).waitFor();
     await check(ap, "admin");

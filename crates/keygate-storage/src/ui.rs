@@ -61,6 +61,21 @@ impl Store {
         }))
     }
 
+    /// Who a login link signs in as, while it is unused and unexpired; uses nothing up
+    /// (the console asks for a confirming POST before [`Store::consume_login_link`]).
+    pub async fn peek_login_link(&self, token_hash: &[u8]) -> Result<Option<(Uuid, bool)>> {
+        let now = DbTime::now();
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, (Uuid, bool)>(
+                "SELECT user_id, is_admin FROM ui_login_links WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+            )
+            .bind(token_hash.to_vec())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+        }))
+    }
+
     pub async fn create_ui_session(&self, s: &UiSessionRecord) -> Result<()> {
         let sql = format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)");
         in_tx!(self, Actor::service(), |tx| {

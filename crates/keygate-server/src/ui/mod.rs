@@ -37,7 +37,10 @@ pub fn router() -> Router<AppState> {
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(pages::overview))
         .route("/ui/login", get(pages::login_page).post(pages::login_jwt))
-        .route("/ui/auth/{token}", get(pages::login_link))
+        .route(
+            "/ui/auth/{token}",
+            get(pages::login_link).post(pages::login_link_confirm),
+        )
         .route("/ui/logout", post(pages::logout))
         .route("/ui/vault", get(pages::vault).post(pages::vault_action))
         .route(
@@ -138,6 +141,7 @@ fn env() -> &'static Environment<'static> {
         for (name, src) in [
             ("base.html", include_str!("templates/base.html")),
             ("login.html", include_str!("templates/login.html")),
+            ("login_link.html", include_str!("templates/login_link.html")),
             ("overview.html", include_str!("templates/overview.html")),
             ("vault.html", include_str!("templates/vault.html")),
             (

@@ -87,24 +87,74 @@ pub async fn login_page(State(s): State<AppState>, c: Ctx) -> Response {
     render_status(StatusCode::OK, "login.html", None, json!({}))
 }
 
+fn link_refused() -> Response {
+    render_status(
+        StatusCode::FORBIDDEN,
+        "login.html",
+        None,
+        json!({"error": "This sign-in link is invalid, expired or already used. Ask for a new one with `keygate login-link`."}),
+    )
+}
+
+fn link_token_ok(token: &str) -> bool {
+    token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Opening a login link only asks to confirm: a GET uses nothing up. So a link scanner or
+/// a chat preview cannot spend the link, and a link someone else sent cannot sign this
+/// browser in to their account unasked (login CSRF): the page names the account, and the
+/// sign-in is a same-origin POST.
 pub async fn login_link(State(s): State<AppState>, Path(token): Path<String>) -> Response {
-    let refused = || {
-        render_status(
-            StatusCode::FORBIDDEN,
-            "login.html",
-            None,
-            json!({"error": "This sign-in link is invalid, expired or already used. Ask for a new one with `keygate login-link`."}),
-        )
-    };
-    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return refused();
+    if !link_token_ok(&token) {
+        return link_refused();
     }
-    match s.store.consume_login_link(&session::hash(&token)).await {
-        Ok(Some((user, admin))) => signed_in(&s, user, admin, None).await,
-        Ok(None) => refused(),
+    match s.store.peek_login_link(&session::hash(&token)).await {
+        Ok(Some((user, admin))) => render_status(
+            StatusCode::OK,
+            "login_link.html",
+            None,
+            json!({"user": user.to_string(), "link_admin": admin}),
+        ),
+        Ok(None) => link_refused(),
         Err(e) => {
             tracing::error!(error = %e, "login link lookup failed");
-            refused()
+            link_refused()
+        }
+    }
+}
+
+/// The confirmed sign-in: uses the link up and starts a session, ending any session this
+/// browser had.
+pub async fn login_link_confirm(
+    State(s): State<AppState>,
+    c: Ctx,
+    Path(token): Path<String>,
+) -> Response {
+    if !session::same_origin(&c.headers) {
+        return forbidden(None, "cross-origin request refused");
+    }
+    if !link_token_ok(&token) {
+        return link_refused();
+    }
+    match s.store.consume_login_link(&session::hash(&token)).await {
+        Ok(Some((user, admin))) => {
+            end_current_session(&s, &c).await;
+            signed_in(&s, user, admin, None).await
+        }
+        Ok(None) => link_refused(),
+        Err(e) => {
+            tracing::error!(error = %e, "login link lookup failed");
+            link_refused()
+        }
+    }
+}
+
+/// Ends the session this browser sends, if any: a new sign-in replaces it rather than
+/// leaving it alive on the server.
+async fn end_current_session(s: &AppState, c: &Ctx) {
+    if let Some(old) = session::current(s, &c.headers).await {
+        if let Err(e) = s.store.delete_ui_session(&old.id_hash).await {
+            tracing::error!(error = %e, "ending the previous ui session failed");
         }
     }
 }
@@ -157,6 +207,7 @@ pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Respon
             // leeway past `exp`; the session does not)
             match DateTime::<Utc>::from_timestamp(exp, 0).filter(|t| *t > Utc::now()) {
                 Some(exp) => {
+                    end_current_session(&s, &c).await;
                     signed_in(
                         &s,
                         caller.user_id.expect("checked"),

@@ -106,8 +106,11 @@ async fn console_in_a_real_browser() {
 }
 
 // Login links and sessions on both backends (PostgreSQL: service-role RLS), over HTTP
-// without a browser: a link works once; an expired one never; cross-origin POSTs are
-// refused; the session cookie is HttpOnly + SameSite=Strict; logout ends the session.
+// without a browser: opening a link only asks to confirm (a GET used the link up and
+// signed in before, so anyone could send a victim their own link: login CSRF); the
+// confirming POST must be same-origin; a link works once; an expired one never;
+// cross-origin POSTs are refused; the session cookie is HttpOnly + SameSite=Strict;
+// logout ends the session, and so does a new sign-in in the same browser.
 crate::both_backends!(
     ui_sign_in_and_csrf,
     |app: crate::helpers::TestApp| async move {
@@ -125,7 +128,25 @@ crate::both_backends!(
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let r = c.get(&link).send().await.unwrap();
+        // opening the link only asks to confirm, naming the account, and uses nothing up
+        for _ in 0..2 {
+            let r = c.get(&link).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.headers().get("set-cookie").is_none());
+            let page = r.text().await.unwrap();
+            assert!(page.contains(&user.to_string()), "{page}");
+        }
+        // a cross-site form cannot sign this browser in (login CSRF), nor spend the link
+        let confirm = |origin: String| {
+            c.post(&link)
+                .header("origin", origin)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .send()
+        };
+        let r = confirm("http://evil.test".into()).await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert!(r.headers().get("set-cookie").is_none());
+        let r = confirm(app.base.clone()).await.unwrap();
         assert_eq!(r.status(), 303);
         let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
         assert!(
@@ -139,6 +160,11 @@ crate::both_backends!(
         let cookie = set.split(';').next().unwrap().to_string();
         assert_eq!(
             c.get(&link).send().await.unwrap().status(),
+            403,
+            "link reused"
+        );
+        assert_eq!(
+            confirm(app.base.clone()).await.unwrap().status(),
             403,
             "link reused"
         );
@@ -219,6 +245,46 @@ crate::both_backends!(
             .await
             .unwrap();
         assert_eq!(r.status(), 303, "session survived logout");
+
+        // a new sign-in in this browser ends the session it had, on the server too
+        let sign_in = |cookie: Option<String>| {
+            let (app, c) = (&app, &c);
+            async move {
+                let link = keygate_server::ui::create_login_link(
+                    &app.state.config,
+                    user,
+                    false,
+                    Duration::from_secs(60),
+                    Some(&app.base),
+                )
+                .await
+                .unwrap();
+                let mut r = c
+                    .post(&link)
+                    .header("origin", &app.base)
+                    .header("content-type", "application/x-www-form-urlencoded");
+                if let Some(k) = cookie {
+                    r = r.header("cookie", k);
+                }
+                let r = r.send().await.unwrap();
+                assert_eq!(r.status(), 303);
+                let set = r.headers()["set-cookie"].to_str().unwrap();
+                set.split(';').next().unwrap().to_string()
+            }
+        };
+        let home = |cookie: String| {
+            c.get(format!("{}/ui/", app.base))
+                .header("cookie", cookie)
+                .send()
+        };
+        let first = sign_in(None).await;
+        let second = sign_in(Some(first.clone())).await;
+        assert_eq!(home(second).await.unwrap().status(), 200);
+        assert_eq!(
+            home(first).await.unwrap().status(),
+            303,
+            "the replaced session still works"
+        );
     }
 );
 
