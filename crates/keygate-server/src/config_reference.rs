@@ -87,7 +87,7 @@ pub const SETTINGS: &[Setting] = &[
     s("KEYGATE_TLS_CLIENT_CA", Some("tls_client_ca"), "unset",
       "PEM CA bundle. When set, every caller must present a client certificate signed by it (mTLS), in addition to its token. Reloaded on SIGHUP."),
     s("KEYGATE_ALLOW_PLAINTEXT", Some("allow_plaintext"), "false",
-      "Allow plain HTTP on a non-loopback address, for a TLS-terminating proxy in front. keygate then warns at start and in `/readyz`."),
+      "Allow plain HTTP on a non-loopback address, for a TLS-terminating proxy in front. keygate then warns at start and in `/readyz`, and the console's session cookie is `Secure` (reach the console through the proxy)."),
     s("KEYGATE_TRUSTED_PROXIES", Some("trusted_proxies"), "empty",
       "Comma-separated IPs or CIDRs (TOML: array) of reverse proxies. Only from these peers is `X-Forwarded-For` believed (its rightmost untrusted address is the client IP); otherwise the peer address is. IP allowlists and audit IPs use it."),
     s("KEYGATE_SYNC_INTERVAL_MINUTES", Some("sync_interval_minutes"), "60",

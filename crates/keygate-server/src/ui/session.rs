@@ -55,11 +55,16 @@ pub fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// Whether browsers reach the console over TLS: keygate serves it, or a TLS-terminating
+/// proxy stands in front (`KEYGATE_ALLOW_PLAINTEXT`, which says so). The cookie is then
+/// `Secure` with the `__Host-` prefix: never sent over plain HTTP, and not overwritable
+/// from a sibling subdomain.
 fn tls(state: &AppState) -> bool {
-    crate::tls::TlsFiles::from_config(&state.config)
-        .ok()
-        .flatten()
-        .is_some()
+    state.config.allow_plaintext
+        || crate::tls::TlsFiles::from_config(&state.config)
+            .ok()
+            .flatten()
+            .is_some()
 }
 
 fn cookie_name(state: &AppState) -> &'static str {

@@ -288,6 +288,50 @@ crate::both_backends!(
     }
 );
 
+// Behind a TLS-terminating proxy (KEYGATE_ALLOW_PLAINTEXT) browsers reach the console over
+// HTTPS, so the session cookie is Secure with the __Host- prefix there too (before, only
+// when keygate served TLS itself: the cookie could travel over plain HTTP).
+#[tokio::test]
+async fn behind_a_tls_proxy_the_console_cookie_is_secure() {
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, |c| c.allow_plaintext = true)
+        .await
+        .expect("sqlite");
+    let link = keygate_server::ui::create_login_link(
+        &app.state.config,
+        Uuid::new_v4(),
+        false,
+        Duration::from_secs(60),
+        Some(&app.base),
+    )
+    .await
+    .unwrap();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c
+        .post(&link)
+        .header("origin", &app.base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.starts_with("__Host-keygate_ui=") && set.contains("; Secure"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let r = c
+        .get(format!("{}/ui/", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the proxy forwards the cookie: signed in");
+}
+
 // A console session opened with a pasted JWT ends when the token does: before, it got the
 // full 12 h (30 min idle), with the token's admin flag frozen in, whatever the token's
 // `exp`. A token already past `exp` (but inside the clock-skew leeway the API allows)
