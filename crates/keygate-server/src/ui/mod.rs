@@ -315,7 +315,21 @@ pub async fn dispatch(
     };
     req.extensions_mut().insert(sess.caller());
     if let Some(c) = conn {
-        req.extensions_mut().insert(c);
+        // the browser's address as the outer request resolved it (X-Forwarded-For from a
+        // trusted proxy): the inner request carries no such header, so without this its
+        // audit rows would name the proxy
+        let ip = crate::client_ip::client_ip(
+            c.0.ip(),
+            orig.get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            &state.config.trusted_proxies,
+        );
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                ip,
+                c.0.port(),
+            )));
     }
     match crate::app::router(state.clone()).oneshot(req).await {
         Ok(r) => r,

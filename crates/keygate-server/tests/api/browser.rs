@@ -332,6 +332,73 @@ async fn behind_a_tls_proxy_the_console_cookie_is_secure() {
     assert_eq!(r.status(), 200, "the proxy forwards the cookie: signed in");
 }
 
+// Behind a trusted proxy, what a console page does through the API is audited with the
+// browser's address (X-Forwarded-For), as an API call would be, not the proxy's.
+#[tokio::test]
+async fn console_actions_are_audited_with_the_browsers_address() {
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, |c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]
+    })
+    .await
+    .expect("sqlite");
+    let user = Uuid::new_v4();
+    let link = keygate_server::ui::create_login_link(
+        &app.state.config,
+        user,
+        false,
+        Duration::from_secs(60),
+        Some(&app.base),
+    )
+    .await
+    .unwrap();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c
+        .post(&link)
+        .header("origin", &app.base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let page = c
+        .get(format!("{}/ui/vault", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap()
+        .to_string();
+    let r = c
+        .post(format!("{}/ui/vault", app.base))
+        .header("cookie", &cookie)
+        .header("origin", &app.base)
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "csrf={csrf}&action=setup&password=correct+horse+battery+staple"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, log) = app
+        .get("/v1/audit?category=vault&action=setup", &app.token(user))
+        .await;
+    assert_eq!(log["items"][0]["ip_address"], "203.0.113.9", "{log}");
+}
+
 // A console session opened with a pasted JWT ends when the token does: before, it got the
 // full 12 h (30 min idle), with the token's admin flag frozen in, whatever the token's
 // `exp`. A token already past `exp` (but inside the clock-skew leeway the API allows)
