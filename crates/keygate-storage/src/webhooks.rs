@@ -249,6 +249,30 @@ impl Store {
         Ok(())
     }
 
+    /// How many deliveries of `event_type` were queued since `since` for endpoint
+    /// `webhook_id` or for any endpoint of `user` (a rate limit on what a user can queue at
+    /// will, such as test events; a platform endpoint has no user).
+    pub async fn deliveries_queued_since(
+        &self,
+        actor: Actor,
+        webhook_id: Uuid,
+        user: Option<Uuid>,
+        event_type: &str,
+        since: DbTime,
+    ) -> Result<i64> {
+        Ok(in_tx!(self, actor, |tx| {
+            sqlx::query_scalar::<DB, i64>(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE (webhook_id = $1 OR user_id = $2) AND event_type = $3 AND created_at > $4",
+            )
+            .bind(webhook_id)
+            .bind(user)
+            .bind(event_type)
+            .bind(since)
+            .fetch_one(&mut *tx)
+            .await?
+        }))
+    }
+
     /// Delivery log of one endpoint, newest first.
     pub async fn list_deliveries(
         &self,

@@ -359,6 +359,9 @@ pub async fn deliveries(
     )))
 }
 
+/// Test events a user may queue per minute (`POST /v1/webhooks/{id}/test`).
+const TESTS_PER_MINUTE: i64 = 10;
+
 /// Queue a `webhook.test` event for this one endpoint (whatever it subscribes to), so a
 /// receiver can check signatures end to end. The delivery shows in the endpoint's log.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(("id" = Uuid, Path)), security(("bearer" = [])),
@@ -377,6 +380,26 @@ pub async fn send_test(
         ));
     }
     let now = DbTime::now();
+    // test events go to an address the user chose, through the queue every user's
+    // deliveries share: a few a minute are enough to check a receiver
+    let recent = s
+        .store
+        .deliveries_queued_since(
+            caller.actor(),
+            w.id,
+            w.user_id,
+            crate::webhooks::TEST_EVENT,
+            DbTime::new(now.0 - chrono::Duration::minutes(1)),
+        )
+        .await?;
+    if recent >= TESTS_PER_MINUTE {
+        return Err(ApiError::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            detail: format!("at most {TESTS_PER_MINUTE} test events a minute; try again shortly"),
+            retry_after: Some(60),
+        });
+    }
     let payload = serde_json::json!({
         "id": Uuid::now_v7(),
         "type": crate::webhooks::TEST_EVENT,

@@ -232,6 +232,56 @@ async fn user_chosen_urls_reach_only_public_addresses_postgres() {
     user_chosen_urls_reach_only_public_addresses(crate::helpers::Backend::Postgres).await;
 }
 
+// Test events go to an address the user chose, through the queue every user's deliveries
+// share, so a user queues at most ten a minute (429 with Retry-After); other users are not
+// held to that user's count.
+both_backends!(
+    webhook_tests_are_rate_limited_per_user,
+    |app: TestApp| async move {
+        let t = app.token(Uuid::new_v4());
+        let (url, _got) = receiver().await;
+        let mut hooks = Vec::new();
+        for _ in 0..2 {
+            let (s, hook) = app.post("/v1/webhooks", &t, json!({"url": url})).await;
+            assert_eq!(s, 201, "{hook}");
+            hooks.push(hook["id"].as_str().unwrap().to_string());
+        }
+        let test = |t: String, id: String| {
+            let app = &app;
+            async move {
+                let r = app
+                    .client
+                    .post(format!("{}/v1/webhooks/{id}/test", app.base))
+                    .bearer_auth(t)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                (body["code"].as_str().map(str::to_owned), retry)
+            }
+        };
+        // ten, spread over the user's two endpoints, then no more
+        for i in 0..10 {
+            let (code, _) = test(t.clone(), hooks[i % 2].clone()).await;
+            assert_eq!(code, None, "test {i} refused");
+        }
+        let (code, retry) = test(t.clone(), hooks[0].clone()).await;
+        assert_eq!(code.as_deref(), Some("rate_limited"));
+        assert_eq!(retry.as_deref(), Some("60"));
+        // another user is not held to it
+        let other = app.token(Uuid::new_v4());
+        let (s, hook) = app.post("/v1/webhooks", &other, json!({"url": url})).await;
+        assert_eq!(s, 201, "{hook}");
+        let (code, _) = test(other, hook["id"].as_str().unwrap().to_string()).await;
+        assert_eq!(code, None);
+    }
+);
+
 both_backends!(
     webhook_test_event_reaches_only_that_endpoint,
     |app: TestApp| async move {
