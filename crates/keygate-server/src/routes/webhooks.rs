@@ -365,7 +365,7 @@ const TESTS_PER_MINUTE: i64 = 10;
 /// Queue a `webhook.test` event for this one endpoint (whatever it subscribes to), so a
 /// receiver can check signatures end to end. The delivery shows in the endpoint's log.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 202, body = DeliveryView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+    responses((status = 202, body = DeliveryView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
 pub async fn send_test(
     State(s): State<AppState>,
     caller: Caller,
