@@ -317,6 +317,12 @@ async fn proxy_call(
         .parse()
         .map_err(|_| ApiError::internal("stored connection names an unknown exchange"))?;
     let api = exchange.api();
+    // where the call would go: a base_url no longer allowed, or a testnet the exchange
+    // lacks, is refused here, before policy reserves or scores anything
+    let (base, environment, host) = match &prepared.upstream {
+        Some(u) => u.clone(),
+        None => upstream_of(ctx, exchange, &s.config.allowed_upstreams)?,
+    };
 
     let mut headers = HeaderMap::new();
     for (k, v) in parts.headers.iter() {
@@ -403,11 +409,6 @@ async fn proxy_call(
     }
     log.notional_micros = micros(approved.volume_usd());
     log.withdrawal_micros = micros(approved.withdrawal_usd());
-
-    let (base, environment, host) = match &prepared.upstream {
-        Some(u) => u.clone(),
-        None => upstream_of(ctx, exchange, &s.config.allowed_upstreams)?,
-    };
 
     if approved.may_sign() {
         if let Err(e) = sign(
