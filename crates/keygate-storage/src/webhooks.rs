@@ -249,9 +249,9 @@ impl Store {
         Ok(())
     }
 
-    /// How many deliveries of `event_type` were queued since `since` for endpoint
-    /// `webhook_id` or for any endpoint of `user` (a rate limit on what a user can queue at
-    /// will, such as test events; a platform endpoint has no user).
+    /// How many deliveries of `event_type` were queued since `since` for any endpoint of
+    /// `user`, or for endpoint `webhook_id` when it is a platform endpoint (no user): a rate
+    /// limit on what a caller can queue at will, such as test events.
     pub async fn deliveries_queued_since(
         &self,
         actor: Actor,
@@ -260,16 +260,23 @@ impl Store {
         event_type: &str,
         since: DbTime,
     ) -> Result<i64> {
+        let (sql, key) = match user {
+            Some(u) => (
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE user_id = $1 AND event_type = $2 AND created_at > $3",
+                u,
+            ),
+            None => (
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = $1 AND event_type = $2 AND created_at > $3",
+                webhook_id,
+            ),
+        };
         Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_scalar::<DB, i64>(
-                "SELECT COUNT(*) FROM webhook_deliveries WHERE (webhook_id = $1 OR user_id = $2) AND event_type = $3 AND created_at > $4",
-            )
-            .bind(webhook_id)
-            .bind(user)
-            .bind(event_type)
-            .bind(since)
-            .fetch_one(&mut *tx)
-            .await?
+            sqlx::query_scalar::<DB, i64>(sql)
+                .bind(key)
+                .bind(event_type)
+                .bind(since)
+                .fetch_one(&mut *tx)
+                .await?
         }))
     }
 
