@@ -57,6 +57,11 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
     let recorder = Recorder::start(store.clone(), chain_key.clone(), metrics.clone());
     let http = crate::outbound::client(&config.allowed_private_hosts)
         .map_err(|e| ConfigError(format!("http client: {e}")))?;
+    let operator_http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ConfigError(format!("http client: {e}")))?;
     Ok(AppState::new(crate::state::AppStateInner {
         keyring: Keyring::new(provider, store.clone()),
         gateway: Arc::new(
@@ -68,6 +73,7 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
         recorder,
         metrics,
         http,
+        operator_http,
         chain_key,
         platform,
         jobs: crate::jobs::Jobs::new(),

@@ -56,7 +56,8 @@ pub struct Config {
     pub allowed_upstreams: Vec<String>,
     /// `KEYGATE_ALLOWED_PRIVATE_HOSTS` / `allowed_private_hosts`: hosts (names or IP
     /// addresses) that user-chosen URLs (webhooks, OAuth token endpoints) may reach although
-    /// they are not public addresses (`outbound.rs`). The hosts of `webhook_urls` are added.
+    /// they are not public addresses (`outbound.rs`). The operator's own `webhook_urls`
+    /// are not held to this.
     pub allowed_private_hosts: Vec<String>,
     /// `KEYGATE_REVEAL_ENABLED` / `reveal_enabled`: allow the reveal endpoint (service role
     /// only). Default false.
@@ -359,7 +360,7 @@ impl Config {
                 .collect(),
             None => fc.allowed_upstreams.unwrap_or_default(),
         };
-        let mut allowed_private_hosts: Vec<String> = match env("KEYGATE_ALLOWED_PRIVATE_HOSTS") {
+        let allowed_private_hosts: Vec<String> = match env("KEYGATE_ALLOWED_PRIVATE_HOSTS") {
             Some(v) => v
                 .split(',')
                 .map(|s| s.trim().to_ascii_lowercase())
@@ -372,6 +373,10 @@ impl Config {
                 .map(|s| s.trim().to_ascii_lowercase())
                 .collect(),
         };
+        for h in &allowed_private_hosts {
+            crate::outbound::check_allowed_entry(h)
+                .map_err(|e| ConfigError(format!("KEYGATE_ALLOWED_PRIVATE_HOSTS: {e}")))?;
+        }
         let reveal_enabled = match env("KEYGATE_REVEAL_ENABLED") {
             Some(v) => parse_bool("KEYGATE_REVEAL_ENABLED", &v)?,
             None => fc.reveal_enabled.unwrap_or(false),
@@ -435,13 +440,6 @@ impl Config {
         for u in &webhook_urls {
             crate::webhooks::check_url(u)
                 .map_err(|e| ConfigError(format!("KEYGATE_WEBHOOK_URLS: {u}: {e}")))?;
-            // the operator's own receivers may be on a private network
-            if let Some(host) = url::Url::parse(u).ok().and_then(|u| {
-                u.host_str()
-                    .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
-            }) {
-                allowed_private_hosts.push(host);
-            }
         }
         let webhook_secret = env("KEYGATE_WEBHOOK_SECRET").map(SecretString::from);
         if !webhook_urls.is_empty() && webhook_secret.is_none() {

@@ -43,6 +43,7 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a == 0 // "this network"
         || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast (deprecated)
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
         || a >= 240) // reserved
 }
@@ -52,6 +53,11 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         return is_public_v4(v4);
     }
     let s = ip.segments();
+    // local-use NAT64 (64:ff9b:1::/48, RFC 8215) maps into whatever the network chose, and
+    // Teredo (2001::/32) tunnels to an address it hides: neither can be judged
+    if (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) || (s[0] == 0x2001 && s[1] == 0) {
+        return false;
+    }
     // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4 address
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
         return is_public_v4(Ipv4Addr::new(
@@ -76,16 +82,49 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || ip.is_unicast_link_local()
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || s[0] & 0xffc0 == 0xfec0 // site-local (deprecated)
-        || s[0..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible and other ::/96 forms
+        || s[0..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible and other ::/96 forms
+        || s[0..5] == [0, 0, 0, 0, 0xffff] // IPv4-translated (::ffff:0:0/96)
+        || s[0..4] == [0x100, 0, 0, 0]) // discard-only (100::/64)
 }
 
-/// Whether the operator listed `host` in `KEYGATE_ALLOWED_PRIVATE_HOSTS` (names compared
-/// without case and without a trailing dot).
+/// An entry of `KEYGATE_ALLOWED_PRIVATE_HOSTS`, or a URL's host: an IP address (IPv6 with
+/// or without brackets, any spelling) or a name (without case or a trailing dot).
+#[derive(PartialEq)]
+enum HostId {
+    Ip(IpAddr),
+    Name(String),
+}
+
+fn host_id(s: &str) -> HostId {
+    let bare = s.trim().trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => HostId::Ip(ip),
+        Err(_) => HostId::Name(bare.trim_end_matches('.').to_ascii_lowercase()),
+    }
+}
+
+/// Checks `KEYGATE_ALLOWED_PRIVATE_HOSTS` entries at start: host names or IP addresses,
+/// without a scheme, port or path.
+pub fn check_allowed_entry(entry: &str) -> Result<(), String> {
+    match host_id(entry) {
+        HostId::Ip(_) => Ok(()),
+        HostId::Name(n)
+            if !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+        {
+            Ok(())
+        }
+        HostId::Name(_) => Err(format!(
+            "{entry}: not a host name or IP address (no scheme, port or path)"
+        )),
+    }
+}
+
+/// Whether the operator listed `host` in `KEYGATE_ALLOWED_PRIVATE_HOSTS`.
 fn listed(allowed: &[String], host: &str) -> bool {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    allowed
-        .iter()
-        .any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(&host))
+    let host = host_id(host);
+    allowed.iter().any(|a| host_id(a) == host)
 }
 
 /// Refuses a URL whose host is a non-public IP address or a `localhost` name, unless the
@@ -230,6 +269,11 @@ mod tests {
             "fec0::1",
             "ff02::1",
             "2001:db8::1",
+            "64:ff9b:1::a00:5",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "::ffff:0:a00:5",
+            "100::1",
+            "192.88.99.1",
         ] {
             assert!(!public(bad), "{bad}");
         }
@@ -254,10 +298,37 @@ mod tests {
             let e = check_target(none, bad).expect_err(bad);
             assert!(e.contains("KEYGATE_ALLOWED_PRIVATE_HOSTS"), "{e}");
         }
-        let listed = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let listed = [
+            "127.0.0.1".to_string(),
+            "LocalHost.".to_string(),
+            "[0:0::ffff:a00:5]".to_string(),
+        ];
         assert!(check_target(&listed, "http://127.0.0.1:9000/hook").is_ok());
         assert!(check_target(&listed, "http://localhost:9000/hook").is_ok());
+        assert!(check_target(&listed, "http://[::ffff:10.0.0.5]/").is_ok());
         assert!(check_target(&listed, "http://10.0.0.5/").is_err());
+        assert!(check_target(&listed, "http://127.0.0.2/").is_err());
+    }
+
+    #[test]
+    fn allowlist_entries_are_hosts_only() {
+        for ok in [
+            "10.0.0.5",
+            "[::1]",
+            "::1",
+            "hooks.internal",
+            "hooks.internal.",
+        ] {
+            assert!(check_allowed_entry(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "10.0.0.5:8080",
+            "http://hooks.internal",
+            "hooks.internal/x",
+            "",
+        ] {
+            assert!(check_allowed_entry(bad).is_err(), "{bad}");
+        }
     }
 
     /// A name that resolves to loopback gets no address, unless it is listed.

@@ -39,6 +39,8 @@ pub struct AppStateInner {
     /// For user-chosen URLs (webhooks, OAuth token endpoints): public addresses only
     /// ([`crate::outbound`]).
     pub http: reqwest::Client,
+    /// For the operator's own `KEYGATE_WEBHOOK_URLS`, which may be on a private network.
+    pub operator_http: reqwest::Client,
     pub gateway: Arc<crate::gateway::Gateway>,
     /// HMAC key of the audit chain, derived from the master key.
     pub chain_key: Arc<[u8; 32]>,

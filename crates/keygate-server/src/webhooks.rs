@@ -173,18 +173,29 @@ pub async fn deliver_due(state: &AppState, now: DbTime) -> Result<usize, ApiErro
             state.store.finish_delivery(&d).await?;
             return Ok::<_, ApiError>(());
         }
-        // saved before keygate checked webhook URLs, or since taken off the operator's list
-        if let Err(e) = crate::outbound::check_target(&state.config.allowed_private_hosts, &d.url) {
-            d.status = "failed".into();
-            d.last_error = Some(e);
-            state.store.finish_delivery(&d).await?;
-            return Ok(());
+        // a user's endpoint (one saved before keygate checked webhook URLs, or since taken
+        // off the operator's list) reaches only public addresses; the operator's own
+        // KEYGATE_WEBHOOK_URLS (no endpoint row) may be on a private network
+        let operator = d.webhook_id.is_none();
+        if !operator {
+            if let Err(e) =
+                crate::outbound::check_target(&state.config.allowed_private_hosts, &d.url)
+            {
+                d.status = "failed".into();
+                d.last_error = Some(e);
+                state.store.finish_delivery(&d).await?;
+                return Ok(());
+            }
         }
+        let client = if operator {
+            &state.operator_http
+        } else {
+            &state.http
+        };
         let secret = secret_for(state, &d, hook.as_ref())?;
         let t = chrono::Utc::now().timestamp();
         let sig = signature_header(&secret, t, &d.payload);
-        let res = state
-            .http
+        let res = client
             .post(&d.url)
             .timeout(timeout)
             .header("content-type", "application/json")

@@ -145,8 +145,15 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, String, String)>>>) {
 // read the status back. A URL saved before the check (or since taken off the list) is
 // refused when it would be sent to, and nothing reaches it.
 async fn user_chosen_urls_reach_only_public_addresses(backend: crate::helpers::Backend) {
-    let Some(app) =
-        crate::helpers::spawn_app_with(backend, |c| c.allowed_private_hosts.clear()).await
+    // the operator's own receiver, on loopback: not held to the rule
+    let (operator_url, operator_got) = receiver().await;
+    let ou = operator_url.clone();
+    let Some(app) = crate::helpers::spawn_app_with(backend, move |c| {
+        c.allowed_private_hosts.clear();
+        c.webhook_urls = vec![ou];
+        c.webhook_secret = Some("operator-webhook-secret".to_string().into());
+    })
+    .await
     else {
         eprintln!("NOT RUN: PostgreSQL test needs KEYGATE_TEST_DATABASE_URL");
         return;
@@ -220,6 +227,21 @@ async fn user_chosen_urls_reach_only_public_addresses(backend: crate::helpers::B
         "{last}"
     );
     assert!(got.lock().is_empty(), "the delivery reached loopback");
+    // while the operator's KEYGATE_WEBHOOK_URLS on loopback are delivered to
+    keygate_server::webhooks::emit(&app.state, None, "rotation.reminder", json!({}))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if !operator_got.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        operator_got.lock().len(),
+        1,
+        "the operator's receiver got nothing"
+    );
 }
 
 #[tokio::test]
