@@ -259,6 +259,7 @@ pub const BACKUP_TABLES: &[TableSpec] = &[
             ("row_version", I64),
             ("created_at", Time),
             ("updated_at", Time),
+            ("sync_attempted_at", Time),
         ],
         &["id"],
     ),

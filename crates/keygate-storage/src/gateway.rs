@@ -145,14 +145,28 @@ impl Store {
     pub async fn connections_due_for_sync(
         &self,
         before: DbTime,
+        now: DbTime,
         limit: i64,
     ) -> Result<Vec<(Uuid, Uuid)>> {
+        // Claimed (`sync_attempted_at`) whatever the sync then finds: a connection whose
+        // check fails (a revoked key, an unreachable or disallowed upstream) is tried again
+        // after the interval, not on every run ahead of every other connection. Another
+        // instance does not pick a claimed one.
         Ok(in_tx!(self, Actor::service(), |tx| {
-            sqlx::query_as::<DB, (Uuid, Uuid)>("SELECT user_id, id FROM connections WHERE is_enabled AND (last_verified_at IS NULL OR last_verified_at < $1) ORDER BY last_verified_at IS NOT NULL, last_verified_at, id LIMIT $2")
-                .bind(before)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?
+            sqlx::query_as::<DB, (Uuid, Uuid)>(
+                "UPDATE connections SET sync_attempted_at = $3 WHERE id IN (\
+                 SELECT id FROM connections WHERE is_enabled \
+                 AND (last_verified_at IS NULL OR last_verified_at < $1) \
+                 AND (sync_attempted_at IS NULL OR sync_attempted_at < $1) \
+                 ORDER BY sync_attempted_at IS NOT NULL, sync_attempted_at, \
+                 last_verified_at IS NOT NULL, last_verified_at, id LIMIT $2) \
+                 RETURNING user_id, id",
+            )
+            .bind(before)
+            .bind(limit)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?
         }))
     }
 }

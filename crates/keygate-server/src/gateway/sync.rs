@@ -394,7 +394,7 @@ pub async fn run_connection_sync(
     let before = DbTime::new(now.0 - chrono::Duration::minutes(i64::from(minutes)));
     let system = Caller::system();
     let mut done = 0;
-    for (user, conn) in s.store.connections_due_for_sync(before, 20).await? {
+    for (user, conn) in s.store.connections_due_for_sync(before, now, 20).await? {
         let report = match sync_connection(
             s,
             Actor::service(),

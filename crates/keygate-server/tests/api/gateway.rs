@@ -929,6 +929,54 @@ both_backends!(
     }
 );
 
+// Connections whose sync fails (here: 21 on a suspended key) are tried once per interval
+// like the others: before, they stayed first in line on every run, and with 20 or more of
+// them no other connection was ever synced again.
+both_backends!(
+    failing_syncs_do_not_starve_other_connections,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let first = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        let credential = credential_of(&app, &t, &first).await;
+        for i in 0..20 {
+            let (s, c) = app
+                .post(
+                    "/v1/connections",
+                    &t,
+                    json!({"name": format!("failing-{i}"), "exchange": "binance", "credential_id": credential, "base_url": mock.base_url()}),
+                )
+                .await;
+            assert_eq!(s, 201, "{c}");
+        }
+        let (s, c) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/credentials/{credential}"),
+                &t,
+                json!({"status": "suspended"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{c}");
+        let good = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        let now = keygate_storage::DbTime::now();
+        let run = || keygate_server::gateway::sync::run_connection_sync(&app.state, now, 60);
+        assert_eq!(
+            run().await.unwrap(),
+            0,
+            "the first 20 are on the suspended key"
+        );
+        assert_eq!(run().await.unwrap(), 1, "the good connection's turn");
+        let (_, c) = app.get(&format!("/v1/connections/{good}"), &t).await;
+        assert_eq!(c["verification_status"], "verified", "{c}");
+        assert_eq!(
+            run().await.unwrap(),
+            0,
+            "everything was tried this interval"
+        );
+    }
+);
+
 /// After a rotation the new generation signs; during the grace period a caller may still pin
 /// the old one (`X-Keygate-Key-Generation`), and after it the old one is refused.
 #[tokio::test]
