@@ -151,7 +151,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let n = sqlx::query::<DB>("UPDATE connections SET name = $1, credential_id = $2, base_url = $3, timeout_ms = $4, max_retries = $5, is_default = $6, is_enabled = $7, status = $8, scopes = $9, limits = $10, tags = $11, metadata = $12, updated_at = $13, row_version = row_version + 1 WHERE user_id = $14 AND id = $15 AND row_version = $16")
+            let n = sqlx::query::<DB>("UPDATE connections SET name = $1, credential_id = $2, base_url = $3, timeout_ms = $4, max_retries = $5, is_default = $6, is_enabled = $7, scopes = $8, limits = $9, tags = $10, metadata = $11, updated_at = $12, row_version = row_version + 1 WHERE user_id = $13 AND id = $14 AND row_version = $15")
                 .bind(c.name.clone())
                 .bind(c.credential_id)
                 .bind(c.base_url.clone())
@@ -159,7 +159,8 @@ impl Store {
                 .bind(c.max_retries)
                 .bind(c.is_default)
                 .bind(c.is_enabled)
-                .bind(c.status.clone())
+                // not `status`: the health checks own it, and write it without a version
+                // bump, so an edit must not put back the status it read
                 .bind(c.scopes.clone())
                 .bind(c.limits.clone())
                 .bind(c.tags.clone())

@@ -261,8 +261,10 @@ impl Store {
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
+            // a new row_version: an edit or rotation that read the credential before the
+            // shred fails its version check instead of writing back the old status
             sqlx::query::<DB>(
-                "UPDATE credentials SET status = 'shredded', updated_at = $1 WHERE user_id = $2",
+                "UPDATE credentials SET status = 'shredded', updated_at = $1, row_version = row_version + 1 WHERE user_id = $2",
             )
             .bind(now)
             .bind(user_id)

@@ -1853,3 +1853,70 @@ both_backends!(
         assert_eq!(s, 201, "{r}");
     }
 );
+
+// A shred gives the user's credentials a new version, so an edit that read one before the
+// shred fails its version check (412) instead of writing back what it read; and an edit
+// of a connection never writes back a health status it read before a health check
+// changed it (the checks write status without a version bump).
+both_backends!(
+    stale_edits_do_not_undo_a_shred_or_a_health_status,
+    |app: TestApp| async move {
+        let mock = crate::gateway::mock().await;
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let conn =
+            crate::gateway::binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        let cred = crate::gateway::credential_of(&app, &t, &conn).await;
+
+        // the connection: read, a failing check marks it degraded, a stale edit
+        let actor = keygate_storage::Actor::service();
+        let conn_id: Uuid = conn.parse().unwrap();
+        let stale = app
+            .state
+            .store
+            .connection(actor, user, conn_id)
+            .await
+            .unwrap()
+            .unwrap();
+        app.state
+            .store
+            .record_connection_health(actor, user, conn_id, false, Some("timeout"), DbTime::now())
+            .await
+            .unwrap();
+        let mut edit = stale.clone();
+        edit.name = "renamed".into();
+        let stored = app
+            .state
+            .store
+            .update_connection(actor, &edit, stale.row_version)
+            .await
+            .unwrap();
+        assert_eq!(stored.name, "renamed");
+        assert_eq!(
+            stored.status, "degraded",
+            "the edit put back the old status"
+        );
+
+        // the credential: read, shred, then an edit with the version read before
+        let (_, c) = app.get(&format!("/v1/credentials/{cred}"), &t).await;
+        let before = c["version"].as_i64().unwrap();
+        let shred = json!({"confirm": "SHRED ALL MY SECRETS"});
+        assert_eq!(app.post("/v1/vault/shred", &t, shred).await.0, 204);
+        let (_, c) = app.get(&format!("/v1/credentials/{cred}"), &t).await;
+        assert_eq!(c["status"], "shredded");
+        assert!(c["version"].as_i64().unwrap() > before, "{c}");
+        let (s, r) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/credentials/{cred}"),
+                &t,
+                json!({"label": "after", "version": before}),
+            )
+            .await;
+        assert_eq!(
+            (s, r["code"].as_str()),
+            (412, Some("version_mismatch")),
+            "{r}"
+        );
+    }
+);
