@@ -159,20 +159,25 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// A startup message for a provider error.
 pub fn describe(cfg: &OpenBaoConfig, e: &KeyError) -> String {
     let key = format!("{}/keys/{}", cfg.mount, cfg.key_name);
+    let addr = shown(cfg);
     match e {
         KeyError::Unavailable { .. } => {
-            format!("OpenBao at {} is unreachable ({})", cfg.addr, chain(e))
+            format!("OpenBao at {addr} is unreachable ({})", chain(e))
         }
         KeyError::Rejected { status: 403, .. } => format!(
-            "OpenBao at {} refused the token (HTTP 403): check KEYGATE_OPENBAO_TOKEN and that its policy allows the Transit key {key}",
-            cfg.addr
+            "OpenBao at {addr} refused the token (HTTP 403): check KEYGATE_OPENBAO_TOKEN and that its policy allows the Transit key {key}"
         ),
         KeyError::Rejected { status: 404, .. } => format!(
-            "OpenBao at {} has no Transit key {key}; create it with `bao write -f {key} type=aes256-gcm96 derived=true` (and check KEYGATE_OPENBAO_MOUNT / KEYGATE_OPENBAO_KEY)",
-            cfg.addr
+            "OpenBao at {addr} has no Transit key {key}; create it with `bao write -f {key} type=aes256-gcm96 derived=true` (and check KEYGATE_OPENBAO_MOUNT / KEYGATE_OPENBAO_KEY)"
         ),
-        other => format!("OpenBao at {}: {}", cfg.addr, chain(other)),
+        other => format!("OpenBao at {addr}: {}", chain(other)),
     }
+}
+
+/// The OpenBao address as messages show it: without a password or query, should the
+/// configured address carry one.
+fn shown(cfg: &OpenBaoConfig) -> String {
+    crate::routes::admin::without_password(&cfg.addr)
 }
 
 /// Connects to Transit and checks the key (derived, AEAD). `create_missing`: create the
@@ -216,7 +221,7 @@ async fn unwrap_root(
         .map_err(|e| match e {
             KeyError::Integrity | KeyError::Malformed => ConfigError(format!(
                 "the OpenBao Transit key {}/keys/{} at {} does not match this database (it cannot unwrap the stored root key); refusing to start",
-                cfg.mount, cfg.key_name, cfg.addr
+                cfg.mount, cfg.key_name, shown(cfg)
             )),
             e => ConfigError(format!("{}; refusing to start", describe(cfg, &e))),
         })?;
@@ -274,7 +279,7 @@ pub async fn resolve_openbao(config: &Config, store: &Store) -> Result<ResolvedK
         .meta_set_if_absent(META_KEY_CHECK, &kcv)
         .await
         .map_err(meta_err)?;
-    tracing::info!(addr = %cfg.addr, key = %cfg.key_name, version = provider.current_version(), "master key: OpenBao Transit");
+    tracing::info!(addr = %shown(&cfg), key = %cfg.key_name, version = provider.current_version(), "master key: OpenBao Transit");
     Ok(ResolvedKeys {
         provider: provider.clone(),
         transit: Some(provider),
@@ -343,6 +348,37 @@ pub async fn verify_openbao(config: &Config, store: &Store) -> Result<(bool, Str
                     provider.current_version()
                 ),
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Startup messages name the OpenBao server without a password or query that its
+    /// configured address might carry.
+    #[test]
+    fn messages_never_show_the_address_password() {
+        let cfg = OpenBaoConfig {
+            addr: "https://keygate:hunter2@bao.internal:8200/?token=s.secret".into(),
+            token: "t".to_string().into(),
+            key_name: "keygate".into(),
+            mount: "transit".into(),
+            namespace: None,
+            timeout: std::time::Duration::from_secs(1),
+            allow_insecure_http: false,
+        };
+        for status in [403, 404, 500] {
+            let m = describe(
+                &cfg,
+                &KeyError::Rejected {
+                    op: "decrypt",
+                    status,
+                },
+            );
+            assert!(m.contains("bao.internal"), "{m}");
+            assert!(!m.contains("hunter2") && !m.contains("s.secret"), "{m}");
         }
     }
 }
