@@ -167,3 +167,60 @@ fn doctor_during_a_master_key_rotation() {
     let (ok, line) = doctor_key_check(dir.path(), None);
     assert!(ok && line.starts_with("ok key_check:"), "{line}");
 }
+
+/// A rotation that has started moving to one new key is not resumed with another: data
+/// keys it already rewrapped need the first one, so keygate refuses to start and the
+/// rotation refuses to run. With the key it started with, it completes, and a later
+/// rotation to yet another key is free to start.
+#[test]
+fn a_rotation_resumes_only_with_the_key_it_started_with() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = keygate(dir.path(), None, &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key_file = dir.path().join("master.key");
+    let install = |k: &keygate_crypto::MasterKey| {
+        std::fs::remove_file(&key_file).unwrap();
+        std::fs::write(
+            &key_file,
+            format!("{}\n", k.to_base64_secret().expose_secret()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let old = std::fs::read_to_string(&key_file).unwrap();
+    let b = keygate_crypto::MasterKey::generate();
+    let c = keygate_crypto::MasterKey::generate();
+    // a start with new key B and the old one as previous: the rotation to B is under way
+    install(&b);
+    let out = keygate(dir.path(), Some(old.trim()), &["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // another new key is refused, for the rotation and for anything else
+    install(&c);
+    for args in [&["master-key", "rotate"][..], &["audit", "verify"][..]] {
+        let out = keygate(dir.path(), Some(old.trim()), args);
+        assert!(!out.status.success(), "{args:?} ran with another new key");
+        assert!(
+            text(&out.stderr).contains("another new key is under way"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // with B it completes
+    install(&b);
+    let out = keygate(dir.path(), Some(old.trim()), &["master-key", "rotate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("rotation complete"));
+    // and a later rotation, B to C, starts and completes
+    install(&c);
+    let previous = b.to_base64_secret();
+    let out = keygate(
+        dir.path(),
+        Some(previous.expose_secret()),
+        &["master-key", "rotate"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("rotation complete"));
+    let out = keygate(dir.path(), None, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -46,6 +46,10 @@ use crate::state::AppState;
 pub const META_KEK_VERSION: &str = "master_key_version";
 /// `keygate_meta` key: base64 of the derivation root wrapped under the current master key.
 pub const META_DERIVATION_ROOT: &str = "master_key_derivation_root";
+/// `keygate_meta` key: the check value of the new master key a rotation under way moves
+/// to (empty when none is). Data keys already rewrapped need that key: a rotation is not
+/// resumed, nor the server started, with another one.
+pub const META_KEY_CHECK_NEXT: &str = "master_key_check_next";
 
 fn copy_key(k: &MasterKey) -> MasterKey {
     MasterKey::from_base64(k.to_base64_secret().expose_secret()).expect("own encoding parses")
@@ -100,6 +104,28 @@ pub async fn resolve(
     } else {
         match previous {
             Some(prev) if prev.verify_key_check_value(&stored) => {
+                let next = match store
+                    .meta_get(META_KEY_CHECK_NEXT)
+                    .await
+                    .map_err(meta_err)?
+                    .filter(|v| !v.is_empty())
+                {
+                    Some(v) => v,
+                    None => {
+                        let v = master.key_check_value();
+                        store
+                            .meta_set(META_KEY_CHECK_NEXT, &v)
+                            .await
+                            .map_err(meta_err)?;
+                        v
+                    }
+                };
+                if !master.verify_key_check_value(&next) {
+                    return Err(ConfigError(
+                        "a master-key rotation to another new key is under way (data keys already rewrapped need that key): supply the new key the rotation started with; refusing to start"
+                            .into(),
+                    ));
+                }
                 tracing::warn!(
                     from = base,
                     to = base + 1,
@@ -233,6 +259,7 @@ pub async fn rotate(
             (META_DERIVATION_ROOT, &root_b64),
             (META_KEK_VERSION, &version),
             (META_KEY_CHECK, &new_check),
+            (META_KEY_CHECK_NEXT, ""),
         ])
         .await?;
     // Unlock sessions hold their DEK copy under the old key: they end (users unlock again).
