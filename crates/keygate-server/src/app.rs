@@ -108,6 +108,19 @@ async fn local_keys(
             keyfiles::generate_master_key(config)?
         }
     };
+    // A database that holds keys but no key-check value would take whatever key is
+    // supplied as its own (and record it): refuse instead of guessing.
+    if stored_check.is_none()
+        && !store
+            .is_empty()
+            .await
+            .map_err(|e| ConfigError(e.to_string()))?
+    {
+        return Err(ConfigError(
+            "the database holds keys but no master-key check value (keygate_meta key_check); refusing to guess whether this master key is theirs: restore keygate_meta from a backup"
+                .into(),
+        ));
+    }
     // key-check value, key version, previous key during a rotation (master_key.rs)
     let keys = crate::master_key::resolve(config, store, master).await?;
     match &source {

@@ -799,4 +799,18 @@ async fn restart_keeps_keys_and_refuses_a_foreign_master_key() {
         .err()
         .expect("refuses a foreign key");
     assert!(err.to_string().contains("does not match"), "{err}");
+    // a database with keys but no key-check value would take any key as its own (and
+    // record it): refused, even with the right key
+    app.raw_exec("DELETE FROM keygate_meta WHERE key = 'master_key_check'")
+        .await
+        .unwrap();
+    let cfg = helpers::test_config(app.data_dir.path().to_path_buf(), app.database_url.clone());
+    let err = keygate_server::Application::build(cfg)
+        .await
+        .err()
+        .expect("refuses to guess");
+    assert!(
+        err.to_string().contains("no master-key check value"),
+        "{err}"
+    );
 }
