@@ -149,6 +149,11 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve) {
+        // before any key is read: a crash of `master-key rotate`, `restore`, `doctor` and
+        // the rest writes no core file (serve hardens itself, memory locking included)
+        keygate_server::hardening::no_core_dumps();
+    }
     // Commands that need no configuration.
     match &cli.command {
         Command::Completions { shell } => {

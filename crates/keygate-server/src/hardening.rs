@@ -1,4 +1,5 @@
-//! Process hardening applied when `keygate serve` starts, before any key is loaded.
+//! Process hardening applied when `keygate serve` starts, before any key is loaded (the
+//! other commands take only the first two measures: [`no_core_dumps`]).
 //!
 //! - `RLIMIT_CORE` = 0 (soft and hard) and `PR_SET_DUMPABLE` = 0: a crash writes no core
 //!   file holding the master key or DEKs, and other processes of the same user cannot
@@ -23,6 +24,13 @@ pub struct HardeningReport {
     pub memory_locked: bool,
     /// Human-readable notes (why a measure did not apply).
     pub notes: Vec<String>,
+}
+
+/// For the command-line tools that load keys or the database (every command but `serve`,
+/// which calls [`harden`]): no core file, not dumpable. No memory locking and no log
+/// lines; a failure only loses the defense.
+pub fn no_core_dumps() {
+    imp::no_core_dumps();
 }
 
 /// Applies the measures and logs each result.
@@ -61,6 +69,17 @@ mod imp {
                     .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
             })
             .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+    }
+
+    pub(super) fn no_core_dumps() {
+        let _ = setrlimit(
+            Resource::Core,
+            Rlimit {
+                current: Some(0),
+                maximum: Some(0),
+            },
+        );
+        let _ = set_dumpable_behavior(DumpableBehavior::NotDumpable);
     }
 
     pub(super) fn harden() -> HardeningReport {
@@ -111,6 +130,8 @@ mod imp {
 #[cfg(not(target_os = "linux"))]
 mod imp {
     use super::HardeningReport;
+
+    pub(super) fn no_core_dumps() {}
 
     pub(super) fn harden() -> HardeningReport {
         HardeningReport {
