@@ -425,7 +425,8 @@ impl Store {
 impl Store {
     /// Attaches the exchange's key id to a generated (`pending`) credential: replaces the
     /// sealed fields of its generation and makes it `active`, in one transaction. False when
-    /// the credential is not pending (or the row moved under us).
+    /// the credential is not pending (or the row moved under us); `VersionMismatch` when a
+    /// data-key rotation re-sealed the generation after `s` was read.
     pub async fn activate_generated(
         &self,
         actor: Actor,
@@ -442,14 +443,21 @@ impl Store {
                 .await?
                 .rows_affected();
             if n == 1 {
-                sqlx::query::<DB>("UPDATE credential_secrets SET dek_version = $1, api_key_ct = $2, private_key_ct = $3 WHERE id = $4 AND user_id = $5")
-                    .bind(s.dek_version)
+                // sealed under the data-key version it was read with: if a data-key
+                // rotation re-sealed the row meanwhile, nothing is written (the row would
+                // go back to the retired version)
+                let sealed = sqlx::query::<DB>("UPDATE credential_secrets SET api_key_ct = $1, private_key_ct = $2 WHERE id = $3 AND user_id = $4 AND dek_version = $5")
                     .bind(s.api_key_ct.clone())
                     .bind(s.private_key_ct.clone())
                     .bind(s.id)
                     .bind(s.user_id)
+                    .bind(s.dek_version)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                if sealed != 1 {
+                    return Err(StorageError::VersionMismatch);
+                }
             }
             n
         });

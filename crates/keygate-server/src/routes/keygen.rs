@@ -136,7 +136,7 @@ pub async fn generate(
 /// Attach the exchange's API key id to a generated credential; it becomes `active`.
 #[utoipa::path(post, path = "/v1/credentials/{id}/attach-key", tag = "credentials", params(("id" = Uuid, Path)),
     request_body = AttachKey, security(("bearer" = [])),
-    responses((status = 200, body = crate::routes::credentials::CredentialView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = crate::routes::credentials::CredentialView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 412, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn attach_key(
     State(s): State<AppState>,
     caller: Caller,

@@ -776,3 +776,62 @@ both_backends!(
         );
     }
 );
+
+// Attaching the exchange's key id to a generated key pair writes the generation sealed
+// under the data-key version it read. If a data-key rotation re-sealed that generation
+// meanwhile, the attach writes nothing (the row would go back to the retired version);
+// the credential stays pending and a fresh attach works.
+both_backends!(
+    attaching_a_key_id_does_not_undo_a_data_key_rotation,
+    |app: TestApp| async move {
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (s, cred) = app
+            .post(
+                "/v1/credentials/generate",
+                &t,
+                json!({"exchange": "binance", "label": "generated", "permissions": ["read"]}),
+            )
+            .await;
+        assert_eq!(s, 201, "{cred}");
+        let id: Uuid = cred["id"].as_str().unwrap().parse().unwrap();
+        let actor = keygate_storage::Actor::service();
+        let store = &app.state.store;
+        let mut c = store.credential(actor, user, id).await.unwrap().unwrap();
+        let stale = store
+            .credential_secret(actor, user, id, c.current_generation)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stale.dek_version, 1);
+        let (s, r) = app.post("/v1/vault/rotate-key", &t, json!({})).await;
+        assert_eq!(s, 200, "{r}");
+        c.api_key_hint = Some("…0001".into());
+        let r = store.activate_generated(actor, &c, &stale).await;
+        assert!(
+            matches!(r, Err(keygate_storage::StorageError::VersionMismatch)),
+            "{r:?}"
+        );
+        let now = store.credential(actor, user, id).await.unwrap().unwrap();
+        assert_eq!(now.status, "pending");
+        let secret = store
+            .credential_secret(actor, user, id, c.current_generation)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            secret.dek_version, 2,
+            "the row went back to the retired key"
+        );
+        // through the API, with a fresh read, the attach works
+        let (s, r) = app
+            .post(
+                &format!("/v1/credentials/{id}/attach-key"),
+                &t,
+                json!({"api_key": "generated-key-id-0001"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["status"], "active");
+    }
+);
