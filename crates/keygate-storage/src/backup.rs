@@ -1150,6 +1150,17 @@ impl BackupFile {
                     BackupError::Corrupt(format!("line {}: {}.{c}: {e}", i + 1, t.name))
                 })?;
             }
+            // The header's key-check value is what restore checks the master key against
+            // before it writes: it must be the one the backed-up metadata records, or a
+            // key that matches the header could restore data keys it cannot unwrap.
+            if t.name == "keygate_meta"
+                && row.row.first().and_then(|v| v.as_str()) == Some(crate::META_KEY_CHECK)
+                && row.row.get(1).and_then(|v| v.as_str()) != Some(h.key_check_value.as_str())
+            {
+                return Err(BackupError::Corrupt(
+                    "the header's key-check value differs from the backed-up metadata".into(),
+                ));
+            }
             in_table += 1;
             total += 1;
             Ok(())

@@ -400,6 +400,34 @@ crate::both_backends!(restore_refuses_bad_input, |app: TestApp| async move {
     f[20] ^= 0x20;
     std::fs::write(&flipped, &f).unwrap();
     expect_err(restore_from_file(&cfg, &flipped).await, "checksum mismatch");
+    // a header rewritten for another master key (checksum recomputed): that key matches
+    // the header, but not the backed-up metadata, whose data keys it cannot unwrap
+    let other = keygate_crypto::MasterKey::generate();
+    let header: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let real = header["key_check_value"].as_str().unwrap().to_string();
+    let body: String = text
+        .lines()
+        .take(text.lines().count() - 1)
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replacen(&real, &other.key_check_value(), 1);
+    let sha = {
+        use sha2::Digest;
+        hex_lower(&sha2::Sha256::digest(body.as_bytes()))
+    };
+    let rows = body.lines().count() - 1;
+    let forged = work.path().join("forged.kgbak");
+    std::fs::write(
+        &forged,
+        format!("{body}{{\"trailer\":\"keygate-backup\",\"rows\":{rows},\"sha256\":\"{sha}\"}}\n"),
+    )
+    .unwrap();
+    let mut other_cfg = cfg.clone();
+    other_cfg.master_key = Some(other.to_base64_secret());
+    expect_err(
+        restore_from_file(&other_cfg, &forged).await,
+        "differs from the backed-up metadata",
+    );
     // nothing was written: the target has no schema at all
     assert_eq!(schema_version(&url).await, 0, "target untouched");
 
