@@ -45,7 +45,14 @@ pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
     let jwt_secret = keyfiles::load_or_create_jwt_secret(&config)?;
     let chain_key = Arc::new(*keys.root.derive_subkey("audit-chain/v1").as_bytes());
     let platform = Arc::new(crate::platform::PlatformKeys::derive(&keys.root));
-    let provider: Arc<dyn KeyProvider> = keys.provider;
+    let provider: Arc<dyn KeyProvider> = match config.key_provider {
+        // Transit always wraps under its latest version; a local key can fall behind
+        KeyProviderKind::Local => Arc::new(crate::master_key::CurrentKeyOnly::new(
+            keys.provider,
+            store.clone(),
+        )),
+        KeyProviderKind::OpenBao => keys.provider,
+    };
     let auth = Authenticator::new(
         &jwt_secret,
         &config.admin_claim,

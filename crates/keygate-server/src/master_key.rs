@@ -429,3 +429,93 @@ async fn rotate_transit(
     report.complete = true;
     Ok(report)
 }
+
+/// The local provider, refusing to wrap once the database records a newer master-key
+/// version than this instance holds. After `master-key rotate` finished while this
+/// instance still ran with the old key alone, its wraps would be readable only with a key
+/// the operator is told may now be destroyed: it fails instead (restart it with the new
+/// key). The database's version is read at most once a second.
+pub struct CurrentKeyOnly {
+    inner: Arc<dyn KeyProvider>,
+    store: Store,
+    /// The database's version and when it was read.
+    seen: parking_lot::Mutex<Option<(std::time::Instant, u32)>>,
+}
+
+/// How long a read of the database's master-key version is reused.
+const VERSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl CurrentKeyOnly {
+    pub fn new(inner: Arc<dyn KeyProvider>, store: Store) -> Self {
+        CurrentKeyOnly {
+            inner,
+            store,
+            seen: parking_lot::Mutex::new(None),
+        }
+    }
+
+    async fn database_version(&self) -> Result<u32, KeyError> {
+        if let Some((at, v)) = *self.seen.lock() {
+            if at.elapsed() < VERSION_RECHECK {
+                return Ok(v);
+            }
+        }
+        let v = match self.store.meta_get(META_KEK_VERSION).await {
+            Ok(None) => 1,
+            Ok(Some(v)) => v
+                .trim()
+                .parse()
+                .map_err(|_| KeyError::Config("keygate_meta master_key_version is corrupt"))?,
+            Err(e) => {
+                return Err(KeyError::Unavailable {
+                    op: "wrap",
+                    source: Box::new(e),
+                })
+            }
+        };
+        *self.seen.lock() = Some((std::time::Instant::now(), v));
+        Ok(v)
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyProvider for CurrentKeyOnly {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn current_version(&self) -> u32 {
+        self.inner.current_version()
+    }
+
+    fn wrapped_version(&self, wrapped: &[u8]) -> Result<u32, KeyError> {
+        self.inner.wrapped_version(wrapped)
+    }
+
+    async fn wrap(&self, ctx: &WrapContext, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+        if self.database_version().await? > self.inner.current_version() {
+            tracing::error!(
+                held = self.inner.current_version(),
+                "the database is on a newer master key than this instance holds (a rotation finished elsewhere): refusing to wrap; restart with the new master key"
+            );
+            // 503 `key_provider_unavailable`: a retry may reach an instance with the new key
+            return Err(KeyError::Unavailable {
+                op: "wrap",
+                source: "this instance's master key is older than the database's; restart it with the new master key".into(),
+            });
+        }
+        self.inner.wrap(ctx, plaintext).await
+    }
+
+    async fn unwrap(
+        &self,
+        ctx: &WrapContext,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        self.inner.unwrap(ctx, wrapped).await
+    }
+
+    async fn key_check_value(&self) -> Result<String, KeyError> {
+        self.inner.key_check_value().await
+    }
+}

@@ -183,3 +183,45 @@ both_backends!(master_key_rotation, |app: TestApp| async move {
     let err = keygate_server::prepare(cfg).await.err().expect("refused");
     assert!(err.to_string().contains("does not match"), "{err}");
 });
+
+// An instance still running with the old key alone when a rotation finishes elsewhere
+// stops wrapping new data keys: they would be readable only with the key the operator is
+// now told may be destroyed. (Before, it went on creating them under the old key.)
+both_backends!(
+    an_instance_left_on_the_old_key_stops_wrapping,
+    |app: TestApp| async move {
+        let (s, _) = app
+            .post(
+                "/v1/credentials",
+                &app.token(Uuid::new_v4()),
+                json!({"exchange": "binance", "label": "before", "api_key": "k0", "api_secret": "s0"}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        // another instance, started with the new key and the old one as previous, rotates
+        let old = std::fs::read_to_string(app.data_dir.path().join("master.key")).unwrap();
+        let new_key = keygate_crypto::MasterKey::generate();
+        let mut cfg =
+            helpers::test_config(app.data_dir.path().to_path_buf(), app.database_url.clone());
+        cfg.master_key = Some(new_key.to_base64_secret());
+        cfg.master_key_previous = Some(old.trim().to_string().into());
+        let other = keygate_server::Application::build(cfg).await.unwrap().state;
+        let r = rotate(&other, 100, None).await.unwrap();
+        assert!(r.complete);
+        // past this instance's one-second reuse of the database's version
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let (s, r) = app
+            .post(
+                "/v1/credentials",
+                &app.token(Uuid::new_v4()),
+                json!({"exchange": "binance", "label": "after", "api_key": "k1", "api_secret": "s1"}),
+            )
+            .await;
+        assert_eq!(
+            (s, r["code"].as_str()),
+            (503, Some("key_provider_unavailable")),
+            "a data key was wrapped under the old key: {r}"
+        );
+        assert_eq!(on_old_kek(&app, 2).await, 0, "a data key is on the old key");
+    }
+);
