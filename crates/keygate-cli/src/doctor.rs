@@ -434,12 +434,35 @@ async fn key_check(cfg: &Config, store: &Store, applied: i64, master: Option<&Ma
                 _ => "the master key matches the database's key-check value",
             },
         ),
-        (Some(kcv), Some(_)) => match previous() {
-            Ok(Some(prev)) if prev.verify_key_check_value(&kcv) => check(
-                Level::Warn,
-                "key_check",
-                "rotation in progress: the master key is new and the previous one still matches the database; run `keygate master-key rotate` to finish",
-            ),
+        (Some(kcv), Some(key)) => match previous() {
+            Ok(Some(prev)) if prev.verify_key_check_value(&kcv) => {
+                // the rotation's new key, once recorded, is the only one serve accepts
+                // after data keys were rewrapped under it
+                let base: u32 = store
+                    .meta_get(keygate_server::master_key::META_KEK_VERSION)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(1);
+                let recorded = store
+                    .meta_get(&keygate_server::master_key::meta_key_check_next(base + 1))
+                    .await
+                    .ok()
+                    .flatten();
+                match recorded {
+                    Some(next) if !key.verify_key_check_value(&next) => check(
+                        Level::Warn,
+                        "key_check",
+                        "rotation in progress to another new key than this one: serve refuses this key once data keys are rewrapped under the other; supply the new key the rotation started with",
+                    ),
+                    _ => check(
+                        Level::Warn,
+                        "key_check",
+                        "rotation in progress: the master key is new and the previous one still matches the database; run `keygate master-key rotate` to finish",
+                    ),
+                }
+            }
             Ok(Some(_)) => check(
                 Level::Fail,
                 "key_check",

@@ -124,7 +124,7 @@ async fn local_keys(
             .map_err(|e| ConfigError(e.to_string()))?
     {
         return Err(ConfigError(
-            "the database holds keys but no master-key check value (keygate_meta key_check); refusing to guess whether this master key is theirs: restore keygate_meta from a backup"
+            "the database holds keys but no master-key check value (keygate_meta master_key_check); refusing to guess whether this master key is theirs: restore keygate_meta from a backup"
                 .into(),
         ));
     }

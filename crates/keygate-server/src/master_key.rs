@@ -46,10 +46,15 @@ use crate::state::AppState;
 pub const META_KEK_VERSION: &str = "master_key_version";
 /// `keygate_meta` key: base64 of the derivation root wrapped under the current master key.
 pub const META_DERIVATION_ROOT: &str = "master_key_derivation_root";
-/// `keygate_meta` key: the check value of the new master key a rotation under way moves
-/// to (empty when none is). Data keys already rewrapped need that key: a rotation is not
-/// resumed, nor the server started, with another one.
-pub const META_KEY_CHECK_NEXT: &str = "master_key_check_next";
+/// `keygate_meta` key of the check value of the new master key that the rotation to
+/// version `version` moves to, recorded by the first start with that key and the previous
+/// one. Data keys already rewrapped need it: that rotation is not resumed, nor an instance
+/// started, with another new key; and an instance on the old key alone stops wrapping
+/// ([`CurrentKeyOnly`]). One key name per target version, so recording is an atomic
+/// insert-if-absent and a finished rotation leaves nothing to clear.
+pub fn meta_key_check_next(version: u32) -> String {
+    format!("master_key_check_next_v{version}")
+}
 
 fn copy_key(k: &MasterKey) -> MasterKey {
     MasterKey::from_base64(k.to_base64_secret().expose_secret()).expect("own encoding parses")
@@ -104,27 +109,28 @@ pub async fn resolve(
     } else {
         match previous {
             Some(prev) if prev.verify_key_check_value(&stored) => {
-                let next = match store
-                    .meta_get(META_KEY_CHECK_NEXT)
+                let name = meta_key_check_next(base + 1);
+                let mine = master.key_check_value();
+                let next = store
+                    .meta_set_if_absent(&name, &mine)
                     .await
-                    .map_err(meta_err)?
-                    .filter(|v| !v.is_empty())
-                {
-                    Some(v) => v,
-                    None => {
-                        let v = master.key_check_value();
-                        store
-                            .meta_set(META_KEY_CHECK_NEXT, &v)
-                            .await
-                            .map_err(meta_err)?;
-                        v
-                    }
-                };
+                    .map_err(meta_err)?;
                 if !master.verify_key_check_value(&next) {
-                    return Err(ConfigError(
-                        "a master-key rotation to another new key is under way (data keys already rewrapped need that key): supply the new key the rotation started with; refusing to start"
-                            .into(),
-                    ));
+                    // another new key was recorded: it may be replaced only while nothing is
+                    // wrapped under it yet (a mistaken key, lost before use)
+                    let used = !store
+                        .user_keys_not_on_kek(base as i32, 1)
+                        .await
+                        .map_err(meta_err)?
+                        .is_empty();
+                    if used {
+                        return Err(ConfigError(
+                            "a master-key rotation to another new key is under way (data keys already rewrapped need that key): supply the new key the rotation started with; refusing to start"
+                                .into(),
+                        ));
+                    }
+                    tracing::warn!("the new master key recorded for this rotation wrapped nothing yet: it is replaced by the one supplied now");
+                    store.meta_set(&name, &mine).await.map_err(meta_err)?;
                 }
                 tracing::warn!(
                     from = base,
@@ -259,7 +265,6 @@ pub async fn rotate(
             (META_DERIVATION_ROOT, &root_b64),
             (META_KEK_VERSION, &version),
             (META_KEY_CHECK, &new_check),
-            (META_KEY_CHECK_NEXT, ""),
         ])
         .await?;
     // Unlock sessions hold their DEK copy under the old key: they end (users unlock again).
@@ -438,8 +443,8 @@ async fn rotate_transit(
 pub struct CurrentKeyOnly {
     inner: Arc<dyn KeyProvider>,
     store: Store,
-    /// The database's version and when it was read.
-    seen: parking_lot::Mutex<Option<(std::time::Instant, u32)>>,
+    /// When the database was last read, and whether this instance may wrap.
+    seen: parking_lot::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 /// How long a read of the database's master-key version is reused.
@@ -454,27 +459,47 @@ impl CurrentKeyOnly {
         }
     }
 
-    async fn database_version(&self) -> Result<u32, KeyError> {
-        if let Some((at, v)) = *self.seen.lock() {
+    /// Whether this instance's key is the one data keys should be wrapped with: the
+    /// database is on no newer version, and no rotation to another new key is under way.
+    async fn may_wrap(&self) -> Result<bool, KeyError> {
+        if let Some((at, ok)) = *self.seen.lock() {
             if at.elapsed() < VERSION_RECHECK {
-                return Ok(v);
+                return Ok(ok);
             }
         }
-        let v = match self.store.meta_get(META_KEK_VERSION).await {
+        let unavailable = |e: keygate_storage::StorageError| KeyError::Unavailable {
+            op: "wrap",
+            source: Box::new(e),
+        };
+        let version: u32 = match self.store.meta_get(META_KEK_VERSION).await {
             Ok(None) => 1,
             Ok(Some(v)) => v
                 .trim()
                 .parse()
                 .map_err(|_| KeyError::Config("keygate_meta master_key_version is corrupt"))?,
-            Err(e) => {
-                return Err(KeyError::Unavailable {
-                    op: "wrap",
-                    source: Box::new(e),
-                })
+            Err(e) => return Err(unavailable(e)),
+        };
+        let held = self.inner.current_version();
+        let ok = if version > held {
+            false
+        } else if version == held {
+            // on the database's current key: unless a rotation away from it has started
+            match self.store.meta_get(&meta_key_check_next(version + 1)).await {
+                Ok(None) => true,
+                Ok(Some(_)) => false,
+                Err(e) => return Err(unavailable(e)),
+            }
+        } else {
+            // rotating: the new key this instance holds must be the rotation's
+            let mine = self.inner.key_check_value().await?;
+            match self.store.meta_get(&meta_key_check_next(held)).await {
+                Ok(Some(next)) => next.trim() == mine,
+                Ok(None) => false,
+                Err(e) => return Err(unavailable(e)),
             }
         };
-        *self.seen.lock() = Some((std::time::Instant::now(), v));
-        Ok(v)
+        *self.seen.lock() = Some((std::time::Instant::now(), ok));
+        Ok(ok)
     }
 }
 
@@ -493,10 +518,10 @@ impl KeyProvider for CurrentKeyOnly {
     }
 
     async fn wrap(&self, ctx: &WrapContext, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
-        if self.database_version().await? > self.inner.current_version() {
+        if !self.may_wrap().await? {
             tracing::error!(
                 held = self.inner.current_version(),
-                "the database is on a newer master key than this instance holds (a rotation finished elsewhere): refusing to wrap; restart with the new master key"
+                "a master-key rotation to a key this instance does not hold has started or finished: refusing to wrap; restart with the new master key (and the old one as previous)"
             );
             // 503 `key_provider_unavailable`: a retry may reach an instance with the new key
             return Err(KeyError::Unavailable {

@@ -1111,6 +1111,7 @@ impl BackupFile {
         let mut table_idx = 0usize;
         let mut in_table = 0i64;
         let mut total = 0i64;
+        let mut key_checks = 0usize;
         hash_lines(path, |i, line| {
             if i == 0 {
                 let h = parse_header(line)?;
@@ -1155,17 +1156,24 @@ impl BackupFile {
             // key that matches the header could restore data keys it cannot unwrap.
             if t.name == "keygate_meta"
                 && row.row.first().and_then(|v| v.as_str()) == Some(crate::META_KEY_CHECK)
-                && row.row.get(1).and_then(|v| v.as_str()) != Some(h.key_check_value.as_str())
             {
-                return Err(BackupError::Corrupt(
-                    "the header's key-check value differs from the backed-up metadata".into(),
-                ));
+                key_checks += 1;
+                if row.row.get(1).and_then(|v| v.as_str()) != Some(h.key_check_value.as_str()) {
+                    return Err(BackupError::Corrupt(
+                        "the header's key-check value differs from the backed-up metadata".into(),
+                    ));
+                }
             }
             in_table += 1;
             total += 1;
             Ok(())
         })?;
         let header = header.ok_or(BackupError::Truncated)?;
+        if key_checks != 1 {
+            return Err(BackupError::Corrupt(
+                "the backed-up metadata must hold exactly one master-key check value".into(),
+            ));
+        }
         let mut rest = header.tables.iter().skip(table_idx);
         if let Some(first) = rest.next() {
             if first.rows != in_table {

@@ -154,7 +154,11 @@ impl Store {
         // instance does not pick a claimed one.
         Ok(in_tx!(self, Actor::service(), |tx| {
             sqlx::query_as::<DB, (Uuid, Uuid)>(
-                "UPDATE connections SET sync_attempted_at = $3 WHERE id IN (\
+                // the outer conditions again: on PostgreSQL a racing claim re-checks only
+                // the outer WHERE of a row it waited for
+                "UPDATE connections SET sync_attempted_at = $3 \
+                 WHERE is_enabled AND (sync_attempted_at IS NULL OR sync_attempted_at < $1) \
+                 AND id IN (\
                  SELECT id FROM connections WHERE is_enabled \
                  AND (last_verified_at IS NULL OR last_verified_at < $1) \
                  AND (sync_attempted_at IS NULL OR sync_attempted_at < $1) \

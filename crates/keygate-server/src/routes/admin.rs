@@ -169,6 +169,9 @@ pub fn without_password(u: &str) -> String {
             if url.query().is_some() {
                 url.set_query(Some("***"));
             }
+            if url.fragment().is_some() {
+                url.set_fragment(Some("***"));
+            }
             url.to_string()
         }
         // Not a URL (a bare SQLite path): nothing to hide, but do not echo anything odd

@@ -428,6 +428,34 @@ crate::both_backends!(restore_refuses_bad_input, |app: TestApp| async move {
         restore_from_file(&other_cfg, &forged).await,
         "differs from the backed-up metadata",
     );
+    // the metadata's key-check row removed, the header's row count fixed to match
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.pop(); // trailer
+    lines.retain(|l| !(l.contains("\"keygate_meta\"") && l.contains("\"master_key_check\"")));
+    let mut header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    for t in header["tables"].as_array_mut().unwrap() {
+        if t["name"] == "keygate_meta" {
+            t["rows"] = json!(t["rows"].as_i64().unwrap() - 1);
+        }
+    }
+    lines[0] = header.to_string();
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let sha = {
+        use sha2::Digest;
+        hex_lower(&sha2::Sha256::digest(body.as_bytes()))
+    };
+    std::fs::write(
+        &forged,
+        format!(
+            "{body}{{\"trailer\":\"keygate-backup\",\"rows\":{},\"sha256\":\"{sha}\"}}\n",
+            lines.len() - 1
+        ),
+    )
+    .unwrap();
+    expect_err(
+        restore_from_file(&cfg, &forged).await,
+        "exactly one master-key check value",
+    );
     // nothing was written: the target has no schema at all
     assert_eq!(schema_version(&url).await, 0, "target untouched");
 

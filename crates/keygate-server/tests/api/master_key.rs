@@ -225,3 +225,61 @@ both_backends!(
         assert_eq!(on_old_kek(&app, 2).await, 0, "a data key is on the old key");
     }
 );
+
+// Once a rotation has rewrapped data keys under its new key, no instance starts with
+// another new key (those data keys need the first one), and an instance on the old key
+// alone stops wrapping: data keys it made now would be stranded when the rotation ends.
+both_backends!(
+    a_started_rotation_binds_its_new_key,
+    |app: TestApp| async move {
+        for i in 0..2 {
+            let (s, _) = app
+                .post(
+                    "/v1/credentials",
+                    &app.token(Uuid::new_v4()),
+                    json!({"exchange": "binance", "label": "r", "api_key": format!("k{i}"), "api_secret": format!("s{i}")}),
+                )
+                .await;
+            assert_eq!(s, 201);
+        }
+        let (data_dir, url, backend) = stop(app).await;
+        let key = data_dir.path().join("master.key");
+        let old = std::fs::read_to_string(&key).unwrap();
+        std::fs::rename(&key, data_dir.path().join("master.key.previous")).unwrap();
+        write_key(&key, &keygate_crypto::MasterKey::generate());
+        let app = helpers::start(data_dir, url, backend).await;
+        let r = rotate(&app.state, 1, Some(1)).await.unwrap();
+        assert_eq!((r.rewrapped, r.complete), (1, false));
+
+        // another new key, with the same previous key: refused
+        let mut cfg =
+            helpers::test_config(app.data_dir.path().to_path_buf(), app.database_url.clone());
+        cfg.master_key = Some(keygate_crypto::MasterKey::generate().to_base64_secret());
+        cfg.master_key_previous = Some(old.trim().to_string().into());
+        let err = keygate_server::Application::build(cfg)
+            .await
+            .err()
+            .expect("another new key is refused");
+        assert!(
+            err.to_string().contains("another new key is under way"),
+            "{err}"
+        );
+
+        // an instance on the old key alone may start (it reads) but wraps nothing
+        let mut cfg =
+            helpers::test_config(app.data_dir.path().to_path_buf(), app.database_url.clone());
+        cfg.master_key = Some(old.trim().to_string().into());
+        cfg.master_key_previous = None;
+        let stale = keygate_server::Application::build(cfg).await.unwrap().state;
+        let ctx = keygate_crypto::WrapContext {
+            user_id: Uuid::new_v4(),
+            dek_version: 1,
+        };
+        let wrapped = stale.keyring.provider.wrap(&ctx, &[7u8; 32]).await;
+        assert!(wrapped.is_err(), "the old key wrapped during the rotation");
+        // the rotation's own instance finishes
+        let r = rotate(&app.state, 10, None).await.unwrap();
+        assert!(r.complete);
+        assert_eq!(on_old_kek(&app, 2).await, 0);
+    }
+);
