@@ -134,11 +134,14 @@ impl Store {
     }
 
     /// Writes the editable fields if the row is still at `expected_version`.
+    /// `resync`: the key or upstream changed, so the connection is due for the background
+    /// sync at once (its last verification was of the old one).
     pub async fn update_connection(
         &self,
         actor: Actor,
         c: &ConnectionRecord,
         expected_version: i64,
+        resync: bool,
     ) -> Result<ConnectionRecord> {
         let sel = format!("SELECT {COLS} FROM connections WHERE user_id = $1 AND id = $2");
         Ok(in_tx!(self, actor, |tx| {
@@ -151,7 +154,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let n = sqlx::query::<DB>("UPDATE connections SET name = $1, credential_id = $2, base_url = $3, timeout_ms = $4, max_retries = $5, is_default = $6, is_enabled = $7, scopes = $8, limits = $9, tags = $10, metadata = $11, updated_at = $12, row_version = row_version + 1 WHERE user_id = $13 AND id = $14 AND row_version = $15")
+            let n = sqlx::query::<DB>("UPDATE connections SET name = $1, credential_id = $2, base_url = $3, timeout_ms = $4, max_retries = $5, is_default = $6, is_enabled = $7, scopes = $8, limits = $9, tags = $10, metadata = $11, updated_at = $12, row_version = row_version + 1, sync_attempted_at = CASE WHEN $16 THEN NULL ELSE sync_attempted_at END, last_verified_at = CASE WHEN $16 THEN NULL ELSE last_verified_at END WHERE user_id = $13 AND id = $14 AND row_version = $15")
                 .bind(c.name.clone())
                 .bind(c.credential_id)
                 .bind(c.base_url.clone())
@@ -169,6 +172,7 @@ impl Store {
                 .bind(c.user_id)
                 .bind(c.id)
                 .bind(expected_version)
+                .bind(resync)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| on_unique(e, "name"))?

@@ -491,7 +491,13 @@ pub async fn update(
     c.updated_at = DbTime::now();
     let stored = s
         .store
-        .update_connection(caller.actor(), &c, expected)
+        .update_connection(
+            caller.actor(),
+            &c,
+            expected,
+            // another key or upstream: due for the background sync at once
+            before.credential_id != c.credential_id || before.base_url != c.base_url,
+        )
         .await?;
     let mut ev = event("connection", "update", &caller, Some(c.user_id), &meta);
     ev.connection_id = Some(id);

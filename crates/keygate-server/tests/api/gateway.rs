@@ -974,6 +974,19 @@ both_backends!(
             0,
             "everything was tried this interval"
         );
+        // another key behind the good connection: due again at once
+        let other = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        let other_credential = credential_of(&app, &t, &other).await;
+        let (s, c) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/connections/{good}"),
+                &t,
+                json!({"credential_id": other_credential}),
+            )
+            .await;
+        assert_eq!(s, 200, "{c}");
+        assert_eq!(run().await.unwrap(), 2, "the edited and the new connection");
     }
 );
 

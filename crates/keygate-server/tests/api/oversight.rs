@@ -1888,7 +1888,7 @@ both_backends!(
         let stored = app
             .state
             .store
-            .update_connection(actor, &edit, stale.row_version)
+            .update_connection(actor, &edit, stale.row_version, false)
             .await
             .unwrap();
         assert_eq!(stored.name, "renamed");
