@@ -173,6 +173,11 @@ pub async fn deliver_due(state: &AppState, now: DbTime) -> Result<usize, ApiErro
             state.store.finish_delivery(&d).await?;
             return Ok::<_, ApiError>(());
         }
+        // a retry goes where the endpoint points now, not where it pointed when the event
+        // was queued (a user who moved a leaking receiver expects nothing more to reach it)
+        if let Some(h) = &hook {
+            d.url = h.url.clone();
+        }
         // a user's endpoint (one saved before keygate checked webhook URLs, or since taken
         // off the operator's list) reaches only public addresses; the operator's own
         // KEYGATE_WEBHOOK_URLS (no endpoint row) may be on a private network

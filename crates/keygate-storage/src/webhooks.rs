@@ -234,7 +234,7 @@ impl Store {
         in_tx!(self, Actor::service(), |tx| {
             sqlx::query::<DB>(
                 "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3, claimed_until = NULL, \
-                 last_status_code = $4, last_error = $5, delivered_at = $6 WHERE id = $7",
+                 last_status_code = $4, last_error = $5, delivered_at = $6, url = $8 WHERE id = $7",
             )
             .bind(d.status.clone())
             .bind(d.attempts)
@@ -243,6 +243,7 @@ impl Store {
             .bind(d.last_error.clone())
             .bind(d.delivered_at)
             .bind(d.id)
+            .bind(d.url.clone())
             .execute(&mut *tx)
             .await?;
         });

@@ -304,6 +304,61 @@ both_backends!(
     }
 );
 
+// A retry goes where the endpoint points now: a user who moves a receiver (say, one that
+// leaked) expects nothing more to reach the old address. (Before, every retry went to the
+// URL the event was queued with.)
+both_backends!(
+    a_retry_goes_where_the_endpoint_points_now,
+    |app: TestApp| async move {
+        let t = app.token(Uuid::new_v4());
+        // nothing listens on port 1: the first attempt fails and a retry is scheduled
+        let (s, hook) = app
+            .post(
+                "/v1/webhooks",
+                &t,
+                json!({"url": "http://127.0.0.1:1/hook"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{hook}");
+        let id = hook["id"].as_str().unwrap().to_string();
+        let (s, _) = app
+            .post(&format!("/v1/webhooks/{id}/test"), &t, json!({}))
+            .await;
+        assert_eq!(s, 202);
+        let mut first = Value::Null;
+        for _ in 0..100 {
+            let (_, log) = app.get(&format!("/v1/webhooks/{id}/deliveries"), &t).await;
+            if log["items"][0]["attempts"].as_i64() >= Some(1) {
+                first = log["items"][0].clone();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(first["status"], "pending", "no retry scheduled: {first}");
+        let (url, got) = receiver().await;
+        let (s, r) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/webhooks/{id}"),
+                &t,
+                json!({"url": url}),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+        let later = keygate_storage::DbTime::new(chrono::Utc::now() + chrono::Duration::hours(1));
+        keygate_server::webhooks::deliver_due(&app.state, later)
+            .await
+            .unwrap();
+        assert_eq!(
+            got.lock().len(),
+            1,
+            "the retry did not reach the new address"
+        );
+        let (_, log) = app.get(&format!("/v1/webhooks/{id}/deliveries"), &t).await;
+        assert_eq!(log["items"][0]["status"], "delivered", "{log}");
+    }
+);
+
 both_backends!(
     webhook_test_event_reaches_only_that_endpoint,
     |app: TestApp| async move {
