@@ -69,7 +69,7 @@ pub const SETTINGS: &[Setting] = &[
     s("KEYGATE_ALLOWED_UPSTREAMS", Some("allowed_upstreams"), "empty",
       "Comma-separated `host` or `host:port` (TOML: array) that connections may forward to besides their exchange's own hosts. Any other `base_url` is refused with a 422."),
     s("KEYGATE_ALLOWED_PRIVATE_HOSTS", Some("allowed_private_hosts"), "empty",
-      "Comma-separated host names or IP addresses (TOML: array) that user-chosen URLs, webhook receivers and OAuth token endpoints, may reach although they are not public addresses (loopback, private, link-local and the like). Any other such URL is refused with a 422 when saved, and a name that resolves only to such addresses is never connected to. The operator's own `KEYGATE_WEBHOOK_URLS` are not held to this."),
+      "Comma-separated host names or IP addresses (TOML: array) that user-chosen URLs, webhook receivers and OAuth token endpoints, may reach although they are not public addresses (loopback, private, link-local and the like). Any other such URL is refused with a 422 when saved, and a name that resolves only to such addresses is never connected to. List a host exactly as the URLs write it: an address entry allows only URLs that use that address, not a name that resolves to it. An entry with a scheme, port or path stops keygate at start. The operator's own `KEYGATE_WEBHOOK_URLS` are not held to this."),
     s("KEYGATE_REVEAL_ENABLED", Some("reveal_enabled"), "false",
       "Enable `POST /v1/credentials/{id}/reveal` (service role only)."),
     s("KEYGATE_MAX_BODY_BYTES", Some("max_body_bytes"), "1048576",
