@@ -105,6 +105,53 @@ async fn console_in_a_real_browser() {
     assert!(stdout.contains("all browser tests passed"));
 }
 
+/// A client that does not follow redirects (the console answers sign-ins with 303).
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs `user` in through a new login link, confirmed as the browser would (a
+/// same-origin POST, carrying `cookie`, the browser's current session, if any). The new
+/// session's `Set-Cookie` value.
+async fn sign_in_with_link(
+    app: &crate::helpers::TestApp,
+    c: &reqwest::Client,
+    user: Uuid,
+    cookie: Option<&str>,
+) -> String {
+    let link = keygate_server::ui::create_login_link(
+        &app.state.config,
+        user,
+        false,
+        Duration::from_secs(60),
+        Some(&app.base),
+    )
+    .await
+    .unwrap();
+    let mut r = c
+        .post(&link)
+        .header("origin", &app.base)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(k) = cookie {
+        r = r.header("cookie", k);
+    }
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    r.headers()["set-cookie"].to_str().unwrap().to_string()
+}
+
+/// The CSRF token in a console page's forms.
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap()
+        .to_string()
+}
+
 // Login links and sessions on both backends (PostgreSQL: service-role RLS), over HTTP
 // without a browser: opening a link only asks to confirm (a GET used the link up and
 // signed in before, so anyone could send a victim their own link: login CSRF); the
@@ -124,10 +171,7 @@ crate::both_backends!(
         )
         .await
         .unwrap();
-        let c = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let c = no_redirects();
         // opening the link only asks to confirm, naming the account, and uses nothing up
         for _ in 0..2 {
             let r = c.get(&link).send().await.unwrap();
@@ -194,14 +238,7 @@ crate::both_backends!(
             .text()
             .await
             .unwrap();
-        let csrf = page
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_string();
+        let csrf = csrf_of(&page);
         let post = |origin: &'static str, csrf: String| {
             c.post(format!("{}/ui/vault", app.base))
                 .header("cookie", &cookie)
@@ -250,25 +287,7 @@ crate::both_backends!(
         let sign_in = |cookie: Option<String>| {
             let (app, c) = (&app, &c);
             async move {
-                let link = keygate_server::ui::create_login_link(
-                    &app.state.config,
-                    user,
-                    false,
-                    Duration::from_secs(60),
-                    Some(&app.base),
-                )
-                .await
-                .unwrap();
-                let mut r = c
-                    .post(&link)
-                    .header("origin", &app.base)
-                    .header("content-type", "application/x-www-form-urlencoded");
-                if let Some(k) = cookie {
-                    r = r.header("cookie", k);
-                }
-                let r = r.send().await.unwrap();
-                assert_eq!(r.status(), 303);
-                let set = r.headers()["set-cookie"].to_str().unwrap();
+                let set = sign_in_with_link(app, c, user, cookie.as_deref()).await;
                 set.split(';').next().unwrap().to_string()
             }
         };
@@ -296,28 +315,8 @@ async fn behind_a_tls_proxy_the_console_cookie_is_secure() {
     let app = crate::helpers::spawn_app_with(Backend::Sqlite, |c| c.allow_plaintext = true)
         .await
         .expect("sqlite");
-    let link = keygate_server::ui::create_login_link(
-        &app.state.config,
-        Uuid::new_v4(),
-        false,
-        Duration::from_secs(60),
-        Some(&app.base),
-    )
-    .await
-    .unwrap();
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = c
-        .post(&link)
-        .header("origin", &app.base)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let c = no_redirects();
+    let set = sign_in_with_link(&app, &c, Uuid::new_v4(), None).await;
     assert!(
         set.starts_with("__Host-keygate_ui=") && set.contains("; Secure"),
         "{set}"
@@ -342,29 +341,9 @@ async fn console_actions_are_audited_with_the_browsers_address() {
     .await
     .expect("sqlite");
     let user = Uuid::new_v4();
-    let link = keygate_server::ui::create_login_link(
-        &app.state.config,
-        user,
-        false,
-        Duration::from_secs(60),
-        Some(&app.base),
-    )
-    .await
-    .unwrap();
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = c
-        .post(&link)
-        .header("origin", &app.base)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap();
-    let cookie = cookie.split(';').next().unwrap().to_string();
+    let c = no_redirects();
+    let set = sign_in_with_link(&app, &c, user, None).await;
+    let cookie = set.split(';').next().unwrap().to_string();
     let page = c
         .get(format!("{}/ui/vault", app.base))
         .header("cookie", &cookie)
@@ -374,12 +353,7 @@ async fn console_actions_are_audited_with_the_browsers_address() {
         .text()
         .await
         .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|v| v.split('"').next())
-        .unwrap()
-        .to_string();
+    let csrf = csrf_of(&page);
     let r = c
         .post(format!("{}/ui/vault", app.base))
         .header("cookie", &cookie)
@@ -407,10 +381,7 @@ crate::both_backends!(
     ui_jwt_session_ends_at_token_exp,
     |app: crate::helpers::TestApp| async move {
         let user = Uuid::new_v4();
-        let c = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let c = no_redirects();
         let login = |token: String| {
             c.post(format!("{}/ui/login", app.base))
                 .header("origin", &app.base)
