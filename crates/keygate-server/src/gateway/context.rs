@@ -29,8 +29,8 @@ pub struct Prepared {
     pub scopes: keygate_policy::ScopeSet,
     /// Base URL, environment and signed host (None: `upstream_of` says why).
     pub upstream: Option<(String, keygate_exchanges::Environment, String)>,
-    /// Whether another connection of the credential caps (volume, withdrawals).
-    pub sibling_caps: (bool, bool),
+    /// Which caps the credential's other connections set (they count this call too).
+    pub sibling_caps: keygate_policy::CapsElsewhere,
 }
 
 impl Prepared {

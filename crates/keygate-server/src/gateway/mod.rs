@@ -802,11 +802,7 @@ async fn decide(
     // a cap on another connection of the key counts this call too: its amounts must be
     // known (policy), and it is reserved while under way like a capped one, or that cap's
     // check would not see it
-    let (volume, withdrawals) = prepared.sibling_caps;
-    let caps_elsewhere = CapsElsewhere {
-        volume,
-        withdrawals,
-    };
+    let caps_elsewhere = prepared.sibling_caps;
     if !public {
         if limits.max_requests_per_minute.is_some()
             || limits.max_requests_per_hour.is_some()
@@ -896,14 +892,17 @@ fn effective_limits(ctx: &CallContext) -> Result<Limits, String> {
 
 /// Whether any other connection of the call's credential sets a daily volume cap, and a
 /// withdrawal cap. Limits that cannot be read count as both (reserving is the safe side).
-fn sibling_caps(ctx: &CallContext) -> (bool, bool) {
+fn sibling_caps(ctx: &CallContext) -> CapsElsewhere {
     caps_among(ctx.sibling_limits.iter().map(|l| &l.0))
 }
 
-fn caps_among<'a>(limits: impl Iterator<Item = &'a serde_json::Value>) -> (bool, bool) {
-    limits.fold((false, false), |(v, w), l| {
+fn caps_among<'a>(limits: impl Iterator<Item = &'a serde_json::Value>) -> CapsElsewhere {
+    limits.fold(CapsElsewhere::default(), |c, l| {
         let (volume, withdrawals) = parse_limits(l).map_or((true, true), |l| l.spend_caps());
-        (v || volume, w || withdrawals)
+        CapsElsewhere {
+            volume: c.volume || volume,
+            withdrawals: c.withdrawals || withdrawals,
+        }
     })
 }
 
@@ -1203,7 +1202,10 @@ mod tests {
     /// Which caps the key's other connections set; unreadable limits count as both.
     #[test]
     fn caps_among_the_other_connections() {
-        let caps = |v: &[serde_json::Value]| super::caps_among(v.iter());
+        let caps = |v: &[serde_json::Value]| {
+            let c = super::caps_among(v.iter());
+            (c.volume, c.withdrawals)
+        };
         assert_eq!(caps(&[]), (false, false));
         assert_eq!(
             caps(&[json!(null), json!({"max_trade_usd": "10"})]),
