@@ -26,6 +26,18 @@ fn core_limit(pid: u32) -> String {
     }
 }
 
+/// `keygate ARGS`, started with a core limit of 1024 (soft) so that "0 0" can only come
+/// from keygate itself, whatever the limit the tests run under.
+fn keygate_with_core_limit() -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.env_clear().args([
+        "-c",
+        "ulimit -Sc 1024 || exit 3; exec \"$0\" \"$@\"",
+        env!("CARGO_BIN_EXE_keygate"),
+    ]);
+    c
+}
+
 #[test]
 fn commands_run_without_core_dumps() {
     let dir = tempfile::tempdir().unwrap();
@@ -33,8 +45,7 @@ fn commands_run_without_core_dumps() {
     let fifo = dir.path().join("backup.fifo");
     let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());
-    let mut restore = Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .env_clear()
+    let mut restore = keygate_with_core_limit()
         .env("KEYGATE_DATA_DIR", dir.path().join("restore"))
         .env("KEYGATE_LOG", "warn")
         .args(["restore", "--from", fifo.to_str().unwrap()])
@@ -48,8 +59,7 @@ fn commands_run_without_core_dumps() {
     let _ = restore.wait();
     assert_eq!(limit, "0 0", "restore may write a core file");
 
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .env_clear()
+    let mut serve = keygate_with_core_limit()
         .env("KEYGATE_DATA_DIR", dir.path().join("serve"))
         .env("KEYGATE_LISTEN", "127.0.0.1:0")
         .env("KEYGATE_LOG", "warn")
