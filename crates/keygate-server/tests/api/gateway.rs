@@ -92,15 +92,7 @@ both_backends!(
         let conn = binance_connection(&app, &t, &mock, json!(["read", "trade"]), json!({})).await;
 
         // A signed read: the mock verifies the real signature and answers.
-        let (s, h, body) = call(
-            &app,
-            &t,
-            reqwest::Method::GET,
-            &conn,
-            "api/v3/account",
-            None,
-        )
-        .await;
+        let (s, h, body) = account(&app, &t, &conn).await;
         assert_eq!(s, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["accountType"], "SPOT");
@@ -365,15 +357,7 @@ both_backends!(
 
         // Another user's connection does not exist for this caller; a bad id is 404 too.
         let other = app.token(Uuid::new_v4());
-        let (s, _, b) = call(
-            &app,
-            &other,
-            reqwest::Method::GET,
-            &conn,
-            "api/v3/account",
-            None,
-        )
-        .await;
+        let (s, _, b) = account(&app, &other, &conn).await;
         assert_eq!((s, code(&b).as_str()), (404, "not_found"));
         let (s, _, _) = call(
             &app,
@@ -409,15 +393,7 @@ both_backends!(
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let (s, _, b) = call(
-            &app,
-            &t,
-            reqwest::Method::GET,
-            &conn,
-            "api/v3/account",
-            None,
-        )
-        .await;
+        let (s, _, b) = account(&app, &t, &conn).await;
         assert_eq!((s, code(&b).as_str()), (403, "connection_disabled"));
         assert_eq!(mock.count_verified(), 1);
     }
@@ -439,15 +415,7 @@ both_backends!(
         let mut statuses = vec![];
         let mut retry_after = None;
         for _ in 0..5 {
-            let (s, h, b) = call(
-                &app,
-                &t,
-                reqwest::Method::GET,
-                &conn,
-                "api/v3/account",
-                None,
-            )
-            .await;
+            let (s, h, b) = account(&app, &t, &conn).await;
             if s == 429 {
                 assert_eq!(code(&b), "rate_limited");
                 retry_after = h
@@ -468,25 +436,9 @@ both_backends!(
         let conn2 = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
         mock.set_rate_limit_used("binance", 6000);
         let before = mock.requests().len();
-        let (s, _, _) = call(
-            &app,
-            &t,
-            reqwest::Method::GET,
-            &conn2,
-            "api/v3/account",
-            None,
-        )
-        .await;
+        let (s, _, _) = account(&app, &t, &conn2).await;
         assert_eq!(s, 200, "the first call learns the weight");
-        let (s, h, b) = call(
-            &app,
-            &t,
-            reqwest::Method::GET,
-            &conn2,
-            "api/v3/account",
-            None,
-        )
-        .await;
+        let (s, h, b) = account(&app, &t, &conn2).await;
         assert_eq!(
             (s, code(&b).as_str()),
             (429, "exchange_rate_limited"),
@@ -531,15 +483,7 @@ both_backends!(upstream_failures_are_502_504, |app: TestApp| async move {
     mock.set_fault(None);
     mock.set_fault_times(Fault::Status(503), 1);
     let n = mock.requests().len();
-    let (s, _, _) = call(
-        &app,
-        &t,
-        reqwest::Method::GET,
-        &conn,
-        "api/v3/account",
-        None,
-    )
-    .await;
+    let (s, _, _) = account(&app, &t, &conn).await;
     assert_eq!(s, 200);
     assert_eq!(mock.requests().len(), n + 2);
 
@@ -779,15 +723,7 @@ async fn anomaly_burst_and_new_ip_suspend_the_credential() {
     let t = app.token(user);
     let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
     for _ in 0..35 {
-        let (s, _, b) = call(
-            &app,
-            &t,
-            reqwest::Method::GET,
-            &conn,
-            "api/v3/account",
-            None,
-        )
-        .await;
+        let (s, _, b) = account(&app, &t, &conn).await;
         assert_eq!(s, 200, "{b}");
     }
     assert_eq!(mock.count_verified(), 35);
@@ -1045,15 +981,7 @@ async fn rotation_grace_period_signs_with_the_pinned_generation() {
             (s, r.text().await.unwrap())
         }
     };
-    let (s, _, b) = call(
-        &app,
-        &t,
-        reqwest::Method::GET,
-        &conn,
-        "api/v3/account",
-        None,
-    )
-    .await;
+    let (s, _, b) = account(&app, &t, &conn).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
         mock.requests().last().unwrap().api_key.as_deref(),
@@ -1153,15 +1081,7 @@ async fn backup_during_proxied_calls_restores_keys_that_sign() {
         assert!(r.audit.ok, "{:?}", r.audit);
         let restored = crate::helpers::start(dir, url, backend).await;
         let before = mock.count_verified();
-        let (s, _, b) = call(
-            &restored,
-            &t,
-            reqwest::Method::GET,
-            &conn,
-            "api/v3/account",
-            None,
-        )
-        .await;
+        let (s, _, b) = account(&restored, &t, &conn).await;
         assert_eq!(s, 200, "{backend:?}: {b}");
         assert_eq!(mock.count_verified(), before + 1, "{backend:?}");
         assert_eq!(
@@ -1233,15 +1153,7 @@ async fn generated_key_pair_signs_after_the_key_id_is_attached() {
         .await;
     assert_eq!(s, 201, "{conn}");
     let conn = conn["id"].as_str().unwrap().to_string();
-    let (s, _, b) = call(
-        &app,
-        &t,
-        reqwest::Method::GET,
-        &conn,
-        "api/v3/account",
-        None,
-    )
-    .await;
+    let (s, _, b) = account(&app, &t, &conn).await;
     assert_eq!((s, code(&b).as_str()), (403, "credential_pending"), "{b}");
     assert_eq!(mock.requests().len(), 0);
 
@@ -1254,15 +1166,7 @@ async fn generated_key_pair_signs_after_the_key_id_is_attached() {
         .await;
     assert_eq!(s, 200, "{c}");
     assert_eq!(c["status"], "active");
-    let (s, _, b) = call(
-        &app,
-        &t,
-        reqwest::Method::GET,
-        &conn,
-        "api/v3/account",
-        None,
-    )
-    .await;
+    let (s, _, b) = account(&app, &t, &conn).await;
     assert_eq!(s, 200, "{b}");
     let last = mock.requests().pop().unwrap();
     assert!(last.verified, "{:?}", last.rejection);
@@ -1429,7 +1333,7 @@ async fn another_instances_suspension_reaches_within_the_cache_ttl() {
     let user = Uuid::new_v4();
     let t = a.token(user);
     let conn = binance_connection(&a, &t, &mock, json!(["read"]), json!({})).await;
-    let (s, _, body) = call(&b, &t, reqwest::Method::GET, &conn, "api/v3/account", None).await;
+    let (s, _, body) = account(&b, &t, &conn).await;
     assert_eq!(s, 200, "{body}");
     let (_, c) = a.get(&format!("/v1/connections/{conn}"), &t).await;
     let cred = c["credential_id"].as_str().unwrap().to_string();
@@ -1443,7 +1347,7 @@ async fn another_instances_suspension_reaches_within_the_cache_ttl() {
         .await;
     assert_eq!(s, 200, "{body}");
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let (s, _, body) = call(&b, &t, reqwest::Method::GET, &conn, "api/v3/account", None).await;
+    let (s, _, body) = account(&b, &t, &conn).await;
     assert_eq!(
         (s, code(&body).as_str()),
         (403, "credential_suspended"),
@@ -2272,15 +2176,7 @@ async fn refuse_withdrawal_keys_suspends_a_key_that_can_withdraw() {
     );
     assert_eq!(credential_status(&app, &t, &conn).await, "suspended");
     let before = mock.requests().len();
-    let (s, _, body) = call(
-        &app,
-        &t,
-        reqwest::Method::GET,
-        &conn,
-        "api/v3/account",
-        None,
-    )
-    .await;
+    let (s, _, body) = account(&app, &t, &conn).await;
     assert_eq!(s, 403, "{body}");
     assert_eq!(code(&body), "credential_suspended");
     assert_eq!(mock.requests().len(), before, "never reaches the exchange");
