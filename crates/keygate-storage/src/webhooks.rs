@@ -250,18 +250,20 @@ impl Store {
         Ok(())
     }
 
-    /// How many deliveries of `event_type` were queued since `since` for any endpoint of
-    /// `user`, or for endpoint `webhook_id` when it is a platform endpoint (no user): a rate
-    /// limit on what a caller can queue at will, such as test events.
-    pub async fn deliveries_queued_since(
+    /// Queues `d` unless `max` deliveries of its event type were already queued since
+    /// `since` for any endpoint of its user, or for endpoint `webhook_id` when that is a
+    /// platform endpoint (no user): a rate limit on what a caller can queue at will, such as test
+    /// events. Count and insert are one transaction under a lock on the user (PostgreSQL:
+    /// an advisory lock; SQLite: the write lock), so parallel requests cannot all pass
+    /// the count. Answers whether `d` was queued.
+    pub async fn enqueue_delivery_within(
         &self,
-        actor: Actor,
         webhook_id: Uuid,
-        user: Option<Uuid>,
-        event_type: &str,
+        d: &DeliveryRecord,
         since: DbTime,
-    ) -> Result<i64> {
-        let (sql, key) = match user {
+        max: i64,
+    ) -> Result<bool> {
+        let (sql, key) = match d.user_id {
             Some(u) => (
                 "SELECT COUNT(*) FROM webhook_deliveries WHERE user_id = $1 AND event_type = $2 AND created_at > $3",
                 u,
@@ -271,13 +273,37 @@ impl Store {
                 webhook_id,
             ),
         };
-        Ok(in_tx!(self, actor, |tx| {
-            sqlx::query_scalar::<DB, i64>(sql)
+        let postgres = self.backend() == Backend::Postgres;
+        let ins = multi_insert(
+            &format!("INSERT INTO webhook_deliveries ({DELIVERY_COLS}) VALUES "),
+            DELIVERY_NCOLS,
+            1,
+        );
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            if postgres {
+                // a stalled holder fails the request instead of draining the pool
+                sqlx::query::<DB>("SET LOCAL lock_timeout = '5s'")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<DB>("SELECT pg_advisory_xact_lock($1)")
+                    .bind(queue_lock_key(key))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let queued = sqlx::query_scalar::<DB, i64>(sql)
                 .bind(key)
-                .bind(event_type)
+                .bind(d.event_type.clone())
                 .bind(since)
                 .fetch_one(&mut *tx)
-                .await?
+                .await?;
+            if queued >= max {
+                false
+            } else {
+                bind_deliveries!(sqlx::query::<DB>(&ins), std::slice::from_ref(d))
+                    .execute(&mut *tx)
+                    .await?;
+                true
+            }
         }))
     }
 
@@ -319,4 +345,12 @@ impl Store {
             }))
         })
     }
+}
+
+/// The advisory lock of one user's (or platform endpoint's) rate-limited queue: its UUID
+/// folded to 64 bits, in a space apart from the spend locks' (a collision only makes two
+/// checks wait for each other).
+fn queue_lock_key(id: Uuid) -> i64 {
+    let (hi, lo) = id.as_u64_pair();
+    (hi ^ lo ^ 0x7765_6268_6f6f_6b73) as i64
 }

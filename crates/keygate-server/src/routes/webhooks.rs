@@ -380,26 +380,6 @@ pub async fn send_test(
         ));
     }
     let now = DbTime::now();
-    // test events go to an address the user chose, through the queue every user's
-    // deliveries share: a few a minute are enough to check a receiver
-    let recent = s
-        .store
-        .deliveries_queued_since(
-            caller.actor(),
-            w.id,
-            w.user_id,
-            crate::webhooks::TEST_EVENT,
-            DbTime::new(now.0 - chrono::Duration::minutes(1)),
-        )
-        .await?;
-    if recent >= TESTS_PER_MINUTE {
-        return Err(ApiError::Status {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "rate_limited",
-            detail: format!("at most {TESTS_PER_MINUTE} test events a minute; try again shortly"),
-            retry_after: Some(60),
-        });
-    }
     let payload = serde_json::json!({
         "id": Uuid::now_v7(),
         "type": crate::webhooks::TEST_EVENT,
@@ -424,7 +404,26 @@ pub async fn send_test(
         created_at: now,
         delivered_at: None,
     };
-    s.store.enqueue_deliveries(std::slice::from_ref(&d)).await?;
+    // test events go to an address the user chose, through the queue every user's
+    // deliveries share: a few a minute are enough to check a receiver (counted and queued
+    // in one transaction, so a burst of parallel requests cannot pass the count together)
+    let queued = s
+        .store
+        .enqueue_delivery_within(
+            w.id,
+            &d,
+            DbTime::new(now.0 - chrono::Duration::minutes(1)),
+            TESTS_PER_MINUTE,
+        )
+        .await?;
+    if !queued {
+        return Err(ApiError::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            detail: format!("at most {TESTS_PER_MINUTE} test events a minute; try again shortly"),
+            retry_after: Some(60),
+        });
+    }
     s.jobs.wake();
     let mut ev = event("webhook", "test", &caller, w.user_id, &meta);
     ev.metadata = DbJson(serde_json::json!({"webhook_id": id, "delivery_id": d.id}));

@@ -304,6 +304,44 @@ both_backends!(
     }
 );
 
+// The limit holds against a burst: thirty test requests sent at once queue exactly ten
+// events (count and insert are one transaction under the user's lock). Before, each
+// request counted, then queued, so parallel requests all passed the count together.
+both_backends!(
+    webhook_test_limit_holds_against_a_burst,
+    |app: TestApp| async move {
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (url, _got) = receiver().await;
+        let (s, hook) = app.post("/v1/webhooks", &t, json!({"url": url})).await;
+        assert_eq!(s, 201, "{hook}");
+        let id = hook["id"].as_str().unwrap().to_string();
+        let sends = (0..30).map(|_| {
+            let (app, t, id) = (&app, t.clone(), id.clone());
+            async move {
+                app.client
+                    .post(format!("{}/v1/webhooks/{id}/test", app.base))
+                    .bearer_auth(t)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        });
+        let statuses = futures::future::join_all(sends).await;
+        let accepted = statuses.iter().filter(|s| **s == 202).count();
+        let limited = statuses.iter().filter(|s| **s == 429).count();
+        assert_eq!((accepted, limited), (10, 20), "{statuses:?}");
+        let (s, log) = app
+            .get(&format!("/v1/webhooks/{id}/deliveries?limit=100"), &t)
+            .await;
+        assert_eq!(s, 200, "{log}");
+        assert_eq!(log["items"].as_array().unwrap().len(), 10, "{log}");
+    }
+);
+
 // A retry goes where the endpoint points now: a user who moves a receiver (say, one that
 // leaked) expects nothing more to reach the old address. (Before, every retry went to the
 // URL the event was queued with.)
