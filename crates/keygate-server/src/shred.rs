@@ -14,24 +14,34 @@ use crate::state::AppState;
 /// Destroys every data key of `user`; returns how many key versions were destroyed (0 when
 /// the user has none or was already shredded, in which case nothing is recorded).
 pub async fn shred_user(state: &AppState, user: Uuid) -> Result<u64, ApiError> {
-    let n = state
-        .store
-        .shred_user_keys(Actor::service(), user, DbTime::now())
-        .await?;
-    state.keyring.evict(user);
-    if n == 0 {
-        return Ok(0);
-    }
     let operator = Caller::system();
     let meta = RequestMeta {
         user_agent: Some("keygate-cli".into()),
         ..Default::default()
     };
-    let mut ev = event("vault", "shred", &operator, Some(user), &meta);
-    ev.risk_score = 80;
-    ev.risk_reasons = Json(vec!["all secrets of the user destroyed".into()]);
-    ev.reason = Some("keygate shred (command line)".into());
-    ev.metadata = Json(serde_json::json!({"source": "cli", "key_versions_destroyed": n}));
-    state.recorder.record(vec![ev], vec![]).await?;
+    // the shred and its audit event commit together
+    let audit = |n: u64| {
+        if n == 0 {
+            return vec![];
+        }
+        let mut ev = event("vault", "shred", &operator, Some(user), &meta);
+        ev.risk_score = 80;
+        ev.risk_reasons = Json(vec!["all secrets of the user destroyed".into()]);
+        ev.reason = Some("keygate shred (command line)".into());
+        ev.metadata = Json(serde_json::json!({"source": "cli", "key_versions_destroyed": n}));
+        vec![ev]
+    };
+    let shred = state
+        .store
+        .shred_user_keys(
+            Actor::service(),
+            user,
+            DbTime::now(),
+            audit,
+            state.chain_key.as_ref(),
+        )
+        .await;
+    state.keyring.evict(user);
+    let n = shred?;
     Ok(n)
 }

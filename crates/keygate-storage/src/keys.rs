@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use crate::{Actor, DbTime, Result, Store};
+use crate::{Actor, AuditEvent, DbTime, Result, Store};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserKeyRecord {
@@ -249,8 +249,25 @@ impl Store {
 
     /// Crypto-shredding: destroys every DEK version of the user and their unlock session.
     /// Ciphertexts stay, unreadable forever; metadata and audit remain.
-    pub async fn shred_user_keys(&self, actor: Actor, user_id: Uuid, now: DbTime) -> Result<u64> {
+    ///
+    /// `audit` builds the audit events of a shred that destroyed `n` key versions; they
+    /// are appended to the chain in the same transaction, so a shred is never stored
+    /// without its record, nor the record without the shred.
+    pub async fn shred_user_keys(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        now: DbTime,
+        audit: impl FnOnce(u64) -> Vec<AuditEvent> + Send,
+        chain_key: &[u8],
+    ) -> Result<u64> {
+        let backend = self.backend();
         Ok(in_tx!(self, actor, |tx| {
+            // the chain head's row lock first, in the order the gateway's group commit takes
+            // its locks (head, then credentials): the other order deadlocks on PostgreSQL
+            sqlx::query::<DB>("UPDATE audit_head SET seq = seq WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
             let n = sqlx::query::<DB>("UPDATE user_keys SET wrapped_dek = NULL, state = 'shredded', updated_at = $1 WHERE user_id = $2 AND state <> 'shredded'")
                 .bind(now)
                 .bind(user_id)
@@ -270,6 +287,7 @@ impl Store {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+            append_chained!(tx, backend, audit(n), chain_key);
             n
         }))
     }

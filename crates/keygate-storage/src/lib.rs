@@ -119,6 +119,49 @@ macro_rules! bind_audit_event {
     }};
 }
 
+/// Inside an `in_tx!` body: appends `events` to the audit chain under the chain head's row
+/// lock (their `seq`, `prev_hash` and `hash` assigned here) and evaluates to the stored
+/// events. Whatever else the transaction writes commits with them, or neither does.
+macro_rules! append_chained {
+    ($tx:ident, $backend:expr, $events:expr, $chain_key:expr) => {{
+        let events: Vec<$crate::AuditEvent> = $events;
+        if events.is_empty() {
+            events
+        } else {
+            // takes the head's row lock and reads it in one statement
+            let head = sqlx::query::<DB>(
+                "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
+            )
+            .fetch_one(&mut *$tx)
+            .await?;
+            let (out, seq, prev) = $crate::audit::chain(
+                events,
+                sqlx::Row::try_get(&head, 0)?,
+                sqlx::Row::try_get(&head, 1)?,
+                $chain_key,
+            );
+            let insert = format!("INSERT INTO audit_events ({}) VALUES ", $crate::audit::COLS);
+            let mut rest = &out[..];
+            while !rest.is_empty() {
+                let n = $crate::usage::chunk(rest.len());
+                let sql = $crate::multi_insert_for($backend, &insert, 26, n);
+                let mut q = sqlx::query::<DB>(&sql);
+                for e in &rest[..n] {
+                    q = bind_audit_event!(q, e);
+                }
+                q.execute(&mut *$tx).await?;
+                rest = &rest[n..];
+            }
+            sqlx::query::<DB>("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(prev)
+                .execute(&mut *$tx)
+                .await?;
+            out
+        }
+    }};
+}
+
 /// Binds every column of each [`DeliveryRecord`] to a multi-row insert built with
 /// `multi_insert(.., DELIVERY_NCOLS, rows.len())`.
 macro_rules! bind_deliveries {

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::anomaly::HistoryCache;
-use crate::{audit, multi_insert_for, Actor, AuditEvent, DbTime, Result, Store};
+use crate::{multi_insert_for, Actor, AuditEvent, DbTime, Result, Store};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiCallRecord {
@@ -201,7 +201,6 @@ impl Store {
             let spend = spend_of(calls);
             let backend = self.backend();
             let call_head = format!("INSERT INTO api_calls ({COLS}) VALUES ");
-            let audit_head = format!("INSERT INTO audit_events ({}) VALUES ", audit::COLS);
             Ok(in_tx!(@quiet self, Actor::service(), |tx| {
                 let mut live = std::collections::BTreeSet::new();
                 for id in calls.iter().map(|c| c.connection_id).collect::<std::collections::BTreeSet<_>>() {
@@ -248,39 +247,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                if events.is_empty() {
-                    events
-                } else {
-                    // takes the head's row lock and reads it in one statement
-                    let head = sqlx::query::<DB>(
-                        "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
-                    )
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let (out, seq, prev) = audit::chain(
-                        events,
-                        sqlx::Row::try_get(&head, 0)?,
-                        sqlx::Row::try_get(&head, 1)?,
-                        chain_key,
-                    );
-                    let mut rest = &out[..];
-                    while !rest.is_empty() {
-                        let n = chunk(rest.len());
-                        let sql = multi_insert_for(backend, &audit_head, 26, n);
-                        let mut q = sqlx::query::<DB>(&sql);
-                        for e in &rest[..n] {
-                            q = bind_audit_event!(q, e);
-                        }
-                        q.execute(&mut *tx).await?;
-                        rest = &rest[n..];
-                    }
-                    sqlx::query::<DB>("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                        .bind(seq)
-                        .bind(prev)
-                        .execute(&mut *tx)
-                        .await?;
-                    out
-                }
+                append_chained!(tx, backend, events, chain_key)
             }))
         })
     }

@@ -577,12 +577,22 @@ async fn shred(
     } else {
         caller.actor()
     };
-    s.store.shred_user_keys(actor, user, DbTime::now()).await?;
-    s.keyring.evict(user);
     let mut ev = event("vault", "shred", caller, Some(user), meta);
     ev.risk_score = 80;
     ev.risk_reasons = keygate_storage::Json(vec!["all secrets of the user destroyed".into()]);
-    s.recorder.record(vec![ev], vec![]).await?;
+    // the shred and its audit event commit together
+    let shred = s
+        .store
+        .shred_user_keys(
+            actor,
+            user,
+            DbTime::now(),
+            |_| vec![ev],
+            s.chain_key.as_ref(),
+        )
+        .await;
+    s.keyring.evict(user);
+    shred?;
     Ok(StatusCode::NO_CONTENT)
 }
 

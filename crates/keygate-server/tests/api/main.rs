@@ -598,6 +598,57 @@ both_backends!(
     }
 );
 
+// A shred and its audit event commit together: when the event cannot be stored, nothing
+// is destroyed (the caller sees an error and may try again), and a shred that succeeds is
+// in the access log. Before, the keys were destroyed first and the event written after,
+// so a failed write left a shred nobody could see in the audit chain.
+both_backends!(
+    a_shred_is_never_stored_without_its_audit_event,
+    |app: TestApp| async move {
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (s, c) = app.post("/v1/credentials", &t, binance_body("s")).await;
+        assert_eq!(s, 201, "{c}");
+        let id = c["id"].as_str().unwrap().to_string();
+        let (fail, unfail) = match app.backend {
+            helpers::Backend::Sqlite => (
+                "CREATE TRIGGER fail_shred BEFORE INSERT ON audit_events \
+                 WHEN NEW.category = 'vault' AND NEW.action = 'shred' \
+                 BEGIN SELECT RAISE(ABORT, 'injected: the audit write fails'); END;",
+                "DROP TRIGGER fail_shred;",
+            ),
+            helpers::Backend::Postgres => (
+                "CREATE FUNCTION fail_shred() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'injected: the audit write fails'; END $$; \
+                 CREATE TRIGGER fail_shred BEFORE INSERT ON audit_events FOR EACH ROW \
+                 WHEN (NEW.category = 'vault' AND NEW.action = 'shred') \
+                 EXECUTE FUNCTION fail_shred();",
+                "DROP TRIGGER fail_shred ON audit_events; DROP FUNCTION fail_shred();",
+            ),
+        };
+        app.raw_exec(fail).await.unwrap();
+        let shred = json!({"confirm": "SHRED ALL MY SECRETS"});
+        let (s, body) = app.post("/v1/vault/shred", &t, shred.clone()).await;
+        assert_eq!(s, 500, "{body}");
+        let (_, status) = app.get("/v1/vault/status", &t).await;
+        assert_eq!(status["shredded"], false, "{status}");
+        let (_, cred) = app.get(&format!("/v1/credentials/{id}"), &t).await;
+        assert_ne!(cred["status"], "shredded", "{cred}");
+        app.raw_exec(unfail).await.unwrap();
+        assert_eq!(app.post("/v1/vault/shred", &t, shred).await.0, 204);
+        let (_, status) = app.get("/v1/vault/status", &t).await;
+        assert_eq!(status["shredded"], true, "{status}");
+        let (_, log) = app.get("/v1/vault/access-log", &t).await;
+        let shreds = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "shred")
+            .count();
+        assert_eq!(shreds, 1, "{log}");
+    }
+);
+
 // Using the vault keeps it unlocked: a use (written at most once a minute) starts the
 // idle timeout the unlock set again, on the session row every instance reads.
 both_backends!(
