@@ -304,6 +304,31 @@ fn jwks_unavailable() -> ApiError {
 }
 
 impl Authenticator {
+    /// The JWKS key id of an asymmetric token, when a JWKS is configured (the key a
+    /// console session opened with this token depends on); `None` for HS256 tokens.
+    pub fn jwks_kid_of(&self, token: &str) -> Option<String> {
+        self.jwks.as_ref()?;
+        let header = decode_header(token).ok()?;
+        match header.alg {
+            Algorithm::RS256 | Algorithm::ES256 => header.kid,
+            _ => None,
+        }
+    }
+
+    /// Whether key `kid` is still in the JWKS (read as a token's would be: fetched again
+    /// when the set is older than its max age). `Err` when no usable set is at hand (the
+    /// JWKS is unreachable past its grace), or no JWKS is configured any more.
+    pub async fn jwks_key_in_set(&self, kid: &str) -> Result<bool, ApiError> {
+        let Some(jwks) = self.jwks.as_ref() else {
+            return Err(jwks_unavailable());
+        };
+        match jwks.key(kid).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == axum::http::StatusCode::UNAUTHORIZED => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn new(
         secret: &SecretString,
         admin_claim: &str,

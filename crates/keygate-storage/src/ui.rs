@@ -16,10 +16,13 @@ pub struct UiSessionRecord {
     pub created_at: DbTime,
     pub last_seen_at: DbTime,
     pub expires_at: DbTime,
+    /// The JWKS key a session opened with an asymmetric token was verified with: the
+    /// session lasts only while that key is in the set.
+    pub jwks_kid: Option<String>,
 }
 
 const SESSION_COLS: &str =
-    "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at";
+    "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at, jwks_kid";
 
 impl Store {
     /// Stores a one-time login link (by the hash of its token).
@@ -77,7 +80,8 @@ impl Store {
     }
 
     pub async fn create_ui_session(&self, s: &UiSessionRecord) -> Result<()> {
-        let sql = format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)");
+        let sql =
+            format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)");
         in_tx!(self, Actor::service(), |tx| {
             sqlx::query::<DB>(&sql)
                 .bind(s.id_hash.clone())
@@ -87,6 +91,7 @@ impl Store {
                 .bind(s.created_at)
                 .bind(s.last_seen_at)
                 .bind(s.expires_at)
+                .bind(s.jwks_kid.clone())
                 .execute(&mut *tx)
                 .await?;
         });

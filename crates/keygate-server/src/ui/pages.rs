@@ -139,7 +139,7 @@ pub async fn login_link_confirm(
     match s.store.consume_login_link(&session::hash(&token)).await {
         Ok(Some((user, admin))) => {
             end_current_session(&s, &c).await;
-            signed_in(&s, user, admin, None).await
+            signed_in(&s, user, admin, None, None).await
         }
         Ok(None) => link_refused(),
         Err(e) => {
@@ -159,14 +159,16 @@ async fn end_current_session(s: &AppState, c: &Ctx) {
     }
 }
 
-/// Starts a session (ending no later than `not_after`) and sends the browser to the console.
+/// Starts a session (ending no later than `not_after`, and when key `jwks_kid` leaves the
+/// JWKS) and sends the browser to the console.
 async fn signed_in(
     s: &AppState,
     user: Uuid,
     admin: bool,
     not_after: Option<DateTime<Utc>>,
+    jwks_kid: Option<String>,
 ) -> Response {
-    match session::start(s, user, admin, not_after).await {
+    match session::start(s, user, admin, not_after, jwks_kid).await {
         Ok(cookie) => (
             StatusCode::SEE_OTHER,
             [
@@ -213,6 +215,7 @@ pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Respon
                         caller.user_id.expect("checked"),
                         caller.admin,
                         Some(exp),
+                        s.auth.jwks_kid_of(&token),
                     )
                     .await
                 }

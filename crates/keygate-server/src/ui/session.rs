@@ -84,6 +84,7 @@ pub async fn start(
     user_id: Uuid,
     admin: bool,
     not_after: Option<DateTime<Utc>>,
+    jwks_kid: Option<String>,
 ) -> anyhow::Result<HeaderValue> {
     let id = random_token();
     let now = Utc::now();
@@ -100,6 +101,7 @@ pub async fn start(
         created_at: DbTime::new(now),
         last_seen_at: DbTime::new(now),
         expires_at: DbTime::new(expires_at),
+        jwks_kid,
     };
     state.store.create_ui_session(&rec).await?;
     let secure = if tls(state) { "; Secure" } else { "" };
@@ -139,6 +141,7 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     }
     let idle_cutoff = DbTime::new(Utc::now() - chrono::Duration::from_std(IDLE).ok()?);
     match state.store.touch_ui_session(&hash(id), idle_cutoff).await {
+        Ok(Some(r)) if !jwks_key_kept(state, &r).await => None,
         Ok(Some(r)) => Some(Session {
             id_hash: r.id_hash,
             user_id: r.user_id,
@@ -150,6 +153,26 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
             tracing::error!(error = %e, "ui session lookup failed");
             None
         }
+    }
+}
+
+/// A session opened with a JWKS-signed token lasts only while its key is in the set, as
+/// the token would: a key the identity provider removed (rotated out, or compromised) ends
+/// the session. While no usable set is at hand (the JWKS unreachable past its grace) the
+/// session is refused, not ended.
+async fn jwks_key_kept(state: &AppState, r: &UiSessionRecord) -> bool {
+    let Some(kid) = &r.jwks_kid else {
+        return true;
+    };
+    match state.auth.jwks_key_in_set(kid).await {
+        Ok(true) => true,
+        Ok(false) => {
+            if let Err(e) = state.store.delete_ui_session(&r.id_hash).await {
+                tracing::error!(error = %e, "ending a ui session whose key left the JWKS failed");
+            }
+            false
+        }
+        Err(_) => false,
     }
 }
 

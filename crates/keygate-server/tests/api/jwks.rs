@@ -291,3 +291,69 @@ async fn a_client_hanging_up_does_not_cancel_the_jwks_fetch() {
         "no second fetch needed"
     );
 }
+
+// A console session opened with a JWKS-signed token ends once its key leaves the set, as
+// the token itself stops working (key rotated out, or compromised). Before, the session
+// lasted until the token's `exp` (up to 12 h). A session opened with a key still in the
+// set is not affected.
+#[tokio::test]
+async fn a_console_session_ends_when_its_key_leaves_the_jwks() {
+    use std::time::Duration;
+    const MAX_AGE: u64 = 2;
+    let (old, old_jwk) = ec_signer("ec-old");
+    let (new, new_jwk) = ec_signer("ec-new");
+    let (url, jwks) = jwks_server(vec![old_jwk, new_jwk.clone()]).await;
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |cfg| {
+        cfg.jwks_url = Some(url);
+        cfg.jwks_max_age_secs = MAX_AGE;
+    })
+    .await
+    .unwrap();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |token: String| {
+        let (c, base) = (c.clone(), app.base.clone());
+        async move {
+            let r = c
+                .post(format!("{base}/ui/login"))
+                .header("origin", &base)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 303);
+            let set = r.headers()["set-cookie"].to_str().unwrap();
+            set.split(';').next().unwrap().to_string()
+        }
+    };
+    let home = |cookie: String| {
+        let (c, base) = (c.clone(), app.base.clone());
+        async move {
+            c.get(format!("{base}/ui/"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let user = Uuid::new_v4();
+    let on_old = sign_in(old.token(user, 600)).await;
+    let on_new = sign_in(new.token(user, 600)).await;
+    assert_eq!(home(on_old.clone()).await, 200);
+    assert_eq!(home(on_new.clone()).await, 200);
+
+    // the identity provider drops the old key
+    *jwks.keys.lock().unwrap() = vec![new_jwk];
+    tokio::time::sleep(Duration::from_millis(MAX_AGE * 1000 + 300)).await;
+    assert_eq!(home(on_old.clone()).await, 303, "session outlived its key");
+    assert_eq!(home(on_new).await, 200, "a session on a kept key ended");
+    // ended, not only refused: its row is gone (the new key's session's is not)
+    let gone = |kid: &str| format!("DELETE FROM ui_sessions WHERE jwks_kid = '{kid}'");
+    assert_eq!(app.raw_exec(&gone("ec-old")).await.unwrap(), 0);
+    assert_eq!(app.raw_exec(&gone("ec-new")).await.unwrap(), 1);
+}
