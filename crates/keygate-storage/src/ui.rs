@@ -21,6 +21,22 @@ pub struct UiSessionRecord {
     pub jwks_kid: Option<String>,
 }
 
+/// Binds a session's columns, in [`SESSION_COLS`] order (a macro: the query's backend is
+/// the `DB` of the `in_tx!` arm it is used in).
+macro_rules! bind_session {
+    ($q:expr, $s:expr) => {{
+        let s = $s;
+        $q.bind(s.id_hash.clone())
+            .bind(s.user_id)
+            .bind(s.is_admin)
+            .bind(s.csrf_token.clone())
+            .bind(s.created_at)
+            .bind(s.last_seen_at)
+            .bind(s.expires_at)
+            .bind(s.jwks_kid.clone())
+    }};
+}
+
 const SESSION_COLS: &str =
     "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at, jwks_kid";
 
@@ -49,23 +65,42 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a login link used and returns whom it signs in, if it was unused and
-    /// unexpired. Atomic: two concurrent uses cannot both succeed.
-    pub async fn consume_login_link(&self, token_hash: &[u8]) -> Result<Option<(Uuid, bool)>> {
+    /// Uses up a login link and stores session `s` in one transaction, if the link is
+    /// unused, unexpired and signs in `s`'s user with `s`'s admin flag. Atomic: two
+    /// concurrent uses cannot both succeed, and a link is never used up without its
+    /// session (a failure leaves the link as it was). Answers whether it signed in.
+    pub async fn consume_login_link_into_session(
+        &self,
+        token_hash: &[u8],
+        s: &UiSessionRecord,
+    ) -> Result<bool> {
         let now = DbTime::now();
+        let sql =
+            format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)");
         Ok(in_tx!(self, Actor::service(), |tx| {
-            sqlx::query_as::<DB, (Uuid, bool)>(
-                "UPDATE ui_login_links SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id, is_admin",
+            let used = sqlx::query::<DB>(
+                "UPDATE ui_login_links SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                 AND user_id = $3 AND is_admin = $4",
             )
             .bind(token_hash.to_vec())
             .bind(now)
-            .fetch_optional(&mut *tx)
+            .bind(s.user_id)
+            .bind(s.is_admin)
+            .execute(&mut *tx)
             .await?
+            .rows_affected();
+            if used == 1 {
+                bind_session!(sqlx::query::<DB>(&sql), s)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            used == 1
         }))
     }
 
     /// Who a login link signs in as, while it is unused and unexpired; uses nothing up
-    /// (the console asks for a confirming POST before [`Store::consume_login_link`]).
+    /// (the console asks for a confirming POST before
+    /// [`Store::consume_login_link_into_session`]).
     pub async fn peek_login_link(&self, token_hash: &[u8]) -> Result<Option<(Uuid, bool)>> {
         let now = DbTime::now();
         Ok(in_tx!(self, Actor::service(), |tx| {
@@ -83,15 +118,7 @@ impl Store {
         let sql =
             format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)");
         in_tx!(self, Actor::service(), |tx| {
-            sqlx::query::<DB>(&sql)
-                .bind(s.id_hash.clone())
-                .bind(s.user_id)
-                .bind(s.is_admin)
-                .bind(s.csrf_token.clone())
-                .bind(s.created_at)
-                .bind(s.last_seen_at)
-                .bind(s.expires_at)
-                .bind(s.jwks_kid.clone())
+            bind_session!(sqlx::query::<DB>(&sql), s)
                 .execute(&mut *tx)
                 .await?;
         });

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Duration, Timelike, Utc};
 use serde_json::{json, Map, Value};
@@ -136,16 +136,27 @@ pub async fn login_link_confirm(
     if !link_token_ok(&token) {
         return link_refused();
     }
-    match s.store.consume_login_link(&session::hash(&token)).await {
-        Ok(Some((user, admin))) => {
-            end_current_session(&s, &c).await;
-            signed_in(&s, user, admin, None, None).await
-        }
-        Ok(None) => link_refused(),
+    let link = session::hash(&token);
+    let (user, admin) = match s.store.peek_login_link(&link).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return link_refused(),
         Err(e) => {
             tracing::error!(error = %e, "login link lookup failed");
-            link_refused()
+            return link_refused();
         }
+    };
+    let (rec, cookie) = match session::prepare(&s, user, admin, None, None) {
+        Ok(x) => x,
+        Err(e) => return session_failed(e),
+    };
+    // the link is used up only together with the new session: a failure leaves it usable
+    match s.store.consume_login_link_into_session(&link, &rec).await {
+        Ok(true) => {
+            end_current_session(&s, &c).await;
+            to_console(cookie)
+        }
+        Ok(false) => link_refused(),
+        Err(e) => session_failed(e),
     }
 }
 
@@ -169,24 +180,31 @@ async fn signed_in(
     jwks_kid: Option<String>,
 ) -> Response {
     match session::start(s, user, admin, not_after, jwks_kid).await {
-        Ok(cookie) => (
-            StatusCode::SEE_OTHER,
-            [
-                (header::SET_COOKIE, cookie),
-                (header::LOCATION, "/ui/".parse().expect("static")),
-            ],
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "ui session create failed");
-            render_status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "error.html",
-                None,
-                json!({"title": "Sign-in failed", "detail": "could not create a session"}),
-            )
-        }
+        Ok(cookie) => to_console(cookie),
+        Err(e) => session_failed(e),
     }
+}
+
+/// The answer to a sign-in: the session cookie, and on to the console.
+fn to_console(cookie: HeaderValue) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/ui/".parse().expect("static")),
+        ],
+    )
+        .into_response()
+}
+
+fn session_failed(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "ui session create failed");
+    render_status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "error.html",
+        None,
+        json!({"title": "Sign-in failed", "detail": "could not create a session"}),
+    )
 }
 
 pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Response {

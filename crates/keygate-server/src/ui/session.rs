@@ -86,6 +86,19 @@ pub async fn start(
     not_after: Option<DateTime<Utc>>,
     jwks_kid: Option<String>,
 ) -> anyhow::Result<HeaderValue> {
+    let (rec, cookie) = prepare(state, user_id, admin, not_after, jwks_kid)?;
+    state.store.create_ui_session(&rec).await?;
+    Ok(cookie)
+}
+
+/// A new session's row and `Set-Cookie` value, not stored yet ([`start`]).
+pub fn prepare(
+    state: &AppState,
+    user_id: Uuid,
+    admin: bool,
+    not_after: Option<DateTime<Utc>>,
+    jwks_kid: Option<String>,
+) -> anyhow::Result<(UiSessionRecord, HeaderValue)> {
     let id = random_token();
     let now = Utc::now();
     let mut expires_at = now + chrono::Duration::from_std(ABSOLUTE)?;
@@ -103,13 +116,13 @@ pub async fn start(
         expires_at: DbTime::new(expires_at),
         jwks_kid,
     };
-    state.store.create_ui_session(&rec).await?;
     let secure = if tls(state) { "; Secure" } else { "" };
-    Ok(HeaderValue::from_str(&format!(
+    let cookie = HeaderValue::from_str(&format!(
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         cookie_name(state),
         (expires_at - now).num_seconds().max(1)
-    ))?)
+    ))?;
+    Ok((rec, cookie))
 }
 
 /// The `Set-Cookie` value that clears the session cookie.

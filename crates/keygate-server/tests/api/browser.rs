@@ -449,3 +449,59 @@ crate::both_backends!(
         assert!(r.headers().get("set-cookie").is_none());
     }
 );
+
+// A login link is used up only together with the session it opens: when the session
+// cannot be stored, the sign-in fails and the same link still works afterwards. Before,
+// the link was used up first, and a failure in between left the user asking for a new one.
+crate::both_backends!(
+    a_login_link_is_used_up_only_with_its_session,
+    |app: crate::helpers::TestApp| async move {
+        let (fail, unfail) = match app.backend {
+            crate::helpers::Backend::Sqlite => (
+                "CREATE TRIGGER fail_session BEFORE INSERT ON ui_sessions \
+                 BEGIN SELECT RAISE(ABORT, 'injected: the session write fails'); END;",
+                "DROP TRIGGER fail_session;",
+            ),
+            crate::helpers::Backend::Postgres => (
+                "CREATE FUNCTION fail_session() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'injected: the session write fails'; END $$; \
+                 CREATE TRIGGER fail_session BEFORE INSERT ON ui_sessions FOR EACH ROW \
+                 EXECUTE FUNCTION fail_session();",
+                "DROP TRIGGER fail_session ON ui_sessions; DROP FUNCTION fail_session();",
+            ),
+        };
+        let link = keygate_server::ui::create_login_link(
+            &app.state.config,
+            Uuid::new_v4(),
+            false,
+            Duration::from_secs(60),
+            Some(&app.base),
+        )
+        .await
+        .unwrap();
+        let c = no_redirects();
+        let confirm = || {
+            c.post(&link)
+                .header("origin", &app.base)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .send()
+        };
+        app.raw_exec(fail).await.unwrap();
+        let r = confirm().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().get("set-cookie").is_none());
+        app.raw_exec(unfail).await.unwrap();
+        let r = confirm().await.unwrap();
+        assert_eq!(
+            r.status(),
+            303,
+            "the link was used up by the failed sign-in"
+        );
+        assert!(r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("HttpOnly"));
+        // and then it is used up
+        assert_eq!(confirm().await.unwrap().status(), 403);
+    }
+);
