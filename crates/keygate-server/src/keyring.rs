@@ -150,7 +150,8 @@ impl Keyring {
 
     /// A use of a password-mode DEK on the user's behalf keeps its unlock session open:
     /// the idle timeout the unlock set (`expires_at - last_used_at`) starts again, written
-    /// at most once per [`SLIDE_EVERY`] so a busy key does not write on every call. The
+    /// at most once per [`SLIDE_EVERY`] (or a quarter of the timeout, when that is
+    /// shorter) so a busy key does not write on every call. The
     /// platform's own uses (balance sync, token refresh jobs) do not: they would keep an
     /// idle vault unlocked for ever. Best effort: a failed write does not fail the use.
     async fn slide(&self, actor: Actor, s: &VaultSession) {
@@ -159,10 +160,15 @@ impl Keyring {
         }
         let now = DbTime::now();
         let since = now.0 - s.last_used_at.0;
-        if since < chrono::Duration::from_std(SLIDE_EVERY).unwrap_or_default() {
+        let idle = s.expires_at.0 - s.last_used_at.0;
+        // a short auto-lock slides more often: with a 1-minute timeout, waiting out
+        // SLIDE_EVERY would let the session lock under steady use
+        let every = chrono::Duration::from_std(SLIDE_EVERY)
+            .unwrap_or_default()
+            .min(idle / 4);
+        if since < every {
             return;
         }
-        let idle = s.expires_at.0 - s.last_used_at.0;
         if let Err(e) = self
             .store
             .touch_vault_session(actor, s.user_id, now, DbTime::new(now.0 + idle))

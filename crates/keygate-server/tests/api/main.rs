@@ -696,6 +696,27 @@ both_backends!(
             .expect("still unlocked");
         let left = session.expires_at.0 - now;
         assert!(left < chrono::Duration::minutes(6), "locks in {left}");
+        // a 1-minute auto-lock slides too: last used 20 s ago, locks in 40 s; a use
+        // pushes it back to a minute from now (before, a session slid only when last
+        // used a minute ago, so a 1-minute vault locked under steady use)
+        let now = chrono::Utc::now();
+        let at = |secs: i64| DbTime::new(now + chrono::Duration::seconds(secs)).canonical();
+        let sql = format!(
+            "UPDATE vault_sessions SET last_used_at = '{}', expires_at = '{}'",
+            at(-20),
+            at(40)
+        );
+        assert_eq!(app.raw_exec(&sql).await.unwrap(), 1);
+        assert_eq!(app.post(&reveal, &svc, json!({})).await.0, 200);
+        let session = app
+            .state
+            .store
+            .vault_session(Actor::user(user), user, DbTime::now())
+            .await
+            .unwrap()
+            .expect("still unlocked");
+        let left = session.expires_at.0 - now;
+        assert!(left > chrono::Duration::seconds(55), "locks in {left}");
     }
 );
 
