@@ -254,8 +254,9 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Rotation: stores the next generation, puts the current one into its grace period,
-    /// and bumps the credential, all in one transaction.
+    /// Rotation: stores the next generation, puts the current one into its grace period
+    /// (and cuts any older generation's grace to end no later), and bumps the credential,
+    /// all in one transaction.
     pub async fn rotate_credential(
         &self,
         actor: Actor,
@@ -280,6 +281,14 @@ impl Store {
             if n != 1 {
                 return Err(StorageError::VersionMismatch);
             }
+            // an older generation still in its grace signs no longer than the one now
+            // retired: a rotation without grace ends every earlier key's grace too
+            sqlx::query::<DB>("UPDATE credential_secrets SET grace_period_ends_at = $1 WHERE user_id = $2 AND credential_id = $3 AND status = 'rotating' AND (grace_period_ends_at IS NULL OR grace_period_ends_at > $1)")
+                .bind(grace_period_ends_at)
+                .bind(c.user_id)
+                .bind(c.id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query::<DB>("UPDATE credential_secrets SET status = 'rotating', grace_period_ends_at = $1 WHERE user_id = $2 AND credential_id = $3 AND status = 'active'")
                 .bind(grace_period_ends_at)
                 .bind(c.user_id)

@@ -270,7 +270,6 @@ async fn proxy_call(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let user = caller.user()?;
-    let now = Utc::now();
     let (parts, body) = req.into_parts();
     let pin = match parts.headers.get(GENERATION_HEADER) {
         None => None,
@@ -296,6 +295,9 @@ async fn proxy_call(
                 format!("request body exceeds {} bytes", s.config.max_body_bytes),
             )
         })?;
+    // the call's time is read once the body is in: a body sent slowly must not let a key
+    // sign after its expiry or grace end with the time its headers came at
+    let now = Utc::now();
     let prepared = s
         .gateway
         .contexts

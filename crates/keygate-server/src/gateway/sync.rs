@@ -190,6 +190,14 @@ pub async fn sync_connection(
         .exchange
         .parse()
         .map_err(|_| ApiError::internal("stored connection names an unknown exchange"))?;
+    // a disabled connection signs nothing, checks and syncs included (the gateway refuses
+    // its calls with the same code)
+    if !ctx.connection.is_enabled {
+        return Err(ApiError::conflict(
+            "connection_disabled",
+            "the connection is disabled; enable it to check or sync it",
+        ));
+    }
     usable(&ctx)?;
     let api = exchange.api();
     let mut calls = Vec::new();

@@ -395,6 +395,15 @@ both_backends!(
         assert_eq!(r.status(), 200);
         let (s, _, b) = account(&app, &t, &conn).await;
         assert_eq!((s, code(&b).as_str()), (403, "connection_disabled"));
+        // nor does a check or sync sign with it (before, it did)
+        let (s, b) = app
+            .post(&format!("/v1/connections/{conn}/sync"), &t, json!({}))
+            .await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (409, Some("connection_disabled")),
+            "{b}"
+        );
         assert_eq!(mock.count_verified(), 1);
     }
 );
@@ -1003,11 +1012,15 @@ async fn rotation_grace_period_signs_with_the_pinned_generation() {
         (400, "invalid_key_generation"),
         "{b}"
     );
-    // Rotate again without grace: generation 2 stops signing at once.
+    // Rotate again without grace: generation 2 stops signing at once, and so does
+    // generation 1, whose hour of grace was still running (before, it kept signing
+    // until then: an owner rotating a leaked key away had no way to stop it).
     let (s, r) = rotate(0).await;
     assert_eq!(s, 200, "{r}");
     let n = mock.requests().len();
     let (s, b) = pinned("2").await;
+    assert_eq!((s, code(&b).as_str()), (403, "credential_revoked"), "{b}");
+    let (s, b) = pinned("1").await;
     assert_eq!((s, code(&b).as_str()), (403, "credential_revoked"), "{b}");
     assert_eq!(mock.requests().len(), n, "refused before the exchange");
 }
@@ -2297,3 +2310,55 @@ both_backends!(
         assert_eq!(mock.requests().last().unwrap().method, "POST");
     }
 );
+
+// The call's time is read once its body is in: a caller that sends the headers before a
+// key's expiry and the body after it is refused (`credential_expired`), not signed with
+// the expired key. Before, the time the headers came at decided, however slowly the body
+// followed (Kraken's nonce-only signatures have no freshness window of their own).
+#[tokio::test]
+async fn a_body_sent_slowly_is_judged_at_its_end() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let mock = mock().await;
+    let t = app.token(Uuid::new_v4());
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let (s, cred) = app
+        .post(
+            "/v1/credentials",
+            &t,
+            json!({"exchange": "binance", "label": "expiring", "api_key": API_KEY, "api_secret": API_SECRET,
+                "permissions": ["read", "trade"], "expires_at": expires}),
+        )
+        .await;
+    assert_eq!(s, 201, "{cred}");
+    let (s, conn) = app
+        .post(
+            "/v1/connections",
+            &t,
+            json!({"name": "expiring", "exchange": "binance", "credential_id": cred["id"], "base_url": mock.base_url()}),
+        )
+        .await;
+    assert_eq!(s, 201, "{conn}");
+    let body = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000";
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/connections/{}/proxy/api/v3/order HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {t}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        conn["id"].as_str().unwrap(),
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&body.as_bytes()[..10]).await.unwrap();
+    // the rest after the key's expiry
+    let wait = (expires - chrono::Utc::now()).num_milliseconds().max(0) as u64 + 700;
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    sock.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("credential_expired"), "{answer}");
+    assert!(mock.requests().is_empty(), "signed with an expired key");
+}
