@@ -13,7 +13,7 @@
 //! | `new_source_ip` | the credential was used (history or recent window) but never from this IP | 30 |
 //! | `unusual_hour` | the user has ≥ 50 calls of history and < 1 % of them in this UTC hour | 15 |
 //! | `burst_above_baseline` | recent calls ≥ 30 and ≥ 10× the baseline for that window | 50 |
-//! | `denial_streak` | ≥ 5 denied calls in a row (≥ 10: 40 points) | 25 / 40 |
+//! | `denial_streak` | ≥ 5 denied calls in a row, not counting refusals for a locked vault, a rate limit or unavailable counters (≥ 10: 40 points) | 25 / 40 |
 //! | `withdrawal_attempt` | the call is a withdrawal | 40 |
 //! | `unlock_from_new_ip` | a password unlock from an IP never used to unlock before, just now | 30 |
 

@@ -212,6 +212,28 @@ impl HistoryCache {
     }
 }
 
+/// Refusals that say nothing about who holds the key: the vault was locked, a rate limit
+/// (keygate's or the exchange's) was reached, the counters were unavailable. A bot that
+/// retries through them is not probing; they neither count towards a denial streak nor
+/// end one.
+const NOT_PROBING: [&str; 4] = [
+    "vault_locked",
+    "rate_limited",
+    "exchange_rate_limited",
+    "counters_unavailable",
+];
+
+/// Denied calls in a row, newest first, leaving out [`NOT_PROBING`] refusals.
+fn denial_streak(decisions: &[(String, Option<String>)]) -> i64 {
+    decisions
+        .iter()
+        .filter(|(d, code)| {
+            !(d == "denied" && code.as_deref().is_some_and(|c| NOT_PROBING.contains(&c)))
+        })
+        .take_while(|(d, _)| d == "denied")
+        .count() as i64
+}
+
 impl Store {
     /// The facts for one assessment. The history and the settled part of the recent
     /// window are carried forward from this process's previous assessment of the
@@ -227,7 +249,7 @@ impl Store {
         );
         let by_ip_sql = "SELECT ip_address, COUNT(*) FROM api_calls \
             WHERE credential_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY ip_address";
-        let streak_sql = "SELECT decision FROM api_calls WHERE credential_id = $1 AND created_at < $2 ORDER BY created_at DESC LIMIT 50";
+        let streak_sql = "SELECT decision, deny_code FROM api_calls WHERE credential_id = $1 AND created_at < $2 ORDER BY created_at DESC LIMIT 50";
         let unlock_sql = "SELECT ip_address, seq FROM audit_events WHERE user_id = $1 AND category = 'vault' AND action = 'unlock' \
             AND success AND created_at >= $2 ORDER BY seq DESC LIMIT 1";
         let earlier_sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN ip_address = $3 THEN 1 ELSE 0 END), 0) FROM audit_events \
@@ -326,12 +348,12 @@ impl Store {
                     }
                 }
             }
-            let decisions: Vec<String> = sqlx::query_scalar::<DB, String>(streak_sql)
+            let decisions: Vec<(String, Option<String>)> = sqlx::query_as::<DB, _>(streak_sql)
                 .bind(q.credential_id)
                 .bind(q.now)
                 .fetch_all(&mut *tx)
                 .await?;
-            f.denial_streak = decisions.iter().take_while(|d| *d == "denied").count() as i64;
+            f.denial_streak = denial_streak(&decisions);
             let unlock: Option<(Option<String>, i64)> = sqlx::query_as::<DB, _>(unlock_sql)
                 .bind(q.user_id)
                 .bind(q.unlock_since)
@@ -398,6 +420,31 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_denial_streak_leaves_out_refusals_that_are_not_probing() {
+        let row = |d: &str, code: Option<&str>| (d.to_string(), code.map(str::to_string));
+        let denied = |code| row("denied", Some(code));
+        // newest first: rate limits and a locked vault neither count nor end the streak
+        let rows = vec![
+            denied("rate_limited"),
+            denied("scope_denied"),
+            denied("vault_locked"),
+            denied("symbol_not_allowed"),
+            denied("exchange_rate_limited"),
+            denied("counters_unavailable"),
+            denied("scope_denied"),
+            row("allowed", None),
+            denied("scope_denied"),
+        ];
+        assert_eq!(denial_streak(&rows), 3);
+        assert_eq!(denial_streak(&vec![denied("vault_locked"); 20]), 0);
+        assert_eq!(denial_streak(&[row("denied", None)]), 1);
+        assert_eq!(
+            denial_streak(&[row("allowed", None), denied("scope_denied")]),
+            0
+        );
+    }
 
     fn entry(ips: usize) -> HistoryEntry {
         let t = DbTime::now();

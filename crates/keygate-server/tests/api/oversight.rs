@@ -1523,6 +1523,66 @@ both_backends!(integration_tokens_refresh, |_app: TestApp| async move {
     assert_eq!(app.get(&format!("/v1/integrations/{id}"), &t).await.0, 404);
 });
 
+// A bot retrying against a locked vault or a rate limit is not probing: those refusals
+// do not make a denial streak (before, ten of them scored 40, and the next withdrawal
+// reached the default suspension threshold). Other refusals still do.
+both_backends!(
+    refusals_that_are_not_probing_make_no_denial_streak,
+    |app: TestApp| async move {
+        use keygate_storage::{Actor, FactsQuery};
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (_, c) = app
+            .post("/v1/credentials", &t, binance_body("streak"))
+            .await;
+        let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+        let conn = connection_for(&app, &t, &cred.to_string()).await;
+        let start = Utc::now() - chrono::Duration::minutes(10);
+        let denied = |i: i64, code: &str| {
+            let mut r = call(
+                conn,
+                cred,
+                user,
+                "10.0.0.1",
+                start + chrono::Duration::seconds(i),
+            );
+            r.decision = "denied".into();
+            r.deny_code = Some(code.into());
+            r.success = false;
+            r
+        };
+        let streak = || {
+            let store = app.state.store.clone();
+            async move {
+                let now = Utc::now();
+                let q = FactsQuery {
+                    user_id: user,
+                    credential_id: cred,
+                    ip: Some("10.0.0.1".into()),
+                    recent_since: DbTime::new(now - chrono::Duration::minutes(5)),
+                    history_since: DbTime::new(now - chrono::Duration::days(30)),
+                    unlock_since: DbTime::new(now - chrono::Duration::minutes(15)),
+                    now: DbTime::new(now),
+                };
+                store
+                    .anomaly_facts(Actor::service(), &q)
+                    .await
+                    .unwrap()
+                    .denial_streak
+            }
+        };
+        let mut rows: Vec<_> = (0..6).map(|i| denied(i, "vault_locked")).collect();
+        rows.extend((6..12).map(|i| denied(i, "rate_limited")));
+        app.state.store.insert_api_calls(&rows).await.unwrap();
+        assert_eq!(streak().await, 0);
+        let probing: Vec<_> = (12..17)
+            .map(|i| denied(i, "withdrawal_address_not_allowed"))
+            .collect();
+        app.state.store.insert_api_calls(&probing).await.unwrap();
+        assert_eq!(streak().await, 5);
+    }
+);
+
 both_backends!(
     anomaly_history_carried_forward_matches_a_full_count,
     |app: TestApp| async move {
