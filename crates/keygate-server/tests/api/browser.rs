@@ -456,20 +456,6 @@ crate::both_backends!(
 crate::both_backends!(
     a_login_link_is_used_up_only_with_its_session,
     |app: crate::helpers::TestApp| async move {
-        let (fail, unfail) = match app.backend {
-            crate::helpers::Backend::Sqlite => (
-                "CREATE TRIGGER fail_session BEFORE INSERT ON ui_sessions \
-                 BEGIN SELECT RAISE(ABORT, 'injected: the session write fails'); END;",
-                "DROP TRIGGER fail_session;",
-            ),
-            crate::helpers::Backend::Postgres => (
-                "CREATE FUNCTION fail_session() RETURNS trigger LANGUAGE plpgsql AS \
-                 $$ BEGIN RAISE EXCEPTION 'injected: the session write fails'; END $$; \
-                 CREATE TRIGGER fail_session BEFORE INSERT ON ui_sessions FOR EACH ROW \
-                 EXECUTE FUNCTION fail_session();",
-                "DROP TRIGGER fail_session ON ui_sessions; DROP FUNCTION fail_session();",
-            ),
-        };
         let link = keygate_server::ui::create_login_link(
             &app.state.config,
             Uuid::new_v4(),
@@ -486,11 +472,13 @@ crate::both_backends!(
                 .header("content-type", "application/x-www-form-urlencoded")
                 .send()
         };
-        app.raw_exec(fail).await.unwrap();
+        let unfail = app
+            .fail_inserts("fail_session", "ui_sessions", "1 = 1")
+            .await;
         let r = confirm().await.unwrap();
         assert_eq!(r.status(), 503);
         assert!(r.headers().get("set-cookie").is_none());
-        app.raw_exec(unfail).await.unwrap();
+        app.raw_exec(&unfail).await.unwrap();
         let r = confirm().await.unwrap();
         assert_eq!(
             r.status(),

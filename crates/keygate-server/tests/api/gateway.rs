@@ -1764,25 +1764,12 @@ async fn refused_after_its_spend_check(app: TestApp, its_commit_fails: bool) {
     let (mock, t, conn) = capped_withdrawals(&app).await;
     assert_eq!(withdraw(&app, &t, &conn, 100).await, (200, String::new()));
     // a denied call's audit event fails its whole group commit
-    let (fail, unfail) = match app.backend {
-        crate::helpers::Backend::Sqlite => (
-            "CREATE TRIGGER fail_denied BEFORE INSERT ON audit_events \
-             WHEN NEW.category = 'gateway' AND NEW.action = 'denied' \
-             BEGIN SELECT RAISE(ABORT, 'injected: this commit fails'); END;",
-            "DROP TRIGGER fail_denied;",
-        ),
-        crate::helpers::Backend::Postgres => (
-            "CREATE FUNCTION fail_denied() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'injected: this commit fails'; END $$; \
-             CREATE TRIGGER fail_denied BEFORE INSERT ON audit_events FOR EACH ROW \
-             WHEN (NEW.category = 'gateway' AND NEW.action = 'denied') \
-             EXECUTE FUNCTION fail_denied();",
-            "DROP TRIGGER fail_denied ON audit_events; DROP FUNCTION fail_denied();",
-        ),
+    let unfail = if its_commit_fails {
+        let when = "NEW.category = 'gateway' AND NEW.action = 'denied'";
+        Some(app.fail_inserts("fail_denied", "audit_events", when).await)
+    } else {
+        None
     };
-    if its_commit_fails {
-        app.raw_exec(fail).await.unwrap();
-    }
     let r = app
         .client
         .post(format!(
@@ -1797,9 +1784,9 @@ async fn refused_after_its_spend_check(app: TestApp, its_commit_fails: bool) {
         .await
         .unwrap();
     let (s, b) = (r.status().as_u16(), r.text().await.unwrap());
-    if its_commit_fails {
+    if let Some(unfail) = unfail {
         assert_eq!(s, 500, "the call could not be recorded: {b}");
-        app.raw_exec(unfail).await.unwrap();
+        app.raw_exec(&unfail).await.unwrap();
     } else {
         assert_eq!((s, code(&b).as_str()), (403, "credential_suspended"), "{b}");
     }

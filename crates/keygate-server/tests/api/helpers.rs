@@ -248,6 +248,32 @@ impl TestApp {
             }
         }
     }
+
+    /// Makes the database refuse every INSERT into `table` whose new row matches `when`
+    /// (an SQL condition on `NEW`), with a trigger named `name`, as a failing disk or a
+    /// constraint would. Returns the SQL that takes the trigger away again.
+    pub async fn fail_inserts(&self, name: &str, table: &str, when: &str) -> String {
+        let (fail, unfail) = match self.backend {
+            Backend::Sqlite => (
+                format!(
+                    "CREATE TRIGGER {name} BEFORE INSERT ON {table} WHEN {when} \
+                     BEGIN SELECT RAISE(ABORT, 'injected: this write fails'); END;"
+                ),
+                format!("DROP TRIGGER {name};"),
+            ),
+            Backend::Postgres => (
+                format!(
+                    "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'injected: this write fails'; END $$; \
+                     CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW \
+                     WHEN ({when}) EXECUTE FUNCTION {name}();"
+                ),
+                format!("DROP TRIGGER {name} ON {table}; DROP FUNCTION {name}();"),
+            ),
+        };
+        self.raw_exec(&fail).await.unwrap();
+        unfail
+    }
 }
 
 /// Runs an async test body against SQLite and PostgreSQL.

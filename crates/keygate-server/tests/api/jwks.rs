@@ -173,6 +173,17 @@ async fn jwks_server(keys: Vec<Value>) -> (String, std::sync::Arc<JwksServer>) {
     (url, st)
 }
 
+/// keygate on SQLite, taking asymmetric tokens from the JWKS at `url`, fetched again once
+/// it is `max_age_secs` old.
+async fn app_with_jwks(url: String, max_age_secs: u64) -> crate::helpers::TestApp {
+    crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |cfg| {
+        cfg.jwks_url = Some(url);
+        cfg.jwks_max_age_secs = max_age_secs;
+    })
+    .await
+    .unwrap()
+}
+
 // A key removed from the JWKS stops being accepted once the fetched set is older than
 // KEYGATE_JWKS_MAX_AGE_SECS, even for a token already verified (and cached) with it.
 // Before, a kid present in the first fetched set was trusted for the life of the process.
@@ -186,12 +197,7 @@ async fn a_key_removed_from_the_jwks_stops_working_after_the_max_age() {
     let (old, old_jwk) = ec_signer("ec-old");
     let (new, new_jwk) = ec_signer("ec-new");
     let (url, jwks) = jwks_server(vec![old_jwk, new_jwk.clone()]).await;
-    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |cfg| {
-        cfg.jwks_url = Some(url);
-        cfg.jwks_max_age_secs = MAX_AGE;
-    })
-    .await
-    .unwrap();
+    let app = app_with_jwks(url, MAX_AGE).await;
     let user = Uuid::new_v4();
     let old_token = old.token(user, 600);
     let (s, v) = app.get("/v1/credentials", &old_token).await;
@@ -254,12 +260,7 @@ async fn a_client_hanging_up_does_not_cancel_the_jwks_fetch() {
     let (first, first_jwk) = ec_signer("ec-first");
     let (rotated, rotated_jwk) = ec_signer("ec-rotated");
     let (url, jwks) = jwks_server(vec![first_jwk.clone()]).await;
-    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |cfg| {
-        cfg.jwks_url = Some(url);
-        cfg.jwks_max_age_secs = 2;
-    })
-    .await
-    .unwrap();
+    let app = app_with_jwks(url, 2).await;
     let user = Uuid::new_v4();
     let (s, v) = app.get("/v1/credentials", &first.token(user, 600)).await;
     assert_eq!(s, 200, "{v}");
@@ -303,12 +304,7 @@ async fn a_console_session_ends_when_its_key_leaves_the_jwks() {
     let (old, old_jwk) = ec_signer("ec-old");
     let (new, new_jwk) = ec_signer("ec-new");
     let (url, jwks) = jwks_server(vec![old_jwk, new_jwk.clone()]).await;
-    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |cfg| {
-        cfg.jwks_url = Some(url);
-        cfg.jwks_max_age_secs = MAX_AGE;
-    })
-    .await
-    .unwrap();
+    let app = app_with_jwks(url, MAX_AGE).await;
     let c = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

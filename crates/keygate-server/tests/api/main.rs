@@ -610,23 +610,8 @@ both_backends!(
         let (s, c) = app.post("/v1/credentials", &t, binance_body("s")).await;
         assert_eq!(s, 201, "{c}");
         let id = c["id"].as_str().unwrap().to_string();
-        let (fail, unfail) = match app.backend {
-            helpers::Backend::Sqlite => (
-                "CREATE TRIGGER fail_shred BEFORE INSERT ON audit_events \
-                 WHEN NEW.category = 'vault' AND NEW.action = 'shred' \
-                 BEGIN SELECT RAISE(ABORT, 'injected: the audit write fails'); END;",
-                "DROP TRIGGER fail_shred;",
-            ),
-            helpers::Backend::Postgres => (
-                "CREATE FUNCTION fail_shred() RETURNS trigger LANGUAGE plpgsql AS \
-                 $$ BEGIN RAISE EXCEPTION 'injected: the audit write fails'; END $$; \
-                 CREATE TRIGGER fail_shred BEFORE INSERT ON audit_events FOR EACH ROW \
-                 WHEN (NEW.category = 'vault' AND NEW.action = 'shred') \
-                 EXECUTE FUNCTION fail_shred();",
-                "DROP TRIGGER fail_shred ON audit_events; DROP FUNCTION fail_shred();",
-            ),
-        };
-        app.raw_exec(fail).await.unwrap();
+        let when = "NEW.category = 'vault' AND NEW.action = 'shred'";
+        let unfail = app.fail_inserts("fail_shred", "audit_events", when).await;
         let shred = json!({"confirm": "SHRED ALL MY SECRETS"});
         let (s, body) = app.post("/v1/vault/shred", &t, shred.clone()).await;
         assert_eq!(s, 500, "{body}");
@@ -634,7 +619,7 @@ both_backends!(
         assert_eq!(status["shredded"], false, "{status}");
         let (_, cred) = app.get(&format!("/v1/credentials/{id}"), &t).await;
         assert_ne!(cred["status"], "shredded", "{cred}");
-        app.raw_exec(unfail).await.unwrap();
+        app.raw_exec(&unfail).await.unwrap();
         assert_eq!(app.post("/v1/vault/shred", &t, shred).await.0, 204);
         let (_, status) = app.get("/v1/vault/status", &t).await;
         assert_eq!(status["shredded"], true, "{status}");
