@@ -42,6 +42,5 @@ pub async fn shred_user(state: &AppState, user: Uuid) -> Result<u64, ApiError> {
         )
         .await;
     state.keyring.evict(user);
-    let n = shred?;
-    Ok(n)
+    Ok(shred?)
 }

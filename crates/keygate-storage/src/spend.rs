@@ -73,11 +73,16 @@ impl std::fmt::Debug for SpendCheck {
     }
 }
 
-/// The credential's advisory lock key on PostgreSQL: its UUID folded to 64 bits (a
-/// collision only makes two credentials' checks wait for each other).
+/// The credential's advisory lock key on PostgreSQL.
 fn lock_key(credential_id: Uuid) -> i64 {
-    let (hi, lo) = credential_id.as_u64_pair();
-    (hi ^ lo) as i64
+    advisory_key(credential_id, 0)
+}
+
+/// An advisory lock key on PostgreSQL: `id` folded to 64 bits, moved to its own `space` (a
+/// collision only makes two checks wait for each other).
+pub(crate) fn advisory_key(id: Uuid, space: u64) -> i64 {
+    let (hi, lo) = id.as_u64_pair();
+    (hi ^ lo ^ space) as i64
 }
 
 /// How long a PostgreSQL check waits for the credential's lock before it fails.

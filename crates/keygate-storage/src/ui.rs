@@ -40,6 +40,10 @@ macro_rules! bind_session {
 const SESSION_COLS: &str =
     "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at, jwks_kid";
 
+fn insert_session_sql() -> String {
+    format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)")
+}
+
 impl Store {
     /// Stores a one-time login link (by the hash of its token).
     pub async fn create_login_link(
@@ -75,8 +79,7 @@ impl Store {
         s: &UiSessionRecord,
     ) -> Result<bool> {
         let now = DbTime::now();
-        let sql =
-            format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)");
+        let sql = insert_session_sql();
         Ok(in_tx!(self, Actor::service(), |tx| {
             let used = sqlx::query::<DB>(
                 "UPDATE ui_login_links SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
@@ -115,8 +118,7 @@ impl Store {
     }
 
     pub async fn create_ui_session(&self, s: &UiSessionRecord) -> Result<()> {
-        let sql =
-            format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)");
+        let sql = insert_session_sql();
         in_tx!(self, Actor::service(), |tx| {
             bind_session!(sqlx::query::<DB>(&sql), s)
                 .execute(&mut *tx)

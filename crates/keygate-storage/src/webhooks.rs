@@ -286,7 +286,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query::<DB>("SELECT pg_advisory_xact_lock($1)")
-                    .bind(queue_lock_key(key))
+                    .bind(crate::spend::advisory_key(key, QUEUE_LOCKS))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -347,10 +347,6 @@ impl Store {
     }
 }
 
-/// The advisory lock of one user's (or platform endpoint's) rate-limited queue: its UUID
-/// folded to 64 bits, in a space apart from the spend locks' (a collision only makes two
-/// checks wait for each other).
-fn queue_lock_key(id: Uuid) -> i64 {
-    let (hi, lo) = id.as_u64_pair();
-    (hi ^ lo ^ 0x7765_6268_6f6f_6b73) as i64
-}
+/// The advisory lock space of the users' (and platform endpoints') rate-limited queues,
+/// apart from the spend locks'.
+const QUEUE_LOCKS: u64 = 0x7765_6268_6f6f_6b73;
