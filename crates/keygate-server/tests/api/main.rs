@@ -803,6 +803,97 @@ async fn rls_hides_other_users_rows() {
     );
 }
 
+// The database itself refuses to hang one user's row under another user's: a
+// connection cannot take another user's credential, a secret cannot change owner, and a
+// parent with children keeps its owner. Consistent changes still go through.
+both_backends!(
+    the_database_refuses_a_child_row_of_another_owner,
+    |app: TestApp| async move {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let credential = |u: Uuid, label: &'static str| {
+            let app = &app;
+            async move {
+                let (s, c) = app
+                    .post("/v1/credentials", &app.token(u), binance_body(label))
+                    .await;
+                assert_eq!(s, 201, "{c}");
+                Uuid::parse_str(c["id"].as_str().unwrap()).unwrap()
+            }
+        };
+        let (a1, a2, b1) = (
+            credential(a, "a1").await,
+            credential(a, "a2").await,
+            credential(b, "b1").await,
+        );
+        let (s, conn) = app
+            .post(
+                "/v1/connections",
+                &app.token(a),
+                json!({"name": "main", "exchange": "binance", "credential_id": a1, "base_url": "http://127.0.0.1:9"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{conn}");
+        let conn = Uuid::parse_str(conn["id"].as_str().unwrap()).unwrap();
+        let lit = |u: Uuid| match app.backend {
+            helpers::Backend::Sqlite => format!("X'{}'", u.simple()),
+            helpers::Backend::Postgres => format!("'{u}'::uuid"),
+        };
+        let refused = [
+            // A's connection onto B's credential
+            format!(
+                "UPDATE connections SET credential_id = {} WHERE id = {}",
+                lit(b1),
+                lit(conn)
+            ),
+            // A's connection handed to B, its credential staying A's
+            format!(
+                "UPDATE connections SET user_id = {} WHERE id = {}",
+                lit(b),
+                lit(conn)
+            ),
+            // A's sealed secret filed under B
+            format!(
+                "UPDATE credential_secrets SET user_id = {} WHERE credential_id = {}",
+                lit(b),
+                lit(a1)
+            ),
+            // A's credential (with a connection and a secret under it) handed to B
+            format!(
+                "UPDATE credentials SET user_id = {} WHERE id = {}",
+                lit(b),
+                lit(a1)
+            ),
+        ];
+        for sql in &refused {
+            let e = app.raw_exec(sql).await.expect_err(sql);
+            let msg = e.to_string();
+            assert!(msg.contains("owner"), "{sql}: {msg}");
+        }
+        // nothing moved: A still sees its connection on its credential, B sees none
+        let (s, c) = app
+            .get(&format!("/v1/connections/{conn}"), &app.token(a))
+            .await;
+        assert_eq!(
+            (s, c["credential_id"].as_str()),
+            (200, Some(a1.to_string().as_str())),
+            "{c}"
+        );
+        assert_eq!(
+            app.get(&format!("/v1/connections/{conn}"), &app.token(b))
+                .await
+                .0,
+            404
+        );
+        // the same change within one owner goes through
+        let ok = format!(
+            "UPDATE connections SET credential_id = {} WHERE id = {}",
+            lit(a2),
+            lit(conn)
+        );
+        assert_eq!(app.raw_exec(&ok).await.unwrap(), 1);
+    }
+);
+
 /// A restart keeps data and keys; a different master key is refused.
 #[tokio::test]
 async fn restart_keeps_keys_and_refuses_a_foreign_master_key() {
