@@ -198,12 +198,15 @@ impl Keyring {
             dek_version: 1,
         };
         let wrapped = self.provider.wrap(&ctx, dek.expose_secret()).await?;
+        // the version that wrapped it, not the provider's latest: Transit may have moved
+        // on since, and a row labelled newer than its wrap is skipped by a rotation
+        let kek_version = self.provider.wrapped_version(&wrapped)? as i32;
         let now = DbTime::now();
         let rec = UserKeyRecord {
             user_id: user,
             version: 1,
             wrapped_dek: Some(wrapped),
-            kek_version: self.provider.current_version() as i32,
+            kek_version,
             protection: "platform".into(),
             state: "active".into(),
             created_at: now,

@@ -121,23 +121,33 @@ pub async fn rotate_key(
         let wrapped = provider.wrap(&new_ctx, &inner).await?;
         let rekey = match s.store.vault_session(actor, user, DbTime::now()).await? {
             None => None,
-            Some(_) => Some(SessionRekey {
-                session_dek: provider
+            Some(_) => {
+                let session_dek = provider
                     .wrap(
                         &ctx(user, next as u32 | SESSION_BIT),
                         new_dek.expose_secret(),
                     )
-                    .await?,
-                previous_session_dek: provider
+                    .await?;
+                let previous_session_dek = provider
                     .wrap(
                         &ctx(user, old.version as u32 | SESSION_BIT),
                         old_dek.expose_secret(),
                     )
-                    .await?,
-                previous_dek_version: old.version,
-                kek_version: provider.current_version() as i32,
-                now: DbTime::now(),
-            }),
+                    .await?;
+                // the older of the two wraps' versions: a rotation that has moved past it
+                // ends the session (the user unlocks again) rather than leave a copy on it
+                let kek_version = provider
+                    .wrapped_version(&session_dek)?
+                    .min(provider.wrapped_version(&previous_session_dek)?)
+                    as i32;
+                Some(SessionRekey {
+                    session_dek,
+                    previous_session_dek,
+                    previous_dek_version: old.version,
+                    kek_version,
+                    now: DbTime::now(),
+                })
+            }
         };
         let mut known = HashMap::new();
         known.insert(old.version as u32, Arc::new(old_dek));
@@ -159,6 +169,8 @@ pub async fn rotate_key(
         let wrapped = provider.wrap(&new_ctx, new_dek.expose_secret()).await?;
         (wrapped, OldKeys::Keyring, None)
     };
+    // the version that wrapped it (see `Keyring::active_record`)
+    let kek_version = provider.wrapped_version(&wrapped)? as i32;
     let now = DbTime::now();
     s.store
         .add_user_key_version(
@@ -167,7 +179,7 @@ pub async fn rotate_key(
                 user_id: user,
                 version: next,
                 wrapped_dek: Some(wrapped),
-                kek_version: provider.current_version() as i32,
+                kek_version,
                 protection: old.protection.clone(),
                 state: "active".into(),
                 created_at: now,

@@ -199,6 +199,8 @@ async fn open_session(
         dek_version: version | SESSION_BIT,
     };
     let session_dek = s.keyring.provider.wrap(&ctx, dek.expose_secret()).await?;
+    // the version that wrapped it (see `Keyring::active_record`)
+    let kek_version = s.keyring.provider.wrapped_version(&session_dek)? as i32;
     let now = DbTime::now();
     let until = DbTime::new(now.0 + Duration::minutes(minutes as i64));
     s.store
@@ -209,7 +211,7 @@ async fn open_session(
                 session_id: caller.sign_in,
                 session_dek,
                 dek_version: version as i32,
-                kek_version: s.keyring.provider.current_version() as i32,
+                kek_version,
                 unlocked_at: now,
                 last_used_at: now,
                 expires_at: until,

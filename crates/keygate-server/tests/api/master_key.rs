@@ -283,3 +283,65 @@ both_backends!(
         assert_eq!(on_old_kek(&app, 2).await, 0);
     }
 );
+
+/// A provider whose latest version has moved on since it wrapped (OpenBao Transit after a
+/// `rotate` lands between a wrap and its row's write).
+struct MovedOn(std::sync::Arc<dyn keygate_keys::KeyProvider>);
+
+#[async_trait::async_trait]
+impl keygate_keys::KeyProvider for MovedOn {
+    fn name(&self) -> &str {
+        "moved-on"
+    }
+    fn current_version(&self) -> u32 {
+        self.0.current_version() + 1
+    }
+    fn wrapped_version(&self, wrapped: &[u8]) -> Result<u32, keygate_keys::KeyError> {
+        self.0.wrapped_version(wrapped)
+    }
+    async fn wrap(
+        &self,
+        ctx: &keygate_keys::WrapContext,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, keygate_keys::KeyError> {
+        self.0.wrap(ctx, plaintext).await
+    }
+    async fn unwrap(
+        &self,
+        ctx: &keygate_keys::WrapContext,
+        wrapped: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, keygate_keys::KeyError> {
+        self.0.unwrap(ctx, wrapped).await
+    }
+    async fn key_check_value(&self) -> Result<String, keygate_keys::KeyError> {
+        self.0.key_check_value().await
+    }
+}
+
+/// A new data key is labelled with the master-key version that wrapped it, not the
+/// provider's latest. A row labelled newer than its wrap is skipped by a rotation, which
+/// then reports completion while the row still needs the retired version.
+#[tokio::test]
+async fn a_data_key_is_labelled_with_the_version_that_wrapped_it() {
+    let app = helpers::spawn_app(helpers::Backend::Sqlite).await.unwrap();
+    let provider = app.state.keyring.provider.clone();
+    assert_eq!(provider.current_version(), 1);
+    let keyring = keygate_server::keyring::Keyring::new(
+        std::sync::Arc::new(MovedOn(provider)),
+        app.state.store.clone(),
+    );
+    let user = Uuid::new_v4();
+    let actor = keygate_storage::Actor::user(user);
+    let rec = keyring.active_record(actor, user).await.unwrap();
+    assert_eq!(rec.kek_version, 1);
+    let stored = app
+        .state
+        .store
+        .active_user_key(actor, user)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.kek_version, 1, "labelled with the provider's latest");
+    // so a rotation to version 2 still finds it
+    assert_eq!(on_old_kek(&app, 2).await, 1);
+}
