@@ -437,9 +437,10 @@ impl Config {
                 .collect(),
             None => fc.webhook_urls.unwrap_or_default(),
         };
-        for u in &webhook_urls {
+        for (i, u) in webhook_urls.iter().enumerate() {
+            // the entry's position, not the URL: a refused URL may hold a password
             crate::webhooks::check_url(u)
-                .map_err(|e| ConfigError(format!("KEYGATE_WEBHOOK_URLS: {u}: {e}")))?;
+                .map_err(|e| ConfigError(format!("KEYGATE_WEBHOOK_URLS: entry {}: {e}", i + 1)))?;
         }
         let webhook_secret = env("KEYGATE_WEBHOOK_SECRET").map(SecretString::from);
         if !webhook_urls.is_empty() && webhook_secret.is_none() {

@@ -58,17 +58,38 @@ fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, ConfigError> {
     Ok(Zeroizing::new(text.trim().to_string()))
 }
 
+/// Writes a new key file all at once: the contents go to a temporary file (0600) that is
+/// synced and then linked in under `path`, which must not exist, and the directory is
+/// synced. A crash leaves either no file or the whole one, never an empty or half-written
+/// key; and once this returns, a power loss cannot take the file's name away while the
+/// database already holds what the key wraps.
 fn write_secret_file(path: &Path, contents: &str) -> Result<(), ConfigError> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ConfigError(format!("cannot create {}: {e}", path.display())))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| ConfigError(format!("cannot write {}: {e}", path.display())))
+    let cannot = |e: std::io::Error| ConfigError(format!("cannot create {}: {e}", path.display()));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    // a crashed write of an earlier process with this pid
+    let _ = fs::remove_file(&tmp);
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        // fails if `path` exists: a key file is never replaced
+        fs::hard_link(&tmp, path)
+    })();
+    let _ = fs::remove_file(&tmp);
+    written.map_err(cannot)?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(cannot)
 }
 
 /// `$CREDENTIALS_DIRECTORY/<name>` when systemd passed that credential
@@ -247,5 +268,39 @@ mod tests {
         );
         // nothing was written to the data dir for an environment secret
         assert!(!dir.path().join(JWT_SECRET_FILE).exists());
+    }
+
+    /// A key file appears whole (0600, with its newline) or not at all, is never
+    /// replaced, and leaves no temporary file behind.
+    #[test]
+    fn a_key_file_is_written_whole_and_never_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("some.key");
+        // a crashed earlier write with this pid's temporary name does not get in the way
+        std::fs::write(
+            dir.path()
+                .join(format!(".some.key.partial-{}", std::process::id())),
+            "half",
+        )
+        .unwrap();
+        write_secret_file(&path, "first").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let e = write_secret_file(&path, "second").expect_err("never replaced");
+        assert!(e.0.contains("cannot create"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["some.key".to_string()],
+            "no temporary file is left"
+        );
     }
 }
