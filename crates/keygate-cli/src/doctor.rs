@@ -285,8 +285,9 @@ fn jwt_check(cfg: &Config) -> Check {
             ),
         );
     }
-    match keyfiles::check_mode(&p) {
-        Ok(()) => check(Level::Ok, "jwt_secret", format!("{}", p.display())),
+    // the same read serve does (mode, then length): the file exists, so nothing is created
+    match keyfiles::load_or_create_jwt_secret(cfg) {
+        Ok(_) => check(Level::Ok, "jwt_secret", format!("{}", p.display())),
         Err(e) => check(Level::Fail, "jwt_secret", e.to_string()),
     }
 }
@@ -430,8 +431,11 @@ async fn key_check(cfg: &Config, store: &Store, applied: i64, master: Option<&Ma
             Level::Ok,
             "key_check",
             match previous() {
-                Ok(Some(_)) => "the master key matches the database's key-check value; the previous master key is still supplied but no longer needed",
-                _ => "the master key matches the database's key-check value",
+                Ok(Some(_)) => "the master key matches the database's key-check value; the previous master key is still supplied but no longer needed by the database (keep it while you keep backups from before the rotation)",
+                Ok(None) => "the master key matches the database's key-check value",
+                // serve reads the previous key whenever one is supplied, and refuses to
+                // start on one it cannot read
+                Err(e) => return check(Level::Fail, "key_check", format!("previous master key: {e}; serve would refuse to start")),
             },
         ),
         (Some(kcv), Some(key)) => match previous() {

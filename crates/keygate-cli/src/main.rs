@@ -8,6 +8,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 use keygate_server::{auth, keyfiles, telemetry, Application, Config};
 use uuid::Uuid;
 
+/// The longest lifetime `keygate token` mints (GitLab's limit for access tokens): a
+/// token that never expires can be stopped only by changing the token secret.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Operator checks (`keygate doctor`).
 mod doctor;
 
@@ -38,7 +42,7 @@ enum Command {
     Serve,
     /// Run database migrations and exit.
     Migrate,
-    /// Print a token the local server accepts.
+    /// Print a token the local server accepts; its issue is recorded in the audit log.
     Token {
         /// User id (UUID) the token acts for.
         #[arg(long)]
@@ -49,7 +53,7 @@ enum Command {
         /// `authenticated` (default) or `service_role`.
         #[arg(long, default_value = "authenticated")]
         role: String,
-        /// Lifetime, e.g. 1h, 15m, 7d.
+        /// Lifetime, e.g. 1h, 15m, 7d (at most 365d).
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
     },
@@ -120,7 +124,9 @@ enum MasterKeyCommand {
     /// Rewrap every user data key under the new master key. Supply the new key as usual
     /// (KEYGATE_MASTER_KEY or master.key) and the old one as KEYGATE_MASTER_KEY_PREVIOUS or
     /// master.key.previous. Resumable: run again after an interruption; audited. When it
-    /// reports completion the old key is no longer needed. With KEYGATE_KEY_PROVIDER=openbao
+    /// reports completion the database no longer needs the old key, but backups taken
+    /// before the rotation restore only with it: take a new backup, and keep the old key
+    /// while you keep the older backups. With KEYGATE_KEY_PROVIDER=openbao
     /// it rotates the Transit key (unless a rewrap is already pending) and rewraps inside
     /// Transit.
     Rotate {
@@ -241,12 +247,43 @@ async fn main() -> ExitCode {
                 Err(e) => return fail(e),
             };
             let ttl: Duration = ttl.into();
-            match auth::mint_token(&secret, user, admin, &role, ttl, &config.admin_claim) {
-                Ok(t) => {
-                    println!("{t}");
+            if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+                return fail("--ttl must be between 1s and 365d");
+            }
+            let admin_claim = config.admin_claim.clone();
+            // the token is shown only once its issue is in the audit chain
+            let state = match keygate_server::prepare_tool(config).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let session_id = Uuid::new_v4();
+            let token = match auth::mint_token_for_session(
+                &secret,
+                user,
+                admin,
+                &role,
+                ttl,
+                &admin_claim,
+                session_id,
+            ) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            let issued = keygate_server::issue::Issued::Token {
+                user,
+                role: &role,
+                admin,
+                session_id,
+                ttl,
+            };
+            match keygate_server::issue::record(&state, issued).await {
+                Ok(()) => {
+                    println!("{token}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail(format!(
+                    "the token's issue could not be audited, so it is not shown: {e}"
+                )),
             }
         }
         Command::LoginLink {
@@ -258,7 +295,7 @@ async fn main() -> ExitCode {
             if let Err(e) = keyfiles::ensure_data_dir(&config.data_dir) {
                 return fail(e);
             }
-            match keygate_server::ui::create_login_link(
+            let url = match keygate_server::ui::create_login_link(
                 &config,
                 user,
                 admin,
@@ -267,12 +304,29 @@ async fn main() -> ExitCode {
             )
             .await
             {
-                Ok(url) => {
+                Ok(url) => url,
+                Err(e) => return fail(e),
+            };
+            // the link is shown only once its issue is in the audit chain (unshown, the
+            // stored link is of no use: only its hash is kept)
+            let state = match keygate_server::prepare_tool(config).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let issued = keygate_server::issue::Issued::LoginLink {
+                user,
+                admin,
+                ttl: ttl.into(),
+            };
+            match keygate_server::issue::record(&state, issued).await {
+                Ok(()) => {
                     eprintln!("one-time sign-in link (works once, expires in {ttl}):");
                     println!("{url}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail(format!(
+                    "the link's issue could not be audited, so it is not shown: {e}"
+                )),
             }
         }
         Command::Backup { out } => {
@@ -296,6 +350,9 @@ async fn main() -> ExitCode {
                         keygate_server::backup::describe(&r.restored),
                         r.audit.events_checked
                     );
+                    if r.rotating {
+                        println!("the backup is under the previous master key: run `keygate master-key rotate` (with both keys supplied) to move it onto the current one");
+                    }
                     ExitCode::SUCCESS
                 }
                 Ok(r) => fail(format!(
@@ -315,7 +372,7 @@ async fn main() -> ExitCode {
                 },
         } => {
             let transit = config.key_provider == keygate_server::KeyProviderKind::OpenBao;
-            let state = match keygate_server::prepare(config).await {
+            let state = match keygate_server::prepare_tool(config).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
@@ -332,9 +389,9 @@ async fn main() -> ExitCode {
                         r.rewrapped,
                         r.batches,
                         if transit {
-                            "everything is on the latest Transit key version (older versions may be retired in OpenBao with min_decryption_version)"
+                            "everything is on the latest Transit key version. Take a new backup now: backups taken before this rotation need the older versions, so retire them in OpenBao (min_decryption_version) only once no such backup is kept"
                         } else {
-                            "the previous master key is no longer needed"
+                            "the previous master key is no longer needed by the database. Take a new backup now: backups taken before this rotation restore only with the previous key (as KEYGATE_MASTER_KEY_PREVIOUS), so keep it for as long as you keep them"
                         }
                     );
                     ExitCode::SUCCESS
@@ -350,7 +407,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Shred { user } => {
-            let state = match keygate_server::prepare(config).await {
+            let state = match keygate_server::prepare_tool(config).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
@@ -369,7 +426,7 @@ async fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Export,
         } => {
-            let state = match keygate_server::prepare(config).await {
+            let state = match keygate_server::prepare_tool(config).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
@@ -404,7 +461,7 @@ async fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
-            let state = match keygate_server::prepare(config).await {
+            let state = match keygate_server::prepare_tool(config).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };

@@ -203,3 +203,60 @@ fn an_unused_new_key_can_be_replaced() {
     let out = keygate(dir.path(), None, &["audit", "verify"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// `keygate doctor` fails where `serve` would refuse to start: a previous master key it
+/// cannot read (here: a world-readable file), and a `jwt.secret` too short to use.
+#[test]
+fn doctor_fails_what_serve_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keygate(dir.path(), None, &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (ok, line) = doctor_key_check(dir.path(), None);
+    assert!(ok && line.starts_with("ok key_check:"), "{line}");
+
+    use std::os::unix::fs::PermissionsExt;
+    let prev = dir.path().join("master.key.previous");
+    let spare = keygate_crypto::MasterKey::generate();
+    std::fs::write(
+        &prev,
+        format!("{}\n", spare.to_base64_secret().expose_secret()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prev, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let serve_says = keygate(dir.path(), None, &["audit", "verify"]);
+    assert_eq!(
+        serve_says.status.code(),
+        Some(1),
+        "the keys load refuses it"
+    );
+    let (ok, line) = doctor_key_check(dir.path(), None);
+    assert!(
+        !ok && line.starts_with("fail key_check: previous master key:"),
+        "{line}"
+    );
+    std::fs::remove_file(&prev).unwrap();
+
+    let secret = dir.path().join("jwt.secret");
+    if !secret.exists() {
+        let out = keygate(dir.path(), None, &["token", "--role", "service_role"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    std::fs::remove_file(&secret).unwrap();
+    std::fs::write(&secret, "too-short\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = keygate(
+        dir.path(),
+        None,
+        &["doctor", "--time-url", "http://127.0.0.1:1/api/v3/time"],
+    );
+    assert!(!out.status.success());
+    let line = text(&out.stdout)
+        .lines()
+        .find(|l| l.contains(" jwt_secret: "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.starts_with("fail jwt_secret:") && line.contains("too short"),
+        "{line}"
+    );
+}

@@ -28,14 +28,27 @@ use crate::state::AppState;
 /// master key and checks it against the stored key-check value, or, with the OpenBao
 /// provider, unwraps the stored root through Transit (`kms.rs`). Every failure is one line.
 pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
+    prepare_with(config, true).await
+}
+
+/// [`prepare`] for a command-line tool (`keygate token`, `audit`, `shred`, …): it sets up
+/// a new, empty database, but refuses one at an older schema instead of upgrading it
+/// under a server that may still be running the older binary.
+pub async fn prepare_tool(config: Config) -> Result<AppState, ConfigError> {
+    prepare_with(config, false).await
+}
+
+async fn prepare_with(config: Config, upgrade: bool) -> Result<AppState, ConfigError> {
     keyfiles::ensure_data_dir(&config.data_dir)?;
     let store = Store::connect(&config.database_url)
         .await
         .map_err(|e| ConfigError(format!("cannot open database: {e}")))?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| ConfigError(format!("database migration failed: {e}")))?;
+    let migrated = if upgrade {
+        store.migrate().await
+    } else {
+        store.migrate_if_new().await
+    };
+    migrated.map_err(|e| ConfigError(format!("database migration failed: {e}")))?;
     // a database stays with the key provider it was created with (kms.rs)
     crate::kms::check_provider_kind(&store, config.key_provider).await?;
     let keys = match config.key_provider {

@@ -559,6 +559,20 @@ pub fn mint_token(
     ttl: Duration,
     admin_claim: &str,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    mint_token_for_session(secret, user, admin, role, ttl, admin_claim, Uuid::new_v4())
+}
+
+/// Mints an HS256 token whose `session_id` claim is `session_id` (`keygate token`, which
+/// records that id in the audit chain).
+pub fn mint_token_for_session(
+    secret: &SecretString,
+    user: Option<Uuid>,
+    admin: bool,
+    role: &str,
+    ttl: Duration,
+    admin_claim: &str,
+    session_id: Uuid,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let now = chrono::Utc::now().timestamp();
     let mut extra = HashMap::new();
     if admin {
@@ -567,10 +581,10 @@ pub fn mint_token(
     let claims = Claims {
         sub: user.map(|u| u.to_string()),
         role: Some(role.to_string()),
-        exp: now + ttl.as_secs() as i64,
+        exp: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
         nbf: Some(now),
         iat: Some(now),
-        session_id: Some(Uuid::new_v4().to_string()),
+        session_id: Some(session_id.to_string()),
         extra,
     };
     encode(

@@ -23,6 +23,9 @@ use keygate_keys::KeyProvider;
 pub struct RestoreReport {
     pub restored: BackupSummary,
     pub audit: ChainReport,
+    /// Restored with the current key and the previous one (a backup from before a
+    /// master-key rotation): a rotation is under way; `keygate master-key rotate` ends it.
+    pub rotating: bool,
 }
 
 fn temp_path(out: &Path) -> PathBuf {
@@ -81,11 +84,18 @@ pub async fn restore_from_file(config: &Config, from: &Path) -> Result<RestoreRe
                     config.data_dir.join(keyfiles::MASTER_KEY_FILE).display()
                 ))
             })?;
-            if !master.verify_key_check_value(&file.header().key_check_value) {
-                return Err(ConfigError(
-                    "master key does not match the backup (key-check value differs); nothing was written"
-                        .into(),
-                ));
+            let header = &file.header().key_check_value;
+            if !master.verify_key_check_value(header) {
+                // A backup from before a master-key rotation: restored with the new key as
+                // the current one and the old one as the previous, it comes back as a
+                // rotation under way, which `keygate master-key rotate` then completes.
+                let previous = keyfiles::load_previous_master_key(config)?;
+                if !previous.is_some_and(|p| p.verify_key_check_value(header)) {
+                    return Err(ConfigError(
+                        "master key does not match the backup (key-check value differs; a backup from before a master-key rotation restores with the key it was taken under as KEYGATE_MASTER_KEY_PREVIOUS); nothing was written"
+                            .into(),
+                    ));
+                }
             }
             Some(master)
         }
@@ -142,8 +152,34 @@ pub async fn restore_from_file(config: &Config, from: &Path) -> Result<RestoreRe
         .verify_audit_chain(chain_key.as_bytes())
         .await
         .map_err(|e| ConfigError(format!("restored, but the audit check failed: {e}")))?;
+    let keys_missing = if keys.transit.is_none() && !keys.rotating {
+        // Data keys on another version than the one key supplied: the backup was taken
+        // while a rotation was under way, and some keys were already on its new key.
+        let current = keys.provider.current_version() as i32;
+        let other = store.user_keys_not_on_kek(current, 1).await;
+        match other {
+            Ok(rows) => rows.first().map(|r| r.kek_version),
+            Err(e) => {
+                store.close().await;
+                return Err(ConfigError(format!(
+                    "restored, but the data keys could not be checked: {e}"
+                )));
+            }
+        }
+    } else {
+        None
+    };
     store.close().await;
-    Ok(RestoreReport { restored, audit })
+    if let Some(version) = keys_missing {
+        return Err(ConfigError(format!(
+            "restored, but data keys are wrapped under master-key version {version}, which was not supplied: the backup was taken during a master-key rotation; start with that rotation's new key as KEYGATE_MASTER_KEY and this one as KEYGATE_MASTER_KEY_PREVIOUS, then run `keygate master-key rotate`"
+        )));
+    }
+    Ok(RestoreReport {
+        restored,
+        audit,
+        rotating: keys.rotating,
+    })
 }
 
 /// One line for the operator.

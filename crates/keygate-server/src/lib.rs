@@ -28,6 +28,8 @@ pub mod gateway;
 pub mod hardening;
 /// OAuth token refresh for integrations.
 pub mod integrations;
+/// The audit events of what the command line hands out (tokens, sign-in links).
+pub mod issue;
 /// Background jobs (reminders, webhook delivery, token refresh), once across instances.
 pub mod jobs;
 /// Data dir and key files.
@@ -64,5 +66,5 @@ pub mod ui;
 /// Webhook events: queue, signature, delivery with retries.
 pub mod webhooks;
 
-pub use app::{prepare, router, shutdown_signal, Application};
+pub use app::{prepare, prepare_tool, router, shutdown_signal, Application};
 pub use config::{Config, ConfigError, KeyProviderKind};

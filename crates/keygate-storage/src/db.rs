@@ -285,6 +285,19 @@ impl Store {
         Ok(())
     }
 
+    /// Applies this binary's migrations to a new, empty database only. A database already
+    /// at an older schema is left alone ([`StorageError::SchemaBehind`]): a command-line
+    /// tool run with a newly installed binary must not upgrade the schema under a server
+    /// still running the older one. Only `serve` and `migrate` upgrade ([`Store::migrate`]).
+    pub async fn migrate_if_new(&self) -> Result<()> {
+        let db = self.applied_schema_version().await?;
+        let binary = self.binary_schema_version();
+        if db > 0 && db < binary {
+            return Err(StorageError::SchemaBehind { db, binary });
+        }
+        self.migrate().await
+    }
+
     /// True when this binary has a migration with exactly this version.
     pub fn knows_migration(&self, version: i64) -> bool {
         self.migrator().iter().any(|m| m.version == version)

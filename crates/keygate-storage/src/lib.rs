@@ -248,6 +248,8 @@ pub enum StorageError {
     UnsupportedUrl(String),
     #[error("database schema is newer than this binary (database {db}, binary {binary})")]
     SchemaTooNew { db: i64, binary: i64 },
+    #[error("database schema is older than this binary (database {db}, binary {binary}): run `keygate migrate`, or start the new server, first; a command-line tool does not upgrade a database an older server may still be serving")]
+    SchemaBehind { db: i64, binary: i64 },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]

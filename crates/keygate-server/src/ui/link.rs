@@ -25,8 +25,9 @@ pub async fn create_login_link(
     let store = Store::connect(&config.database_url)
         .await
         .map_err(|e| format!("cannot open database: {e}"))?;
+    // a new database is set up; an older schema is not upgraded under a running server
     store
-        .migrate()
+        .migrate_if_new()
         .await
         .map_err(|e| format!("database migration failed: {e}"))?;
     let token = super::session::random_token();
