@@ -166,7 +166,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::audit::router())
         .merge(crate::routes::oversight_router())
         .merge(crate::gateway::router())
-        .merge(crate::ui::router())
+        .merge(crate::ui::router(state.clone()))
         .fallback(|| async {
             problem_response(
                 StatusCode::NOT_FOUND,

@@ -109,6 +109,9 @@ impl Caller {
 #[derive(Clone)]
 pub struct Authenticator {
     hs_key: Arc<DecodingKey>,
+    /// Names the token secret without revealing it ([`HS_SESSION_KEY_PREFIX`]): a console
+    /// session opened with an HS256 token ends when the secret changes.
+    hs_fingerprint: Arc<str>,
     admin_claim: Arc<str>,
     audience: Option<Arc<str>>,
     jwks: Option<Arc<Jwks>>,
@@ -304,15 +307,22 @@ fn jwks_unavailable() -> ApiError {
 }
 
 impl Authenticator {
-    /// The JWKS key id of an asymmetric token, when a JWKS is configured (the key a
-    /// console session opened with this token depends on); `None` for HS256 tokens.
+    /// The key a console session opened with this token depends on: the JWKS key id of an
+    /// asymmetric token (when a JWKS is configured), or the token secret's fingerprint
+    /// ([`HS_SESSION_KEY_PREFIX`]) for an HS256 token.
     pub fn jwks_kid_of(&self, token: &str) -> Option<String> {
-        self.jwks.as_ref()?;
         let header = decode_header(token).ok()?;
         match header.alg {
-            Algorithm::RS256 | Algorithm::ES256 => header.kid,
+            Algorithm::RS256 | Algorithm::ES256 if self.jwks.is_some() => header.kid,
+            Algorithm::HS256 => Some(self.hs_fingerprint.to_string()),
             _ => None,
         }
+    }
+
+    /// Whether `key` (a session's [`Authenticator::jwks_kid_of`] that names the token
+    /// secret) names the secret in use now.
+    pub fn is_current_hs_key(&self, key: &str) -> bool {
+        key == &*self.hs_fingerprint
     }
 
     /// Whether key `kid` is still in the JWKS (read as a token's would be: fetched again
@@ -337,6 +347,7 @@ impl Authenticator {
     ) -> Self {
         Authenticator {
             hs_key: Arc::new(DecodingKey::from_secret(secret.expose_secret().as_bytes())),
+            hs_fingerprint: hs_fingerprint(secret).into(),
             admin_claim: admin_claim.into(),
             audience: audience.map(Into::into),
             jwks: jwks_url.map(|u| {
@@ -536,6 +547,18 @@ impl Authenticator {
     }
 }
 
+/// How a console session names the HS256 token secret it was opened with (in the column
+/// that holds a JWKS key's `kid` otherwise).
+pub const HS_SESSION_KEY_PREFIX: &str = "keygate:hs256:";
+
+/// [`HS_SESSION_KEY_PREFIX`] and 64 bits of an HMAC of a fixed label under the secret:
+/// it tells whether the secret changed, and nothing a token signed by it does not.
+fn hs_fingerprint(secret: &SecretString) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose_secret().as_bytes());
+    let tag = ring::hmac::sign(&key, b"keygate console session key\0");
+    format!("{HS_SESSION_KEY_PREFIX}{}", hex::encode(&tag.as_ref()[..8]))
+}
+
 /// A sign-in id derived from the digest of what the caller holds (its token, its console
 /// session cookie), domain-separated: it tells nothing about the secret, and another
 /// token of the same user gets another id.
@@ -550,7 +573,7 @@ pub fn derived_sign_in(domain: &str, digest: &[u8]) -> Uuid {
     Uuid::from_bytes(id)
 }
 
-/// Mints an HS256 token the local server accepts (`keygate token`).
+/// Mints an HS256 token the local server accepts, with a fresh `session_id`.
 pub fn mint_token(
     secret: &SecretString,
     user: Option<Uuid>,

@@ -32,7 +32,7 @@ use session::Session;
 const CSP: &str = "default-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// The console's routes, merged into the app router.
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(pages::overview))
@@ -83,12 +83,37 @@ pub fn router() -> Router<AppState> {
         .route("/ui/assets/app.css", get(css))
         .route("/ui/assets/app.js", get(js))
         .route("/ui/{*rest}", get(not_found))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state, security_headers))
+        .layer(middleware::from_fn(host_from_authority))
 }
 
-async fn security_headers(req: Request, next: Next) -> Response {
+/// HTTP/2 carries the host as the `:authority` pseudo-header, not as `Host`, and hyper
+/// does not add one. The console reads `Host` (the same-origin check, the bot snippet's
+/// URL), so it is filled in from the request's authority when absent.
+async fn host_from_authority(mut req: Request, next: Next) -> Response {
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    next.run(req).await
+}
+
+async fn security_headers(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    // reached over TLS (here or at a proxy): browsers keep to https for a year
+    let hsts = session::https(&s, req.headers());
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    if hsts {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),

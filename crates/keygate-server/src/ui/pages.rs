@@ -145,7 +145,7 @@ pub async fn login_link_confirm(
             return link_refused();
         }
     };
-    let (rec, cookie) = match session::prepare(&s, user, admin, None, None) {
+    let (rec, cookie) = match session::prepare(&s, &c.headers, user, admin, None, None) {
         Ok(x) => x,
         Err(e) => return session_failed(e),
     };
@@ -174,12 +174,13 @@ async fn end_current_session(s: &AppState, c: &Ctx) {
 /// JWKS) and sends the browser to the console.
 async fn signed_in(
     s: &AppState,
+    headers: &HeaderMap,
     user: Uuid,
     admin: bool,
     not_after: Option<DateTime<Utc>>,
     jwks_kid: Option<String>,
 ) -> Response {
-    match session::start(s, user, admin, not_after, jwks_kid).await {
+    match session::start(s, headers, user, admin, not_after, jwks_kid).await {
         Ok(cookie) => to_console(cookie),
         Err(e) => session_failed(e),
     }
@@ -230,6 +231,7 @@ pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Respon
                     end_current_session(&s, &c).await;
                     signed_in(
                         &s,
+                        &c.headers,
                         caller.user_id.expect("checked"),
                         caller.admin,
                         Some(exp),
@@ -257,7 +259,7 @@ pub async fn logout(State(s): State<AppState>, c: Ctx, body: Bytes) -> Response 
     (
         StatusCode::SEE_OTHER,
         [
-            (header::SET_COOKIE, session::clear_cookie(&s)),
+            (header::SET_COOKIE, session::clear_cookie(&s, &c.headers)),
             (header::LOCATION, "/ui/login".parse().expect("static")),
         ],
     )
@@ -956,11 +958,7 @@ async fn connection_page(s: &AppState, c: &Ctx, sess: &Session, id: Uuid, p: Con
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1:8080");
-    let scheme = if crate::tls::TlsFiles::from_config(&s.config)
-        .ok()
-        .flatten()
-        .is_some()
-    {
+    let scheme = if session::https(s, &c.headers) {
         "https"
     } else {
         "http"

@@ -55,20 +55,48 @@ pub fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Whether browsers reach the console over TLS: keygate serves it, or a TLS-terminating
-/// proxy stands in front (`KEYGATE_ALLOW_PLAINTEXT`, which says so). The cookie is then
-/// `Secure` with the `__Host-` prefix: never sent over plain HTTP, and not overwritable
-/// from a sibling subdomain.
-fn tls(state: &AppState) -> bool {
+/// Whether the browser reached the console over TLS: keygate serves it, a TLS-terminating
+/// proxy stands in front (`KEYGATE_ALLOW_PLAINTEXT`, which says so), or the request says
+/// it came through one (`X-Forwarded-Proto: https` or `Forwarded: proto=https`, as a proxy
+/// on the same host sends, where the loopback address needs no `KEYGATE_ALLOW_PLAINTEXT`).
+/// The cookie is then `Secure` with the `__Host-` prefix: never sent over plain HTTP, and
+/// not overwritable from plain HTTP or a sibling subdomain. The forwarded headers need no
+/// trusted peer: one forged by a client only makes its own cookie stricter, and a request
+/// without them looks for the other cookie name (no session).
+pub fn https(state: &AppState, headers: &HeaderMap) -> bool {
     state.config.allow_plaintext
         || crate::tls::TlsFiles::from_config(&state.config)
             .ok()
             .flatten()
             .is_some()
+        || forwarded_https(headers)
 }
 
-fn cookie_name(state: &AppState) -> &'static str {
-    if tls(state) {
+/// `X-Forwarded-Proto: https` or `Forwarded: …proto=https` (the first hop's, i.e. the
+/// proxy nearest the browser, when there are several).
+fn forwarded_https(headers: &HeaderMap) -> bool {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    if first("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https")) {
+        return true;
+    }
+    first("forwarded").is_some_and(|hop| {
+        hop.split(';').any(|kv| {
+            kv.trim().split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("proto")
+                    && v.trim().trim_matches('"').eq_ignore_ascii_case("https")
+            })
+        })
+    })
+}
+
+fn cookie_name(secure: bool) -> &'static str {
+    if secure {
         COOKIE_TLS
     } else {
         COOKIE_PLAIN
@@ -81,12 +109,13 @@ fn cookie_name(state: &AppState) -> &'static str {
 /// and must not outlive it).
 pub async fn start(
     state: &AppState,
+    headers: &HeaderMap,
     user_id: Uuid,
     admin: bool,
     not_after: Option<DateTime<Utc>>,
     jwks_kid: Option<String>,
 ) -> anyhow::Result<HeaderValue> {
-    let (rec, cookie) = prepare(state, user_id, admin, not_after, jwks_kid)?;
+    let (rec, cookie) = prepare(state, headers, user_id, admin, not_after, jwks_kid)?;
     state.store.create_ui_session(&rec).await?;
     Ok(cookie)
 }
@@ -94,6 +123,7 @@ pub async fn start(
 /// A new session's row and `Set-Cookie` value, not stored yet ([`start`]).
 pub fn prepare(
     state: &AppState,
+    headers: &HeaderMap,
     user_id: Uuid,
     admin: bool,
     not_after: Option<DateTime<Utc>>,
@@ -116,21 +146,23 @@ pub fn prepare(
         expires_at: DbTime::new(expires_at),
         jwks_kid,
     };
-    let secure = if tls(state) { "; Secure" } else { "" };
+    let tls = https(state, headers);
+    let secure = if tls { "; Secure" } else { "" };
     let cookie = HeaderValue::from_str(&format!(
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        cookie_name(state),
+        cookie_name(tls),
         (expires_at - now).num_seconds().max(1)
     ))?;
     Ok((rec, cookie))
 }
 
 /// The `Set-Cookie` value that clears the session cookie.
-pub fn clear_cookie(state: &AppState) -> HeaderValue {
-    let secure = if tls(state) { "; Secure" } else { "" };
+pub fn clear_cookie(state: &AppState, headers: &HeaderMap) -> HeaderValue {
+    let tls = https(state, headers);
+    let secure = if tls { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
-        cookie_name(state)
+        cookie_name(tls)
     ))
     .expect("static cookie")
 }
@@ -148,7 +180,7 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The live session of this request, if any (and records the activity).
 pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
-    let id = cookie_value(headers, cookie_name(state))?;
+    let id = cookie_value(headers, cookie_name(https(state, headers)))?;
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -169,19 +201,26 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     }
 }
 
-/// A session opened with a JWKS-signed token lasts only while its key is in the set, as
-/// the token would: a key the identity provider removed (rotated out, or compromised) ends
-/// the session. While no usable set is at hand (the JWKS unreachable past its grace) the
-/// session is refused, not ended.
+/// A session opened with a token lasts only while the token's key would still be
+/// accepted, as the token would: for a JWKS-signed token, while its key is in the set (a
+/// key the identity provider removed, rotated out or compromised, ends the session); for
+/// an HS256 token, while the token secret is the one it was signed with (changing the
+/// secret, the way to revoke minted tokens, ends it). While no usable JWKS is at hand
+/// (unreachable past its grace) the session is refused, not ended.
 async fn jwks_key_kept(state: &AppState, r: &UiSessionRecord) -> bool {
     let Some(kid) = &r.jwks_kid else {
         return true;
     };
-    match state.auth.jwks_key_in_set(kid).await {
+    let kept = if kid.starts_with(crate::auth::HS_SESSION_KEY_PREFIX) {
+        Ok(state.auth.is_current_hs_key(kid))
+    } else {
+        state.auth.jwks_key_in_set(kid).await
+    };
+    match kept {
         Ok(true) => true,
         Ok(false) => {
             if let Err(e) = state.store.delete_ui_session(&r.id_hash).await {
-                tracing::error!(error = %e, "ending a ui session whose key left the JWKS failed");
+                tracing::error!(error = %e, "ending a ui session whose signing key is gone failed");
             }
             false
         }

@@ -518,3 +518,74 @@ both_backends!(
         assert_eq!(c["credential_id"], conn_v["credential_id"]);
     }
 );
+
+/// Behind a TLS-terminating proxy on the same host (loopback, so no
+/// `KEYGATE_ALLOW_PLAINTEXT`), a request forwarded as https gets the `Secure`,
+/// `__Host-` session cookie and `Strict-Transport-Security`; the same browser reaching
+/// keygate over plain HTTP has no session. Before, such a proxy got a plain cookie that
+/// the browser would also send over http://.
+#[tokio::test]
+async fn a_console_behind_a_tls_proxy_gets_a_secure_cookie() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |proxy: Option<(&'static str, &'static str)>| {
+        let (c, base, token) = (c.clone(), app.base.clone(), app.token(Uuid::new_v4()));
+        async move {
+            let mut req = c
+                .post(format!("{base}/ui/login"))
+                .header("origin", &base)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"));
+            if let Some((k, v)) = proxy {
+                req = req.header(k, v);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 303);
+            let hsts = r.headers().get("strict-transport-security").cloned();
+            let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+            (set, hsts)
+        }
+    };
+    let (set, hsts) = sign_in(Some(("x-forwarded-proto", "https"))).await;
+    assert!(
+        set.starts_with("__Host-keygate_ui=") && set.ends_with("; Secure"),
+        "{set}"
+    );
+    assert_eq!(hsts.unwrap(), "max-age=31536000");
+    let (rfc, _) = sign_in(Some((
+        "forwarded",
+        "for=192.0.2.1;proto=https;host=keygate.example",
+    )))
+    .await;
+    assert!(
+        rfc.starts_with("__Host-keygate_ui=") && rfc.ends_with("; Secure"),
+        "{rfc}"
+    );
+    let home = |cookie: String, forwarded: bool| {
+        let (c, base) = (c.clone(), app.base.clone());
+        async move {
+            let mut req = c.get(format!("{base}/ui/")).header("cookie", cookie);
+            if forwarded {
+                req = req.header("x-forwarded-proto", "https");
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    let cookie = set.split(';').next().unwrap().to_string();
+    assert_eq!(home(cookie.clone(), true).await, 200);
+    assert_eq!(home(cookie, false).await, 303, "a session over plain HTTP");
+    // a plain-HTTP console (no proxy): a plain cookie, no HSTS
+    let (plain, hsts) = sign_in(None).await;
+    assert!(
+        plain.starts_with("keygate_ui=") && !plain.contains("Secure"),
+        "{plain}"
+    );
+    assert!(hsts.is_none());
+    let (plain, _) = sign_in(Some(("x-forwarded-proto", "http"))).await;
+    assert!(plain.starts_with("keygate_ui="), "{plain}");
+}

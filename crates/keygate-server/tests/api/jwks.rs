@@ -353,3 +353,82 @@ async fn a_console_session_ends_when_its_key_leaves_the_jwks() {
     assert_eq!(app.raw_exec(&gone("ec-old")).await.unwrap(), 0);
     assert_eq!(app.raw_exec(&gone("ec-new")).await.unwrap(), 1);
 }
+
+// A console session opened with an HS256 token ends once the token secret changes, as
+// the token itself stops working: changing the secret is how minted tokens are revoked.
+// Before, the session lasted until the token's `exp` (up to 12 h), across the change. A
+// session opened with a sign-in link does not depend on the secret and stays.
+#[tokio::test]
+async fn a_console_session_ends_when_the_token_secret_changes() {
+    use crate::helpers::{self, Backend};
+    let app = helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie_of = |r: &reqwest::Response| {
+        assert_eq!(r.status(), 303);
+        let set = r.headers()["set-cookie"].to_str().unwrap();
+        set.split(';').next().unwrap().to_string()
+    };
+    let user = Uuid::new_v4();
+    let r = c
+        .post(format!("{}/ui/login", app.base))
+        .header("origin", &app.base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", app.token(user)))
+        .send()
+        .await
+        .unwrap();
+    let by_token = cookie_of(&r);
+    let link = keygate_server::ui::create_login_link(
+        &app.state.config,
+        user,
+        false,
+        std::time::Duration::from_secs(600),
+        Some(&app.base),
+    )
+    .await
+    .unwrap();
+    let r = c
+        .post(&link)
+        .header("origin", &app.base)
+        .send()
+        .await
+        .unwrap();
+    let by_link = cookie_of(&r);
+
+    // the operator changes the token secret and restarts
+    let helpers::TestApp {
+        data_dir,
+        database_url,
+        mut shutdown,
+        ..
+    } = app;
+    let _ = shutdown.take().unwrap().send(());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let app = helpers::start_with(data_dir, database_url, Backend::Sqlite, |c| {
+        c.jwt_secret = Some("a-new-token-secret-after-a-leak-0123456789abcdef".into());
+    })
+    .await;
+    let home = |cookie: String| {
+        let (c, base) = (c.clone(), app.base.clone());
+        async move {
+            c.get(format!("{base}/ui/"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        home(by_token).await,
+        303,
+        "the session outlived its token's secret"
+    );
+    assert_eq!(home(by_link).await, 200, "a sign-in link's session ended");
+    // ended, not only refused: only the link's session row is left
+    assert_eq!(app.raw_exec("DELETE FROM ui_sessions").await.unwrap(), 1);
+}

@@ -354,3 +354,57 @@ async fn tls_misconfiguration_is_a_one_line_startup_error() {
     let err = Application::build(cfg).await.err().unwrap().to_string();
     assert!(err.contains("no usable PEM private key"), "{err}");
 }
+
+/// The console over HTTP/2 (which carries the host as `:authority`, not `Host`): the
+/// sign-in passes the same-origin check, and the session cookie is `Secure` under the
+/// `__Host-` prefix, with `Strict-Transport-Security` on the answer. Before, every
+/// console POST over HTTP/2 was refused as cross-origin.
+#[tokio::test]
+async fn the_console_works_over_http2_and_asks_for_https() {
+    let ca = TestCa::new("keygate test CA");
+    let app = start_tls(&ca.server("server-1"), None).await;
+    let base = format!("https://127.0.0.1:{}", app.addr.port());
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .http2_prior_knowledge()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token = keygate_server::auth::mint_token(
+        &secrecy::SecretString::from("test-secret-test-secret-test-secret-0123456789"),
+        Some(uuid::Uuid::new_v4()),
+        false,
+        "authenticated",
+        Duration::from_secs(600),
+        "keygate_admin",
+    )
+    .unwrap();
+    let r = client
+        .post(format!("{base}/ui/login"))
+        .header("origin", &base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.starts_with("__Host-keygate_ui=") && set.contains("; Secure"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap();
+    let r = client
+        .get(format!("{base}/ui/"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Sign out"), "signed in");
+}
