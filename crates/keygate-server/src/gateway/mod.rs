@@ -405,9 +405,11 @@ async fn proxy_call(
             };
             return deny(&s, &caller, &meta, ctx, &out, log, d).await;
         }
-        if let Some(d) = s.gateway.upstream.check(ctx.credential.id, now) {
-            return deny(&s, &caller, &meta, ctx, &out, log, d).await;
-        }
+    }
+    // Every call the exchange counts, public ones too: Binance weighs public calls against
+    // the same IP budget, and its 418 ban follows 429s whoever sent them.
+    if let Some(d) = s.gateway.upstream.check(ctx.credential.id, now) {
+        return deny(&s, &caller, &meta, ctx, &out, log, d).await;
     }
     log.notional_micros = micros(approved.volume_usd());
     log.withdrawal_micros = micros(approved.withdrawal_usd());

@@ -455,6 +455,23 @@ both_backends!(
         );
         assert!(h.contains_key("retry-after"));
         assert_eq!(mock.requests().len(), before + 1);
+        // Public calls and the connection check count against the same budget: Binance
+        // weighs them too, and bans the IP on further 429s whoever sent them.
+        let (s, _, b) = call(&app, &t, reqwest::Method::GET, &conn2, "api/v3/time", None).await;
+        assert_eq!(
+            (s, code(&b).as_str()),
+            (429, "exchange_rate_limited"),
+            "{b}"
+        );
+        let (s, b) = app
+            .post(&format!("/v1/connections/{conn2}/sync"), &t, json!({}))
+            .await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (429, Some("exchange_rate_limited")),
+            "{b}"
+        );
+        assert_eq!(mock.requests().len(), before + 1, "the exchange was called");
     }
 );
 
