@@ -234,6 +234,9 @@ fn denial_streak(decisions: &[(String, Option<String>)]) -> i64 {
         .count() as i64
 }
 
+/// The calls that count as use of a key: allowed and signed.
+const KEY_USE: &str = "decision = 'allowed' AND class <> 'public'";
+
 impl Store {
     /// The facts for one assessment. The history and the settled part of the recent
     /// window are carried forward from this process's previous assessment of the
@@ -244,12 +247,17 @@ impl Store {
             Backend::Postgres => "CAST(EXTRACT(HOUR FROM created_at AT TIME ZONE 'UTC') AS BIGINT)",
             Backend::Sqlite => "CAST(substr(created_at, 12, 2) AS INTEGER)",
         };
+        // Only the key's own use counts: allowed, signed calls (`KEY_USE`). A public call
+        // is made by anyone holding a token and costs nothing; counted, one from a new IP
+        // made that IP "known" five minutes later, and one between probes ended the streak.
         let hist_sql = format!(
-            "SELECT {hour} AS h, COUNT(*) FROM api_calls WHERE user_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY h"
+            "SELECT {hour} AS h, COUNT(*) FROM api_calls WHERE user_id = $1 AND created_at >= $2 AND created_at < $3 AND {KEY_USE} GROUP BY h"
         );
-        let by_ip_sql = "SELECT ip_address, COUNT(*) FROM api_calls \
-            WHERE credential_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY ip_address";
-        let streak_sql = "SELECT decision, deny_code FROM api_calls WHERE credential_id = $1 AND created_at < $2 ORDER BY created_at DESC LIMIT 50";
+        let by_ip_sql = format!(
+            "SELECT ip_address, COUNT(*) FROM api_calls \
+             WHERE credential_id = $1 AND created_at >= $2 AND created_at < $3 AND {KEY_USE} GROUP BY ip_address"
+        );
+        let streak_sql = "SELECT decision, deny_code FROM api_calls WHERE credential_id = $1 AND created_at < $2 AND class <> 'public' ORDER BY created_at DESC LIMIT 50";
         let unlock_sql = "SELECT ip_address, seq FROM audit_events WHERE user_id = $1 AND category = 'vault' AND action = 'unlock' \
             AND success AND created_at >= $2 ORDER BY seq DESC LIMIT 1";
         let earlier_sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN ip_address = $3 THEN 1 ELSE 0 END), 0) FROM audit_events \
@@ -313,7 +321,7 @@ impl Store {
         let mut f = in_tx!(@quiet self, actor, |tx| {
             let mut f = AnomalyFacts::default();
             for &(from, to, signs) in &ranges {
-                let ips: Vec<(Option<String>, i64)> = sqlx::query_as::<DB, _>(by_ip_sql)
+                let ips: Vec<(Option<String>, i64)> = sqlx::query_as::<DB, _>(&by_ip_sql)
                     .bind(q.credential_id)
                     .bind(from)
                     .bind(to)

@@ -1583,6 +1583,79 @@ both_backends!(
     }
 );
 
+// Only the key's own use counts for anomaly scoring: a public call (anyone with a token
+// can make one, and it costs nothing) neither makes its IP "known" for later signed calls
+// nor ends a streak of refusals. Before, one public call from the attacker's IP, five
+// minutes ahead, took 30 points off every later score from that IP.
+both_backends!(
+    public_calls_do_not_make_an_ip_known_or_end_a_streak,
+    |app: TestApp| async move {
+        use keygate_storage::{Actor, FactsQuery};
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (_, c) = app.post("/v1/credentials", &t, binance_body("known")).await;
+        let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+        let conn = connection_for(&app, &t, &cred.to_string()).await;
+        let start = Utc::now() - chrono::Duration::minutes(10);
+        let at = |i: i64| start + chrono::Duration::seconds(i);
+        let public = |i: i64, ip: &str| {
+            let mut r = call(conn, cred, user, ip, at(i));
+            r.endpoint = "/api/v3/time".into();
+            r.class = "public".into();
+            r
+        };
+        let facts = |ip: &'static str| {
+            let store = app.state.store.clone();
+            async move {
+                let now = Utc::now();
+                let q = FactsQuery {
+                    user_id: user,
+                    credential_id: cred,
+                    ip: Some(ip.into()),
+                    recent_since: DbTime::new(now - chrono::Duration::minutes(5)),
+                    history_since: DbTime::new(now - chrono::Duration::days(30)),
+                    unlock_since: DbTime::new(now - chrono::Duration::minutes(15)),
+                    now: DbTime::new(now),
+                };
+                store.anomaly_facts(Actor::service(), &q).await.unwrap()
+            }
+        };
+        // the owner's signed history from one IP; the attacker's public call from another
+        let owner: Vec<_> = (0..5)
+            .map(|i| call(conn, cred, user, "10.0.0.1", at(i)))
+            .collect();
+        app.state.store.insert_api_calls(&owner).await.unwrap();
+        app.state
+            .store
+            .insert_api_calls(&[public(5, "10.6.6.6")])
+            .await
+            .unwrap();
+        let f = facts("10.6.6.6").await;
+        assert_eq!((f.history_calls, f.history_calls_from_ip), (5, 0), "{f:?}");
+        // probes, with a public call between them: the streak goes on
+        let probe = |i: i64| {
+            let mut r = call(conn, cred, user, "10.6.6.6", at(i));
+            r.decision = "denied".into();
+            r.deny_code = Some("withdrawal_address_not_allowed".into());
+            r.success = false;
+            r
+        };
+        let mut rows: Vec<_> = (10..13).map(probe).collect();
+        rows.push(public(13, "10.6.6.6"));
+        rows.extend((14..16).map(probe));
+        app.state.store.insert_api_calls(&rows).await.unwrap();
+        assert_eq!(facts("10.6.6.6").await.denial_streak, 5);
+        // a signed call of its own from that IP does make it known
+        app.state
+            .store
+            .insert_api_calls(&[call(conn, cred, user, "10.6.6.6", at(20))])
+            .await
+            .unwrap();
+        let f = facts("10.6.6.6").await;
+        assert_eq!((f.history_calls_from_ip, f.denial_streak), (1, 0), "{f:?}");
+    }
+);
+
 both_backends!(
     anomaly_history_carried_forward_matches_a_full_count,
     |app: TestApp| async move {
