@@ -203,6 +203,14 @@ impl From<StorageError> for ApiError {
             StorageError::Conflict(what) => {
                 ApiError::conflict("conflict", format!("{what} already exists"))
             }
+            StorageError::LimitReached(what, n) => ApiError::conflict(
+                match what {
+                    "webhooks" => "too_many_webhooks",
+                    "integrations" => "too_many_integrations",
+                    _ => "limit_reached",
+                },
+                format!("at most {n} {what} per owner; delete one first"),
+            ),
             StorageError::VersionMismatch => ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "version_mismatch",

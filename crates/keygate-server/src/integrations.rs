@@ -232,6 +232,14 @@ async fn refresh_claimed(
         Err(e) => return Err(e),
     };
     let refresh_token = open(&dek, user, integ.id, F_REFRESH_TOKEN, rt_ct)?;
+    // The key that will seal the new tokens, taken before the provider is asked: once it
+    // has answered (and perhaps retired this refresh token), a vault that locked in the
+    // meantime must not lose the new ones.
+    let sealing = match state.keyring.dek(actor, user, None).await {
+        Ok(d) => d,
+        Err(e) if e.code() == "vault_locked" => return retry("vault_locked".into()).await,
+        Err(e) => return Err(e),
+    };
     let client_secret = match &integ.client_secret_ct {
         Some(ct) => {
             let d = state
@@ -314,13 +322,17 @@ async fn refresh_claimed(
         )
         .await?;
         if i.status == "needs_reconsent" {
-            crate::webhooks::emit(
-                state,
-                Some(user),
-                "integration.needs_reconsent",
-                serde_json::json!({"integration_id": integ.id, "provider": integ.provider, "error": code}),
-            )
-            .await?;
+            // once, when it changes: a token endpoint that keeps refusing must not turn
+            // every retry into a round of webhook deliveries
+            if integ.status != "needs_reconsent" {
+                crate::webhooks::emit(
+                    state,
+                    Some(user),
+                    "integration.needs_reconsent",
+                    serde_json::json!({"integration_id": integ.id, "provider": integ.provider, "error": code}),
+                )
+                .await?;
+            }
             return Ok(RefreshOutcome::NeedsReconsent);
         }
         return Err(ApiError::new(
@@ -333,7 +345,6 @@ async fn refresh_claimed(
         Ok(t) => t,
         Err(_) => return retry("token endpoint sent an unusable response".into()).await,
     };
-    let sealing = state.keyring.dek(actor, user, None).await?;
     let new_rt = tr.refresh_token.as_ref().unwrap_or(&refresh_token);
     let rec = IntegrationTokenRecord {
         integration_id: integ.id,
@@ -363,7 +374,9 @@ async fn refresh_claimed(
         dek_version: sealing.version as i32,
         refreshed_at: Some(now),
         refresh_attempts: 0,
-        next_attempt_at: None,
+        // at most one refresh a minute, whatever lifetime the provider claims: an answer
+        // of `expires_in: 0` would otherwise keep the integration due on every pass
+        next_attempt_at: Some(DbTime::new(now.0 + MIN_REFRESH_INTERVAL)),
         last_error: None,
         created_at: tok.created_at,
         updated_at: now,
@@ -411,24 +424,62 @@ async fn audit(
     state.recorder.record(vec![ev], vec![]).await
 }
 
-/// Refreshes every token that expires within [`REFRESH_AHEAD`] and is due for an attempt.
+/// The soonest a token is refreshed again after a refresh.
+pub const MIN_REFRESH_INTERVAL: chrono::Duration = chrono::Duration::minutes(1);
+
+/// How long one pass goes on starting refreshes: token endpoints that answer slowly (up to
+/// the request timeout each) cannot hold up the job runner's other jobs for longer.
+const PASS_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Refreshes every token that expires within [`REFRESH_AHEAD`] and is due for an attempt,
+/// soonest expiry first, page by page, until none is left or [`PASS_BUDGET`] is spent.
+/// Each refresh reads the clock when it starts. A refreshed token is not due again for
+/// [`MIN_REFRESH_INTERVAL`], a failed one until its backoff, so no integration takes every
+/// pass's slots and leaves the others to expire.
 pub async fn refresh_due(state: &AppState, now: DbTime) -> Result<usize, ApiError> {
-    let due = state
-        .store
-        .tokens_to_refresh(DbTime::new(now.0 + REFRESH_AHEAD), now, 50)
-        .await?;
+    let started = std::time::Instant::now();
+    let mut seen = std::collections::HashSet::new();
     let mut n = 0;
-    for t in due {
-        let Some(i) = state.store.integration_by_id(t.integration_id).await? else {
-            continue;
-        };
-        match refresh(state, Actor::service(), &i, &t, now).await {
-            Ok(RefreshOutcome::Refreshed) => n += 1,
-            Ok(_) => {}
-            // another instance, or the owner, is refreshing it
-            Err(e) if e.code() == "refresh_in_progress" => {}
-            Err(e) => tracing::warn!(integration = %i.id, code = e.code(), "token refresh failed"),
+    let mut now = now;
+    loop {
+        let due = state
+            .store
+            .tokens_to_refresh(DbTime::new(now.0 + REFRESH_AHEAD), now, 50)
+            .await?;
+        // one try per pass (a refresh another instance holds stays due)
+        let due: Vec<_> = due
+            .into_iter()
+            .filter(|t| seen.insert(t.integration_id))
+            .collect();
+        if due.is_empty() {
+            return Ok(n);
+        }
+        for t in due {
+            if started.elapsed() > PASS_BUDGET {
+                return Ok(n);
+            }
+            now = DbTime::now().max(now);
+            n += refresh_one(state, &t, now).await?;
         }
     }
-    Ok(n)
+}
+
+async fn refresh_one(
+    state: &AppState,
+    t: &IntegrationTokenRecord,
+    now: DbTime,
+) -> Result<usize, ApiError> {
+    let Some(i) = state.store.integration_by_id(t.integration_id).await? else {
+        return Ok(0);
+    };
+    Ok(match refresh(state, Actor::service(), &i, t, now).await {
+        Ok(RefreshOutcome::Refreshed) => 1,
+        Ok(_) => 0,
+        // another instance, or the owner, is refreshing it
+        Err(e) if e.code() == "refresh_in_progress" => 0,
+        Err(e) => {
+            tracing::warn!(integration = %i.id, code = e.code(), "token refresh failed");
+            0
+        }
+    })
 }

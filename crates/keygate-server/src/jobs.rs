@@ -101,40 +101,14 @@ pub async fn run_rotation_reminders(state: &AppState, now: DbTime) -> Result<usi
             let Some(stage) = reminder_stage(r.next_due_at, now) else {
                 continue;
             };
-            let key = format!(
-                "rotation:{}:{}:{stage}",
-                r.credential_id,
-                r.next_due_at.micros()
-            );
-            let data = serde_json::json!({
-                "credential_id": r.credential_id,
-                "label": r.label,
-                "exchange": r.exchange,
-                "due_at": r.next_due_at.0,
-                "stage": stage,
-            });
-            let rows = crate::webhooks::deliveries_for(
-                state,
-                Some(r.user_id),
-                "rotation.reminder",
-                data,
-                now,
-            )
-            .await?;
-            if state
-                .store
-                .claim_reminder(
-                    &key,
-                    "credential",
-                    r.credential_id,
-                    Some(r.user_id),
-                    now,
-                    &rows,
-                    Some(r.next_due_at),
-                )
-                .await?
-            {
-                sent += 1;
+            // one reminder that cannot be queued (say, too many endpoints for one insert)
+            // is logged and skipped: it must not hold up every reminder after it
+            match remind_credential(state, &r, &stage, now).await {
+                Ok(true) => sent += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(credential = %r.credential_id, error = %e, "rotation reminder not sent")
+                }
             }
         }
         if n < 200 {
@@ -148,29 +122,77 @@ pub async fn run_rotation_reminders(state: &AppState, now: DbTime) -> Result<usi
         ) else {
             continue;
         };
-        let key = format!("site_key:{}:{}:{stage}", k.id, due.micros());
-        let data = serde_json::json!({
-            "site_key_id": k.id,
-            "name": k.name,
-            "provider": k.provider,
-            "due_at": due.0,
-            "stage": stage,
-        });
-        let rows =
-            crate::webhooks::deliveries_for(state, None, "site_key.rotation_reminder", data, now)
-                .await?;
-        if state
-            .store
-            .claim_reminder(&key, "site_key", k.id, None, now, &rows, Some(due))
-            .await?
-        {
-            sent += 1;
+        match remind_site_key(state, &k, due, &stage, now).await {
+            Ok(true) => sent += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(site_key = %k.id, error = %e, "site key reminder not sent"),
         }
     }
     if sent > 0 {
         state.jobs.wake();
     }
     Ok(sent)
+}
+
+/// Queues credential `r`'s reminder for `stage` unless it was sent; true when queued now.
+async fn remind_credential(
+    state: &AppState,
+    r: &keygate_storage::DueRotation,
+    stage: &str,
+    now: DbTime,
+) -> Result<bool, ApiError> {
+    let key = format!(
+        "rotation:{}:{}:{stage}",
+        r.credential_id,
+        r.next_due_at.micros()
+    );
+    let data = serde_json::json!({
+        "credential_id": r.credential_id,
+        "label": r.label,
+        "exchange": r.exchange,
+        "due_at": r.next_due_at.0,
+        "stage": stage,
+    });
+    let rows =
+        crate::webhooks::deliveries_for(state, Some(r.user_id), "rotation.reminder", data, now)
+            .await?;
+    Ok(state
+        .store
+        .claim_reminder(
+            &key,
+            "credential",
+            r.credential_id,
+            Some(r.user_id),
+            now,
+            &rows,
+            Some(r.next_due_at),
+        )
+        .await?)
+}
+
+/// Queues site key `k`'s reminder for `stage` unless it was sent; true when queued now.
+async fn remind_site_key(
+    state: &AppState,
+    k: &keygate_storage::SiteKeyRecord,
+    due: DbTime,
+    stage: &str,
+    now: DbTime,
+) -> Result<bool, ApiError> {
+    let key = format!("site_key:{}:{}:{stage}", k.id, due.micros());
+    let data = serde_json::json!({
+        "site_key_id": k.id,
+        "name": k.name,
+        "provider": k.provider,
+        "due_at": due.0,
+        "stage": stage,
+    });
+    let rows =
+        crate::webhooks::deliveries_for(state, None, "site_key.rotation_reminder", data, now)
+            .await?;
+    Ok(state
+        .store
+        .claim_reminder(&key, "site_key", k.id, None, now, &rows, Some(due))
+        .await?)
 }
 
 /// One pass of every job whose lease this instance gets.

@@ -192,12 +192,30 @@ pub async fn deliver_due(state: &AppState, now: DbTime) -> Result<usize, ApiErro
                 return Ok(());
             }
         }
+        // the operator's URL taken off KEYGATE_WEBHOOK_URLS since: no more attempts there
+        if operator && !state.config.webhook_urls.contains(&d.url) {
+            d.status = "failed".into();
+            d.last_error = Some("no longer one of KEYGATE_WEBHOOK_URLS".into());
+            state.store.finish_delivery(&d).await?;
+            return Ok(());
+        }
         let client = if operator {
             &state.operator_http
         } else {
             &state.http
         };
-        let secret = secret_for(state, &d, hook.as_ref())?;
+        // a delivery that cannot be signed ends failed, rather than stay claimed and be
+        // claimed again every two minutes without end
+        let secret = match secret_for(state, &d, hook.as_ref()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(delivery = %d.id, error = %e, "webhook delivery cannot be signed");
+                d.status = "failed".into();
+                d.last_error = Some("cannot be signed (signing secret unavailable)".into());
+                state.store.finish_delivery(&d).await?;
+                return Ok(());
+            }
+        };
         let t = chrono::Utc::now().timestamp();
         let sig = signature_header(&secret, t, &d.payload);
         let res = client

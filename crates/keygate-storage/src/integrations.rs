@@ -55,13 +55,30 @@ pub struct RefreshFailure {
     pub now: DbTime,
 }
 
+/// The most integrations one user may have.
+pub const MAX_INTEGRATIONS_PER_USER: i64 = 50;
+
 const ICOLS: &str = "id, user_id, provider, name, client_id, client_secret_ct, token_url, scopes, config, status, last_error, dek_version, row_version, created_at, updated_at";
 const TCOLS: &str = "integration_id, user_id, access_token_ct, refresh_token_ct, token_type, scopes, expires_at, dek_version, refreshed_at, refresh_attempts, next_attempt_at, last_error, created_at, updated_at";
 
 impl Store {
+    /// Stores integration `i`, unless its user already has [`MAX_INTEGRATIONS_PER_USER`]
+    /// ([`StorageError::LimitReached`]): each one is refreshed by the platform's job.
     pub async fn create_integration(&self, actor: Actor, i: &IntegrationRecord) -> Result<()> {
         let sql = format!("INSERT INTO integrations ({ICOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)");
         in_tx!(self, actor, |tx| {
+            let n: i64 = sqlx::query_scalar::<DB, i64>(
+                "SELECT COUNT(*) FROM integrations WHERE user_id = $1",
+            )
+            .bind(i.user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if n >= MAX_INTEGRATIONS_PER_USER {
+                return Err(StorageError::LimitReached(
+                    "integrations",
+                    MAX_INTEGRATIONS_PER_USER,
+                ));
+            }
             sqlx::query::<DB>(&sql)
                 .bind(i.id)
                 .bind(i.user_id)

@@ -250,6 +250,10 @@ pub enum StorageError {
     SchemaTooNew { db: i64, binary: i64 },
     #[error("database schema is older than this binary (database {db}, binary {binary}): run `keygate migrate`, or start the new server, first; a command-line tool does not upgrade a database an older server may still be serving")]
     SchemaBehind { db: i64, binary: i64 },
+    /// An owner already has the most rows of a kind allowed (webhook endpoints,
+    /// integrations): `(what, limit)`.
+    #[error("at most {1} {0} per owner")]
+    LimitReached(&'static str, i64),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]

@@ -46,15 +46,33 @@ pub struct DeliveryRecord {
     pub delivered_at: Option<DbTime>,
 }
 
+/// The most webhook endpoints one user (or the platform) may have.
+pub const MAX_WEBHOOKS_PER_OWNER: i64 = 25;
+
 const WCOLS: &str =
     "id, user_id, url, description, events, secret_ct, is_enabled, row_version, created_at, updated_at";
 pub(crate) const DELIVERY_COLS: &str = "id, webhook_id, user_id, url, event_type, payload, status, attempts, next_attempt_at, claimed_until, last_status_code, last_error, created_at, delivered_at";
 pub(crate) const DELIVERY_NCOLS: usize = 14;
 
 impl Store {
+    /// Stores endpoint `w`, unless its owner (the platform's, for `user_id` None) already
+    /// has [`MAX_WEBHOOKS_PER_OWNER`] ([`StorageError::LimitReached`]): every event is
+    /// queued once per endpoint, so their number is what one event costs.
     pub async fn create_webhook(&self, actor: Actor, w: &WebhookRecord) -> Result<()> {
         let sql = format!("INSERT INTO webhooks ({WCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)");
         in_tx!(self, actor, |tx| {
+            let n: i64 = sqlx::query_scalar::<DB, i64>(
+                "SELECT COUNT(*) FROM webhooks WHERE user_id = $1 OR ($1 IS NULL AND user_id IS NULL)",
+            )
+            .bind(w.user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if n >= MAX_WEBHOOKS_PER_OWNER {
+                return Err(StorageError::LimitReached(
+                    "webhooks",
+                    MAX_WEBHOOKS_PER_OWNER,
+                ));
+            }
             sqlx::query::<DB>(&sql)
                 .bind(w.id)
                 .bind(w.user_id)

@@ -600,6 +600,14 @@ pub async fn refresh_now(
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Json<RefreshResult>> {
     let i = load(&s, &caller, id).await?;
+    if i.status == "needs_reconsent" {
+        // the provider refused this refresh token for good: asking again only repeats the
+        // refusal (and its notifications); new tokens come with PUT .../tokens
+        return Err(ApiError::conflict(
+            "integration_needs_reconsent",
+            "the provider refused the refresh token; store new tokens after the user consents again",
+        ));
+    }
     let actor = caller.actor();
     let t = s
         .store

@@ -589,3 +589,94 @@ async fn a_console_behind_a_tls_proxy_gets_a_secure_cookie() {
     let (plain, _) = sign_in(Some(("x-forwarded-proto", "http"))).await;
     assert!(plain.starts_with("keygate_ui="), "{plain}");
 }
+
+// Each user has at most 25 webhook endpoints and 50 integrations: every event is queued
+// once per endpoint, and every integration is refreshed by the platform's job, so an
+// unbounded number let one user grow the shared queue and job without end.
+both_backends!(
+    webhooks_and_integrations_are_capped_per_user,
+    |app: TestApp| async move {
+        let (t, other) = (app.token(Uuid::new_v4()), app.token(Uuid::new_v4()));
+        let hook = |i: usize| json!({"url": format!("http://127.0.0.1:9/hook/{i}")});
+        for i in 0..25 {
+            let (s, v) = app.post("/v1/webhooks", &t, hook(i)).await;
+            assert_eq!(s, 201, "{v}");
+        }
+        let (s, v) = app.post("/v1/webhooks", &t, hook(25)).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (409, Some("too_many_webhooks")),
+            "{v}"
+        );
+        assert_eq!(
+            app.post("/v1/webhooks", &other, hook(0)).await.0,
+            201,
+            "per user"
+        );
+        let integration = |i: usize| {
+            json!({"provider": "p", "name": format!("n{i}"), "client_id": "c",
+               "token_url": "http://127.0.0.1:9/token"})
+        };
+        for i in 0..50 {
+            let (s, v) = app.post("/v1/integrations", &t, integration(i)).await;
+            assert_eq!(s, 201, "{v}");
+        }
+        let (s, v) = app.post("/v1/integrations", &t, integration(50)).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (409, Some("too_many_integrations")),
+            "{v}"
+        );
+        assert_eq!(
+            app.post("/v1/integrations", &other, integration(0)).await.0,
+            201
+        );
+        // nothing was stored past the limit
+        let (_, l) = app.get("/v1/webhooks?limit=100", &t).await;
+        assert_eq!(l["items"].as_array().unwrap().len(), 25);
+    }
+);
+
+// A delivery queued for one of the operator's KEYGATE_WEBHOOK_URLS that has since been
+// taken off the list ends `failed` without being sent. Before, it kept being retried
+// there, and with the signing secret removed as well it was claimed again every two
+// minutes without end.
+#[tokio::test]
+async fn a_delivery_to_a_removed_operator_url_ends_unsent() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
+        c.jobs_enabled = false;
+    })
+    .await
+    .unwrap();
+    let now = keygate_storage::DbTime::now();
+    let d = keygate_storage::DeliveryRecord {
+        id: Uuid::now_v7(),
+        webhook_id: None,
+        user_id: None,
+        url: "http://127.0.0.1:9/removed".into(),
+        event_type: "credential.suspended".into(),
+        payload: "{}".into(),
+        status: "pending".into(),
+        attempts: 0,
+        next_attempt_at: now,
+        claimed_until: None,
+        last_status_code: None,
+        last_error: None,
+        created_at: now,
+        delivered_at: None,
+    };
+    app.state.store.enqueue_deliveries(&[d]).await.unwrap();
+    let n = keygate_server::webhooks::deliver_due(&app.state, keygate_storage::DbTime::now())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        app.raw_exec(
+            "DELETE FROM webhook_deliveries WHERE status = 'failed' AND attempts = 0 \
+             AND last_error = 'no longer one of KEYGATE_WEBHOOK_URLS'"
+        )
+        .await
+        .unwrap(),
+        1
+    );
+}

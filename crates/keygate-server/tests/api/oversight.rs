@@ -1116,6 +1116,13 @@ async fn oauth_server() -> (String, Arc<OAuth>) {
                         axum::http::StatusCode::BAD_REQUEST,
                         json!({"error": "invalid_grant"}).to_string(),
                     ),
+                    // a token that is already expired when it is issued
+                    "zero" => (
+                        axum::http::StatusCode::OK,
+                        json!({"access_token": "at-z", "refresh_token": "rt-z",
+                               "token_type": "Bearer", "expires_in": 0})
+                        .to_string(),
+                    ),
                     "held-ok" => {
                         // answered (a new pair, like "ok") on `proceed`
                         st.arrived.notify_one();
@@ -1344,6 +1351,120 @@ both_backends!(
     }
 );
 
+// A token endpoint cannot keep an integration due on every pass of the refresh job (and
+// so take the pass's slots from everyone else's): a refreshed token is not due again for
+// a minute, whatever lifetime the provider claims. A refusal for good notifies once.
+both_backends!(
+    a_token_endpoint_cannot_keep_the_refresh_job_busy,
+    |_app: TestApp| async move {
+        let app = crate::helpers::spawn_app_with(_app.backend, |c| c.jobs_enabled = false)
+            .await
+            .unwrap();
+        let (url, oauth) = oauth_server().await;
+        let t = app.token(Uuid::new_v4());
+        let (hook_url, _got) = receiver(200).await;
+        let (s, _) = app
+            .post(
+                "/v1/webhooks",
+                &t,
+                json!({"url": hook_url, "events": ["integration.needs_reconsent"]}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let expired = (Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+        let (s, i) = app
+            .post("/v1/integrations", &t, json!({
+                "provider": "example", "name": "hog", "client_id": "client-1", "client_secret": "client-secret-1",
+                "token_url": url, "tokens": {"access_token": "at-0", "refresh_token": "rt-0", "expires_at": expired}}))
+            .await;
+        assert_eq!(s, 201, "{i}");
+        let id = i["id"].as_str().unwrap().to_string();
+        *oauth.mode.lock() = "zero";
+        let pass = || keygate_server::integrations::refresh_due(&app.state, DbTime::now());
+        assert_eq!(pass().await.unwrap(), 1);
+        assert_eq!(pass().await.unwrap(), 0, "refreshed again at once");
+        assert_eq!(oauth.seen.lock().len(), 1);
+        let (_, v) = app.get(&format!("/v1/integrations/{id}"), &t).await;
+        let next: chrono::DateTime<Utc> = v["token"]["next_attempt_at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next > Utc::now() + chrono::Duration::seconds(50), "{v}");
+        // refused for good: one notification, and no more asking
+        *oauth.mode.lock() = "invalid";
+        let (_, r) = app
+            .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+            .await;
+        assert_eq!(r["outcome"], "needs_reconsent", "{r}");
+        for _ in 0..3 {
+            let (s, _) = app
+                .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+                .await;
+            assert_eq!(s, 409);
+        }
+        assert_eq!(oauth.seen.lock().len(), 2);
+        let queued = app
+            .raw_exec(
+                "DELETE FROM webhook_deliveries WHERE event_type = 'integration.needs_reconsent'",
+            )
+            .await
+            .unwrap();
+        assert_eq!(queued, 1);
+    }
+);
+
+// A password vault that locks while a refresh waits for the token endpoint: the new
+// tokens are sealed with the key taken before the request, so they are kept. Before, the
+// key was taken after the answer, the refresh failed with `vault_locked`, and a provider
+// that rotates refresh tokens had already retired the one keygate still held.
+#[tokio::test]
+async fn a_vault_that_locks_during_a_refresh_keeps_the_new_tokens() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
+        c.oauth_timeout_ms = 5000;
+        c.jobs_enabled = false;
+    })
+    .await
+    .unwrap();
+    let (url, oauth) = oauth_server().await;
+    let t = app.token(Uuid::new_v4());
+    let pw = json!({"password": "correct horse battery"});
+    assert_eq!(app.post("/v1/vault/setup", &t, pw.clone()).await.0, 200);
+    assert_eq!(app.post("/v1/vault/unlock", &t, pw.clone()).await.0, 200);
+    let soon = (Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
+    let (s, i) = app
+        .post("/v1/integrations", &t, json!({
+            "provider": "example", "name": "crm", "client_id": "client-1", "client_secret": "client-secret-1",
+            "token_url": url, "tokens": {"access_token": "at-0", "refresh_token": "rt-0", "expires_at": soon}}))
+        .await;
+    assert_eq!(s, 201, "{i}");
+    let id = i["id"].as_str().unwrap().to_string();
+    *oauth.mode.lock() = "held-ok";
+    let path = format!("/v1/integrations/{id}/refresh");
+    let refresh = app.post(&path, &t, json!({}));
+    let lock = async {
+        oauth.arrived.notified().await;
+        let locked = app.post("/v1/vault/lock", &t, json!({})).await.0;
+        oauth.proceed.notify_one();
+        locked
+    };
+    let ((s, r), locked) = tokio::join!(refresh, lock);
+    assert_eq!(locked, 200);
+    assert_eq!((s, r["outcome"].as_str()), (200, Some("refreshed")), "{r}");
+    assert_eq!(app.post("/v1/vault/unlock", &t, pw).await.0, 200);
+    let (_, tok) = app.get(&format!("/v1/integrations/{id}/token"), &t).await;
+    assert_eq!(tok["access_token"], "at-1", "{tok}");
+    // the rotated refresh token is the one used next
+    let (_, r) = app
+        .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+        .await;
+    assert_eq!(r["outcome"], "refreshed", "{r}");
+    assert_eq!(
+        *oauth.seen.lock(),
+        vec!["rt-0".to_string(), "rt-1".to_string()]
+    );
+}
+
 both_backends!(integration_tokens_refresh, |_app: TestApp| async move {
     let app = crate::helpers::spawn_app_with(_app.backend, |c| {
         c.oauth_timeout_ms = 300;
@@ -1474,13 +1595,19 @@ both_backends!(integration_tokens_refresh, |_app: TestApp| async move {
         "{now}"
     );
 
-    // invalid_grant → needs re-consent, token withheld
+    // needs re-consent: asking again is refused without contacting the provider (it would
+    // only refuse again, and notify again), and the token is withheld
     *oauth.mode.lock() = "invalid";
-    let (_, r) = app
+    let asked = oauth.seen.lock().len();
+    let (s, r) = app
         .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
         .await;
-    assert_eq!(r["outcome"], "needs_reconsent", "{r}");
-    assert_eq!(r["integration"]["status"], "needs_reconsent");
+    assert_eq!(
+        (s, r["code"].as_str()),
+        (409, Some("integration_needs_reconsent")),
+        "{r}"
+    );
+    assert_eq!(oauth.seen.lock().len(), asked);
     let (s, p) = app.get(&format!("/v1/integrations/{id}/token"), &t).await;
     assert_eq!(
         (s, p["code"].as_str()),
@@ -2053,3 +2180,48 @@ both_backends!(
         );
     }
 );
+
+// One rotation reminder that cannot be queued does not hold up the others: it is logged
+// and skipped, and tried again on the next pass. Before, the pass stopped at it, so a
+// schedule made to sort first kept every later reminder from being sent.
+#[tokio::test]
+async fn a_reminder_that_fails_does_not_stop_the_others() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
+        c.jobs_enabled = false;
+    })
+    .await
+    .unwrap();
+    let t = app.token(Uuid::new_v4());
+    let mut creds = Vec::new();
+    for (label, days_ago) in [("first", 3), ("second", 1)] {
+        let (_, c) = app.post("/v1/credentials", &t, binance_body(label)).await;
+        let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+        let due = Utc::now() - chrono::Duration::days(days_ago);
+        let (s, v) = app
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v1/credentials/{cred}/rotation-schedule"),
+                &t,
+                json!({"interval_days": 90, "next_due_at": due.to_rfc3339()}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        creds.push(cred);
+    }
+    let unfail = app
+        .fail_inserts(
+            "fail_first_reminder",
+            "sent_reminders",
+            &format!("NEW.subject_id = X'{}'", creds[0].simple()),
+        )
+        .await;
+    let sent = keygate_server::jobs::run_rotation_reminders(&app.state, DbTime::now())
+        .await
+        .expect("the pass goes on past the failing reminder");
+    assert_eq!(sent, 1);
+    app.raw_exec(&unfail).await.unwrap();
+    let sent = keygate_server::jobs::run_rotation_reminders(&app.state, DbTime::now())
+        .await
+        .unwrap();
+    assert_eq!(sent, 1, "the skipped one, on the next pass");
+}
