@@ -372,7 +372,7 @@ async fn main() -> ExitCode {
                 },
         } => {
             let transit = config.key_provider == keygate_server::KeyProviderKind::OpenBao;
-            let state = match keygate_server::prepare_tool(config).await {
+            let state = match keygate_server::prepare_existing(config).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
@@ -407,7 +407,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Shred { user } => {
-            let state = match keygate_server::prepare_tool(config).await {
+            let state = match keygate_server::prepare_existing(config).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
@@ -426,7 +426,7 @@ async fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Export,
         } => {
-            let state = match keygate_server::prepare_tool(config).await {
+            let state = match keygate_server::prepare_existing(config).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
@@ -461,7 +461,7 @@ async fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
-            let state = match keygate_server::prepare_tool(config).await {
+            let state = match keygate_server::prepare_existing(config).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };

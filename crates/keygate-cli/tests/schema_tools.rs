@@ -72,3 +72,29 @@ async fn a_tool_does_not_upgrade_an_older_schema() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The tools that work on existing data refuse an empty database, before any key is
+/// created: a mistyped data dir or database URL is not reported as an intact, empty audit
+/// log (or a shred of nothing).
+#[test]
+fn a_tool_on_existing_data_refuses_an_empty_database() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["audit", "verify"][..],
+        &["audit", "export"],
+        &["shred", "--user", "00000000-0000-0000-0000-000000000001"],
+        &["master-key", "rotate"],
+    ] {
+        let out = keygate(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no keygate database at"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("master.key").exists(),
+            "{args:?} created a master key"
+        );
+    }
+}

@@ -28,22 +28,54 @@ use crate::state::AppState;
 /// master key and checks it against the stored key-check value, or, with the OpenBao
 /// provider, unwraps the stored root through Transit (`kms.rs`). Every failure is one line.
 pub async fn prepare(config: Config) -> Result<AppState, ConfigError> {
-    prepare_with(config, true).await
+    prepare_with(config, Schema::Upgrade).await
 }
 
-/// [`prepare`] for a command-line tool (`keygate token`, `audit`, `shred`, …): it sets up
-/// a new, empty database, but refuses one at an older schema instead of upgrading it
-/// under a server that may still be running the older binary.
+/// [`prepare`] for a command-line tool that may be the first to touch a database
+/// (`keygate token`, `login-link`): it sets up a new, empty database, but refuses one at
+/// an older schema instead of upgrading it under a server that may still be running the
+/// older binary.
 pub async fn prepare_tool(config: Config) -> Result<AppState, ConfigError> {
-    prepare_with(config, false).await
+    prepare_with(config, Schema::SetUpNew).await
 }
 
-async fn prepare_with(config: Config, upgrade: bool) -> Result<AppState, ConfigError> {
+/// [`prepare_tool`] for a tool that works on existing data (`audit`, `shred`,
+/// `master-key rotate`): an empty database is refused too, before any key is created, so
+/// that a mistyped `KEYGATE_DATABASE_URL` or data dir is not reported as an empty, intact
+/// audit log.
+pub async fn prepare_existing(config: Config) -> Result<AppState, ConfigError> {
+    prepare_with(config, Schema::Existing).await
+}
+
+/// What [`prepare_with`] does to the database's schema.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    /// Apply every pending migration (`serve`, `migrate`).
+    Upgrade,
+    /// Set up an empty database; refuse an older schema.
+    SetUpNew,
+    /// Refuse an empty database and an older schema.
+    Existing,
+}
+
+async fn prepare_with(config: Config, schema: Schema) -> Result<AppState, ConfigError> {
     keyfiles::ensure_data_dir(&config.data_dir)?;
     let store = Store::connect(&config.database_url)
         .await
         .map_err(|e| ConfigError(format!("cannot open database: {e}")))?;
-    let migrated = if upgrade {
+    if schema == Schema::Existing
+        && store
+            .applied_schema_version()
+            .await
+            .map_err(|e| ConfigError(format!("cannot open database: {e}")))?
+            == 0
+    {
+        return Err(ConfigError(format!(
+            "no keygate database at {}: it is empty (check KEYGATE_DATABASE_URL and KEYGATE_DATA_DIR)",
+            crate::routes::admin::without_password(&config.database_url)
+        )));
+    }
+    let migrated = if schema == Schema::Upgrade {
         store.migrate().await
     } else {
         store.migrate_if_new().await

@@ -108,7 +108,8 @@ pub struct Config {
     pub webhook_urls: Vec<String>,
     /// `KEYGATE_WEBHOOK_SECRET`: signing secret for `webhook_urls` (required with them).
     pub webhook_secret: Option<SecretString>,
-    /// `KEYGATE_WEBHOOK_TIMEOUT_MS` / `webhook_timeout_ms`: per delivery attempt. Default 10000.
+    /// `KEYGATE_WEBHOOK_TIMEOUT_MS` / `webhook_timeout_ms`: per delivery attempt, at most
+    /// 60000. Default 10000.
     pub webhook_timeout_ms: u64,
     /// `KEYGATE_JOBS_ENABLED` / `jobs_enabled`: run background jobs (reminders, webhook
     /// delivery, token refresh, counter pruning) in this instance. Default true.
@@ -477,12 +478,15 @@ impl Config {
             )?,
             webhook_urls,
             webhook_secret,
+            // below the two minutes a delivery is claimed for: a longer attempt could be
+            // claimed again, and sent twice, by another instance
             webhook_timeout_ms: parse_num(
                 "KEYGATE_WEBHOOK_TIMEOUT_MS",
                 env("KEYGATE_WEBHOOK_TIMEOUT_MS"),
                 fc.webhook_timeout_ms,
                 10_000,
-            )?,
+            )?
+            .min(60_000),
             jobs_enabled,
             jobs_interval_ms: parse_num(
                 "KEYGATE_JOBS_INTERVAL_MS",

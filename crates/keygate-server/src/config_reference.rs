@@ -103,7 +103,7 @@ pub const SETTINGS: &[Setting] = &[
     s("KEYGATE_WEBHOOK_SECRET", None, "unset",
       "Signing secret for `KEYGATE_WEBHOOK_URLS` deliveries (`X-Keygate-Signature`). Environment only."),
     s("KEYGATE_WEBHOOK_TIMEOUT_MS", Some("webhook_timeout_ms"), "10000",
-      "Timeout of one webhook delivery attempt."),
+      "Timeout of one webhook delivery attempt; at most 60000 (a larger value counts as 60000)."),
     s("KEYGATE_JOBS_ENABLED", Some("jobs_enabled"), "true",
       "Run background jobs (rotation reminders, webhook delivery, token refresh, counter pruning, connection sync) in this instance. Several instances may all run them: each unit of work runs once."),
     s("KEYGATE_JOBS_INTERVAL_MS", Some("jobs_interval_ms"), "30000",

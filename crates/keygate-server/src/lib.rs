@@ -66,5 +66,5 @@ pub mod ui;
 /// Webhook events: queue, signature, delivery with retries.
 pub mod webhooks;
 
-pub use app::{prepare, prepare_tool, router, shutdown_signal, Application};
+pub use app::{prepare, prepare_existing, prepare_tool, router, shutdown_signal, Application};
 pub use config::{Config, ConfigError, KeyProviderKind};
