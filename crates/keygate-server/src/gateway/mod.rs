@@ -408,9 +408,10 @@ async fn proxy_call(
     }
     // Every call the exchange counts, public ones too: Binance weighs public calls against
     // the same IP budget, and its 418 ban follows 429s whoever sent them.
-    if let Some(d) = s.gateway.upstream.check(ctx.credential.id, now) {
-        return deny(&s, &caller, &meta, ctx, &out, log, d).await;
-    }
+    let ticket = match s.gateway.upstream.check(ctx.credential.id, now) {
+        Ok(t) => t,
+        Err(d) => return deny(&s, &caller, &meta, ctx, &out, log, d).await,
+    };
     log.notional_micros = micros(approved.volume_usd());
     log.withdrawal_micros = micros(approved.withdrawal_usd());
 
@@ -476,7 +477,9 @@ async fn proxy_call(
                     .reset_at_ms
                     .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
                     .map(DbTime::from);
-                s.gateway.upstream.observe(ctx.credential.id, &rl, now);
+                s.gateway
+                    .upstream
+                    .observe(ctx.credential.id, &rl, now, ticket);
             }
             if up.status == StatusCode::TOO_MANY_REQUESTS || up.status.as_u16() == 418 {
                 s.gateway

@@ -88,14 +88,16 @@ async fn internal_call(
     };
     let now = Utc::now();
     // the exchange's budget for this key, as for the calls bots make through the gateway
-    if let Some(d) = s.gateway.upstream.check(ctx.credential.id, now) {
-        return Err(ApiError::Status {
+    let ticket = s
+        .gateway
+        .upstream
+        .check(ctx.credential.id, now)
+        .map_err(|d| ApiError::Status {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "exchange_rate_limited",
             detail: d.detail,
             retry_after: d.retry_after_secs,
-        });
-    }
+        })?;
     sign(s, &actor, ctx, exchange, environment, host, &mut out, now)
         .await?
         .map_err(|e| {
@@ -122,7 +124,9 @@ async fn internal_call(
                     .used
                     .or_else(|| rl.limit.zip(rl.remaining).map(|(l, r)| l.saturating_sub(r)))
                     .map(|u| u.min(i64::MAX as u64) as i64);
-                s.gateway.upstream.observe(ctx.credential.id, &rl, now);
+                s.gateway
+                    .upstream
+                    .observe(ctx.credential.id, &rl, now, ticket);
             }
             if u.status == StatusCode::TOO_MANY_REQUESTS || u.status.as_u16() == 418 {
                 s.gateway

@@ -21,22 +21,42 @@ struct Window {
     blocked: bool,
 }
 
+#[derive(Debug, Default)]
+struct Key {
+    /// What is known of the current window.
+    window: Option<Window>,
+    /// Calls let through [`UpstreamLimits::check`] so far (never reset): an answer is
+    /// read against the calls sent after its own.
+    sent: u64,
+}
+
 #[derive(Default)]
 pub struct UpstreamLimits {
-    by_credential: Mutex<HashMap<Uuid, Window>>,
+    by_credential: Mutex<HashMap<Uuid, Key>>,
 }
+
+/// A call let through [`UpstreamLimits::check`]: its place among the key's calls, to
+/// hand back to [`UpstreamLimits::observe`] with its answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
 
 /// Without a reset time from the exchange, assume the common one-minute window.
 const DEFAULT_WINDOW_MS: i64 = 60_000;
 
 impl UpstreamLimits {
-    /// Learns from a response's rate-limit headers. Answers arrive out of order (several
-    /// bots share a key), so a late one cannot lift the exchange's own block: it stands
-    /// until it ends. (Otherwise the latest answer wins. Taking the lowest count seen in a
-    /// window would count each call twice, once by [`UpstreamLimits::check`]'s local
-    /// decrement and once by the exchange, and refuse at half the budget.)
-    pub fn observe(&self, credential: Uuid, rl: &RateLimitStatus, now: DateTime<Utc>) {
-        let remaining = match (rl.remaining, rl.limit, rl.used) {
+    /// Learns from the answer to the call holding `ticket`. The exchange counted that
+    /// call and those before it, not the calls sent after it that are still on their way:
+    /// those are taken off what the answer reports. So answers arriving out of order
+    /// (several bots share a key) never give back budget that calls in flight will use,
+    /// and a late one cannot lift the exchange's own block: it stands until it ends.
+    pub fn observe(
+        &self,
+        credential: Uuid,
+        rl: &RateLimitStatus,
+        now: DateTime<Utc>,
+        ticket: Ticket,
+    ) {
+        let reported = match (rl.remaining, rl.limit, rl.used) {
             (Some(r), _, _) => r,
             (None, Some(l), Some(u)) => l.saturating_sub(u),
             _ => return,
@@ -47,19 +67,16 @@ impl UpstreamLimits {
             .filter(|r| *r > now_ms)
             .unwrap_or_else(|| now_ms - now_ms.rem_euclid(DEFAULT_WINDOW_MS) + DEFAULT_WINDOW_MS);
         let mut map = self.by_credential.lock();
-        match map.get_mut(&credential) {
-            Some(w) if w.blocked && w.reset_at_ms > now_ms => {}
-            _ => {
-                map.insert(
-                    credential,
-                    Window {
-                        remaining,
-                        reset_at_ms,
-                        blocked: false,
-                    },
-                );
-            }
+        let key = map.entry(credential).or_default();
+        if matches!(key.window, Some(w) if w.blocked && w.reset_at_ms > now_ms) {
+            return;
         }
+        let in_flight = key.sent.saturating_sub(ticket.0);
+        key.window = Some(Window {
+            remaining: reported.saturating_sub(in_flight),
+            reset_at_ms,
+            blocked: false,
+        });
     }
 
     /// The exchange itself refused for rate (429 / 418): block until its `Retry-After`.
@@ -72,46 +89,46 @@ impl UpstreamLimits {
             .clamp(1, 3600);
         let until = now.timestamp_millis() + secs * 1000;
         let mut map = self.by_credential.lock();
+        let key = map.entry(credential).or_default();
         // a late, shorter refusal does not cut short a longer block already in force
-        let until = match map.get(&credential) {
+        let until = match key.window {
             Some(w) if w.blocked => until.max(w.reset_at_ms),
             _ => until,
         };
-        map.insert(
-            credential,
-            Window {
-                remaining: 0,
-                reset_at_ms: until,
-                blocked: true,
-            },
-        );
+        key.window = Some(Window {
+            remaining: 0,
+            reset_at_ms: until,
+            blocked: true,
+        });
     }
 
-    /// A denial when the key's window is known to be used up, else `None`.
-    pub fn check(&self, credential: Uuid, now: DateTime<Utc>) -> Option<Denial> {
+    /// A denial when the key's window is known to be used up; else the call's [`Ticket`]
+    /// (the call is counted against what is left).
+    pub fn check(&self, credential: Uuid, now: DateTime<Utc>) -> Result<Ticket, Denial> {
         let now_ms = now.timestamp_millis();
         let mut map = self.by_credential.lock();
-        let w = *map.get(&credential)?;
-        if w.reset_at_ms <= now_ms {
-            map.remove(&credential);
-            return None;
-        }
-        if w.remaining > 0 {
-            if let Some(e) = map.get_mut(&credential) {
-                // Count the call we are about to make against what is left.
-                e.remaining -= 1;
+        let key = map.entry(credential).or_default();
+        match key.window {
+            Some(w) if w.reset_at_ms <= now_ms => key.window = None,
+            Some(w) if w.remaining == 0 => {
+                let secs = ((w.reset_at_ms - now_ms + 999) / 1000).max(1) as u64;
+                return Err(Denial {
+                    code: DenyCode::ExchangeRateLimited,
+                    detail: format!(
+                        "the exchange's rate limit for this key is used up; retry in {secs} s (keygate holds the call so the exchange does not ban the key)"
+                    ),
+                    retry_after_secs: Some(secs),
+                    status: DenyCode::ExchangeRateLimited.status(),
+                });
             }
-            return None;
+            Some(_) => {}
+            None => {}
         }
-        let secs = ((w.reset_at_ms - now_ms + 999) / 1000).max(1) as u64;
-        Some(Denial {
-            code: DenyCode::ExchangeRateLimited,
-            detail: format!(
-                "the exchange's rate limit for this key is used up; retry in {secs} s (keygate holds the call so the exchange does not ban the key)"
-            ),
-            retry_after_secs: Some(secs),
-            status: DenyCode::ExchangeRateLimited.status(),
-        })
+        if let Some(w) = key.window.as_mut() {
+            w.remaining -= 1;
+        }
+        key.sent += 1;
+        Ok(Ticket(key.sent))
     }
 }
 
@@ -128,21 +145,21 @@ mod tests {
     fn used_up_window_denies_until_reset() {
         let u = UpstreamLimits::default();
         let c = Uuid::new_v4();
-        assert!(u.check(c, t(0)).is_none(), "nothing known: allowed");
+        let first = u.check(c, t(0)).expect("nothing known: allowed");
         let rl = RateLimitStatus {
             used: Some(6000),
             limit: Some(6000),
             remaining: None,
             reset_at_ms: Some(t(30_000).timestamp_millis()),
         };
-        u.observe(c, &rl, t(0));
-        let d = u.check(c, t(1_000)).expect("used up");
+        u.observe(c, &rl, t(0), first);
+        let d = u.check(c, t(1_000)).expect_err("used up");
         assert_eq!(d.code, DenyCode::ExchangeRateLimited);
         assert_eq!(d.status, 429);
         assert_eq!(d.retry_after_secs, Some(29));
-        assert!(u.check(c, t(30_000)).is_none(), "window reset");
+        assert!(u.check(c, t(30_000)).is_ok(), "window reset");
         assert!(
-            u.check(Uuid::new_v4(), t(1_000)).is_none(),
+            u.check(Uuid::new_v4(), t(1_000)).is_ok(),
             "other keys unaffected"
         );
     }
@@ -156,10 +173,11 @@ mod tests {
             reset_at_ms: Some(t(10_000).timestamp_millis()),
             ..Default::default()
         };
-        u.observe(c, &rl, t(0));
-        assert!(u.check(c, t(1)).is_none());
-        assert!(u.check(c, t(2)).is_none());
-        assert!(u.check(c, t(3)).is_some(), "two calls spent what was left");
+        let first = u.check(c, t(0)).unwrap();
+        u.observe(c, &rl, t(0), first);
+        assert!(u.check(c, t(1)).is_ok());
+        assert!(u.check(c, t(2)).is_ok());
+        assert!(u.check(c, t(3)).is_err(), "two calls spent what was left");
     }
 
     #[test]
@@ -169,8 +187,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
         u.blocked_by_exchange(c, &h, t(0));
-        assert_eq!(u.check(c, t(1_000)).unwrap().retry_after_secs, Some(4));
-        assert!(u.check(c, t(5_000)).is_none());
+        assert_eq!(u.check(c, t(1_000)).unwrap_err().retry_after_secs, Some(4));
+        assert!(u.check(c, t(5_000)).is_ok());
     }
 
     /// A call sent before the block but answered after it (its headers still show budget)
@@ -179,6 +197,7 @@ mod tests {
     fn a_late_answer_does_not_lift_the_exchanges_block() {
         let u = UpstreamLimits::default();
         let c = Uuid::new_v4();
+        let before = u.check(c, t(-5)).unwrap();
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
         u.blocked_by_exchange(c, &h, t(0));
@@ -187,16 +206,16 @@ mod tests {
             reset_at_ms: Some(t(60_000).timestamp_millis()),
             ..Default::default()
         };
-        u.observe(c, &late, t(10));
-        assert_eq!(u.check(c, t(1_000)).unwrap().retry_after_secs, Some(4));
-        assert!(u.check(c, t(5_000)).is_none(), "the block ends on time");
+        u.observe(c, &late, t(10), before);
+        assert_eq!(u.check(c, t(1_000)).unwrap_err().retry_after_secs, Some(4));
+        assert!(u.check(c, t(5_000)).is_ok(), "the block ends on time");
 
         // a long ban, then a late 429 with a short Retry-After: the ban stands
         h.insert(http::header::RETRY_AFTER, "120".parse().unwrap());
         u.blocked_by_exchange(c, &h, t(10_000));
         h.insert(http::header::RETRY_AFTER, "1".parse().unwrap());
         u.blocked_by_exchange(c, &h, t(9_000));
-        assert!(u.check(c, t(60_000)).is_some(), "still banned");
+        assert!(u.check(c, t(60_000)).is_err(), "still banned");
     }
 
     /// The exchange's count is the truth once it answers: a key whose usage stays low is
@@ -213,8 +232,48 @@ mod tests {
             reset_at_ms: Some(t(60_000).timestamp_millis()),
         };
         for i in 0..100 {
-            assert!(u.check(c, t(i)).is_none(), "call {i} refused");
-            u.observe(c, &answer, t(i));
+            let k = u
+                .check(c, t(i))
+                .unwrap_or_else(|_| panic!("call {i} refused"));
+            u.observe(c, &answer, t(i), k);
         }
+    }
+
+    /// Answers read against the calls sent after them: two calls left, ten bots asking.
+    /// Two go out; the first one's answer (the exchange had not seen the second yet)
+    /// says one is left, which the second is already using; an answer from earlier in the
+    /// window, arriving last, gives back only what the calls since have not used. Before,
+    /// each answer replaced the count: the first let a third call out over the limit, and
+    /// the late one let 50 more.
+    #[test]
+    fn out_of_order_answers_do_not_give_back_budget_in_flight() {
+        let u = UpstreamLimits::default();
+        let c = Uuid::new_v4();
+        let at = |remaining: u64| RateLimitStatus {
+            remaining: Some(remaining),
+            reset_at_ms: Some(t(60_000).timestamp_millis()),
+            ..Default::default()
+        };
+        let early = u.check(c, t(0)).unwrap();
+        u.observe(c, &at(2), t(1), early);
+        let one = u.check(c, t(2)).unwrap();
+        let two = u.check(c, t(3)).unwrap();
+        for i in 0..8 {
+            assert!(u.check(c, t(4 + i)).is_err(), "bot {i} let through");
+        }
+        u.observe(c, &at(1), t(20), one);
+        assert!(
+            u.check(c, t(21)).is_err(),
+            "call two is already using the last one"
+        );
+        u.observe(c, &at(50), t(22), early);
+        // 50 reported before calls one and two: 48 are left
+        let mut let_through = 0;
+        while u.check(c, t(30)).is_ok() {
+            let_through += 1;
+        }
+        assert_eq!(let_through, 48);
+        u.observe(c, &at(0), t(40), two);
+        assert!(u.check(c, t(41)).is_err());
     }
 }
