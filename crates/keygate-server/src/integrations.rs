@@ -432,28 +432,25 @@ pub const MIN_REFRESH_INTERVAL: chrono::Duration = chrono::Duration::minutes(1);
 const PASS_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Refreshes every token that expires within [`REFRESH_AHEAD`] and is due for an attempt,
-/// soonest expiry first, page by page, until none is left or [`PASS_BUDGET`] is spent.
-/// Each refresh reads the clock when it starts. A refreshed token is not due again for
-/// [`MIN_REFRESH_INTERVAL`], a failed one until its backoff, so no integration takes every
-/// pass's slots and leaves the others to expire.
+/// soonest expiry first, page by page (a keyset cursor: tokens that keep failing cannot
+/// fill every page), until none is left or [`PASS_BUDGET`] is spent. Each refresh reads
+/// the clock when it starts. A refreshed token is not due again for
+/// [`MIN_REFRESH_INTERVAL`], a failed one until its backoff, so no integration takes
+/// every pass's slots and leaves the others to expire.
 pub async fn refresh_due(state: &AppState, now: DbTime) -> Result<usize, ApiError> {
     let started = std::time::Instant::now();
-    let mut seen = std::collections::HashSet::new();
+    let mut after = None;
     let mut n = 0;
     let mut now = now;
     loop {
         let due = state
             .store
-            .tokens_to_refresh(DbTime::new(now.0 + REFRESH_AHEAD), now, 50)
+            .tokens_to_refresh(DbTime::new(now.0 + REFRESH_AHEAD), now, after, 50)
             .await?;
-        // one try per pass (a refresh another instance holds stays due)
-        let due: Vec<_> = due
-            .into_iter()
-            .filter(|t| seen.insert(t.integration_id))
-            .collect();
-        if due.is_empty() {
+        let Some(last) = due.last() else {
             return Ok(n);
-        }
+        };
+        after = Some((last.expires_at.unwrap_or(now), last.integration_id));
         for t in due {
             if started.elapsed() > PASS_BUDGET {
                 return Ok(n);
@@ -478,7 +475,25 @@ async fn refresh_one(
         // another instance, or the owner, is refreshing it
         Err(e) if e.code() == "refresh_in_progress" => 0,
         Err(e) => {
+            // any other failure (the owner's keys shredded, a broken record) backs off
+            // like a failed request, rather than leave the token due on every pass
             tracing::warn!(integration = %i.id, code = e.code(), "token refresh failed");
+            let attempts = t.refresh_attempts + 1;
+            let failure = keygate_storage::RefreshFailure {
+                user_id: i.user_id,
+                integration_id: i.id,
+                attempts,
+                next_attempt_at: Some(DbTime::new(now.0 + retry_delay(attempts))),
+                error: e.code().to_string(),
+                now,
+            };
+            if let Err(e) = state
+                .store
+                .record_refresh_failure(Actor::service(), &failure)
+                .await
+            {
+                tracing::warn!(integration = %i.id, error = %e, "token refresh failure not recorded");
+            }
             0
         }
     })

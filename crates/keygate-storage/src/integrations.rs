@@ -67,6 +67,8 @@ impl Store {
     pub async fn create_integration(&self, actor: Actor, i: &IntegrationRecord) -> Result<()> {
         let sql = format!("INSERT INTO integrations ({ICOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)");
         in_tx!(self, actor, |tx| {
+            // the count and the insert, one user at a time: a burst cannot pass together
+            owner_lock!(self, tx, i.user_id, crate::webhooks::CAP_LOCKS);
             let n: i64 = sqlx::query_scalar::<DB, i64>(
                 "SELECT COUNT(*) FROM integrations WHERE user_id = $1",
             )
@@ -370,17 +372,22 @@ impl Store {
 
     /// Tokens of active integrations that expire before `expires_before` and whose next
     /// attempt is due at `now` (refresh job).
+    /// Tokens due for a refresh, by (`expires_at`, `integration_id`) after `after`: a
+    /// pass pages through all of them, so no page of tokens that keep failing can hide
+    /// the rest.
     pub async fn tokens_to_refresh(
         &self,
         expires_before: DbTime,
         now: DbTime,
+        after: Option<(DbTime, Uuid)>,
         limit: i64,
     ) -> Result<Vec<IntegrationTokenRecord>> {
         let sql = format!(
             "SELECT {} FROM integration_tokens t JOIN integrations i ON i.id = t.integration_id \
              WHERE i.status = 'active' AND t.refresh_token_ct IS NOT NULL AND t.expires_at IS NOT NULL \
              AND t.expires_at < $1 AND (t.next_attempt_at IS NULL OR t.next_attempt_at <= $2) \
-             ORDER BY t.expires_at LIMIT $3",
+             AND ($4 IS NULL OR t.expires_at > $4 OR (t.expires_at = $4 AND t.integration_id > $5)) \
+             ORDER BY t.expires_at, t.integration_id LIMIT $3",
             TCOLS
                 .split(", ")
                 .map(|c| format!("t.{c}"))
@@ -392,6 +399,8 @@ impl Store {
                 .bind(expires_before)
                 .bind(now)
                 .bind(limit)
+                .bind(after.map(|a| a.0))
+                .bind(after.map(|a| a.1))
                 .fetch_all(&mut *tx)
                 .await?
         }))

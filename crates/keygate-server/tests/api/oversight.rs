@@ -1465,6 +1465,76 @@ async fn a_vault_that_locks_during_a_refresh_keeps_the_new_tokens() {
     );
 }
 
+// Tokens that keep failing cannot hide the others from the refresh job: a pass pages on
+// past them, and each one backs off. Here a user fills a page with integrations due now
+// and then shreds their keys, so every refresh of theirs fails; another user's token,
+// due later, is still refreshed. Before, the same first page came back on every pass.
+#[tokio::test]
+async fn failing_tokens_do_not_hide_the_others_from_the_refresh_job() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
+        c.jobs_enabled = false;
+    })
+    .await
+    .unwrap();
+    let (url, oauth) = oauth_server().await;
+    let create = |t: String, name: String, expires: chrono::DateTime<Utc>| {
+        let (app, url) = (&app, url.clone());
+        async move {
+            let (s, i) = app
+                .post("/v1/integrations", &t, json!({
+                    "provider": "example", "name": name, "client_id": "client-1", "client_secret": "client-secret-1",
+                    "token_url": url, "tokens": {"access_token": "at-0", "refresh_token": "rt-0", "expires_at": expires.to_rfc3339()}}))
+                .await;
+            assert_eq!(s, 201, "{i}");
+            i["id"].as_str().unwrap().to_string()
+        }
+    };
+    let hog = app.token(Uuid::new_v4());
+    for i in 0..50 {
+        create(
+            hog.clone(),
+            format!("h{i}"),
+            Utc::now() - chrono::Duration::hours(1),
+        )
+        .await;
+    }
+    let (s, _) = app
+        .post(
+            "/v1/vault/shred",
+            &hog,
+            json!({"confirm": "SHRED ALL MY SECRETS"}),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let t = app.token(Uuid::new_v4());
+    let id = create(
+        t.clone(),
+        "crm".into(),
+        Utc::now() + chrono::Duration::minutes(2),
+    )
+    .await;
+    let n = keygate_server::integrations::refresh_due(&app.state, DbTime::now())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(*oauth.seen.lock(), vec!["rt-0".to_string()]);
+    let (_, tok) = app.get(&format!("/v1/integrations/{id}/token"), &t).await;
+    assert_eq!(tok["access_token"], "at-1", "{tok}");
+    // and the failing ones wait for their backoff instead of coming back at once
+    let due = app
+        .state
+        .store
+        .tokens_to_refresh(
+            DbTime::new(Utc::now() + chrono::Duration::minutes(5)),
+            DbTime::now(),
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{} still due", due.len());
+}
+
 both_backends!(integration_tokens_refresh, |_app: TestApp| async move {
     let app = crate::helpers::spawn_app_with(_app.backend, |c| {
         c.oauth_timeout_ms = 300;
