@@ -104,7 +104,13 @@ async fn prepare_with(config: Config, schema: Schema) -> Result<AppState, Config
         config.jwt_audience.as_deref(),
         config.jwks_url.as_deref(),
     )
-    .with_jwks_max_age(Duration::from_secs(config.jwks_max_age_secs));
+    .with_jwks_max_age(Duration::from_secs(config.jwks_max_age_secs))
+    .with_session_key(
+        &jwt_secret,
+        keys.root
+            .derive_subkey("console-session-secret/v1")
+            .as_bytes(),
+    );
     let metrics = Arc::new(Metrics::default());
     let recorder = Recorder::start(store.clone(), chain_key.clone(), metrics.clone());
     let http = crate::outbound::client(&config.allowed_private_hosts)

@@ -319,6 +319,13 @@ impl Authenticator {
         }
     }
 
+    /// Names the token `secret` (the one given to [`Authenticator::new`]) in console
+    /// sessions by an HMAC under `key` (a subkey of the master key).
+    pub fn with_session_key(mut self, secret: &SecretString, key: &[u8]) -> Self {
+        self.hs_fingerprint = hs_fingerprint(secret, Some(key)).into();
+        self
+    }
+
     /// Whether `key` (a session's [`Authenticator::jwks_kid_of`] that names the token
     /// secret) names the secret in use now.
     pub fn is_current_hs_key(&self, key: &str) -> bool {
@@ -347,7 +354,7 @@ impl Authenticator {
     ) -> Self {
         Authenticator {
             hs_key: Arc::new(DecodingKey::from_secret(secret.expose_secret().as_bytes())),
-            hs_fingerprint: hs_fingerprint(secret).into(),
+            hs_fingerprint: hs_fingerprint(secret, None).into(),
             admin_claim: admin_claim.into(),
             audience: audience.map(Into::into),
             jwks: jwks_url.map(|u| {
@@ -551,11 +558,21 @@ impl Authenticator {
 /// that holds a JWKS key's `kid` otherwise).
 pub const HS_SESSION_KEY_PREFIX: &str = "keygate:hs256:";
 
-/// [`HS_SESSION_KEY_PREFIX`] and 64 bits of an HMAC of a fixed label under the secret:
-/// it tells whether the secret changed, and nothing a token signed by it does not.
-fn hs_fingerprint(secret: &SecretString) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose_secret().as_bytes());
-    let tag = ring::hmac::sign(&key, b"keygate console session key\0");
+/// [`HS_SESSION_KEY_PREFIX`] and 64 bits of an HMAC of the secret: it tells whether the
+/// secret changed. Keyed by `key` (derived from the master key, see
+/// [`Authenticator::with_session_key`]), so the stored value cannot be used to test
+/// guesses at the secret without that key; without one, by a fixed label.
+fn hs_fingerprint(secret: &SecretString, key: Option<&[u8]>) -> String {
+    let tag = match key {
+        Some(k) => ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k),
+            secret.expose_secret().as_bytes(),
+        ),
+        None => ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose_secret().as_bytes()),
+            b"keygate console session key\0",
+        ),
+    };
     format!("{HS_SESSION_KEY_PREFIX}{}", hex::encode(&tag.as_ref()[..8]))
 }
 

@@ -58,11 +58,13 @@ fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, ConfigError> {
     Ok(Zeroizing::new(text.trim().to_string()))
 }
 
-/// Writes a new key file all at once: the contents go to a temporary file (0600) that is
-/// synced and then linked in under `path`, which must not exist, and the directory is
-/// synced. A crash leaves either no file or the whole one, never an empty or half-written
-/// key; and once this returns, a power loss cannot take the file's name away while the
-/// database already holds what the key wraps.
+/// Writes a new key file all at once: the contents go to a temporary file (0600, a random
+/// name of its own) that is synced and then linked in under `path`, which must not exist,
+/// and the directory is synced. A crash leaves either no file or the whole one, never an
+/// empty or half-written key; and once this returns, a power loss cannot take the file's
+/// name away while the database already holds what the key wraps. Two processes writing
+/// the same key file at once: one links its file in, the other fails (`path` exists). On a
+/// file system without hard links the file is created in place, as before.
 fn write_secret_file(path: &Path, contents: &str) -> Result<(), ConfigError> {
     let cannot = |e: std::io::Error| ConfigError(format!("cannot create {}: {e}", path.display()));
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -70,23 +72,28 @@ fn write_secret_file(path: &Path, contents: &str) -> Result<(), ConfigError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    // a crashed write of an earlier process with this pid
-    let _ = fs::remove_file(&tmp);
-    let written = (|| {
+    let tmp = dir.join(format!(
+        ".{name}.partial-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let write = |target: &Path| -> std::io::Result<()> {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&tmp)?;
+            .open(target)?;
         f.write_all(contents.as_bytes())?;
         f.write_all(b"\n")?;
-        f.sync_all()?;
-        // fails if `path` exists: a key file is never replaced
-        fs::hard_link(&tmp, path)
-    })();
+        f.sync_all()
+    };
+    let linked = write(&tmp).and_then(|()| fs::hard_link(&tmp, path));
     let _ = fs::remove_file(&tmp);
-    written.map_err(cannot)?;
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(cannot(e)),
+        // no hard links here (some network and FAT file systems): write in place
+        Err(_) => write(path).map_err(cannot)?,
+    }
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(cannot)
@@ -271,19 +278,12 @@ mod tests {
     }
 
     /// A key file appears whole (0600, with its newline) or not at all, is never
-    /// replaced, and leaves no temporary file behind.
+    /// replaced, and leaves no temporary file behind; a second writer fails cleanly.
     #[test]
     fn a_key_file_is_written_whole_and_never_replaced() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("some.key");
-        // a crashed earlier write with this pid's temporary name does not get in the way
-        std::fs::write(
-            dir.path()
-                .join(format!(".some.key.partial-{}", std::process::id())),
-            "half",
-        )
-        .unwrap();
         write_secret_file(&path, "first").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
         assert_eq!(

@@ -234,6 +234,9 @@ fn denial_streak(decisions: &[(String, Option<String>)]) -> i64 {
         .count() as i64
 }
 
+/// How far back a denial streak is looked for.
+const STREAK_WINDOW: chrono::Duration = chrono::Duration::hours(1);
+
 /// The calls that count as use of a key: allowed and signed.
 const KEY_USE: &str = "decision = 'allowed' AND class <> 'public'";
 
@@ -257,7 +260,9 @@ impl Store {
             "SELECT ip_address, COUNT(*) FROM api_calls \
              WHERE credential_id = $1 AND created_at >= $2 AND created_at < $3 AND {KEY_USE} GROUP BY ip_address"
         );
-        let streak_sql = "SELECT decision, deny_code FROM api_calls WHERE credential_id = $1 AND created_at < $2 AND class <> 'public' ORDER BY created_at DESC LIMIT 50";
+        // within the last hour: the scan walks the key's calls newest first, and skips its
+        // public ones, of which a polling bot can have millions between two signed calls
+        let streak_sql = "SELECT decision, deny_code FROM api_calls WHERE credential_id = $1 AND created_at < $2 AND created_at >= $3 AND class <> 'public' ORDER BY created_at DESC LIMIT 50";
         let unlock_sql = "SELECT ip_address, seq FROM audit_events WHERE user_id = $1 AND category = 'vault' AND action = 'unlock' \
             AND success AND created_at >= $2 ORDER BY seq DESC LIMIT 1";
         let earlier_sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN ip_address = $3 THEN 1 ELSE 0 END), 0) FROM audit_events \
@@ -359,6 +364,7 @@ impl Store {
             let decisions: Vec<(String, Option<String>)> = sqlx::query_as::<DB, _>(streak_sql)
                 .bind(q.credential_id)
                 .bind(q.now)
+                .bind(DbTime::new(q.now.0 - STREAK_WINDOW))
                 .fetch_all(&mut *tx)
                 .await?;
             f.denial_streak = denial_streak(&decisions);

@@ -119,6 +119,24 @@ macro_rules! bind_audit_event {
     }};
 }
 
+/// Inside an `in_tx!` body: on PostgreSQL, takes the transaction's advisory lock on `id`
+/// in key space `space` (waiting at most 5 s, then the request fails rather than drain the
+/// pool), so that a count and the insert it allows run one at a time per `id` across
+/// instances. SQLite needs none: `in_tx!` holds the write lock.
+macro_rules! owner_lock {
+    ($store:expr, $tx:ident, $id:expr, $space:expr) => {
+        if $store.backend() == $crate::Backend::Postgres {
+            sqlx::query::<DB>("SET LOCAL lock_timeout = '5s'")
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query::<DB>("SELECT pg_advisory_xact_lock($1)")
+                .bind($crate::spend::advisory_key($id, $space))
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
 /// Inside an `in_tx!` body: appends `events` to the audit chain under the chain head's row
 /// lock (their `seq`, `prev_hash` and `hash` assigned here) and evaluates to the stored
 /// events. Whatever else the transaction writes commits with them, or neither does.

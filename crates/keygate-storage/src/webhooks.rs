@@ -49,6 +49,9 @@ pub struct DeliveryRecord {
 /// The most webhook endpoints one user (or the platform) may have.
 pub const MAX_WEBHOOKS_PER_OWNER: i64 = 25;
 
+/// The advisory-lock key space of the per-owner caps (webhooks, integrations).
+pub(crate) const CAP_LOCKS: u64 = 0x6361_7073_6f77_6e72;
+
 const WCOLS: &str =
     "id, user_id, url, description, events, secret_ct, is_enabled, row_version, created_at, updated_at";
 pub(crate) const DELIVERY_COLS: &str = "id, webhook_id, user_id, url, event_type, payload, status, attempts, next_attempt_at, claimed_until, last_status_code, last_error, created_at, delivered_at";
@@ -61,6 +64,8 @@ impl Store {
     pub async fn create_webhook(&self, actor: Actor, w: &WebhookRecord) -> Result<()> {
         let sql = format!("INSERT INTO webhooks ({WCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)");
         in_tx!(self, actor, |tx| {
+            // the count and the insert, one owner at a time: a burst cannot pass together
+            owner_lock!(self, tx, w.user_id.unwrap_or_default(), CAP_LOCKS);
             let n: i64 = sqlx::query_scalar::<DB, i64>(
                 "SELECT COUNT(*) FROM webhooks WHERE user_id = $1 OR ($1 IS NULL AND user_id IS NULL)",
             )
@@ -291,23 +296,13 @@ impl Store {
                 webhook_id,
             ),
         };
-        let postgres = self.backend() == Backend::Postgres;
         let ins = multi_insert(
             &format!("INSERT INTO webhook_deliveries ({DELIVERY_COLS}) VALUES "),
             DELIVERY_NCOLS,
             1,
         );
         Ok(in_tx!(self, Actor::service(), |tx| {
-            if postgres {
-                // a stalled holder fails the request instead of draining the pool
-                sqlx::query::<DB>("SET LOCAL lock_timeout = '5s'")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query::<DB>("SELECT pg_advisory_xact_lock($1)")
-                    .bind(crate::spend::advisory_key(key, QUEUE_LOCKS))
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            owner_lock!(self, tx, key, QUEUE_LOCKS);
             let queued = sqlx::query_scalar::<DB, i64>(sql)
                 .bind(key)
                 .bind(d.event_type.clone())
