@@ -294,6 +294,12 @@ impl Exchange for Binance {
         parse_api_restrictions(body, "enableSpotAndMarginTrading")
     }
 
+    /// Request weight is counted per IP, and a 418 bans the IP
+    /// (<https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits>).
+    fn limits_per_ip(&self) -> bool {
+        true
+    }
+
     fn rate_limit(&self, headers: &HeaderMap) -> Option<RateLimitStatus> {
         weight_status(headers, "x-mbx-used-weight-1m", SPOT_WEIGHT_LIMIT_1M)
             .or_else(|| weight_status(headers, "x-sapi-used-ip-weight-1m", SAPI_IP_WEIGHT_LIMIT_1M))

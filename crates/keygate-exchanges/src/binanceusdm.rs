@@ -228,6 +228,11 @@ impl Exchange for BinanceUsdm {
         binance::parse_api_restrictions(body, "enableFutures")
     }
 
+    /// As on spot: request weight per IP, 418 bans the IP.
+    fn limits_per_ip(&self) -> bool {
+        true
+    }
+
     fn rate_limit(&self, headers: &HeaderMap) -> Option<RateLimitStatus> {
         binance::weight_status(headers, "x-mbx-used-weight-1m", USDM_WEIGHT_LIMIT_1M).or_else(
             || binance::weight_status(headers, "x-mbx-order-count-1m", USDM_ORDERS_LIMIT_1M),

@@ -408,7 +408,8 @@ async fn proxy_call(
     }
     // Every call the exchange counts, public ones too: Binance weighs public calls against
     // the same IP budget, and its 418 ban follows 429s whoever sent them.
-    let ticket = match s.gateway.upstream.check(ctx.credential.id, now) {
+    let scope = upstream::Scope::of(api.limits_per_ip(), ctx.credential.id, &host);
+    let ticket = match s.gateway.upstream.check(&scope, now) {
         Ok(t) => t,
         Err(d) => return deny(&s, &caller, &meta, ctx, &out, log, d).await,
     };
@@ -477,14 +478,12 @@ async fn proxy_call(
                     .reset_at_ms
                     .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
                     .map(DbTime::from);
-                s.gateway
-                    .upstream
-                    .observe(ctx.credential.id, &rl, now, ticket);
+                s.gateway.upstream.observe(&scope, &rl, now, ticket);
             }
             if up.status == StatusCode::TOO_MANY_REQUESTS || up.status.as_u16() == 418 {
                 s.gateway
                     .upstream
-                    .blocked_by_exchange(ctx.credential.id, &up.headers, now);
+                    .blocked_by_exchange(&scope, &up.headers, now);
             }
             if !up.status.is_success() {
                 log.error = api

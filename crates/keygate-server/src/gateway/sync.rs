@@ -88,10 +88,12 @@ async fn internal_call(
     };
     let now = Utc::now();
     // the exchange's budget for this key, as for the calls bots make through the gateway
+    let scope =
+        super::upstream::Scope::of(exchange.api().limits_per_ip(), ctx.credential.id, &host);
     let ticket = s
         .gateway
         .upstream
-        .check(ctx.credential.id, now)
+        .check(&scope, now)
         .map_err(|d| ApiError::Status {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "exchange_rate_limited",
@@ -124,14 +126,12 @@ async fn internal_call(
                     .used
                     .or_else(|| rl.limit.zip(rl.remaining).map(|(l, r)| l.saturating_sub(r)))
                     .map(|u| u.min(i64::MAX as u64) as i64);
-                s.gateway
-                    .upstream
-                    .observe(ctx.credential.id, &rl, now, ticket);
+                s.gateway.upstream.observe(&scope, &rl, now, ticket);
             }
             if u.status == StatusCode::TOO_MANY_REQUESTS || u.status.as_u16() == 418 {
                 s.gateway
                     .upstream
-                    .blocked_by_exchange(ctx.credential.id, &u.headers, now);
+                    .blocked_by_exchange(&scope, &u.headers, now);
             }
             let err = (!u.status.is_success())
                 .then(|| format!("exchange answered {}", u.status.as_u16()));

@@ -2,6 +2,8 @@
 //! answer says the window is used up (or the exchange answered 429/418 with a
 //! `Retry-After`), keygate answers 429 itself until the window resets, instead of letting
 //! the exchange ban the key or the IP: several bots sharing one key are the usual cause.
+//! Where the exchange counts per source IP (Binance's request weight and its 418 bans),
+//! the window belongs to the exchange host, and every key reached through it shares it.
 
 use std::collections::HashMap;
 
@@ -30,9 +32,29 @@ struct Key {
     sent: u64,
 }
 
+/// Whose budget a window is: one key's, or (where the exchange counts per source IP) that
+/// of every key keygate reaches the exchange host with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Key(Uuid),
+    Host(String),
+}
+
+impl Scope {
+    /// The scope of a call with `credential` to `host` of an exchange whose limits are
+    /// per IP (`per_ip`) or per key.
+    pub fn of(per_ip: bool, credential: Uuid, host: &str) -> Scope {
+        if per_ip {
+            Scope::Host(host.to_string())
+        } else {
+            Scope::Key(credential)
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct UpstreamLimits {
-    by_credential: Mutex<HashMap<Uuid, Key>>,
+    by_scope: Mutex<HashMap<Scope, Key>>,
 }
 
 /// A call let through [`UpstreamLimits::check`]: its place among the key's calls, to
@@ -49,13 +71,7 @@ impl UpstreamLimits {
     /// those are taken off what the answer reports. So answers arriving out of order
     /// (several bots share a key) never give back budget that calls in flight will use,
     /// and a late one cannot lift the exchange's own block: it stands until it ends.
-    pub fn observe(
-        &self,
-        credential: Uuid,
-        rl: &RateLimitStatus,
-        now: DateTime<Utc>,
-        ticket: Ticket,
-    ) {
+    pub fn observe(&self, scope: &Scope, rl: &RateLimitStatus, now: DateTime<Utc>, ticket: Ticket) {
         let reported = match (rl.remaining, rl.limit, rl.used) {
             (Some(r), _, _) => r,
             (None, Some(l), Some(u)) => l.saturating_sub(u),
@@ -66,8 +82,8 @@ impl UpstreamLimits {
             .reset_at_ms
             .filter(|r| *r > now_ms)
             .unwrap_or_else(|| now_ms - now_ms.rem_euclid(DEFAULT_WINDOW_MS) + DEFAULT_WINDOW_MS);
-        let mut map = self.by_credential.lock();
-        let key = map.entry(credential).or_default();
+        let mut map = self.by_scope.lock();
+        let key = map.entry(scope.clone()).or_default();
         if matches!(key.window, Some(w) if w.blocked && w.reset_at_ms > now_ms) {
             return;
         }
@@ -80,7 +96,7 @@ impl UpstreamLimits {
     }
 
     /// The exchange itself refused for rate (429 / 418): block until its `Retry-After`.
-    pub fn blocked_by_exchange(&self, credential: Uuid, headers: &HeaderMap, now: DateTime<Utc>) {
+    pub fn blocked_by_exchange(&self, scope: &Scope, headers: &HeaderMap, now: DateTime<Utc>) {
         let secs = headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
@@ -88,8 +104,8 @@ impl UpstreamLimits {
             .unwrap_or(60)
             .clamp(1, 3600);
         let until = now.timestamp_millis() + secs * 1000;
-        let mut map = self.by_credential.lock();
-        let key = map.entry(credential).or_default();
+        let mut map = self.by_scope.lock();
+        let key = map.entry(scope.clone()).or_default();
         // a late, shorter refusal does not cut short a longer block already in force
         let until = match key.window {
             Some(w) if w.blocked => until.max(w.reset_at_ms),
@@ -104,19 +120,24 @@ impl UpstreamLimits {
 
     /// A denial when the key's window is known to be used up; else the call's [`Ticket`]
     /// (the call is counted against what is left).
-    pub fn check(&self, credential: Uuid, now: DateTime<Utc>) -> Result<Ticket, Denial> {
+    pub fn check(&self, scope: &Scope, now: DateTime<Utc>) -> Result<Ticket, Denial> {
         let now_ms = now.timestamp_millis();
-        let mut map = self.by_credential.lock();
-        let key = map.entry(credential).or_default();
+        let mut map = self.by_scope.lock();
+        let key = map.entry(scope.clone()).or_default();
         match key.window {
             Some(w) if w.reset_at_ms <= now_ms => key.window = None,
             Some(w) if w.remaining == 0 => {
                 let secs = ((w.reset_at_ms - now_ms + 999) / 1000).max(1) as u64;
                 return Err(Denial {
                     code: DenyCode::ExchangeRateLimited,
-                    detail: format!(
-                        "the exchange's rate limit for this key is used up; retry in {secs} s (keygate holds the call so the exchange does not ban the key)"
-                    ),
+                    detail: match scope {
+                        Scope::Key(_) => format!(
+                            "the exchange's rate limit for this key is used up; retry in {secs} s (keygate holds the call so the exchange does not ban the key)"
+                        ),
+                        Scope::Host(_) => format!(
+                            "the exchange's rate limit for keygate's address is used up; retry in {secs} s (keygate holds the call so the exchange does not ban the address, and with it every key)"
+                        ),
+                    },
                     retry_after_secs: Some(secs),
                     status: DenyCode::ExchangeRateLimited.status(),
                 });
@@ -144,7 +165,7 @@ mod tests {
     #[test]
     fn used_up_window_denies_until_reset() {
         let u = UpstreamLimits::default();
-        let c = Uuid::new_v4();
+        let c = &Scope::Key(Uuid::new_v4());
         let first = u.check(c, t(0)).expect("nothing known: allowed");
         let rl = RateLimitStatus {
             used: Some(6000),
@@ -159,7 +180,7 @@ mod tests {
         assert_eq!(d.retry_after_secs, Some(29));
         assert!(u.check(c, t(30_000)).is_ok(), "window reset");
         assert!(
-            u.check(Uuid::new_v4(), t(1_000)).is_ok(),
+            u.check(&Scope::Key(Uuid::new_v4()), t(1_000)).is_ok(),
             "other keys unaffected"
         );
     }
@@ -167,7 +188,7 @@ mod tests {
     #[test]
     fn remaining_budget_is_spent_locally() {
         let u = UpstreamLimits::default();
-        let c = Uuid::new_v4();
+        let c = &Scope::Key(Uuid::new_v4());
         let rl = RateLimitStatus {
             remaining: Some(2),
             reset_at_ms: Some(t(10_000).timestamp_millis()),
@@ -183,7 +204,7 @@ mod tests {
     #[test]
     fn exchange_429_blocks_for_retry_after() {
         let u = UpstreamLimits::default();
-        let c = Uuid::new_v4();
+        let c = &Scope::Key(Uuid::new_v4());
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
         u.blocked_by_exchange(c, &h, t(0));
@@ -196,7 +217,7 @@ mod tests {
     #[test]
     fn a_late_answer_does_not_lift_the_exchanges_block() {
         let u = UpstreamLimits::default();
-        let c = Uuid::new_v4();
+        let c = &Scope::Key(Uuid::new_v4());
         let before = u.check(c, t(-5)).unwrap();
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
@@ -224,7 +245,7 @@ mod tests {
     #[test]
     fn steady_answers_never_exhaust_the_budget() {
         let u = UpstreamLimits::default();
-        let c = Uuid::new_v4();
+        let c = &Scope::Key(Uuid::new_v4());
         let answer = RateLimitStatus {
             used: Some(1),
             limit: Some(10),
@@ -248,7 +269,7 @@ mod tests {
     #[test]
     fn out_of_order_answers_do_not_give_back_budget_in_flight() {
         let u = UpstreamLimits::default();
-        let c = Uuid::new_v4();
+        let c = &Scope::Key(Uuid::new_v4());
         let at = |remaining: u64| RateLimitStatus {
             remaining: Some(remaining),
             reset_at_ms: Some(t(60_000).timestamp_millis()),

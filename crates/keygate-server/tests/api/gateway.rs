@@ -2366,3 +2366,37 @@ async fn a_body_sent_slowly_is_judged_at_its_end() {
     assert!(answer.contains("credential_expired"), "{answer}");
     assert!(mock.requests().is_empty(), "signed with an expired key");
 }
+
+/// Binance bans by source IP (418), whichever key's calls caused it: once it refuses one
+/// key's call for rate, keygate holds the calls of every key it sends to that host, not
+/// only that key's. Before, the other keys kept calling into the ban, which Binance
+/// lengthens for repeat offenders.
+#[tokio::test]
+async fn an_ip_ban_holds_every_key_sent_to_that_host() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let mock = mock().await;
+    let (ta, tb) = (app.token(Uuid::new_v4()), app.token(Uuid::new_v4()));
+    let a = binance_connection(&app, &ta, &mock, json!(["read"]), json!({})).await;
+    let b = binance_connection(&app, &tb, &mock, json!(["read"]), json!({})).await;
+    assert_eq!(account(&app, &tb, &b).await.0, 200);
+    mock.set_fault(Some(Fault::Status(418)));
+    assert_eq!(
+        account(&app, &ta, &a).await.0,
+        418,
+        "the exchange's answer passes through"
+    );
+    mock.set_fault(None);
+    let sent = mock.requests().len();
+    let (s, h, body) = account(&app, &tb, &b).await;
+    assert_eq!(
+        (s, code(&body).as_str()),
+        (429, "exchange_rate_limited"),
+        "{body}"
+    );
+    assert!(h.contains_key("retry-after"));
+    let (s, _, body) = call(&app, &tb, reqwest::Method::GET, &b, "api/v3/time", None).await;
+    assert_eq!((s, code(&body).as_str()), (429, "exchange_rate_limited"));
+    assert_eq!(mock.requests().len(), sent, "a call went into the ban");
+}
