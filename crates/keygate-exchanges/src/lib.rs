@@ -502,6 +502,17 @@ pub trait Exchange: Send + Sync + 'static {
 mod tests {
     use super::*;
 
+    /// Only the exchanges documented to count their rate limit (and ban) per source IP
+    /// share one window per host in the gateway; the others keep one per key.
+    #[test]
+    fn only_binance_limits_per_ip() {
+        let per_ip: Vec<_> = ExchangeId::ALL
+            .into_iter()
+            .filter(|id| id.api().limits_per_ip())
+            .collect();
+        assert_eq!(per_ip, vec![ExchangeId::Binance, ExchangeId::Binanceusdm]);
+    }
+
     #[test]
     fn ids_round_trip() {
         for id in ExchangeId::ALL {
