@@ -181,6 +181,7 @@ async fn refresh_claimed(
                     next_attempt_at: Some(DbTime::new(now.0 + retry_delay(attempts))),
                     error: why.clone(),
                     now,
+                    refreshed_at: tok.refreshed_at,
                 },
             )
             .await?;
@@ -486,6 +487,7 @@ async fn refresh_one(
                 next_attempt_at: Some(DbTime::new(now.0 + retry_delay(attempts))),
                 error: e.code().to_string(),
                 now,
+                refreshed_at: t.refreshed_at,
             };
             if let Err(e) = state
                 .store

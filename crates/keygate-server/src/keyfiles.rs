@@ -86,13 +86,26 @@ fn write_secret_file(path: &Path, contents: &str) -> Result<(), ConfigError> {
         f.write_all(b"\n")?;
         f.sync_all()
     };
-    let linked = write(&tmp).and_then(|()| fs::hard_link(&tmp, path));
+    if let Err(e) = write(&tmp) {
+        let _ = fs::remove_file(&tmp);
+        return Err(cannot(e));
+    }
+    let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(cannot(e)),
-        // no hard links here (some network and FAT file systems): write in place
-        Err(_) => write(path).map_err(cannot)?,
+        // no hard links on this file system (EPERM on FAT, EOPNOTSUPP, ENOSYS): write in
+        // place, and leave no partial file when that fails too
+        Err(e) if matches!(e.raw_os_error(), Some(1 | 38 | 95)) => {
+            if let Err(e) = write(path) {
+                // ours, half written (not one another process created meanwhile)
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    let _ = fs::remove_file(path);
+                }
+                return Err(cannot(e));
+            }
+        }
+        Err(e) => return Err(cannot(e)),
     }
     fs::File::open(dir)
         .and_then(|d| d.sync_all())

@@ -53,6 +53,9 @@ pub struct RefreshFailure {
     pub next_attempt_at: Option<DbTime>,
     pub error: String,
     pub now: DbTime,
+    /// The `refreshed_at` of the tokens that failed: a refresh that has succeeded since
+    /// (the owner's, on another instance) is not marked failed.
+    pub refreshed_at: Option<DbTime>,
 }
 
 /// The most integrations one user may have.
@@ -356,7 +359,8 @@ impl Store {
         in_tx!(self, actor, |tx| {
             sqlx::query::<DB>(
                 "UPDATE integration_tokens SET refresh_attempts = $1, next_attempt_at = $2, last_error = $3, updated_at = $4 \
-                 WHERE user_id = $5 AND integration_id = $6",
+                 WHERE user_id = $5 AND integration_id = $6 \
+                 AND (refreshed_at = $7 OR (refreshed_at IS NULL AND $7 IS NULL))",
             )
             .bind(f.attempts)
             .bind(f.next_attempt_at)
@@ -364,6 +368,7 @@ impl Store {
             .bind(f.now)
             .bind(f.user_id)
             .bind(f.integration_id)
+            .bind(f.refreshed_at)
             .execute(&mut *tx)
             .await?;
         });
@@ -371,8 +376,7 @@ impl Store {
     }
 
     /// Tokens of active integrations that expire before `expires_before` and whose next
-    /// attempt is due at `now` (refresh job).
-    /// Tokens due for a refresh, by (`expires_at`, `integration_id`) after `after`: a
+    /// attempt is due at `now` (refresh job), by (`expires_at`, `integration_id`) after `after`: a
     /// pass pages through all of them, so no page of tokens that keep failing can hide
     /// the rest.
     pub async fn tokens_to_refresh(

@@ -409,7 +409,7 @@ async fn proxy_call(
     // Every call the exchange counts, public ones too: Binance weighs public calls against
     // the same IP budget, and its 418 ban follows 429s whoever sent them.
     let scope = upstream::Scope::of(api.limits_per_ip(), ctx.credential.id, &host);
-    let ticket = match s.gateway.upstream.check(&scope, now) {
+    let ticket = match s.gateway.upstream.check(&scope, ctx.credential.id, now) {
         Ok(t) => t,
         Err(d) => return deny(&s, &caller, &meta, ctx, &out, log, d).await,
     };
@@ -481,9 +481,13 @@ async fn proxy_call(
                 s.gateway.upstream.observe(&scope, &rl, now, ticket);
             }
             if up.status == StatusCode::TOO_MANY_REQUESTS || up.status.as_u16() == 418 {
-                s.gateway
-                    .upstream
-                    .blocked_by_exchange(&scope, &up.headers, now);
+                s.gateway.upstream.blocked_by_exchange(
+                    &scope,
+                    ctx.credential.id,
+                    up.status.as_u16(),
+                    &up.headers,
+                    now,
+                );
             }
             if !up.status.is_success() {
                 log.error = api

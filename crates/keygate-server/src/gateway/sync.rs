@@ -93,7 +93,7 @@ async fn internal_call(
     let ticket = s
         .gateway
         .upstream
-        .check(&scope, now)
+        .check(&scope, ctx.credential.id, now)
         .map_err(|d| ApiError::Status {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "exchange_rate_limited",
@@ -129,9 +129,13 @@ async fn internal_call(
                 s.gateway.upstream.observe(&scope, &rl, now, ticket);
             }
             if u.status == StatusCode::TOO_MANY_REQUESTS || u.status.as_u16() == 418 {
-                s.gateway
-                    .upstream
-                    .blocked_by_exchange(&scope, &u.headers, now);
+                s.gateway.upstream.blocked_by_exchange(
+                    &scope,
+                    ctx.credential.id,
+                    u.status.as_u16(),
+                    &u.headers,
+                    now,
+                );
             }
             let err = (!u.status.is_success())
                 .then(|| format!("exchange answered {}", u.status.as_u16()));
