@@ -1535,6 +1535,58 @@ async fn failing_tokens_do_not_hide_the_others_from_the_refresh_job() {
     assert!(due.is_empty(), "{} still due", due.len());
 }
 
+// The refresh job's pages move on by a cursor, not by what the last page did: 50 tokens
+// due at the same instant whose refresh another instance holds (no backoff is recorded
+// for those) fill the first page, and a token due later is still refreshed in the pass.
+#[tokio::test]
+async fn a_full_page_of_held_refreshes_does_not_stop_the_pass() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
+        c.jobs_enabled = false;
+    })
+    .await
+    .unwrap();
+    let (url, oauth) = oauth_server().await;
+    let tie = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let later = (Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
+    let create = |t: String, name: String, expires: String| {
+        let (app, url) = (&app, url.clone());
+        async move {
+            let (s, i) = app
+                .post("/v1/integrations", &t, json!({
+                    "provider": "example", "name": name, "client_id": "client-1", "client_secret": "client-secret-1",
+                    "token_url": url, "tokens": {"access_token": "at-0", "refresh_token": "rt-0", "expires_at": expires}}))
+                .await;
+            assert_eq!(s, 201, "{i}");
+            i["id"].as_str().unwrap().to_string()
+        }
+    };
+    let held = app.token(Uuid::new_v4());
+    let until = DbTime::new(Utc::now() + chrono::Duration::minutes(5));
+    for i in 0..50 {
+        let id = create(held.clone(), format!("h{i}"), tie.clone()).await;
+        assert!(app
+            .state
+            .store
+            .try_job_lease(
+                &format!("integration_refresh:{id}"),
+                "another-instance",
+                DbTime::now(),
+                until
+            )
+            .await
+            .unwrap());
+    }
+    let t = app.token(Uuid::new_v4());
+    let id = create(t.clone(), "crm".into(), later).await;
+    let n = keygate_server::integrations::refresh_due(&app.state, DbTime::now())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(*oauth.seen.lock(), vec!["rt-0".to_string()]);
+    let (_, tok) = app.get(&format!("/v1/integrations/{id}/token"), &t).await;
+    assert_eq!(tok["access_token"], "at-1", "{tok}");
+}
+
 both_backends!(integration_tokens_refresh, |_app: TestApp| async move {
     let app = crate::helpers::spawn_app_with(_app.backend, |c| {
         c.oauth_timeout_ms = 300;
