@@ -110,7 +110,14 @@ async fn prepare_with(config: Config, schema: Schema) -> Result<AppState, Config
         keys.root
             .derive_subkey("console-session-secret/v1")
             .as_bytes(),
-    );
+    )
+    .with_revocations({
+        let r = crate::revocations::Revocations::new(store.clone());
+        r.reload()
+            .await
+            .map_err(|e| ConfigError(format!("cannot read token revocations: {e}")))?;
+        Arc::new(r)
+    });
     let metrics = Arc::new(Metrics::default());
     let recorder = Recorder::start(store.clone(), chain_key.clone(), metrics.clone());
     let http = crate::outbound::client(&config.allowed_private_hosts)
@@ -322,6 +329,8 @@ impl Application {
             .await
             .map_err(|e| ConfigError(format!("cannot listen on {listen}: {e}")))?;
         let router = router(state.clone());
+        // a serving instance keeps the revocations current (a tool's copy is never read)
+        state.auth.revocations().clone().start();
         if state.config.jobs_enabled {
             crate::jobs::start(state.clone());
         }

@@ -116,6 +116,8 @@ pub struct Authenticator {
     audience: Option<Arc<str>>,
     jwks: Option<Arc<Jwks>>,
     verified: Arc<parking_lot::Mutex<VerifiedCache>>,
+    /// The users' "sign out everywhere" cut-offs.
+    revocations: Arc<crate::revocations::Revocations>,
 }
 
 /// Tokens whose signature and claims were checked recently, keyed by the SHA-256 of the
@@ -131,6 +133,7 @@ struct VerifiedToken {
     caller: Caller,
     exp: i64,
     nbf: Option<i64>,
+    iat: Option<i64>,
     /// Not used from the cache at or after this instant.
     until: Instant,
 }
@@ -370,11 +373,23 @@ impl Authenticator {
                 })
             }),
             verified: Default::default(),
+            revocations: Default::default(),
         }
     }
 
     /// Sets how long a fetched JWKS key set is used (`KEYGATE_JWKS_MAX_AGE_SECS`; one
     /// second to one day). Call before the authenticator is cloned.
+    /// Refuses the tokens their users revoked (see [`crate::revocations`]).
+    pub fn with_revocations(mut self, r: Arc<crate::revocations::Revocations>) -> Self {
+        self.revocations = r;
+        self
+    }
+
+    /// The revocation cut-offs this authenticator applies.
+    pub fn revocations(&self) -> &Arc<crate::revocations::Revocations> {
+        &self.revocations
+    }
+
     pub fn with_jwks_max_age(mut self, max_age: Duration) -> Self {
         if let Some(jwks) = self.jwks.as_mut() {
             let j =
@@ -392,7 +407,7 @@ impl Authenticator {
 
     /// A cached verification still valid now (same leeway as the full check), with the
     /// token's `exp`.
-    fn cached(&self, digest: &[u8; 32]) -> Option<(Caller, i64)> {
+    fn cached(&self, digest: &[u8; 32]) -> Option<(Caller, i64, Option<i64>)> {
         let now = chrono::Utc::now().timestamp();
         let leeway = LEEWAY_SECS as i64;
         let mut m = self.verified.lock();
@@ -401,7 +416,7 @@ impl Authenticator {
             && now <= v.exp + leeway
             && v.nbf.is_none_or(|nbf| now + leeway >= nbf)
         {
-            return Some((v.caller.clone(), v.exp));
+            return Some((v.caller.clone(), v.exp, v.iat));
         }
         m.remove(digest);
         None
@@ -413,6 +428,7 @@ impl Authenticator {
         caller: &Caller,
         exp: i64,
         nbf: Option<i64>,
+        iat: Option<i64>,
         key_fresh_until: Option<Instant>,
     ) {
         let now = Instant::now();
@@ -433,6 +449,7 @@ impl Authenticator {
                 caller: caller.clone(),
                 exp,
                 nbf,
+                iat,
                 until,
             },
         );
@@ -462,8 +479,10 @@ impl Authenticator {
     /// outlives the request (a console session) must not outlive the token.
     pub async fn verify_with_expiry(&self, token: &str) -> Result<(Caller, i64), ApiError> {
         let digest = Self::digest(token);
-        if let Some(hit) = self.cached(&digest) {
-            return Ok(hit);
+        if let Some((caller, exp, iat)) = self.cached(&digest) {
+            // judged on every use, as `exp` is: a revocation takes effect at once
+            self.revocations.check(&caller, iat)?;
+            return Ok((caller, exp));
         }
         let mut key_fresh_until = None;
         let header =
@@ -510,9 +529,10 @@ impl Authenticator {
             ApiError::unauthorized(why)
         })?
         .claims;
-        let (exp, nbf) = (claims.exp, claims.nbf);
+        let (exp, nbf, iat) = (claims.exp, claims.nbf, claims.iat);
         let caller = self.caller_from(claims, &digest)?;
-        self.remember(digest, &caller, exp, nbf, key_fresh_until);
+        self.remember(digest, &caller, exp, nbf, iat, key_fresh_until);
+        self.revocations.check(&caller, iat)?;
         Ok((caller, exp))
     }
 
@@ -690,7 +710,7 @@ mod tests {
         assert!(a.cached(&d).is_none());
         let c = a.verify(&t).await.unwrap();
         assert_eq!((c.user_id, c.admin), (Some(user), true));
-        let (hit, exp) = a
+        let (hit, exp, _) = a
             .cached(&d)
             .expect("verified once, then served from the cache");
         assert_eq!((hit.user_id, hit.admin), (Some(user), true));

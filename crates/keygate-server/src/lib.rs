@@ -50,6 +50,8 @@ pub mod outbound;
 pub mod platform;
 /// Group commit of audit events and call rows.
 pub mod recorder;
+/// Token revocations ("sign out everywhere"), kept in memory on every instance.
+pub mod revocations;
 /// Routes.
 pub mod routes;
 /// Sealing/opening a credential's secret fields.

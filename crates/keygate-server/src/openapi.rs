@@ -55,6 +55,8 @@ impl Modify for Bearer {
         routes::vault::access_log,
         routes::vault::shred_own,
         routes::vault::shred_user,
+        routes::tokens::revoke_own,
+        routes::tokens::revoke_user,
         routes::dek_rotation::rotate_key,
         routes::audit::list,
         routes::audit::verify,

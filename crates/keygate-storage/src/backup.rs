@@ -488,6 +488,16 @@ pub const BACKUP_TABLES: &[TableSpec] = &[
         ],
         &["id"],
     ),
+    // a restore must not bring back tokens their user revoked
+    table(
+        "token_revocations",
+        &[
+            ("user_id", U),
+            ("issued_before", Time),
+            ("updated_at", Time),
+        ],
+        &["user_id"],
+    ),
 ];
 
 /// Tables deliberately left out of a backup, with the reason.

@@ -218,6 +218,7 @@ mod integrations;
 mod keys;
 mod meta;
 mod pg_batch;
+mod revocations;
 mod schedule;
 #[doc(hidden)]
 pub mod scratch;
@@ -240,6 +241,7 @@ pub use gateway::*;
 pub use integrations::*;
 pub use keys::*;
 pub use meta::*;
+pub use revocations::*;
 pub use schedule::*;
 pub use site_keys::*;
 pub use spend::*;

@@ -20,6 +20,8 @@ pub mod keygen;
 pub mod rotation;
 /// Admin-only platform provider keys.
 pub mod site_keys;
+/// Token revocation ("sign out everywhere").
+pub mod tokens;
 /// Vault password: setup, unlock, lock, status, access log, crypto-shredding.
 pub mod vault;
 /// Per-user and platform webhook endpoints and their delivery logs.
@@ -34,6 +36,7 @@ pub fn oversight_router() -> axum::Router<crate::state::AppState> {
         .merge(integrations::router())
         .merge(audit::export_router())
         .merge(admin::router())
+        .merge(tokens::router())
 }
 
 use axum::http::{header, HeaderValue, StatusCode};

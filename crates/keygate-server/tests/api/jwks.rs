@@ -432,3 +432,110 @@ async fn a_console_session_ends_when_the_token_secret_changes() {
     // ended, not only refused: only the link's session row is left
     assert_eq!(app.raw_exec("DELETE FROM ui_sessions").await.unwrap(), 1);
 }
+
+// "Sign out everywhere": a user revokes every token issued until now (the one making the
+// call included) and their console sessions end; a new token works after the cut-off's
+// second; other users are untouched; an admin can do it for a user (others get 404); and
+// another instance on the same database refuses the revoked tokens within seconds.
+crate::both_backends!(
+    sign_out_everywhere_revokes_a_users_tokens,
+    |app: crate::helpers::TestApp| async move {
+        use std::time::Duration;
+        let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (old, old2, others) = (app.token(user), app.token(user), app.token(other));
+        let c = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = c
+            .post(format!("{}/ui/login", app.base))
+            .header("origin", &app.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={old}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(app.get("/v1/credentials", &old).await.0, 200);
+
+        let (s, v) = app.post("/v1/tokens/revoke", &old, json!({})).await;
+        assert_eq!(
+            (s, v["user_id"].as_str()),
+            (200, Some(user.to_string().as_str())),
+            "{v}"
+        );
+        let cutoff: chrono::DateTime<chrono::Utc> =
+            v["tokens_issued_before"].as_str().unwrap().parse().unwrap();
+        for t in [&old, &old2] {
+            let (s, p) = app.get("/v1/credentials", t).await;
+            assert_eq!((s, p["code"].as_str()), (401, Some("token_revoked")), "{p}");
+        }
+        let home = c
+            .get(format!("{}/ui/", app.base))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            home.status(),
+            303,
+            "the console session outlived the revocation"
+        );
+        assert_eq!(app.get("/v1/credentials", &others).await.0, 200);
+        // a token issued after the cut-off works
+        let wait = (cutoff - chrono::Utc::now()).num_milliseconds().max(0) as u64;
+        tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+        let fresh = app.token(user);
+        assert_eq!(app.get("/v1/credentials", &fresh).await.0, 200);
+        let (_, log) = app
+            .get("/v1/audit?category=auth&action=tokens_revoked", &fresh)
+            .await;
+        assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
+
+        // an admin for another user; a user for another user: 404
+        let path = format!("/v1/admin/users/{other}/revoke-tokens");
+        assert_eq!(app.post(&path, &fresh, json!({})).await.0, 404);
+        assert_eq!(app.get("/v1/credentials", &others).await.0, 200);
+        let (s, v) = app
+            .post(&path, &app.admin_token(Uuid::new_v4()), json!({}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(app.get("/v1/credentials", &others).await.0, 401);
+
+        // a second instance on the same database learns it from the table
+        let mut cfg = crate::helpers::test_config(
+            app.data_dir.path().to_path_buf(),
+            app.database_url.clone(),
+        );
+        cfg.jobs_enabled = false;
+        let second = keygate_server::Application::build(cfg).await.unwrap().state;
+        let third = Uuid::new_v4();
+        let t3 = app.token(third);
+        assert!(second.auth.verify(&t3).await.is_ok());
+        let (s, _) = app
+            .post(
+                &format!("/v1/admin/users/{third}/revoke-tokens"),
+                &app.admin_token(Uuid::new_v4()),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match second.auth.verify(&t3).await {
+                Err(e) if e.code() == "token_revoked" => break,
+                _ if std::time::Instant::now() > deadline => {
+                    panic!("the other instance still accepts it")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+);

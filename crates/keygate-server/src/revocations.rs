@@ -1,0 +1,141 @@
+//! Token revocations ("sign out everywhere"): a user's tokens issued before a cut-off are
+//! refused on every instance. The cut-offs live in `token_revocations`; each instance
+//! keeps them in memory ([`Revocations`]), reloads what changed every second, and refuses
+//! every token while its copy is older than [`STALE_AFTER`] (fail closed: an instance that
+//! cannot see the database cannot know what was revoked).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use keygate_storage::{DbTime, Store};
+use parking_lot::{Mutex, RwLock};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// How often an instance reloads the cut-offs.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Past this without a successful reload, every token is refused.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+/// How far back a reload looks before its last one: rows committed late, or written by an
+/// instance whose clock is behind.
+const OVERLAP: chrono::Duration = chrono::Duration::seconds(10);
+/// A full reload this often, whatever the clocks did.
+const FULL_EVERY: u32 = 60;
+
+/// The cut-offs, per user (Unix seconds: tokens with an `iat` before it are refused).
+#[derive(Default)]
+pub struct Revocations {
+    /// `None`: not tied to a database (a unit test's authenticator): refuses nothing.
+    store: Option<Store>,
+    cutoffs: RwLock<HashMap<Uuid, i64>>,
+    /// Unix ms of the last successful reload.
+    loaded_ms: AtomicI64,
+    /// The newest `updated_at` seen, and reloads since the last full one.
+    cursor: Mutex<(Option<DbTime>, u32)>,
+}
+
+impl Revocations {
+    /// Cut-offs kept from `store`; call [`Revocations::reload`] before use.
+    pub fn new(store: Store) -> Revocations {
+        Revocations {
+            store: Some(store),
+            ..Default::default()
+        }
+    }
+
+    /// Loads what changed since the last reload (everything, the first time and every
+    /// [`FULL_EVERY`] reloads).
+    pub async fn reload(&self) -> Result<(), keygate_storage::StorageError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let since = {
+            let mut c = self.cursor.lock();
+            c.1 += 1;
+            if c.1 >= FULL_EVERY {
+                c.1 = 0;
+                None
+            } else {
+                c.0.map(|t| DbTime::new(t.0 - OVERLAP))
+            }
+        };
+        let rows = store.token_revocations_since(since).await?;
+        {
+            let mut map = self.cutoffs.write();
+            if since.is_none() {
+                map.clear();
+            }
+            for r in &rows {
+                let before = r.issued_before.0.timestamp();
+                let e = map.entry(r.user_id).or_insert(before);
+                *e = (*e).max(before);
+            }
+        }
+        if let Some(newest) = rows.iter().map(|r| r.updated_at).max() {
+            let mut c = self.cursor.lock();
+            c.0 = Some(c.0.map_or(newest, |t| t.max(newest)));
+        }
+        self.loaded_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A revocation made here: in force on this instance at once.
+    pub fn note(&self, user: Uuid, issued_before: DbTime) {
+        let before = issued_before.0.timestamp();
+        let mut map = self.cutoffs.write();
+        let e = map.entry(user).or_insert(before);
+        *e = (*e).max(before);
+    }
+
+    /// Refuses `caller`'s token when its user revoked the tokens issued before it (a token
+    /// without `iat` counts as issued before any cut-off), and every token while the
+    /// cut-offs are stale. Service-role tokens are the platform's own and are not
+    /// revoked this way (change the token secret); nor are console sessions, which the
+    /// revocation deletes.
+    pub fn check(&self, caller: &Caller, issued_at: Option<i64>) -> Result<(), ApiError> {
+        if self.store.is_none() {
+            return Ok(());
+        }
+        let age = chrono::Utc::now().timestamp_millis() - self.loaded_ms.load(Ordering::Relaxed);
+        if age > STALE_AFTER.as_millis() as i64 {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "revocations_unavailable",
+                "token revocations could not be read from the database; try again shortly",
+            ));
+        }
+        if caller.service {
+            return Ok(());
+        }
+        let Some(user) = caller.user_id else {
+            return Ok(());
+        };
+        match self.cutoffs.read().get(&user) {
+            Some(cutoff) if issued_at.is_none_or(|iat| iat < *cutoff) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_revoked",
+                "this token was revoked (its user signed out everywhere); get a new one",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reloads every [`REFRESH_EVERY`] for as long as the runtime lives.
+    pub fn start(self: std::sync::Arc<Self>) {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(REFRESH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = self.reload().await {
+                    tracing::warn!(error = %e, "token revocations could not be reloaded");
+                }
+            }
+        });
+    }
+}
