@@ -375,6 +375,23 @@ pub struct RateLimitStatus {
     pub reset_at_ms: Option<i64>,
 }
 
+impl RateLimitStatus {
+    /// What is left: reported, or the limit less what is used.
+    pub fn left(&self) -> Option<u64> {
+        self.remaining
+            .or_else(|| self.limit.zip(self.used).map(|(l, u)| l.saturating_sub(u)))
+    }
+
+    /// What is used: reported, or the limit less what is left.
+    pub fn spent(&self) -> Option<u64> {
+        self.used.or_else(|| {
+            self.limit
+                .zip(self.remaining)
+                .map(|(l, r)| l.saturating_sub(r))
+        })
+    }
+}
+
 /// Common kinds of exchange error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

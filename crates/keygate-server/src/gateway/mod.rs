@@ -465,29 +465,22 @@ async fn proxy_call(
         Ok(up) => {
             log.upstream_ms = Some(up.elapsed.as_secs_f64() * 1000.0);
             log.status = up.status.as_u16();
-            if let Some(rl) = api.rate_limit(&up.headers) {
-                log.rate_remaining = rl
-                    .remaining
-                    .or_else(|| rl.limit.zip(rl.used).map(|(l, u)| l.saturating_sub(u)))
-                    .map(|r| r.min(i64::MAX as u64) as i64);
-                log.rate_used = rl
-                    .used
-                    .or_else(|| rl.limit.zip(rl.remaining).map(|(l, r)| l.saturating_sub(r)))
-                    .map(|u| u.min(i64::MAX as u64) as i64);
+            let learned = s.gateway.upstream.learn(
+                api,
+                &scope,
+                ctx.credential.id,
+                up.status.as_u16(),
+                &up.headers,
+                now,
+                ticket,
+            );
+            if let Some(rl) = learned {
+                log.rate_remaining = rl.left().map(|r| r.min(i64::MAX as u64) as i64);
+                log.rate_used = rl.spent().map(|u| u.min(i64::MAX as u64) as i64);
                 log.rate_reset = rl
                     .reset_at_ms
                     .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
                     .map(DbTime::from);
-                s.gateway.upstream.observe(&scope, &rl, now, ticket);
-            }
-            if up.status == StatusCode::TOO_MANY_REQUESTS || up.status.as_u16() == 418 {
-                s.gateway.upstream.blocked_by_exchange(
-                    &scope,
-                    ctx.credential.id,
-                    up.status.as_u16(),
-                    &up.headers,
-                    now,
-                );
             }
             if !up.status.is_success() {
                 log.error = api

@@ -121,22 +121,20 @@ async fn internal_call(
     let mut used = None;
     let (status, body, err) = match r {
         Ok(u) => {
-            if let Some(rl) = exchange.api().rate_limit(&u.headers) {
-                used = rl
-                    .used
-                    .or_else(|| rl.limit.zip(rl.remaining).map(|(l, r)| l.saturating_sub(r)))
-                    .map(|u| u.min(i64::MAX as u64) as i64);
-                s.gateway.upstream.observe(&scope, &rl, now, ticket);
-            }
-            if u.status == StatusCode::TOO_MANY_REQUESTS || u.status.as_u16() == 418 {
-                s.gateway.upstream.blocked_by_exchange(
+            used = s
+                .gateway
+                .upstream
+                .learn(
+                    exchange.api(),
                     &scope,
                     ctx.credential.id,
                     u.status.as_u16(),
                     &u.headers,
                     now,
-                );
-            }
+                    ticket,
+                )
+                .and_then(|rl| rl.spent())
+                .map(|u| u.min(i64::MAX as u64) as i64);
             let err = (!u.status.is_success())
                 .then(|| format!("exchange answered {}", u.status.as_u16()));
             (u.status.as_u16(), u.body, err)

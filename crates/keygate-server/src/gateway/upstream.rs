@@ -72,10 +72,8 @@ impl UpstreamLimits {
     /// (several bots share a key) never give back budget that calls in flight will use,
     /// and a late one cannot lift the exchange's own block: it stands until it ends.
     pub fn observe(&self, scope: &Scope, rl: &RateLimitStatus, now: DateTime<Utc>, ticket: Ticket) {
-        let reported = match (rl.remaining, rl.limit, rl.used) {
-            (Some(r), _, _) => r,
-            (None, Some(l), Some(u)) => l.saturating_sub(u),
-            _ => return,
+        let Some(reported) = rl.left() else {
+            return;
         };
         let now_ms = now.timestamp_millis();
         let reset_at_ms = rl
@@ -96,6 +94,30 @@ impl UpstreamLimits {
             reset_at_ms,
             blocked: false,
         });
+    }
+
+    /// Learns from the exchange's answer (`status`, `headers`) to `credential`'s call
+    /// holding `ticket`: the window its rate-limit headers report, and its own refusal
+    /// for rate (429 / 418). Answers the headers' rate-limit state, for the call's record.
+    #[allow(clippy::too_many_arguments)]
+    pub fn learn(
+        &self,
+        api: &dyn keygate_exchanges::Exchange,
+        scope: &Scope,
+        credential: Uuid,
+        status: u16,
+        headers: &HeaderMap,
+        now: DateTime<Utc>,
+        ticket: Ticket,
+    ) -> Option<RateLimitStatus> {
+        let rl = api.rate_limit(headers);
+        if let Some(rl) = &rl {
+            self.observe(scope, rl, now, ticket);
+        }
+        if status == 429 || status == 418 {
+            self.blocked_by_exchange(scope, credential, status, headers, now);
+        }
+        rl
     }
 
     /// The exchange itself refused `credential`'s call for rate (429 / 418): block until

@@ -504,14 +504,7 @@ async fn backups_from_before_and_during_a_master_key_rotation() {
     let new_key = keygate_crypto::MasterKey::generate().to_base64_secret();
 
     // the rotation starts (new key current, old key previous) and rewraps one data key
-    let TestApp {
-        data_dir,
-        database_url,
-        mut shutdown,
-        ..
-    } = app;
-    let _ = shutdown.take().unwrap().send(());
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (data_dir, database_url, _) = app.stop().await;
     let (o, n) = (old_key.trim().to_string(), new_key.clone());
     let app = helpers::start_with(data_dir, database_url, Backend::Sqlite, move |c| {
         c.master_key = Some(n);

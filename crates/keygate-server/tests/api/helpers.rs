@@ -249,6 +249,21 @@ impl TestApp {
         }
     }
 
+    /// Stops the server (as an operator would, to restart it with other keys or settings)
+    /// and hands back what a restart needs: the data dir, the database URL, the backend.
+    pub async fn stop(self) -> (tempfile::TempDir, String, Backend) {
+        let TestApp {
+            data_dir,
+            database_url,
+            backend,
+            mut shutdown,
+            ..
+        } = self;
+        let _ = shutdown.take().unwrap().send(());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        (data_dir, database_url, backend)
+    }
+
     /// Makes the database refuse every INSERT into `table` whose new row matches `when`
     /// (an SQL condition on `NEW`), with a trigger named `name`, as a failing disk or a
     /// constraint would. Returns the SQL that takes the trigger away again.

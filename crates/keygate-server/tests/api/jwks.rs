@@ -399,14 +399,7 @@ async fn a_console_session_ends_when_the_token_secret_changes() {
     let by_link = cookie_of(&r);
 
     // the operator changes the token secret and restarts
-    let helpers::TestApp {
-        data_dir,
-        database_url,
-        mut shutdown,
-        ..
-    } = app;
-    let _ = shutdown.take().unwrap().send(());
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (data_dir, database_url, _) = app.stop().await;
     let app = helpers::start_with(data_dir, database_url, Backend::Sqlite, |c| {
         c.jwt_secret = Some("a-new-token-secret-after-a-leak-0123456789abcdef".into());
     })

@@ -50,19 +50,6 @@ async fn on_old_kek(app: &TestApp, current: i32) -> usize {
         .len()
 }
 
-async fn stop(app: TestApp) -> (tempfile::TempDir, String, helpers::Backend) {
-    let TestApp {
-        data_dir,
-        database_url,
-        backend,
-        mut shutdown,
-        ..
-    } = app;
-    let _ = shutdown.take().unwrap().send(());
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    (data_dir, database_url, backend)
-}
-
 both_backends!(master_key_rotation, |app: TestApp| async move {
     let mut creds = Vec::new();
     for i in 0..3 {
@@ -88,7 +75,7 @@ both_backends!(master_key_rotation, |app: TestApp| async move {
         )
         .await;
     assert_eq!(s, 200);
-    let (data_dir, url, backend) = stop(app).await;
+    let (data_dir, url, backend) = app.stop().await;
 
     // the operator installs the new key and keeps the old one as master.key.previous
     let key = data_dir.path().join("master.key");
@@ -149,7 +136,7 @@ both_backends!(master_key_rotation, |app: TestApp| async move {
             .count(),
         1
     );
-    let (data_dir, url, backend) = stop(app).await;
+    let (data_dir, url, backend) = app.stop().await;
 
     // the old key is destroyed: everything still opens with the new key alone
     std::fs::remove_file(&prev).unwrap();
@@ -242,7 +229,7 @@ both_backends!(
                 .await;
             assert_eq!(s, 201);
         }
-        let (data_dir, url, backend) = stop(app).await;
+        let (data_dir, url, backend) = app.stop().await;
         let key = data_dir.path().join("master.key");
         let old = std::fs::read_to_string(&key).unwrap();
         std::fs::rename(&key, data_dir.path().join("master.key.previous")).unwrap();

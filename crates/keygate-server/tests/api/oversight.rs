@@ -1477,26 +1477,10 @@ async fn failing_tokens_do_not_hide_the_others_from_the_refresh_job() {
     .await
     .unwrap();
     let (url, oauth) = oauth_server().await;
-    let create = |t: String, name: String, expires: chrono::DateTime<Utc>| {
-        let (app, url) = (&app, url.clone());
-        async move {
-            let (s, i) = app
-                .post("/v1/integrations", &t, json!({
-                    "provider": "example", "name": name, "client_id": "client-1", "client_secret": "client-secret-1",
-                    "token_url": url, "tokens": {"access_token": "at-0", "refresh_token": "rt-0", "expires_at": expires.to_rfc3339()}}))
-                .await;
-            assert_eq!(s, 201, "{i}");
-            i["id"].as_str().unwrap().to_string()
-        }
-    };
     let hog = app.token(Uuid::new_v4());
+    let an_hour_ago = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     for i in 0..50 {
-        create(
-            hog.clone(),
-            format!("h{i}"),
-            Utc::now() - chrono::Duration::hours(1),
-        )
-        .await;
+        integration_expiring(&app, &hog, &url, &format!("h{i}"), &an_hour_ago).await;
     }
     let (s, _) = app
         .post(
@@ -1507,12 +1491,8 @@ async fn failing_tokens_do_not_hide_the_others_from_the_refresh_job() {
         .await;
     assert_eq!(s, 204);
     let t = app.token(Uuid::new_v4());
-    let id = create(
-        t.clone(),
-        "crm".into(),
-        Utc::now() + chrono::Duration::minutes(2),
-    )
-    .await;
+    let soon = (Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
+    let id = integration_expiring(&app, &t, &url, "crm", &soon).await;
     let n = keygate_server::integrations::refresh_due(&app.state, DbTime::now())
         .await
         .unwrap();
@@ -1535,6 +1515,24 @@ async fn failing_tokens_do_not_hide_the_others_from_the_refresh_job() {
     assert!(due.is_empty(), "{} still due", due.len());
 }
 
+/// Creates an integration for the user of token `t`, refreshed at `url`, whose tokens
+/// (`at-0`, `rt-0`) expire at `expires_at`; answers its id.
+async fn integration_expiring(
+    app: &TestApp,
+    t: &str,
+    url: &str,
+    name: &str,
+    expires_at: &str,
+) -> String {
+    let (s, i) = app
+        .post("/v1/integrations", t, json!({
+            "provider": "example", "name": name, "client_id": "client-1", "client_secret": "client-secret-1",
+            "token_url": url, "tokens": {"access_token": "at-0", "refresh_token": "rt-0", "expires_at": expires_at}}))
+        .await;
+    assert_eq!(s, 201, "{i}");
+    i["id"].as_str().unwrap().to_string()
+}
+
 // The refresh job's pages move on by a cursor, not by what the last page did: 50 tokens
 // due at the same instant whose refresh another instance holds (no backoff is recorded
 // for those) fill the first page, and a token due later is still refreshed in the pass.
@@ -1548,22 +1546,10 @@ async fn a_full_page_of_held_refreshes_does_not_stop_the_pass() {
     let (url, oauth) = oauth_server().await;
     let tie = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let later = (Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
-    let create = |t: String, name: String, expires: String| {
-        let (app, url) = (&app, url.clone());
-        async move {
-            let (s, i) = app
-                .post("/v1/integrations", &t, json!({
-                    "provider": "example", "name": name, "client_id": "client-1", "client_secret": "client-secret-1",
-                    "token_url": url, "tokens": {"access_token": "at-0", "refresh_token": "rt-0", "expires_at": expires}}))
-                .await;
-            assert_eq!(s, 201, "{i}");
-            i["id"].as_str().unwrap().to_string()
-        }
-    };
     let held = app.token(Uuid::new_v4());
     let until = DbTime::new(Utc::now() + chrono::Duration::minutes(5));
     for i in 0..50 {
-        let id = create(held.clone(), format!("h{i}"), tie.clone()).await;
+        let id = integration_expiring(&app, &held, &url, &format!("h{i}"), &tie).await;
         assert!(app
             .state
             .store
@@ -1577,7 +1563,7 @@ async fn a_full_page_of_held_refreshes_does_not_stop_the_pass() {
             .unwrap());
     }
     let t = app.token(Uuid::new_v4());
-    let id = create(t.clone(), "crm".into(), later).await;
+    let id = integration_expiring(&app, &t, &url, "crm", &later).await;
     let n = keygate_server::integrations::refresh_due(&app.state, DbTime::now())
         .await
         .unwrap();
