@@ -249,6 +249,35 @@ impl TestApp {
         }
     }
 
+    /// Signs in to the web console with `token` (`POST /ui/login`, same origin); answers
+    /// the session cookie as `name=value`.
+    pub async fn console_sign_in(&self, token: &str) -> String {
+        let r = no_redirects()
+            .post(format!("{}/ui/login", self.base))
+            .header("origin", &self.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "console sign-in");
+        let set = r.headers()["set-cookie"].to_str().unwrap();
+        set.split(';').next().unwrap().to_string()
+    }
+
+    /// The console home page's status for session `cookie`: 200 signed in, 303 (to the
+    /// sign-in page) not.
+    pub async fn console_home(&self, cookie: &str) -> u16 {
+        no_redirects()
+            .get(format!("{}/ui/", self.base))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// Stops the server (as an operator would, to restart it with other keys or settings)
     /// and hands back what a restart needs: the data dir, the database URL, the backend.
     pub async fn stop(self) -> (tempfile::TempDir, String, Backend) {
@@ -289,6 +318,13 @@ impl TestApp {
         self.raw_exec(&fail).await.unwrap();
         unfail
     }
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// Runs an async test body against SQLite and PostgreSQL.

@@ -305,49 +305,25 @@ async fn a_console_session_ends_when_its_key_leaves_the_jwks() {
     let (new, new_jwk) = ec_signer("ec-new");
     let (url, jwks) = jwks_server(vec![old_jwk, new_jwk.clone()]).await;
     let app = app_with_jwks(url, MAX_AGE).await;
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let sign_in = |token: String| {
-        let (c, base) = (c.clone(), app.base.clone());
-        async move {
-            let r = c
-                .post(format!("{base}/ui/login"))
-                .header("origin", &base)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("token={token}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 303);
-            let set = r.headers()["set-cookie"].to_str().unwrap();
-            set.split(';').next().unwrap().to_string()
-        }
-    };
-    let home = |cookie: String| {
-        let (c, base) = (c.clone(), app.base.clone());
-        async move {
-            c.get(format!("{base}/ui/"))
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
     let user = Uuid::new_v4();
-    let on_old = sign_in(old.token(user, 600)).await;
-    let on_new = sign_in(new.token(user, 600)).await;
-    assert_eq!(home(on_old.clone()).await, 200);
-    assert_eq!(home(on_new.clone()).await, 200);
+    let on_old = app.console_sign_in(&old.token(user, 600)).await;
+    let on_new = app.console_sign_in(&new.token(user, 600)).await;
+    assert_eq!(app.console_home(&on_old).await, 200);
+    assert_eq!(app.console_home(&on_new).await, 200);
 
     // the identity provider drops the old key
     *jwks.keys.lock().unwrap() = vec![new_jwk];
     tokio::time::sleep(Duration::from_millis(MAX_AGE * 1000 + 300)).await;
-    assert_eq!(home(on_old.clone()).await, 303, "session outlived its key");
-    assert_eq!(home(on_new).await, 200, "a session on a kept key ended");
+    assert_eq!(
+        app.console_home(&on_old).await,
+        303,
+        "session outlived its key"
+    );
+    assert_eq!(
+        app.console_home(&on_new).await,
+        200,
+        "a session on a kept key ended"
+    );
     // ended, not only refused: its row is gone (the new key's session's is not)
     let gone = |kid: &str| format!("DELETE FROM ui_sessions WHERE jwks_kid = '{kid}'");
     assert_eq!(app.raw_exec(&gone("ec-old")).await.unwrap(), 0);
@@ -372,15 +348,7 @@ async fn a_console_session_ends_when_the_token_secret_changes() {
         set.split(';').next().unwrap().to_string()
     };
     let user = Uuid::new_v4();
-    let r = c
-        .post(format!("{}/ui/login", app.base))
-        .header("origin", &app.base)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", app.token(user)))
-        .send()
-        .await
-        .unwrap();
-    let by_token = cookie_of(&r);
+    let by_token = app.console_sign_in(&app.token(user)).await;
     let link = keygate_server::ui::create_login_link(
         &app.state.config,
         user,
@@ -404,24 +372,16 @@ async fn a_console_session_ends_when_the_token_secret_changes() {
         c.jwt_secret = Some("a-new-token-secret-after-a-leak-0123456789abcdef".into());
     })
     .await;
-    let home = |cookie: String| {
-        let (c, base) = (c.clone(), app.base.clone());
-        async move {
-            c.get(format!("{base}/ui/"))
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
     assert_eq!(
-        home(by_token).await,
+        app.console_home(&by_token).await,
         303,
         "the session outlived its token's secret"
     );
-    assert_eq!(home(by_link).await, 200, "a sign-in link's session ended");
+    assert_eq!(
+        app.console_home(&by_link).await,
+        200,
+        "a sign-in link's session ended"
+    );
     // ended, not only refused: only the link's session row is left
     assert_eq!(app.raw_exec("DELETE FROM ui_sessions").await.unwrap(), 1);
 }
@@ -436,26 +396,7 @@ crate::both_backends!(
         use std::time::Duration;
         let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
         let (old, old2, others) = (app.token(user), app.token(user), app.token(other));
-        let c = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let r = c
-            .post(format!("{}/ui/login", app.base))
-            .header("origin", &app.base)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("token={old}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 303);
-        let cookie = r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let cookie = app.console_sign_in(&old).await;
         assert_eq!(app.get("/v1/credentials", &old).await.0, 200);
 
         let (s, v) = app.post("/v1/tokens/revoke", &old, json!({})).await;
@@ -470,14 +411,8 @@ crate::both_backends!(
             let (s, p) = app.get("/v1/credentials", t).await;
             assert_eq!((s, p["code"].as_str()), (401, Some("token_revoked")), "{p}");
         }
-        let home = c
-            .get(format!("{}/ui/", app.base))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
         assert_eq!(
-            home.status(),
+            app.console_home(&cookie).await,
             303,
             "the console session outlived the revocation"
         );
