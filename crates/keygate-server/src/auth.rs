@@ -472,17 +472,21 @@ impl Authenticator {
     /// when the JWKS cannot be fetched and the last key set is too old) whose detail never
     /// echoes the token.
     pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        self.verify_with_expiry(token).await.map(|(c, _)| c)
+        self.verify_with_expiry(token).await.map(|(c, _, _)| c)
     }
 
-    /// [`Authenticator::verify`], also returning the token's `exp` (Unix seconds): what
-    /// outlives the request (a console session) must not outlive the token.
-    pub async fn verify_with_expiry(&self, token: &str) -> Result<(Caller, i64), ApiError> {
+    /// [`Authenticator::verify`], also returning the token's `exp` and `iat` (Unix
+    /// seconds): what outlives the request (a console session) must not outlive the
+    /// token, nor its user's signing out everywhere.
+    pub async fn verify_with_expiry(
+        &self,
+        token: &str,
+    ) -> Result<(Caller, i64, Option<i64>), ApiError> {
         let digest = Self::digest(token);
         if let Some((caller, exp, iat)) = self.cached(&digest) {
             // judged on every use, as `exp` is: a revocation takes effect at once
             self.revocations.check(&caller, iat)?;
-            return Ok((caller, exp));
+            return Ok((caller, exp, iat));
         }
         let mut key_fresh_until = None;
         let header =
@@ -533,7 +537,7 @@ impl Authenticator {
         let caller = self.caller_from(claims, &digest)?;
         self.remember(digest, &caller, exp, nbf, iat, key_fresh_until);
         self.revocations.check(&caller, iat)?;
-        Ok((caller, exp))
+        Ok((caller, exp, iat))
     }
 
     fn caller_from(&self, c: Claims, digest: &[u8; 32]) -> Result<Caller, ApiError> {

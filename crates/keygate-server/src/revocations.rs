@@ -1,6 +1,6 @@
 //! Token revocations ("sign out everywhere"): a user's tokens issued before a cut-off are
 //! refused on every instance. The cut-offs live in `token_revocations`; each instance
-//! keeps them in memory ([`Revocations`]), reloads what changed every second, and refuses
+//! keeps them in memory ([`Revocations`]), reloads them every second, and refuses
 //! every token while its copy is older than [`STALE_AFTER`] (fail closed: an instance that
 //! cannot see the database cannot know what was revoked).
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use keygate_storage::{DbTime, Store};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -20,12 +20,6 @@ use crate::error::ApiError;
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Past this without a successful reload, every token is refused.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
-/// How far back a reload looks before its last one: rows committed late, or written by an
-/// instance whose clock is behind.
-const OVERLAP: chrono::Duration = chrono::Duration::seconds(10);
-/// A full reload this often, whatever the clocks did.
-const FULL_EVERY: u32 = 60;
-
 /// The cut-offs, per user (Unix seconds: tokens with an `iat` before it are refused).
 #[derive(Default)]
 pub struct Revocations {
@@ -34,8 +28,6 @@ pub struct Revocations {
     cutoffs: RwLock<HashMap<Uuid, i64>>,
     /// Unix ms of the last successful reload.
     loaded_ms: AtomicI64,
-    /// The newest `updated_at` seen, and reloads since the last full one.
-    cursor: Mutex<(Option<DbTime>, u32)>,
 }
 
 impl Revocations {
@@ -47,41 +39,31 @@ impl Revocations {
         }
     }
 
-    /// Loads what changed since the last reload (everything, the first time and every
-    /// [`FULL_EVERY`] reloads).
+    /// Reads every cut-off (one row per user who ever signed out everywhere). A cut-off
+    /// only ever moves on, so what is read is merged in by the later of the two: a
+    /// revocation noted here while the read ran is kept, and no instance's clock decides
+    /// which rows are read.
     pub async fn reload(&self) -> Result<(), keygate_storage::StorageError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let since = {
-            let mut c = self.cursor.lock();
-            c.1 += 1;
-            if c.1 >= FULL_EVERY {
-                c.1 = 0;
-                None
-            } else {
-                c.0.map(|t| DbTime::new(t.0 - OVERLAP))
-            }
-        };
-        let rows = store.token_revocations_since(since).await?;
+        let rows = store.token_revocations_since(None).await?;
         {
             let mut map = self.cutoffs.write();
-            if since.is_none() {
-                map.clear();
-            }
             for r in &rows {
                 let before = r.issued_before.0.timestamp();
                 let e = map.entry(r.user_id).or_insert(before);
                 *e = (*e).max(before);
             }
         }
-        if let Some(newest) = rows.iter().map(|r| r.updated_at).max() {
-            let mut c = self.cursor.lock();
-            c.0 = Some(c.0.map_or(newest, |t| t.max(newest)));
-        }
         self.loaded_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// `user`'s cut-off (Unix seconds), if they ever signed out everywhere.
+    pub fn cutoff(&self, user: Uuid) -> Option<i64> {
+        self.cutoffs.read().get(&user).copied()
     }
 
     /// A revocation made here: in force on this instance at once.

@@ -17,8 +17,8 @@ pub struct TokenRevocation {
 }
 
 impl Store {
-    /// Refuses every token of `user` issued before `before`, and ends the user's console
-    /// sessions, in one transaction (as the service identity: console sessions are
+    /// Refuses every token of `user` issued before `before`, ends the user's console
+    /// sessions and deletes their unused sign-in links, in one transaction (as the service identity: console sessions are
     /// service-only rows; the route has checked who may do this). A cut-off never moves
     /// back. Answers the cut-off now in force.
     pub async fn revoke_tokens(&self, user: Uuid, before: DbTime, now: DbTime) -> Result<DbTime> {
@@ -35,6 +35,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query::<DB>("DELETE FROM ui_sessions WHERE user_id = $1")
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            // a sign-in link made before is no way back in
+            sqlx::query::<DB>("DELETE FROM ui_login_links WHERE user_id = $1")
                 .bind(user)
                 .execute(&mut *tx)
                 .await?;

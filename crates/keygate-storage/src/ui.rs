@@ -19,6 +19,9 @@ pub struct UiSessionRecord {
     /// The JWKS key a session opened with an asymmetric token was verified with: the
     /// session lasts only while that key is in the set.
     pub jwks_kid: Option<String>,
+    /// When what opened the session was issued (Unix seconds): a token's `iat`, or the
+    /// time a sign-in link was used. `None` for sessions opened before this was kept.
+    pub issued_at: Option<i64>,
 }
 
 /// Binds a session's columns, in [`SESSION_COLS`] order (a macro: the query's backend is
@@ -34,14 +37,15 @@ macro_rules! bind_session {
             .bind(s.last_seen_at)
             .bind(s.expires_at)
             .bind(s.jwks_kid.clone())
+            .bind(s.issued_at)
     }};
 }
 
 const SESSION_COLS: &str =
-    "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at, jwks_kid";
+    "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at, jwks_kid, issued_at";
 
 fn insert_session_sql() -> String {
-    format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)")
+    format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)")
 }
 
 impl Store {

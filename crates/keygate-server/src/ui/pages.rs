@@ -145,7 +145,15 @@ pub async fn login_link_confirm(
             return link_refused();
         }
     };
-    let (rec, cookie) = match session::prepare(&s, &c.headers, user, admin, None, None) {
+    let (rec, cookie) = match session::prepare(
+        &s,
+        &c.headers,
+        user,
+        admin,
+        None,
+        None,
+        Utc::now().timestamp(),
+    ) {
         Ok(x) => x,
         Err(e) => return session_failed(e),
     };
@@ -179,8 +187,9 @@ async fn signed_in(
     admin: bool,
     not_after: Option<DateTime<Utc>>,
     jwks_kid: Option<String>,
+    issued_at: i64,
 ) -> Response {
-    match session::start(s, headers, user, admin, not_after, jwks_kid).await {
+    match session::start(s, headers, user, admin, not_after, jwks_kid, issued_at).await {
         Ok(cookie) => to_console(cookie),
         Err(e) => session_failed(e),
     }
@@ -223,7 +232,7 @@ pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Respon
         )
     };
     match s.auth.verify_with_expiry(&token).await {
-        Ok((caller, exp)) if !caller.service && caller.user_id.is_some() => {
+        Ok((caller, exp, iat)) if !caller.service && caller.user_id.is_some() => {
             // the session ends when the token does (verification allows clock-skew
             // leeway past `exp`; the session does not)
             match DateTime::<Utc>::from_timestamp(exp, 0).filter(|t| *t > Utc::now()) {
@@ -236,6 +245,8 @@ pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Respon
                         caller.admin,
                         Some(exp),
                         s.auth.jwks_kid_of(&token),
+                        // a token without `iat` counts as issued before any sign-out
+                        iat.unwrap_or(i64::MIN),
                     )
                     .await
                 }

@@ -114,8 +114,11 @@ pub async fn start(
     admin: bool,
     not_after: Option<DateTime<Utc>>,
     jwks_kid: Option<String>,
+    issued_at: i64,
 ) -> anyhow::Result<HeaderValue> {
-    let (rec, cookie) = prepare(state, headers, user_id, admin, not_after, jwks_kid)?;
+    let (rec, cookie) = prepare(
+        state, headers, user_id, admin, not_after, jwks_kid, issued_at,
+    )?;
     state.store.create_ui_session(&rec).await?;
     Ok(cookie)
 }
@@ -128,6 +131,7 @@ pub fn prepare(
     admin: bool,
     not_after: Option<DateTime<Utc>>,
     jwks_kid: Option<String>,
+    issued_at: i64,
 ) -> anyhow::Result<(UiSessionRecord, HeaderValue)> {
     let id = random_token();
     let now = Utc::now();
@@ -145,6 +149,7 @@ pub fn prepare(
         last_seen_at: DbTime::new(now),
         expires_at: DbTime::new(expires_at),
         jwks_kid,
+        issued_at: Some(issued_at),
     };
     let tls = https(state, headers);
     let secure = if tls { "; Secure" } else { "" };
@@ -187,6 +192,7 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     let idle_cutoff = DbTime::new(Utc::now() - chrono::Duration::from_std(IDLE).ok()?);
     match state.store.touch_ui_session(&hash(id), idle_cutoff).await {
         Ok(Some(r)) if !jwks_key_kept(state, &r).await => None,
+        Ok(Some(r)) if revoked(state, &r).await => None,
         Ok(Some(r)) => Some(Session {
             id_hash: r.id_hash,
             user_id: r.user_id,
@@ -199,6 +205,22 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
             None
         }
     }
+}
+
+/// A session opened with something issued before its user signed out everywhere (a token
+/// with an older `iat`, a link used before) is ended, wherever it was opened: an instance
+/// that learned of the revocation late may have let it in.
+async fn revoked(state: &AppState, r: &UiSessionRecord) -> bool {
+    let Some(cutoff) = state.auth.revocations().cutoff(r.user_id) else {
+        return false;
+    };
+    if r.issued_at.is_some_and(|i| i >= cutoff) {
+        return false;
+    }
+    if let Err(e) = state.store.delete_ui_session(&r.id_hash).await {
+        tracing::error!(error = %e, "ending a ui session of a user who signed out everywhere failed");
+    }
+    true
 }
 
 /// A session opened with a token lasts only while the token's key would still be

@@ -398,6 +398,15 @@ crate::both_backends!(
         let (old, old2, others) = (app.token(user), app.token(user), app.token(other));
         let cookie = app.console_sign_in(&old).await;
         assert_eq!(app.get("/v1/credentials", &old).await.0, 200);
+        let unused_link = keygate_server::ui::create_login_link(
+            &app.state.config,
+            user,
+            false,
+            Duration::from_secs(600),
+            Some(&app.base),
+        )
+        .await
+        .unwrap();
 
         let (s, v) = app.post("/v1/tokens/revoke", &old, json!({})).await;
         assert_eq!(
@@ -417,6 +426,46 @@ crate::both_backends!(
             "the console session outlived the revocation"
         );
         assert_eq!(app.get("/v1/credentials", &others).await.0, 200);
+        // no way back in through the console: not with the old token, not with a sign-in
+        // link made before, and not with a session another instance let in before it
+        // learned of the revocation (opened with the old token)
+        let r = reqwest::Client::new()
+            .post(format!("{}/ui/login", app.base))
+            .header("origin", &app.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={old}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let r = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(&unused_link)
+            .header("origin", &app.base)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 303, "a sign-in link made before still signs in");
+        let old_iat = cutoff.timestamp() - 1;
+        let (rec, set) = keygate_server::ui::session::prepare(
+            &app.state,
+            &reqwest::header::HeaderMap::new(),
+            user,
+            false,
+            None,
+            None,
+            old_iat,
+        )
+        .unwrap();
+        app.state.store.create_ui_session(&rec).await.unwrap();
+        let late = set.to_str().unwrap().split(';').next().unwrap().to_string();
+        assert_eq!(
+            app.console_home(&late).await,
+            303,
+            "a late session of a revoked token"
+        );
         // a token issued after the cut-off works
         let wait = (cutoff - chrono::Utc::now()).num_milliseconds().max(0) as u64;
         tokio::time::sleep(Duration::from_millis(wait + 50)).await;
