@@ -47,7 +47,7 @@ impl Revocations {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let rows = store.token_revocations_since(None).await?;
+        let rows = store.token_revocations().await?;
         {
             let mut map = self.cutoffs.write();
             for r in &rows {

@@ -1,6 +1,6 @@
 //! Token revocations ("sign out everywhere"): per user, the instant before which that
 //! user's tokens were issued is refused. The server keeps the table in memory and
-//! reloads what changed every second (`keygate-server/src/revocations.rs`).
+//! reloads it every second (`keygate-server/src/revocations.rs`).
 
 use uuid::Uuid;
 
@@ -52,29 +52,16 @@ impl Store {
         }))
     }
 
-    /// The revocations changed at or after `since` (all of them without it).
-    pub async fn token_revocations_since(
-        &self,
-        since: Option<DbTime>,
-    ) -> Result<Vec<TokenRevocation>> {
-        Ok(in_tx!(self, Actor::service(), |tx| {
-            match since {
-                Some(t) => {
-                    sqlx::query_as::<DB, TokenRevocation>(
-                        "SELECT user_id, issued_before, updated_at FROM token_revocations WHERE updated_at >= $1",
-                    )
-                    .bind(t)
-                    .fetch_all(&mut *tx)
-                    .await?
-                }
-                None => {
-                    sqlx::query_as::<DB, TokenRevocation>(
-                        "SELECT user_id, issued_before, updated_at FROM token_revocations",
-                    )
-                    .fetch_all(&mut *tx)
-                    .await?
-                }
-            }
+    /// Every user's cut-off (one row per user who ever signed out everywhere).
+    pub async fn token_revocations(&self) -> Result<Vec<TokenRevocation>> {
+        // a read, every second on every instance: it must not move the write epoch,
+        // which would drop the gateway's context cache each time
+        Ok(in_tx!(@quiet self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, TokenRevocation>(
+                "SELECT user_id, issued_before, updated_at FROM token_revocations",
+            )
+            .fetch_all(&mut *tx)
+            .await?
         }))
     }
 }

@@ -8,7 +8,6 @@ CREATE TABLE token_revocations (
     issued_before  TIMESTAMPTZ NOT NULL,
     updated_at     TIMESTAMPTZ NOT NULL
 );
-CREATE INDEX idx_token_revocations_updated ON token_revocations (updated_at);
 
 GRANT SELECT, INSERT, UPDATE ON token_revocations TO keygate_app;
 ALTER TABLE token_revocations ENABLE ROW LEVEL SECURITY;

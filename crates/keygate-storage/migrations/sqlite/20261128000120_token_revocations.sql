@@ -8,4 +8,3 @@ CREATE TABLE token_revocations (
     issued_before  TEXT NOT NULL,
     updated_at     TEXT NOT NULL
 );
-CREATE INDEX idx_token_revocations_updated ON token_revocations (updated_at);
