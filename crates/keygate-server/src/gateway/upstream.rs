@@ -81,7 +81,7 @@ impl UpstreamLimits {
             .filter(|r| *r > now_ms)
             .unwrap_or_else(|| now_ms - now_ms.rem_euclid(DEFAULT_WINDOW_MS) + DEFAULT_WINDOW_MS);
         let mut map = self.by_scope.lock();
-        let key = map.entry(scope.clone()).or_default();
+        let key = key_of(&mut map, scope);
         // the exchange's block stands; an answer about an earlier window (a call that
         // started before the current window began) tells nothing about this one
         if matches!(key.window, Some(w) if (w.blocked && w.reset_at_ms > now_ms) || reset_at_ms < w.reset_at_ms)
@@ -148,7 +148,7 @@ impl UpstreamLimits {
             .clamp(1, 3600);
         let until = now.timestamp_millis() + secs * 1000;
         let mut map = self.by_scope.lock();
-        let key = map.entry(scope.clone()).or_default();
+        let key = key_of(&mut map, scope);
         // a late, shorter refusal does not cut short a longer block already in force
         let until = match key.window {
             Some(w) if w.blocked => until.max(w.reset_at_ms),
@@ -184,7 +184,7 @@ impl UpstreamLimits {
                 }
             }
         }
-        let key = map.entry(scope.clone()).or_default();
+        let key = key_of(&mut map, scope);
         match key.window {
             Some(w) if w.reset_at_ms <= now_ms => key.window = None,
             Some(w) if w.remaining == 0 => return Err(refused(scope, w.reset_at_ms - now_ms)),
@@ -197,6 +197,15 @@ impl UpstreamLimits {
         key.sent += 1;
         Ok(Ticket(key.sent))
     }
+}
+
+/// `scope`'s entry, made on first use: the scope (for Binance, the host name) is copied
+/// into the map only then, not on every call.
+fn key_of<'m>(map: &'m mut HashMap<Scope, Key>, scope: &Scope) -> &'m mut Key {
+    if !map.contains_key(scope) {
+        map.insert(scope.clone(), Key::default());
+    }
+    map.get_mut(scope).expect("just inserted")
 }
 
 /// The answer to a call held because `scope`'s window is used up for `left_ms` more.
