@@ -197,8 +197,12 @@ const WITHDRAW_MARKERS: &[&str] = &["withdraw", "giftcard"];
 const SPOT_WEIGHT_LIMIT_1M: u64 = 6000;
 /// `/sapi` IP weight per minute (wallet docs "General Info: IP limits").
 const SAPI_IP_WEIGHT_LIMIT_1M: u64 = 12000;
+/// `/sapi` UID weight per minute (same page, "UID limits").
+const SAPI_UID_WEIGHT_LIMIT_1M: u64 = 180_000;
 /// Spot ORDERS limit per 10 s (spot `exchangeInfo` `rateLimits`).
 const SPOT_ORDERS_LIMIT_10S: u64 = 100;
+/// Spot ORDERS limit per day (same source).
+const SPOT_ORDERS_LIMIT_1D: u64 = 200_000;
 
 impl Exchange for Binance {
     fn id(&self) -> ExchangeId {
@@ -304,6 +308,37 @@ impl Exchange for Binance {
         weight_status(headers, "x-mbx-used-weight-1m", SPOT_WEIGHT_LIMIT_1M)
             .or_else(|| weight_status(headers, "x-sapi-used-ip-weight-1m", SAPI_IP_WEIGHT_LIMIT_1M))
             .or_else(|| weight_status(headers, "x-mbx-order-count-10s", SPOT_ORDERS_LIMIT_10S))
+    }
+
+    fn request_cost(&self, req: &OutgoingRequest) -> Vec<crate::Charge> {
+        crate::binance_weights::spot(req)
+    }
+
+    fn rate_limits(
+        &self,
+        _method: &Method,
+        _path: &str,
+        headers: &HeaderMap,
+    ) -> Vec<(crate::Budget, RateLimitStatus)> {
+        use crate::binance_weights::*;
+        reported(
+            headers,
+            &[
+                ("x-mbx-used-weight-1m", &WEIGHT_1M, SPOT_WEIGHT_LIMIT_1M),
+                (
+                    "x-sapi-used-ip-weight-1m",
+                    &SAPI_IP_1M,
+                    SAPI_IP_WEIGHT_LIMIT_1M,
+                ),
+                (
+                    "x-sapi-used-uid-weight-1m",
+                    &SAPI_UID_1M,
+                    SAPI_UID_WEIGHT_LIMIT_1M,
+                ),
+                ("x-mbx-order-count-10s", &ORDERS_10S, SPOT_ORDERS_LIMIT_10S),
+                ("x-mbx-order-count-1d", &ORDERS_1D, SPOT_ORDERS_LIMIT_1D),
+            ],
+        )
     }
 
     fn classify_error(&self, status: u16, body: &[u8]) -> Option<ErrorKind> {

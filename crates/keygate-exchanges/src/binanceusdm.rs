@@ -123,6 +123,8 @@ const USDM_KEY_ONLY: &[&str] = &["/fapi/v1/listenkey", "/fapi/v1/historicaltrade
 const USDM_WEIGHT_LIMIT_1M: u64 = 2400;
 /// ORDERS per minute, same source.
 const USDM_ORDERS_LIMIT_1M: u64 = 1200;
+/// ORDERS per 10 s, same source.
+const USDM_ORDERS_LIMIT_10S: u64 = 300;
 
 impl Exchange for BinanceUsdm {
     fn id(&self) -> ExchangeId {
@@ -236,6 +238,44 @@ impl Exchange for BinanceUsdm {
     fn rate_limit(&self, headers: &HeaderMap) -> Option<RateLimitStatus> {
         binance::weight_status(headers, "x-mbx-used-weight-1m", USDM_WEIGHT_LIMIT_1M).or_else(
             || binance::weight_status(headers, "x-mbx-order-count-1m", USDM_ORDERS_LIMIT_1M),
+        )
+    }
+
+    fn request_cost(&self, req: &OutgoingRequest) -> Vec<crate::Charge> {
+        crate::binance_weights::usdm(req)
+    }
+
+    fn rate_limits(
+        &self,
+        _method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Vec<(crate::Budget, RateLimitStatus)> {
+        use crate::binance_weights::*;
+        // Binance documents the weight header of these two as "not accurate": their
+        // answers leave the window as it was
+        let inaccurate = binance::canonical_path(path)
+            .is_some_and(|p| p == "/fapi/v1/ticker/bookticker" || p == "/fapi/v2/ticker/price");
+        let weight_header = if inaccurate {
+            ""
+        } else {
+            "x-mbx-used-weight-1m"
+        };
+        reported(
+            headers,
+            &[
+                (weight_header, &WEIGHT_1M, USDM_WEIGHT_LIMIT_1M),
+                (
+                    "x-mbx-order-count-10s",
+                    &FAPI_ORDERS_10S,
+                    USDM_ORDERS_LIMIT_10S,
+                ),
+                (
+                    "x-mbx-order-count-1m",
+                    &FAPI_ORDERS_1M,
+                    USDM_ORDERS_LIMIT_1M,
+                ),
+            ],
         )
     }
 

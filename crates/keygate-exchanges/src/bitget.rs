@@ -447,6 +447,16 @@ fn trade_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
     Ok(RequestIntent::Orders { orders })
 }
 
+/// The window of an endpoint's budget when the answer reports no reset.
+/// Bitget counts each endpoint per UID (public ones per IP), per second
+/// (<https://www.bitget.com/api-doc/common/intro>, "Rate limit").
+const ENDPOINT_WINDOW_MS: i64 = 1_000;
+
+/// The endpoint table's row for `method path`, which names its rate-limit budget.
+fn endpoint_row(method: &Method, path: &str) -> Option<&'static str> {
+    crate::okx::route_by(ROUTES, method, path).map(|r| r.1)
+}
+
 impl Exchange for Bitget {
     fn id(&self) -> ExchangeId {
         ExchangeId::Bitget
@@ -621,6 +631,24 @@ impl Exchange for Bitget {
             warnings: Vec::new(),
         };
         Ok(check.with_standard_warnings())
+    }
+
+    fn request_cost(&self, req: &OutgoingRequest) -> Vec<Charge> {
+        per_endpoint_cost(
+            &req.method,
+            endpoint_row(&req.method, &req.path),
+            ENDPOINT_WINDOW_MS,
+        )
+    }
+
+    fn rate_limits(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Vec<(Budget, RateLimitStatus)> {
+        let row = endpoint_row(method, path);
+        per_endpoint_limits(method, row, ENDPOINT_WINDOW_MS, self.rate_limit(headers))
     }
 
     /// Bitget documents one header (API FAQ, "remaining rate limit per second"):

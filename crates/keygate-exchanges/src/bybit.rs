@@ -254,6 +254,16 @@ fn trade_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
     Ok(RequestIntent::Orders { orders })
 }
 
+/// The window of an endpoint's budget when the answer reports no reset.
+/// Bybit counts each endpoint per UID, over windows of 1–5 s that its
+/// headers report the end of (<https://bybit-exchange.github.io/docs/v5/rate-limit>).
+const ENDPOINT_WINDOW_MS: i64 = 5_000;
+
+/// The endpoint table's row for `method path`, which names its rate-limit budget.
+fn endpoint_row(method: &Method, path: &str) -> Option<&'static str> {
+    crate::okx::route_by(ROUTES, method, path).map(|r| r.1)
+}
+
 impl Exchange for Bybit {
     fn id(&self) -> ExchangeId {
         ExchangeId::Bybit
@@ -465,6 +475,24 @@ impl Exchange for Bybit {
             warnings: Vec::new(),
         };
         Ok(check.with_standard_warnings())
+    }
+
+    fn request_cost(&self, req: &OutgoingRequest) -> Vec<Charge> {
+        per_endpoint_cost(
+            &req.method,
+            endpoint_row(&req.method, &req.path),
+            ENDPOINT_WINDOW_MS,
+        )
+    }
+
+    fn rate_limits(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Vec<(Budget, RateLimitStatus)> {
+        let row = endpoint_row(method, path);
+        per_endpoint_limits(method, row, ENDPOINT_WINDOW_MS, self.rate_limit(headers))
     }
 
     /// `X-Bapi-Limit` (window limit), `X-Bapi-Limit-Status` (remaining),

@@ -223,6 +223,16 @@ pub const ROUTES: &[RouteRow] = &[
     ("POST", "/api/v4/flash_swap/orders", Trade),
 ];
 
+/// The window of an endpoint's budget when the answer reports no reset.
+/// Gate counts each endpoint group per user, over 10 s windows whose end its
+/// headers report (<https://www.gate.io/docs/developers/apiv4/#frequency-limit-rule>).
+const ENDPOINT_WINDOW_MS: i64 = 10_000;
+
+/// The endpoint table's row for `method path`, which names its rate-limit budget.
+fn endpoint_row(method: &Method, path: &str) -> Option<&'static str> {
+    util::route_row(ROUTES, method, path).map(|r| r.1)
+}
+
 impl Exchange for Gate {
     fn id(&self) -> ExchangeId {
         ExchangeId::Gate
@@ -385,6 +395,24 @@ impl Exchange for Gate {
             check.warnings.push("key is locked or frozen".into());
         }
         Ok(check)
+    }
+
+    fn request_cost(&self, req: &OutgoingRequest) -> Vec<Charge> {
+        per_endpoint_cost(
+            &req.method,
+            endpoint_row(&req.method, &req.path),
+            ENDPOINT_WINDOW_MS,
+        )
+    }
+
+    fn rate_limits(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Vec<(Budget, RateLimitStatus)> {
+        let row = endpoint_row(method, path);
+        per_endpoint_limits(method, row, ENDPOINT_WINDOW_MS, self.rate_limit(headers))
     }
 
     fn rate_limit(&self, headers: &HeaderMap) -> Option<RateLimitStatus> {

@@ -24,6 +24,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 pub mod binance;
+mod binance_weights;
 pub mod binanceusdm;
 pub mod bitget;
 pub mod bybit;
@@ -392,6 +393,92 @@ impl RateLimitStatus {
     }
 }
 
+/// One of the exchange's rate-limit budgets: what a call is charged against before it goes
+/// out ([`Exchange::request_cost`]), and what an answer's headers report
+/// ([`Exchange::rate_limits`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Budget {
+    /// Which of the exchange's counters: `""` for an exchange's single budget, a name such as
+    /// `"orders-10s"`, or the endpoint's path where the exchange counts per endpoint.
+    pub name: std::borrow::Cow<'static, str>,
+    /// Counted per source IP, so every key keygate sends from its address shares it; else per
+    /// key.
+    pub per_ip: bool,
+    /// The window's length, for an answer that reports no reset time.
+    pub window_ms: i64,
+}
+
+impl Budget {
+    /// An exchange's one budget for everything, over a minute.
+    pub fn whole(per_ip: bool) -> Budget {
+        Budget {
+            name: std::borrow::Cow::Borrowed(""),
+            per_ip,
+            window_ms: 60_000,
+        }
+    }
+
+    /// A named budget over `window_ms`.
+    pub const fn named(name: &'static str, per_ip: bool, window_ms: i64) -> Budget {
+        Budget {
+            name: std::borrow::Cow::Borrowed(name),
+            per_ip,
+            window_ms,
+        }
+    }
+
+    /// The budget of one endpoint of `api`, per key, over windows of `window_ms`, where
+    /// the exchange counts each endpoint on its own (Bybit, Bitget, Gate): named by the
+    /// method and the endpoint table's row for the path (so ids in a path do not make a
+    /// budget each). A path the table lacks shares the budget `"?"`.
+    pub fn endpoint(method: &Method, row: Option<&'static str>, window_ms: i64) -> Budget {
+        let name = match row {
+            Some(pattern) => std::borrow::Cow::Owned(format!("{method} {pattern}")),
+            None => std::borrow::Cow::Borrowed("?"),
+        };
+        Budget {
+            name,
+            per_ip: false,
+            window_ms,
+        }
+    }
+}
+
+/// [`Exchange::request_cost`] where each endpoint (`row`, the endpoint table's pattern for
+/// the path) has a budget of its own and every call weighs 1.
+pub fn per_endpoint_cost(
+    method: &Method,
+    row: Option<&'static str>,
+    window_ms: i64,
+) -> Vec<Charge> {
+    vec![Charge {
+        budget: Budget::endpoint(method, row, window_ms),
+        weight: 1,
+    }]
+}
+
+/// [`Exchange::rate_limits`] where each endpoint has a budget of its own: the answer's
+/// headers (`reported`) are about the endpoint called.
+pub fn per_endpoint_limits(
+    method: &Method,
+    row: Option<&'static str>,
+    window_ms: i64,
+    reported: Option<RateLimitStatus>,
+) -> Vec<(Budget, RateLimitStatus)> {
+    reported
+        .map(|rl| (Budget::endpoint(method, row, window_ms), rl))
+        .into_iter()
+        .collect()
+}
+
+/// What a call costs in one of the exchange's budgets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub budget: Budget,
+    /// The call's weight in the budget (1 where the exchange counts requests).
+    pub weight: u64,
+}
+
 /// Common kinds of exchange error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -509,6 +596,31 @@ pub trait Exchange: Send + Sync + 'static {
     /// shares them (Binance's request weight and its IP bans).
     fn limits_per_ip(&self) -> bool {
         false
+    }
+
+    /// The budgets `req` counts against, and its weight in each, so the gateway can hold a
+    /// call that would go over what the exchange has left. Default: one budget, every call
+    /// weighing 1.
+    fn request_cost(&self, _req: &OutgoingRequest) -> Vec<Charge> {
+        vec![Charge {
+            budget: Budget::whole(self.limits_per_ip()),
+            weight: 1,
+        }]
+    }
+
+    /// What the answer to `method path` reports for each of the budgets
+    /// [`Exchange::request_cost`] names. Default: [`Exchange::rate_limit`] for the one
+    /// budget.
+    fn rate_limits(
+        &self,
+        _method: &Method,
+        _path: &str,
+        headers: &HeaderMap,
+    ) -> Vec<(Budget, RateLimitStatus)> {
+        self.rate_limit(headers)
+            .map(|rl| (Budget::whole(self.limits_per_ip()), rl))
+            .into_iter()
+            .collect()
     }
 
     /// Common kind of an error response, `None` when the response is not an error.

@@ -83,20 +83,23 @@ pub(crate) fn is_plain_path(path: &str) -> bool {
 /// Classifies `method path` by `routes`; `Unknown` when the path is not plain or no entry
 /// matches.
 pub(crate) fn classify_by(routes: &[Route], method: &Method, path: &str) -> EndpointClass {
-    if !is_plain_path(path) {
-        return EndpointClass::Unknown;
-    }
-    routes
-        .iter()
-        .find(|(verb, pattern, _)| {
-            verb.matches(method)
-                && match pattern.strip_suffix('*') {
-                    Some(prefix) => path.len() > prefix.len() && path.starts_with(prefix),
-                    None => *pattern == path,
-                }
-        })
+    route_by(routes, method, path)
         .map(|(_, _, class)| *class)
         .unwrap_or(EndpointClass::Unknown)
+}
+
+/// The first row of `routes` matching `method path`; none for a path that is not plain.
+pub(crate) fn route_by<'r>(routes: &'r [Route], method: &Method, path: &str) -> Option<&'r Route> {
+    if !is_plain_path(path) {
+        return None;
+    }
+    routes.iter().find(|(verb, pattern, _)| {
+        verb.matches(method)
+            && match pattern.strip_suffix('*') {
+                Some(prefix) => path.len() > prefix.len() && path.starts_with(prefix),
+                None => *pattern == path,
+            }
+    })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -342,12 +342,18 @@ pub fn route_class(
     method: &http::Method,
     path: &str,
 ) -> Option<crate::EndpointClass> {
-    table
-        .iter()
-        .find(|(m, p, _)| {
-            (*m == "*" || m.split('|').any(|m| m == method.as_str())) && path_matches(p, path)
-        })
-        .map(|(_, _, class)| *class)
+    route_row(table, method, path).map(|(_, _, class)| *class)
+}
+
+/// The first row of `table` matching `method path`, if any.
+pub fn route_row<'t>(
+    table: &'t [RouteRow],
+    method: &http::Method,
+    path: &str,
+) -> Option<&'t RouteRow> {
+    table.iter().find(|(m, p, _)| {
+        (*m == "*" || m.split('|').any(|m| m == method.as_str())) && path_matches(p, path)
+    })
 }
 
 /// For an exchange whose private writes carry every parameter in the body (OKX, Bybit,
