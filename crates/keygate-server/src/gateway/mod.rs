@@ -408,8 +408,8 @@ async fn proxy_call(
     }
     // Every call the exchange counts, public ones too: Binance weighs public calls against
     // the same IP budget, and its 418 ban follows 429s whoever sent them.
-    let scope = upstream::Scope::of(api.limits_per_ip(), ctx.credential.id, &host);
-    let ticket = match s.gateway.upstream.check(&scope, ctx.credential.id, now) {
+    let placed = upstream::charges(api, ctx.credential.id, &host, &out);
+    let ticket = match s.gateway.upstream.check(&placed, ctx.credential.id, now) {
         Ok(t) => t,
         Err(d) => return deny(&s, &caller, &meta, ctx, &out, log, d).await,
     };
@@ -467,12 +467,13 @@ async fn proxy_call(
             log.status = up.status.as_u16();
             let learned = s.gateway.upstream.learn(
                 api,
-                &scope,
+                &placed,
                 ctx.credential.id,
+                (&out.method, &out.path),
                 up.status.as_u16(),
                 &up.headers,
                 now,
-                ticket,
+                &ticket,
             );
             if let Some(rl) = learned {
                 log.rate_remaining = rl.left().map(|r| r.min(i64::MAX as u64) as i64);

@@ -88,12 +88,11 @@ async fn internal_call(
     };
     let now = Utc::now();
     // the exchange's budget for this key, as for the calls bots make through the gateway
-    let scope =
-        super::upstream::Scope::of(exchange.api().limits_per_ip(), ctx.credential.id, &host);
+    let placed = super::upstream::charges(exchange.api(), ctx.credential.id, &host, &out);
     let ticket = s
         .gateway
         .upstream
-        .check(&scope, ctx.credential.id, now)
+        .check(&placed, ctx.credential.id, now)
         .map_err(|d| ApiError::Status {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "exchange_rate_limited",
@@ -126,12 +125,13 @@ async fn internal_call(
                 .upstream
                 .learn(
                     exchange.api(),
-                    &scope,
+                    &placed,
                     ctx.credential.id,
+                    (&out.method, &out.path),
                     u.status.as_u16(),
                     &u.headers,
                     now,
-                    ticket,
+                    &ticket,
                 )
                 .and_then(|rl| rl.spent())
                 .map(|u| u.min(i64::MAX as u64) as i64);

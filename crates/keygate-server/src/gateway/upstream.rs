@@ -1,38 +1,43 @@
-//! The exchange's own rate limit per key, learned from response headers. When the last
-//! answer says the window is used up (or the exchange answered 429/418 with a
-//! `Retry-After`), keygate answers 429 itself until the window resets, instead of letting
-//! the exchange ban the key or the IP: several bots sharing one key are the usual cause.
-//! Where the exchange counts per source IP (Binance's request weight and its 418 bans),
-//! the window belongs to the exchange host, and every key reached through it shares it.
+//! The exchange's own rate limits per key, learned from response headers. When the last
+//! answer says a budget has less left than a call weighs (or the exchange answered 429/418
+//! with a `Retry-After`), keygate answers 429 itself until the window resets, instead of
+//! letting the exchange ban the key or the IP: several bots sharing one key are the usual
+//! cause. Each call is charged its weight in every budget the exchange counts it against
+//! (`Exchange::request_cost`: Binance's request weight per endpoint and its order counts,
+//! Bybit's, Bitget's and Gate's budget per endpoint). Where the exchange counts per source
+//! IP (Binance's request weight and its 418 bans), the budget belongs to the exchange host,
+//! and every key reached through it shares it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use http::HeaderMap;
-use keygate_exchanges::RateLimitStatus;
+use http::{HeaderMap, Method};
+use keygate_exchanges::{Budget, RateLimitStatus};
 use keygate_policy::{Denial, DenyCode};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
+    /// What is left, in the budget's weight.
     remaining: u64,
+    /// The budget's limit, when the exchange reports or documents it.
+    limit: Option<u64>,
     /// When the window resets (ms since the epoch).
     reset_at_ms: i64,
-    /// Set by the exchange's own refusal (429 / 418): stands until `reset_at_ms`.
-    blocked: bool,
 }
 
 #[derive(Debug, Default)]
 struct Key {
     /// What is known of the current window.
     window: Option<Window>,
-    /// Calls let through [`UpstreamLimits::check`] so far (never reset): an answer is
+    /// Weight let through [`UpstreamLimits::check`] so far (never reset): an answer is
     /// read against the calls sent after its own.
     sent: u64,
 }
 
-/// Whose budget a window is: one key's, or (where the exchange counts per source IP) that
+/// Whose budgets a window is: one key's, or (where the exchange counts per source IP) those
 /// of every key keygate reaches the exchange host with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -41,8 +46,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// The scope of a call with `credential` to `host` of an exchange whose limits are
-    /// per IP (`per_ip`) or per key.
+    /// The scope of a call with `credential` to `host`, for a budget counted per IP
+    /// (`per_ip`) or per key.
     pub fn of(per_ip: bool, credential: Uuid, host: &str) -> Scope {
         if per_ip {
             Scope::Host(host.to_string())
@@ -52,72 +57,148 @@ impl Scope {
     }
 }
 
-#[derive(Default)]
-pub struct UpstreamLimits {
-    by_scope: Mutex<HashMap<Scope, Key>>,
+/// One scope's state: the exchange's own block, and its budgets by name.
+#[derive(Debug, Default)]
+struct Scoped {
+    /// Set by the exchange's refusal (429 / 418): until then (ms since the epoch) every
+    /// call in the scope is held, whatever an answer says.
+    blocked_until_ms: i64,
+    budgets: HashMap<Cow<'static, str>, Key>,
 }
 
-/// A call let through [`UpstreamLimits::check`]: its place among the key's calls, to
-/// hand back to [`UpstreamLimits::observe`] with its answer.
-#[derive(Debug, Clone, Copy)]
-pub struct Ticket(u64);
+/// Budgets kept per scope. Budgets are named by the exchange modules' tables, so this is a
+/// safety net: past it, budgets whose window has ended are dropped, and a call charged in
+/// a new one is held until there is room.
+const MAX_BUDGETS: usize = 256;
 
-/// Without a reset time from the exchange, assume the common one-minute window.
-const DEFAULT_WINDOW_MS: i64 = 60_000;
+#[derive(Default)]
+pub struct UpstreamLimits {
+    by_scope: Mutex<HashMap<Scope, Scoped>>,
+}
+
+/// What one call is charged in one of the exchange's budgets, and whose budget it is.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub scope: Scope,
+    pub budget: Budget,
+    pub weight: u64,
+}
+
+/// What one call is charged, and where the exchange's refusal for rate would hold.
+#[derive(Debug, Clone)]
+pub struct Charges {
+    placed: Vec<Placed>,
+    /// The scope a 429 / 418 blocks: the host's where the exchange bans per source IP,
+    /// whichever budget the call was charged in.
+    block: Scope,
+}
+
+/// What `req` with `credential` to `host` of `api` is charged.
+pub fn charges(
+    api: &dyn keygate_exchanges::Exchange,
+    credential: Uuid,
+    host: &str,
+    req: &keygate_exchanges::OutgoingRequest,
+) -> Charges {
+    let placed = api
+        .request_cost(req)
+        .into_iter()
+        .map(|c| Placed {
+            scope: Scope::of(c.budget.per_ip, credential, host),
+            budget: c.budget,
+            weight: c.weight,
+        })
+        .collect();
+    Charges {
+        placed,
+        block: Scope::of(api.limits_per_ip(), credential, host),
+    }
+}
+
+/// A call let through [`UpstreamLimits::check`]: its place among each budget's calls (in
+/// the order of its charges), to hand back to
+/// [`UpstreamLimits::learn`] with its answer.
+#[derive(Debug, Clone)]
+pub struct Ticket(Vec<u64>);
 
 impl UpstreamLimits {
-    /// Learns from the answer to the call holding `ticket`. The exchange counted that
-    /// call and those before it, not the calls sent after it that are still on their way:
-    /// those are taken off what the answer reports. So answers arriving out of order
-    /// (several bots share a key) never give back budget that calls in flight will use,
-    /// and a late one cannot lift the exchange's own block: it stands until it ends.
-    pub fn observe(&self, scope: &Scope, rl: &RateLimitStatus, now: DateTime<Utc>, ticket: Ticket) {
+    /// Learns from `rl`, the answer about `budget` of `scope` to the call whose place in
+    /// it is `at`. The exchange counted that call and those before it, not the calls sent
+    /// after it that are still on their way: their weight is taken off what the answer
+    /// reports. So answers arriving out of order (several bots share a key) never give
+    /// back budget that calls in flight will use, and a late one cannot lift the
+    /// exchange's own block: it stands until it ends.
+    fn observe(
+        &self,
+        scope: &Scope,
+        budget: &Budget,
+        rl: &RateLimitStatus,
+        now: DateTime<Utc>,
+        at: u64,
+    ) {
         let Some(reported) = rl.left() else {
             return;
         };
         let now_ms = now.timestamp_millis();
+        let window_ms = budget.window_ms.max(1);
         let reset_at_ms = rl
             .reset_at_ms
             .filter(|r| *r > now_ms)
-            .unwrap_or_else(|| now_ms - now_ms.rem_euclid(DEFAULT_WINDOW_MS) + DEFAULT_WINDOW_MS);
+            .unwrap_or_else(|| now_ms - now_ms.rem_euclid(window_ms) + window_ms);
         let mut map = self.by_scope.lock();
-        let key = key_of(&mut map, scope);
-        // the exchange's block stands; an answer about an earlier window (a call that
-        // started before the current window began) tells nothing about this one
-        if matches!(key.window, Some(w) if (w.blocked && w.reset_at_ms > now_ms) || reset_at_ms < w.reset_at_ms)
-        {
+        let Some(scoped) = map.get_mut(scope) else {
+            return;
+        };
+        if scoped.blocked_until_ms > now_ms {
             return;
         }
-        let in_flight = key.sent.saturating_sub(ticket.0);
+        let Some(key) = scoped.budgets.get_mut(&budget.name) else {
+            return;
+        };
+        // an answer about an earlier window (a call that started before the current
+        // window began) tells nothing about this one
+        if matches!(key.window, Some(w) if reset_at_ms < w.reset_at_ms) {
+            return;
+        }
+        let in_flight = key.sent.saturating_sub(at);
         key.window = Some(Window {
             remaining: reported.saturating_sub(in_flight),
+            limit: rl.limit,
             reset_at_ms,
-            blocked: false,
         });
     }
 
-    /// Learns from the exchange's answer (`status`, `headers`) to `credential`'s call
-    /// holding `ticket`: the window its rate-limit headers report, and its own refusal
-    /// for rate (429 / 418). Answers the headers' rate-limit state, for the call's record.
+    /// Learns from the exchange's answer (`status`, `headers`) to `credential`'s
+    /// `method path` call, charged `placed` and holding `ticket`: the windows its
+    /// rate-limit headers report, and its own refusal for rate (429 / 418). Answers the
+    /// headers' main rate-limit state, for the call's record.
     #[allow(clippy::too_many_arguments)]
     pub fn learn(
         &self,
         api: &dyn keygate_exchanges::Exchange,
-        scope: &Scope,
+        charges: &Charges,
         credential: Uuid,
+        (method, path): (&Method, &str),
         status: u16,
         headers: &HeaderMap,
         now: DateTime<Utc>,
-        ticket: Ticket,
+        ticket: &Ticket,
     ) -> Option<RateLimitStatus> {
-        let rl = api.rate_limit(headers);
-        if let Some(rl) = &rl {
-            self.observe(scope, rl, now, ticket);
+        for (budget, rl) in api.rate_limits(method, path, headers) {
+            // a budget the call was not charged in has no place to read the answer from
+            let charged = charges
+                .placed
+                .iter()
+                .zip(&ticket.0)
+                .find(|(p, _)| p.budget == budget);
+            if let Some((p, at)) = charged {
+                self.observe(&p.scope, &budget, &rl, now, *at);
+            }
         }
         if status == 429 || status == 418 {
-            self.blocked_by_exchange(scope, credential, status, headers, now);
+            self.blocked_by_exchange(&charges.block, credential, status, headers, now);
         }
-        rl
+        api.rate_limit(headers)
     }
 
     /// The exchange itself refused `credential`'s call for rate (429 / 418): block until
@@ -148,69 +229,101 @@ impl UpstreamLimits {
             .clamp(1, 3600);
         let until = now.timestamp_millis() + secs * 1000;
         let mut map = self.by_scope.lock();
-        let key = key_of(&mut map, scope);
+        let scoped = scoped(&mut map, scope);
         // a late, shorter refusal does not cut short a longer block already in force
-        let until = match key.window {
-            Some(w) if w.blocked => until.max(w.reset_at_ms),
-            _ => until,
-        };
-        key.window = Some(Window {
-            remaining: 0,
-            reset_at_ms: until,
-            blocked: true,
-        });
+        scoped.blocked_until_ms = scoped.blocked_until_ms.max(until);
     }
 
-    /// A denial when the window of `scope` (or, for a host's scope, an exchange block on
-    /// `credential` itself) is known to be used up; else the call's [`Ticket`] (the call
-    /// is counted against what is left).
+    /// A denial when the exchange has blocked `credential` or a scope the call is charged
+    /// in, or when a budget's window is known to have less left than the call weighs
+    /// there; else the call's [`Ticket`] (the call is charged against what is left).
     pub fn check(
         &self,
-        scope: &Scope,
+        charges: &Charges,
         credential: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Ticket, Denial> {
+        let placed = &charges.placed;
         let now_ms = now.timestamp_millis();
+        let own = Scope::Key(credential);
         let mut map = self.by_scope.lock();
-        if matches!(scope, Scope::Host(_)) {
-            if let Some(Window {
-                blocked: true,
-                reset_at_ms,
-                ..
-            }) = map.get(&Scope::Key(credential)).and_then(|k| k.window)
-            {
-                if reset_at_ms > now_ms {
-                    return Err(refused(&Scope::Key(credential), reset_at_ms - now_ms));
+        for scope in std::iter::once(&own).chain(placed.iter().map(|p| &p.scope)) {
+            if let Some(s) = map.get(scope) {
+                if s.blocked_until_ms > now_ms {
+                    return Err(refused(scope, s.blocked_until_ms - now_ms));
                 }
             }
         }
-        let key = key_of(&mut map, scope);
-        match key.window {
-            Some(w) if w.reset_at_ms <= now_ms => key.window = None,
-            Some(w) if w.remaining == 0 => return Err(refused(scope, w.reset_at_ms - now_ms)),
-            Some(_) => {}
-            None => {}
+        for p in placed {
+            let Some(key) = map
+                .get_mut(&p.scope)
+                .and_then(|s| s.budgets.get_mut(&p.budget.name))
+            else {
+                continue;
+            };
+            match key.window {
+                Some(w) if w.reset_at_ms <= now_ms => key.window = None,
+                // nothing left holds every call, weightless ones too; a call heavier than
+                // the whole limit waits for a full window, not forever
+                Some(w)
+                    if w.remaining == 0
+                        || w.remaining < p.weight.min(w.limit.unwrap_or(u64::MAX)) =>
+                {
+                    return Err(refused(&p.scope, w.reset_at_ms - now_ms))
+                }
+                _ => {}
+            }
         }
-        if let Some(w) = key.window.as_mut() {
-            w.remaining -= 1;
+        // every budget charged must be tracked, or the call is held
+        for p in placed {
+            if budget_of(scoped(&mut map, &p.scope), &p.budget, now_ms).is_none() {
+                return Err(refused(&p.scope, 1_000));
+            }
         }
-        key.sent += 1;
-        Ok(Ticket(key.sent))
+        let mut at = Vec::with_capacity(placed.len());
+        for p in placed {
+            let key =
+                budget_of(scoped(&mut map, &p.scope), &p.budget, now_ms).expect("made room above");
+            if let Some(w) = key.window.as_mut() {
+                w.remaining = w.remaining.saturating_sub(p.weight);
+            }
+            key.sent += p.weight;
+            at.push(key.sent);
+        }
+        Ok(Ticket(at))
     }
 }
 
 /// `scope`'s entry, made on first use: the scope (for Binance, the host name) is copied
 /// into the map only then, not on every call.
-fn key_of<'m>(map: &'m mut HashMap<Scope, Key>, scope: &Scope) -> &'m mut Key {
+fn scoped<'m>(map: &'m mut HashMap<Scope, Scoped>, scope: &Scope) -> &'m mut Scoped {
     if !map.contains_key(scope) {
-        map.insert(scope.clone(), Key::default());
+        map.insert(scope.clone(), Scoped::default());
     }
     map.get_mut(scope).expect("just inserted")
 }
 
+/// `budget` of a scope, made on first use; `None` when the scope already keeps
+/// [`MAX_BUDGETS`] live ones.
+fn budget_of<'s>(scoped: &'s mut Scoped, budget: &Budget, now_ms: i64) -> Option<&'s mut Key> {
+    let name = &budget.name;
+    if !scoped.budgets.contains_key(name) {
+        if scoped.budgets.len() >= MAX_BUDGETS {
+            scoped
+                .budgets
+                .retain(|_, k| matches!(k.window, Some(w) if w.reset_at_ms > now_ms));
+            if scoped.budgets.len() >= MAX_BUDGETS {
+                return None;
+            }
+        }
+        scoped.budgets.insert(name.clone(), Key::default());
+    }
+    scoped.budgets.get_mut(name)
+}
+
 /// The answer to a call held because `scope`'s window is used up for `left_ms` more.
 fn refused(scope: &Scope, left_ms: i64) -> Denial {
-    let secs = ((left_ms + 999) / 1000).max(1) as u64;
+    let secs = (left_ms.saturating_add(999) / 1000).max(1) as u64;
     Denial {
         code: DenyCode::ExchangeRateLimited,
         detail: match scope {
@@ -238,25 +351,60 @@ mod tests {
         Utc.timestamp_millis_opt(1_790_000_000_000 + ms).unwrap()
     }
 
+    /// A call charged 1 in `scope`'s one budget.
+    fn one(scope: &Scope) -> Charges {
+        Charges {
+            placed: vec![Placed {
+                scope: scope.clone(),
+                budget: Budget::whole(matches!(scope, Scope::Host(_))),
+                weight: 1,
+            }],
+            block: scope.clone(),
+        }
+    }
+
+    /// `method path?query`, as the gateway sends it.
+    fn req(method: &Method, path: &str, query: Option<&str>) -> keygate_exchanges::OutgoingRequest {
+        keygate_exchanges::OutgoingRequest {
+            method: method.clone(),
+            path: path.to_string(),
+            query: query.map(str::to_string),
+            headers: HeaderMap::new(),
+            body: Default::default(),
+        }
+    }
+
+    /// The answer `rl` about `scope`'s one budget, to the call holding `ticket`.
+    fn observe(
+        u: &UpstreamLimits,
+        scope: &Scope,
+        rl: &RateLimitStatus,
+        now: DateTime<Utc>,
+        ticket: &Ticket,
+    ) {
+        u.observe(scope, &one(scope).placed[0].budget, rl, now, ticket.0[0]);
+    }
+
     #[test]
     fn used_up_window_denies_until_reset() {
         let u = UpstreamLimits::default();
         let c = &Scope::Key(Uuid::new_v4());
-        let first = u.check(c, K, t(0)).expect("nothing known: allowed");
+        let first = u.check(&one(c), K, t(0)).expect("nothing known: allowed");
         let rl = RateLimitStatus {
             used: Some(6000),
             limit: Some(6000),
             remaining: None,
             reset_at_ms: Some(t(30_000).timestamp_millis()),
         };
-        u.observe(c, &rl, t(0), first);
-        let d = u.check(c, K, t(1_000)).expect_err("used up");
+        observe(&u, c, &rl, t(0), &first);
+        let d = u.check(&one(c), K, t(1_000)).expect_err("used up");
         assert_eq!(d.code, DenyCode::ExchangeRateLimited);
         assert_eq!(d.status, 429);
         assert_eq!(d.retry_after_secs, Some(29));
-        assert!(u.check(c, K, t(30_000)).is_ok(), "window reset");
+        assert!(u.check(&one(c), K, t(30_000)).is_ok(), "window reset");
         assert!(
-            u.check(&Scope::Key(Uuid::new_v4()), K, t(1_000)).is_ok(),
+            u.check(&one(&Scope::Key(Uuid::new_v4())), K, t(1_000))
+                .is_ok(),
             "other keys unaffected"
         );
     }
@@ -270,12 +418,12 @@ mod tests {
             reset_at_ms: Some(t(10_000).timestamp_millis()),
             ..Default::default()
         };
-        let first = u.check(c, K, t(0)).unwrap();
-        u.observe(c, &rl, t(0), first);
-        assert!(u.check(c, K, t(1)).is_ok());
-        assert!(u.check(c, K, t(2)).is_ok());
+        let first = u.check(&one(c), K, t(0)).unwrap();
+        observe(&u, c, &rl, t(0), &first);
+        assert!(u.check(&one(c), K, t(1)).is_ok());
+        assert!(u.check(&one(c), K, t(2)).is_ok());
         assert!(
-            u.check(c, K, t(3)).is_err(),
+            u.check(&one(c), K, t(3)).is_err(),
             "two calls spent what was left"
         );
     }
@@ -288,10 +436,10 @@ mod tests {
         h.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
         u.blocked_by_exchange(c, K, 429, &h, t(0));
         assert_eq!(
-            u.check(c, K, t(1_000)).unwrap_err().retry_after_secs,
+            u.check(&one(c), K, t(1_000)).unwrap_err().retry_after_secs,
             Some(4)
         );
-        assert!(u.check(c, K, t(5_000)).is_ok());
+        assert!(u.check(&one(c), K, t(5_000)).is_ok());
     }
 
     /// A call sent before the block but answered after it (its headers still show budget)
@@ -300,7 +448,7 @@ mod tests {
     fn a_late_answer_does_not_lift_the_exchanges_block() {
         let u = UpstreamLimits::default();
         let c = &Scope::Key(Uuid::new_v4());
-        let before = u.check(c, K, t(-5)).unwrap();
+        let before = u.check(&one(c), K, t(-5)).unwrap();
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
         u.blocked_by_exchange(c, K, 429, &h, t(0));
@@ -309,19 +457,22 @@ mod tests {
             reset_at_ms: Some(t(60_000).timestamp_millis()),
             ..Default::default()
         };
-        u.observe(c, &late, t(10), before);
+        observe(&u, c, &late, t(10), &before);
         assert_eq!(
-            u.check(c, K, t(1_000)).unwrap_err().retry_after_secs,
+            u.check(&one(c), K, t(1_000)).unwrap_err().retry_after_secs,
             Some(4)
         );
-        assert!(u.check(c, K, t(5_000)).is_ok(), "the block ends on time");
+        assert!(
+            u.check(&one(c), K, t(5_000)).is_ok(),
+            "the block ends on time"
+        );
 
         // a long ban, then a late 429 with a short Retry-After: the ban stands
         h.insert(http::header::RETRY_AFTER, "120".parse().unwrap());
         u.blocked_by_exchange(c, K, 429, &h, t(10_000));
         h.insert(http::header::RETRY_AFTER, "1".parse().unwrap());
         u.blocked_by_exchange(c, K, 429, &h, t(9_000));
-        assert!(u.check(c, K, t(60_000)).is_err(), "still banned");
+        assert!(u.check(&one(c), K, t(60_000)).is_err(), "still banned");
     }
 
     /// The exchange's count is the truth once it answers: a key whose usage stays low is
@@ -339,9 +490,9 @@ mod tests {
         };
         for i in 0..100 {
             let k = u
-                .check(c, K, t(i))
+                .check(&one(c), K, t(i))
                 .unwrap_or_else(|_| panic!("call {i} refused"));
-            u.observe(c, &answer, t(i), k);
+            observe(&u, c, &answer, t(i), &k);
         }
     }
 
@@ -359,29 +510,35 @@ mod tests {
             reset_at_ms: Some(t(reset).timestamp_millis()),
             ..Default::default()
         };
-        let early = u.check(c, K, t(0)).unwrap();
-        u.observe(c, &at(2, 60_000), t(1), early);
-        let one = u.check(c, K, t(2)).unwrap();
-        let two = u.check(c, K, t(3)).unwrap();
+        let early = u.check(&one(c), K, t(0)).unwrap();
+        observe(&u, c, &at(2, 60_000), t(1), &early);
+        let first = u.check(&one(c), K, t(2)).unwrap();
+        let two = u.check(&one(c), K, t(3)).unwrap();
         for i in 0..8 {
-            assert!(u.check(c, K, t(4 + i)).is_err(), "bot {i} let through");
+            assert!(
+                u.check(&one(c), K, t(4 + i)).is_err(),
+                "bot {i} let through"
+            );
         }
-        u.observe(c, &at(1, 60_000), t(20), one);
+        observe(&u, c, &at(1, 60_000), t(20), &first);
         assert!(
-            u.check(c, K, t(21)).is_err(),
+            u.check(&one(c), K, t(21)).is_err(),
             "call two is already using the last one"
         );
-        u.observe(c, &at(0, 60_000), t(22), two);
+        observe(&u, c, &at(0, 60_000), t(22), &two);
         // an answer about the window before this one, however much it says is left
-        let stale = u.check(c, K, t(-30_000));
+        let stale = u.check(&one(c), K, t(-30_000));
         assert!(stale.is_err());
-        let before = Ticket(0);
-        u.observe(c, &at(500, 30_000), t(23), before);
+        let before = Ticket(vec![0]);
+        observe(&u, c, &at(500, 30_000), t(23), &before);
         assert!(
-            u.check(c, K, t(24)).is_err(),
+            u.check(&one(c), K, t(24)).is_err(),
             "a late answer reopened the window"
         );
-        assert!(u.check(c, K, t(60_000)).is_ok(), "the window ends on time");
+        assert!(
+            u.check(&one(c), K, t(60_000)).is_ok(),
+            "the window ends on time"
+        );
     }
 
     /// Where limits are per source IP, an IP ban (418) holds every key sent to the host;
@@ -394,13 +551,13 @@ mod tests {
         let none = HeaderMap::new();
         u.blocked_by_exchange(host, a, 429, &none, t(0));
         assert!(
-            u.check(host, a, t(1)).is_err(),
+            u.check(&one(host), a, t(1)).is_err(),
             "the key that hit its order limit"
         );
-        assert!(u.check(host, b, t(1)).is_ok(), "another tenant's key");
+        assert!(u.check(&one(host), b, t(1)).is_ok(), "another tenant's key");
         u.blocked_by_exchange(host, b, 418, &none, t(2));
         assert!(
-            u.check(host, Uuid::new_v4(), t(3)).is_err(),
+            u.check(&one(host), Uuid::new_v4(), t(3)).is_err(),
             "an IP ban holds everyone"
         );
         let mut h = HeaderMap::new();
@@ -408,8 +565,290 @@ mod tests {
         let other = &Scope::Host("fapi.binance.com".into());
         u.blocked_by_exchange(other, a, 429, &h, t(0));
         assert!(
-            u.check(other, b, t(1)).is_err(),
+            u.check(&one(other), b, t(1)).is_err(),
             "weight exceeded: the host's budget"
         );
+    }
+
+    /// Binance's answer headers for a call to the spot host, weight used `used`.
+    fn binance_weight(used: u64) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-mbx-used-weight-1m", used.to_string().parse().unwrap());
+        h
+    }
+
+    /// A call is held when it weighs more than is left, not only when nothing is: with 30
+    /// of Binance's 6000 left, `/api/v3/account` (20) goes once and the second is held,
+    /// while `/api/v3/time` (1) still goes. Counting every call as 1 let 30 account reads
+    /// out, 600 weight into a window with 30 left.
+    #[test]
+    fn a_call_is_held_when_it_weighs_more_than_is_left() {
+        let api = keygate_exchanges::ExchangeId::Binance.api();
+        let u = UpstreamLimits::default();
+        let host = "api.binance.com";
+        let (get, account, time) = (Method::GET, "/api/v3/account", "/api/v3/time");
+        let acct = charges(api, K, host, &req(&get, account, None));
+        assert_eq!(acct.placed[0].weight, 20);
+        let first = u.check(&acct, K, t(0)).unwrap();
+        u.learn(
+            api,
+            &acct,
+            K,
+            (&get, account),
+            200,
+            &binance_weight(5950),
+            t(1),
+            &first,
+        );
+        let second = u.check(&acct, K, t(2)).expect("20 of 50 left: goes");
+        let third = u.check(&acct, K, t(3)).expect("20 of 30 left: goes");
+        let d = u
+            .check(&acct, K, t(4))
+            .expect_err("10 left: a call of 20 is held");
+        assert_eq!(d.code, DenyCode::ExchangeRateLimited);
+        let tick = charges(api, Uuid::new_v4(), host, &req(&get, time, None));
+        assert!(
+            u.check(&tick, K, t(5)).is_ok(),
+            "a call of 1 still fits, for any key"
+        );
+        // the second's answer counted it, not the third still on its way
+        u.learn(
+            api,
+            &acct,
+            K,
+            (&get, account),
+            200,
+            &binance_weight(5990),
+            t(6),
+            &second,
+        );
+        assert!(
+            u.check(&acct, K, t(7)).is_err(),
+            "the third is using what the answer shows left"
+        );
+        let _ = third;
+        // the minute ends
+        assert!(u.check(&acct, K, t(60_000)).is_ok());
+    }
+
+    /// Each of Binance's budgets is its own: `/sapi` weight and the order counts do not
+    /// read or overwrite the request weight, and an order count used up holds orders only,
+    /// and only that key's.
+    #[test]
+    fn binance_budgets_are_kept_apart() {
+        let api = keygate_exchanges::ExchangeId::Binance.api();
+        let u = UpstreamLimits::default();
+        let host = "api.binance.com";
+        let other = Uuid::new_v4();
+        let (get, post) = (Method::GET, Method::POST);
+        let order = charges(api, K, host, &req(&post, "/api/v3/order", None));
+        assert_eq!(
+            order.placed.len(),
+            3,
+            "weight, orders per 10 s, orders per day"
+        );
+        let sent = u.check(&order, K, t(0)).unwrap();
+        let mut h = binance_weight(10);
+        h.insert("x-mbx-order-count-10s", "100".parse().unwrap());
+        h.insert("x-mbx-order-count-1d", "100".parse().unwrap());
+        u.learn(
+            api,
+            &order,
+            K,
+            (&post, "/api/v3/order"),
+            200,
+            &h,
+            t(1),
+            &sent,
+        );
+        assert!(
+            u.check(&order, K, t(2)).is_err(),
+            "100 orders in 10 s: held"
+        );
+        let read = charges(api, K, host, &req(&get, "/api/v3/account", None));
+        assert!(u.check(&read, K, t(3)).is_ok(), "reads are not orders");
+        let theirs = charges(api, other, host, &req(&post, "/api/v3/order", None));
+        assert!(
+            u.check(&theirs, other, t(4)).is_ok(),
+            "another account's orders"
+        );
+        assert!(
+            u.check(&order, K, t(10_000)).is_ok(),
+            "the 10 s window ends"
+        );
+
+        // a /sapi answer reports its own weight, not the request weight's
+        let sapi = charges(
+            api,
+            K,
+            host,
+            &req(&get, "/sapi/v1/capital/config/getall", None),
+        );
+        let sent = u.check(&sapi, K, t(20_000)).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-sapi-used-ip-weight-1m", "12000".parse().unwrap());
+        u.learn(
+            api,
+            &sapi,
+            K,
+            (&get, "/sapi/v1/capital/config/getall"),
+            200,
+            &h,
+            t(20_001),
+            &sent,
+        );
+        assert!(u.check(&sapi, K, t(20_002)).is_err(), "sapi weight used up");
+        assert!(
+            u.check(&read, K, t(20_003)).is_ok(),
+            "request weight untouched"
+        );
+    }
+
+    /// Bybit counts each endpoint on its own: one used up holds that endpoint only.
+    #[test]
+    fn per_endpoint_budgets_hold_only_their_endpoint() {
+        let api = keygate_exchanges::ExchangeId::Bybit.api();
+        let u = UpstreamLimits::default();
+        let host = "api.bybit.com";
+        let post = Method::POST;
+        let create = charges(api, K, host, &req(&post, "/v5/order/create", None));
+        let sent = u.check(&create, K, t(0)).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-bapi-limit", "10".parse().unwrap());
+        h.insert("x-bapi-limit-status", "0".parse().unwrap());
+        u.learn(
+            api,
+            &create,
+            K,
+            (&post, "/v5/order/create"),
+            200,
+            &h,
+            t(1),
+            &sent,
+        );
+        assert!(u.check(&create, K, t(2)).is_err(), "order/create used up");
+        let cancel = charges(api, K, host, &req(&post, "/v5/order/cancel", None));
+        assert!(
+            u.check(&cancel, K, t(3)).is_ok(),
+            "order/cancel has its own"
+        );
+        assert!(u.check(&create, K, t(5_000)).is_ok(), "the window ends");
+    }
+
+    /// The map cannot grow without bound: past [`MAX_BUDGETS`] live budgets in a scope, a
+    /// call charged in a new one is held, not let out uncounted; once windows end there is
+    /// room again.
+    #[test]
+    fn budgets_per_scope_are_bounded() {
+        let u = UpstreamLimits::default();
+        let scope = Scope::Key(K);
+        let charged = |i: usize| Charges {
+            placed: vec![Placed {
+                scope: scope.clone(),
+                budget: Budget {
+                    name: Cow::Owned(format!("b{i}")),
+                    per_ip: false,
+                    window_ms: 5_000,
+                },
+                weight: 1,
+            }],
+            block: scope.clone(),
+        };
+        let rl = RateLimitStatus {
+            remaining: Some(5),
+            ..Default::default()
+        };
+        for i in 0..MAX_BUDGETS {
+            let c = charged(i);
+            let tk = u.check(&c, K, t(0)).expect("room");
+            u.observe(&scope, &c.placed[0].budget, &rl, t(0), tk.0[0]);
+        }
+        let d = u
+            .check(&charged(MAX_BUDGETS), K, t(1))
+            .expect_err("no room: held");
+        assert_eq!(d.code, DenyCode::ExchangeRateLimited);
+        assert!(
+            u.check(&charged(0), K, t(2)).is_ok(),
+            "a tracked budget still goes"
+        );
+        assert!(
+            u.check(&charged(MAX_BUDGETS), K, t(5_000)).is_ok(),
+            "the windows ended"
+        );
+        assert!(u.by_scope.lock().get(&scope).unwrap().budgets.len() <= MAX_BUDGETS);
+    }
+
+    /// Binance bans per IP whichever budget a call was charged in: a 418 to a call weighed
+    /// only per account (`withdraw/history`) still holds every key sent to the host.
+    #[test]
+    fn an_ip_ban_on_an_account_weighed_call_holds_the_host() {
+        let api = keygate_exchanges::ExchangeId::Binance.api();
+        let u = UpstreamLimits::default();
+        let host = "api.binance.com";
+        let get = Method::GET;
+        let path = "/sapi/v1/capital/withdraw/history";
+        let history = charges(api, K, host, &req(&get, path, None));
+        assert!(
+            history.placed.iter().all(|p| !p.budget.per_ip),
+            "weighed per UID"
+        );
+        let tk = u.check(&history, K, t(0)).unwrap();
+        u.learn(
+            api,
+            &history,
+            K,
+            (&get, path),
+            418,
+            &HeaderMap::new(),
+            t(1),
+            &tk,
+        );
+        let other = Uuid::new_v4();
+        let time = charges(api, other, host, &req(&get, "/api/v3/time", None));
+        assert!(
+            u.check(&time, other, t(2)).is_err(),
+            "another key, same host"
+        );
+    }
+
+    /// A call that weighs nothing (a USD-M order) is still held once nothing is left.
+    #[test]
+    fn nothing_left_holds_weightless_calls() {
+        let api = keygate_exchanges::ExchangeId::Binanceusdm.api();
+        let u = UpstreamLimits::default();
+        let host = "fapi.binance.com";
+        let (get, post) = (Method::GET, Method::POST);
+        let account = charges(api, K, host, &req(&get, "/fapi/v2/account", None));
+        let tk = u.check(&account, K, t(0)).unwrap();
+        let h = binance_weight(2400);
+        u.learn(
+            api,
+            &account,
+            K,
+            (&get, "/fapi/v2/account"),
+            200,
+            &h,
+            t(1),
+            &tk,
+        );
+        let order = charges(api, K, host, &req(&post, "/fapi/v1/order", None));
+        assert_eq!(order.placed[0].weight, 0);
+        assert!(u.check(&order, K, t(2)).is_err());
+    }
+
+    /// Gate's paths carry ids: every order's cancel shares the cancel budget, so a new id
+    /// does not open a fresh one.
+    #[test]
+    fn ids_in_a_path_share_its_budget() {
+        let api = keygate_exchanges::ExchangeId::Gate.api();
+        let del = Method::DELETE;
+        let name = |path: &str| {
+            charges(api, K, "api.gateio.ws", &req(&del, path, None)).placed[0]
+                .budget
+                .name
+                .to_string()
+        };
+        assert_eq!(name("/api/v4/spot/orders/1"), name("/api/v4/spot/orders/2"));
+        assert_ne!(name("/api/v4/spot/orders/1"), "?");
     }
 }

@@ -440,10 +440,11 @@ both_backends!(
         assert!(retry_after.is_some_and(|r| (1..=60).contains(&r)));
         assert_eq!(mock.count_verified(), passed);
 
-        // The exchange's own limit: once its headers say the weight is used up, keygate answers
-        // 429 itself and the exchange is not called.
+        // The exchange's own limit, by weight: once its headers say 10 of Binance's 6000 are
+        // left, keygate holds an account read (weight 20) itself, without calling the
+        // exchange, and lets a time call (weight 1) go.
         let conn2 = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
-        mock.set_rate_limit_used("binance", 6000);
+        mock.set_rate_limit_used("binance", 5990);
         let before = mock.requests().len();
         let (s, _, _) = account(&app, &t, &conn2).await;
         assert_eq!(s, 200, "the first call learns the weight");
@@ -454,9 +455,19 @@ both_backends!(
             "{b}"
         );
         assert!(h.contains_key("retry-after"));
-        assert_eq!(mock.requests().len(), before + 1);
-        // Public calls and the connection check count against the same budget: Binance
-        // weighs them too, and bans the IP on further 429s whoever sent them.
+        assert_eq!(
+            mock.requests().len(),
+            before + 1,
+            "the held call was not sent"
+        );
+        let (s, _, b) = call(&app, &t, reqwest::Method::GET, &conn2, "api/v3/time", None).await;
+        assert_eq!(s, 200, "a call of weight 1 still fits: {b}");
+        // Used up: public calls and the connection check are held too. Binance weighs
+        // them, and bans the IP on further 429s whoever sent them.
+        mock.set_rate_limit_used("binance", 6000);
+        let (s, _, _) = call(&app, &t, reqwest::Method::GET, &conn2, "api/v3/time", None).await;
+        assert_eq!(s, 200, "this call learns that nothing is left");
+        let before = mock.requests().len();
         let (s, _, b) = call(&app, &t, reqwest::Method::GET, &conn2, "api/v3/time", None).await;
         assert_eq!(
             (s, code(&b).as_str()),
@@ -471,7 +482,17 @@ both_backends!(
             (429, Some("exchange_rate_limited")),
             "{b}"
         );
-        assert_eq!(mock.requests().len(), before + 1, "the exchange was called");
+        // the sync's key check is a `/sapi` call, weighed in a budget of its own, and went;
+        // its balance read was held
+        let sent: Vec<String> = mock.requests()[before..]
+            .iter()
+            .map(|r| r.path.clone())
+            .collect();
+        assert_eq!(
+            sent,
+            ["/sapi/v1/account/apiRestrictions"],
+            "only the key check was sent"
+        );
     }
 );
 
