@@ -54,8 +54,12 @@ fn charge(budget: &Budget, weight: u64) -> Charge {
     }
 }
 
-/// A call's parameters (query and form body), for the weights that depend on them.
-struct Params(Option<Vec<(String, String)>>);
+/// A call's parameters (query and form body), for the weights that depend on them: read
+/// on first use, so the calls whose weight is fixed pay nothing for them.
+struct Params<'r> {
+    req: &'r OutgoingRequest,
+    pairs: std::cell::OnceCell<Option<Vec<(String, String)>>>,
+}
 
 /// One parameter of a call.
 enum P<'a> {
@@ -66,14 +70,20 @@ enum P<'a> {
     Unclear,
 }
 
-impl Params {
-    fn of(req: &OutgoingRequest) -> Params {
-        Params(crate::binance::request_params(req).ok())
+impl<'r> Params<'r> {
+    fn of(req: &'r OutgoingRequest) -> Params<'r> {
+        Params {
+            req,
+            pairs: std::cell::OnceCell::new(),
+        }
     }
 
     /// Parameter `name`, matched in any case (so `LIMIT=5000` is not missed).
     fn get(&self, name: &str) -> P<'_> {
-        let Some(pairs) = &self.0 else {
+        let pairs = self
+            .pairs
+            .get_or_init(|| crate::binance::request_params(self.req).ok());
+        let Some(pairs) = pairs else {
             return P::Unclear;
         };
         let mut found = pairs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
@@ -125,7 +135,7 @@ impl Params {
 }
 
 /// `depth`'s weight by `limit` (spot: 5/25/50/250; USD-M: 2/5/10/20).
-fn depth_weight(params: &Params, steps: [(u64, u64); 4], default_limit: u64) -> u64 {
+fn depth_weight(params: &Params<'_>, steps: [(u64, u64); 4], default_limit: u64) -> u64 {
     let heaviest = steps[3].1;
     let limit = match params.number("limit") {
         Ok(None) => default_limit,
