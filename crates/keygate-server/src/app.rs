@@ -331,6 +331,7 @@ impl Application {
         let router = router(state.clone());
         // a serving instance keeps the revocations current (a tool's copy is never read)
         state.auth.revocations().clone().start();
+        crate::gateway::share_upstream_blocks(state.clone());
         if state.config.jobs_enabled {
             crate::jobs::start(state.clone());
         }

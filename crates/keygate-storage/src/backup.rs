@@ -503,6 +503,10 @@ pub const BACKUP_TABLES: &[TableSpec] = &[
 /// Tables deliberately left out of a backup, with the reason.
 pub const NOT_BACKED_UP: &[(&str, &str)] = &[
     (
+        "upstream_blocks",
+        "the exchanges' current bans of keygate's address or a key; over within minutes",
+    ),
+    (
         "vault_sessions",
         "unlock sessions hold DEKs wrapped for a live session; a restored vault starts locked",
     ),

@@ -100,6 +100,21 @@ impl Gateway {
     }
 }
 
+/// A serving instance shares the exchange blocks it learns with the other instances on its
+/// database, and takes on theirs, every [`upstream::SHARE_EVERY`].
+pub fn share_upstream_blocks(s: AppState) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(upstream::SHARE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(e) = s.gateway.upstream.share(&s.store).await {
+                tracing::warn!(error = %e, "exchange blocks could not be shared with the other instances");
+            }
+        }
+    });
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/connections/{id}/proxy/{*path}", any(proxy))

@@ -11,10 +11,11 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use http::{HeaderMap, Method};
 use keygate_exchanges::{Budget, RateLimitStatus};
 use keygate_policy::{Denial, DenyCode};
+use keygate_storage::{DbTime, Store, UpstreamBlock};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -46,6 +47,25 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// How the scope is named in `upstream_blocks`: `host:<host>` or `key:<credential>`.
+    pub fn stored(&self) -> String {
+        match self {
+            Scope::Key(id) => format!("key:{id}"),
+            Scope::Host(h) => format!("host:{h}"),
+        }
+    }
+
+    /// The scope named `stored`, as [`Scope::stored`] writes it.
+    pub fn from_stored(stored: &str) -> Option<Scope> {
+        if let Some(h) = stored.strip_prefix("host:") {
+            return Some(Scope::Host(h.to_string()));
+        }
+        stored
+            .strip_prefix("key:")
+            .and_then(|id| id.parse().ok())
+            .map(Scope::Key)
+    }
+
     /// The scope of a call with `credential` to `host`, for a budget counted per IP
     /// (`per_ip`) or per key.
     pub fn of(per_ip: bool, credential: Uuid, host: &str) -> Scope {
@@ -74,7 +94,13 @@ const MAX_BUDGETS: usize = 256;
 #[derive(Default)]
 pub struct UpstreamLimits {
     by_scope: Mutex<HashMap<Scope, Scoped>>,
+    /// Blocks learned here from the exchange's answers and not yet shared with the other
+    /// instances ([`UpstreamLimits::share`]).
+    unshared: Mutex<Vec<(Scope, i64)>>,
 }
+
+/// How often an instance shares the blocks it learned and reads the others'.
+pub const SHARE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What one call is charged in one of the exchange's budgets, and whose budget it is.
 #[derive(Debug, Clone)]
@@ -228,10 +254,48 @@ impl UpstreamLimits {
             .unwrap_or(60)
             .clamp(1, 3600);
         let until = now.timestamp_millis() + secs * 1000;
+        self.hold(scope, until);
+        self.unshared.lock().push((scope.clone(), until));
+    }
+
+    /// Holds every call in `scope` until `until_ms`; a shorter block leaves a longer one
+    /// already in force.
+    fn hold(&self, scope: &Scope, until_ms: i64) {
         let mut map = self.by_scope.lock();
         let scoped = scoped(&mut map, scope);
-        // a late, shorter refusal does not cut short a longer block already in force
-        scoped.blocked_until_ms = scoped.blocked_until_ms.max(until);
+        scoped.blocked_until_ms = scoped.blocked_until_ms.max(until_ms);
+    }
+
+    /// Shares the blocks learned here since the last round with the instances on the same
+    /// database, and takes on theirs: a ban one instance ran into holds every instance's
+    /// calls within about [`SHARE_EVERY`]. A block that cannot be written is kept for the
+    /// next round.
+    pub async fn share(&self, store: &Store) -> Result<(), keygate_storage::StorageError> {
+        let now = Utc::now();
+        let learned: Vec<_> = std::mem::take(&mut *self.unshared.lock());
+        if !learned.is_empty() {
+            let rows: Vec<_> = learned
+                .iter()
+                .filter_map(|(scope, until)| {
+                    Utc.timestamp_millis_opt(*until)
+                        .single()
+                        .map(|t| UpstreamBlock {
+                            scope: scope.stored(),
+                            blocked_until: DbTime::from(t),
+                        })
+                })
+                .collect();
+            if let Err(e) = store.record_upstream_blocks(&rows, DbTime::from(now)).await {
+                self.unshared.lock().extend(learned);
+                return Err(e);
+            }
+        }
+        for b in store.upstream_blocks(DbTime::from(now)).await? {
+            if let Some(scope) = Scope::from_stored(&b.scope) {
+                self.hold(&scope, b.blocked_until.0.timestamp_millis());
+            }
+        }
+        Ok(())
     }
 
     /// A denial when the exchange has blocked `credential` or a scope the call is charged
@@ -850,5 +914,15 @@ mod tests {
         };
         assert_eq!(name("/api/v4/spot/orders/1"), name("/api/v4/spot/orders/2"));
         assert_ne!(name("/api/v4/spot/orders/1"), "?");
+    }
+
+    /// Blocks are shared through `upstream_blocks` by the scope's stored name.
+    #[test]
+    fn scopes_round_trip_through_their_stored_name() {
+        for s in [Scope::Key(K), Scope::Host("api.binance.com".into())] {
+            assert_eq!(Scope::from_stored(&s.stored()), Some(s));
+        }
+        assert_eq!(Scope::from_stored("key:nonsense"), None);
+        assert_eq!(Scope::from_stored("api.binance.com"), None);
     }
 }

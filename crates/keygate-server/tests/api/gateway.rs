@@ -2421,3 +2421,41 @@ async fn an_ip_ban_holds_every_key_sent_to_that_host() {
     assert_eq!((s, code(&body).as_str()), (429, "exchange_rate_limited"));
     assert_eq!(mock.requests().len(), sent, "a call went into the ban");
 }
+
+// An exchange's ban, learned by one instance from its answer, holds the calls of every
+// instance on the same database within seconds: the other instance never saw a 418 of its
+// own. Before, each instance kept calling into the ban until it ran into it itself, and
+// Binance lengthens bans for addresses that keep calling.
+both_backends!(
+    an_exchange_ban_is_shared_by_every_instance,
+    |app: TestApp| async move {
+        let other = second_instance(&app, None).await;
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        mock.set_fault(Some(Fault::Status(418)));
+        assert_eq!(account(&app, &t, &conn).await.0, 418);
+        mock.set_fault(None);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let (s, h, body) =
+                call(&other, &t, reqwest::Method::GET, &conn, "api/v3/time", None).await;
+            if s == 429 {
+                assert_eq!(code(&body), "exchange_rate_limited", "{body}");
+                assert!(h.contains_key("retry-after"));
+                break;
+            }
+            assert_eq!(s, 200, "{body}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other instance never took on the ban"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        // and it holds there without calling the exchange
+        let sent = mock.requests().len();
+        let (s, _, _) = account(&other, &t, &conn).await;
+        assert_eq!(s, 429);
+        assert_eq!(mock.requests().len(), sent);
+    }
+);

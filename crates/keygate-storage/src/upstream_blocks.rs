@@ -1,0 +1,65 @@
+//! The exchanges' own refusals for rate, shared by every instance on one database
+//! (`upstream_blocks`). An instance that learns a ban writes it here; each instance reads
+//! the live ones every second (`keygate-server/src/gateway/upstream.rs`).
+
+use crate::{Actor, DbTime, Result, Store};
+
+/// One exchange block: calls in `scope` are held until `blocked_until`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UpstreamBlock {
+    /// `host:<exchange host>` or `key:<credential id>`.
+    pub scope: String,
+    pub blocked_until: DbTime,
+}
+
+/// Rows whose block ended this long ago are deleted when a new block is written.
+const KEEP_ENDED: chrono::Duration = chrono::Duration::hours(1);
+
+impl Store {
+    /// Records that the exchange refused calls in `scope` until `until` (a block never
+    /// moves back: a shorter one leaves a longer one in force), and forgets blocks that
+    /// ended over an hour ago. Does not move the write epoch: a block is not part of any
+    /// call's context.
+    pub async fn record_upstream_blocks(
+        &self,
+        blocks: &[UpstreamBlock],
+        now: DbTime,
+    ) -> Result<()> {
+        let upsert = "INSERT INTO upstream_blocks (scope, blocked_until, updated_at) VALUES ($1, $2, $3) \
+                      ON CONFLICT (scope) DO UPDATE SET \
+                      blocked_until = CASE WHEN excluded.blocked_until > upstream_blocks.blocked_until \
+                                           THEN excluded.blocked_until ELSE upstream_blocks.blocked_until END, \
+                      updated_at = excluded.updated_at";
+        for b in blocks {
+            in_tx!(@quiet self, Actor::service(), |tx| {
+                sqlx::query::<DB>(upsert)
+                    .bind(&b.scope)
+                    .bind(b.blocked_until)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            });
+        }
+        let ended = DbTime(now.0 - KEEP_ENDED);
+        in_tx!(@quiet self, Actor::service(), |tx| {
+            sqlx::query::<DB>("DELETE FROM upstream_blocks WHERE blocked_until < $1")
+                .bind(ended)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The blocks still in force at `now`.
+    pub async fn upstream_blocks(&self, now: DbTime) -> Result<Vec<UpstreamBlock>> {
+        // a read, every second on every instance: it must not move the write epoch
+        Ok(in_tx!(@quiet self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, UpstreamBlock>(
+                "SELECT scope, blocked_until FROM upstream_blocks WHERE blocked_until > $1",
+            )
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?
+        }))
+    }
+}
