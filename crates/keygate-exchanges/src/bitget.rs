@@ -452,9 +452,11 @@ fn trade_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
 /// (<https://www.bitget.com/api-doc/common/intro>, "Rate limit").
 const ENDPOINT_WINDOW_MS: i64 = 1_000;
 
-/// The endpoint table's row for `method path`, which names its rate-limit budget.
-fn endpoint_row(method: &Method, path: &str) -> Option<&'static str> {
-    crate::okx::route_by(ROUTES, method, path).map(|r| r.1)
+/// The name of the rate-limit budget of `method path`: the exchange counts each endpoint
+/// (its paths carry no ids), so the path itself, where the endpoint table knows it (a
+/// row ending in `*` covers several endpoints, each with its own counter).
+fn endpoint_name(method: &Method, path: &str) -> Option<String> {
+    crate::okx::route_by(ROUTES, method, path).map(|_| path.to_ascii_lowercase())
 }
 
 impl Exchange for Bitget {
@@ -636,7 +638,7 @@ impl Exchange for Bitget {
     fn request_cost(&self, req: &OutgoingRequest) -> Vec<Charge> {
         per_endpoint_cost(
             &req.method,
-            endpoint_row(&req.method, &req.path),
+            endpoint_name(&req.method, &req.path).as_deref(),
             ENDPOINT_WINDOW_MS,
         )
     }
@@ -647,8 +649,13 @@ impl Exchange for Bitget {
         path: &str,
         headers: &HeaderMap,
     ) -> Vec<(Budget, RateLimitStatus)> {
-        let row = endpoint_row(method, path);
-        per_endpoint_limits(method, row, ENDPOINT_WINDOW_MS, self.rate_limit(headers))
+        let name = endpoint_name(method, path);
+        per_endpoint_limits(
+            method,
+            name.as_deref(),
+            ENDPOINT_WINDOW_MS,
+            self.rate_limit(headers),
+        )
     }
 
     /// Bitget documents one header (API FAQ, "remaining rate limit per second"):

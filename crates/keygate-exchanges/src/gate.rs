@@ -228,9 +228,10 @@ pub const ROUTES: &[RouteRow] = &[
 /// headers report (<https://www.gate.io/docs/developers/apiv4/#frequency-limit-rule>).
 const ENDPOINT_WINDOW_MS: i64 = 10_000;
 
-/// The endpoint table's row for `method path`, which names its rate-limit budget.
-fn endpoint_row(method: &Method, path: &str) -> Option<&'static str> {
-    util::route_row(ROUTES, method, path).map(|r| r.1)
+/// The name of the rate-limit budget of `method path`: the endpoint table's row, so the
+/// ids in Gate's paths (`/spot/orders/{id}`) do not make a budget each.
+fn endpoint_name(method: &Method, path: &str) -> Option<String> {
+    util::route_row(ROUTES, method, path).map(|r| r.1.to_string())
 }
 
 impl Exchange for Gate {
@@ -400,7 +401,7 @@ impl Exchange for Gate {
     fn request_cost(&self, req: &OutgoingRequest) -> Vec<Charge> {
         per_endpoint_cost(
             &req.method,
-            endpoint_row(&req.method, &req.path),
+            endpoint_name(&req.method, &req.path).as_deref(),
             ENDPOINT_WINDOW_MS,
         )
     }
@@ -411,8 +412,13 @@ impl Exchange for Gate {
         path: &str,
         headers: &HeaderMap,
     ) -> Vec<(Budget, RateLimitStatus)> {
-        let row = endpoint_row(method, path);
-        per_endpoint_limits(method, row, ENDPOINT_WINDOW_MS, self.rate_limit(headers))
+        let name = endpoint_name(method, path);
+        per_endpoint_limits(
+            method,
+            name.as_deref(),
+            ENDPOINT_WINDOW_MS,
+            self.rate_limit(headers),
+        )
     }
 
     fn rate_limit(&self, headers: &HeaderMap) -> Option<RateLimitStatus> {

@@ -427,12 +427,12 @@ impl Budget {
         }
     }
 
-    /// The budget of one endpoint of `api`, per key, over windows of `window_ms`, where
-    /// the exchange counts each endpoint on its own (Bybit, Bitget, Gate): named by the
-    /// method and the endpoint table's row for the path (so ids in a path do not make a
-    /// budget each). A path the table lacks shares the budget `"?"`.
-    pub fn endpoint(method: &Method, row: Option<&'static str>, window_ms: i64) -> Budget {
-        let name = match row {
+    /// The budget of one endpoint, per key, over windows of `window_ms`, where the
+    /// exchange counts each endpoint on its own (Bybit, Bitget, Gate): named by the method
+    /// and `endpoint`, the module's name for it (the path, or the endpoint table's row
+    /// where paths carry ids). A path the table lacks (`None`) shares the budget `"?"`.
+    pub fn endpoint(method: &Method, endpoint: Option<&str>, window_ms: i64) -> Budget {
+        let name = match endpoint {
             Some(pattern) => std::borrow::Cow::Owned(format!("{method} {pattern}")),
             None => std::borrow::Cow::Borrowed("?"),
         };
@@ -446,13 +446,9 @@ impl Budget {
 
 /// [`Exchange::request_cost`] where each endpoint (`row`, the endpoint table's pattern for
 /// the path) has a budget of its own and every call weighs 1.
-pub fn per_endpoint_cost(
-    method: &Method,
-    row: Option<&'static str>,
-    window_ms: i64,
-) -> Vec<Charge> {
+pub fn per_endpoint_cost(method: &Method, endpoint: Option<&str>, window_ms: i64) -> Vec<Charge> {
     vec![Charge {
-        budget: Budget::endpoint(method, row, window_ms),
+        budget: Budget::endpoint(method, endpoint, window_ms),
         weight: 1,
     }]
 }
@@ -461,12 +457,12 @@ pub fn per_endpoint_cost(
 /// headers (`reported`) are about the endpoint called.
 pub fn per_endpoint_limits(
     method: &Method,
-    row: Option<&'static str>,
+    endpoint: Option<&str>,
     window_ms: i64,
     reported: Option<RateLimitStatus>,
 ) -> Vec<(Budget, RateLimitStatus)> {
     reported
-        .map(|rl| (Budget::endpoint(method, row, window_ms), rl))
+        .map(|rl| (Budget::endpoint(method, endpoint, window_ms), rl))
         .into_iter()
         .collect()
 }

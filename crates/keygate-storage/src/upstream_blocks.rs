@@ -10,16 +10,18 @@ pub struct UpstreamBlock {
     /// `host:<exchange host>` or `key:<credential id>`.
     pub scope: String,
     pub blocked_until: DbTime,
+    /// When the block was last moved on (the writer's clock).
+    pub updated_at: DbTime,
 }
 
 /// Rows whose block ended this long ago are deleted when a new block is written.
 const KEEP_ENDED: chrono::Duration = chrono::Duration::hours(1);
 
 impl Store {
-    /// Records that the exchange refused calls in `scope` until `until` (a block never
-    /// moves back: a shorter one leaves a longer one in force), and forgets blocks that
-    /// ended over an hour ago. Does not move the write epoch: a block is not part of any
-    /// call's context.
+    /// Records that the exchange refused calls in each block's `scope` until its
+    /// `blocked_until` (a block never moves back: a shorter one leaves a longer one in
+    /// force, and its `updated_at` too), and forgets blocks that ended over an hour ago.
+    /// Does not move the write epoch: a block is not part of any call's context.
     pub async fn record_upstream_blocks(
         &self,
         blocks: &[UpstreamBlock],
@@ -27,9 +29,10 @@ impl Store {
     ) -> Result<()> {
         let upsert = "INSERT INTO upstream_blocks (scope, blocked_until, updated_at) VALUES ($1, $2, $3) \
                       ON CONFLICT (scope) DO UPDATE SET \
+                      updated_at = CASE WHEN excluded.blocked_until > upstream_blocks.blocked_until \
+                                        THEN excluded.updated_at ELSE upstream_blocks.updated_at END, \
                       blocked_until = CASE WHEN excluded.blocked_until > upstream_blocks.blocked_until \
-                                           THEN excluded.blocked_until ELSE upstream_blocks.blocked_until END, \
-                      updated_at = excluded.updated_at";
+                                           THEN excluded.blocked_until ELSE upstream_blocks.blocked_until END";
         for b in blocks {
             in_tx!(@quiet self, Actor::service(), |tx| {
                 sqlx::query::<DB>(upsert)
@@ -55,7 +58,7 @@ impl Store {
         // a read, every second on every instance: it must not move the write epoch
         Ok(in_tx!(@quiet self, Actor::service(), |tx| {
             sqlx::query_as::<DB, UpstreamBlock>(
-                "SELECT scope, blocked_until FROM upstream_blocks WHERE blocked_until > $1",
+                "SELECT scope, blocked_until, updated_at FROM upstream_blocks WHERE blocked_until > $1",
             )
             .bind(now)
             .fetch_all(&mut *tx)

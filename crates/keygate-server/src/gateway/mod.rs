@@ -487,7 +487,9 @@ async fn proxy_call(
                 (&out.method, &out.path),
                 up.status.as_u16(),
                 &up.headers,
-                now,
+                // the answer's time: a Retry-After counts from when it came, not from
+                // when the call (and its retries) began
+                Utc::now(),
                 &ticket,
             );
             if let Some(rl) = learned {

@@ -96,8 +96,12 @@ pub struct UpstreamLimits {
     by_scope: Mutex<HashMap<Scope, Scoped>>,
     /// Blocks learned here from the exchange's answers and not yet shared with the other
     /// instances ([`UpstreamLimits::share`]).
-    unshared: Mutex<Vec<(Scope, i64)>>,
+    unshared: Mutex<HashMap<Scope, i64>>,
 }
+
+/// The longest an exchange block read from `upstream_blocks` holds, counted from the row's
+/// last write: as long as the longest `Retry-After` keygate takes on.
+const MAX_STORED_BLOCK: chrono::Duration = chrono::Duration::hours(1);
 
 /// How often an instance shares the blocks it learned and reads the others'.
 pub const SHARE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -255,7 +259,9 @@ impl UpstreamLimits {
             .clamp(1, 3600);
         let until = now.timestamp_millis() + secs * 1000;
         self.hold(scope, until);
-        self.unshared.lock().push((scope.clone(), until));
+        let mut unshared = self.unshared.lock();
+        let e = unshared.entry(scope.clone()).or_insert(until);
+        *e = (*e).max(until);
     }
 
     /// Holds every call in `scope` until `until_ms`; a shorter block leaves a longer one
@@ -269,10 +275,15 @@ impl UpstreamLimits {
     /// Shares the blocks learned here since the last round with the instances on the same
     /// database, and takes on theirs: a ban one instance ran into holds every instance's
     /// calls within about [`SHARE_EVERY`]. A block that cannot be written is kept for the
-    /// next round.
+    /// next round, and the others' are read all the same. A stored block holds for at
+    /// most [`MAX_STORED_BLOCK`] past its last write, so a row from an instance with a
+    /// wrong clock cannot hold a host for good.
     pub async fn share(&self, store: &Store) -> Result<(), keygate_storage::StorageError> {
         let now = Utc::now();
-        let learned: Vec<_> = std::mem::take(&mut *self.unshared.lock());
+        let learned: Vec<_> = std::mem::take(&mut *self.unshared.lock())
+            .into_iter()
+            .collect();
+        let mut written = Ok(());
         if !learned.is_empty() {
             let rows: Vec<_> = learned
                 .iter()
@@ -282,20 +293,26 @@ impl UpstreamLimits {
                         .map(|t| UpstreamBlock {
                             scope: scope.stored(),
                             blocked_until: DbTime::from(t),
+                            updated_at: DbTime::from(now),
                         })
                 })
                 .collect();
             if let Err(e) = store.record_upstream_blocks(&rows, DbTime::from(now)).await {
-                self.unshared.lock().extend(learned);
-                return Err(e);
+                let mut unshared = self.unshared.lock();
+                for (scope, until) in learned {
+                    let e = unshared.entry(scope).or_insert(until);
+                    *e = (*e).max(until);
+                }
+                written = Err(e);
             }
         }
         for b in store.upstream_blocks(DbTime::from(now)).await? {
             if let Some(scope) = Scope::from_stored(&b.scope) {
-                self.hold(&scope, b.blocked_until.0.timestamp_millis());
+                let bound = b.updated_at.0.timestamp_millis() + MAX_STORED_BLOCK.num_milliseconds();
+                self.hold(&scope, b.blocked_until.0.timestamp_millis().min(bound));
             }
         }
-        Ok(())
+        written
     }
 
     /// A denial when the exchange has blocked `credential` or a scope the call is charged
@@ -311,7 +328,10 @@ impl UpstreamLimits {
         let now_ms = now.timestamp_millis();
         let own = Scope::Key(credential);
         let mut map = self.by_scope.lock();
-        for scope in std::iter::once(&own).chain(placed.iter().map(|p| &p.scope)) {
+        // the key's own block, the block where the exchange bans (the host's, for Binance,
+        // whichever budget the call is weighed in), and those of the scopes charged
+        let blocks = [&own, &charges.block];
+        for scope in blocks.into_iter().chain(placed.iter().map(|p| &p.scope)) {
             if let Some(s) = map.get(scope) {
                 if s.blocked_until_ms > now_ms {
                     return Err(refused(scope, s.blocked_until_ms - now_ms));
@@ -872,6 +892,12 @@ mod tests {
         assert!(
             u.check(&time, other, t(2)).is_err(),
             "another key, same host"
+        );
+        // and the ban holds another key's call weighed per account only
+        let theirs = charges(api, other, host, &req(&get, path, None));
+        assert!(
+            u.check(&theirs, other, t(3)).is_err(),
+            "an account-weighed call"
         );
     }
 
