@@ -954,6 +954,7 @@ pub(crate) fn weight_status(
         limit: Some(limit),
         remaining: Some(limit.saturating_sub(used)),
         reset_at_ms: None,
+        reset_in_ms: None,
     })
 }
 

@@ -517,6 +517,7 @@ impl Exchange for Bybit {
             limit,
             remaining,
             reset_at_ms,
+            reset_in_ms: None,
         })
     }
 
@@ -916,7 +917,8 @@ mod tests {
                 used: Some(5),
                 limit: Some(20),
                 remaining: Some(15),
-                reset_at_ms: Some(1_672_738_134_824)
+                reset_at_ms: Some(1_672_738_134_824),
+                reset_in_ms: None,
             })
         );
         assert_eq!(Bybit.rate_limit(&HeaderMap::new()), None);

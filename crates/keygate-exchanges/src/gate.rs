@@ -441,6 +441,7 @@ impl Exchange for Gate {
                     r
                 }
             }),
+            reset_in_ms: None,
         })
     }
 
@@ -1106,7 +1107,8 @@ mod tests {
                 used: Some(1),
                 limit: Some(10),
                 remaining: Some(9),
-                reset_at_ms: Some(1_700_000_001_000)
+                reset_at_ms: Some(1_700_000_001_000),
+                reset_in_ms: None,
             }
         );
         assert_eq!(Gate.rate_limit(&HeaderMap::new()), None);

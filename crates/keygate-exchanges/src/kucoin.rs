@@ -261,9 +261,30 @@ impl Exchange for Kucoin {
         Ok(check)
     }
 
+    fn request_cost(&self, req: &OutgoingRequest) -> Vec<Charge> {
+        crate::kucoin_weights::cost(&req.method, &req.path)
+    }
+
+    fn rate_limits(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Vec<(Budget, RateLimitStatus)> {
+        // the headers are about the pool of the endpoint called; an endpoint whose pool is
+        // not known teaches nothing
+        match (
+            crate::kucoin_weights::pool(method, path),
+            self.rate_limit(headers),
+        ) {
+            (Some(pool), Some(rl)) => vec![(pool.clone(), rl)],
+            _ => Vec::new(),
+        }
+    }
+
     fn rate_limit(&self, headers: &HeaderMap) -> Option<RateLimitStatus> {
-        // gw-ratelimit-reset is a countdown in ms, not an instant; this crate has no clock,
-        // so it is not converted to `reset_at_ms`.
+        // gw-ratelimit-reset is a countdown in ms, not an instant (this crate has no
+        // clock): `reset_in_ms`
         let limit = header_u64(headers, "gw-ratelimit-limit");
         let remaining = header_u64(headers, "gw-ratelimit-remaining");
         if limit.is_none() && remaining.is_none() {
@@ -274,6 +295,8 @@ impl Exchange for Kucoin {
             limit,
             remaining,
             reset_at_ms: None,
+            reset_in_ms: header_u64(headers, "gw-ratelimit-reset")
+                .and_then(|r| i64::try_from(r).ok()),
         })
     }
 

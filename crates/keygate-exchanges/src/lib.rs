@@ -33,6 +33,7 @@ pub mod gate;
 pub mod keygen;
 pub mod kraken;
 pub mod kucoin;
+mod kucoin_weights;
 pub mod okx;
 pub mod util;
 
@@ -374,6 +375,11 @@ pub struct RateLimitStatus {
     pub remaining: Option<u64>,
     /// When the window resets, in ms since the epoch, when reported.
     pub reset_at_ms: Option<i64>,
+    /// How long until the window resets, in ms, where the exchange reports a countdown
+    /// instead (KuCoin's `gw-ratelimit-reset`): this crate has no clock to make it an
+    /// instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_in_ms: Option<i64>,
 }
 
 impl RateLimitStatus {

@@ -174,6 +174,11 @@ impl UpstreamLimits {
         let reset_at_ms = rl
             .reset_at_ms
             .filter(|r| *r > now_ms)
+            .or_else(|| {
+                rl.reset_in_ms
+                    .filter(|d| (1..=budget.window_ms.max(1)).contains(d))
+                    .map(|d| now_ms + d)
+            })
             .unwrap_or_else(|| now_ms - now_ms.rem_euclid(window_ms) + window_ms);
         let mut map = self.by_scope.lock();
         let Some(scoped) = map.get_mut(scope) else {
@@ -479,6 +484,7 @@ mod tests {
             limit: Some(6000),
             remaining: None,
             reset_at_ms: Some(t(30_000).timestamp_millis()),
+            reset_in_ms: None,
         };
         observe(&u, c, &rl, t(0), &first);
         let d = u.check(&one(c), K, t(1_000)).expect_err("used up");
@@ -571,6 +577,7 @@ mod tests {
             limit: Some(10),
             remaining: None,
             reset_at_ms: Some(t(60_000).timestamp_millis()),
+            reset_in_ms: None,
         };
         for i in 0..100 {
             let k = u
@@ -950,5 +957,42 @@ mod tests {
         }
         assert_eq!(Scope::from_stored("key:nonsense"), None);
         assert_eq!(Scope::from_stored("api.binance.com"), None);
+    }
+
+    /// KuCoin reports its pool's reset as a countdown (`gw-ratelimit-reset`, ms): a pool
+    /// used up holds its calls until then, not until a guessed window end; the other pools
+    /// go on.
+    #[test]
+    fn a_reset_countdown_ends_the_hold() {
+        let api = keygate_exchanges::ExchangeId::Kucoin.api();
+        let u = UpstreamLimits::default();
+        let host = "api.kucoin.com";
+        let (get, post) = (Method::GET, Method::POST);
+        let order = charges(api, K, host, &req(&post, "/api/v1/hf/orders", None));
+        let tk = u.check(&order, K, t(0)).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("gw-ratelimit-limit", "4000".parse().unwrap());
+        h.insert("gw-ratelimit-remaining", "0".parse().unwrap());
+        h.insert("gw-ratelimit-reset", "1500".parse().unwrap());
+        u.learn(
+            api,
+            &order,
+            K,
+            (&post, "/api/v1/hf/orders"),
+            200,
+            &h,
+            t(10),
+            &tk,
+        );
+        let d = u
+            .check(&order, K, t(20))
+            .expect_err("the Spot pool is used up");
+        assert_eq!(d.retry_after_secs, Some(2));
+        let accounts = charges(api, K, host, &req(&get, "/api/v1/accounts", None));
+        assert!(
+            u.check(&accounts, K, t(30)).is_ok(),
+            "the Management pool is not"
+        );
+        assert!(u.check(&order, K, t(1_520)).is_ok(), "the countdown ended");
     }
 }
