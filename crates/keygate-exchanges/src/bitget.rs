@@ -635,27 +635,13 @@ impl Exchange for Bitget {
         Ok(check.with_standard_warnings())
     }
 
-    fn request_cost(&self, req: &OutgoingRequest) -> Vec<Charge> {
-        per_endpoint_cost(
-            &req.method,
-            endpoint_name(&req.method, &req.path).as_deref(),
-            ENDPOINT_WINDOW_MS,
-        )
-    }
-
-    fn rate_limits(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Vec<(Budget, RateLimitStatus)> {
+    fn endpoint_budget(&self, method: &Method, path: &str) -> Option<Budget> {
         let name = endpoint_name(method, path);
-        per_endpoint_limits(
+        Some(Budget::endpoint(
             method,
             name.as_deref(),
             ENDPOINT_WINDOW_MS,
-            self.rate_limit(headers),
-        )
+        ))
     }
 
     /// Bitget documents one header (API FAQ, "remaining rate limit per second"):

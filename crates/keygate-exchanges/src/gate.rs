@@ -398,27 +398,13 @@ impl Exchange for Gate {
         Ok(check)
     }
 
-    fn request_cost(&self, req: &OutgoingRequest) -> Vec<Charge> {
-        per_endpoint_cost(
-            &req.method,
-            endpoint_name(&req.method, &req.path).as_deref(),
-            ENDPOINT_WINDOW_MS,
-        )
-    }
-
-    fn rate_limits(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Vec<(Budget, RateLimitStatus)> {
+    fn endpoint_budget(&self, method: &Method, path: &str) -> Option<Budget> {
         let name = endpoint_name(method, path);
-        per_endpoint_limits(
+        Some(Budget::endpoint(
             method,
             name.as_deref(),
             ENDPOINT_WINDOW_MS,
-            self.rate_limit(headers),
-        )
+        ))
     }
 
     fn rate_limit(&self, headers: &HeaderMap) -> Option<RateLimitStatus> {

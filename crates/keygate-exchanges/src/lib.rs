@@ -450,29 +450,6 @@ impl Budget {
     }
 }
 
-/// [`Exchange::request_cost`] where each endpoint (`row`, the endpoint table's pattern for
-/// the path) has a budget of its own and every call weighs 1.
-pub fn per_endpoint_cost(method: &Method, endpoint: Option<&str>, window_ms: i64) -> Vec<Charge> {
-    vec![Charge {
-        budget: Budget::endpoint(method, endpoint, window_ms),
-        weight: 1,
-    }]
-}
-
-/// [`Exchange::rate_limits`] where each endpoint has a budget of its own: the answer's
-/// headers (`reported`) are about the endpoint called.
-pub fn per_endpoint_limits(
-    method: &Method,
-    endpoint: Option<&str>,
-    window_ms: i64,
-    reported: Option<RateLimitStatus>,
-) -> Vec<(Budget, RateLimitStatus)> {
-    reported
-        .map(|rl| (Budget::endpoint(method, endpoint, window_ms), rl))
-        .into_iter()
-        .collect()
-}
-
 /// What a call costs in one of the exchange's budgets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charge {
@@ -600,14 +577,21 @@ pub trait Exchange: Send + Sync + 'static {
         false
     }
 
+    /// Where the exchange counts each endpoint on its own (Bybit, Bitget, Gate): the budget
+    /// of `method path`, for the default [`Exchange::request_cost`] and
+    /// [`Exchange::rate_limits`]. `None`: one budget for everything.
+    fn endpoint_budget(&self, _method: &Method, _path: &str) -> Option<Budget> {
+        None
+    }
+
     /// The budgets `req` counts against, and its weight in each, so the gateway can hold a
-    /// call that would go over what the exchange has left. Default: one budget, every call
-    /// weighing 1.
-    fn request_cost(&self, _req: &OutgoingRequest) -> Vec<Charge> {
-        vec![Charge {
-            budget: Budget::whole(self.limits_per_ip()),
-            weight: 1,
-        }]
+    /// call that would go over what the exchange has left. Default: one budget (the
+    /// endpoint's, or the exchange's), every call weighing 1.
+    fn request_cost(&self, req: &OutgoingRequest) -> Vec<Charge> {
+        let budget = self
+            .endpoint_budget(&req.method, &req.path)
+            .unwrap_or_else(|| Budget::whole(self.limits_per_ip()));
+        vec![Charge { budget, weight: 1 }]
     }
 
     /// What the answer to `method path` reports for each of the budgets
@@ -615,14 +599,17 @@ pub trait Exchange: Send + Sync + 'static {
     /// budget.
     fn rate_limits(
         &self,
-        _method: &Method,
-        _path: &str,
+        method: &Method,
+        path: &str,
         headers: &HeaderMap,
     ) -> Vec<(Budget, RateLimitStatus)> {
-        self.rate_limit(headers)
-            .map(|rl| (Budget::whole(self.limits_per_ip()), rl))
-            .into_iter()
-            .collect()
+        let Some(rl) = self.rate_limit(headers) else {
+            return Vec::new();
+        };
+        let budget = self
+            .endpoint_budget(method, path)
+            .unwrap_or_else(|| Budget::whole(self.limits_per_ip()));
+        vec![(budget, rl)]
     }
 
     /// Common kind of an error response, `None` when the response is not an error.
