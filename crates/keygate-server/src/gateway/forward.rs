@@ -162,13 +162,17 @@ async fn once(
 }
 
 /// Sends `req` to `base` + path + query. `retries` extra attempts (idempotent reads only,
-/// decided by the caller) on timeouts, connection failures and 502/503/504.
+/// decided by the caller) on timeouts, connection failures and 502/503/504, each only if
+/// `may_retry` agrees (the exchange counts every attempt against its rate limit, so the
+/// caller charges each one and refuses one that no longer fits): else the last answer
+/// stands.
 pub async fn send(
     http: &HttpClient,
     base: &str,
     req: &OutgoingRequest,
     timeout_ms: u64,
     retries: u32,
+    may_retry: &mut (dyn FnMut() -> bool + Send),
 ) -> Result<Upstream, UpstreamError> {
     let url = match req.query.as_deref() {
         Some(q) if !q.is_empty() => format!("{base}{}?{q}", req.path),
@@ -184,7 +188,7 @@ pub async fn send(
             Err(UpstreamError::TooLarge) => false,
             Err(_) => true,
         };
-        if !retryable || attempt >= retries {
+        if !retryable || attempt >= retries || !may_retry() {
             return r;
         }
         attempt += 1;

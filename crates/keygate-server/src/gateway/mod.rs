@@ -463,6 +463,7 @@ async fn proxy_call(
     }
     let retry_ok = matches!(class, EndpointClass::Read | EndpointClass::Public)
         && matches!(out.method, Method::GET | Method::HEAD);
+    let mut ticket = ticket;
     let result = forward::send(
         &s.gateway.http,
         &base,
@@ -472,6 +473,12 @@ async fn proxy_call(
             ctx.connection.max_retries.clamp(0, 5) as u32
         } else {
             0
+        },
+        // each retry is another call the exchange counts: charged, or not sent
+        &mut || {
+            s.gateway
+                .upstream
+                .charge_retry(&placed, ctx.credential.id, &mut ticket)
         },
     )
     .await;

@@ -109,12 +109,18 @@ async fn internal_call(
             )
         })?;
     let started = std::time::Instant::now();
+    let mut ticket = ticket;
     let r = forward::send(
         &s.gateway.http,
         &base,
         &out,
         ctx.connection.timeout_ms.max(100) as u64,
         1,
+        &mut || {
+            s.gateway
+                .upstream
+                .charge_retry(&placed, ctx.credential.id, &mut ticket)
+        },
     )
     .await;
     let mut used = None;

@@ -320,6 +320,19 @@ impl UpstreamLimits {
         written
     }
 
+    /// Charges a retry of the call holding `ticket` (the exchange counts every attempt),
+    /// which then holds the retry's place; `false`, and nothing charged, when the retry no
+    /// longer fits.
+    pub fn charge_retry(&self, charges: &Charges, credential: Uuid, ticket: &mut Ticket) -> bool {
+        match self.check(charges, credential, Utc::now()) {
+            Ok(t) => {
+                *ticket = t;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// A denial when the exchange has blocked `credential` or a scope the call is charged
     /// in, or when a budget's window is known to have less left than the call weighs
     /// there; else the call's [`Ticket`] (the call is charged against what is left).

@@ -534,6 +534,25 @@ both_backends!(upstream_failures_are_502_504, |app: TestApp| async move {
     assert_eq!(s, 200);
     assert_eq!(mock.requests().len(), n + 2);
 
+    // A retry is another call the exchange counts: once the weight left no longer covers
+    // it, the 503 stands instead of a retry over the exchange's limit. (Not across a
+    // minute's end, where keygate's copy of the window ends.)
+    let secs = chrono::Utc::now().timestamp() % 60;
+    if secs > 55 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - secs) as u64)).await;
+    }
+    mock.set_rate_limit_used("binance", 5975);
+    let (s, _, _) = call(&app, &t, reqwest::Method::GET, &conn, "api/v3/time", None).await;
+    assert_eq!(s, 200, "learns that 25 are left");
+    mock.set_fault_times(Fault::Status(503), 1);
+    let n = mock.requests().len();
+    let (s, _, _) = account(&app, &t, &conn).await;
+    assert_eq!(
+        s, 503,
+        "the account read (20) went; its retry (20 more) did not fit"
+    );
+    assert_eq!(mock.requests().len(), n + 1);
+
     // Health reflects the failures, then the recovery.
     let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
     assert!(c["status"] == "healthy" || c["status"] == "degraded", "{c}");
