@@ -103,6 +103,10 @@ pub struct UpstreamLimits {
 /// last write: as long as the longest `Retry-After` keygate takes on.
 const MAX_STORED_BLOCK: chrono::Duration = chrono::Duration::hours(1);
 
+/// How far apart answers about one window may put its end when the exchange reports it as
+/// a countdown: the spread of their travel times.
+const COUNTDOWN_FUZZ_MS: i64 = 1_000;
+
 /// How often an instance shares the blocks it learned and reads the others'.
 pub const SHARE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -171,13 +175,16 @@ impl UpstreamLimits {
         };
         let now_ms = now.timestamp_millis();
         let window_ms = budget.window_ms.max(1);
+        // A countdown (KuCoin) gives the reset only as well as the answer's travel time:
+        // answers about one window land up to that far apart.
+        let mut fuzz = 0;
         let reset_at_ms = rl
             .reset_at_ms
             .filter(|r| *r > now_ms)
             .or_else(|| {
-                rl.reset_in_ms
-                    .filter(|d| (1..=budget.window_ms.max(1)).contains(d))
-                    .map(|d| now_ms + d)
+                let d = rl.reset_in_ms.filter(|d| (1..=window_ms).contains(d))?;
+                fuzz = COUNTDOWN_FUZZ_MS;
+                Some(now_ms + d)
             })
             .unwrap_or_else(|| now_ms - now_ms.rem_euclid(window_ms) + window_ms);
         let mut map = self.by_scope.lock();
@@ -191,10 +198,13 @@ impl UpstreamLimits {
             return;
         };
         // an answer about an earlier window (a call that started before the current
-        // window began) tells nothing about this one
-        if matches!(key.window, Some(w) if reset_at_ms < w.reset_at_ms) {
-            return;
-        }
+        // window began) tells nothing about this one; one about the same window never
+        // moves its end earlier
+        let reset_at_ms = match key.window {
+            Some(w) if reset_at_ms + fuzz < w.reset_at_ms => return,
+            Some(w) if reset_at_ms < w.reset_at_ms => w.reset_at_ms,
+            _ => reset_at_ms,
+        };
         let in_flight = key.sent.saturating_sub(at);
         key.window = Some(Window {
             remaining: reported.saturating_sub(in_flight),
@@ -230,17 +240,21 @@ impl UpstreamLimits {
                 self.observe(&p.scope, &budget, &rl, now, *at);
             }
         }
+        let main = api.rate_limit(headers);
         if status == 429 || status == 418 {
-            self.blocked_by_exchange(&charges.block, credential, status, headers, now);
+            let countdown = main.as_ref().and_then(|r| r.reset_in_ms);
+            self.blocked_by_exchange(&charges.block, credential, status, headers, now, countdown);
         }
-        api.rate_limit(headers)
+        main
     }
 
     /// The exchange itself refused `credential`'s call for rate (429 / 418): block until
     /// its `Retry-After`. Where limits are per source IP, an IP ban (418) or a refusal
     /// with a `Retry-After` (Binance's for request weight) blocks the host's scope; a 429
     /// without one is the account's own order-rate limit and blocks that key only, so one
-    /// tenant's orders cannot stop everyone's calls.
+    /// tenant's orders cannot stop everyone's calls. Without a `Retry-After`, the block
+    /// lasts until the window's reset countdown (`countdown_ms`, KuCoin's) ends, or a
+    /// minute.
     pub fn blocked_by_exchange(
         &self,
         scope: &Scope,
@@ -248,6 +262,7 @@ impl UpstreamLimits {
         status: u16,
         headers: &HeaderMap,
         now: DateTime<Utc>,
+        countdown_ms: Option<i64>,
     ) {
         let key_only = Scope::Key(credential);
         let scope = match scope {
@@ -256,13 +271,14 @@ impl UpstreamLimits {
             }
             s => s,
         };
-        let secs = headers
+        let ms = headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(60)
-            .clamp(1, 3600);
-        let until = now.timestamp_millis() + secs * 1000;
+            .map(|secs| secs.clamp(1, 3600) * 1000)
+            .or_else(|| countdown_ms.map(|ms| ms.clamp(1_000, 3_600_000)))
+            .unwrap_or(60_000);
+        let until = now.timestamp_millis() + ms;
         self.hold(scope, until);
         let mut unshared = self.unshared.lock();
         let e = unshared.entry(scope.clone()).or_insert(until);
@@ -537,7 +553,7 @@ mod tests {
         let c = &Scope::Key(Uuid::new_v4());
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
-        u.blocked_by_exchange(c, K, 429, &h, t(0));
+        u.blocked_by_exchange(c, K, 429, &h, t(0), None);
         assert_eq!(
             u.check(&one(c), K, t(1_000)).unwrap_err().retry_after_secs,
             Some(4)
@@ -554,7 +570,7 @@ mod tests {
         let before = u.check(&one(c), K, t(-5)).unwrap();
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
-        u.blocked_by_exchange(c, K, 429, &h, t(0));
+        u.blocked_by_exchange(c, K, 429, &h, t(0), None);
         let late = RateLimitStatus {
             remaining: Some(100),
             reset_at_ms: Some(t(60_000).timestamp_millis()),
@@ -572,9 +588,9 @@ mod tests {
 
         // a long ban, then a late 429 with a short Retry-After: the ban stands
         h.insert(http::header::RETRY_AFTER, "120".parse().unwrap());
-        u.blocked_by_exchange(c, K, 429, &h, t(10_000));
+        u.blocked_by_exchange(c, K, 429, &h, t(10_000), None);
         h.insert(http::header::RETRY_AFTER, "1".parse().unwrap());
-        u.blocked_by_exchange(c, K, 429, &h, t(9_000));
+        u.blocked_by_exchange(c, K, 429, &h, t(9_000), None);
         assert!(u.check(&one(c), K, t(60_000)).is_err(), "still banned");
     }
 
@@ -653,13 +669,13 @@ mod tests {
         let host = &Scope::Host("api.binance.com".into());
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let none = HeaderMap::new();
-        u.blocked_by_exchange(host, a, 429, &none, t(0));
+        u.blocked_by_exchange(host, a, 429, &none, t(0), None);
         assert!(
             u.check(&one(host), a, t(1)).is_err(),
             "the key that hit its order limit"
         );
         assert!(u.check(&one(host), b, t(1)).is_ok(), "another tenant's key");
-        u.blocked_by_exchange(host, b, 418, &none, t(2));
+        u.blocked_by_exchange(host, b, 418, &none, t(2), None);
         assert!(
             u.check(&one(host), Uuid::new_v4(), t(3)).is_err(),
             "an IP ban holds everyone"
@@ -667,7 +683,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "5".parse().unwrap());
         let other = &Scope::Host("fapi.binance.com".into());
-        u.blocked_by_exchange(other, a, 429, &h, t(0));
+        u.blocked_by_exchange(other, a, 429, &h, t(0), None);
         assert!(
             u.check(&one(other), b, t(1)).is_err(),
             "weight exceeded: the host's budget"
@@ -1007,5 +1023,70 @@ mod tests {
             "the Management pool is not"
         );
         assert!(u.check(&order, K, t(1_520)).is_ok(), "the countdown ended");
+        // KuCoin's 429 carries no Retry-After: the block lasts the countdown, not a minute
+        let tk = u.check(&order, K, t(2_000)).unwrap();
+        h.insert("gw-ratelimit-reset", "2500".parse().unwrap());
+        u.learn(
+            api,
+            &order,
+            K,
+            (&post, "/api/v1/hf/orders"),
+            429,
+            &h,
+            t(2_000),
+            &tk,
+        );
+        assert!(u.check(&accounts, K, t(4_000)).is_err(), "the key is held");
+        assert!(
+            u.check(&accounts, K, t(4_600)).is_ok(),
+            "for the countdown only"
+        );
+    }
+
+    /// Countdown resets move with each answer's travel time: a later answer that puts the
+    /// end a little earlier is about the same window and is read, not dropped as one
+    /// about an earlier window (which left keygate on an older, larger count).
+    #[test]
+    fn countdown_answers_a_little_apart_are_one_window() {
+        let api = keygate_exchanges::ExchangeId::Kucoin.api();
+        let u = UpstreamLimits::default();
+        let post = Method::POST;
+        let path = "/api/v1/hf/orders";
+        let order = charges(api, K, "api.kucoin.com", &req(&post, path, None));
+        let answer = |remaining: &str, reset: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("gw-ratelimit-limit", "4000".parse().unwrap());
+            h.insert("gw-ratelimit-remaining", remaining.parse().unwrap());
+            h.insert("gw-ratelimit-reset", reset.parse().unwrap());
+            h
+        };
+        let first = u.check(&order, K, t(0)).unwrap();
+        let second = u.check(&order, K, t(1)).unwrap();
+        // the first answer travelled slowly, the second fast: its end comes out 200 ms
+        // earlier
+        u.learn(
+            api,
+            &order,
+            K,
+            (&post, path),
+            200,
+            &answer("3990", "1500"),
+            t(300),
+            &first,
+        );
+        u.learn(
+            api,
+            &order,
+            K,
+            (&post, path),
+            200,
+            &answer("0", "1500"),
+            t(100),
+            &second,
+        );
+        assert!(u.check(&order, K, t(400)).is_err(), "the newer count holds");
+        // the window's end did not move earlier
+        assert!(u.check(&order, K, t(1_700)).is_err());
+        assert!(u.check(&order, K, t(1_801)).is_ok());
     }
 }
