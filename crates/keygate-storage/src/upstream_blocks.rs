@@ -1,5 +1,5 @@
-//! The exchanges' own refusals for rate, shared by every instance on one database
-//! (`upstream_blocks`). An instance that learns a ban writes it here; each instance reads
+//! The exchanges' own refusals for rate, and the budgets they report used up, shared by
+//! every instance on one database (`upstream_blocks`). An instance that learns a ban writes it here; each instance reads
 //! the live ones every second (`keygate-server/src/gateway/upstream.rs`).
 
 use crate::{Actor, DbTime, Result, Store};
@@ -7,7 +7,8 @@ use crate::{Actor, DbTime, Result, Store};
 /// One exchange block: calls in `scope` are held until `blocked_until`.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UpstreamBlock {
-    /// `host:<exchange host>` or `key:<credential id>`.
+    /// `host:<exchange host>` or `key:<credential id>`; with `#<budget>` appended, only
+    /// the calls charged in that budget of the scope (one the exchange reported used up).
     pub scope: String,
     pub blocked_until: DbTime,
     /// When the block was last moved on (the writer's clock).

@@ -94,9 +94,38 @@ const MAX_BUDGETS: usize = 256;
 #[derive(Default)]
 pub struct UpstreamLimits {
     by_scope: Mutex<HashMap<Scope, Scoped>>,
-    /// Blocks learned here from the exchange's answers and not yet shared with the other
-    /// instances ([`UpstreamLimits::share`]).
-    unshared: Mutex<HashMap<Scope, i64>>,
+    /// Blocks, and budgets the exchange reported used up, learned here from its answers
+    /// and not yet shared with the other instances ([`UpstreamLimits::share`]), by what
+    /// they hold (a scope, or one budget of it) with the instant they end.
+    unshared: Mutex<HashMap<Held, i64>>,
+}
+
+/// What a shared row holds: every call in a scope (the exchange's ban), or the calls
+/// charged in one budget of it (the exchange reported it used up). Stored as the scope's
+/// name ([`Scope::stored`]), with `#` and the budget's name for a budget.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Held {
+    Scope(Scope),
+    Budget(Scope, Cow<'static, str>),
+}
+
+impl Held {
+    fn stored(&self) -> String {
+        match self {
+            Held::Scope(s) => s.stored(),
+            Held::Budget(s, name) => format!("{}#{name}", s.stored()),
+        }
+    }
+
+    fn from_stored(stored: &str) -> Option<Held> {
+        match stored.split_once('#') {
+            Some((scope, name)) => Some(Held::Budget(
+                Scope::from_stored(scope)?,
+                Cow::Owned(name.to_string()),
+            )),
+            None => Scope::from_stored(stored).map(Held::Scope),
+        }
+    }
 }
 
 /// The longest an exchange block read from `upstream_blocks` holds, counted from the row's
@@ -211,6 +240,56 @@ impl UpstreamLimits {
             limit: rl.limit,
             reset_at_ms,
         });
+        drop(map);
+        // the exchange says nothing is left: the other instances hold these calls too
+        if reported == 0 {
+            self.unshare(
+                Held::Budget(scope.clone(), budget.name.clone()),
+                reset_at_ms,
+            );
+        }
+    }
+
+    /// Notes `held` until `until_ms`, to be shared at the next round.
+    fn unshare(&self, held: Held, until_ms: i64) {
+        let mut unshared = self.unshared.lock();
+        let e = unshared.entry(held).or_insert(until_ms);
+        *e = (*e).max(until_ms);
+    }
+
+    /// Holds the calls charged in budget `name` of `scope` until `until_ms`, unless a later
+    /// window of it is known already.
+    fn exhaust(&self, scope: &Scope, name: Cow<'static, str>, until_ms: i64, now_ms: i64) {
+        let mut map = self.by_scope.lock();
+        let scoped = scoped(&mut map, scope);
+        let Some(key) = budget_of(
+            scoped,
+            &Budget {
+                name,
+                per_ip: false,
+                window_ms: 0,
+            },
+            now_ms,
+        ) else {
+            return;
+        };
+        match key.window {
+            Some(w) if w.reset_at_ms > until_ms => {}
+            Some(w) => {
+                key.window = Some(Window {
+                    remaining: 0,
+                    reset_at_ms: until_ms,
+                    ..w
+                })
+            }
+            None => {
+                key.window = Some(Window {
+                    remaining: 0,
+                    limit: None,
+                    reset_at_ms: until_ms,
+                })
+            }
+        }
     }
 
     /// Learns from the exchange's answer (`status`, `headers`) to `credential`'s
@@ -280,9 +359,7 @@ impl UpstreamLimits {
             .unwrap_or(60_000);
         let until = now.timestamp_millis() + ms;
         self.hold(scope, until);
-        let mut unshared = self.unshared.lock();
-        let e = unshared.entry(scope.clone()).or_insert(until);
-        *e = (*e).max(until);
+        self.unshare(Held::Scope(scope.clone()), until);
     }
 
     /// Holds every call in `scope` until `until_ms`; a shorter block leaves a longer one
@@ -293,9 +370,10 @@ impl UpstreamLimits {
         scoped.blocked_until_ms = scoped.blocked_until_ms.max(until_ms);
     }
 
-    /// Shares the blocks learned here since the last round with the instances on the same
-    /// database, and takes on theirs: a ban one instance ran into holds every instance's
-    /// calls within about [`SHARE_EVERY`]. A block that cannot be written is kept for the
+    /// Shares the blocks and used-up budgets learned here since the last round with the
+    /// instances on the same database, and takes on theirs: a ban one instance ran into,
+    /// or a budget the exchange told it is used up, holds every instance's calls within
+    /// about [`SHARE_EVERY`]. A block that cannot be written is kept for the
     /// next round, and the others' are read all the same. A stored block holds for at
     /// most [`MAX_STORED_BLOCK`] past its last write, so a row from an instance with a
     /// wrong clock cannot hold a host for good.
@@ -308,29 +386,31 @@ impl UpstreamLimits {
         if !learned.is_empty() {
             let rows: Vec<_> = learned
                 .iter()
-                .filter_map(|(scope, until)| {
+                .filter_map(|(held, until)| {
                     Utc.timestamp_millis_opt(*until)
                         .single()
                         .map(|t| UpstreamBlock {
-                            scope: scope.stored(),
+                            scope: held.stored(),
                             blocked_until: DbTime::from(t),
                             updated_at: DbTime::from(now),
                         })
                 })
                 .collect();
             if let Err(e) = store.record_upstream_blocks(&rows, DbTime::from(now)).await {
-                let mut unshared = self.unshared.lock();
-                for (scope, until) in learned {
-                    let e = unshared.entry(scope).or_insert(until);
-                    *e = (*e).max(until);
+                for (held, until) in learned {
+                    self.unshare(held, until);
                 }
                 written = Err(e);
             }
         }
+        let now_ms = now.timestamp_millis();
         for b in store.upstream_blocks(DbTime::from(now)).await? {
-            if let Some(scope) = Scope::from_stored(&b.scope) {
-                let bound = b.updated_at.0.timestamp_millis() + MAX_STORED_BLOCK.num_milliseconds();
-                self.hold(&scope, b.blocked_until.0.timestamp_millis().min(bound));
+            let bound = b.updated_at.0.timestamp_millis() + MAX_STORED_BLOCK.num_milliseconds();
+            let until = b.blocked_until.0.timestamp_millis().min(bound);
+            match Held::from_stored(&b.scope) {
+                Some(Held::Scope(scope)) => self.hold(&scope, until),
+                Some(Held::Budget(scope, name)) => self.exhaust(&scope, name, until, now_ms),
+                None => {}
             }
         }
         written
@@ -986,6 +1066,10 @@ mod tests {
         }
         assert_eq!(Scope::from_stored("key:nonsense"), None);
         assert_eq!(Scope::from_stored("api.binance.com"), None);
+        let budget = Held::Budget(Scope::Key(K), Cow::Borrowed("POST /v5/order/create"));
+        assert_eq!(Held::from_stored(&budget.stored()), Some(budget));
+        let host = Held::Scope(Scope::Host("api.binance.com".into()));
+        assert_eq!(Held::from_stored(&host.stored()), Some(host));
     }
 
     /// KuCoin reports its pool's reset as a countdown (`gw-ratelimit-reset`, ms): a pool

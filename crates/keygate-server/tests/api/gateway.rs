@@ -2478,3 +2478,49 @@ both_backends!(
         assert_eq!(mock.requests().len(), sent);
     }
 );
+
+// A budget the exchange reported used up to one instance is held by every instance on the
+// same database within seconds: the other instance never saw the header itself.
+both_backends!(
+    a_used_up_budget_is_shared_by_every_instance,
+    |app: TestApp| async move {
+        let other = second_instance(&app, None).await;
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        // not across a minute's end, where Binance's window (and keygate's copy) ends
+        let secs = chrono::Utc::now().timestamp() % 60;
+        if secs > 50 {
+            tokio::time::sleep(std::time::Duration::from_secs((61 - secs) as u64)).await;
+        }
+        mock.set_rate_limit_used("binance", 6000);
+        assert_eq!(
+            account(&app, &t, &conn).await.0,
+            200,
+            "learns that nothing is left"
+        );
+        // the other instance must not learn it from its own answers: they say 1 used
+        mock.set_rate_limit_used("binance", 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let sent = mock.requests().len();
+            let (s, _, body) =
+                call(&other, &t, reqwest::Method::GET, &conn, "api/v3/time", None).await;
+            if s == 429 {
+                assert_eq!(code(&body), "exchange_rate_limited", "{body}");
+                assert_eq!(
+                    mock.requests().len(),
+                    sent,
+                    "held without calling the exchange"
+                );
+                break;
+            }
+            assert_eq!(s, 200, "{body}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other instance never took on the used-up budget"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+);
