@@ -1,6 +1,7 @@
 //! The exchanges' own refusals for rate, and the budgets they report used up, shared by
-//! every instance on one database (`upstream_blocks`). An instance that learns a ban writes it here; each instance reads
-//! the live ones every second (`keygate-server/src/gateway/upstream.rs`).
+//! every instance on one database (`upstream_blocks`). An instance that learns one writes
+//! it here; each instance reads the live ones every second
+//! (`keygate-server/src/gateway/upstream.rs`).
 
 use crate::{Actor, DbTime, Result, Store};
 
