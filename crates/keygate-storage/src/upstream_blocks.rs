@@ -35,18 +35,18 @@ impl Store {
                                         THEN excluded.updated_at ELSE upstream_blocks.updated_at END, \
                       blocked_until = CASE WHEN excluded.blocked_until > upstream_blocks.blocked_until \
                                            THEN excluded.blocked_until ELSE upstream_blocks.blocked_until END";
-        for b in blocks {
-            in_tx!(@quiet self, Actor::service(), |tx| {
+        let ended = DbTime(now.0 - KEEP_ENDED);
+        // one transaction of single-row writes, no reads: a deferred BEGIN cannot fail half
+        // way, and nothing here is part of any call's context
+        in_tx!(@quiet self, Actor::service(), |tx| {
+            for b in blocks {
                 sqlx::query::<DB>(upsert)
                     .bind(&b.scope)
                     .bind(b.blocked_until)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-            });
-        }
-        let ended = DbTime(now.0 - KEEP_ENDED);
-        in_tx!(@quiet self, Actor::service(), |tx| {
+            }
             sqlx::query::<DB>("DELETE FROM upstream_blocks WHERE blocked_until < $1")
                 .bind(ended)
                 .execute(&mut *tx)

@@ -188,12 +188,16 @@ pub async fn send(
             Err(UpstreamError::TooLarge) => false,
             Err(_) => true,
         };
-        if !retryable || attempt >= retries || !may_retry() {
+        if !retryable || attempt >= retries {
             return r;
         }
         attempt += 1;
         let base_ms = 50u64 << attempt.min(5);
         let jitter = rand::random::<u64>() % (base_ms + 1);
         tokio::time::sleep(Duration::from_millis(base_ms / 2 + jitter)).await;
+        // asked after the pause: a ban or a used-up budget learned meanwhile holds it
+        if !may_retry() {
+            return r;
+        }
     }
 }

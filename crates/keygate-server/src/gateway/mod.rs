@@ -494,9 +494,9 @@ async fn proxy_call(
                 (&out.method, &out.path),
                 up.status.as_u16(),
                 &up.headers,
-                // the answer's time: a Retry-After counts from when it came, not from
-                // when the call (and its retries) began
-                Utc::now(),
+                // when the call was sent (the window it counted in), and when its answer
+                // came (a Retry-After or a countdown counts from then)
+                (now, Utc::now()),
                 &ticket,
             );
             if let Some(rl) = learned {

@@ -131,6 +131,9 @@ impl Held {
 /// The longest an exchange block read from `upstream_blocks` holds, counted from the row's
 /// last write: as long as the longest `Retry-After` keygate takes on.
 const MAX_STORED_BLOCK: chrono::Duration = chrono::Duration::hours(1);
+/// The longest a used-up budget read from `upstream_blocks` holds: the longest window
+/// (Binance's orders per day).
+const MAX_STORED_WINDOW: chrono::Duration = chrono::Duration::days(1);
 
 /// How far apart answers about one window may put its end when the exchange reports it as
 /// a countdown: the spread of their travel times.
@@ -196,13 +199,14 @@ impl UpstreamLimits {
         scope: &Scope,
         budget: &Budget,
         rl: &RateLimitStatus,
-        now: DateTime<Utc>,
+        (sent, now): (DateTime<Utc>, DateTime<Utc>),
         at: u64,
     ) {
         let Some(reported) = rl.left() else {
             return;
         };
         let now_ms = now.timestamp_millis();
+        let sent_ms = sent.timestamp_millis();
         let window_ms = budget.window_ms.max(1);
         // A countdown (KuCoin) gives the reset only as well as the answer's travel time:
         // answers about one window land up to that far apart.
@@ -215,7 +219,9 @@ impl UpstreamLimits {
                 fuzz = COUNTDOWN_FUZZ_MS;
                 Some(now_ms + d)
             })
-            .unwrap_or_else(|| now_ms - now_ms.rem_euclid(window_ms) + window_ms);
+            // without one, the window the call was sent in: an answer to a call sent at
+            // :59.9 that arrives at :00.1 is about the minute that just ended
+            .unwrap_or_else(|| sent_ms - sent_ms.rem_euclid(window_ms) + window_ms);
         let mut map = self.by_scope.lock();
         let Some(scoped) = map.get_mut(scope) else {
             return;
@@ -241,8 +247,9 @@ impl UpstreamLimits {
             reset_at_ms,
         });
         drop(map);
-        // the exchange says nothing is left: the other instances hold these calls too
-        if reported == 0 {
+        // the exchange says nothing is left: the other instances hold these calls too,
+        // unless the window ends before they could read it
+        if reported == 0 && reset_at_ms > now_ms + 2 * SHARE_EVERY.as_millis() as i64 {
             self.unshare(
                 Held::Budget(scope.clone(), budget.name.clone()),
                 reset_at_ms,
@@ -258,7 +265,8 @@ impl UpstreamLimits {
     }
 
     /// Holds the calls charged in budget `name` of `scope` until `until_ms`, unless a later
-    /// window of it is known already.
+    /// window of it is known already (an end within [`COUNTDOWN_FUZZ_MS`] of it is the
+    /// same window, seen through another answer's travel time).
     fn exhaust(&self, scope: &Scope, name: Cow<'static, str>, until_ms: i64, now_ms: i64) {
         let mut map = self.by_scope.lock();
         let scoped = scoped(&mut map, scope);
@@ -274,11 +282,11 @@ impl UpstreamLimits {
             return;
         };
         match key.window {
-            Some(w) if w.reset_at_ms > until_ms => {}
+            Some(w) if w.reset_at_ms > until_ms + COUNTDOWN_FUZZ_MS => {}
             Some(w) => {
                 key.window = Some(Window {
                     remaining: 0,
-                    reset_at_ms: until_ms,
+                    reset_at_ms: until_ms.max(w.reset_at_ms),
                     ..w
                 })
             }
@@ -305,7 +313,7 @@ impl UpstreamLimits {
         (method, path): (&Method, &str),
         status: u16,
         headers: &HeaderMap,
-        now: DateTime<Utc>,
+        (sent, now): (DateTime<Utc>, DateTime<Utc>),
         ticket: &Ticket,
     ) -> Option<RateLimitStatus> {
         for (budget, rl) in api.rate_limits(method, path, headers) {
@@ -316,7 +324,7 @@ impl UpstreamLimits {
                 .zip(&ticket.0)
                 .find(|(p, _)| p.budget == budget);
             if let Some((p, at)) = charged {
-                self.observe(&p.scope, &budget, &rl, now, *at);
+                self.observe(&p.scope, &budget, &rl, (sent, now), *at);
             }
         }
         let main = api.rate_limit(headers);
@@ -405,11 +413,15 @@ impl UpstreamLimits {
         }
         let now_ms = now.timestamp_millis();
         for b in store.upstream_blocks(DbTime::from(now)).await? {
-            let bound = b.updated_at.0.timestamp_millis() + MAX_STORED_BLOCK.num_milliseconds();
-            let until = b.blocked_until.0.timestamp_millis().min(bound);
+            let bound = |max: chrono::Duration| {
+                let last = b.updated_at.0.timestamp_millis() + max.num_milliseconds();
+                b.blocked_until.0.timestamp_millis().min(last)
+            };
             match Held::from_stored(&b.scope) {
-                Some(Held::Scope(scope)) => self.hold(&scope, until),
-                Some(Held::Budget(scope, name)) => self.exhaust(&scope, name, until, now_ms),
+                Some(Held::Scope(scope)) => self.hold(&scope, bound(MAX_STORED_BLOCK)),
+                Some(Held::Budget(scope, name)) => {
+                    self.exhaust(&scope, name, bound(MAX_STORED_WINDOW), now_ms)
+                }
                 None => {}
             }
         }
@@ -580,7 +592,13 @@ mod tests {
         now: DateTime<Utc>,
         ticket: &Ticket,
     ) {
-        u.observe(scope, &one(scope).placed[0].budget, rl, now, ticket.0[0]);
+        u.observe(
+            scope,
+            &one(scope).placed[0].budget,
+            rl,
+            (now, now),
+            ticket.0[0],
+        );
     }
 
     #[test]
@@ -797,7 +815,7 @@ mod tests {
             (&get, account),
             200,
             &binance_weight(5950),
-            t(1),
+            (t(1), t(1)),
             &first,
         );
         let second = u.check(&acct, K, t(2)).expect("20 of 50 left: goes");
@@ -819,7 +837,7 @@ mod tests {
             (&get, account),
             200,
             &binance_weight(5990),
-            t(6),
+            (t(6), t(6)),
             &second,
         );
         assert!(
@@ -858,7 +876,7 @@ mod tests {
             (&post, "/api/v3/order"),
             200,
             &h,
-            t(1),
+            (t(1), t(1)),
             &sent,
         );
         assert!(
@@ -894,7 +912,7 @@ mod tests {
             (&get, "/sapi/v1/capital/config/getall"),
             200,
             &h,
-            t(20_001),
+            (t(20_001), t(20_001)),
             &sent,
         );
         assert!(u.check(&sapi, K, t(20_002)).is_err(), "sapi weight used up");
@@ -923,7 +941,7 @@ mod tests {
             (&post, "/v5/order/create"),
             200,
             &h,
-            t(1),
+            (t(1), t(1)),
             &sent,
         );
         assert!(u.check(&create, K, t(2)).is_err(), "order/create used up");
@@ -961,7 +979,7 @@ mod tests {
         for i in 0..MAX_BUDGETS {
             let c = charged(i);
             let tk = u.check(&c, K, t(0)).expect("room");
-            u.observe(&scope, &c.placed[0].budget, &rl, t(0), tk.0[0]);
+            u.observe(&scope, &c.placed[0].budget, &rl, (t(0), t(0)), tk.0[0]);
         }
         let d = u
             .check(&charged(MAX_BUDGETS), K, t(1))
@@ -1000,7 +1018,7 @@ mod tests {
             (&get, path),
             418,
             &HeaderMap::new(),
-            t(1),
+            (t(1), t(1)),
             &tk,
         );
         let other = Uuid::new_v4();
@@ -1034,7 +1052,7 @@ mod tests {
             (&get, "/fapi/v2/account"),
             200,
             &h,
-            t(1),
+            (t(1), t(1)),
             &tk,
         );
         let order = charges(api, K, host, &req(&post, "/fapi/v1/order", None));
@@ -1094,7 +1112,7 @@ mod tests {
             (&post, "/api/v1/hf/orders"),
             200,
             &h,
-            t(10),
+            (t(10), t(10)),
             &tk,
         );
         let d = u
@@ -1117,7 +1135,7 @@ mod tests {
             (&post, "/api/v1/hf/orders"),
             429,
             &h,
-            t(2_000),
+            (t(2_000), t(2_000)),
             &tk,
         );
         assert!(u.check(&accounts, K, t(4_000)).is_err(), "the key is held");
@@ -1155,7 +1173,7 @@ mod tests {
             (&post, path),
             200,
             &answer("3990", "1500"),
-            t(300),
+            (t(300), t(300)),
             &first,
         );
         u.learn(
@@ -1165,12 +1183,52 @@ mod tests {
             (&post, path),
             200,
             &answer("0", "1500"),
-            t(100),
+            (t(100), t(100)),
             &second,
         );
         assert!(u.check(&order, K, t(400)).is_err(), "the newer count holds");
         // the window's end did not move earlier
         assert!(u.check(&order, K, t(1_700)).is_err());
         assert!(u.check(&order, K, t(1_801)).is_ok());
+    }
+
+    /// Binance sends no reset time: the window is the minute the call was sent in. An
+    /// answer to a call sent just before a minute's end that arrives just after it is about
+    /// the minute that ended, and does not hold the new one.
+    #[test]
+    fn an_answer_across_the_minute_is_about_the_minute_it_was_sent_in() {
+        let api = keygate_exchanges::ExchangeId::Binance.api();
+        let u = UpstreamLimits::default();
+        let get = Method::GET;
+        let path = "/api/v3/account";
+        let acct = charges(api, K, "api.binance.com", &req(&get, path, None));
+        // t(40_000) is a minute's start
+        assert_eq!(t(40_000).timestamp_millis() % 60_000, 0);
+        let tk = u.check(&acct, K, t(39_900)).unwrap();
+        let h = binance_weight(6000);
+        u.learn(
+            api,
+            &acct,
+            K,
+            (&get, path),
+            200,
+            &h,
+            (t(39_900), t(40_100)),
+            &tk,
+        );
+        assert!(u.check(&acct, K, t(40_200)).is_ok(), "a new minute");
+        // while within the minute it was sent in, the same answer holds
+        let tk = u.check(&acct, K, t(40_300)).unwrap();
+        u.learn(
+            api,
+            &acct,
+            K,
+            (&get, path),
+            200,
+            &h,
+            (t(40_300), t(40_400)),
+            &tk,
+        );
+        assert!(u.check(&acct, K, t(40_500)).is_err());
     }
 }
