@@ -570,7 +570,7 @@ pub trait Exchange: Send + Sync + 'static {
     /// Rate-limit state from response headers.
     fn rate_limit(&self, headers: &HeaderMap) -> Option<RateLimitStatus>;
 
-    /// Whether the exchange counts [`ExchangeApi::rate_limit`]'s budget, and bans on
+    /// Whether the exchange counts [`Exchange::rate_limit`]'s budget, and bans on
     /// 429/418, per source IP rather than per key: then every key reached from one host
     /// shares them (Binance's request weight and its IP bans).
     fn limits_per_ip(&self) -> bool {

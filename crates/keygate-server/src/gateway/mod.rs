@@ -422,12 +422,10 @@ async fn proxy_call(
         }
     }
     // Every call the exchange counts, public ones too: Binance weighs public calls against
-    // the same IP budget, and its 418 ban follows 429s whoever sent them.
+    // the same IP budget, and its 418 ban follows 429s whoever sent them. Priced from the
+    // caller's request; checked below, just before it goes out, so calls reach the
+    // exchange in the order they were charged as near as can be.
     let placed = upstream::charges(api, ctx.credential.id, &host, &out);
-    let ticket = match s.gateway.upstream.check(&placed, ctx.credential.id, now) {
-        Ok(t) => t,
-        Err(d) => return deny(&s, &caller, &meta, ctx, &out, log, d).await,
-    };
     log.notional_micros = micros(approved.volume_usd());
     log.withdrawal_micros = micros(approved.withdrawal_usd());
 
@@ -457,13 +455,20 @@ async fn proxy_call(
         }
     }
 
+    let mut ticket = match s
+        .gateway
+        .upstream
+        .check(&placed, ctx.credential.id, Utc::now())
+    {
+        Ok(t) => t,
+        Err(d) => return deny(&s, &caller, &meta, ctx, &out, log, d).await,
+    };
     // going out: from here the reservation is never given back but by the call's row
     if let Some(r) = log.reserved.as_mut() {
         r.going_out();
     }
     let retry_ok = matches!(class, EndpointClass::Read | EndpointClass::Public)
         && matches!(out.method, Method::GET | Method::HEAD);
-    let mut ticket = ticket;
     let result = forward::send(
         &s.gateway.http,
         &base,
@@ -494,9 +499,8 @@ async fn proxy_call(
                 (&out.method, &out.path),
                 up.status.as_u16(),
                 &up.headers,
-                // when the call was sent (the window it counted in), and when its answer
-                // came (a Retry-After or a countdown counts from then)
-                (now, Utc::now()),
+                // when its answer came (a Retry-After or a countdown counts from then)
+                Utc::now(),
                 &ticket,
             );
             if let Some(rl) = learned {
@@ -983,6 +987,9 @@ async fn deny(
 ) -> Result<Response, ApiError> {
     log.decision = "denied";
     log.status = d.status;
+    // a denied call moved nothing: it adds to no volume or withdrawal total
+    log.notional_micros = 0;
+    log.withdrawal_micros = 0;
     log.deny_code = Some(d.code.as_str().to_string());
     log.error = Some(d.detail.clone());
     finish(s, caller, meta, ctx, out, log, Some(&d)).await?;

@@ -136,7 +136,7 @@ async fn internal_call(
                     (&out.method, &out.path),
                     u.status.as_u16(),
                     &u.headers,
-                    (now, Utc::now()),
+                    Utc::now(),
                     &ticket,
                 )
                 .and_then(|rl| rl.spent())

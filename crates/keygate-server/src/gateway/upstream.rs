@@ -4,9 +4,11 @@
 //! letting the exchange ban the key or the IP: several bots sharing one key are the usual
 //! cause. Each call is charged its weight in every budget the exchange counts it against
 //! (`Exchange::request_cost`: Binance's request weight per endpoint and its order counts,
-//! Bybit's, Bitget's and Gate's budget per endpoint). Where the exchange counts per source
-//! IP (Binance's request weight and its 418 bans), the budget belongs to the exchange host,
-//! and every key reached through it shares it.
+//! KuCoin's resource pools, Bybit's, Bitget's and Gate's budget per endpoint). Where the
+//! exchange counts per source IP (Binance's request weight and its 418 bans, KuCoin's
+//! public pool), the budget belongs to the exchange host, and every key reached through it
+//! shares it. Bans and used-up budgets are shared with the other instances on the same
+//! database (`upstream_blocks`, [`UpstreamLimits::share`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -33,7 +35,8 @@ struct Window {
 struct Key {
     /// What is known of the current window.
     window: Option<Window>,
-    /// Weight let through [`UpstreamLimits::check`] so far (never reset): an answer is
+    /// Weight let through [`UpstreamLimits::check`] so far (kept across windows; lost only
+    /// if the budget is dropped to make room, [`MAX_BUDGETS`]): an answer is
     /// read against the calls sent after its own.
     sent: u64,
 }
@@ -135,6 +138,10 @@ const MAX_STORED_BLOCK: chrono::Duration = chrono::Duration::hours(1);
 /// (Binance's orders per day).
 const MAX_STORED_WINDOW: chrono::Duration = chrono::Duration::days(1);
 
+/// The furthest ahead an exchange's reset time is believed: longer than any window whose
+/// end an exchange reports (Bybit's and Gate's are seconds).
+const MAX_RESET_AHEAD_MS: i64 = 5 * 60_000;
+
 /// How far apart answers about one window may put its end when the exchange reports it as
 /// a countdown: the spread of their travel times.
 const COUNTDOWN_FUZZ_MS: i64 = 1_000;
@@ -185,7 +192,12 @@ pub fn charges(
 /// the order of its charges), to hand back to
 /// [`UpstreamLimits::learn`] with its answer.
 #[derive(Debug, Clone)]
-pub struct Ticket(Vec<u64>);
+pub struct Ticket {
+    at: Vec<u64>,
+    /// When the call was let through: the window it counts in, where the exchange
+    /// reports no reset of its own.
+    sent: DateTime<Utc>,
+}
 
 impl UpstreamLimits {
     /// Learns from `rl`, the answer about `budget` of `scope` to the call whose place in
@@ -211,9 +223,14 @@ impl UpstreamLimits {
         // A countdown (KuCoin) gives the reset only as well as the answer's travel time:
         // answers about one window land up to that far apart.
         let mut fuzz = 0;
+        // a reset already past is about a window that ended; one further off than any
+        // window keygate tracks is not believed (it would outlast every later answer)
+        if rl.reset_at_ms.is_some_and(|r| r <= now_ms) {
+            return;
+        }
         let reset_at_ms = rl
             .reset_at_ms
-            .filter(|r| *r > now_ms)
+            .filter(|r| *r <= now_ms.saturating_add(MAX_RESET_AHEAD_MS))
             .or_else(|| {
                 let d = rl.reset_in_ms.filter(|d| (1..=window_ms).contains(d))?;
                 fuzz = COUNTDOWN_FUZZ_MS;
@@ -300,8 +317,8 @@ impl UpstreamLimits {
         }
     }
 
-    /// Learns from the exchange's answer (`status`, `headers`) to `credential`'s
-    /// `method path` call, charged `placed` and holding `ticket`: the windows its
+    /// Learns from the exchange's answer (`status`, `headers`, come at `now`) to
+    /// `credential`'s `method path` call, charged `charges` and holding `ticket`: the windows its
     /// rate-limit headers report, and its own refusal for rate (429 / 418). Answers the
     /// headers' main rate-limit state, for the call's record.
     #[allow(clippy::too_many_arguments)]
@@ -313,7 +330,7 @@ impl UpstreamLimits {
         (method, path): (&Method, &str),
         status: u16,
         headers: &HeaderMap,
-        (sent, now): (DateTime<Utc>, DateTime<Utc>),
+        now: DateTime<Utc>,
         ticket: &Ticket,
     ) -> Option<RateLimitStatus> {
         for (budget, rl) in api.rate_limits(method, path, headers) {
@@ -321,10 +338,10 @@ impl UpstreamLimits {
             let charged = charges
                 .placed
                 .iter()
-                .zip(&ticket.0)
+                .zip(&ticket.at)
                 .find(|(p, _)| p.budget == budget);
             if let Some((p, at)) = charged {
-                self.observe(&p.scope, &budget, &rl, (sent, now), *at);
+                self.observe(&p.scope, &budget, &rl, (ticket.sent, now), *at);
             }
         }
         let main = api.rate_limit(headers);
@@ -500,7 +517,7 @@ impl UpstreamLimits {
             key.sent += p.weight;
             at.push(key.sent);
         }
-        Ok(Ticket(at))
+        Ok(Ticket { at, sent: now })
     }
 }
 
@@ -597,7 +614,7 @@ mod tests {
             &one(scope).placed[0].budget,
             rl,
             (now, now),
-            ticket.0[0],
+            ticket.at[0],
         );
     }
 
@@ -747,7 +764,10 @@ mod tests {
         // an answer about the window before this one, however much it says is left
         let stale = u.check(&one(c), K, t(-30_000));
         assert!(stale.is_err());
-        let before = Ticket(vec![0]);
+        let before = Ticket {
+            at: vec![0],
+            sent: t(-30_000),
+        };
         observe(&u, c, &at(500, 30_000), t(23), &before);
         assert!(
             u.check(&one(c), K, t(24)).is_err(),
@@ -815,7 +835,7 @@ mod tests {
             (&get, account),
             200,
             &binance_weight(5950),
-            (t(1), t(1)),
+            t(1),
             &first,
         );
         let second = u.check(&acct, K, t(2)).expect("20 of 50 left: goes");
@@ -837,7 +857,7 @@ mod tests {
             (&get, account),
             200,
             &binance_weight(5990),
-            (t(6), t(6)),
+            t(6),
             &second,
         );
         assert!(
@@ -876,7 +896,7 @@ mod tests {
             (&post, "/api/v3/order"),
             200,
             &h,
-            (t(1), t(1)),
+            t(1),
             &sent,
         );
         assert!(
@@ -912,7 +932,7 @@ mod tests {
             (&get, "/sapi/v1/capital/config/getall"),
             200,
             &h,
-            (t(20_001), t(20_001)),
+            t(20_001),
             &sent,
         );
         assert!(u.check(&sapi, K, t(20_002)).is_err(), "sapi weight used up");
@@ -941,7 +961,7 @@ mod tests {
             (&post, "/v5/order/create"),
             200,
             &h,
-            (t(1), t(1)),
+            t(1),
             &sent,
         );
         assert!(u.check(&create, K, t(2)).is_err(), "order/create used up");
@@ -979,7 +999,7 @@ mod tests {
         for i in 0..MAX_BUDGETS {
             let c = charged(i);
             let tk = u.check(&c, K, t(0)).expect("room");
-            u.observe(&scope, &c.placed[0].budget, &rl, (t(0), t(0)), tk.0[0]);
+            u.observe(&scope, &c.placed[0].budget, &rl, (t(0), t(0)), tk.at[0]);
         }
         let d = u
             .check(&charged(MAX_BUDGETS), K, t(1))
@@ -1018,7 +1038,7 @@ mod tests {
             (&get, path),
             418,
             &HeaderMap::new(),
-            (t(1), t(1)),
+            t(1),
             &tk,
         );
         let other = Uuid::new_v4();
@@ -1052,7 +1072,7 @@ mod tests {
             (&get, "/fapi/v2/account"),
             200,
             &h,
-            (t(1), t(1)),
+            t(1),
             &tk,
         );
         let order = charges(api, K, host, &req(&post, "/fapi/v1/order", None));
@@ -1112,7 +1132,7 @@ mod tests {
             (&post, "/api/v1/hf/orders"),
             200,
             &h,
-            (t(10), t(10)),
+            t(10),
             &tk,
         );
         let d = u
@@ -1135,7 +1155,7 @@ mod tests {
             (&post, "/api/v1/hf/orders"),
             429,
             &h,
-            (t(2_000), t(2_000)),
+            t(2_000),
             &tk,
         );
         assert!(u.check(&accounts, K, t(4_000)).is_err(), "the key is held");
@@ -1173,7 +1193,7 @@ mod tests {
             (&post, path),
             200,
             &answer("3990", "1500"),
-            (t(300), t(300)),
+            t(300),
             &first,
         );
         u.learn(
@@ -1183,7 +1203,7 @@ mod tests {
             (&post, path),
             200,
             &answer("0", "1500"),
-            (t(100), t(100)),
+            t(100),
             &second,
         );
         assert!(u.check(&order, K, t(400)).is_err(), "the newer count holds");
@@ -1206,29 +1226,42 @@ mod tests {
         assert_eq!(t(40_000).timestamp_millis() % 60_000, 0);
         let tk = u.check(&acct, K, t(39_900)).unwrap();
         let h = binance_weight(6000);
-        u.learn(
-            api,
-            &acct,
-            K,
-            (&get, path),
-            200,
-            &h,
-            (t(39_900), t(40_100)),
-            &tk,
-        );
+        u.learn(api, &acct, K, (&get, path), 200, &h, t(40_100), &tk);
         assert!(u.check(&acct, K, t(40_200)).is_ok(), "a new minute");
         // while within the minute it was sent in, the same answer holds
         let tk = u.check(&acct, K, t(40_300)).unwrap();
-        u.learn(
-            api,
-            &acct,
-            K,
-            (&get, path),
-            200,
-            &h,
-            (t(40_300), t(40_400)),
-            &tk,
-        );
+        u.learn(api, &acct, K, (&get, path), 200, &h, t(40_400), &tk);
         assert!(u.check(&acct, K, t(40_500)).is_err());
+    }
+
+    /// An exchange's reset time far in the future is not believed (it would outlast every
+    /// later answer and hold the endpoint for good), and one already past is about a
+    /// window that ended.
+    #[test]
+    fn reset_times_out_of_reach_are_not_believed() {
+        let u = UpstreamLimits::default();
+        let c = &Scope::Key(Uuid::new_v4());
+        let at = |remaining: u64, reset: i64| RateLimitStatus {
+            remaining: Some(remaining),
+            reset_at_ms: Some(t(reset).timestamp_millis()),
+            ..Default::default()
+        };
+        let first = u.check(&one(c), K, t(0)).unwrap();
+        observe(&u, c, &at(0, 1_000), t(2_000), &first);
+        assert!(
+            u.check(&one(c), K, t(2_001)).is_ok(),
+            "a past reset: nothing learned"
+        );
+        let far = u.check(&one(c), K, t(3_000)).unwrap();
+        observe(&u, c, &at(0, 100_000_000), t(3_001), &far);
+        let next = u.check(&one(c), K, t(3_002));
+        assert!(
+            next.is_err(),
+            "the answer itself still counts: nothing left"
+        );
+        // the window ends at the minute, not in 100 000 s, and the next answer is read
+        let later = u.check(&one(c), K, t(60_000)).expect("the minute ended");
+        observe(&u, c, &at(5, 61_000), t(60_001), &later);
+        assert!(u.check(&one(c), K, t(60_002)).is_ok());
     }
 }
