@@ -481,9 +481,11 @@ impl Exchange for Bybit {
 
     fn endpoint_budget(&self, method: &Method, path: &str) -> Option<Budget> {
         let name = endpoint_name(method, path);
+        let public = self.classify(method, path) == EndpointClass::Public;
         Some(Budget::endpoint(
             method,
             name.as_deref(),
+            public,
             ENDPOINT_WINDOW_MS,
         ))
     }

@@ -437,14 +437,22 @@ impl Budget {
     /// exchange counts each endpoint on its own (Bybit, Bitget, Gate): named by the method
     /// and `endpoint`, the module's name for it (the path, or the endpoint table's row
     /// where paths carry ids). A path the table lacks (`None`) shares the budget `"?"`.
-    pub fn endpoint(method: &Method, endpoint: Option<&str>, window_ms: i64) -> Budget {
+    ///
+    /// Public endpoints (`public`) are counted per source IP, as these exchanges count them;
+    /// the others per key.
+    pub fn endpoint(
+        method: &Method,
+        endpoint: Option<&str>,
+        public: bool,
+        window_ms: i64,
+    ) -> Budget {
         let name = match endpoint {
             Some(pattern) => std::borrow::Cow::Owned(format!("{method} {pattern}")),
             None => std::borrow::Cow::Borrowed("?"),
         };
         Budget {
             name,
-            per_ip: false,
+            per_ip: public,
             window_ms,
         }
     }

@@ -162,8 +162,11 @@ pub struct Placed {
 pub struct Charges {
     placed: Vec<Placed>,
     /// The scope a 429 / 418 blocks: the host's where the exchange bans per source IP,
-    /// whichever budget the call was charged in.
+    /// whichever budget the call was charged in, or where the call counted only there.
     block: Scope,
+    /// The call counted only in budgets per source IP, at an exchange that otherwise
+    /// counts per key: its 429 holds the address, `Retry-After` or not.
+    public_only: bool,
 }
 
 /// What `req` with `credential` to `host` of `api` is charged.
@@ -173,7 +176,7 @@ pub fn charges(
     host: &str,
     req: &keygate_exchanges::OutgoingRequest,
 ) -> Charges {
-    let placed = api
+    let placed: Vec<Placed> = api
         .request_cost(req)
         .into_iter()
         .map(|c| Placed {
@@ -182,9 +185,14 @@ pub fn charges(
             weight: c.weight,
         })
         .collect();
+    // a call counted only per source IP (a public call to KuCoin, Bybit, Bitget or
+    // Gate): a refusal for rate is the address's, whatever the exchange does for keys
+    let public_only =
+        !api.limits_per_ip() && !placed.is_empty() && placed.iter().all(|p| p.budget.per_ip);
     Charges {
         placed,
-        block: Scope::of(api.limits_per_ip(), credential, host),
+        block: Scope::of(api.limits_per_ip() || public_only, credential, host),
+        public_only,
     }
 }
 
@@ -347,7 +355,20 @@ impl UpstreamLimits {
         let main = api.rate_limit(headers);
         if status == 429 || status == 418 {
             let countdown = main.as_ref().and_then(|r| r.reset_in_ms);
-            self.blocked_by_exchange(&charges.block, credential, status, headers, now, countdown);
+            if charges.public_only {
+                let until = now.timestamp_millis() + ban_ms(headers, countdown);
+                self.hold(&charges.block, until);
+                self.unshare(Held::Scope(charges.block.clone()), until);
+            } else {
+                self.blocked_by_exchange(
+                    &charges.block,
+                    credential,
+                    status,
+                    headers,
+                    now,
+                    countdown,
+                );
+            }
         }
         main
     }
@@ -375,14 +396,7 @@ impl UpstreamLimits {
             }
             s => s,
         };
-        let ms = headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .map(|secs| secs.clamp(1, 3600) * 1000)
-            .or_else(|| countdown_ms.map(|ms| ms.clamp(1_000, 3_600_000)))
-            .unwrap_or(60_000);
-        let until = now.timestamp_millis() + ms;
+        let until = now.timestamp_millis() + ban_ms(headers, countdown_ms);
         self.hold(scope, until);
         self.unshare(Held::Scope(scope.clone()), until);
     }
@@ -521,6 +535,18 @@ impl UpstreamLimits {
     }
 }
 
+/// How long an exchange's refusal for rate holds: its `Retry-After`, else the window's
+/// reset countdown (KuCoin's), else a minute.
+fn ban_ms(headers: &HeaderMap, countdown_ms: Option<i64>) -> i64 {
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map(|secs| secs.clamp(1, 3600) * 1000)
+        .or_else(|| countdown_ms.map(|ms| ms.clamp(1_000, 3_600_000)))
+        .unwrap_or(60_000)
+}
+
 /// `scope`'s entry, made on first use: the scope (for Binance, the host name) is copied
 /// into the map only then, not on every call.
 fn scoped<'m>(map: &'m mut HashMap<Scope, Scoped>, scope: &Scope) -> &'m mut Scoped {
@@ -587,6 +613,7 @@ mod tests {
                 weight: 1,
             }],
             block: scope.clone(),
+            public_only: false,
         }
     }
 
@@ -991,6 +1018,7 @@ mod tests {
                 weight: 1,
             }],
             block: scope.clone(),
+            public_only: false,
         };
         let rl = RateLimitStatus {
             remaining: Some(5),
@@ -1263,5 +1291,52 @@ mod tests {
         let later = u.check(&one(c), K, t(60_000)).expect("the minute ended");
         observe(&u, c, &at(5, 61_000), t(60_001), &later);
         assert!(u.check(&one(c), K, t(60_002)).is_ok());
+    }
+
+    /// Public endpoints are counted per source IP: a used-up public budget, or the
+    /// exchange's 429 to a public call, holds every key's public calls to that host, and
+    /// not the key's own private ones.
+    #[test]
+    fn public_calls_share_the_address_budget() {
+        let (a, b) = (K, Uuid::new_v4());
+        // KuCoin: a 429 to a public call (no Retry-After; the countdown says 3 s)
+        let api = keygate_exchanges::ExchangeId::Kucoin.api();
+        let u = UpstreamLimits::default();
+        let (get, post) = (Method::GET, Method::POST);
+        let host = "api.kucoin.com";
+        let tickers = "/api/v1/market/allTickers";
+        let public = |k| charges(api, k, host, &req(&get, tickers, None));
+        let tk = u.check(&public(a), a, t(0)).unwrap();
+        let mut h = HeaderMap::new();
+        // (no remaining count: the 429 alone must hold)
+        h.insert("gw-ratelimit-reset", "3000".parse().unwrap());
+        h.insert("gw-ratelimit-limit", "2000".parse().unwrap());
+        u.learn(api, &public(a), a, (&get, tickers), 429, &h, t(10), &tk);
+        assert!(
+            u.check(&public(b), b, t(20)).is_err(),
+            "another key's public call"
+        );
+        let order = charges(api, a, host, &req(&post, "/api/v1/hf/orders", None));
+        assert!(u.check(&order, a, t(30)).is_ok(), "the key's own orders");
+        assert!(
+            u.check(&public(b), b, t(3_100)).is_ok(),
+            "the countdown ended"
+        );
+
+        // Bybit: a public endpoint's window is the address's
+        let api = keygate_exchanges::ExchangeId::Bybit.api();
+        let host = "api.bybit.com";
+        let path = "/v5/market/tickers";
+        let tickers = |k| charges(api, k, host, &req(&get, path, None));
+        assert!(tickers(a).placed[0].budget.per_ip);
+        let tk = u.check(&tickers(a), a, t(0)).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-bapi-limit", "10".parse().unwrap());
+        h.insert("x-bapi-limit-status", "0".parse().unwrap());
+        u.learn(api, &tickers(a), a, (&get, path), 200, &h, t(1), &tk);
+        assert!(
+            u.check(&tickers(b), b, t(2)).is_err(),
+            "another key, same address"
+        );
     }
 }
