@@ -426,8 +426,6 @@ async fn proxy_call(
     // caller's request; checked below, just before it goes out, so calls reach the
     // exchange in the order they were charged as near as can be.
     let placed = upstream::charges(api, ctx.credential.id, &host, &out);
-    log.notional_micros = micros(approved.volume_usd());
-    log.withdrawal_micros = micros(approved.withdrawal_usd());
 
     if approved.may_sign() {
         if let Err(e) = sign(
@@ -463,6 +461,8 @@ async fn proxy_call(
         Ok(t) => t,
         Err(d) => return deny(&s, &caller, &meta, ctx, &out, log, d).await,
     };
+    log.notional_micros = micros(approved.volume_usd());
+    log.withdrawal_micros = micros(approved.withdrawal_usd());
     // going out: from here the reservation is never given back but by the call's row
     if let Some(r) = log.reserved.as_mut() {
         r.going_out();
@@ -987,9 +987,6 @@ async fn deny(
 ) -> Result<Response, ApiError> {
     log.decision = "denied";
     log.status = d.status;
-    // a denied call moved nothing: it adds to no volume or withdrawal total
-    log.notional_micros = 0;
-    log.withdrawal_micros = 0;
     log.deny_code = Some(d.code.as_str().to_string());
     log.error = Some(d.detail.clone());
     finish(s, caller, meta, ctx, out, log, Some(&d)).await?;
