@@ -47,13 +47,6 @@ pub(crate) const UNKNOWN_WEIGHT: u64 = 250;
 /// withdrawal or a universal transfer.
 pub(crate) const UNKNOWN_SAPI_UID_WEIGHT: u64 = 900;
 
-fn charge(budget: &Budget, weight: u64) -> Charge {
-    Charge {
-        budget: budget.clone(),
-        weight,
-    }
-}
-
 /// A call's parameters (query and form body), for the weights that depend on them: read
 /// on first use, so the calls whose weight is fixed pay nothing for them.
 struct Params<'r> {
@@ -153,7 +146,7 @@ fn depth_weight(params: &Params<'_>, steps: [(u64, u64); 4], default_limit: u64)
 pub(crate) fn spot(req: &OutgoingRequest) -> Vec<Charge> {
     let method = &req.method;
     let Some(p) = canonical_path(&req.path) else {
-        return vec![charge(&WEIGHT_1M, UNKNOWN_WEIGHT)];
+        return vec![Charge::of(&WEIGHT_1M, UNKNOWN_WEIGHT)];
     };
     if let Some(rest) = p.strip_prefix("/sapi/") {
         return sapi(method, rest);
@@ -239,10 +232,10 @@ pub(crate) fn spot(req: &OutgoingRequest) -> Vec<Charge> {
         ) => 1,
         _ => UNKNOWN_WEIGHT,
     };
-    let mut charges = vec![charge(&WEIGHT_1M, weight)];
+    let mut charges = vec![Charge::of(&WEIGHT_1M, weight)];
     if let Some(orders) = spot_orders(method, &p) {
-        charges.push(charge(&ORDERS_10S, orders));
-        charges.push(charge(&ORDERS_1D, orders));
+        charges.push(Charge::of(&ORDERS_10S, orders));
+        charges.push(Charge::of(&ORDERS_1D, orders));
     }
     charges
 }
@@ -268,8 +261,8 @@ fn spot_orders(method: &Method, p: &str) -> Option<u64> {
 /// [`UNKNOWN_WEIGHT`] on the IP and [`UNKNOWN_SAPI_UID_WEIGHT`] on the account.
 fn sapi(method: &Method, rest: &str) -> Vec<Charge> {
     let get = method == Method::GET;
-    let ip = |w| vec![charge(&SAPI_IP_1M, w)];
-    let uid = |w| vec![charge(&SAPI_UID_1M, w)];
+    let ip = |w| vec![Charge::of(&SAPI_IP_1M, w)];
+    let uid = |w| vec![Charge::of(&SAPI_UID_1M, w)];
     match (rest, get) {
         ("v1/capital/config/getall", true) => ip(10),
         ("v1/capital/deposit/address" | "v1/capital/deposit/address/list", true) => ip(10),
@@ -287,8 +280,8 @@ fn sapi(method: &Method, rest: &str) -> Vec<Charge> {
         ("v1/accountsnapshot", true) => ip(2400),
         ("v1/userdatastream" | "v1/userdatastream/isolated", _) => ip(1),
         _ => vec![
-            charge(&SAPI_IP_1M, UNKNOWN_WEIGHT),
-            charge(&SAPI_UID_1M, UNKNOWN_SAPI_UID_WEIGHT),
+            Charge::of(&SAPI_IP_1M, UNKNOWN_WEIGHT),
+            Charge::of(&SAPI_UID_1M, UNKNOWN_SAPI_UID_WEIGHT),
         ],
     }
 }
@@ -298,7 +291,7 @@ fn sapi(method: &Method, rest: &str) -> Vec<Charge> {
 pub(crate) fn usdm(req: &OutgoingRequest) -> Vec<Charge> {
     let method = &req.method;
     let Some(p) = canonical_path(&req.path) else {
-        return vec![charge(&WEIGHT_1M, UNKNOWN_WEIGHT)];
+        return vec![Charge::of(&WEIGHT_1M, UNKNOWN_WEIGHT)];
     };
     let get = method == Method::GET || method == Method::HEAD;
     let params = Params::of(req);
@@ -397,7 +390,7 @@ pub(crate) fn usdm(req: &OutgoingRequest) -> Vec<Charge> {
         ("/fapi/v1/listenkey", _) => 1,
         _ => UNKNOWN_WEIGHT,
     };
-    let mut charges = vec![charge(&WEIGHT_1M, weight)];
+    let mut charges = vec![Charge::of(&WEIGHT_1M, weight)];
     // new and amended orders count; a batch (up to 5 orders) 5 in 10 s and 1 a minute
     if method == Method::POST || method == Method::PUT {
         let counts = match p.as_str() {
@@ -406,8 +399,8 @@ pub(crate) fn usdm(req: &OutgoingRequest) -> Vec<Charge> {
             _ => None,
         };
         if let Some((ten_s, minute)) = counts {
-            charges.push(charge(&FAPI_ORDERS_10S, ten_s));
-            charges.push(charge(&FAPI_ORDERS_1M, minute));
+            charges.push(Charge::of(&FAPI_ORDERS_10S, ten_s));
+            charges.push(Charge::of(&FAPI_ORDERS_1M, minute));
         }
     }
     charges

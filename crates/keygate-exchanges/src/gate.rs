@@ -399,12 +399,11 @@ impl Exchange for Gate {
     }
 
     fn endpoint_budget(&self, method: &Method, path: &str) -> Option<Budget> {
-        let name = endpoint_name(method, path);
-        let public = self.classify(method, path) == EndpointClass::Public;
-        Some(Budget::endpoint(
+        Some(Budget::endpoint_of(
+            self,
             method,
-            name.as_deref(),
-            public,
+            path,
+            endpoint_name(method, path),
             ENDPOINT_WINDOW_MS,
         ))
     }

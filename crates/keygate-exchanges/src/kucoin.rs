@@ -265,21 +265,11 @@ impl Exchange for Kucoin {
         crate::kucoin_weights::cost(&req.method, &req.path)
     }
 
-    fn rate_limits(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Vec<(Budget, RateLimitStatus)> {
-        // the headers are about the pool of the endpoint called; an endpoint whose pool is
-        // not known teaches nothing
-        match (
-            crate::kucoin_weights::pool(method, path),
-            self.rate_limit(headers),
-        ) {
-            (Some(pool), Some(rl)) => vec![(pool.clone(), rl)],
-            _ => Vec::new(),
-        }
+    /// The pool `method path` counts in: the answer's headers are about it. An endpoint
+    /// whose pool is not known teaches nothing (its answer names no budget it was
+    /// charged in).
+    fn endpoint_budget(&self, method: &Method, path: &str) -> Option<Budget> {
+        crate::kucoin_weights::pool(method, path).cloned()
     }
 
     fn rate_limit(&self, headers: &HeaderMap) -> Option<RateLimitStatus> {

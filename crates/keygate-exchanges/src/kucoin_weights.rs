@@ -200,23 +200,19 @@ pub(crate) fn pool(method: &Method, path: &str) -> Option<&'static Budget> {
 
 /// What `method path` costs.
 pub(crate) fn cost(method: &Method, path: &str) -> Vec<Charge> {
-    let charge = |b: &Budget, weight| Charge {
-        budget: b.clone(),
-        weight,
-    };
     if let Some((pool, weight)) = row(method, path) {
-        return vec![charge(pool.budget(), weight)];
+        return vec![Charge::of(pool.budget(), weight)];
     }
     let public = method == Method::GET
         && crate::kucoin::Kucoin.classify(method, path) == crate::EndpointClass::Public;
     if public {
-        vec![charge(&PUBLIC, PUBLIC_MAX)]
+        vec![Charge::of(&PUBLIC, PUBLIC_MAX)]
     } else {
         // signed, it counts in one of the account's pools; sent unsigned, in the IP's
         vec![
-            charge(&SPOT, SPOT_MAX),
-            charge(&MANAGEMENT, MANAGEMENT_MAX),
-            charge(&PUBLIC, PUBLIC_MAX),
+            Charge::of(&SPOT, SPOT_MAX),
+            Charge::of(&MANAGEMENT, MANAGEMENT_MAX),
+            Charge::of(&PUBLIC, PUBLIC_MAX),
         ]
     }
 }

@@ -433,26 +433,27 @@ impl Budget {
         }
     }
 
-    /// The budget of one endpoint, per key, over windows of `window_ms`, where the
+    /// The budget of endpoint `method path` of `api`, over windows of `window_ms`, where the
     /// exchange counts each endpoint on its own (Bybit, Bitget, Gate): named by the method
     /// and `endpoint`, the module's name for it (the path, or the endpoint table's row
     /// where paths carry ids). A path the table lacks (`None`) shares the budget `"?"`.
     ///
-    /// Public endpoints (`public`) are counted per source IP, as these exchanges count them;
-    /// the others per key.
-    pub fn endpoint(
+    /// Public endpoints (as `api` classifies them) are counted per source IP, as these
+    /// exchanges count them; the others per key.
+    pub fn endpoint_of(
+        api: &dyn Exchange,
         method: &Method,
-        endpoint: Option<&str>,
-        public: bool,
+        path: &str,
+        endpoint: Option<String>,
         window_ms: i64,
     ) -> Budget {
         let name = match endpoint {
-            Some(pattern) => std::borrow::Cow::Owned(format!("{method} {pattern}")),
+            Some(e) => std::borrow::Cow::Owned(format!("{method} {e}")),
             None => std::borrow::Cow::Borrowed("?"),
         };
         Budget {
             name,
-            per_ip: public,
+            per_ip: api.classify(method, path) == EndpointClass::Public,
             window_ms,
         }
     }
@@ -464,6 +465,16 @@ pub struct Charge {
     pub budget: Budget,
     /// The call's weight in the budget (1 where the exchange counts requests).
     pub weight: u64,
+}
+
+impl Charge {
+    /// `weight` in `budget`.
+    pub fn of(budget: &Budget, weight: u64) -> Charge {
+        Charge {
+            budget: budget.clone(),
+            weight,
+        }
+    }
 }
 
 /// Common kinds of exchange error.
@@ -585,9 +596,10 @@ pub trait Exchange: Send + Sync + 'static {
         false
     }
 
-    /// Where the exchange counts each endpoint on its own (Bybit, Bitget, Gate): the budget
-    /// of `method path`, for the default [`Exchange::request_cost`] and
-    /// [`Exchange::rate_limits`]. `None`: one budget for everything.
+    /// The budget the exchange counts `method path` in, where that depends on the endpoint
+    /// (Bybit, Bitget, Gate: the endpoint's own; KuCoin: its pool), for the default
+    /// [`Exchange::request_cost`] and [`Exchange::rate_limits`]. `None`: one budget for
+    /// everything.
     fn endpoint_budget(&self, _method: &Method, _path: &str) -> Option<Budget> {
         None
     }

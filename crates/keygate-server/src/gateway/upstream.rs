@@ -10,7 +10,6 @@
 //! shares it. Bans and used-up budgets are shared with the other instances on the same
 //! database (`upstream_blocks`, [`UpstreamLimits::share`]).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -86,7 +85,7 @@ struct Scoped {
     /// Set by the exchange's refusal (429 / 418): until then (ms since the epoch) every
     /// call in the scope is held, whatever an answer says.
     blocked_until_ms: i64,
-    budgets: HashMap<Cow<'static, str>, Key>,
+    budgets: HashMap<String, Key>,
 }
 
 /// Budgets kept per scope. Budgets are named by the exchange modules' tables, so this is a
@@ -109,7 +108,7 @@ pub struct UpstreamLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Held {
     Scope(Scope),
-    Budget(Scope, Cow<'static, str>),
+    Budget(Scope, String),
 }
 
 impl Held {
@@ -122,10 +121,7 @@ impl Held {
 
     fn from_stored(stored: &str) -> Option<Held> {
         match stored.split_once('#') {
-            Some((scope, name)) => Some(Held::Budget(
-                Scope::from_stored(scope)?,
-                Cow::Owned(name.to_string()),
-            )),
+            Some((scope, name)) => Some(Held::Budget(Scope::from_stored(scope)?, name.to_string())),
             None => Scope::from_stored(stored).map(Held::Scope),
         }
     }
@@ -254,7 +250,7 @@ impl UpstreamLimits {
         if scoped.blocked_until_ms > now_ms {
             return;
         }
-        let Some(key) = scoped.budgets.get_mut(&budget.name) else {
+        let Some(key) = scoped.budgets.get_mut(budget.name.as_ref()) else {
             return;
         };
         // an answer about an earlier window (a call that started before the current
@@ -276,7 +272,7 @@ impl UpstreamLimits {
         // unless the window ends before they could read it
         if reported == 0 && reset_at_ms > now_ms + 2 * SHARE_EVERY.as_millis() as i64 {
             self.unshare(
-                Held::Budget(scope.clone(), budget.name.clone()),
+                Held::Budget(scope.clone(), budget.name.to_string()),
                 reset_at_ms,
             );
         }
@@ -292,18 +288,9 @@ impl UpstreamLimits {
     /// Holds the calls charged in budget `name` of `scope` until `until_ms`, unless a later
     /// window of it is known already (an end within [`COUNTDOWN_FUZZ_MS`] of it is the
     /// same window, seen through another answer's travel time).
-    fn exhaust(&self, scope: &Scope, name: Cow<'static, str>, until_ms: i64, now_ms: i64) {
+    fn exhaust(&self, scope: &Scope, name: &str, until_ms: i64, now_ms: i64) {
         let mut map = self.by_scope.lock();
-        let scoped = scoped(&mut map, scope);
-        let Some(key) = budget_of(
-            scoped,
-            &Budget {
-                name,
-                per_ip: false,
-                window_ms: 0,
-            },
-            now_ms,
-        ) else {
+        let Some(key) = budget_of(scoped(&mut map, scope), name, now_ms) else {
             return;
         };
         match key.window {
@@ -356,9 +343,10 @@ impl UpstreamLimits {
         if status == 429 || status == 418 {
             let countdown = main.as_ref().and_then(|r| r.reset_in_ms);
             if charges.public_only {
-                let until = now.timestamp_millis() + ban_ms(headers, countdown);
-                self.hold(&charges.block, until);
-                self.unshare(Held::Scope(charges.block.clone()), until);
+                self.block(
+                    &charges.block,
+                    now.timestamp_millis() + ban_ms(headers, countdown),
+                );
             } else {
                 self.blocked_by_exchange(
                     &charges.block,
@@ -396,9 +384,16 @@ impl UpstreamLimits {
             }
             s => s,
         };
-        let until = now.timestamp_millis() + ban_ms(headers, countdown_ms);
-        self.hold(scope, until);
-        self.unshare(Held::Scope(scope.clone()), until);
+        self.block(
+            scope,
+            now.timestamp_millis() + ban_ms(headers, countdown_ms),
+        );
+    }
+
+    /// The exchange refused calls in `scope` until `until_ms`: held here, and shared.
+    fn block(&self, scope: &Scope, until_ms: i64) {
+        self.hold(scope, until_ms);
+        self.unshare(Held::Scope(scope.clone()), until_ms);
     }
 
     /// Holds every call in `scope` until `until_ms`; a shorter block leaves a longer one
@@ -451,7 +446,7 @@ impl UpstreamLimits {
             match Held::from_stored(&b.scope) {
                 Some(Held::Scope(scope)) => self.hold(&scope, bound(MAX_STORED_BLOCK)),
                 Some(Held::Budget(scope, name)) => {
-                    self.exhaust(&scope, name, bound(MAX_STORED_WINDOW), now_ms)
+                    self.exhaust(&scope, &name, bound(MAX_STORED_WINDOW), now_ms)
                 }
                 None => {}
             }
@@ -498,7 +493,7 @@ impl UpstreamLimits {
         for p in placed {
             let Some(key) = map
                 .get_mut(&p.scope)
-                .and_then(|s| s.budgets.get_mut(&p.budget.name))
+                .and_then(|s| s.budgets.get_mut(p.budget.name.as_ref()))
             else {
                 continue;
             };
@@ -517,14 +512,14 @@ impl UpstreamLimits {
         }
         // every budget charged must be tracked, or the call is held
         for p in placed {
-            if budget_of(scoped(&mut map, &p.scope), &p.budget, now_ms).is_none() {
+            if budget_of(scoped(&mut map, &p.scope), &p.budget.name, now_ms).is_none() {
                 return Err(refused(&p.scope, 1_000));
             }
         }
         let mut at = Vec::with_capacity(placed.len());
         for p in placed {
-            let key =
-                budget_of(scoped(&mut map, &p.scope), &p.budget, now_ms).expect("made room above");
+            let key = budget_of(scoped(&mut map, &p.scope), &p.budget.name, now_ms)
+                .expect("made room above");
             if let Some(w) = key.window.as_mut() {
                 w.remaining = w.remaining.saturating_sub(p.weight);
             }
@@ -556,10 +551,9 @@ fn scoped<'m>(map: &'m mut HashMap<Scope, Scoped>, scope: &Scope) -> &'m mut Sco
     map.get_mut(scope).expect("just inserted")
 }
 
-/// `budget` of a scope, made on first use; `None` when the scope already keeps
+/// Budget `name` of a scope, made on first use; `None` when the scope already keeps
 /// [`MAX_BUDGETS`] live ones.
-fn budget_of<'s>(scoped: &'s mut Scoped, budget: &Budget, now_ms: i64) -> Option<&'s mut Key> {
-    let name = &budget.name;
+fn budget_of<'s>(scoped: &'s mut Scoped, name: &str, now_ms: i64) -> Option<&'s mut Key> {
     if !scoped.budgets.contains_key(name) {
         if scoped.budgets.len() >= MAX_BUDGETS {
             scoped
@@ -569,7 +563,7 @@ fn budget_of<'s>(scoped: &'s mut Scoped, budget: &Budget, now_ms: i64) -> Option
                 return None;
             }
         }
-        scoped.budgets.insert(name.clone(), Key::default());
+        scoped.budgets.insert(name.to_string(), Key::default());
     }
     scoped.budgets.get_mut(name)
 }
@@ -1011,7 +1005,7 @@ mod tests {
             placed: vec![Placed {
                 scope: scope.clone(),
                 budget: Budget {
-                    name: Cow::Owned(format!("b{i}")),
+                    name: format!("b{i}").into(),
                     per_ip: false,
                     window_ms: 5_000,
                 },
@@ -1132,7 +1126,7 @@ mod tests {
         }
         assert_eq!(Scope::from_stored("key:nonsense"), None);
         assert_eq!(Scope::from_stored("api.binance.com"), None);
-        let budget = Held::Budget(Scope::Key(K), Cow::Borrowed("POST /v5/order/create"));
+        let budget = Held::Budget(Scope::Key(K), "POST /v5/order/create".to_string());
         assert_eq!(Held::from_stored(&budget.stored()), Some(budget));
         let host = Held::Scope(Scope::Host("api.binance.com".into()));
         assert_eq!(Held::from_stored(&host.stored()), Some(host));
