@@ -235,9 +235,12 @@ pub async fn tick(state: &AppState, now: DbTime) {
         }
     }
     if lease("prune_counters").await {
-        // Counter windows are keyed by their start in seconds; keep the last day.
+        // Counter windows are keyed by their start in seconds; keep the last day. The
+        // exchange rate-limit pools are keyed by their window's end: kept a minute past it
+        // (the instances' clocks may differ).
         let before = now.0.timestamp() - 86_400;
-        if let Err(e) = state.store.prune_counters(before).await {
+        let pools_before = now.0.timestamp() - 60;
+        if let Err(e) = state.store.prune_counters(before, pools_before).await {
             tracing::warn!(job = "prune_counters", error = %e, "job failed");
         }
     }

@@ -305,11 +305,67 @@ impl Store {
         }))
     }
 
-    /// Drops counter windows that ended before `before`.
-    pub async fn prune_counters(&self, before: i64) -> Result<u64> {
+    /// Takes `weight` from the shared pool `bucket` of the window `window_start`: what the
+    /// instances on this database may still send in it. The pool is what this instance
+    /// knows is left (`left`) or, when another instance got there first, what that one
+    /// left, whichever is smaller; one statement, so two instances cannot both take the
+    /// last of it. Answers whether it was taken (not when less than `weight` is left),
+    /// and what is left now.
+    pub async fn take_from_pool(
+        &self,
+        bucket: &str,
+        window_start: i64,
+        left: i64,
+        weight: i64,
+    ) -> Result<(bool, i64)> {
+        if left < weight {
+            return Ok((false, left));
+        }
+        Ok(in_tx!(@quiet self, Actor::service(), |tx| {
+            let taken = sqlx::query_scalar::<DB, i64>(
+                "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, $3 - $4) \
+                 ON CONFLICT (bucket, window_start) DO UPDATE \
+                 SET count = (CASE WHEN rate_counters.count < $3 THEN rate_counters.count ELSE $3 END) - $4 \
+                 WHERE (CASE WHEN rate_counters.count < $3 THEN rate_counters.count ELSE $3 END) >= $4 \
+                 RETURNING count",
+            )
+            .bind(bucket)
+            .bind(window_start)
+            .bind(left)
+            .bind(weight)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match taken {
+                Some(now_left) => (true, now_left),
+                None => {
+                    let now_left = sqlx::query_scalar::<DB, i64>(
+                        "SELECT count FROM rate_counters WHERE bucket = $1 AND window_start = $2",
+                    )
+                    .bind(bucket)
+                    .bind(window_start)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or(0);
+                    (false, now_left.min(left))
+                }
+            }
+        }))
+    }
+
+    /// Drops counter windows that ended before `before`, and the exchange rate-limit
+    /// pools (`up:` buckets, keyed by their window's end) whose window ended before
+    /// `pools_before`.
+    pub async fn prune_counters(&self, before: i64, pools_before: i64) -> Result<u64> {
         Ok(in_tx!(self, Actor::service(), |tx| {
             sqlx::query::<DB>("DELETE FROM rate_counters WHERE window_start < $1")
                 .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                + sqlx::query::<DB>(
+                    "DELETE FROM rate_counters WHERE bucket LIKE 'up:%' AND window_start < $1",
+                )
+                .bind(pools_before)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -418,5 +474,86 @@ mod tests {
             // at most 3 of each smaller size
             assert!(stmts <= n / 64 + 9, "{n}: {stmts}");
         }
+    }
+
+    /// Two stores on one database take from one pool: together never more than the
+    /// smaller of what each knew was left, and a pool of another window is another pool.
+    async fn one_pool_for_every_store(url: &str) {
+        let a = Store::connect(url).await.unwrap();
+        a.migrate().await.unwrap();
+        let b = Store::connect(url).await.unwrap();
+        let bucket = format!("up:key:{}#weight-1m", Uuid::now_v7());
+        // a knows 10 are left and takes 4; b, whose last answer said 12, takes from the 6
+        assert_eq!(
+            a.take_from_pool(&bucket, 60, 10, 4).await.unwrap(),
+            (true, 6)
+        );
+        assert_eq!(
+            b.take_from_pool(&bucket, 60, 12, 5).await.unwrap(),
+            (true, 1)
+        );
+        assert_eq!(
+            a.take_from_pool(&bucket, 60, 6, 2).await.unwrap(),
+            (false, 1)
+        );
+        // an answer saying less is left than the pool holds lowers it
+        assert_eq!(
+            b.take_from_pool(&bucket, 60, 1, 1).await.unwrap(),
+            (true, 0)
+        );
+        assert_eq!(
+            a.take_from_pool(&bucket, 60, 10, 1).await.unwrap(),
+            (false, 0)
+        );
+        // another window's pool; a refused take took nothing
+        assert_eq!(
+            a.take_from_pool(&bucket, 120, 3, 1).await.unwrap(),
+            (true, 2)
+        );
+        assert_eq!(
+            b.take_from_pool(&bucket, 120, 10, 5).await.unwrap(),
+            (false, 2)
+        );
+        assert_eq!(
+            b.take_from_pool(&bucket, 120, 10, 2).await.unwrap(),
+            (true, 0)
+        );
+        // ended pools go, the request counters of the last day stay
+        a.bump_counter(Actor::service(), "req:x:m", 100)
+            .await
+            .unwrap();
+        assert_eq!(a.prune_counters(0, 121).await.unwrap(), 2);
+        assert_eq!(
+            a.take_from_pool(&bucket, 60, 5, 1).await.unwrap(),
+            (true, 4)
+        );
+        assert_eq!(
+            a.bump_counter(Actor::service(), "req:x:m", 100)
+                .await
+                .unwrap(),
+            2
+        );
+        a.close().await;
+        b.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_stores_share_one_pool() {
+        let dir = std::env::temp_dir().join(format!("keygate-pool-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        one_pool_for_every_store(&format!("sqlite://{}", dir.join("t.db").display())).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn postgres_stores_share_one_pool() {
+        let Some(admin) = crate::scratch::test_admin_url() else {
+            return;
+        };
+        let db = crate::scratch::create(&admin, &crate::scratch::test_prefix())
+            .await
+            .unwrap();
+        one_pool_for_every_store(&db.url).await;
+        db.drop().await;
     }
 }

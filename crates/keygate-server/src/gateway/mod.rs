@@ -76,7 +76,7 @@ impl Gateway {
             contexts: context::ContextCache::new(std::time::Duration::from_millis(
                 config.gateway_cache_ms,
             )),
-            upstream: UpstreamLimits::default(),
+            upstream: UpstreamLimits::new(matches!(backend, keygate_storage::Backend::Postgres)),
             risk: risk::RiskCache::default(),
             spending: spending::Spending::new(backend),
             health: Default::default(),
@@ -461,6 +461,14 @@ async fn proxy_call(
         Ok(t) => t,
         Err(d) => return deny(&s, &caller, &meta, ctx, &out, log, d).await,
     };
+    if let Err(d) = s
+        .gateway
+        .upstream
+        .take_shared(&s.store, &ticket, Utc::now())
+        .await
+    {
+        return deny(&s, &caller, &meta, ctx, &out, log, d).await;
+    }
     log.notional_micros = micros(approved.volume_usd());
     log.withdrawal_micros = micros(approved.withdrawal_usd());
     // going out: from here the reservation is never given back but by the call's row

@@ -88,17 +88,9 @@ async fn internal_call(
     };
     let now = Utc::now();
     // the exchange's budget for this key, as for the calls bots make through the gateway
+    // priced from the request before signing; checked, and taken from the pool the
+    // instances share near a budget's end, just before it goes out
     let placed = super::upstream::charges(exchange.api(), ctx.credential.id, &host, &out);
-    let ticket = s
-        .gateway
-        .upstream
-        .check(&placed, ctx.credential.id, now)
-        .map_err(|d| ApiError::Status {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "exchange_rate_limited",
-            detail: d.detail,
-            retry_after: d.retry_after_secs,
-        })?;
     sign(s, &actor, ctx, exchange, environment, host, &mut out, now)
         .await?
         .map_err(|e| {
@@ -108,8 +100,23 @@ async fn internal_call(
                 format!("the stored key cannot sign requests: {e}"),
             )
         })?;
+    let held = |d: keygate_policy::Denial| ApiError::Status {
+        status: StatusCode::from_u16(d.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+        code: d.code.as_str(),
+        detail: d.detail,
+        retry_after: d.retry_after_secs,
+    };
+    let mut ticket = s
+        .gateway
+        .upstream
+        .check(&placed, ctx.credential.id, Utc::now())
+        .map_err(held)?;
+    s.gateway
+        .upstream
+        .take_shared(&s.store, &ticket, Utc::now())
+        .await
+        .map_err(held)?;
     let started = std::time::Instant::now();
-    let mut ticket = ticket;
     let r = forward::send(
         &s.gateway.http,
         &base,

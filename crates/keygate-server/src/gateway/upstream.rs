@@ -38,6 +38,13 @@ struct Key {
     /// if the budget is dropped to make room, [`MAX_BUDGETS`]): an answer is
     /// read against the calls sent after its own.
     sent: u64,
+    /// Weight of this instance's calls near the end that were let through [`check`] and
+    /// have not yet taken it from the shared pool ([`UpstreamLimits::take_shared`]): what
+    /// this instance tells the pool is left counts them as not yet spent, since the pool
+    /// has not counted them either.
+    ///
+    /// [`check`]: UpstreamLimits::check
+    pending: u64,
 }
 
 /// Whose budgets a window is: one key's, or (where the exchange counts per source IP) those
@@ -95,6 +102,10 @@ const MAX_BUDGETS: usize = 256;
 
 #[derive(Default)]
 pub struct UpstreamLimits {
+    /// Whether other instances may call with the same keys (PostgreSQL): near a budget's
+    /// end, calls take their weight from a pool every instance shares
+    /// ([`UpstreamLimits::take_shared`]).
+    shared: bool,
     by_scope: Mutex<HashMap<Scope, Scoped>>,
     /// Blocks, and budgets the exchange reported used up, learned here from its answers
     /// and not yet shared with the other instances ([`UpstreamLimits::share`]), by what
@@ -201,9 +212,57 @@ pub struct Ticket {
     /// When the call was let through: the window it counts in, where the exchange
     /// reports no reset of its own.
     sent: DateTime<Utc>,
+    /// The budgets charged near their end, whose weight must also come from the pool the
+    /// instances share ([`UpstreamLimits::take_shared`]).
+    edge: Vec<Edge>,
+}
+
+/// A budget a call was charged in near the end of its window, on a database several
+/// instances share: what this instance knew was left before the call, and its weight.
+#[derive(Debug, Clone)]
+struct Edge {
+    scope: Scope,
+    budget: String,
+    /// The budget's window length and the end of the window the call counts in.
+    window_ms: i64,
+    reset_at_ms: i64,
+    /// What this instance knew was left before the call, its own calls near the end not
+    /// yet taken from the pool counted as left (the pool has not counted them either).
+    left: u64,
+    weight: u64,
+}
+
+impl Edge {
+    /// The shared pool's name and window: the window's end rounded to the budget's
+    /// window length, so that instances whose estimates of the end differ by an answer's
+    /// travel time (KuCoin's countdown) share one pool.
+    fn pool(&self) -> (String, i64) {
+        let w = self.window_ms.max(1000);
+        let end = (self.reset_at_ms + w / 2).div_euclid(w) * w;
+        (
+            format!("up:{}#{}", self.scope.stored(), self.budget),
+            end.div_euclid(1000),
+        )
+    }
+}
+
+/// Below this much left (a fifth of the limit, or five calls of this weight, whichever is
+/// more), a call is near its budget's end: the other instances' calls since this one's
+/// last answer could use up the rest, so every instance takes from one shared pool.
+fn edge_below(limit: Option<u64>, weight: u64) -> u64 {
+    limit.map_or(0, |l| l / 5).max(weight.saturating_mul(5))
 }
 
 impl UpstreamLimits {
+    /// Limits for an instance that may share keys with others on its database (`shared`:
+    /// PostgreSQL), or that alone calls with them (SQLite).
+    pub fn new(shared: bool) -> UpstreamLimits {
+        UpstreamLimits {
+            shared,
+            ..Default::default()
+        }
+    }
+
     /// Learns from `rl`, the answer about `budget` of `scope` to the call whose place in
     /// it is `at`. The exchange counted that call and those before it, not the calls sent
     /// after it that are still on their way: their weight is taken off what the answer
@@ -457,13 +516,84 @@ impl UpstreamLimits {
     /// Charges a retry of the call holding `ticket` (the exchange counts every attempt),
     /// which then holds the retry's place; `false`, and nothing charged, when the retry no
     /// longer fits.
+    /// A retry near a budget's end, where its weight would have to come from the shared
+    /// pool (which the retry loop does not wait on), is not sent: the exchange's answer
+    /// stands.
     pub fn charge_retry(&self, charges: &Charges, credential: Uuid, ticket: &mut Ticket) -> bool {
-        match self.check(charges, credential, Utc::now()) {
+        match self.charge(charges, credential, Utc::now(), false) {
             Ok(t) => {
                 *ticket = t;
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// Takes the weight of a call let through near its budgets' end from the pools every
+    /// instance on `store` shares (one per budget and window; see
+    /// `Store::take_from_pool`). Each instance learns what is left only from the answers
+    /// to its own calls, so without this, several instances sharing a key (bots behind a
+    /// load balancer) could each spend the end of a budget. What a pool says is left
+    /// becomes this instance's count too, when lower. A pool with too little left holds
+    /// the call (and, once empty, the other instances' calls through `upstream_blocks`); a
+    /// pool that cannot be reached holds it too (fail closed). A call held at a later
+    /// budget keeps what it took from an earlier one: the pools err towards holding.
+    pub async fn take_shared(
+        &self,
+        store: &Store,
+        ticket: &Ticket,
+        now: DateTime<Utc>,
+    ) -> Result<(), Denial> {
+        if ticket.edge.is_empty() {
+            return Ok(());
+        }
+        // every edge's weight stops being pending however this ends, an early return or
+        // the task dropped included: a count left pending would overstate what is left
+        let _settle = Settle(self, &ticket.edge);
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let now_ms = now.timestamp_millis();
+        for e in &ticket.edge {
+            let (bucket, window) = e.pool();
+            let (taken, left) = store
+                .take_from_pool(&bucket, window, as_i64(e.left), as_i64(e.weight))
+                .await
+                .map_err(|err| {
+                    tracing::error!(error = %err, "the exchange rate-limit pool the instances share is unavailable");
+                    Denial {
+                        code: DenyCode::CountersUnavailable,
+                        detail: "the exchange's rate limit is nearly used up, and the count the instances share is unavailable; refusing rather than guessing".into(),
+                        retry_after_secs: None,
+                        status: DenyCode::CountersUnavailable.status(),
+                    }
+                })?;
+            self.lower(e, u64::try_from(left).unwrap_or(0));
+            if !taken {
+                if left <= 0 && e.reset_at_ms > now_ms + 2 * SHARE_EVERY.as_millis() as i64 {
+                    self.unshare(
+                        Held::Budget(e.scope.clone(), e.budget.clone()),
+                        e.reset_at_ms,
+                    );
+                }
+                return Err(refused(&e.scope, e.reset_at_ms - now_ms));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the shared pool says is left of `e`'s window, when lower than this
+    /// instance's count.
+    fn lower(&self, e: &Edge, left: u64) {
+        let mut map = self.by_scope.lock();
+        let Some(key) = map
+            .get_mut(&e.scope)
+            .and_then(|s| s.budgets.get_mut(e.budget.as_str()))
+        else {
+            return;
+        };
+        if let Some(w) = key.window.as_mut() {
+            if w.reset_at_ms == e.reset_at_ms {
+                w.remaining = w.remaining.min(left);
+            }
         }
     }
 
@@ -475,6 +605,18 @@ impl UpstreamLimits {
         charges: &Charges,
         credential: Uuid,
         now: DateTime<Utc>,
+    ) -> Result<Ticket, Denial> {
+        self.charge(charges, credential, now, true)
+    }
+
+    /// [`UpstreamLimits::check`]; without `near_end`, a call that would have to take from
+    /// the shared pool is held before anything is charged.
+    fn charge(
+        &self,
+        charges: &Charges,
+        credential: Uuid,
+        now: DateTime<Utc>,
+        near_end: bool,
     ) -> Result<Ticket, Denial> {
         let placed = &charges.placed;
         let now_ms = now.timestamp_millis();
@@ -507,6 +649,9 @@ impl UpstreamLimits {
                 {
                     return Err(refused(&p.scope, w.reset_at_ms - now_ms))
                 }
+                Some(w) if !near_end && self.near_end(&w, p.weight) => {
+                    return Err(refused(&p.scope, w.reset_at_ms - now_ms))
+                }
                 _ => {}
             }
         }
@@ -517,16 +662,60 @@ impl UpstreamLimits {
             }
         }
         let mut at = Vec::with_capacity(placed.len());
+        let mut edge = Vec::new();
         for p in placed {
             let key = budget_of(scoped(&mut map, &p.scope), &p.budget.name, now_ms)
                 .expect("made room above");
             if let Some(w) = key.window.as_mut() {
+                if self.near_end(w, p.weight) {
+                    // as the check above: a call heavier than the whole limit counts as
+                    // the limit
+                    let weight = p.weight.min(w.limit.unwrap_or(u64::MAX));
+                    edge.push(Edge {
+                        scope: p.scope.clone(),
+                        budget: p.budget.name.to_string(),
+                        window_ms: p.budget.window_ms,
+                        reset_at_ms: w.reset_at_ms,
+                        left: w.remaining.saturating_add(key.pending),
+                        weight,
+                    });
+                    key.pending = key.pending.saturating_add(weight);
+                }
                 w.remaining = w.remaining.saturating_sub(p.weight);
             }
             key.sent += p.weight;
             at.push(key.sent);
         }
-        Ok(Ticket { at, sent: now })
+        Ok(Ticket {
+            at,
+            sent: now,
+            edge,
+        })
+    }
+}
+
+impl UpstreamLimits {
+    /// Whether a call of `weight` in window `w` must also take from the shared pool.
+    fn near_end(&self, w: &Window, weight: u64) -> bool {
+        self.shared && w.remaining < edge_below(w.limit, weight)
+    }
+}
+
+/// Ends the pending count of a call's near-end budgets when it is dropped
+/// ([`UpstreamLimits::take_shared`]).
+struct Settle<'a>(&'a UpstreamLimits, &'a [Edge]);
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        let mut map = self.0.by_scope.lock();
+        for e in self.1 {
+            if let Some(key) = map
+                .get_mut(&e.scope)
+                .and_then(|s| s.budgets.get_mut(e.budget.as_str()))
+            {
+                key.pending = key.pending.saturating_sub(e.weight);
+            }
+        }
     }
 }
 
@@ -788,6 +977,7 @@ mod tests {
         let before = Ticket {
             at: vec![0],
             sent: t(-30_000),
+            edge: Vec::new(),
         };
         observe(&u, c, &at(500, 30_000), t(23), &before);
         assert!(
@@ -1332,5 +1522,124 @@ mod tests {
             u.check(&tickers(b), b, t(2)).is_err(),
             "another key, same address"
         );
+    }
+
+    /// Near a budget's end (a fifth of the limit, or five calls' weight), an instance that
+    /// shares keys with others hands the call's weight, and what it knew was left, to the
+    /// shared pool; far from it, or alone on its database, it does not, and a retry near
+    /// the end is not sent.
+    #[test]
+    fn near_a_budgets_end_calls_take_from_the_shared_pool() {
+        let left = |remaining: u64| RateLimitStatus {
+            used: None,
+            limit: Some(100),
+            remaining: Some(remaining),
+            reset_at_ms: Some(t(60_000).timestamp_millis()),
+            reset_in_ms: None,
+        };
+        let c = &Scope::Key(Uuid::new_v4());
+        let shared = UpstreamLimits::new(true);
+        let first = shared.check(&one(c), K, t(0)).unwrap();
+        assert!(first.edge.is_empty(), "nothing known yet");
+        observe(&shared, c, &left(20), t(1), &first);
+        assert!(shared.check(&one(c), K, t(2)).unwrap().edge.is_empty());
+        // 19 left of 100: below a fifth
+        let near = shared.check(&one(c), K, t(3)).unwrap();
+        assert_eq!(near.edge.len(), 1);
+        let e = &near.edge[0];
+        assert_eq!((e.left, e.weight), (19, 1));
+        assert_eq!((&e.scope, e.reset_at_ms), (c, t(60_000).timestamp_millis()));
+        // a retry near the end is not sent, and nothing is charged for it
+        assert!(shared.charge(&one(c), K, t(4), false).is_err());
+        assert_eq!(shared.check(&one(c), K, t(4)).unwrap().edge[0].left, 18 + 1);
+        // five calls' weight is near the end however large the limit
+        let heavy = |w: u64| Charges {
+            placed: vec![Placed {
+                weight: w,
+                ..one(c).placed[0].clone()
+            }],
+            ..one(c)
+        };
+        observe(&shared, c, &left(60), t(5), &near);
+        assert!(shared.check(&heavy(11), K, t(5)).unwrap().edge.is_empty());
+        assert_eq!(shared.check(&heavy(11), K, t(6)).unwrap().edge.len(), 1);
+        // alone on its database, an instance's own count is the whole count
+        let alone = UpstreamLimits::new(false);
+        let first = alone.check(&one(c), K, t(0)).unwrap();
+        observe(&alone, c, &left(2), t(1), &first);
+        let t2 = alone.check(&one(c), K, t(2)).unwrap();
+        assert!(t2.edge.is_empty());
+        assert!(alone.charge(&one(c), K, t(3), false).is_ok());
+    }
+
+    /// The pool decides: a call the pool has no room for is held (and this instance's
+    /// later calls in the window, without asking the pool again), what it says is left
+    /// becomes the instance's count, the pending weight is settled, and a pool that cannot
+    /// be reached holds the call with `counters_unavailable`.
+    #[tokio::test]
+    async fn the_shared_pool_holds_what_it_has_no_room_for() {
+        let dir = std::env::temp_dir().join(format!("keygate-up-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.join("t.db").display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let reset = t(60_000).timestamp_millis();
+        let left = |remaining: u64| RateLimitStatus {
+            used: None,
+            limit: Some(100),
+            remaining: Some(remaining),
+            reset_at_ms: Some(reset),
+            reset_in_ms: None,
+        };
+        let pending = |u: &UpstreamLimits, c: &Scope| {
+            u.by_scope.lock()[c].budgets[Budget::whole(false).name.as_ref()].pending
+        };
+        let u = UpstreamLimits::new(true);
+        let c = &Scope::Key(Uuid::new_v4());
+        let first = u.check(&one(c), K, t(0)).unwrap();
+        observe(&u, c, &left(10), t(1), &first);
+        let a = u.check(&one(c), K, t(2)).unwrap();
+        assert_eq!(pending(&u, c), 1);
+        u.take_shared(&store, &a, t(2)).await.unwrap();
+        assert_eq!(pending(&u, c), 0);
+        // another instance takes what is left
+        let (bucket, window) = a.edge[0].pool();
+        // named by the window's end on the budget's grid (the nearest minute here)
+        assert_eq!(window * 1000, reset - reset.rem_euclid(60_000));
+        assert_eq!(
+            store.take_from_pool(&bucket, window, 9, 9).await.unwrap(),
+            (true, 0)
+        );
+        let b = u.check(&one(c), K, t(3)).unwrap();
+        let d = u.take_shared(&store, &b, t(3)).await.unwrap_err();
+        assert_eq!(d.code, DenyCode::ExchangeRateLimited);
+        assert_eq!(d.retry_after_secs, Some(60));
+        assert_eq!(pending(&u, c), 0);
+        let d = u.check(&one(c), K, t(4)).unwrap_err();
+        assert_eq!(
+            d.code,
+            DenyCode::ExchangeRateLimited,
+            "held here from now on"
+        );
+        // the pool's count becomes the instance's when lower
+        let c2 = &Scope::Key(Uuid::new_v4());
+        let first = u.check(&one(c2), K, t(0)).unwrap();
+        observe(&u, c2, &left(10), t(1), &first);
+        let probe = u.check(&one(c2), K, t(2)).unwrap();
+        let (bucket2, _) = probe.edge[0].pool();
+        store.take_from_pool(&bucket2, window, 10, 8).await.unwrap();
+        u.take_shared(&store, &probe, t(2)).await.unwrap();
+        let w = u.by_scope.lock()[c2].budgets[Budget::whole(false).name.as_ref()]
+            .window
+            .unwrap();
+        assert_eq!(w.remaining, 1);
+        // unreachable: held, fail closed
+        store.close().await;
+        let e = u.check(&one(c2), K, t(3)).unwrap();
+        let d = u.take_shared(&store, &e, t(3)).await.unwrap_err();
+        assert_eq!(d.code, DenyCode::CountersUnavailable);
+        assert_eq!(pending(&u, c2), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2524,3 +2524,56 @@ both_backends!(
         }
     }
 );
+
+// Two instances near the end of one budget. Each learned from its own answer that 10 of
+// Binance's weight is left, and 16 calls of weight 1 arrive on both at once (the exchange
+// is slow, so no answer comes back in between). Together they send 10 and hold 6: near a
+// budget's end every instance takes from one pool on the database. Before, each instance
+// spent what it knew was left, and 16 went out.
+#[tokio::test]
+async fn two_instances_share_the_end_of_an_exchange_budget_on_postgres() {
+    let Some(a) = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await else {
+        eprintln!("PostgreSQL not configured: two-instance test not run");
+        return;
+    };
+    let b = second_instance(&a, None).await;
+    let mock = mock().await;
+    let t = a.token(Uuid::new_v4());
+    let conn = binance_connection(&a, &t, &mock, json!(["read"]), json!({})).await;
+    // within one minute: Binance's window (and keygate's copy) ends with it
+    let secs = chrono::Utc::now().timestamp() % 60;
+    if secs > 40 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - secs) as u64)).await;
+    }
+    mock.set_rate_limit_used("binance", 5990);
+    for inst in [&a, &b] {
+        let (s, _, body) = call(inst, &t, reqwest::Method::GET, &conn, "api/v3/time", None).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    // slow, within the connection's 1.5 s timeout
+    mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(800))));
+    let sent = mock.requests().len();
+    let calls = (0..16).map(|i| {
+        let inst = if i % 2 == 0 { &a } else { &b };
+        call(inst, &t, reqwest::Method::GET, &conn, "api/v3/time", None)
+    });
+    let answers = futures::future::join_all(calls).await;
+    mock.set_fault(None);
+    let mut ok = 0;
+    for (s, h, body) in &answers {
+        match s {
+            200 => ok += 1,
+            429 => {
+                assert_eq!(code(body), "exchange_rate_limited", "{body}");
+                assert!(h.contains_key("retry-after"));
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 10, "the 10 left, across both instances");
+    assert_eq!(
+        mock.requests().len() - sent,
+        10,
+        "only those reached the exchange"
+    );
+}
