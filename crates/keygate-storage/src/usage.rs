@@ -308,9 +308,10 @@ impl Store {
     /// Takes `weight` from the shared pool `bucket` of the window `window_start`: what the
     /// instances on this database may still send in it. The pool is what this instance
     /// knows is left (`left`) or, when another instance got there first, what that one
-    /// left, whichever is smaller; one statement, so two instances cannot both take the
-    /// last of it. Answers whether it was taken (not when less than `weight` is left),
-    /// and what is left now.
+    /// left, whichever is smaller, so a lower count any instance learned lowers it for
+    /// all. One transaction that locks the pool's row, so two instances cannot both take
+    /// the last of it. Answers whether it was taken (not when less than `weight` is
+    /// left), and what is left now.
     pub async fn take_from_pool(
         &self,
         bucket: &str,
@@ -322,32 +323,32 @@ impl Store {
             return Ok((false, left));
         }
         Ok(in_tx!(@quiet self, Actor::service(), |tx| {
-            let taken = sqlx::query_scalar::<DB, i64>(
-                "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, $3 - $4) \
+            // the pool, lowered to what this instance knows is left, and (on PostgreSQL)
+            // its row locked until the take below commits
+            let pooled = sqlx::query_scalar::<DB, i64>(
+                "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, $3) \
                  ON CONFLICT (bucket, window_start) DO UPDATE \
-                 SET count = (CASE WHEN rate_counters.count < $3 THEN rate_counters.count ELSE $3 END) - $4 \
-                 WHERE (CASE WHEN rate_counters.count < $3 THEN rate_counters.count ELSE $3 END) >= $4 \
+                 SET count = CASE WHEN rate_counters.count < $3 THEN rate_counters.count ELSE $3 END \
                  RETURNING count",
             )
             .bind(bucket)
             .bind(window_start)
             .bind(left)
-            .bind(weight)
-            .fetch_optional(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-            match taken {
-                Some(now_left) => (true, now_left),
-                None => {
-                    let now_left = sqlx::query_scalar::<DB, i64>(
-                        "SELECT count FROM rate_counters WHERE bucket = $1 AND window_start = $2",
-                    )
-                    .bind(bucket)
-                    .bind(window_start)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .unwrap_or(0);
-                    (false, now_left.min(left))
-                }
+            if pooled < weight {
+                (false, pooled)
+            } else {
+                let after = sqlx::query_scalar::<DB, i64>(
+                    "UPDATE rate_counters SET count = count - $3 \
+                     WHERE bucket = $1 AND window_start = $2 RETURNING count",
+                )
+                .bind(bucket)
+                .bind(window_start)
+                .bind(weight)
+                .fetch_one(&mut *tx)
+                .await?;
+                (true, after)
             }
         }))
     }
@@ -483,50 +484,32 @@ mod tests {
         a.migrate().await.unwrap();
         let b = Store::connect(url).await.unwrap();
         let bucket = format!("up:key:{}#weight-1m", Uuid::now_v7());
+        let take = |s: &Store, b: &str, w: i64, l: i64, n: i64| {
+            let (s, b) = (s.clone(), b.to_string());
+            async move { s.take_from_pool(&b, w, l, n).await.unwrap() }
+        };
         // a knows 10 are left and takes 4; b, whose last answer said 12, takes from the 6
-        assert_eq!(
-            a.take_from_pool(&bucket, 60, 10, 4).await.unwrap(),
-            (true, 6)
-        );
-        assert_eq!(
-            b.take_from_pool(&bucket, 60, 12, 5).await.unwrap(),
-            (true, 1)
-        );
-        assert_eq!(
-            a.take_from_pool(&bucket, 60, 6, 2).await.unwrap(),
-            (false, 1)
-        );
-        // an answer saying less is left than the pool holds lowers it
-        assert_eq!(
-            b.take_from_pool(&bucket, 60, 1, 1).await.unwrap(),
-            (true, 0)
-        );
-        assert_eq!(
-            a.take_from_pool(&bucket, 60, 10, 1).await.unwrap(),
-            (false, 0)
-        );
+        assert_eq!(take(&a, &bucket, 60, 10, 4).await, (true, 6));
+        assert_eq!(take(&b, &bucket, 60, 12, 5).await, (true, 1));
+        assert_eq!(take(&a, &bucket, 60, 6, 2).await, (false, 1));
+        assert_eq!(take(&b, &bucket, 60, 12, 1).await, (true, 0));
+        assert_eq!(take(&a, &bucket, 60, 10, 1).await, (false, 0));
+        // an instance that knows less is left than the pool holds lowers it, for all
+        let low = format!("{bucket}-low");
+        assert_eq!(take(&a, &low, 60, 10, 1).await, (true, 9));
+        assert_eq!(take(&b, &low, 60, 3, 1).await, (true, 2));
+        assert_eq!(take(&a, &low, 60, 9, 1).await, (true, 1));
+        assert_eq!(take(&b, &low, 60, 5, 3).await, (false, 1));
         // another window's pool; a refused take took nothing
-        assert_eq!(
-            a.take_from_pool(&bucket, 120, 3, 1).await.unwrap(),
-            (true, 2)
-        );
-        assert_eq!(
-            b.take_from_pool(&bucket, 120, 10, 5).await.unwrap(),
-            (false, 2)
-        );
-        assert_eq!(
-            b.take_from_pool(&bucket, 120, 10, 2).await.unwrap(),
-            (true, 0)
-        );
+        assert_eq!(take(&a, &bucket, 120, 3, 1).await, (true, 2));
+        assert_eq!(take(&b, &bucket, 120, 10, 5).await, (false, 2));
+        assert_eq!(take(&b, &bucket, 120, 10, 2).await, (true, 0));
         // ended pools go, the request counters of the last day stay
         a.bump_counter(Actor::service(), "req:x:m", 100)
             .await
             .unwrap();
-        assert_eq!(a.prune_counters(0, 121).await.unwrap(), 2);
-        assert_eq!(
-            a.take_from_pool(&bucket, 60, 5, 1).await.unwrap(),
-            (true, 4)
-        );
+        assert_eq!(a.prune_counters(0, 121).await.unwrap(), 3);
+        assert_eq!(take(&a, &bucket, 60, 5, 1).await, (true, 4));
         assert_eq!(
             a.bump_counter(Actor::service(), "req:x:m", 100)
                 .await

@@ -44,7 +44,26 @@ struct Key {
     /// has not counted them either.
     ///
     /// [`check`]: UpstreamLimits::check
-    pending: u64,
+    pending: Pending,
+}
+
+/// Weight pending for one window's pool (named by [`grid_end`]); a count for another
+/// window is no count for this one.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pending {
+    window_end: i64,
+    weight: u64,
+}
+
+impl Pending {
+    /// What is pending in the window ending at `end`.
+    fn of(&self, end: i64) -> u64 {
+        if self.window_end == end {
+            self.weight
+        } else {
+            0
+        }
+    }
 }
 
 /// Whose budgets a window is: one key's, or (where the exchange counts per source IP) those
@@ -233,17 +252,26 @@ struct Edge {
 }
 
 impl Edge {
-    /// The shared pool's name and window: the window's end rounded to the budget's
-    /// window length, so that instances whose estimates of the end differ by an answer's
-    /// travel time (KuCoin's countdown) share one pool.
+    /// The shared pool's name and window (its end in seconds, [`grid_end`]).
     fn pool(&self) -> (String, i64) {
-        let w = self.window_ms.max(1000);
-        let end = (self.reset_at_ms + w / 2).div_euclid(w) * w;
         (
             format!("up:{}#{}", self.scope.stored(), self.budget),
-            end.div_euclid(1000),
+            self.window_end().div_euclid(1000),
         )
     }
+
+    fn window_end(&self) -> i64 {
+        grid_end(self.reset_at_ms, self.window_ms)
+    }
+}
+
+/// A window's end rounded to the budget's window length: instances whose estimates of the
+/// end differ by an answer's travel time (KuCoin's countdown), or an instance whose
+/// estimate moved a little later, still name one window. Two estimates either side of a
+/// half-window point still name two: the pools then err towards holding.
+fn grid_end(reset_at_ms: i64, window_ms: i64) -> i64 {
+    let w = window_ms.max(1000);
+    (reset_at_ms + w / 2).div_euclid(w) * w
 }
 
 /// Below this much left (a fifth of the limit, or five calls of this weight, whichever is
@@ -558,6 +586,7 @@ impl UpstreamLimits {
                 .take_from_pool(&bucket, window, as_i64(e.left), as_i64(e.weight))
                 .await
                 .map_err(|err| {
+                    self.give_back(&ticket.edge);
                     tracing::error!(error = %err, "the exchange rate-limit pool the instances share is unavailable");
                     Denial {
                         code: DenyCode::CountersUnavailable,
@@ -566,14 +595,20 @@ impl UpstreamLimits {
                         status: DenyCode::CountersUnavailable.status(),
                     }
                 })?;
-            self.lower(e, u64::try_from(left).unwrap_or(0));
             if !taken {
-                if left <= 0 && e.reset_at_ms > now_ms + 2 * SHARE_EVERY.as_millis() as i64 {
-                    self.unshare(
-                        Held::Budget(e.scope.clone(), e.budget.clone()),
-                        e.reset_at_ms,
-                    );
-                }
+                // the call does not go out: what it was charged here is given back
+                self.give_back(&ticket.edge);
+            }
+            self.lower(e, u64::try_from(left).unwrap_or(0));
+            // the pool is empty: the instances not near the end by their own answers hold
+            // these calls too, within about a second
+            if left <= 0 && e.reset_at_ms > now_ms + 2 * SHARE_EVERY.as_millis() as i64 {
+                self.unshare(
+                    Held::Budget(e.scope.clone(), e.budget.clone()),
+                    e.reset_at_ms,
+                );
+            }
+            if !taken {
                 return Err(refused(&e.scope, e.reset_at_ms - now_ms));
             }
         }
@@ -583,6 +618,22 @@ impl UpstreamLimits {
     /// What the shared pool says is left of `e`'s window, when lower than this
     /// instance's count.
     fn lower(&self, e: &Edge, left: u64) {
+        self.with_window(e, |w| w.remaining = w.remaining.min(left));
+    }
+
+    /// Gives the weight of a call that does not go out back to its near-end budgets'
+    /// windows here, so that what this instance later tells the pools is left is not short
+    /// of it. (Its other budgets, far from their end, keep the charge: an answer soon
+    /// puts them right.)
+    fn give_back(&self, edges: &[Edge]) {
+        for e in edges {
+            self.with_window(e, |w| w.remaining = w.remaining.saturating_add(e.weight));
+        }
+    }
+
+    /// Runs `f` on the window of `e`'s budget here, if it is still the window `e` was
+    /// charged in.
+    fn with_window(&self, e: &Edge, f: impl FnOnce(&mut Window)) {
         let mut map = self.by_scope.lock();
         let Some(key) = map
             .get_mut(&e.scope)
@@ -591,15 +642,17 @@ impl UpstreamLimits {
             return;
         };
         if let Some(w) = key.window.as_mut() {
-            if w.reset_at_ms == e.reset_at_ms {
-                w.remaining = w.remaining.min(left);
+            if grid_end(w.reset_at_ms, e.window_ms) == e.window_end() {
+                f(w);
             }
         }
     }
 
     /// A denial when the exchange has blocked `credential` or a scope the call is charged
     /// in, or when a budget's window is known to have less left than the call weighs
-    /// there; else the call's [`Ticket`] (the call is charged against what is left).
+    /// there; else the call's [`Ticket`] (the call is charged against what is left). The
+    /// ticket must then go through [`UpstreamLimits::take_shared`] before the call goes
+    /// out: it settles the weight this marks pending near a budget's end.
     pub fn check(
         &self,
         charges: &Charges,
@@ -671,15 +724,20 @@ impl UpstreamLimits {
                     // as the check above: a call heavier than the whole limit counts as
                     // the limit
                     let weight = p.weight.min(w.limit.unwrap_or(u64::MAX));
+                    let end = grid_end(w.reset_at_ms, p.budget.window_ms);
+                    let pending = key.pending.of(end);
                     edge.push(Edge {
                         scope: p.scope.clone(),
                         budget: p.budget.name.to_string(),
                         window_ms: p.budget.window_ms,
                         reset_at_ms: w.reset_at_ms,
-                        left: w.remaining.saturating_add(key.pending),
+                        left: w.remaining.saturating_add(pending),
                         weight,
                     });
-                    key.pending = key.pending.saturating_add(weight);
+                    key.pending = Pending {
+                        window_end: end,
+                        weight: pending.saturating_add(weight),
+                    };
                 }
                 w.remaining = w.remaining.saturating_sub(p.weight);
             }
@@ -713,7 +771,9 @@ impl Drop for Settle<'_> {
                 .get_mut(&e.scope)
                 .and_then(|s| s.budgets.get_mut(e.budget.as_str()))
             {
-                key.pending = key.pending.saturating_sub(e.weight);
+                if key.pending.window_end == e.window_end() {
+                    key.pending.weight = key.pending.weight.saturating_sub(e.weight);
+                }
             }
         }
     }
@@ -1593,7 +1653,9 @@ mod tests {
             reset_in_ms: None,
         };
         let pending = |u: &UpstreamLimits, c: &Scope| {
-            u.by_scope.lock()[c].budgets[Budget::whole(false).name.as_ref()].pending
+            u.by_scope.lock()[c].budgets[Budget::whole(false).name.as_ref()]
+                .pending
+                .weight
         };
         let u = UpstreamLimits::new(true);
         let c = &Scope::Key(Uuid::new_v4());
@@ -1640,6 +1702,72 @@ mod tests {
         let d = u.take_shared(&store, &e, t(3)).await.unwrap_err();
         assert_eq!(d.code, DenyCode::CountersUnavailable);
         assert_eq!(pending(&u, c2), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A call the pool refuses gives its weight back here before the pool's count is
+    /// taken on, so that what this instance tells the pool next is not short of it; a take
+    /// that empties the pool is shared with the other instances.
+    #[tokio::test]
+    async fn a_refused_take_gives_back_and_an_emptied_pool_is_shared() {
+        let dir = std::env::temp_dir().join(format!("keygate-up-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.join("t.db").display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let reset = t(60_000).timestamp_millis();
+        let u = UpstreamLimits::new(true);
+        let c = &Scope::Key(Uuid::new_v4());
+        let budget = Budget::whole(false);
+        let first = u.check(&one(c), K, t(0)).unwrap();
+        let rl = RateLimitStatus {
+            used: None,
+            limit: Some(100),
+            remaining: Some(26),
+            reset_at_ms: Some(reset),
+            reset_in_ms: None,
+        };
+        observe(&u, c, &rl, t(1), &first);
+        let heavy = |w: u64| Charges {
+            placed: vec![Placed {
+                weight: w,
+                ..one(c).placed[0].clone()
+            }],
+            ..one(c)
+        };
+        // the other instances left 15 in the pool
+        let bucket = format!("up:{}#{}", c.stored(), budget.name);
+        let window = grid_end(reset, budget.window_ms) / 1000;
+        assert_eq!(
+            store.take_from_pool(&bucket, window, 26, 11).await.unwrap(),
+            (true, 15)
+        );
+        let remaining = |u: &UpstreamLimits| {
+            u.by_scope.lock()[c].budgets[budget.name.as_ref()]
+                .window
+                .unwrap()
+                .remaining
+        };
+        let _ = u.check(&one(c), K, t(2)).unwrap();
+        assert_eq!(remaining(&u), 25);
+        let big = u.check(&heavy(20), K, t(3)).unwrap();
+        assert!(u.take_shared(&store, &big, t(3)).await.is_err());
+        assert_eq!(remaining(&u), 15, "the refused call's 20 given back");
+        assert!(
+            u.unshared.lock().is_empty(),
+            "15 are left: nothing to share"
+        );
+        let last = u.check(&heavy(15), K, t(4)).unwrap();
+        u.take_shared(&store, &last, t(4)).await.unwrap();
+        assert_eq!(
+            u.unshared
+                .lock()
+                .get(&Held::Budget(c.clone(), budget.name.to_string())),
+            Some(&reset),
+            "the emptied pool is shared"
+        );
+        store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2550,8 +2550,8 @@ async fn two_instances_share_the_end_of_an_exchange_budget_on_postgres() {
         let (s, _, body) = call(inst, &t, reqwest::Method::GET, &conn, "api/v3/time", None).await;
         assert_eq!(s, 200, "{body}");
     }
-    // slow, within the connection's 1.5 s timeout
-    mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(800))));
+    // slow, well within the connection's 1.5 s timeout
+    mock.set_fault(Some(Fault::Delay(std::time::Duration::from_millis(400))));
     let sent = mock.requests().len();
     let calls = (0..16).map(|i| {
         let inst = if i % 2 == 0 { &a } else { &b };
