@@ -50,8 +50,8 @@ pub struct Caller {
     pub session_id: Option<Uuid>,
     /// The sign-in this request belongs to, which a vault unlock is bound to (a widening
     /// change needs a fresh unlock from the same sign-in): the token's `session_id`, else
-    /// an id derived from the token itself, or from the console session. Never stored
-    /// anywhere but with the vault session it opened.
+    /// an id derived from the token itself, or from the console session. Stored only with
+    /// the vault session it opened, and in `revoked_sign_ins` once revoked.
     pub sign_in: Uuid,
 }
 
@@ -661,15 +661,15 @@ pub fn mint_token_for_session(
 /// Extracts the bearer token: `Authorization: Bearer`, or `X-Keygate-Token` when the
 /// `Authorization` header belongs to the exchange (proxy route).
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    if let Some(v) = parts
-        .headers
-        .get("x-keygate-token")
-        .and_then(|v| v.to_str().ok())
-    {
+    bearer_in(&parts.headers)
+}
+
+/// [`bearer_token`] from the request's headers.
+pub fn bearer_in(headers: &axum::http::HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-keygate-token").and_then(|v| v.to_str().ok()) {
         return Some(v.trim());
     }
-    let v = parts
-        .headers
+    let v = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;

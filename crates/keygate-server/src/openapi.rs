@@ -56,6 +56,7 @@ impl Modify for Bearer {
         routes::vault::shred_own,
         routes::vault::shred_user,
         routes::tokens::revoke_own,
+        routes::tokens::revoke_current,
         routes::tokens::revoke_user,
         routes::dek_rotation::rotate_key,
         routes::audit::list,

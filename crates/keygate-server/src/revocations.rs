@@ -26,6 +26,9 @@ pub struct Revocations {
     /// `None`: not tied to a database (a unit test's authenticator): refuses nothing.
     store: Option<Store>,
     cutoffs: RwLock<HashMap<Uuid, i64>>,
+    /// Revoked sign-ins (`Caller::sign_in`: one token, or one session's tokens), with the
+    /// Unix second their tokens expire (no need to keep them after).
+    sign_ins: RwLock<HashMap<Uuid, i64>>,
     /// Unix ms of the last successful reload.
     loaded_ms: AtomicI64,
 }
@@ -48,6 +51,17 @@ impl Revocations {
             return Ok(());
         };
         let rows = store.token_revocations().await?;
+        let now = chrono::Utc::now();
+        let revoked = store.revoked_sign_ins(DbTime::from(now)).await?;
+        {
+            // revocations only ever add up: noted here, or read, until the token expires
+            let mut map = self.sign_ins.write();
+            for (sign_in, exp) in &revoked {
+                let e = map.entry(*sign_in).or_insert(exp.0.timestamp());
+                *e = (*e).max(exp.0.timestamp());
+            }
+            map.retain(|_, exp| *exp >= now.timestamp());
+        }
         {
             let mut map = self.cutoffs.write();
             for r in &rows {
@@ -74,7 +88,16 @@ impl Revocations {
         *e = (*e).max(before);
     }
 
-    /// Refuses `caller`'s token when its user revoked the tokens issued before it (a token
+    /// A sign-in revoked here (`POST /v1/tokens/revoke-current`): in force on this
+    /// instance at once, until `expires` (Unix seconds).
+    pub fn note_sign_in(&self, sign_in: Uuid, expires: i64) {
+        let mut map = self.sign_ins.write();
+        let e = map.entry(sign_in).or_insert(expires);
+        *e = (*e).max(expires);
+    }
+
+    /// Refuses `caller`'s token when its sign-in was revoked (service-role tokens too),
+    /// when its user revoked the tokens issued before it (a token
     /// without `iat` counts as issued before any cut-off), and every token while the
     /// cut-offs are stale. Service-role tokens are the platform's own and are not
     /// revoked this way (change the token secret); nor are console sessions, which the
@@ -89,6 +112,13 @@ impl Revocations {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "revocations_unavailable",
                 "token revocations could not be read from the database; try again shortly",
+            ));
+        }
+        if self.sign_ins.read().contains_key(&caller.sign_in) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_revoked",
+                "this token was revoked; get a new one",
             ));
         }
         if caller.service {

@@ -498,6 +498,17 @@ pub const BACKUP_TABLES: &[TableSpec] = &[
         ],
         &["user_id"],
     ),
+    // nor a single token revoked
+    table(
+        "revoked_sign_ins",
+        &[
+            ("sign_in", U),
+            ("user_id", U),
+            ("expires_at", Time),
+            ("revoked_at", Time),
+        ],
+        &["sign_in"],
+    ),
 ];
 
 /// Tables deliberately left out of a backup, with the reason.

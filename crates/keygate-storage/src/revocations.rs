@@ -64,4 +64,55 @@ impl Store {
             .await?
         }))
     }
+
+    /// Refuses the tokens of one sign-in (`sign_in`: a token's `session_id`, else an id
+    /// derived from the token) until `expires_at` (the token's `exp`). Revoking again
+    /// keeps the later expiry.
+    pub async fn revoke_sign_in(
+        &self,
+        sign_in: Uuid,
+        user: Option<Uuid>,
+        expires_at: DbTime,
+        now: DbTime,
+    ) -> Result<()> {
+        in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>(
+                "INSERT INTO revoked_sign_ins (sign_in, user_id, expires_at, revoked_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (sign_in) DO UPDATE SET \
+                 expires_at = CASE WHEN excluded.expires_at > revoked_sign_ins.expires_at \
+                                   THEN excluded.expires_at ELSE revoked_sign_ins.expires_at END",
+            )
+            .bind(sign_in)
+            .bind(user)
+            .bind(expires_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The revoked sign-ins whose tokens have not expired by `now`, with their expiry.
+    pub async fn revoked_sign_ins(&self, now: DbTime) -> Result<Vec<(Uuid, DbTime)>> {
+        // read every second on every instance: must not move the write epoch
+        Ok(in_tx!(@quiet self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, (Uuid, DbTime)>(
+                "SELECT sign_in, expires_at FROM revoked_sign_ins WHERE expires_at >= $1",
+            )
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?
+        }))
+    }
+
+    /// Drops revoked sign-ins whose tokens expired before `before`.
+    pub async fn prune_revoked_sign_ins(&self, before: DbTime) -> Result<u64> {
+        Ok(in_tx!(@quiet self, Actor::service(), |tx| {
+            sqlx::query::<DB>("DELETE FROM revoked_sign_ins WHERE expires_at < $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        }))
+    }
 }

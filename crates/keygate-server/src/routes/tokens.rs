@@ -1,5 +1,6 @@
 //! "Sign out everywhere": a user's tokens issued until now are refused from here on, on
-//! every instance, and the user's console sessions end (`crate::revocations`).
+//! every instance, and the user's console sessions end (`crate::revocations`). And one
+//! token (with the rest of its sign-in session, when it names one) revoked by itself.
 
 use axum::extract::State;
 use axum::routing::post;
@@ -18,6 +19,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tokens/revoke", post(revoke_own))
+        .route("/v1/tokens/revoke-current", post(revoke_current))
         .route("/v1/admin/users/{id}/revoke-tokens", post(revoke_user))
 }
 
@@ -41,6 +43,71 @@ pub async fn revoke_own(
 ) -> ApiResult<Json<Revoked>> {
     let user = caller.user()?;
     revoke(&s, &caller, user, &meta).await
+}
+
+/// What revoking the presented token did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevokedToken {
+    /// The token's user (absent for a service-role token without `sub`).
+    pub user_id: Option<Uuid>,
+    /// Whether the token named a sign-in session (`session_id`): then every token of
+    /// that session is refused too, until `until`.
+    pub session: bool,
+    /// The token's own expiry: it, and its session's tokens, are refused until then.
+    pub until: DateTime<Utc>,
+}
+
+/// Revoke this token: the bearer token making this call (and, when it carries a
+/// `session_id` claim, every token of that sign-in session) is refused from here on, on
+/// every instance, until the token would have expired. Your other tokens keep working. A
+/// service-role token can revoke itself this way.
+#[utoipa::path(post, path = "/v1/tokens/revoke-current", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = RevokedToken), (status = 400, body = crate::error::Problem),
+              (status = 401, body = crate::error::Problem)))]
+pub async fn revoke_current(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Json<RevokedToken>> {
+    let token = crate::auth::bearer_in(&headers).ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "bearer_token_required",
+            "only a bearer token can be revoked this way; sign out of the console instead",
+        )
+    })?;
+    let (verified, exp, _) = s.auth.verify_with_expiry(token).await?;
+    // the token verified must be the caller (a console session could carry a header too)
+    if verified.sign_in != caller.sign_in {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "bearer_token_required",
+            "only the bearer token making the call can be revoked this way",
+        ));
+    }
+    let until = DateTime::from_timestamp(exp, 0)
+        .ok_or_else(|| ApiError::unauthorized("token expiry out of range"))?;
+    s.store
+        .revoke_sign_in(
+            caller.sign_in,
+            caller.user_id,
+            DbTime::new(until),
+            DbTime::now(),
+        )
+        .await?;
+    s.auth.revocations().note_sign_in(caller.sign_in, exp);
+    let mut ev = event("auth", "token_revoked", &caller, caller.user_id, &meta);
+    ev.metadata = DbJson(serde_json::json!({
+        "session": caller.session_id.is_some(),
+        "until": until,
+    }));
+    s.recorder.record(vec![ev], vec![]).await?;
+    Ok(Json(RevokedToken {
+        user_id: caller.user_id,
+        session: caller.session_id.is_some(),
+        until,
+    }))
 }
 
 /// Admin: sign a user out everywhere (every token issued until now, and the console

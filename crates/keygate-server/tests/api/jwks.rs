@@ -516,3 +516,107 @@ crate::both_backends!(
         }
     }
 );
+
+// "Revoke this token": the token making the call is refused from then on, on this instance
+// at once and on another within seconds, until it expires; the user's other tokens keep
+// working; a token with a `session_id` takes its session's other tokens with it; a
+// service-role token can revoke itself; and the revocation is in the database (a
+// restarted instance still refuses it).
+crate::both_backends!(
+    revoke_current_revokes_only_that_token,
+    |app: crate::helpers::TestApp| async move {
+        use std::time::Duration;
+        let user = Uuid::new_v4();
+        let (leaked, kept) = (
+            app.token_without_session(user),
+            app.token_without_session(user),
+        );
+        let mut cfg = crate::helpers::test_config(
+            app.data_dir.path().to_path_buf(),
+            app.database_url.clone(),
+        );
+        cfg.jobs_enabled = false;
+        let second = keygate_server::Application::build(cfg).await.unwrap().state;
+        assert!(second.auth.verify(&leaked).await.is_ok());
+
+        let (s, v) = app
+            .post("/v1/tokens/revoke-current", &leaked, json!({}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["user_id"].as_str(), Some(user.to_string().as_str()));
+        assert_eq!(v["session"], json!(false));
+        let until: chrono::DateTime<chrono::Utc> = v["until"].as_str().unwrap().parse().unwrap();
+        assert!(
+            until > chrono::Utc::now() + chrono::Duration::seconds(500),
+            "{v}"
+        );
+        let (s, p) = app.get("/v1/credentials", &leaked).await;
+        assert_eq!((s, p["code"].as_str()), (401, Some("token_revoked")), "{p}");
+        assert_eq!(
+            app.get("/v1/credentials", &kept).await.0,
+            200,
+            "another token of the user"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match second.auth.verify(&leaked).await {
+                Err(e) if e.code() == "token_revoked" => break,
+                _ if std::time::Instant::now() > deadline => {
+                    panic!("the other instance still accepts it")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert!(second.auth.verify(&kept).await.is_ok());
+        let (_, log) = app
+            .get("/v1/audit?category=auth&action=token_revoked", &kept)
+            .await;
+        assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
+
+        // a session's tokens go together (mint_token names a fresh session each time)
+        let session = Uuid::new_v4();
+        let mint = |secs| {
+            keygate_server::auth::mint_token_for_session(
+                &app.jwt_secret,
+                Some(user),
+                false,
+                "authenticated",
+                Duration::from_secs(secs),
+                "keygate_admin",
+                session,
+            )
+            .unwrap()
+        };
+        let (first, sibling) = (mint(600), mint(900));
+        let (s, v) = app
+            .post("/v1/tokens/revoke-current", &first, json!({}))
+            .await;
+        assert_eq!((s, &v["session"]), (200, &json!(true)), "{v}");
+        assert_eq!(app.get("/v1/credentials", &sibling).await.0, 401);
+        assert_eq!(app.get("/v1/credentials", &kept).await.0, 200);
+
+        // a service-role token revokes itself
+        let svc = app.service_token(Uuid::new_v4());
+        assert_eq!(
+            app.post("/v1/tokens/revoke-current", &svc, json!({}))
+                .await
+                .0,
+            200
+        );
+        assert_eq!(app.get("/v1/credentials", &svc).await.0, 401);
+
+        // the database holds it: a new instance refuses it from its first load
+        let mut cfg = crate::helpers::test_config(
+            app.data_dir.path().to_path_buf(),
+            app.database_url.clone(),
+        );
+        cfg.jobs_enabled = false;
+        let third = keygate_server::Application::build(cfg).await.unwrap().state;
+        third.auth.revocations().reload().await.unwrap();
+        assert_eq!(
+            third.auth.verify(&leaked).await.unwrap_err().code(),
+            "token_revoked"
+        );
+        assert!(third.auth.verify(&kept).await.is_ok());
+    }
+);
