@@ -534,7 +534,11 @@ impl Authenticator {
         })?
         .claims;
         let (exp, nbf, iat) = (claims.exp, claims.nbf, claims.iat);
-        let caller = self.caller_from(claims, &digest)?;
+        // a token's own sign-in is derived from what it signs, not its signature: an ECDSA
+        // signature can be altered into another valid one, which must not make the same
+        // token a new sign-in (one that escapes its revocation)
+        let signed = Self::digest(token.rsplit_once('.').map_or(token, |(signed, _)| signed));
+        let caller = self.caller_from(claims, &signed)?;
         self.remember(digest, &caller, exp, nbf, iat, key_fresh_until);
         self.revocations.check(&caller, iat)?;
         Ok((caller, exp, iat))

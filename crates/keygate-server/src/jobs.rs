@@ -243,9 +243,10 @@ pub async fn tick(state: &AppState, now: DbTime) {
         if let Err(e) = state.store.prune_counters(before, pools_before).await {
             tracing::warn!(job = "prune_counters", error = %e, "job failed");
         }
-        // a revoked token that has expired is refused by its expiry alone
+        // a revoked token past its `exp` and leeway (kept in the row's expiry) is refused
+        // by its expiry alone
         if let Err(e) = state.store.prune_revoked_sign_ins(now).await {
-            tracing::warn!(job = "prune_counters", error = %e, "job failed");
+            tracing::warn!(job = "prune_revoked_sign_ins", error = %e, "job failed");
         }
     }
     deliver(state, now).await;

@@ -26,9 +26,10 @@ pub struct Revocations {
     /// `None`: not tied to a database (a unit test's authenticator): refuses nothing.
     store: Option<Store>,
     cutoffs: RwLock<HashMap<Uuid, i64>>,
-    /// Revoked sign-ins (`Caller::sign_in`: one token, or one session's tokens), with the
-    /// Unix second their tokens expire (no need to keep them after).
-    sign_ins: RwLock<HashMap<Uuid, i64>>,
+    /// Revoked sign-ins (`Caller::sign_in`: one token, or one session's tokens) by user
+    /// ([`Uuid::nil`] for a service-role token without `sub`), with the Unix second they
+    /// stop mattering (the token's `exp`, its leeway and a minute).
+    sign_ins: RwLock<HashMap<(Uuid, Uuid), i64>>,
     /// Unix ms of the last successful reload.
     loaded_ms: AtomicI64,
 }
@@ -56,8 +57,8 @@ impl Revocations {
         {
             // revocations only ever add up: noted here, or read, until the token expires
             let mut map = self.sign_ins.write();
-            for (sign_in, exp) in &revoked {
-                let e = map.entry(*sign_in).or_insert(exp.0.timestamp());
+            for (user, sign_in, exp) in &revoked {
+                let e = map.entry((*user, *sign_in)).or_insert(exp.0.timestamp());
                 *e = (*e).max(exp.0.timestamp());
             }
             map.retain(|_, exp| *exp >= now.timestamp());
@@ -88,20 +89,29 @@ impl Revocations {
         *e = (*e).max(before);
     }
 
-    /// A sign-in revoked here (`POST /v1/tokens/revoke-current`): in force on this
-    /// instance at once, until `expires` (Unix seconds).
-    pub fn note_sign_in(&self, sign_in: Uuid, expires: i64) {
+    /// A sign-in of `user` revoked here (`POST /v1/tokens/revoke-current`): in force on
+    /// this instance at once, until `until` (Unix seconds).
+    pub fn note_sign_in(&self, user: Option<Uuid>, sign_in: Uuid, until: i64) {
         let mut map = self.sign_ins.write();
-        let e = map.entry(sign_in).or_insert(expires);
-        *e = (*e).max(expires);
+        let e = map
+            .entry((user.unwrap_or_else(Uuid::nil), sign_in))
+            .or_insert(until);
+        *e = (*e).max(until);
+    }
+
+    /// Whether `user`'s sign-in `sign_in` was revoked.
+    pub fn sign_in_revoked(&self, user: Option<Uuid>, sign_in: Uuid) -> bool {
+        self.sign_ins
+            .read()
+            .contains_key(&(user.unwrap_or_else(Uuid::nil), sign_in))
     }
 
     /// Refuses `caller`'s token when its sign-in was revoked (service-role tokens too),
     /// when its user revoked the tokens issued before it (a token
     /// without `iat` counts as issued before any cut-off), and every token while the
-    /// cut-offs are stale. Service-role tokens are the platform's own and are not
-    /// revoked this way (change the token secret); nor are console sessions, which the
-    /// revocation deletes.
+    /// cut-offs are stale. Service-role tokens are the platform's own and have no
+    /// cut-off (change the token secret), but can revoke themselves; console sessions are
+    /// checked by `ui::session::current`.
     pub fn check(&self, caller: &Caller, issued_at: Option<i64>) -> Result<(), ApiError> {
         if self.store.is_none() {
             return Ok(());
@@ -114,7 +124,7 @@ impl Revocations {
                 "token revocations could not be read from the database; try again shortly",
             ));
         }
-        if self.sign_ins.read().contains_key(&caller.sign_in) {
+        if self.sign_in_revoked(caller.user_id, caller.sign_in) {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "token_revoked",

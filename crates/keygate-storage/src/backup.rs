@@ -502,12 +502,12 @@ pub const BACKUP_TABLES: &[TableSpec] = &[
     table(
         "revoked_sign_ins",
         &[
-            ("sign_in", U),
             ("user_id", U),
+            ("sign_in", U),
             ("expires_at", Time),
             ("revoked_at", Time),
         ],
-        &["sign_in"],
+        &["user_id", "sign_in"],
     ),
 ];
 

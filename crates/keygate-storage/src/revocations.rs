@@ -65,25 +65,26 @@ impl Store {
         }))
     }
 
-    /// Refuses the tokens of one sign-in (`sign_in`: a token's `session_id`, else an id
-    /// derived from the token) until `expires_at` (the token's `exp`). Revoking again
-    /// keeps the later expiry.
+    /// Refuses `user`'s tokens of one sign-in (`sign_in`: a token's `session_id`, else an
+    /// id derived from the token; `user` the nil UUID for a service-role token without
+    /// `sub`) until `expires_at`. Revoking again keeps the later expiry.
     pub async fn revoke_sign_in(
         &self,
+        user: Uuid,
         sign_in: Uuid,
-        user: Option<Uuid>,
         expires_at: DbTime,
         now: DbTime,
     ) -> Result<()> {
-        in_tx!(self, Actor::service(), |tx| {
+        // one statement; not a change the gateway's context cache depends on
+        in_tx!(@quiet self, Actor::service(), |tx| {
             sqlx::query::<DB>(
-                "INSERT INTO revoked_sign_ins (sign_in, user_id, expires_at, revoked_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (sign_in) DO UPDATE SET \
+                "INSERT INTO revoked_sign_ins (user_id, sign_in, expires_at, revoked_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, sign_in) DO UPDATE SET \
                  expires_at = CASE WHEN excluded.expires_at > revoked_sign_ins.expires_at \
                                    THEN excluded.expires_at ELSE revoked_sign_ins.expires_at END",
             )
-            .bind(sign_in)
             .bind(user)
+            .bind(sign_in)
             .bind(expires_at)
             .bind(now)
             .execute(&mut *tx)
@@ -92,12 +93,12 @@ impl Store {
         Ok(())
     }
 
-    /// The revoked sign-ins whose tokens have not expired by `now`, with their expiry.
-    pub async fn revoked_sign_ins(&self, now: DbTime) -> Result<Vec<(Uuid, DbTime)>> {
+    /// The revoked sign-ins in force at `now`: `(user, sign_in, expires_at)`.
+    pub async fn revoked_sign_ins(&self, now: DbTime) -> Result<Vec<(Uuid, Uuid, DbTime)>> {
         // read every second on every instance: must not move the write epoch
         Ok(in_tx!(@quiet self, Actor::service(), |tx| {
-            sqlx::query_as::<DB, (Uuid, DbTime)>(
-                "SELECT sign_in, expires_at FROM revoked_sign_ins WHERE expires_at >= $1",
+            sqlx::query_as::<DB, (Uuid, Uuid, DbTime)>(
+                "SELECT user_id, sign_in, expires_at FROM revoked_sign_ins WHERE expires_at >= $1",
             )
             .bind(now)
             .fetch_all(&mut *tx)

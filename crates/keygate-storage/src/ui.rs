@@ -22,6 +22,9 @@ pub struct UiSessionRecord {
     /// When what opened the session was issued (Unix seconds): a token's `iat`, or the
     /// time a sign-in link was used. `None` for sessions opened before this was kept.
     pub issued_at: Option<i64>,
+    /// The sign-in (`Caller::sign_in`) of the token the session was opened with: revoking
+    /// that token ends the session. `None` for one opened with a sign-in link.
+    pub opened_by: Option<Uuid>,
 }
 
 /// Binds a session's columns, in [`SESSION_COLS`] order (a macro: the query's backend is
@@ -38,14 +41,15 @@ macro_rules! bind_session {
             .bind(s.expires_at)
             .bind(s.jwks_kid.clone())
             .bind(s.issued_at)
+            .bind(s.opened_by)
     }};
 }
 
 const SESSION_COLS: &str =
-    "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at, jwks_kid, issued_at";
+    "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at, jwks_kid, issued_at, opened_by";
 
 fn insert_session_sql() -> String {
-    format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)")
+    format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)")
 }
 
 impl Store {

@@ -53,14 +53,15 @@ pub struct RevokedToken {
     /// Whether the token named a sign-in session (`session_id`): then every token of
     /// that session is refused too, until `until`.
     pub session: bool,
-    /// The token's own expiry: it, and its session's tokens, are refused until then.
+    /// Until when it (and its session's tokens) are refused: the token's own expiry, the
+    /// clock-skew leeway keygate allows past it, and a minute.
     pub until: DateTime<Utc>,
 }
 
 /// Revoke this token: the bearer token making this call (and, when it carries a
 /// `session_id` claim, every token of that sign-in session) is refused from here on, on
-/// every instance, until the token would have expired. Your other tokens keep working. A
-/// service-role token can revoke itself this way.
+/// every instance, until the token would have expired, and console sessions opened with
+/// it end. Your other tokens keep working. A service-role token can revoke itself.
 #[utoipa::path(post, path = "/v1/tokens/revoke-current", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = RevokedToken), (status = 400, body = crate::error::Problem),
               (status = 401, body = crate::error::Problem)))]
@@ -86,17 +87,25 @@ pub async fn revoke_current(
             "only the bearer token making the call can be revoked this way",
         ));
     }
-    let until = DateTime::from_timestamp(exp, 0)
-        .ok_or_else(|| ApiError::unauthorized("token expiry out of range"))?;
+    // kept while the token could still be accepted (its `exp` and the clock-skew leeway)
+    // and a minute for the instances' clocks; bounded, so a token with a far `exp`
+    // leaves no row for ever
+    let now = Utc::now();
+    let until = exp
+        .saturating_add(crate::auth::LEEWAY_SECS as i64 + 60)
+        .min((now + chrono::Duration::days(366)).timestamp());
+    let until = DateTime::from_timestamp(until, 0).unwrap_or(now);
     s.store
         .revoke_sign_in(
+            caller.user_id.unwrap_or_else(Uuid::nil),
             caller.sign_in,
-            caller.user_id,
             DbTime::new(until),
-            DbTime::now(),
+            DbTime::new(now),
         )
         .await?;
-    s.auth.revocations().note_sign_in(caller.sign_in, exp);
+    s.auth
+        .revocations()
+        .note_sign_in(caller.user_id, caller.sign_in, until.timestamp());
     let mut ev = event("auth", "token_revoked", &caller, caller.user_id, &meta);
     ev.metadata = DbJson(serde_json::json!({
         "session": caller.session_id.is_some(),

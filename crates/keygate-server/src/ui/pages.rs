@@ -180,6 +180,7 @@ async fn end_current_session(s: &AppState, c: &Ctx) {
 
 /// Starts a session (ending no later than `not_after`, and when key `jwks_kid` leaves the
 /// JWKS) and sends the browser to the console.
+#[allow(clippy::too_many_arguments)]
 async fn signed_in(
     s: &AppState,
     headers: &HeaderMap,
@@ -188,8 +189,13 @@ async fn signed_in(
     not_after: Option<DateTime<Utc>>,
     jwks_kid: Option<String>,
     issued_at: i64,
+    opened_by: Option<Uuid>,
 ) -> Response {
-    match session::start(s, headers, user, admin, not_after, jwks_kid, issued_at).await {
+    match session::start(
+        s, headers, user, admin, not_after, jwks_kid, issued_at, opened_by,
+    )
+    .await
+    {
         Ok(cookie) => to_console(cookie),
         Err(e) => session_failed(e),
     }
@@ -247,6 +253,7 @@ pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Respon
                         s.auth.jwks_kid_of(&token),
                         // a token without `iat` counts as issued before any sign-out
                         iat.unwrap_or(i64::MIN),
+                        Some(caller.sign_in),
                     )
                     .await
                 }

@@ -106,7 +106,8 @@ fn cookie_name(secure: bool) -> &'static str {
 /// Creates a session for `user_id` and returns its `Set-Cookie` value. The session ends
 /// [`ABSOLUTE`] after sign-in or at `not_after`, whichever is first: a session opened with
 /// a pasted JWT ends when the token expires (its identity and admin flag are the token's,
-/// and must not outlive it).
+/// and must not outlive it, nor its revocation: `opened_by` is its `Caller::sign_in`).
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     state: &AppState,
     headers: &HeaderMap,
@@ -115,10 +116,12 @@ pub async fn start(
     not_after: Option<DateTime<Utc>>,
     jwks_kid: Option<String>,
     issued_at: i64,
+    opened_by: Option<Uuid>,
 ) -> anyhow::Result<HeaderValue> {
-    let (rec, cookie) = prepare(
+    let (mut rec, cookie) = prepare(
         state, headers, user_id, admin, not_after, jwks_kid, issued_at,
     )?;
+    rec.opened_by = opened_by;
     state.store.create_ui_session(&rec).await?;
     Ok(cookie)
 }
@@ -150,6 +153,7 @@ pub fn prepare(
         expires_at: DbTime::new(expires_at),
         jwks_kid,
         issued_at: Some(issued_at),
+        opened_by: None,
     };
     let tls = https(state, headers);
     let secure = if tls { "; Secure" } else { "" };
@@ -211,11 +215,18 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
 /// with an older `iat`, a link used before) is ended, wherever it was opened: an instance
 /// that learned of the revocation late may have let it in.
 async fn revoked(state: &AppState, r: &UiSessionRecord) -> bool {
-    let Some(cutoff) = state.auth.revocations().cutoff(r.user_id) else {
-        return false;
-    };
-    if r.issued_at.is_some_and(|i| i >= cutoff) {
-        return false;
+    let revocations = state.auth.revocations();
+    // the token it was opened with was revoked by itself
+    let token_revoked = r
+        .opened_by
+        .is_some_and(|s| revocations.sign_in_revoked(Some(r.user_id), s));
+    if !token_revoked {
+        let Some(cutoff) = revocations.cutoff(r.user_id) else {
+            return false;
+        };
+        if r.issued_at.is_some_and(|i| i >= cutoff) {
+            return false;
+        }
     }
     if let Err(e) = state.store.delete_ui_session(&r.id_hash).await {
         tracing::error!(error = %e, "ending a ui session of a user who signed out everywhere failed");

@@ -518,14 +518,18 @@ crate::both_backends!(
 );
 
 // "Revoke this token": the token making the call is refused from then on, on this instance
-// at once and on another within seconds, until it expires; the user's other tokens keep
-// working; a token with a `session_id` takes its session's other tokens with it; a
-// service-role token can revoke itself; and the revocation is in the database (a
-// restarted instance still refuses it).
+// at once and on another within seconds, until it expires, and a console session opened
+// with it ends; the user's other tokens keep working; a token with a `session_id` takes
+// its session's other tokens with it, not another user's naming the same session; a
+// service-role token can revoke itself; and the revocation is in the database (a new
+// instance refuses it from its start).
 crate::both_backends!(
     revoke_current_revokes_only_that_token,
     |app: crate::helpers::TestApp| async move {
         use std::time::Duration;
+        let revoked = |(s, p): (u16, serde_json::Value)| {
+            assert_eq!((s, p["code"].as_str()), (401, Some("token_revoked")), "{p}");
+        };
         let user = Uuid::new_v4();
         let (leaked, kept) = (
             app.token_without_session(user),
@@ -538,6 +542,9 @@ crate::both_backends!(
         cfg.jobs_enabled = false;
         let second = keygate_server::Application::build(cfg).await.unwrap().state;
         assert!(second.auth.verify(&leaked).await.is_ok());
+        // a console session the token's thief opened with it
+        let cookie = app.console_sign_in(&leaked).await;
+        assert_eq!(app.console_home(&cookie).await, 200);
 
         let (s, v) = app
             .post("/v1/tokens/revoke-current", &leaked, json!({}))
@@ -547,15 +554,19 @@ crate::both_backends!(
         assert_eq!(v["session"], json!(false));
         let until: chrono::DateTime<chrono::Utc> = v["until"].as_str().unwrap().parse().unwrap();
         assert!(
-            until > chrono::Utc::now() + chrono::Duration::seconds(500),
-            "{v}"
+            until > chrono::Utc::now() + chrono::Duration::seconds(600),
+            "past the token's exp and leeway: {v}"
         );
-        let (s, p) = app.get("/v1/credentials", &leaked).await;
-        assert_eq!((s, p["code"].as_str()), (401, Some("token_revoked")), "{p}");
+        revoked(app.get("/v1/credentials", &leaked).await);
         assert_eq!(
             app.get("/v1/credentials", &kept).await.0,
             200,
             "another token of the user"
+        );
+        assert_eq!(
+            app.console_home(&cookie).await,
+            303,
+            "a console session opened with the revoked token"
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -575,10 +586,10 @@ crate::both_backends!(
 
         // a session's tokens go together (mint_token names a fresh session each time)
         let session = Uuid::new_v4();
-        let mint = |secs| {
+        let mint = |who: Uuid, secs| {
             keygate_server::auth::mint_token_for_session(
                 &app.jwt_secret,
-                Some(user),
+                Some(who),
                 false,
                 "authenticated",
                 Duration::from_secs(secs),
@@ -587,13 +598,17 @@ crate::both_backends!(
             )
             .unwrap()
         };
-        let (first, sibling) = (mint(600), mint(900));
+        let (first, sibling) = (mint(user, 600), mint(user, 900));
+        // whoever can mint tokens could name another user's session: it is not theirs
+        let someone_else = mint(Uuid::new_v4(), 600);
         let (s, v) = app
             .post("/v1/tokens/revoke-current", &first, json!({}))
             .await;
         assert_eq!((s, &v["session"]), (200, &json!(true)), "{v}");
-        assert_eq!(app.get("/v1/credentials", &sibling).await.0, 401);
+        revoked(app.get("/v1/credentials", &first).await);
+        revoked(app.get("/v1/credentials", &sibling).await);
         assert_eq!(app.get("/v1/credentials", &kept).await.0, 200);
+        assert_eq!(app.get("/v1/credentials", &someone_else).await.0, 200);
 
         // a service-role token revokes itself
         let svc = app.service_token(Uuid::new_v4());
@@ -603,16 +618,15 @@ crate::both_backends!(
                 .0,
             200
         );
-        assert_eq!(app.get("/v1/credentials", &svc).await.0, 401);
+        revoked(app.get("/v1/credentials", &svc).await);
 
-        // the database holds it: a new instance refuses it from its first load
+        // the database holds it: a new instance refuses it from its start
         let mut cfg = crate::helpers::test_config(
             app.data_dir.path().to_path_buf(),
             app.database_url.clone(),
         );
         cfg.jobs_enabled = false;
         let third = keygate_server::Application::build(cfg).await.unwrap().state;
-        third.auth.revocations().reload().await.unwrap();
         assert_eq!(
             third.auth.verify(&leaked).await.unwrap_err().code(),
             "token_revoked"
