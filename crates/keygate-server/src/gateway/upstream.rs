@@ -1632,18 +1632,24 @@ mod tests {
         assert!(alone.charge(&one(c), K, t(3), false).is_ok());
     }
 
-    /// The pool decides: a call the pool has no room for is held (and this instance's
-    /// later calls in the window, without asking the pool again), what it says is left
-    /// becomes the instance's count, the pending weight is settled, and a pool that cannot
-    /// be reached holds the call with `counters_unavailable`.
-    #[tokio::test]
-    async fn the_shared_pool_holds_what_it_has_no_room_for() {
+    /// A migrated SQLite store in a directory of its own, for the shared pools.
+    async fn scratch_store() -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("keygate-up-{}", Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::connect(&format!("sqlite://{}", dir.join("t.db").display()))
             .await
             .unwrap();
         store.migrate().await.unwrap();
+        (store, dir)
+    }
+
+    /// The pool decides: a call the pool has no room for is held (and this instance's
+    /// later calls in the window, without asking the pool again), what it says is left
+    /// becomes the instance's count, the pending weight is settled, and a pool that cannot
+    /// be reached holds the call with `counters_unavailable`.
+    #[tokio::test]
+    async fn the_shared_pool_holds_what_it_has_no_room_for() {
+        let (store, dir) = scratch_store().await;
         let reset = t(60_000).timestamp_millis();
         let left = |remaining: u64| RateLimitStatus {
             used: None,
@@ -1710,12 +1716,7 @@ mod tests {
     /// that empties the pool is shared with the other instances.
     #[tokio::test]
     async fn a_refused_take_gives_back_and_an_emptied_pool_is_shared() {
-        let dir = std::env::temp_dir().join(format!("keygate-up-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::connect(&format!("sqlite://{}", dir.join("t.db").display()))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let (store, dir) = scratch_store().await;
         let reset = t(60_000).timestamp_millis();
         let u = UpstreamLimits::new(true);
         let c = &Scope::Key(Uuid::new_v4());
