@@ -112,6 +112,11 @@ wrk_run() {
         --argjson bad "$non2xx" --argjson rss "$rss" --arg load "$load" \
         '{name:$n, rps:$rps, p50_ms:$p50, p99_ms:$p99, non_2xx:$bad, rss_kb:$rss, load_before:$load}' >>"$WORK/results.jsonl"
     echo "   $name: $rps req/s, p50 $p50, p99 $p99, non-2xx $non2xx, load before $load"
+    # what the refusals were: one more call, and keygate's warnings so far
+    if [[ $non2xx != 0 && -n $token ]]; then
+        echo "   a call now: $(curl -s -w ' (%{http_code})' -H "Authorization: Bearer $token" "$url" 2>/dev/null | tail -c 300)"
+        for f in "$WORK"/keygate-*.log; do [[ -f $f ]] && grep -v "new master key" "$f" | tail -3; done
+    fi
 }
 
 # start_keygate NAME PORT DATABASE_URL -> sets KG_PID, KG_TOKEN, KG_CONN
