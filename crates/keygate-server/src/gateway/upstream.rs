@@ -662,14 +662,14 @@ impl UpstreamLimits {
         self.charge(charges, credential, now, true)
     }
 
-    /// [`UpstreamLimits::check`]; without `near_end`, a call that would have to take from
+    /// [`UpstreamLimits::check`]; without `may_pool`, a call that would have to take from
     /// the shared pool is held before anything is charged.
     fn charge(
         &self,
         charges: &Charges,
         credential: Uuid,
         now: DateTime<Utc>,
-        near_end: bool,
+        may_pool: bool,
     ) -> Result<Ticket, Denial> {
         let placed = &charges.placed;
         let now_ms = now.timestamp_millis();
@@ -702,7 +702,7 @@ impl UpstreamLimits {
                 {
                     return Err(refused(&p.scope, w.reset_at_ms - now_ms))
                 }
-                Some(w) if !near_end && self.near_end(&w, p.weight) => {
+                Some(w) if !may_pool && self.near_end(&w, p.weight) => {
                     return Err(refused(&p.scope, w.reset_at_ms - now_ms))
                 }
                 _ => {}
@@ -750,9 +750,7 @@ impl UpstreamLimits {
             edge,
         })
     }
-}
 
-impl UpstreamLimits {
     /// Whether a call of `weight` in window `w` must also take from the shared pool.
     fn near_end(&self, w: &Window, weight: u64) -> bool {
         self.shared && w.remaining < edge_below(w.limit, weight)

@@ -212,8 +212,9 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
 }
 
 /// A session opened with something issued before its user signed out everywhere (a token
-/// with an older `iat`, a link used before) is ended, wherever it was opened: an instance
-/// that learned of the revocation late may have let it in.
+/// with an older `iat`, a link used before), or with a token revoked by itself, is ended,
+/// wherever it was opened: an instance that learned of the revocation late may have let
+/// it in.
 async fn revoked(state: &AppState, r: &UiSessionRecord) -> bool {
     let revocations = state.auth.revocations();
     // the token it was opened with was revoked by itself
@@ -229,7 +230,7 @@ async fn revoked(state: &AppState, r: &UiSessionRecord) -> bool {
         }
     }
     if let Err(e) = state.store.delete_ui_session(&r.id_hash).await {
-        tracing::error!(error = %e, "ending a ui session of a user who signed out everywhere failed");
+        tracing::error!(error = %e, "ending a ui session whose sign-in was revoked failed");
     }
     true
 }
