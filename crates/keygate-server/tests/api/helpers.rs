@@ -29,6 +29,20 @@ pub struct TestApp {
     pub state: keygate_server::state::AppState,
 }
 
+/// Stops the server. Being `Drop` also makes a closure or `async move` block that uses
+/// some of a `TestApp`'s fields take all of it: with precise capture it took only those,
+/// and the rest (the data dir, deleted with its `TempDir`) was dropped when the test
+/// began. The SQLite database then lived on only in the pool's open connections, and
+/// the first new connection a busy moment needed failed with "unable to open database
+/// file" (a console sign-in answering 503 in CI, now and then).
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// The admin URL of the test PostgreSQL server, or `None` (then PostgreSQL tests fail
 /// under scripts/test / CI and are reported as not run elsewhere).
 pub fn pg_admin_url() -> Option<String> {
@@ -112,8 +126,8 @@ pub async fn start_with(
     let base = format!("http://{}", app.local_addr());
     let state = app.state.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    // Only an explicit send stops the server: a dropped sender (async blocks capture
-    // fields precisely, so a test may drop `shutdown` early) must not.
+    // Only an explicit send stops the server (`stop`, or dropping the `TestApp`): a
+    // sender dropped without one must not.
     tokio::spawn(app.run_until(async {
         if rx.await.is_err() {
             std::future::pending::<()>().await
@@ -280,17 +294,17 @@ impl TestApp {
 
     /// Stops the server (as an operator would, to restart it with other keys or settings)
     /// and hands back what a restart needs: the data dir, the database URL, the backend.
-    pub async fn stop(self) -> (tempfile::TempDir, String, Backend) {
-        let TestApp {
-            data_dir,
-            database_url,
-            backend,
-            mut shutdown,
-            ..
-        } = self;
-        let _ = shutdown.take().unwrap().send(());
+    pub async fn stop(mut self) -> (tempfile::TempDir, String, Backend) {
+        let _ = self.shutdown.take().expect("running").send(());
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        (data_dir, database_url, backend)
+        // `TestApp` is `Drop`, so its fields are swapped out, not moved (the spare
+        // directory left behind is empty and goes with it)
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        (
+            data_dir,
+            std::mem::take(&mut self.database_url),
+            self.backend,
+        )
     }
 
     /// Makes the database refuse every INSERT into `table` whose new row matches `when`

@@ -903,14 +903,7 @@ async fn restart_keeps_keys_and_refuses_a_foreign_master_key() {
         .post("/v1/credentials", &app.token(user), binance_body("k"))
         .await;
     let id = c["id"].as_str().unwrap().to_string();
-    let TestApp {
-        data_dir,
-        database_url,
-        mut shutdown,
-        ..
-    } = app;
-    let _ = shutdown.take().unwrap().send(());
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (data_dir, database_url, _) = app.stop().await;
     let key_file = data_dir.path().join("master.key");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(

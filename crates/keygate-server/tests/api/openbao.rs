@@ -26,14 +26,7 @@ fn with_openbao(addr: String, token: String, key: &'static str) -> impl FnOnce(&
 }
 
 async fn stop(app: TestApp) -> (tempfile::TempDir, String) {
-    let TestApp {
-        data_dir,
-        database_url,
-        mut shutdown,
-        ..
-    } = app;
-    let _ = shutdown.take().unwrap().send(());
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (data_dir, database_url, _) = app.stop().await;
     (data_dir, database_url)
 }
 

@@ -122,13 +122,7 @@ async fn schema_too_new_case(backend: Backend) {
         eprintln!("NOT RUN: needs PostgreSQL");
         return;
     };
-    let TestApp {
-        data_dir,
-        database_url,
-        mut shutdown,
-        ..
-    } = app;
-    let _ = shutdown.take().unwrap().send(());
+    let (data_dir, database_url, _) = app.stop().await;
     let store = keygate_storage::Store::connect(&database_url)
         .await
         .unwrap();
