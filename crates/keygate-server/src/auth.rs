@@ -53,6 +53,12 @@ pub struct Caller {
     /// an id derived from the token itself, or from the console session. Stored only with
     /// the vault session it opened, and in `revoked_sign_ins` once revoked.
     pub sign_in: Uuid,
+    /// When the caller last proved who they are (Unix seconds): the token's OIDC
+    /// `auth_time`, else the latest `amr` timestamp (Supabase), else its `iat`; for a
+    /// console session, its sign-in. `None` for keygate itself. A change that would let a
+    /// stolen token do lasting harm on a vault without a password (setting one, shredding,
+    /// widening a key) needs it recent ([`Caller::require_recent_sign_in`]).
+    pub authenticated_at: Option<i64>,
 }
 
 impl Caller {
@@ -65,6 +71,24 @@ impl Caller {
             admin: false,
             session_id: None,
             sign_in: Uuid::now_v7(),
+            authenticated_at: None,
+        }
+    }
+
+    /// 403 `reauthentication_required` unless the caller signed in within the last
+    /// `minutes` (service-role callers pass: the platform's backend vouches for them).
+    /// `to` says what it is for, in the error ("shred your secrets").
+    pub fn require_recent_sign_in(&self, minutes: u32, to: &str) -> Result<(), ApiError> {
+        if self.service {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().timestamp();
+        match self.authenticated_at {
+            Some(t) if now.saturating_sub(t) <= i64::from(minutes) * 60 => Ok(()),
+            _ => Err(ApiError::forbidden(
+                "reauthentication_required",
+                format!("sign in again (at most {minutes} minutes ago) to {to}"),
+            )),
         }
     }
 
@@ -578,7 +602,28 @@ impl Authenticator {
             admin,
             session_id,
             sign_in: session_id.unwrap_or_else(|| derived_sign_in("token", digest)),
+            authenticated_at: authenticated_at(&c),
         })
+    }
+}
+
+/// When the holder of a token last authenticated: OIDC's `auth_time`, else the latest
+/// timestamp in Supabase's `amr` list (`[{"method": "password", "timestamp": …}]`: a
+/// refreshed access token keeps the sign-in's), else `iat` (a token with neither is taken
+/// to have been issued at its sign-in).
+fn authenticated_at(c: &Claims) -> Option<i64> {
+    if let Some(t) = c.extra.get("auth_time").and_then(|v| v.as_i64()) {
+        return Some(t);
+    }
+    let amr = c.extra.get("amr").and_then(|v| v.as_array()).map(|a| {
+        a.iter()
+            .filter_map(|m| m.get("timestamp").and_then(|t| t.as_i64()))
+            .max()
+    });
+    match amr {
+        // an `amr` list that names no time tells nothing: not taken as a recent sign-in
+        Some(t) => t,
+        None => c.iat,
     }
 }
 

@@ -103,6 +103,11 @@ pub struct Config {
     /// password mode, reactivating a suspended credential needs an unlock at most this
     /// old. Default 5.
     pub reactivate_fresh_unlock_minutes: u32,
+    /// `KEYGATE_RECENT_SIGN_IN_MINUTES` / `recent_sign_in_minutes`: on a vault without a
+    /// password, a change that widens what a key may do, reactivating a credential, and
+    /// (on any vault) setting a vault password or shredding, need a sign-in at most this
+    /// old (1–1440). Default 15.
+    pub recent_sign_in_minutes: u32,
     /// `KEYGATE_WEBHOOK_URLS` / `webhook_urls`: platform webhook endpoints (comma-separated
     /// http(s) URLs) that receive every event, signed with `KEYGATE_WEBHOOK_SECRET`.
     pub webhook_urls: Vec<String>,
@@ -197,6 +202,7 @@ struct FileConfig {
     trusted_proxies: Option<Vec<String>>,
     anomaly_suspend_threshold: Option<toml::Value>,
     reactivate_fresh_unlock_minutes: Option<u32>,
+    recent_sign_in_minutes: Option<u32>,
     webhook_urls: Option<Vec<String>>,
     webhook_timeout_ms: Option<u64>,
     jobs_enabled: Option<bool>,
@@ -290,6 +296,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             anomaly_suspend_threshold: 80,
             reactivate_fresh_unlock_minutes: 5,
+            recent_sign_in_minutes: 15,
             webhook_urls: Vec::new(),
             webhook_secret: None,
             webhook_timeout_ms: 10_000,
@@ -468,6 +475,17 @@ impl Config {
             Some(v) => parse_bool("KEYGATE_JOBS_ENABLED", &v)?,
             None => fc.jobs_enabled.unwrap_or(true),
         };
+        let recent_sign_in_minutes = parse_num(
+            "KEYGATE_RECENT_SIGN_IN_MINUTES",
+            env("KEYGATE_RECENT_SIGN_IN_MINUTES"),
+            fc.recent_sign_in_minutes,
+            15,
+        )?;
+        if !(1..=1440).contains(&recent_sign_in_minutes) {
+            return Err(ConfigError(
+                "KEYGATE_RECENT_SIGN_IN_MINUTES: expected 1-1440".into(),
+            ));
+        }
         Ok(Config {
             anomaly_suspend_threshold,
             reactivate_fresh_unlock_minutes: parse_num(
@@ -476,6 +494,7 @@ impl Config {
                 fc.reactivate_fresh_unlock_minutes,
                 5,
             )?,
+            recent_sign_in_minutes,
             webhook_urls,
             webhook_secret,
             // below the two minutes a delivery is claimed for: a longer attempt could be

@@ -261,6 +261,7 @@ pub fn setting_value(c: &Config, env: &str) -> Option<String> {
             n => n.to_string(),
         },
         "KEYGATE_REACTIVATE_FRESH_UNLOCK_MINUTES" => c.reactivate_fresh_unlock_minutes.to_string(),
+        "KEYGATE_RECENT_SIGN_IN_MINUTES" => c.recent_sign_in_minutes.to_string(),
         "KEYGATE_WEBHOOK_URLS" => c
             .webhook_urls
             .iter()

@@ -406,7 +406,7 @@ fn some<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
 
 /// Edit a connection (limits included).
 #[utoipa::path(patch, path = "/v1/connections/{id}", tag = "connections", params(("id" = Uuid, Path)), request_body = UpdateConnection, security(("bearer" = [])),
-    responses((status = 200, body = ConnectionView), (status = 404, body = crate::error::Problem), (status = 412, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = ConnectionView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 412, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn update(
     State(s): State<AppState>,
     caller: Caller,

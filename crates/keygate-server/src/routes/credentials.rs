@@ -529,7 +529,7 @@ pub(crate) fn expected_version(
 /// Edit label, permissions, limits, expiry, or suspend / reactivate.
 #[utoipa::path(patch, path = "/v1/credentials/{id}", tag = "credentials", params(("id" = Uuid, Path)), request_body = UpdateCredential,
     security(("bearer" = [])),
-    responses((status = 200, body = CredentialView), (status = 404, body = crate::error::Problem), (status = 412, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = CredentialView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 412, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn update(
     State(s): State<AppState>,
     caller: Caller,

@@ -253,7 +253,9 @@ pub async fn due(
 /// `reactivate_fresh_unlock_minutes`, and opened in the caller's own sign-in
 /// ([`Caller::sign_in`]: the token's `session_id`, else the token itself, or the console
 /// session), so another token of the same user, say a bot's, cannot ride on the owner's
-/// unlock; platform-mode vaults pass. `to` says what it is for, in the error
+/// unlock. A vault without a password has no unlock to ask for: there the caller must
+/// have signed in within `recent_sign_in_minutes` instead
+/// ([`Caller::require_recent_sign_in`]), so a stolen token cannot lift the policy either. `to` says what it is for, in the error
 /// ("reactivate a credential").
 pub async fn require_fresh_unlock(
     s: &AppState,
@@ -263,7 +265,7 @@ pub async fn require_fresh_unlock(
 ) -> ApiResult<()> {
     let actor = caller.actor();
     if s.store.vault(actor, user).await?.is_none() {
-        return Ok(());
+        return caller.require_recent_sign_in(s.config.recent_sign_in_minutes, to);
     }
     let now = DbTime::now();
     let fresh = Duration::minutes(s.config.reactivate_fresh_unlock_minutes as i64);

@@ -90,7 +90,7 @@ async fn derive(p: &SecretString, salt: Vec<u8>, params: KdfParams) -> ApiResult
 /// Protect your vault with a password: the server can then decrypt your secrets only
 /// during an unlock session. Opens one at once.
 #[utoipa::path(post, path = "/v1/vault/setup", tag = "vault", request_body = PasswordBody, security(("bearer" = [])),
-    responses((status = 200, body = VaultStatus), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = VaultStatus), (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn setup(
     State(s): State<AppState>,
     caller: Caller,
@@ -100,6 +100,9 @@ pub async fn setup(
     let user = caller.user()?;
     let actor = caller.actor();
     check_password(&req.password)?;
+    // a password only the setter knows locks the owner out of their secrets: a token
+    // alone (perhaps a stolen one) must not set it
+    caller.require_recent_sign_in(s.config.recent_sign_in_minutes, "set a vault password")?;
     let minutes = req
         .auto_lock_minutes
         .unwrap_or(s.config.vault_auto_lock_minutes as i32);
@@ -574,6 +577,10 @@ async fn shred(
             format!("type exactly `{SHRED_CONFIRM}`"),
         ));
     }
+    // irreversible: a recent sign-in (the owner's, or the admin's), not a token alone; a
+    // service-role caller is the platform's backend. Not an unlock: a user who forgot
+    // the vault password must still be able to shred and start over.
+    caller.require_recent_sign_in(s.config.recent_sign_in_minutes, "shred secrets")?;
     let actor = if caller.admin || caller.service {
         keygate_storage::Actor::service()
     } else {
@@ -600,7 +607,7 @@ async fn shred(
 
 /// Crypto-shred your own secrets: destroys your data keys; metadata and audit remain.
 #[utoipa::path(post, path = "/v1/vault/shred", tag = "vault", request_body = ShredBody, security(("bearer" = [])),
-    responses((status = 204), (status = 422, body = crate::error::Problem)))]
+    responses((status = 204), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn shred_own(
     State(s): State<AppState>,
     caller: Caller,
@@ -613,7 +620,7 @@ pub async fn shred_own(
 
 /// Admin: crypto-shred a user's secrets.
 #[utoipa::path(post, path = "/v1/admin/users/{id}/shred", tag = "admin", params(("id" = Uuid, Path)), request_body = ShredBody, security(("bearer" = [])),
-    responses((status = 204), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 204), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn shred_user(
     State(s): State<AppState>,
     caller: Caller,

@@ -251,8 +251,11 @@ pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Respon
                         caller.admin,
                         Some(exp),
                         s.auth.jwks_kid_of(&token),
-                        // a token without `iat` counts as issued before any sign-out
-                        iat.unwrap_or(i64::MIN),
+                        // a token without `iat` counts as issued before any sign-out; one
+                        // refreshed since its sign-in counts from the sign-in (the session's
+                        // sign-in time, for the changes that need a recent one)
+                        iat.unwrap_or(i64::MIN)
+                            .min(caller.authenticated_at.unwrap_or(i64::MIN)),
                         Some(caller.sign_in),
                     )
                     .await

@@ -29,6 +29,9 @@ pub struct Session {
     pub user_id: Uuid,
     pub admin: bool,
     pub csrf: String,
+    /// When the browser's user signed in (a login link used, a token pasted: its
+    /// authentication time), for the changes that need a recent one.
+    pub signed_in_at: Option<i64>,
 }
 
 impl Session {
@@ -41,6 +44,7 @@ impl Session {
             admin: self.admin,
             session_id: None,
             sign_in: crate::auth::derived_sign_in("console", &self.id_hash),
+            authenticated_at: self.signed_in_at,
         }
     }
 }
@@ -202,6 +206,7 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
             user_id: r.user_id,
             admin: r.is_admin,
             csrf: r.csrf_token,
+            signed_in_at: r.issued_at,
         }),
         Ok(None) => None,
         Err(e) => {

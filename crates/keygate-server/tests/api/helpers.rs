@@ -182,6 +182,31 @@ impl TestApp {
         )
         .unwrap()
     }
+    /// A user token issued at `iat` with these further claims (`auth_time`, `amr`, an
+    /// admin flag), valid for ten minutes from now.
+    pub fn token_with(&self, user: Uuid, iat: i64, extra: serde_json::Value) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut extra: std::collections::HashMap<String, serde_json::Value> =
+            serde_json::from_value(extra).unwrap();
+        extra.insert("jti".into(), Uuid::new_v4().to_string().into());
+        let claims = keygate_server::auth::Claims {
+            sub: Some(user.to_string()),
+            role: Some("authenticated".into()),
+            exp: now + 600,
+            nbf: None,
+            iat: Some(iat),
+            session_id: None,
+            extra,
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(
+                secrecy::ExposeSecret::expose_secret(&self.jwt_secret).as_bytes(),
+            ),
+        )
+        .unwrap()
+    }
     pub fn admin_token(&self, user: Uuid) -> String {
         keygate_server::auth::mint_token(
             &self.jwt_secret,

@@ -2070,6 +2070,137 @@ both_backends!(
     }
 );
 
+// On a vault without a password there is no unlock to ask for, so what a stolen bearer
+// token could do lasting harm with (widen a key's policy, reactivate a suspended key, set
+// a password only the thief knows, shred the user's secrets) needs a recent sign-in:
+// `auth_time`, else Supabase's `amr` timestamps, else `iat`. Before, a token alone did.
+both_backends!(
+    a_token_alone_cannot_widen_lock_out_or_shred_without_a_recent_sign_in,
+    |app: TestApp| async move {
+        let mock = crate::gateway::mock().await;
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let conn = crate::gateway::binance_connection(
+            &app,
+            &t,
+            &mock,
+            json!(["read", "trade"]),
+            json!({"max_trade_usd": "100"}),
+        )
+        .await;
+        let now = Utc::now().timestamp();
+        let hour_ago = now - 3600;
+        let widen = |t: String, max: &'static str| {
+            let (app, path) = (&app, format!("/v1/connections/{conn}"));
+            async move {
+                let (s, r) = app
+                    .send(
+                        reqwest::Method::PATCH,
+                        &path,
+                        &t,
+                        json!({"limits": {"max_trade_usd": max}}),
+                    )
+                    .await;
+                (s, r["code"].as_str().unwrap_or_default().to_string())
+            }
+        };
+        let refused = (403, "reauthentication_required".to_string());
+
+        // issued an hour ago (still unexpired), or refreshed just now from an hour-old
+        // sign-in, or with an `amr` that names no time: refused, nothing changed
+        let old_tokens = [
+            app.token_with(user, hour_ago, json!({})),
+            app.token_with(
+                user,
+                now,
+                json!({"amr": [{"method": "password", "timestamp": hour_ago}]}),
+            ),
+            app.token_with(user, now, json!({"amr": [{"method": "password"}]})),
+            app.token_with(user, now, json!({"auth_time": hour_ago})),
+        ];
+        for old in &old_tokens {
+            assert_eq!(widen(old.clone(), "200").await, refused);
+            let (s, r) = app
+                .post(
+                    "/v1/vault/setup",
+                    old,
+                    json!({"password": "correct horse battery"}),
+                )
+                .await;
+            assert_eq!(
+                (s, r["code"].as_str()),
+                (403, Some("reauthentication_required")),
+                "{r}"
+            );
+            let (s, r) = app
+                .post(
+                    "/v1/vault/shred",
+                    old,
+                    json!({"confirm": "SHRED ALL MY SECRETS"}),
+                )
+                .await;
+            assert_eq!(
+                (s, r["code"].as_str()),
+                (403, Some("reauthentication_required")),
+                "{r}"
+            );
+            // narrowing needs no sign-in: it takes nothing from the owner
+            assert_eq!(widen(old.clone(), "50").await.0, 200);
+        }
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        assert_eq!(c["limits"]["max_trade_usd"], "50", "{c}");
+        let (_, v) = app.get("/v1/vault/status", &t).await;
+        assert_eq!(v["protection"], "platform", "{v}");
+        assert_eq!(v["shredded"], false, "{v}");
+
+        // another user's admin with an old token cannot shred this user either; the
+        // service role (the platform's backend) is not asked
+        let admin = Uuid::new_v4();
+        let old_admin = app.token_with(admin, hour_ago, json!({"keygate_admin": true}));
+        let (s, r) = app
+            .post(
+                &format!("/v1/admin/users/{user}/shred"),
+                &old_admin,
+                json!({"confirm": "SHRED ALL MY SECRETS"}),
+            )
+            .await;
+        assert_eq!(
+            (s, r["code"].as_str()),
+            (403, Some("reauthentication_required")),
+            "{r}"
+        );
+
+        // a recent sign-in, however old the token: `auth_time`, or the newest `amr`
+        let recent = app.token_with(user, hour_ago, json!({"auth_time": now - 5}));
+        assert_eq!(widen(recent, "200").await.0, 200);
+        let recent = app.token_with(
+            user,
+            now,
+            json!({"amr": [{"method": "password", "timestamp": hour_ago},
+                           {"method": "totp", "timestamp": now - 5}]}),
+        );
+        assert_eq!(widen(recent.clone(), "300").await.0, 200);
+        let (s, _) = app
+            .post(
+                "/v1/vault/setup",
+                &recent,
+                json!({"password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let (s, _) = app
+            .post(
+                "/v1/vault/shred",
+                &app.token(user),
+                json!({"confirm": "SHRED ALL MY SECRETS"}),
+            )
+            .await;
+        assert_eq!(s, 204);
+        let (_, v) = app.get("/v1/vault/status", &t).await;
+        assert_eq!(v["shredded"], true, "{v}");
+    }
+);
+
 both_backends!(
     widening_a_keys_policy_takes_a_fresh_unlock_in_password_mode,
     |app: TestApp| async move {
