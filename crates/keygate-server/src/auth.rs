@@ -84,7 +84,13 @@ impl Caller {
         }
         let now = chrono::Utc::now().timestamp();
         match self.authenticated_at {
-            Some(t) if now.saturating_sub(t) <= i64::from(minutes) * 60 => Ok(()),
+            // a sign-in "in the future" beyond the clock-skew leeway is not believed
+            Some(t)
+                if t <= now.saturating_add(LEEWAY_SECS as i64)
+                    && now.saturating_sub(t) <= i64::from(minutes) * 60 =>
+            {
+                Ok(())
+            }
             _ => Err(ApiError::forbidden(
                 "reauthentication_required",
                 format!("sign in again (at most {minutes} minutes ago) to {to}"),
@@ -609,22 +615,27 @@ impl Authenticator {
 
 /// When the holder of a token last authenticated: OIDC's `auth_time`, else the latest
 /// timestamp in Supabase's `amr` list (`[{"method": "password", "timestamp": …}]`: a
-/// refreshed access token keeps the sign-in's), else `iat` (a token with neither is taken
-/// to have been issued at its sign-in).
-fn authenticated_at(c: &Claims) -> Option<i64> {
-    if let Some(t) = c.extra.get("auth_time").and_then(|v| v.as_i64()) {
-        return Some(t);
+/// refreshed access token keeps the sign-in's), else `iat` (a token that says nothing
+/// more, OIDC's `amr: ["pwd", "mfa"]` included, is taken to have been issued at its
+/// sign-in). An `auth_time` that is not a number is unknown (`None`: never recent), not
+/// skipped for a later `iat`.
+pub fn authenticated_at(c: &Claims) -> Option<i64> {
+    fn seconds(v: &serde_json::Value) -> Option<i64> {
+        v.as_i64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.is_finite() && f.abs() < 1e15)
+                .map(|f| f.floor() as i64)
+        })
     }
-    let amr = c.extra.get("amr").and_then(|v| v.as_array()).map(|a| {
+    if let Some(t) = c.extra.get("auth_time") {
+        return seconds(t);
+    }
+    let amr = c.extra.get("amr").and_then(|v| v.as_array()).and_then(|a| {
         a.iter()
-            .filter_map(|m| m.get("timestamp").and_then(|t| t.as_i64()))
+            .filter_map(|m| m.get("timestamp").and_then(seconds))
             .max()
     });
-    match amr {
-        // an `amr` list that names no time tells nothing: not taken as a recent sign-in
-        Some(t) => t,
-        None => c.iat,
-    }
+    amr.or(c.iat)
 }
 
 /// How a console session names the HS256 token secret it was opened with (in the column
@@ -750,6 +761,82 @@ mod tests {
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
+    }
+
+    #[test]
+    fn the_sign_in_time_of_a_token() {
+        let with = |iat: Option<i64>, extra: serde_json::Value| Claims {
+            sub: None,
+            role: None,
+            exp: 0,
+            nbf: None,
+            iat,
+            session_id: None,
+            extra: serde_json::from_value(extra).unwrap(),
+        };
+        let at = |iat, extra| authenticated_at(&with(iat, extra));
+        // OIDC `auth_time` first, a whole or a decimal number
+        assert_eq!(
+            at(
+                Some(900),
+                serde_json::json!({"auth_time": 100, "amr": [{"timestamp": 800}]})
+            ),
+            Some(100)
+        );
+        assert_eq!(
+            at(Some(900), serde_json::json!({"auth_time": 100.9})),
+            Some(100)
+        );
+        // one that is not a number is unknown, not passed over for a later `iat`
+        assert_eq!(at(Some(900), serde_json::json!({"auth_time": "100"})), None);
+        assert_eq!(at(Some(900), serde_json::json!({"auth_time": null})), None);
+        assert_eq!(at(Some(900), serde_json::json!({"auth_time": 1e300})), None);
+        // Supabase's `amr`: the newest timestamp, not the refreshed token's `iat`
+        assert_eq!(
+            at(
+                Some(900),
+                serde_json::json!({"amr": [{"method": "password", "timestamp": 100},
+                                      {"method": "totp", "timestamp": 300}, "x"]})
+            ),
+            Some(300)
+        );
+        // OIDC's `amr` (method names), an empty one, or none: the token's `iat`
+        assert_eq!(
+            at(Some(900), serde_json::json!({"amr": ["pwd", "mfa"]})),
+            Some(900)
+        );
+        assert_eq!(at(Some(900), serde_json::json!({"amr": []})), Some(900));
+        assert_eq!(at(Some(900), serde_json::json!({})), Some(900));
+        assert_eq!(at(None, serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn a_recent_sign_in_is_within_the_window_and_not_in_the_future() {
+        let caller = |t: Option<i64>, service: bool| Caller {
+            user_id: Some(Uuid::new_v4()),
+            service,
+            admin: false,
+            session_id: None,
+            sign_in: Uuid::new_v4(),
+            authenticated_at: t,
+        };
+        let ok = |t: Option<i64>| caller(t, false).require_recent_sign_in(15, "test").is_ok();
+        assert!(ok(Some(now())));
+        assert!(ok(Some(now() - 14 * 60)));
+        assert!(!ok(Some(now() - 16 * 60)));
+        assert!(!ok(None));
+        assert!(!ok(Some(i64::MIN)));
+        assert!(ok(Some(now() + 20)), "inside the clock-skew leeway");
+        assert!(!ok(Some(now() + 3600)), "a sign-in an hour from now");
+        assert!(!ok(Some(i64::MAX)));
+        let e = caller(None, false)
+            .require_recent_sign_in(15, "test")
+            .unwrap_err();
+        assert_eq!(e.code(), "reauthentication_required");
+        // the platform's backend is not asked
+        assert!(caller(None, true)
+            .require_recent_sign_in(15, "test")
+            .is_ok());
     }
 
     #[tokio::test]

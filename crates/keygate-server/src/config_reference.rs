@@ -99,7 +99,7 @@ pub const SETTINGS: &[Setting] = &[
     s("KEYGATE_REACTIVATE_FRESH_UNLOCK_MINUTES", Some("reactivate_fresh_unlock_minutes"), "5",
       "Password-mode vaults: reactivating a suspended credential, and any change that widens what a key may do (README, Security notes), needs an unlock at most this old."),
     s("KEYGATE_RECENT_SIGN_IN_MINUTES", Some("recent_sign_in_minutes"), "15",
-      "1-1440. Vaults without a password: reactivating a credential and any widening change need a sign-in at most this old (the token's `auth_time`, else its newest `amr` timestamp, else `iat`); on every vault, so do setting a vault password and shredding. Service-role callers are not asked."),
+      "1-1440. Vaults without a password: reactivating a credential, a new connection and any widening change need a sign-in at most this old (the token's `auth_time`, else its newest `amr` timestamp, else `iat`); on every vault, so do setting a vault password and shredding. Service-role callers are not asked."),
     s("KEYGATE_WEBHOOK_URLS", Some("webhook_urls"), "empty",
       "Comma-separated http(s) platform webhook endpoints (TOML: array) that receive every event. Needs `KEYGATE_WEBHOOK_SECRET`."),
     s("KEYGATE_WEBHOOK_SECRET", None, "unset",

@@ -25,6 +25,9 @@ pub struct UiSessionRecord {
     /// The sign-in (`Caller::sign_in`) of the token the session was opened with: revoking
     /// that token ends the session. `None` for one opened with a sign-in link.
     pub opened_by: Option<Uuid>,
+    /// When the user signed in (Unix seconds): the link's use, or the pasted token's
+    /// authentication time. `None` when unknown: never a recent sign-in.
+    pub signed_in_at: Option<i64>,
 }
 
 /// Binds a session's columns, in [`SESSION_COLS`] order (a macro: the query's backend is
@@ -42,14 +45,15 @@ macro_rules! bind_session {
             .bind(s.jwks_kid.clone())
             .bind(s.issued_at)
             .bind(s.opened_by)
+            .bind(s.signed_in_at)
     }};
 }
 
 const SESSION_COLS: &str =
-    "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at, jwks_kid, issued_at, opened_by";
+    "id_hash, user_id, is_admin, csrf_token, created_at, last_seen_at, expires_at, jwks_kid, issued_at, opened_by, signed_in_at";
 
 fn insert_session_sql() -> String {
-    format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)")
+    format!("INSERT INTO ui_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)")
 }
 
 impl Store {

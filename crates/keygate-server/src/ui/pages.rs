@@ -190,9 +190,18 @@ async fn signed_in(
     jwks_kid: Option<String>,
     issued_at: i64,
     opened_by: Option<Uuid>,
+    signed_in_at: Option<i64>,
 ) -> Response {
     match session::start(
-        s, headers, user, admin, not_after, jwks_kid, issued_at, opened_by,
+        s,
+        headers,
+        user,
+        admin,
+        not_after,
+        jwks_kid,
+        issued_at,
+        opened_by,
+        signed_in_at,
     )
     .await
     {
@@ -251,12 +260,10 @@ pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Respon
                         caller.admin,
                         Some(exp),
                         s.auth.jwks_kid_of(&token),
-                        // a token without `iat` counts as issued before any sign-out; one
-                        // refreshed since its sign-in counts from the sign-in (the session's
-                        // sign-in time, for the changes that need a recent one)
-                        iat.unwrap_or(i64::MIN)
-                            .min(caller.authenticated_at.unwrap_or(i64::MIN)),
+                        // a token without `iat` counts as issued before any sign-out
+                        iat.unwrap_or(i64::MIN),
                         Some(caller.sign_in),
+                        caller.authenticated_at,
                     )
                     .await
                 }

@@ -29,7 +29,7 @@ pub struct Session {
     pub user_id: Uuid,
     pub admin: bool,
     pub csrf: String,
-    /// When the browser's user signed in (a login link used, a token pasted: its
+    /// When the browser's user signed in (a login link used; for a pasted token, its
     /// authentication time), for the changes that need a recent one.
     pub signed_in_at: Option<i64>,
 }
@@ -110,7 +110,8 @@ fn cookie_name(secure: bool) -> &'static str {
 /// Creates a session for `user_id` and returns its `Set-Cookie` value. The session ends
 /// [`ABSOLUTE`] after sign-in or at `not_after`, whichever is first: a session opened with
 /// a pasted JWT ends when the token expires (its identity and admin flag are the token's,
-/// and must not outlive it, nor its revocation: `opened_by` is its `Caller::sign_in`).
+/// and must not outlive it, nor its revocation: `opened_by` is its `Caller::sign_in`;
+/// `signed_in_at` its `Caller::authenticated_at`).
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
     state: &AppState,
@@ -121,11 +122,13 @@ pub async fn start(
     jwks_kid: Option<String>,
     issued_at: i64,
     opened_by: Option<Uuid>,
+    signed_in_at: Option<i64>,
 ) -> anyhow::Result<HeaderValue> {
     let (mut rec, cookie) = prepare(
         state, headers, user_id, admin, not_after, jwks_kid, issued_at,
     )?;
     rec.opened_by = opened_by;
+    rec.signed_in_at = signed_in_at;
     state.store.create_ui_session(&rec).await?;
     Ok(cookie)
 }
@@ -158,6 +161,8 @@ pub fn prepare(
         jwks_kid,
         issued_at: Some(issued_at),
         opened_by: None,
+        // a sign-in link's use is a sign-in; [`start`] sets a pasted token's own
+        signed_in_at: Some(issued_at),
     };
     let tls = https(state, headers);
     let secure = if tls { "; Secure" } else { "" };
@@ -206,7 +211,7 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Option<Session> {
             user_id: r.user_id,
             admin: r.is_admin,
             csrf: r.csrf_token,
-            signed_in_at: r.issued_at,
+            signed_in_at: r.signed_in_at,
         }),
         Ok(None) => None,
         Err(e) => {

@@ -507,3 +507,61 @@ crate::both_backends!(
         assert_eq!(confirm().await.unwrap().status(), 403);
     }
 );
+
+// The console asks for a recent sign-in as the API does: a session opened with a pasted
+// token counts from that token's sign-in (its `auth_time`), not from the paste, so an old
+// token cannot set a vault password through the console either; a sign-in link is a
+// sign-in.
+crate::both_backends!(
+    the_console_counts_a_pasted_tokens_sign_in_time,
+    |app: crate::helpers::TestApp| async move {
+        let c = no_redirects();
+        let setup = |cookie: String| {
+            let (app, c) = (&app, &c);
+            async move {
+                let page = c
+                    .get(format!("{}/ui/vault", app.base))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let csrf = csrf_of(&page);
+                let c = c
+                    .post(format!("{}/ui/vault", app.base))
+                    .header("cookie", &cookie)
+                    .header("origin", &app.base)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!(
+                        "csrf={csrf}&action=setup&password=correct+horse+battery+staple"
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = c.status();
+                (status.as_u16(), c.text().await.unwrap())
+            }
+        };
+        let protection = |user: Uuid| {
+            let app = &app;
+            async move {
+                let (_, v) = app.get("/v1/vault/status", &app.token(user)).await;
+                v["protection"].as_str().unwrap().to_string()
+            }
+        };
+        let now = chrono::Utc::now().timestamp();
+        let user = Uuid::new_v4();
+        let old = app.token_with(user, now, serde_json::json!({"auth_time": now - 3600}));
+        let cookie = app.console_sign_in(&old).await;
+        let (_, page) = setup(cookie).await;
+        assert!(page.contains("sign in again"), "{page}");
+        assert_eq!(protection(user).await, "platform");
+
+        let set = sign_in_with_link(&app, &c, user, None).await;
+        let cookie = set.split(';').next().unwrap().to_string();
+        assert_eq!(setup(cookie).await.0, 200);
+        assert_eq!(protection(user).await, "password");
+    }
+);

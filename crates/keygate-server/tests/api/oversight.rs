@@ -2107,7 +2107,7 @@ both_backends!(
         let refused = (403, "reauthentication_required".to_string());
 
         // issued an hour ago (still unexpired), or refreshed just now from an hour-old
-        // sign-in, or with an `amr` that names no time: refused, nothing changed
+        // sign-in, or with an `auth_time` that is no time: refused, nothing changed
         let old_tokens = [
             app.token_with(user, hour_ago, json!({})),
             app.token_with(
@@ -2115,7 +2115,7 @@ both_backends!(
                 now,
                 json!({"amr": [{"method": "password", "timestamp": hour_ago}]}),
             ),
-            app.token_with(user, now, json!({"amr": [{"method": "password"}]})),
+            app.token_with(user, now, json!({"auth_time": "an hour ago"})),
             app.token_with(user, now, json!({"auth_time": hour_ago})),
         ];
         for old in &old_tokens {
@@ -2170,8 +2170,11 @@ both_backends!(
             "{r}"
         );
 
-        // a recent sign-in, however old the token: `auth_time`, or the newest `amr`
+        // a recent sign-in, however old the token: `auth_time`, or the newest `amr`; or
+        // a new token that says nothing more (OIDC's `amr` names methods, not times)
         let recent = app.token_with(user, hour_ago, json!({"auth_time": now - 5}));
+        assert_eq!(widen(recent, "200").await.0, 200);
+        let recent = app.token_with(user, now, json!({"amr": ["pwd", "mfa"]}));
         assert_eq!(widen(recent, "200").await.0, 200);
         let recent = app.token_with(
             user,
