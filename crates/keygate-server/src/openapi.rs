@@ -58,6 +58,8 @@ impl Modify for Bearer {
         routes::tokens::revoke_own,
         routes::tokens::revoke_current,
         routes::tokens::revoke_user,
+        routes::tokens::revoke_session_own,
+        routes::tokens::revoke_session_user,
         routes::dek_rotation::rotate_key,
         routes::audit::list,
         routes::audit::verify,

@@ -7,12 +7,12 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use keygate_storage::{DbTime, Json as DbJson};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::AppPath;
+use crate::extract::{AppJson, AppPath};
 use crate::recorder::{event, RequestMeta};
 use crate::state::AppState;
 
@@ -20,7 +20,12 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tokens/revoke", post(revoke_own))
         .route("/v1/tokens/revoke-current", post(revoke_current))
+        .route("/v1/tokens/revoke-session", post(revoke_session_own))
         .route("/v1/admin/users/{id}/revoke-tokens", post(revoke_user))
+        .route(
+            "/v1/admin/users/{id}/revoke-session",
+            post(revoke_session_user),
+        )
 }
 
 /// What a revocation did.
@@ -152,5 +157,122 @@ async fn revoke(
     Ok(Json(Revoked {
         user_id: user,
         tokens_issued_before: cutoff.0,
+    }))
+}
+
+/// Revocations of named sessions one user may have in force at once (each instance
+/// reloads them all every second); past it, sign out everywhere instead.
+pub const MAX_REVOKED_SESSIONS_PER_USER: i64 = 1000;
+
+/// A sign-in session to revoke by its id.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeSession {
+    /// The `session_id` claim of the session's tokens.
+    pub session_id: Uuid,
+    /// Until when its tokens are refused (at most a year ahead; default a year): as long
+    /// as any of them could still be presented, `exp` plus a minute or so.
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// What revoking a session did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevokedSession {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    /// The session's tokens are refused until this instant.
+    pub until: DateTime<Utc>,
+}
+
+/// Revoke one of your sign-in sessions by its id, say the one a lost device or a bot
+/// holds a token of: every token of yours whose `session_id` claim is this id is refused
+/// from here on, on every instance, until `until`, and console sessions opened with one
+/// end. Your other sessions keep working. At most 1,000 such revocations in force (409
+/// `too_many_revocations`: sign out everywhere instead).
+#[utoipa::path(post, path = "/v1/tokens/revoke-session", tag = "auth", request_body = RevokeSession, security(("bearer" = [])),
+    responses((status = 200, body = RevokedSession), (status = 403, body = crate::error::Problem),
+              (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn revoke_session_own(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppJson(req): AppJson<RevokeSession>,
+) -> ApiResult<Json<RevokedSession>> {
+    let user = caller.user()?;
+    revoke_session(&s, &caller, user, req, &meta).await
+}
+
+/// Admin: revoke one of a user's sign-in sessions by its id (as `/v1/tokens/revoke-session`).
+#[utoipa::path(post, path = "/v1/admin/users/{id}/revoke-session", tag = "admin", params(("id" = Uuid, Path)), request_body = RevokeSession, security(("bearer" = [])),
+    responses((status = 200, body = RevokedSession), (status = 404, body = crate::error::Problem),
+              (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn revoke_session_user(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(req): AppJson<RevokeSession>,
+) -> ApiResult<Json<RevokedSession>> {
+    if !(caller.admin || caller.service) {
+        return Err(ApiError::not_found("resource"));
+    }
+    revoke_session(&s, &caller, id, req, &meta).await
+}
+
+async fn revoke_session(
+    s: &AppState,
+    caller: &Caller,
+    user: Uuid,
+    req: RevokeSession,
+    meta: &RequestMeta,
+) -> ApiResult<Json<RevokedSession>> {
+    let now = Utc::now();
+    let latest = now + chrono::Duration::days(366);
+    let until = match req.until {
+        None => latest,
+        Some(t) if t > now && t <= latest => t,
+        Some(_) => {
+            return Err(ApiError::field(
+                "until",
+                "must be in the future and at most 366 days ahead",
+            ))
+        }
+    };
+    if req.session_id.is_nil() {
+        return Err(ApiError::field("session_id", "must not be the nil UUID"));
+    }
+    let stored = s
+        .store
+        .revoke_sign_in_capped(
+            user,
+            req.session_id,
+            DbTime::new(until),
+            DbTime::new(now),
+            MAX_REVOKED_SESSIONS_PER_USER,
+        )
+        .await?;
+    if !stored {
+        return Err(ApiError::conflict(
+            "too_many_revocations",
+            format!(
+                "this user has {MAX_REVOKED_SESSIONS_PER_USER} session revocations in force; \
+                 sign out everywhere (POST /v1/tokens/revoke) instead"
+            ),
+        ));
+    }
+    s.auth
+        .revocations()
+        .note_sign_in(Some(user), req.session_id, until.timestamp());
+    let mut ev = event("auth", "session_revoked", caller, Some(user), meta);
+    ev.metadata = DbJson(serde_json::json!({
+        "session_id": req.session_id,
+        "until": until,
+    }));
+    s.recorder.record(vec![ev], vec![]).await?;
+    Ok(Json(RevokedSession {
+        user_id: user,
+        session_id: req.session_id,
+        until,
     }))
 }

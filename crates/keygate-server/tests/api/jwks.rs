@@ -631,3 +631,142 @@ crate::both_backends!(
         assert!(third.auth.verify(&kept).await.is_ok());
     }
 );
+
+// A sign-in session revoked by its id, for a token that is lost rather than at hand: every
+// token of that user and session is refused here at once and on another instance within
+// seconds, a console session opened with one ends, the user's other sessions and another
+// user's same session id are untouched; an admin (or the service role) can do it for a
+// user, others get 404; a user cannot grow the revocations without bound.
+crate::both_backends!(
+    a_session_is_revoked_by_its_id,
+    |app: crate::helpers::TestApp| async move {
+        use std::time::Duration;
+        let revoked = |(s, p): (u16, serde_json::Value)| {
+            assert_eq!((s, p["code"].as_str()), (401, Some("token_revoked")), "{p}");
+        };
+        let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (lost, kept) = (Uuid::new_v4(), Uuid::new_v4());
+        let mint = |who: Uuid, session: Uuid| {
+            keygate_server::auth::mint_token_for_session(
+                &app.jwt_secret,
+                Some(who),
+                false,
+                "authenticated",
+                Duration::from_secs(600),
+                "keygate_admin",
+                session,
+            )
+            .unwrap()
+        };
+        let (on_device, on_device2, mine) = (mint(user, lost), mint(user, lost), mint(user, kept));
+        let others = mint(other, lost);
+        let mut cfg = crate::helpers::test_config(
+            app.data_dir.path().to_path_buf(),
+            app.database_url.clone(),
+        );
+        cfg.jobs_enabled = false;
+        let second = keygate_server::Application::build(cfg).await.unwrap().state;
+        assert!(second.auth.verify(&on_device).await.is_ok());
+        let cookie = app.console_sign_in(&on_device).await;
+        assert_eq!(app.console_home(&cookie).await, 200);
+
+        let (s, v) = app
+            .post(
+                "/v1/tokens/revoke-session",
+                &mine,
+                json!({"session_id": lost}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["user_id"].as_str(), Some(user.to_string().as_str()));
+        assert_eq!(v["session_id"].as_str(), Some(lost.to_string().as_str()));
+        revoked(app.get("/v1/credentials", &on_device).await);
+        revoked(app.get("/v1/credentials", &on_device2).await);
+        assert_eq!(app.get("/v1/credentials", &mine).await.0, 200);
+        assert_eq!(
+            app.get("/v1/credentials", &others).await.0,
+            200,
+            "another user"
+        );
+        assert_eq!(app.console_home(&cookie).await, 303, "its console session");
+        refused_within_seconds(&second, &on_device2).await;
+        assert!(second.auth.verify(&mine).await.is_ok());
+        let (_, log) = app
+            .get("/v1/audit?category=auth&action=session_revoked", &mine)
+            .await;
+        assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
+
+        // bad input changes nothing
+        for bad in [
+            json!({}),
+            json!({"session_id": "not-a-uuid"}),
+            json!({"session_id": Uuid::nil()}),
+            json!({"session_id": kept, "until": "2000-01-01T00:00:00Z"}),
+            json!({"session_id": kept, "until": "2999-01-01T00:00:00Z"}),
+            json!({"session_id": kept, "extra": 1}),
+        ] {
+            let (s, p) = app
+                .post("/v1/tokens/revoke-session", &mine, bad.clone())
+                .await;
+            assert!(s == 400 || s == 422, "{bad}: {s} {p}");
+        }
+        assert_eq!(app.get("/v1/credentials", &mine).await.0, 200);
+
+        // an admin for a user; anyone else gets 404
+        let (s, _) = app
+            .post(
+                &format!("/v1/admin/users/{other}/revoke-session"),
+                &mine,
+                json!({"session_id": lost}),
+            )
+            .await;
+        assert_eq!(s, 404);
+        assert_eq!(app.get("/v1/credentials", &others).await.0, 200);
+        let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        let (s, v) = app
+            .post(
+                &format!("/v1/admin/users/{other}/revoke-session"),
+                &app.admin_token(Uuid::new_v4()),
+                json!({"session_id": lost, "until": until}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        revoked(app.get("/v1/credentials", &others).await);
+
+        // at the cap, a new session id is refused (an old one may still be renewed)
+        let fill = match app.backend {
+            crate::helpers::Backend::Sqlite => format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 999) \
+                 INSERT INTO revoked_sign_ins (user_id, sign_in, expires_at, revoked_at) \
+                 SELECT x'{u}', randomblob(16), '2999-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z' FROM n",
+                u = user.simple()
+            ),
+            crate::helpers::Backend::Postgres => format!(
+                "INSERT INTO revoked_sign_ins (user_id, sign_in, expires_at, revoked_at) \
+                 SELECT '{user}', gen_random_uuid(), now() + interval '1 day', now() \
+                 FROM generate_series(1, 999)"
+            ),
+        };
+        app.raw_exec(&fill).await.unwrap();
+        let (s, p) = app
+            .post(
+                "/v1/tokens/revoke-session",
+                &mine,
+                json!({"session_id": Uuid::new_v4()}),
+            )
+            .await;
+        assert_eq!(
+            (s, p["code"].as_str()),
+            (409, Some("too_many_revocations")),
+            "{p}"
+        );
+        let (s, _) = app
+            .post(
+                "/v1/tokens/revoke-session",
+                &mine,
+                json!({"session_id": lost}),
+            )
+            .await;
+        assert_eq!(s, 200, "renewing one in force adds none");
+    }
+);
