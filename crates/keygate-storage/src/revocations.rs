@@ -93,39 +93,39 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::revoke_sign_in`] for a sign-in named by the caller (a session id), so only
-    /// while `user` has fewer than `cap` revocations in force (or this one already is):
-    /// every instance reloads them all each second, so one user must not be able to
-    /// grow them without bound. `false` when the cap refused it.
+    /// [`Store::revoke_sign_in`] for a sign-in named by the caller (a session id), and with
+    /// `cap`, only while `user` has fewer than that many revocations in force (or this one
+    /// already is): every instance reloads them all each second, so one user must not be
+    /// able to grow them without bound. Answers the expiry now in force (a later one
+    /// already there is kept), `None` when the cap refused it.
     pub async fn revoke_sign_in_capped(
         &self,
         user: Uuid,
         sign_in: Uuid,
         expires_at: DbTime,
         now: DbTime,
-        cap: i64,
-    ) -> Result<bool> {
+        cap: Option<i64>,
+    ) -> Result<Option<DbTime>> {
         // one statement (the count and the insert see one snapshot); on PostgreSQL two
         // instances racing may each add one past the cap, which is harmless
         Ok(in_tx!(@quiet self, Actor::service(), |tx| {
-            sqlx::query::<DB>(
+            sqlx::query_scalar::<DB, DbTime>(
                 "INSERT INTO revoked_sign_ins (user_id, sign_in, expires_at, revoked_at) \
                  SELECT $1, $2, $3, $4 WHERE \
                    (SELECT count(*) FROM revoked_sign_ins WHERE user_id = $1 AND expires_at >= $4) < $5 \
                    OR EXISTS (SELECT 1 FROM revoked_sign_ins WHERE user_id = $1 AND sign_in = $2) \
                  ON CONFLICT (user_id, sign_in) DO UPDATE SET \
                  expires_at = CASE WHEN excluded.expires_at > revoked_sign_ins.expires_at \
-                                   THEN excluded.expires_at ELSE revoked_sign_ins.expires_at END",
+                                   THEN excluded.expires_at ELSE revoked_sign_ins.expires_at END \
+                 RETURNING expires_at",
             )
             .bind(user)
             .bind(sign_in)
             .bind(expires_at)
             .bind(now)
-            .bind(cap)
-            .execute(&mut *tx)
+            .bind(cap.unwrap_or(i64::MAX))
+            .fetch_optional(&mut *tx)
             .await?
-            .rows_affected()
-                > 0
         }))
     }
 

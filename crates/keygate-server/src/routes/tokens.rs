@@ -160,8 +160,9 @@ async fn revoke(
     }))
 }
 
-/// Revocations of named sessions one user may have in force at once (each instance
-/// reloads them all every second); past it, sign out everywhere instead.
+/// Token and session revocations one user may have in force when they revoke a session
+/// by id themselves (each instance reloads them all every second); past it, sign out
+/// everywhere, or have the platform or an admin revoke it (not capped).
 pub const MAX_REVOKED_SESSIONS_PER_USER: i64 = 1000;
 
 /// A sign-in session to revoke by its id.
@@ -214,7 +215,9 @@ pub async fn revoke_session_user(
     AppPath(id): AppPath<Uuid>,
     AppJson(req): AppJson<RevokeSession>,
 ) -> ApiResult<Json<RevokedSession>> {
-    if !(caller.admin || caller.service) {
+    // the nil id is where service-role tokens without `sub` are kept: an admin ranks
+    // below the platform's backend and must not end its sessions
+    if !(caller.admin || caller.service) || id.is_nil() {
         return Err(ApiError::not_found("resource"));
     }
     revoke_session(&s, &caller, id, req, &meta).await
@@ -242,6 +245,10 @@ async fn revoke_session(
     if req.session_id.is_nil() {
         return Err(ApiError::field("session_id", "must not be the nil UUID"));
     }
+    // a user's own revocations are capped; an admin's or the platform's are not, so one
+    // stolen token filling its user's cap cannot keep its own session from being revoked
+    let cap = (caller.user_id == Some(user) && !caller.admin && !caller.service)
+        .then_some(MAX_REVOKED_SESSIONS_PER_USER);
     let stored = s
         .store
         .revoke_sign_in_capped(
@@ -249,18 +256,19 @@ async fn revoke_session(
             req.session_id,
             DbTime::new(until),
             DbTime::new(now),
-            MAX_REVOKED_SESSIONS_PER_USER,
+            cap,
         )
         .await?;
-    if !stored {
+    let Some(until) = stored.map(|t| t.0) else {
         return Err(ApiError::conflict(
             "too_many_revocations",
             format!(
-                "this user has {MAX_REVOKED_SESSIONS_PER_USER} session revocations in force; \
-                 sign out everywhere (POST /v1/tokens/revoke) instead"
+                "you have {MAX_REVOKED_SESSIONS_PER_USER} token and session revocations in \
+                 force; sign out everywhere (POST /v1/tokens/revoke), or ask the platform \
+                 or an admin, who are not limited (POST /v1/admin/users/{{id}}/revoke-session)"
             ),
         ));
-    }
+    };
     s.auth
         .revocations()
         .note_sign_in(Some(user), req.session_id, until.timestamp());

@@ -760,13 +760,42 @@ crate::both_backends!(
             (409, Some("too_many_revocations")),
             "{p}"
         );
-        let (s, _) = app
+        // renewing one in force adds none; a shorter `until` keeps the later one
+        let (s, v) = app
             .post(
                 "/v1/tokens/revoke-session",
                 &mine,
-                json!({"session_id": lost}),
+                json!({"session_id": lost, "until": until}),
             )
             .await;
-        assert_eq!(s, 200, "renewing one in force adds none");
+        assert_eq!(s, 200, "{v}");
+        let kept_until: chrono::DateTime<chrono::Utc> =
+            v["until"].as_str().unwrap().parse().unwrap();
+        assert!(
+            kept_until > chrono::Utc::now() + chrono::Duration::days(300),
+            "{v}"
+        );
+        // a stolen token that filled its user's cap cannot keep its session from being
+        // revoked: the platform (service role) or an admin is not capped
+        let stolen = Uuid::new_v4();
+        let thief = mint(user, stolen);
+        let (s, _) = app
+            .post(
+                &format!("/v1/admin/users/{user}/revoke-session"),
+                &app.service_token(Uuid::new_v4()),
+                json!({"session_id": stolen}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        revoked(app.get("/v1/credentials", &thief).await);
+        // the platform's own sessions (the nil user) are not an admin's to end
+        let (s, _) = app
+            .post(
+                &format!("/v1/admin/users/{}/revoke-session", Uuid::nil()),
+                &app.admin_token(Uuid::new_v4()),
+                json!({"session_id": Uuid::new_v4()}),
+            )
+            .await;
+        assert_eq!(s, 404);
     }
 );

@@ -6,3 +6,5 @@
 -- password: widening a key; any vault: setting a password, shredding) read it. NULL
 -- (unknown, or a session opened before this was kept) is never recent.
 ALTER TABLE ui_sessions ADD COLUMN signed_in_at BIGINT;
+-- A session opened with a sign-in link was opened at its sign-in.
+UPDATE ui_sessions SET signed_in_at = issued_at WHERE opened_by IS NULL;
