@@ -111,3 +111,35 @@ fn minted_tokens_and_sign_in_links_are_audited_before_they_are_shown() {
     }
     assert_eq!(cli.events("token_issued").1.len(), 2);
 }
+
+// A server with `KEYGATE_JWT_ISSUER` / `KEYGATE_JWT_AUDIENCE` set refuses tokens without
+// that `iss` / `aud`: `keygate token` puts them in (before, its tokens lacked `aud`).
+#[test]
+fn minted_tokens_carry_the_issuer_and_audience_the_server_requires() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KEYGATE_DATA_DIR", dir.path())
+        .env("KEYGATE_LOG", "warn")
+        .env("KEYGATE_JWT_ISSUER", "https://id.example.test/auth/v1")
+        .env("KEYGATE_JWT_AUDIENCE", "authenticated")
+        .args(["token", "--user", &uuid::Uuid::new_v4().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = claims(String::from_utf8(out.stdout).unwrap().trim());
+    assert_eq!(c["iss"], "https://id.example.test/auth/v1", "{c}");
+    assert_eq!(c["aud"], "authenticated", "{c}");
+    // and without them set, neither
+    let cli = Cli(tempfile::tempdir().unwrap());
+    let c = claims(
+        cli.ok(&["token", "--user", &uuid::Uuid::new_v4().to_string()])
+            .trim(),
+    );
+    assert!(c.get("iss").is_none() && c.get("aud").is_none(), "{c}");
+}

@@ -104,6 +104,7 @@ async fn prepare_with(config: Config, schema: Schema) -> Result<AppState, Config
         config.jwt_audience.as_deref(),
         config.jwks_url.as_deref(),
     )
+    .with_issuer(config.jwt_issuer.as_deref())
     .with_jwks_max_age(Duration::from_secs(config.jwks_max_age_secs))
     .with_session_key(
         &jwt_secret,

@@ -144,6 +144,8 @@ pub struct Authenticator {
     hs_fingerprint: Arc<str>,
     admin_claim: Arc<str>,
     audience: Option<Arc<str>>,
+    /// `KEYGATE_JWT_ISSUER`: the `iss` every token must carry, when set.
+    issuer: Option<Arc<str>>,
     jwks: Option<Arc<Jwks>>,
     verified: Arc<parking_lot::Mutex<VerifiedCache>>,
     /// The users' "sign out everywhere" cut-offs.
@@ -390,6 +392,7 @@ impl Authenticator {
             hs_fingerprint: hs_fingerprint(secret, None).into(),
             admin_claim: admin_claim.into(),
             audience: audience.map(Into::into),
+            issuer: None,
             jwks: jwks_url.map(|u| {
                 Arc::new(Jwks {
                     url: u.to_string(),
@@ -405,6 +408,13 @@ impl Authenticator {
             verified: Default::default(),
             revocations: Default::default(),
         }
+    }
+
+    /// Requires every token's `iss` to be `issuer` (`KEYGATE_JWT_ISSUER`). Call before the
+    /// authenticator is cloned.
+    pub fn with_issuer(mut self, issuer: Option<&str>) -> Self {
+        self.issuer = issuer.map(Into::into);
+        self
     }
 
     /// Sets how long a fetched JWKS key set is used (`KEYGATE_JWKS_MAX_AGE_SECS`; one
@@ -491,9 +501,19 @@ impl Authenticator {
         v.validate_nbf = true;
         v.validate_exp = true;
         v.required_spec_claims = ["exp"].into_iter().map(String::from).collect();
+        // required when set: jsonwebtoken checks a present `aud` or `iss` against the
+        // expected one, but lets a token without the claim through unless it is required
+        // (so before, a token without `aud` passed a server with an audience set)
         match &self.audience {
-            Some(a) => v.set_audience(&[a.as_ref()]),
+            Some(a) => {
+                v.set_audience(&[a.as_ref()]);
+                v.required_spec_claims.insert("aud".into());
+            }
             None => v.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss.as_ref()]);
+            v.required_spec_claims.insert("iss".into());
         }
         v
     }
@@ -557,6 +577,9 @@ impl Authenticator {
                 K::ImmatureSignature => "token not yet valid",
                 K::InvalidSignature => "token signature invalid",
                 K::InvalidAudience => "token audience not accepted",
+                K::InvalidIssuer => "token issuer not accepted",
+                K::MissingRequiredClaim(c) if c == "aud" => "token audience not accepted",
+                K::MissingRequiredClaim(c) if c == "iss" => "token issuer not accepted",
                 _ => "token invalid",
             };
             tracing::debug!(reason = why, "token rejected");
@@ -697,10 +720,62 @@ pub fn mint_token_for_session(
     admin_claim: &str,
     session_id: Uuid,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    mint_scoped(
+        secret,
+        user,
+        admin,
+        role,
+        ttl,
+        &Scope {
+            admin_claim,
+            issuer: None,
+            audience: None,
+        },
+        session_id,
+    )
+}
+
+/// What a minted token must carry to be accepted by the server it is for: its admin
+/// claim's name and, when the server requires them (`KEYGATE_JWT_ISSUER`,
+/// `KEYGATE_JWT_AUDIENCE`), `iss` and `aud`.
+pub struct Scope<'a> {
+    pub admin_claim: &'a str,
+    pub issuer: Option<&'a str>,
+    pub audience: Option<&'a str>,
+}
+
+impl<'a> Scope<'a> {
+    /// The scope `config`'s server accepts.
+    pub fn of(config: &'a crate::config::Config) -> Scope<'a> {
+        Scope {
+            admin_claim: &config.admin_claim,
+            issuer: config.jwt_issuer.as_deref(),
+            audience: config.jwt_audience.as_deref(),
+        }
+    }
+}
+
+/// [`mint_token_for_session`] for a server that may require `iss` and `aud` (`keygate
+/// token`: before, its tokens were refused by a server with `KEYGATE_JWT_AUDIENCE` set).
+pub fn mint_scoped(
+    secret: &SecretString,
+    user: Option<Uuid>,
+    admin: bool,
+    role: &str,
+    ttl: Duration,
+    scope: &Scope<'_>,
+    session_id: Uuid,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let now = chrono::Utc::now().timestamp();
     let mut extra = HashMap::new();
     if admin {
-        extra.insert(admin_claim.to_string(), serde_json::Value::Bool(true));
+        extra.insert(scope.admin_claim.to_string(), serde_json::Value::Bool(true));
+    }
+    if let Some(iss) = scope.issuer {
+        extra.insert("iss".into(), iss.into());
+    }
+    if let Some(aud) = scope.audience {
+        extra.insert("aud".into(), aud.into());
     }
     let claims = Claims {
         sub: user.map(|u| u.to_string()),

@@ -48,6 +48,8 @@ pub struct Config {
     pub jwks_max_age_secs: u64,
     /// `KEYGATE_JWT_AUDIENCE` / `jwt_audience`: required `aud` claim, if set.
     pub jwt_audience: Option<String>,
+    /// `KEYGATE_JWT_ISSUER` / `jwt_issuer`: required `iss` claim, if set.
+    pub jwt_issuer: Option<String>,
     /// `KEYGATE_ADMIN_CLAIM` / `admin_claim`: claim that marks admins (`true`, or a role
     /// array containing `admin`). Default `keygate_admin`.
     pub admin_claim: String,
@@ -184,6 +186,7 @@ struct FileConfig {
     jwks_url: Option<String>,
     jwks_max_age_secs: Option<u64>,
     jwt_audience: Option<String>,
+    jwt_issuer: Option<String>,
     admin_claim: Option<String>,
     allowed_upstreams: Option<Vec<String>>,
     allowed_private_hosts: Option<Vec<String>>,
@@ -277,6 +280,7 @@ impl Default for Config {
             jwks_url: None,
             jwks_max_age_secs: 300,
             jwt_audience: None,
+            jwt_issuer: None,
             admin_claim: "keygate_admin".into(),
             allowed_upstreams: Vec::new(),
             allowed_private_hosts: Vec::new(),
@@ -553,6 +557,7 @@ impl Config {
             )?
             .clamp(1, crate::auth::JWKS_MAX_MAX_AGE.as_secs()),
             jwt_audience: env("KEYGATE_JWT_AUDIENCE").or(fc.jwt_audience),
+            jwt_issuer: env("KEYGATE_JWT_ISSUER").or(fc.jwt_issuer),
             admin_claim: env("KEYGATE_ADMIN_CLAIM")
                 .or(fc.admin_claim)
                 .unwrap_or_else(|| "keygate_admin".into()),

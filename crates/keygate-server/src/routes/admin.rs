@@ -226,6 +226,7 @@ pub fn setting_value(c: &Config, env: &str) -> Option<String> {
             .unwrap_or_else(|| "unset".into()),
         "KEYGATE_JWKS_MAX_AGE_SECS" => c.jwks_max_age_secs.to_string(),
         "KEYGATE_JWT_AUDIENCE" => opt(&c.jwt_audience),
+        "KEYGATE_JWT_ISSUER" => opt(&c.jwt_issuer),
         "KEYGATE_ADMIN_CLAIM" => c.admin_claim.clone(),
         "KEYGATE_ALLOWED_UPSTREAMS" => c.allowed_upstreams.join(", "),
         "KEYGATE_ALLOWED_PRIVATE_HOSTS" => c.allowed_private_hosts.join(", "),

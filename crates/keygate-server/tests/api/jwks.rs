@@ -799,3 +799,63 @@ crate::both_backends!(
         assert_eq!(s, 404);
     }
 );
+
+// With `KEYGATE_JWT_ISSUER` and `KEYGATE_JWT_AUDIENCE` set, a token must carry both: one
+// with another issuer or audience, or none, is refused; what `keygate token` mints
+// (`mint_scoped` with the server's scope) carries both and is accepted. Before, `iss` was
+// never checked, and `keygate token` left `aud` out, so its tokens were refused.
+#[tokio::test]
+async fn issuer_and_audience_are_required_when_set() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
+        c.jwt_issuer = Some("https://id.example.test/auth/v1".into());
+        c.jwt_audience = Some("authenticated".into());
+    })
+    .await
+    .unwrap();
+    let user = Uuid::new_v4();
+    let now = chrono::Utc::now().timestamp();
+    let refused = |(s, p): (u16, serde_json::Value), why: &str| {
+        assert_eq!(s, 401, "{why}: {p}");
+        assert!(p["detail"].as_str().unwrap().contains(why), "{p}");
+    };
+    let good = json!({"iss": "https://id.example.test/auth/v1", "aud": "authenticated"});
+    assert_eq!(
+        app.get("/v1/credentials", &app.token_with(user, now, good))
+            .await
+            .0,
+        200
+    );
+    for (claims, why) in [
+        (json!({"aud": "authenticated"}), "issuer"),
+        (
+            json!({"iss": "https://other.example.test/auth/v1", "aud": "authenticated"}),
+            "issuer",
+        ),
+        (
+            json!({"iss": "https://id.example.test/auth/v1"}),
+            "audience",
+        ),
+        (
+            json!({"iss": "https://id.example.test/auth/v1", "aud": "someone-else"}),
+            "audience",
+        ),
+    ] {
+        refused(
+            app.get("/v1/credentials", &app.token_with(user, now, claims))
+                .await,
+            why,
+        );
+    }
+    refused(app.get("/v1/credentials", &app.token(user)).await, "");
+    let minted = keygate_server::auth::mint_scoped(
+        &app.jwt_secret,
+        Some(user),
+        false,
+        "authenticated",
+        std::time::Duration::from_secs(600),
+        &keygate_server::auth::Scope::of(&app.state.config),
+        Uuid::new_v4(),
+    )
+    .unwrap();
+    assert_eq!(app.get("/v1/credentials", &minted).await.0, 200);
+}
