@@ -144,6 +144,43 @@ async fn sign_in_with_link(
 }
 
 /// The CSRF token in a console page's forms.
+/// Sets a vault password through the console's vault page (its form, with its CSRF
+/// token), as a browser behind `forwarded_for` would: the status and the page.
+async fn vault_setup_in_console(
+    app: &crate::helpers::TestApp,
+    c: &reqwest::Client,
+    cookie: &str,
+    forwarded_for: Option<&str>,
+) -> (u16, String) {
+    let page = c
+        .get(format!("{}/ui/vault", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+    let mut r = c
+        .post(format!("{}/ui/vault", app.base))
+        .header("cookie", cookie)
+        .header("origin", &app.base)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(ip) = forwarded_for {
+        r = r.header("x-forwarded-for", ip);
+    }
+    let r = r
+        .body(format!(
+            "csrf={csrf}&action=setup&password=correct+horse+battery+staple"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
 fn csrf_of(page: &str) -> String {
     page.split("name=\"csrf\" value=\"")
         .nth(1)
@@ -344,29 +381,8 @@ async fn console_actions_are_audited_with_the_browsers_address() {
     let c = no_redirects();
     let set = sign_in_with_link(&app, &c, user, None).await;
     let cookie = set.split(';').next().unwrap().to_string();
-    let page = c
-        .get(format!("{}/ui/vault", app.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = csrf_of(&page);
-    let r = c
-        .post(format!("{}/ui/vault", app.base))
-        .header("cookie", &cookie)
-        .header("origin", &app.base)
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "csrf={csrf}&action=setup&password=correct+horse+battery+staple"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = vault_setup_in_console(&app, &c, &cookie, Some("203.0.113.9")).await;
+    assert_eq!(status, 200);
     let (_, log) = app
         .get("/v1/audit?category=vault&action=setup", &app.token(user))
         .await;
@@ -518,31 +534,7 @@ crate::both_backends!(
         let c = no_redirects();
         let setup = |cookie: String| {
             let (app, c) = (&app, &c);
-            async move {
-                let page = c
-                    .get(format!("{}/ui/vault", app.base))
-                    .header("cookie", &cookie)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                let csrf = csrf_of(&page);
-                let c = c
-                    .post(format!("{}/ui/vault", app.base))
-                    .header("cookie", &cookie)
-                    .header("origin", &app.base)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(format!(
-                        "csrf={csrf}&action=setup&password=correct+horse+battery+staple"
-                    ))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = c.status();
-                (status.as_u16(), c.text().await.unwrap())
-            }
+            async move { vault_setup_in_console(app, c, &cookie, None).await }
         };
         let protection = |user: Uuid| {
             let app = &app;

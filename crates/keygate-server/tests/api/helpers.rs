@@ -162,25 +162,7 @@ impl TestApp {
     }
     /// A user token without a `session_id` claim, as other issuers may mint.
     pub fn token_without_session(&self, user: Uuid) -> String {
-        let now = chrono::Utc::now().timestamp();
-        let claims = keygate_server::auth::Claims {
-            sub: Some(user.to_string()),
-            role: Some("authenticated".into()),
-            exp: now + 600,
-            nbf: None,
-            iat: Some(now),
-            session_id: None,
-            // two tokens minted in the same second differ
-            extra: [("jti".to_string(), Uuid::new_v4().to_string().into())].into(),
-        };
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(
-                secrecy::ExposeSecret::expose_secret(&self.jwt_secret).as_bytes(),
-            ),
-        )
-        .unwrap()
+        self.token_with(user, chrono::Utc::now().timestamp(), serde_json::json!({}))
     }
     /// A user token issued at `iat` with these further claims (`auth_time`, `amr`, an
     /// admin flag), valid for ten minutes from now.
