@@ -2002,6 +2002,20 @@ both_backends!(
     }
 );
 
+/// PATCHes a connection's (`path`) `max_trade_usd` with token `t`: the status and the
+/// problem code, if any.
+async fn set_max_trade(app: &TestApp, path: &str, t: &str, max: &str) -> (u16, String) {
+    let (s, r) = app
+        .send(
+            reqwest::Method::PATCH,
+            path,
+            t,
+            json!({"limits": {"max_trade_usd": max}}),
+        )
+        .await;
+    (s, r["code"].as_str().unwrap_or_default().to_string())
+}
+
 // A token without a `session_id` claim is its own sign-in: another such token of the
 // same user cannot ride on its unlock to widen a policy. (Before, a token without the
 // claim passed on any recent unlock of its user.)
@@ -2031,17 +2045,7 @@ both_backends!(
         let path = format!("/v1/connections/{conn}");
         let widen = |t: String, max: &'static str| {
             let (app, path) = (&app, path.clone());
-            async move {
-                let (s, r) = app
-                    .send(
-                        reqwest::Method::PATCH,
-                        &path,
-                        &t,
-                        json!({"limits": {"max_trade_usd": max}}),
-                    )
-                    .await;
-                (s, r["code"].as_str().unwrap_or_default().to_string())
-            }
+            async move { set_max_trade(app, &path, &t, max).await }
         };
         let refused = (403, "fresh_unlock_required".to_string());
         assert_eq!(
@@ -2092,17 +2096,7 @@ both_backends!(
         let hour_ago = now - 3600;
         let widen = |t: String, max: &'static str| {
             let (app, path) = (&app, format!("/v1/connections/{conn}"));
-            async move {
-                let (s, r) = app
-                    .send(
-                        reqwest::Method::PATCH,
-                        &path,
-                        &t,
-                        json!({"limits": {"max_trade_usd": max}}),
-                    )
-                    .await;
-                (s, r["code"].as_str().unwrap_or_default().to_string())
-            }
+            async move { set_max_trade(app, &path, &t, max).await }
         };
         let refused = (403, "reauthentication_required".to_string());
 
