@@ -248,7 +248,8 @@ impl Store {
     }
 
     /// Crypto-shredding: destroys every DEK version of the user and their unlock session.
-    /// Ciphertexts stay, unreadable forever; metadata and audit remain.
+    /// Ciphertexts stay, unreadable forever; metadata and audit remain. A user with no DEK
+    /// yet gets a shredded key row, so nothing can be sealed for them afterwards either.
     ///
     /// `audit` builds the audit events of a shred that destroyed `n` key versions; they
     /// are appended to the chain in the same transaction, so a shred is never stored
@@ -274,6 +275,18 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            // a user with no key yet is shredded too: a key row that holds no key (no
+            // master-key version wraps it: 0) refuses every secret sealed for them later,
+            // as the destroyed keys of any other shredded user do
+            sqlx::query::<DB>(
+                "INSERT INTO user_keys (user_id, version, wrapped_dek, kek_version, protection, state, created_at, updated_at) \
+                 SELECT $1, 1, NULL, 0, 'platform', 'shredded', $2, $2 \
+                 WHERE NOT EXISTS (SELECT 1 FROM user_keys WHERE user_id = $1)",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query::<DB>("DELETE FROM vault_sessions WHERE user_id = $1")
                 .bind(user_id)
                 .execute(&mut *tx)

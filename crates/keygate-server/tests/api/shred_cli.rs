@@ -121,3 +121,58 @@ both_backends!(shred_from_the_command_line, |app: TestApp| async move {
         .unwrap();
     assert!(verify.ok);
 });
+
+// A user keygate holds no key of yet is shredded too (by themselves, or by an admin):
+// afterwards no secret can be stored for them, as for any shredded user. Before, the
+// shred answered 204 and changed nothing, so their next credential was sealed as usual.
+both_backends!(
+    shredding_a_user_without_keys_refuses_their_secrets_later,
+    |app: TestApp| async move {
+        let (own, by_admin) = (Uuid::new_v4(), Uuid::new_v4());
+        let (s, _) = app
+            .post(
+                "/v1/vault/shred",
+                &app.token(own),
+                json!({"confirm": "SHRED ALL MY SECRETS"}),
+            )
+            .await;
+        assert_eq!(s, 204);
+        let (s, _) = app
+            .post(
+                &format!("/v1/admin/users/{by_admin}/shred"),
+                &app.admin_token(Uuid::new_v4()),
+                json!({"confirm": "SHRED ALL MY SECRETS"}),
+            )
+            .await;
+        assert_eq!(s, 204);
+        for user in [own, by_admin] {
+            let t = app.token(user);
+            let (_, v) = app.get("/v1/vault/status", &t).await;
+            assert_eq!(v["shredded"], true, "{v}");
+            let (s, p) = app
+                .post(
+                    "/v1/credentials",
+                    &t,
+                    json!({"exchange": "binance", "label": "new", "api_key": "k", "api_secret": "s"}),
+                )
+                .await;
+            assert_eq!(
+                (s, p["code"].as_str()),
+                (410, Some("credential_shredded")),
+                "{p}"
+            );
+            // shredding again is a recorded no-op
+            let (s, _) = app
+                .post(
+                    "/v1/vault/shred",
+                    &t,
+                    json!({"confirm": "SHRED ALL MY SECRETS"}),
+                )
+                .await;
+            assert_eq!(s, 204);
+        }
+        // a master-key rotation has nothing to re-wrap in the rows that hold no key
+        let left = app.state.store.user_keys_not_on_kek(1, 10).await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+);
