@@ -186,11 +186,7 @@ impl Keyring {
         // No active key: either a new user, or one whose keys were shredded (then nothing
         // may be sealed for them again; before this check it was a 500 on the unique key).
         if !self.store.user_keys(actor, user).await?.is_empty() {
-            return Err(ApiError::new(
-                axum::http::StatusCode::GONE,
-                "credential_shredded",
-                "this user's keys were destroyed (crypto-shredded)",
-            ));
+            return Err(shredded());
         }
         let dek = Dek::generate();
         let ctx = WrapContext {
@@ -212,7 +208,11 @@ impl Keyring {
             created_at: now,
             updated_at: now,
         };
-        Ok(self.store.insert_first_user_key(actor, &rec).await?)
+        // a shred that committed in between leaves no active key: the same answer as above
+        self.store
+            .insert_first_user_key(actor, &rec)
+            .await?
+            .ok_or_else(shredded)
     }
 
     /// The DEK of `version` (or the active one) ready for sealing/opening. In password mode
@@ -239,11 +239,7 @@ impl Keyring {
         };
         let v = rec.version as u32;
         if rec.state == "shredded" || rec.wrapped_dek.is_none() {
-            return Err(ApiError::new(
-                axum::http::StatusCode::GONE,
-                "credential_shredded",
-                "this user's keys were destroyed (crypto-shredded)",
-            ));
+            return Err(shredded());
         }
         if let Some(d) = self.cached(actor, user, v).await? {
             return Ok(DekHandle { dek: d, version: v });
@@ -293,4 +289,14 @@ impl Keyring {
         self.put(user, v, dek.clone(), password);
         Ok(DekHandle { dek, version: v })
     }
+}
+
+/// 410 `credential_shredded`: the user's keys were destroyed, and nothing is sealed for
+/// them again.
+fn shredded() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::GONE,
+        "credential_shredded",
+        "this user's keys were destroyed (crypto-shredded)",
+    )
 }

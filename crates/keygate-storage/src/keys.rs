@@ -68,12 +68,12 @@ impl Store {
     }
 
     /// Inserts a first DEK for a user unless one appeared concurrently; returns the
-    /// active record either way.
+    /// active record either way, or `None` when the user was shredded meanwhile.
     pub async fn insert_first_user_key(
         &self,
         actor: Actor,
         rec: &UserKeyRecord,
-    ) -> Result<UserKeyRecord> {
+    ) -> Result<Option<UserKeyRecord>> {
         let ins = "INSERT INTO user_keys (user_id, version, wrapped_dek, kek_version, protection, state, created_at, updated_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, version) DO NOTHING";
         let sel = format!("SELECT {COLS} FROM user_keys WHERE user_id = $1 AND state = 'active' ORDER BY version DESC LIMIT 1");
@@ -89,9 +89,10 @@ impl Store {
                 .bind(rec.updated_at)
                 .execute(&mut *tx)
                 .await?;
+            // none when a shred came first: its key row holds no key
             sqlx::query_as::<DB, _>(&sel)
                 .bind(rec.user_id)
-                .fetch_one(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?
         }))
     }

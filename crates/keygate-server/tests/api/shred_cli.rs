@@ -171,6 +171,26 @@ both_backends!(
                 .await;
             assert_eq!(s, 204);
         }
+        // a first key being stored for them as the shred commits (it read no key row
+        // before): not stored, and no error but the shred's own
+        let now = keygate_storage::DbTime::now();
+        let racing = keygate_storage::UserKeyRecord {
+            user_id: own,
+            version: 1,
+            wrapped_dek: Some(vec![0; 60]),
+            kek_version: 1,
+            protection: "platform".into(),
+            state: "active".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let stored = app
+            .state
+            .store
+            .insert_first_user_key(keygate_storage::Actor::service(), &racing)
+            .await
+            .unwrap();
+        assert!(stored.is_none(), "{stored:?}");
         // a master-key rotation has nothing to re-wrap in the rows that hold no key
         let left = app.state.store.user_keys_not_on_kek(1, 10).await.unwrap();
         assert!(left.is_empty(), "{left:?}");
