@@ -58,7 +58,7 @@ pub(super) async fn need(s: &AppState, c: &Ctx) -> Result<Session, Response> {
 /// Every POST: same origin first (so a cross-origin post changes nothing, signed in or
 /// not), then a live session, then the form's CSRF token.
 pub(super) async fn guard(s: &AppState, c: &Ctx, form: &Form) -> Result<Session, Response> {
-    if !session::same_origin(&c.headers) {
+    if !session::same_origin(s, &c.headers) {
         return Err(forbidden(None, "cross-origin request refused"));
     }
     let sess = session::current(s, &c.headers)
@@ -130,7 +130,7 @@ pub async fn login_link_confirm(
     c: Ctx,
     Path(token): Path<String>,
 ) -> Response {
-    if !session::same_origin(&c.headers) {
+    if !session::same_origin(&s, &c.headers) {
         return forbidden(None, "cross-origin request refused");
     }
     if !link_token_ok(&token) {
@@ -233,7 +233,7 @@ fn session_failed(e: impl std::fmt::Display) -> Response {
 }
 
 pub async fn login_jwt(State(s): State<AppState>, c: Ctx, body: Bytes) -> Response {
-    if !session::same_origin(&c.headers) {
+    if !session::same_origin(&s, &c.headers) {
         return forbidden(None, "cross-origin request refused");
     }
     let form = Form::parse(&body);

@@ -275,8 +275,10 @@ async fn jwks_key_kept(state: &AppState, r: &UiSessionRecord) -> bool {
 /// True when the request's `Origin` (or, when it is absent or `null`, `Sec-Fetch-Site`)
 /// says it comes from this very site. Browsers send `Origin: null` on form posts from a
 /// page with `Referrer-Policy: no-referrer`, so `Sec-Fetch-Site` (which a page cannot
-/// forge) decides then. Fails closed: no evidence means cross-origin.
-pub fn same_origin(headers: &HeaderMap) -> bool {
+/// forge) decides then. Fails closed: no evidence means cross-origin. Where the console
+/// is reached over TLS ([`https`]), an `http://` origin on the same host is another
+/// origin (a page an attacker on the network served there before HSTS took hold).
+pub fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
     if site.is_some_and(|s| s != b"same-origin") {
@@ -291,6 +293,9 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
             let Ok(u) = url::Url::parse(origin) else {
                 return false;
             };
+            if https(state, headers) && u.scheme() != "https" {
+                return false;
+            }
             let Some(h) = u.host_str() else { return false };
             let authority = match u.port() {
                 Some(p) => format!("{h}:{p}"),

@@ -131,9 +131,15 @@ async fn sign_in_with_link(
     )
     .await
     .unwrap();
+    // behind a TLS proxy (`KEYGATE_ALLOW_PLAINTEXT`), the browser's origin is https
+    let origin = if app.state.config.allow_plaintext {
+        app.base.replacen("http://", "https://", 1)
+    } else {
+        app.base.clone()
+    };
     let mut r = c
         .post(&link)
-        .header("origin", &app.base)
+        .header("origin", origin)
         .header("content-type", "application/x-www-form-urlencoded");
     if let Some(k) = cookie {
         r = r.header("cookie", k);
@@ -366,6 +372,17 @@ async fn behind_a_tls_proxy_the_console_cookie_is_secure() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the proxy forwards the cookie: signed in");
+    // a plain-http page on the same host is another origin there: no sign-in from it
+    let r = c
+        .post(format!("{}/ui/login", app.base))
+        .header("origin", &app.base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", app.token(Uuid::new_v4())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
 }
 
 // Behind a trusted proxy, what a console page does through the API is audited with the

@@ -536,9 +536,14 @@ async fn a_console_behind_a_tls_proxy_gets_a_secure_cookie() {
     let sign_in = |proxy: Option<(&'static str, &'static str)>| {
         let (c, base, token) = (c.clone(), app.base.clone(), app.token(Uuid::new_v4()));
         async move {
+            // the browser's origin: https when a TLS proxy says so
+            let origin = match proxy {
+                Some(_) => base.replacen("http://", "https://", 1),
+                None => base.clone(),
+            };
             let mut req = c
                 .post(format!("{base}/ui/login"))
-                .header("origin", &base)
+                .header("origin", origin)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(format!("token={token}"));
             if let Some((k, v)) = proxy {
