@@ -183,7 +183,19 @@ fn is_limit(order_type: &str) -> bool {
 /// Spot order (`place-order`, `batch-orders`). Market buys are sized in the quote coin
 /// (Bitget "Place Order": size is "quote coin amount" for market buys).
 fn spot_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    // `planType` is a plan order's: on a plain order Bitget ignores it, so it must not
+    // make keygate read `size` as a quote amount (a 10 BTC sell checked as $10)
+    refuse(v, &["planType"])?;
     spot_order_with(v, settled, "price")
+}
+
+/// `Err` when `v` has any of `fields`: the exchange reads another field for what they
+/// would tell keygate, so which one counts would be in doubt.
+fn refuse(v: &Value, fields: &[&'static str]) -> Result<(), ParseError> {
+    match fields.iter().find(|f| v.get(**f).is_some()) {
+        Some(f) => Err(ParseError::InvalidValue(f)),
+        None => Ok(()),
+    }
 }
 
 /// Spot plan order (`place-plan-order`): on trigger it places a limit order at
@@ -258,19 +270,40 @@ fn margin_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseEr
     Ok(o)
 }
 
-/// An amendment (`cancel-replace-order`, `modify-order`, `modify-*-order`): may raise size
-/// or move the price, so not a cancel.
-fn amend(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+/// An amendment: may raise size or move the price, so not a cancel. Each endpoint names
+/// its new size and price its own way, and the other names are refused: the exchange
+/// ignores them, so a small `newSize` beside the `size` Bitget reads must not be what
+/// keygate checks.
+fn amend_with(
+    v: &Value,
+    settled: Option<&str>,
+    size: &'static str,
+    price: &'static str,
+) -> Result<OrderIntent, ParseError> {
+    let others: Vec<&'static str> = ["size", "newSize", "price", "newPrice", "executePrice"]
+        .into_iter()
+        .filter(|f| *f != size && *f != price)
+        .collect();
+    refuse(v, &others)?;
     let mut o = symbol_intent(symbol_of(v, settled)?);
-    o.quantity = match opt_positive_decimal(v, "newSize")? {
-        Some(s) => Some(s),
-        None => opt_positive_decimal(v, "size")?,
-    };
-    o.price = match opt_positive_decimal(v, "newPrice")? {
-        Some(p) => Some(p),
-        None => opt_positive_decimal(v, "price")?,
-    };
+    o.quantity = opt_positive_decimal(v, size)?;
+    o.price = opt_positive_decimal(v, price)?;
     Ok(o)
+}
+
+/// Spot `cancel-replace-order` (and each of `batch-cancel-replace-order`): `size`, `price`.
+fn amend_spot(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    amend_with(v, settled, "size", "price")
+}
+
+/// Spot `modify-plan-order`, mix `modify-tpsl-order`: `size`, `executePrice`.
+fn amend_plan(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    amend_with(v, settled, "size", "executePrice")
+}
+
+/// Mix `modify-order`, `modify-plan-order`: `newSize`, `newPrice`.
+fn amend_mix(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    amend_with(v, settled, "newSize", "newPrice")
 }
 
 fn cancel(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
@@ -367,17 +400,16 @@ fn trade_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
                 _ => return Ok(RequestIntent::None),
             }
         }
-        "/api/v2/spot/trade/cancel-replace-order"
-        | "/api/v2/spot/trade/modify-plan-order"
-        | "/api/v2/mix/order/modify-order"
-        | "/api/v2/mix/order/modify-plan-order" => one(amend)?,
+        "/api/v2/spot/trade/cancel-replace-order" => one(amend_spot)?,
+        "/api/v2/spot/trade/modify-plan-order" => one(amend_plan)?,
+        "/api/v2/mix/order/modify-order" | "/api/v2/mix/order/modify-plan-order" => one(amend_mix)?,
         "/api/v2/mix/order/modify-tpsl-order" => {
-            let mut o = amend(body, None)?;
+            let mut o = amend_plan(body, None)?;
             o.reduce_only = true;
             vec![o]
         }
         "/api/v2/spot/trade/batch-cancel-replace-order" => {
-            batch(body, amend, BatchSymbol::PerOrder)?
+            batch(body, amend_spot, BatchSymbol::PerOrder)?
         }
         "/api/v2/mix/order/place-order" | "/api/v2/mix/order/place-plan-order" => one(mix_order)?,
         "/api/v2/mix/order/batch-place-order" => batch(body, mix_order, BatchSymbol::Envelope)?,
@@ -1084,6 +1116,74 @@ mod tests {
         );
         assert_eq!(o[0].price, Some(Decimal::from(61_000)));
         assert!(o[0].price_is_limit);
+    }
+
+    // Each amendment is read from the fields Bitget reads for that endpoint, and the
+    // other names are refused: before, `newSize` was taken before `size` everywhere, so a
+    // spot cancel-replace sized by a tiny `newSize` replaced at Bitget's `size`; and
+    // `planType: total` on a plain spot order made `size` a quote amount.
+    #[test]
+    fn amendments_and_plain_orders_read_the_fields_bitget_reads() {
+        let parse = |path: &str, body: &str| Bitget.parse_intent(Trade, &post(path, body));
+        let one = |path: &str, body: &str| orders(parse(path, body).unwrap()).remove(0);
+        let o = one(
+            "/api/v2/spot/trade/cancel-replace-order",
+            r#"{"symbol":"BTCUSDT","orderId":"1","price":"60000","size":"50"}"#,
+        );
+        assert_eq!(
+            (o.quantity, o.price),
+            (Some(Decimal::from(50)), Some(Decimal::from(60_000)))
+        );
+        let o = one(
+            "/api/v2/mix/order/modify-order",
+            r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","orderId":"1","newSize":"50","newPrice":"60000","newClientOid":"x"}"#,
+        );
+        assert_eq!(
+            (o.quantity, o.price),
+            (Some(Decimal::from(50)), Some(Decimal::from(60_000)))
+        );
+        let o = one(
+            "/api/v2/spot/trade/modify-plan-order",
+            r#"{"orderId":"1","symbol":"BTCUSDT","triggerPrice":"59000","orderType":"limit","executePrice":"60000","size":"50"}"#,
+        );
+        assert_eq!(
+            (o.quantity, o.price),
+            (Some(Decimal::from(50)), Some(Decimal::from(60_000)))
+        );
+        for (path, body) in [
+            (
+                "/api/v2/spot/trade/cancel-replace-order",
+                r#"{"symbol":"BTCUSDT","orderId":"1","price":"60000","size":"50","newSize":"0.0001"}"#,
+            ),
+            (
+                "/api/v2/spot/trade/batch-cancel-replace-order",
+                r#"{"orderList":[{"symbol":"BTCUSDT","orderId":"1","price":"60000","size":"50","newSize":"0.0001"}]}"#,
+            ),
+            (
+                "/api/v2/mix/order/modify-order",
+                r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","orderId":"1","newSize":"50","size":"0.0001"}"#,
+            ),
+            (
+                "/api/v2/spot/trade/modify-plan-order",
+                r#"{"orderId":"1","symbol":"BTCUSDT","executePrice":"60000","size":"50","price":"1"}"#,
+            ),
+            (
+                "/api/v2/spot/trade/place-order",
+                r#"{"symbol":"BTCUSDT","side":"sell","orderType":"market","size":"10","planType":"total"}"#,
+            ),
+            (
+                "/api/v2/spot/trade/batch-orders",
+                r#"{"symbol":"BTCUSDT","orderList":[{"side":"buy","orderType":"limit","force":"gtc","price":"60000","size":"10","planType":"total"}]}"#,
+            ),
+        ] {
+            assert!(parse(path, body).is_err(), "{path} {body}");
+        }
+        // a plan order's `planType` still counts
+        let o = one(
+            "/api/v2/spot/trade/place-plan-order",
+            r#"{"symbol":"BTCUSDT","side":"buy","orderType":"market","size":"100","triggerPrice":"60000","planType":"total"}"#,
+        );
+        assert_eq!(o.quote_amount, Some(Decimal::from(100)));
     }
 
     #[test]
