@@ -424,6 +424,29 @@ fn parse_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseErr
     Ok(o)
 }
 
+/// `POST /api/v1/hf/orders/alter`: KuCoin resizes and reprices a resting order from
+/// `newSize` and `newPrice` (the side stays the order's, unknown here: policy sizes it at
+/// the reference price, or refuses it under a cap). A new order's fields are refused:
+/// KuCoin ignores them, and checked instead they would let a 50 BTC resize pass as a tiny
+/// order.
+fn alter_intent(v: &Value) -> Result<OrderIntent, ParseError> {
+    if let Some(f) = ["side", "size", "funds", "price", "type"]
+        .into_iter()
+        .find(|f| v.get(*f).is_some())
+    {
+        return Err(ParseError::InvalidValue(f));
+    }
+    let symbol = str_field(v, "symbol")?;
+    let mut o = OrderIntent::new(symbol);
+    (o.base, o.quote) = split_symbol(symbol);
+    o.quantity = util::json_opt_decimal("newSize", v.get("newSize"))?;
+    o.price = util::json_opt_decimal("newPrice", v.get("newPrice"))?;
+    if o.quantity.is_none() && o.price.is_none() {
+        return Err(ParseError::MissingField("newSize"));
+    }
+    Ok(o)
+}
+
 fn cancel_intent(req: &OutgoingRequest, body: Option<&Value>) -> Result<RequestIntent, ParseError> {
     let q = query_pairs(req);
     let symbol = util::pair(&q, "symbol")?
@@ -505,6 +528,11 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
     }
     if path.ends_with("/orders/multi") || path.ends_with("/orders/multi/sync") {
         return batch_orders(path, &body);
+    }
+    if path.ends_with("/hf/orders/alter") {
+        return Ok(RequestIntent::Orders {
+            orders: vec![alter_intent(&body)?],
+        });
     }
     if !body.is_object() {
         return Err(ParseError::InvalidValue("body"));
@@ -645,6 +673,37 @@ mod tests {
         assert_eq!(c(Method::POST, "/api/v1/earn/orders"), Unknown);
         assert_eq!(c(Method::GET, "/api/v9/something"), Unknown);
         assert_eq!(c(Method::PUT, "/api/v1/orders"), Unknown);
+    }
+
+    // An HF order's alteration is read from `newSize`/`newPrice`, what KuCoin applies;
+    // before, it was parsed as a new order, so made-up `side`/`size` fields were checked
+    // while KuCoin resized the order to `newSize`.
+    #[test]
+    fn an_alteration_is_read_from_what_kucoin_applies() {
+        let alter = |body: &str| {
+            Kucoin.parse_intent(
+                EndpointClass::Trade,
+                &req(Method::POST, "/api/v1/hf/orders/alter", None, body),
+            )
+        };
+        let RequestIntent::Orders { orders } =
+            alter(r#"{"symbol":"BTC-USDT","orderId":"1","newSize":"50","newPrice":"60000"}"#)
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(orders[0].quantity, Some(d("50")));
+        assert_eq!(orders[0].price, Some(d("60000")));
+        assert_eq!(orders[0].side, None);
+        assert_eq!(orders[0].base.as_deref(), Some("BTC"));
+        for body in [
+            r#"{"symbol":"BTC-USDT","orderId":"1","newSize":"50","newPrice":"60000","side":"buy","size":"0.0001","price":"1"}"#,
+            r#"{"symbol":"BTC-USDT","orderId":"1","newSize":"50","funds":"1"}"#,
+            r#"{"orderId":"1","newSize":"50"}"#,
+            r#"{"symbol":"BTC-USDT","orderId":"1"}"#,
+        ] {
+            assert!(alter(body).is_err(), "{body}");
+        }
     }
 
     #[test]
