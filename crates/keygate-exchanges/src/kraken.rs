@@ -189,13 +189,28 @@ impl Exchange for Kraken {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(RequestIntent::Orders { orders })
             }
-            (EndpointClass::Trade, "EditOrder" | "AmendOrder") => {
-                // Amends can raise size: not a cancel.
-                let pair = fields.get("pair")?.unwrap_or_default();
+            // Amends can raise size: not a cancel. Each is read from the fields Kraken reads
+            // for it, and the other's are refused (Kraken ignores them: checked instead,
+            // they would let a large amendment pass as a small one).
+            (EndpointClass::Trade, "EditOrder") => {
+                fields.refuse(&["order_qty", "limit_price"])?;
+                let pair = fields
+                    .get("pair")?
+                    .ok_or(ParseError::MissingField("pair"))?;
                 let mut o = OrderIntent::new(pair.clone());
                 (o.base, o.quote) = split_pair(&pair);
-                o.quantity = fields.decimal("volume")?.or(fields.decimal("order_qty")?);
-                o.price = fields.decimal("price")?.or(fields.decimal("limit_price")?);
+                o.quantity = fields.decimal("volume")?;
+                o.price = fields.decimal("price")?;
+                Ok(RequestIntent::Orders { orders: vec![o] })
+            }
+            (EndpointClass::Trade, "AmendOrder") => {
+                // AmendOrder names no pair (the order's own applies): a `pair` sent along
+                // would be the caller's word for it, so it is refused, and the order has
+                // no symbol, which policy refuses (as Coinbase's edits).
+                fields.refuse(&["pair", "volume", "price"])?;
+                let mut o = OrderIntent::new("");
+                o.quantity = fields.decimal("order_qty")?;
+                o.price = fields.decimal("limit_price")?;
                 Ok(RequestIntent::Orders { orders: vec![o] })
             }
             (
@@ -433,6 +448,20 @@ impl Fields {
                 _ => None,
             },
         })
+    }
+
+    /// `Err` when any of `names` is present at all.
+    fn refuse(&self, names: &[&'static str]) -> Result<(), ParseError> {
+        for name in names {
+            let present = match self {
+                Fields::Form(p) => p.iter().any(|(k, _)| k == name),
+                Fields::Json(v) => v.get(*name).is_some(),
+            };
+            if present {
+                return Err(ParseError::InvalidValue(name));
+            }
+        }
+        Ok(())
     }
 
     fn decimal(&self, name: &'static str) -> Result<Option<Decimal>, ParseError> {
@@ -742,6 +771,53 @@ mod tests {
         );
         assert_eq!(Kraken.classify(&Method::GET, "/0/private/Balance"), Unknown);
         assert_eq!(Kraken.classify(&Method::GET, "/0/public/Ticker"), Public);
+    }
+
+    // EditOrder reads `pair`, `volume` and `price`; AmendOrder `order_qty` and
+    // `limit_price` and names no pair. Before, both took `volume` before `order_qty` and
+    // trusted a `pair` AmendOrder does not use: a little DOGE checked, a 100 BTC amend made.
+    #[test]
+    fn amendments_are_read_from_what_kraken_applies() {
+        let parse =
+            |path: &str, body: &str| Kraken.parse_intent(EndpointClass::Trade, &req(path, body));
+        let RequestIntent::Orders { orders } = parse(
+            "/0/private/EditOrder",
+            "nonce=1&txid=O1&pair=XXBTZUSD&volume=100&price=60000",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (orders[0].quantity, orders[0].price),
+            (Some(d("100")), Some(d("60000")))
+        );
+        assert_eq!(orders[0].base.as_deref(), Some("BTC"));
+        let RequestIntent::Orders { orders } = parse(
+            "/0/private/AmendOrder",
+            "nonce=1&txid=O1&order_qty=100&limit_price=60000",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(orders[0].quantity, Some(d("100")));
+        assert_eq!(orders[0].symbol, "", "no pair: policy refuses it");
+        for (path, body) in [
+            (
+                "/0/private/AmendOrder",
+                "nonce=1&txid=O1&pair=XDGUSD&volume=0.001&order_qty=100",
+            ),
+            (
+                "/0/private/AmendOrder",
+                "nonce=1&txid=O1&order_qty=100&pair=XDGUSD",
+            ),
+            (
+                "/0/private/EditOrder",
+                "nonce=1&txid=O1&pair=XXBTZUSD&volume=1&order_qty=100",
+            ),
+            ("/0/private/EditOrder", "nonce=1&txid=O1&volume=1"),
+        ] {
+            assert!(parse(path, body).is_err(), "{path} {body}");
+        }
     }
 
     #[test]
