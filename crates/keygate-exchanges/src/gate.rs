@@ -732,7 +732,10 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
             let initial = field(&b, "initial")?;
             orders(vec![futures_order(initial, settle)?])
         }
-        ["futures" | "delivery", settle, "positions", contract, what] => {
+        // A position's margin, leverage or risk limit, in single or (dual_comp) hedge mode:
+        // the contract's symbol lists and `max_leverage` apply to both.
+        ["futures" | "delivery", settle, "positions", contract, what]
+        | ["futures", settle, "dual_comp", "positions", contract, what] => {
             let mut o = OrderIntent::new(*contract);
             o.base = split_pair(contract).0;
             o.quote = Some(settle.to_ascii_uppercase());
@@ -744,7 +747,7 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
             }
             orders(vec![o])
         }
-        ["futures", _, "dual_mode"] | ["futures", _, "dual_comp", ..] => Ok(RequestIntent::None),
+        ["futures", _, "dual_mode"] => Ok(RequestIntent::None),
         ["options", "orders"] => {
             let b = body()?;
             let contract = str_field(&b, "contract")?;
@@ -969,6 +972,30 @@ mod tests {
             "",
         ));
         assert_eq!(o.leverage, Some(d("10")));
+        // hedge mode's leverage too (before, it was not checked at all)
+        let o = one_order(&req(
+            Method::POST,
+            "/api/v4/futures/usdt/dual_comp/positions/DOGE_USDT/leverage",
+            Some("leverage=100"),
+            "",
+        ));
+        assert_eq!(
+            (o.symbol.as_str(), o.leverage),
+            ("DOGE_USDT", Some(d("100")))
+        );
+        for path in [
+            "/api/v4/futures/usdt/dual_comp/positions/DOGE_USDT",
+            "/api/v4/futures/usdt/dual_comp/positions/DOGE_USDT/leverage",
+        ] {
+            let q = path
+                .ends_with("leverage")
+                .then_some("cross_leverage_limit=100");
+            let r = req(Method::POST, path, q, "");
+            assert!(
+                Gate.parse_intent(EndpointClass::Trade, &r).is_err(),
+                "{path}"
+            );
+        }
         let o = one_order(&req(
             Method::DELETE,
             "/api/v4/spot/orders",
