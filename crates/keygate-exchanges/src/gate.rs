@@ -213,7 +213,19 @@ pub const ROUTES: &[RouteRow] = &[
     ("*", "/api/v4/wallet/sub_account_*", SubAccount),
     ("POST", "/api/v4/wallet/small_balance", Trade),
     ("GET", "/api/v4/wallet/**", Read),
-    // Sub-accounts and their keys.
+    // Sub-accounts' API keys are `manage`, as on Binance, OKX, Bybit and Bitget: a key
+    // made there is one keygate never sees, with none of this connection's limits.
+    (
+        "POST|PUT|DELETE",
+        "/api/v4/sub_accounts/{user_id}/keys",
+        Manage,
+    ),
+    (
+        "POST|PUT|DELETE",
+        "/api/v4/sub_accounts/{user_id}/keys/**",
+        Manage,
+    ),
+    // Sub-accounts.
     ("*", "/api/v4/sub_accounts/**", SubAccount),
     // Account.
     ("GET", "/api/v4/account/**", Read),
@@ -899,6 +911,18 @@ mod tests {
             Read
         );
         assert_eq!(Gate.classify(&Method::GET, "/api/v4/spot/accounts"), Read);
+        // a sub-account's API keys are `manage`, the rest of sub-accounts `sub_account`
+        for (m, p) in [
+            (Method::POST, "/api/v4/sub_accounts/123/keys"),
+            (Method::PUT, "/api/v4/sub_accounts/123/keys/abc"),
+            (Method::DELETE, "/api/v4/sub_accounts/123/keys/abc"),
+        ] {
+            assert_eq!(Gate.classify(&m, p), Manage, "{m} {p}");
+        }
+        assert_eq!(
+            Gate.classify(&Method::POST, "/api/v4/sub_accounts"),
+            SubAccount
+        );
         assert_eq!(Gate.classify(&Method::POST, "/api/v4/spot/orders"), Trade);
         assert_eq!(Gate.classify(&Method::DELETE, "/api/v4/spot/orders"), Trade);
         assert_eq!(Gate.classify(&Method::GET, "/api/v4/spot/orders"), Read);

@@ -106,7 +106,11 @@ pub const ROUTES: &[RouteRow] = &[
     ("GET", "/api/v1/withdrawals/quotas", Read),
     ("GET", "/api/v1/withdrawals/**", Read),
     ("GET", "/api/v1/hist-withdrawals", Read),
-    // Sub-accounts: creation, their keys, balances and transfers.
+    // Sub-accounts' API keys are `manage`, as on Binance, OKX, Bybit and Bitget: a key
+    // made there is one keygate never sees, with none of this connection's limits.
+    ("POST|DELETE", "/api/v1/sub/api-key", Manage),
+    ("POST|DELETE", "/api/v1/sub/api-key/**", Manage),
+    // Sub-accounts: creation, balances and transfers.
     ("*", "/api/v1/sub/**", SubAccount),
     ("*", "/api/v2/sub/**", SubAccount),
     ("*", "/api/v1/sub-accounts/**", SubAccount),
@@ -651,6 +655,11 @@ mod tests {
     fn classes() {
         use EndpointClass::*;
         let c = |m: Method, p: &str| Kucoin.classify(&m, p);
+        // a sub-account's API key is `manage`, its transfers and balances `sub_account`
+        assert_eq!(c(Method::POST, "/api/v1/sub/api-key"), Manage);
+        assert_eq!(c(Method::POST, "/api/v1/sub/api-key/update"), Manage);
+        assert_eq!(c(Method::DELETE, "/api/v1/sub/api-key"), Manage);
+        assert_eq!(c(Method::POST, "/api/v1/sub/user/created"), SubAccount);
         assert_eq!(c(Method::GET, "/api/v1/accounts"), Read);
         assert_eq!(c(Method::GET, "/api/v1/accounts/ledgers"), Read);
         assert_eq!(c(Method::POST, "/api/v2/accounts/inner-transfer"), Transfer);
