@@ -199,6 +199,7 @@ impl Exchange for Kraken {
                     .ok_or(ParseError::MissingField("pair"))?;
                 let mut o = OrderIntent::new(pair.clone());
                 (o.base, o.quote) = split_pair(&pair);
+                o.aliases = pair_aliases(&o);
                 o.quantity = fields.decimal("volume")?;
                 o.price = fields.decimal("price")?;
                 Ok(RequestIntent::Orders { orders: vec![o] })
@@ -508,6 +509,42 @@ impl Fields {
 }
 
 /// Base and quote of a Kraken pair: `XBTUSD`, `XXBTZUSD`, `XBT/USD`, `ETHUSDT`.
+/// Every spelling of the order's pair that Kraken accepts: its own asset codes (`XBT`,
+/// `XDG`) and their legacy four-letter forms (`XXBT`, `ZUSD`), run together. A symbol
+/// list entry written in any of them (`XBTUSD`, `XXBTZUSD`, `XETHZUSD`) then applies to
+/// an order sent with another (`BTC/USD`, `ETHUSD`).
+fn pair_aliases(o: &OrderIntent) -> Vec<String> {
+    let (Some(base), Some(quote)) = (&o.base, &o.quote) else {
+        return Vec::new();
+    };
+    const FIAT: [&str; 7] = ["USD", "EUR", "GBP", "CAD", "JPY", "CHF", "AUD"];
+    let spellings = |a: &str| -> Vec<String> {
+        let own = match a {
+            "BTC" => "XBT",
+            "DOGE" => "XDG",
+            a => a,
+        };
+        let legacy = if FIAT.contains(&own) {
+            format!("Z{own}")
+        } else {
+            format!("X{own}")
+        };
+        let mut v = vec![a.to_string(), own.to_string()];
+        if own.len() == 3 {
+            v.push(legacy);
+        }
+        v.dedup();
+        v
+    };
+    let mut out = Vec::new();
+    for b in spellings(base) {
+        for q in spellings(quote) {
+            out.push(format!("{b}{q}"));
+        }
+    }
+    out
+}
+
 fn split_pair(pair: &str) -> (Option<String>, Option<String>) {
     let norm = |a: &str| match a {
         "XBT" | "XXBT" => "BTC".to_string(),
@@ -569,6 +606,7 @@ fn order(f: &Fields, pair: Option<&str>) -> Result<OrderIntent, ParseError> {
     };
     let mut o = OrderIntent::new(pair.clone());
     (o.base, o.quote) = split_pair(&pair);
+    o.aliases = pair_aliases(&o);
     o.side = Some(match f.get("type")?.as_deref() {
         Some("buy") => Side::Buy,
         Some("sell") => Side::Sell,
@@ -818,6 +856,34 @@ mod tests {
         ] {
             assert!(parse(path, body).is_err(), "{path} {body}");
         }
+    }
+
+    // Kraken's spellings of one pair (its `XBT`/`XDG` codes, the legacy `X…Z…` names)
+    // are carried along, so a symbol list entry in any of them applies.
+    #[test]
+    fn a_pair_carries_its_other_spellings() {
+        let aliases = |pair: &str| {
+            let body = format!("nonce=1&pair={pair}&type=buy&ordertype=limit&volume=1&price=1");
+            let RequestIntent::Orders { orders } = Kraken
+                .parse_intent(EndpointClass::Trade, &req("/0/private/AddOrder", &body))
+                .unwrap()
+            else {
+                panic!()
+            };
+            orders[0].aliases.clone()
+        };
+        for pair in ["XXBTZUSD", "XBTUSD", "BTC/USD"] {
+            let a = aliases(pair);
+            for spelling in ["XBTUSD", "XXBTZUSD", "BTCUSD"] {
+                assert!(a.iter().any(|x| x == spelling), "{pair}: {a:?}");
+            }
+        }
+        let a = aliases("ETHUSD");
+        assert!(a.iter().any(|x| x == "XETHZUSD"), "{a:?}");
+        let a = aliases("XDGUSD");
+        assert!(a.iter().any(|x| x == "DOGEUSD"), "{a:?}");
+        // another market's spellings are not among them
+        assert!(!aliases("ETHUSD").iter().any(|x| x.contains("XBT")));
     }
 
     #[test]

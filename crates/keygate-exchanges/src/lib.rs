@@ -303,6 +303,11 @@ pub struct OrderIntent {
     pub reduce_only: bool,
     /// True when this request only cancels/amends and cannot increase exposure.
     pub is_cancel: bool,
+    /// Other spellings the exchange accepts for this market (Kraken: `XBTUSD`, `XXBTZUSD`
+    /// and `BTCUSD` are one pair), so that a symbol list entry written any of those ways
+    /// applies to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl OrderIntent {
@@ -322,6 +327,7 @@ impl OrderIntent {
             leverage: None,
             reduce_only: false,
             is_cancel: false,
+            aliases: Vec::new(),
         }
     }
 }

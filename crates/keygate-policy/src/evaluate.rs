@@ -425,7 +425,10 @@ fn check_symbol(limits: &Limits, o: &OrderIntent) -> Result<(), Denial> {
     };
     let matches = |entry: &String| {
         let e = normalize_symbol(entry);
-        !e.is_empty() && (e == native || pair.as_ref() == Some(&e))
+        !e.is_empty()
+            && (e == native
+                || pair.as_ref() == Some(&e)
+                || o.aliases.iter().any(|a| normalize_symbol(a) == e))
     };
     let shown = for_message(&o.symbol, 64);
     if limits.blocked_symbols.iter().any(matches) {

@@ -451,6 +451,27 @@ fn blocked_wins_over_allowed_and_applies_to_reduce_only() {
     assert_eq!(denied(&p, &orders(vec![o])), DenyCode::SymbolBlocked);
 }
 
+// A list entry written in another spelling the exchange accepts for the market (an
+// exchange module's `aliases`) applies to it, in block and allow lists alike.
+#[test]
+fn symbol_lists_match_the_markets_other_spellings() {
+    let mut o = order("ETHUSD", Side::Buy, "0.1", Some("3000"));
+    (o.base, o.quote) = (Some("ETH".into()), Some("USD".into()));
+    o.aliases = vec!["XETHZUSD".into(), "ETHZUSD".into()];
+    let mut p = policy();
+    p.limits.blocked_symbols = vec!["XETHZUSD".into()];
+    assert_eq!(
+        denied(&p, &orders(vec![o.clone()])),
+        DenyCode::SymbolBlocked
+    );
+    let mut p = policy();
+    p.limits.allowed_symbols = Some(vec!["XETHZUSD".into()]);
+    allowed(&p, &orders(vec![o.clone()]));
+    // without the alias the entry is another market's spelling
+    o.aliases.clear();
+    assert_eq!(denied(&p, &orders(vec![o])), DenyCode::SymbolNotAllowed);
+}
+
 #[test]
 fn cancels_are_exempt_from_symbol_and_size_rules() {
     let mut p = policy();
