@@ -326,6 +326,9 @@ impl Application {
             .map(crate::tls::TlsReloader::load)
             .transpose()?;
         let state = prepare(config).await?;
+        crate::ui::session::end_sessions_of_changed_token_settings(&state)
+            .await
+            .map_err(|e| ConfigError(format!("cannot check the console's sessions: {e}")))?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| ConfigError(format!("cannot listen on {listen}: {e}")))?;

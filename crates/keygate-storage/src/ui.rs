@@ -160,6 +160,19 @@ impl Store {
         }))
     }
 
+    /// Ends every console session opened with a token (not those opened with a sign-in
+    /// link); returns how many.
+    pub async fn end_token_ui_sessions(&self) -> Result<u64> {
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>(
+                "DELETE FROM ui_sessions WHERE opened_by IS NOT NULL OR jwks_kid IS NOT NULL",
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        }))
+    }
+
     /// Ends a session (logout), and drops every expired session and used or expired link.
     pub async fn delete_ui_session(&self, id_hash: &[u8]) -> Result<()> {
         let now = DbTime::now();

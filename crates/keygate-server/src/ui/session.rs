@@ -107,6 +107,47 @@ fn cookie_name(secure: bool) -> &'static str {
     }
 }
 
+/// Where the token settings console sessions were last opened under are kept.
+const META_TOKEN_SETTINGS: &str = "console_token_settings";
+
+/// A console session opened with a token holds what the token settings made of it then
+/// (its user, its admin flag): when `KEYGATE_ADMIN_CLAIM`, `KEYGATE_JWT_AUDIENCE` or
+/// `KEYGATE_JWT_ISSUER` changed since the last start, such sessions are ended (a token
+/// the new settings refuse, or no longer take for an admin, must not keep its console
+/// session). Sessions opened with a sign-in link depend on none of these and stay.
+pub async fn end_sessions_of_changed_token_settings(state: &AppState) -> anyhow::Result<()> {
+    let c = &state.config;
+    let mut d = Sha256::new();
+    for part in [
+        Some(c.admin_claim.as_str()),
+        c.jwt_audience.as_deref(),
+        c.jwt_issuer.as_deref(),
+    ] {
+        // tagged, so that an unset value and an empty one differ
+        match part {
+            Some(p) => {
+                d.update(b"1");
+                d.update((p.len() as u64).to_be_bytes());
+                d.update(p.as_bytes());
+            }
+            None => d.update(b"0"),
+        }
+    }
+    let now = hex::encode(d.finalize());
+    let before = state.store.meta_get(META_TOKEN_SETTINGS).await?;
+    if before.as_deref() != Some(now.as_str()) {
+        let n = state.store.end_token_ui_sessions().await?;
+        if n > 0 {
+            tracing::warn!(
+                sessions = n,
+                "token settings changed: console sessions opened with a token were ended"
+            );
+        }
+        state.store.meta_set(META_TOKEN_SETTINGS, &now).await?;
+    }
+    Ok(())
+}
+
 /// Creates a session for `user_id` and returns its `Set-Cookie` value. The session ends
 /// [`ABSOLUTE`] after sign-in or at `not_after`, whichever is first: a session opened with
 /// a pasted JWT ends when the token expires (its identity and admin flag are the token's,

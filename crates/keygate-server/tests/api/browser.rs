@@ -574,3 +574,38 @@ crate::both_backends!(
         assert_eq!(protection(user).await, "password");
     }
 );
+
+// A console session opened with a token holds what the token settings made of it: a
+// restart with another `KEYGATE_JWT_AUDIENCE` (or issuer, or admin claim) ends such
+// sessions, which the new settings might refuse; one opened with a sign-in link stays,
+// and a restart with the same settings ends nothing.
+#[tokio::test]
+async fn changed_token_settings_end_token_opened_console_sessions() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let c = no_redirects();
+    let user = Uuid::new_v4();
+    let by_token = app.console_sign_in(&app.token(user)).await;
+    let set = sign_in_with_link(&app, &c, user, None).await;
+    let by_link = set.split(';').next().unwrap().to_string();
+
+    let (dir, url, _) = app.stop().await;
+    let app = crate::helpers::start_with(dir, url, Backend::Sqlite, |_| {}).await;
+    assert_eq!(app.console_home(&by_token).await, 200, "same settings");
+    assert_eq!(app.console_home(&by_link).await, 200);
+
+    let (dir, url, _) = app.stop().await;
+    let app = crate::helpers::start_with(dir, url, Backend::Sqlite, |c| {
+        c.jwt_audience = Some("authenticated".into())
+    })
+    .await;
+    assert_eq!(
+        app.console_home(&by_token).await,
+        303,
+        "token session outlived the change"
+    );
+    assert_eq!(
+        app.console_home(&by_link).await,
+        200,
+        "a link's session stays"
+    );
+}
