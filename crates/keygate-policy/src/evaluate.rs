@@ -28,6 +28,11 @@ pub struct CallRequest {
     pub path: String,
     /// The HTTP method may change state (anything but GET and HEAD).
     pub writes: bool,
+    /// The exchange module does not know the endpoint: `class` is `Unknown`, or what the
+    /// gateway took it for by its path (a withdrawal or transfer). Such a call must pass
+    /// what any unknown endpoint must (the connection allows them, every scope, no write
+    /// under order or funds limits), and then its class's own checks.
+    pub unclassified: bool,
 }
 
 /// Everything policy knows about the account at the moment of the call.
@@ -181,49 +186,14 @@ fn intent_scope(intent: &RequestIntent) -> Option<Scope> {
 
 fn check_endpoint(p: &Policy, req: &CallRequest) -> Result<(), Denial> {
     let path = for_message(&req.path, 128);
+    // an endpoint the module does not know, taken for a withdrawal or a transfer by its
+    // path: only more checks than any unknown endpoint gets, never fewer
+    if req.unclassified && req.class != EndpointClass::Unknown {
+        check_manage_or_unknown(p, req, EndpointClass::Unknown, &path)?;
+    }
     match req.class {
         EndpointClass::Manage | EndpointClass::Unknown => {
-            let (flag, code, what) = if req.class == EndpointClass::Manage {
-                (
-                    p.limits.allow_manage_endpoints,
-                    DenyCode::EndpointManageDenied,
-                    "a key-management / account-settings endpoint",
-                )
-            } else {
-                (
-                    p.limits.allow_unknown_endpoints,
-                    DenyCode::EndpointUnknown,
-                    "an endpoint keygate does not classify",
-                )
-            };
-            if !flag {
-                return Err(Denial::new(
-                    code,
-                    format!("{path} is {what}; the connection does not allow it"),
-                ));
-            }
-            // Such an endpoint may do anything (even mint a withdrawal-enabled key), so
-            // it needs every scope.
-            if !p.scopes.contains_all(&ScopeSet::all()) {
-                return Err(Denial::new(
-                    DenyCode::ScopeDenied,
-                    format!("{path} is {what} and needs every scope"),
-                ));
-            }
-            // Its call cannot be sized: where limits constrain orders or funds, here or on
-            // another connection of the key (whose caps count this call too), only reads
-            // reach one.
-            let limited = p.limits.limit_orders_or_funds()
-                || p.caps_elsewhere.volume
-                || p.caps_elsewhere.withdrawals;
-            if req.class == EndpointClass::Unknown && req.writes && limited {
-                return Err(Denial::new(
-                    code,
-                    format!(
-                        "{path} is {what}; with order or withdrawal limits set on this key, only GET reaches one (keygate could not check the limits)"
-                    ),
-                ));
-            }
+            check_manage_or_unknown(p, req, req.class, &path)?;
         }
         class => {
             if let Some(s) = Scope::for_class(class) {
@@ -245,6 +215,56 @@ fn check_endpoint(p: &Policy, req: &CallRequest) -> Result<(), Denial> {
                 format!("{path} carries a request that needs scope {}", s.as_str()),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The gates of a key-management endpoint, or of one keygate does not classify (`class`).
+fn check_manage_or_unknown(
+    p: &Policy,
+    req: &CallRequest,
+    class: EndpointClass,
+    path: &str,
+) -> Result<(), Denial> {
+    let (flag, code, what) = if class == EndpointClass::Manage {
+        (
+            p.limits.allow_manage_endpoints,
+            DenyCode::EndpointManageDenied,
+            "a key-management / account-settings endpoint",
+        )
+    } else {
+        (
+            p.limits.allow_unknown_endpoints,
+            DenyCode::EndpointUnknown,
+            "an endpoint keygate does not classify",
+        )
+    };
+    if !flag {
+        return Err(Denial::new(
+            code,
+            format!("{path} is {what}; the connection does not allow it"),
+        ));
+    }
+    // Such an endpoint may do anything (even mint a withdrawal-enabled key), so
+    // it needs every scope.
+    if !p.scopes.contains_all(&ScopeSet::all()) {
+        return Err(Denial::new(
+            DenyCode::ScopeDenied,
+            format!("{path} is {what} and needs every scope"),
+        ));
+    }
+    // Its call cannot be sized: where limits constrain orders or funds, here or on
+    // another connection of the key (whose caps count this call too), only reads
+    // reach one.
+    let limited =
+        p.limits.limit_orders_or_funds() || p.caps_elsewhere.volume || p.caps_elsewhere.withdrawals;
+    if class == EndpointClass::Unknown && req.writes && limited {
+        return Err(Denial::new(
+            code,
+            format!(
+                "{path} is {what}; with order or withdrawal limits set on this key, only GET reaches one (keygate could not check the limits)"
+            ),
+        ));
     }
     Ok(())
 }

@@ -52,6 +52,7 @@ fn req(class: EndpointClass, intent: RequestIntent) -> CallRequest {
         client_ip: ip("203.0.113.7"),
         path: "/api/v3/order".into(),
         writes: true,
+        unclassified: class == EndpointClass::Unknown,
     }
 }
 
@@ -283,6 +284,38 @@ fn intent_scope_applies_whatever_the_class() {
         },
     );
     assert_eq!(denied(&p, &t), DenyCode::ScopeDenied);
+}
+
+// An endpoint the module does not know, taken for a transfer (or a withdrawal) by its
+// path: it passes every gate of an unknown endpoint and then the transfer's own. Before,
+// the `transfer` scope alone let it through where unknown endpoints are not allowed.
+#[test]
+fn a_transfer_by_its_path_alone_passes_the_unknown_gates_too() {
+    let mut t = req(
+        EndpointClass::Transfer,
+        RequestIntent::Transfer {
+            asset: "USDT".into(),
+            amount: Some(d("50000")),
+        },
+    );
+    t.unclassified = true;
+    let mut p = policy();
+    p.scopes = [Scope::Read, Scope::Transfer].into_iter().collect();
+    assert_eq!(denied(&p, &t), DenyCode::EndpointUnknown);
+    p.limits.allow_unknown_endpoints = true;
+    assert_eq!(denied(&p, &t), DenyCode::ScopeDenied, "needs every scope");
+    p.scopes = ScopeSet::all();
+    allowed(&p, &t);
+    p.limits.max_withdrawal_usd_per_day = Some(d("100"));
+    assert_eq!(
+        denied(&p, &t),
+        DenyCode::EndpointUnknown,
+        "a write under funds limits"
+    );
+    // the module's own transfer endpoint needs only its scope
+    t.unclassified = false;
+    p.scopes = [Scope::Read, Scope::Transfer].into_iter().collect();
+    allowed(&p, &t);
 }
 
 #[test]

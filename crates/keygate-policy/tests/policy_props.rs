@@ -251,6 +251,7 @@ fn request(class: EndpointClass, intent: RequestIntent) -> CallRequest {
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         path: "/p".into(),
         writes: true,
+        unclassified: class == EndpointClass::Unknown,
     }
 }
 

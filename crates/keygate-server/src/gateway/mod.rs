@@ -165,7 +165,10 @@ fn forwardable(name: &HeaderName) -> bool {
 /// "transfer" in its path) is taken as a withdrawal or transfer, for every exchange: a
 /// connection that allows unknown endpoints must still not reach one past its scopes,
 /// caps and address allowlist. Its request is then read as one, and refused when it
-/// cannot be (fail closed).
+/// cannot be (fail closed). It still passes every gate of an unknown endpoint first
+/// (`CallRequest::unclassified`): before, the upgrade let a broker's transfer to a
+/// client's account through with the `transfer` scope alone, on a connection that does
+/// not allow unknown endpoints.
 fn funds_moving(class: EndpointClass, out: &OutgoingRequest) -> EndpointClass {
     if class != EndpointClass::Unknown || out.method == Method::GET {
         return class;
@@ -828,6 +831,9 @@ async fn decide(
         client_ip,
         path: out.path.clone(),
         writes: !matches!(out.method, Method::GET | Method::HEAD),
+        // `class` may be what `funds_moving` took an unknown endpoint for
+        unclassified: class == EndpointClass::Unknown
+            || exchange.api().classify(&out.method, &out.path) == EndpointClass::Unknown,
     };
     let mut counters = Counters::default();
     let public = class == EndpointClass::Public && request.intent == RequestIntent::None;
