@@ -347,10 +347,19 @@ impl Exchange for Bybit {
             },
             Transfer => {
                 let body = body_json(req)?;
-                Ok(RequestIntent::Transfer {
-                    asset: req_str(&body, "coin")?,
-                    amount: Some(positive_decimal(&body, "amount")?),
-                })
+                let (asset, amount) = (
+                    req_str(&body, "coin")?,
+                    Some(positive_decimal(&body, "amount")?),
+                );
+                // the universal transfer moves funds between members (main and sub
+                // UIDs); only the inter-transfer stays within this one
+                Ok(
+                    if req.path.trim_end_matches('/') == "/v5/asset/transfer/inter-transfer" {
+                        RequestIntent::Transfer { asset, amount }
+                    } else {
+                        RequestIntent::SubAccountTransfer { asset, amount }
+                    },
+                )
             }
             _ => Ok(RequestIntent::None),
         }
@@ -865,6 +874,18 @@ mod tests {
                 asset: "USDT".into(),
                 amount: Some(Decimal::from(10))
             }
+        );
+        // the universal transfer moves funds between members: a sub-account's business
+        let t = Bybit.parse_intent(
+            Transfer,
+            &post(
+                "/v5/asset/transfer/universal-transfer",
+                r#"{"transferId":"x","coin":"USDT","amount":"50000","fromMemberId":1,"toMemberId":2,"fromAccountType":"UNIFIED","toAccountType":"UNIFIED"}"#,
+            ),
+        );
+        assert!(
+            matches!(t, Ok(RequestIntent::SubAccountTransfer { .. })),
+            "{t:?}"
         );
     }
 

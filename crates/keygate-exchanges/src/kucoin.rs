@@ -595,9 +595,22 @@ fn parse_transfer(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         return Ok(RequestIntent::None);
     }
     let v = util::json_request_body(&req.body)?;
-    Ok(RequestIntent::Transfer {
-        asset: str_field(&v, "currency")?.to_string(),
-        amount: util::json_opt_decimal("amount", v.get("amount"))?,
+    let asset = str_field(&v, "currency")?.to_string();
+    let amount = util::json_opt_decimal("amount", v.get("amount"))?;
+    // the universal transfer moves funds to or from a sub-account unless its `type` is
+    // `INTERNAL` (or it names another user)
+    let universal = req
+        .path
+        .trim_end_matches('/')
+        .ends_with("/universal-transfer");
+    let within = !universal
+        || (v.get("type").and_then(Value::as_str) == Some("INTERNAL")
+            && v.get("toUserId").is_none()
+            && v.get("fromUserId").is_none());
+    Ok(if within {
+        RequestIntent::Transfer { asset, amount }
+    } else {
+        RequestIntent::SubAccountTransfer { asset, amount }
     })
 }
 
@@ -807,6 +820,42 @@ mod tests {
             None,
             r#"{"currency":"BTC","amount":"0.1","from":"main","to":"trade"}"#,
         );
+        assert_eq!(
+            Kucoin.parse_intent(EndpointClass::Transfer, &r).unwrap(),
+            RequestIntent::Transfer {
+                asset: "BTC".into(),
+                amount: Some(d("0.1"))
+            }
+        );
+        // the universal transfer: within the account only as INTERNAL naming no user
+        let universal = |body: &str| {
+            Kucoin
+                .parse_intent(
+                    EndpointClass::Transfer,
+                    &req(
+                        Method::POST,
+                        "/api/v3/accounts/universal-transfer",
+                        None,
+                        body,
+                    ),
+                )
+                .unwrap()
+        };
+        assert!(matches!(
+            universal(
+                r#"{"clientOid":"x","type":"INTERNAL","currency":"USDT","amount":"5","fromAccountType":"MAIN","toAccountType":"TRADE"}"#
+            ),
+            RequestIntent::Transfer { .. }
+        ));
+        for body in [
+            r#"{"clientOid":"x","type":"PARENT_TO_SUB","toUserId":"u","currency":"USDT","amount":"50000","fromAccountType":"MAIN","toAccountType":"MAIN"}"#,
+            r#"{"clientOid":"x","type":"INTERNAL","toUserId":"u","currency":"USDT","amount":"50000","fromAccountType":"MAIN","toAccountType":"MAIN"}"#,
+        ] {
+            assert!(
+                matches!(universal(body), RequestIntent::SubAccountTransfer { .. }),
+                "{body}"
+            );
+        }
         assert_eq!(
             Kucoin.parse_intent(EndpointClass::Transfer, &r).unwrap(),
             RequestIntent::Transfer {

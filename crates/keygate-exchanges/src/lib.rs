@@ -357,6 +357,15 @@ pub enum RequestIntent {
         asset: String,
         amount: Option<Decimal>,
     },
+    /// A transfer on a `transfer` endpoint whose body sends the funds to (or takes them
+    /// from) another account, a sub-account (OKX `asset/transfer` type 1, Bybit's
+    /// universal transfer, KuCoin's `PARENT_TO_SUB`): it needs the `sub_account` scope, as
+    /// the exchanges' own sub-account transfer endpoints do. A sub-account's keys are not
+    /// keygate's, so what is sent there escapes every cap and allowlist.
+    SubAccountTransfer {
+        asset: String,
+        amount: Option<Decimal>,
+    },
 }
 
 /// One asset's balance, in one shape for every exchange.

@@ -699,9 +699,18 @@ impl Exchange for Okx {
             Withdraw => okx_withdraw_intent(&req.path, &body_json(req)?),
             Transfer => {
                 let body = body_json(req)?;
-                Ok(RequestIntent::Transfer {
-                    asset: req_str(&body, "ccy")?,
-                    amount: Some(positive_decimal(&body, "amt")?),
+                let (asset, amount) = (
+                    req_str(&body, "ccy")?,
+                    Some(positive_decimal(&body, "amt")?),
+                );
+                // `type` 0 (the default) moves funds within this account; 1–4 to or from
+                // a sub-account, as does naming one (`subAcct`)
+                let within = str_field(&body, "type").is_none_or(|t| t == "0")
+                    && body.get("subAcct").is_none();
+                Ok(if within {
+                    RequestIntent::Transfer { asset, amount }
+                } else {
+                    RequestIntent::SubAccountTransfer { asset, amount }
                 })
             }
             _ => Ok(RequestIntent::None),
@@ -1136,6 +1145,20 @@ mod tests {
                 amount: Some(Decimal::from(10))
             }
         );
+        // to or from a sub-account: the `sub_account` scope's, not `transfer`'s alone
+        for body in [
+            r#"{"ccy":"USDT","amt":"50000","from":"6","to":"6","type":"1","subAcct":"x"}"#,
+            r#"{"ccy":"USDT","amt":"50000","from":"6","to":"6","type":2}"#,
+            r#"{"ccy":"USDT","amt":"50000","from":"6","to":"6","subAcct":"x"}"#,
+        ] {
+            assert!(
+                matches!(
+                    Okx.parse_intent(Transfer, &post("/api/v5/asset/transfer", body)),
+                    Ok(RequestIntent::SubAccountTransfer { .. })
+                ),
+                "{body}"
+            );
+        }
     }
 
     #[test]

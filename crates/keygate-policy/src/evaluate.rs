@@ -97,7 +97,8 @@ fn decide(p: &Policy, req: &CallRequest, now: DateTime<Utc>) -> Result<PolicyApp
         }
         RequestIntent::Orders { orders } => approved.orders = check_orders(p, orders)?,
         RequestIntent::Withdrawal(w) => approved.withdrawal_usd = check_withdrawal(p, w)?,
-        RequestIntent::Transfer { amount, .. } => {
+        RequestIntent::Transfer { amount, .. }
+        | RequestIntent::SubAccountTransfer { amount, .. } => {
             if amount.is_some_and(|a| a.is_sign_negative() && !a.is_zero()) {
                 return Err(Denial::new(
                     DenyCode::OrderUnparsable,
@@ -181,6 +182,7 @@ fn intent_scope(intent: &RequestIntent) -> Option<Scope> {
         RequestIntent::Orders { .. } => Some(Scope::Trade),
         RequestIntent::Withdrawal(_) => Some(Scope::Withdraw),
         RequestIntent::Transfer { .. } => Some(Scope::Transfer),
+        RequestIntent::SubAccountTransfer { .. } => Some(Scope::SubAccount),
     }
 }
 

@@ -318,6 +318,26 @@ fn a_transfer_by_its_path_alone_passes_the_unknown_gates_too() {
     allowed(&p, &t);
 }
 
+// A transfer to or from a sub-account, on a `transfer` endpoint, needs `sub_account` as
+// the exchanges' own sub-account transfer endpoints do.
+#[test]
+fn a_transfer_to_a_sub_account_needs_the_sub_account_scope() {
+    let t = req(
+        EndpointClass::Transfer,
+        RequestIntent::SubAccountTransfer {
+            asset: "USDT".into(),
+            amount: Some(d("50000")),
+        },
+    );
+    let mut p = policy();
+    p.scopes = [Scope::Read, Scope::Transfer].into_iter().collect();
+    assert_eq!(denied(&p, &t), DenyCode::ScopeDenied);
+    p.scopes = [Scope::Read, Scope::Transfer, Scope::SubAccount]
+        .into_iter()
+        .collect();
+    allowed(&p, &t);
+}
+
 #[test]
 fn manage_needs_flag_and_every_scope() {
     let mut p = policy();

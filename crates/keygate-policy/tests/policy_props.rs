@@ -461,7 +461,9 @@ fn check_allowed_respects_limits(pol: &Policy, req: &CallRequest) -> Result<(), 
                 }
             }
         }
-        RequestIntent::Transfer { .. } | RequestIntent::None => {}
+        RequestIntent::Transfer { .. }
+        | RequestIntent::SubAccountTransfer { .. }
+        | RequestIntent::None => {}
     }
     Ok(())
 }
