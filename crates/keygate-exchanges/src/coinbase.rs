@@ -146,7 +146,9 @@ impl Exchange for Coinbase {
         let value = http::HeaderValue::from_str(&format!("Bearer {jwt}"))
             .map_err(|_| SignError::InvalidRequest("key name is not valid header text"))?;
         req.headers.insert(http::header::AUTHORIZATION, value);
-        if !req.body.is_empty() && !req.headers.contains_key(http::header::CONTENT_TYPE) {
+        // keygate read the body as JSON, whatever type the client named: so does the
+        // exchange
+        if !req.body.is_empty() {
             util::set_header(&mut req.headers, "content-type", "application/json");
         }
         Ok(())

@@ -292,7 +292,9 @@ impl Exchange for Gate {
             .insert(http::HeaderName::from_static("key"), key);
         util::set_header(&mut req.headers, "sign", &signature);
         util::set_header(&mut req.headers, "timestamp", &timestamp);
-        if !req.body.is_empty() && !req.headers.contains_key(http::header::CONTENT_TYPE) {
+        // keygate read the body as JSON, whatever type the client named: so does the
+        // exchange
+        if !req.body.is_empty() {
             util::set_header(&mut req.headers, "content-type", "application/json");
         }
         Ok(())

@@ -147,13 +147,14 @@ impl Exchange for Kraken {
         req.headers
             .insert(http::HeaderName::from_static("api-key"), key);
         util::set_header(&mut req.headers, "api-sign", &signature);
-        if !req.headers.contains_key(http::header::CONTENT_TYPE) {
-            let ct = match kind {
-                BodyKind::Json => "application/json",
-                BodyKind::Form => "application/x-www-form-urlencoded",
-            };
-            util::set_header(&mut req.headers, "content-type", ct);
-        }
+        // the type keygate read the body as, whatever the client named: a form type beside
+        // a JSON-looking body would have Kraken read other fields (another withdrawal key,
+        // another amount) than keygate checked
+        let ct = match kind {
+            BodyKind::Json => "application/json",
+            BodyKind::Form => "application/x-www-form-urlencoded",
+        };
+        util::set_header(&mut req.headers, "content-type", ct);
         Ok(())
     }
 
@@ -774,6 +775,39 @@ mod tests {
         assert_eq!(
             strip_json_nonce(br#"{"a":{"nonce":1},"nonce":2}"#),
             br#"{"a":{"nonce":1}}"#
+        );
+    }
+
+    // The body goes out with the type keygate read it as, whatever the client named: a
+    // JSON body under a form type would have Kraken read the `&key=…&amount=…` hidden in
+    // one of its strings instead of the fields keygate checked.
+    #[test]
+    fn the_body_is_sent_as_the_kind_it_was_read_as() {
+        let body =
+            r#"{"asset":"XBT","key":"allowed","amount":"0.001","x":"&key=other&amount=5&y="}"#;
+        let mut r = req("/0/private/Withdraw", body);
+        r.headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let RequestIntent::Withdrawal(w) =
+            Kraken.parse_intent(EndpointClass::Withdraw, &r).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((w.address.as_str(), w.amount), ("allowed", d("0.001")));
+        Kraken.sign(&mut r, &creds(), &ctx(9)).unwrap();
+        assert_eq!(r.headers[http::header::CONTENT_TYPE], "application/json");
+        let mut r = req("/0/private/Balance", "");
+        r.headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Kraken.sign(&mut r, &creds(), &ctx(10)).unwrap();
+        assert_eq!(
+            r.headers[http::header::CONTENT_TYPE],
+            "application/json",
+            "named JSON: read, and sent, as JSON"
         );
     }
 

@@ -176,7 +176,8 @@ impl Exchange for Kucoin {
         util::set_header(h, "kc-api-timestamp", &timestamp);
         util::set_header(h, "kc-api-passphrase", &passphrase);
         util::set_header(h, "kc-api-key-version", "2");
-        if !req.body.is_empty() && !h.contains_key(http::header::CONTENT_TYPE) {
+        // keygate read the body as JSON, whatever type the client named: so does KuCoin
+        if !req.body.is_empty() {
             util::set_header(h, "content-type", "application/json");
         }
         Ok(())

@@ -131,10 +131,11 @@ pub(crate) fn put_header(
     Ok(())
 }
 
-/// Adds `Content-Type: application/json` to a request with a body when the client sent
-/// none: the three exchanges parse POST bodies only as JSON.
+/// Sets `Content-Type: application/json` on a request with a body, whatever the client
+/// sent: keygate read the body as JSON, and so must the exchange (a form type beside a
+/// JSON-looking body could make an exchange read other fields than keygate checked).
 pub(crate) fn default_json_content_type(req: &mut OutgoingRequest) {
-    if !req.body.is_empty() && !req.headers.contains_key(http::header::CONTENT_TYPE) {
+    if !req.body.is_empty() {
         req.headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
