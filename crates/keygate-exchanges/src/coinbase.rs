@@ -437,10 +437,7 @@ fn parse_withdraw(path: &str, req: &OutgoingRequest) -> Result<RequestIntent, Pa
                 amount,
                 address: str_field(&v, "to")?.to_string(),
                 network: v.get("network").and_then(Value::as_str).map(str::to_string),
-                tag: v
-                    .get("destination_tag")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
+                tag: util::json_tag(&v, "destination_tag")?,
             })),
             // Between the user's own accounts.
             "transfer" => Ok(RequestIntent::Transfer {

@@ -837,11 +837,7 @@ fn parse_withdraw(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         amount,
         address: str_field(&v, "address")?.to_string(),
         network: v.get("chain").and_then(Value::as_str).map(str::to_string),
-        tag: v
-            .get("memo")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .map(str::to_string),
+        tag: util::json_tag(&v, "memo")?,
     }))
 }
 

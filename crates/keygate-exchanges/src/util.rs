@@ -155,6 +155,29 @@ pub fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     headers.insert(http::HeaderName::from_static(name), value);
 }
 
+/// A withdrawal's memo / tag field `name` of a JSON body, read as the exchange would: a
+/// string, or a number (which many exchanges take for the tag it spells), `None` when
+/// absent, null or empty. Anything else, or the same name in another case (`Memo`, which
+/// a backend matching keys without regard to case would read), is refused: a tag keygate
+/// did not see would pass an allowlist entry that names none.
+pub fn json_tag(v: &serde_json::Value, name: &'static str) -> Result<Option<String>, ParseError> {
+    if let Some(obj) = v.as_object() {
+        if obj
+            .keys()
+            .any(|k| k != name && k.eq_ignore_ascii_case(name))
+        {
+            return Err(ParseError::InvalidValue(name));
+        }
+    }
+    match v.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(ParseError::InvalidValue(name)),
+    }
+}
+
 /// Parses a decimal from an exchange field (accepts `"1.5"`, `1.5`, `"1e-8"`).
 pub fn parse_decimal(field: &'static str, s: &str) -> Result<Decimal, ParseError> {
     let s = s.trim();
@@ -378,6 +401,34 @@ pub(crate) fn no_query_beside_the_body(req: &crate::OutgoingRequest) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A memo or tag is read as the exchange reads it: a number is a tag, a lone key in
+    // another case or a value of another type is refused. Before, a numeric memo was
+    // taken for none, so a bare allowlisted address let a tagged withdrawal through.
+    #[test]
+    fn a_memo_is_read_as_the_exchange_reads_it() {
+        let tag = |v: serde_json::Value| json_tag(&v, "memo");
+        assert_eq!(
+            tag(serde_json::json!({"memo": "123"})).unwrap().as_deref(),
+            Some("123")
+        );
+        assert_eq!(
+            tag(serde_json::json!({"memo": 123456})).unwrap().as_deref(),
+            Some("123456")
+        );
+        assert_eq!(tag(serde_json::json!({"memo": ""})).unwrap(), None);
+        assert_eq!(tag(serde_json::json!({"memo": null})).unwrap(), None);
+        assert_eq!(tag(serde_json::json!({})).unwrap(), None);
+        for bad in [
+            serde_json::json!({"Memo": "123"}),
+            serde_json::json!({"MEMO": 1}),
+            serde_json::json!({"memo": true}),
+            serde_json::json!({"memo": ["1"]}),
+            serde_json::json!({"memo": {"id": 1}}),
+        ] {
+            assert!(tag(bad.clone()).is_err(), "{bad}");
+        }
+    }
 
     /// Writes to the body-only exchanges carry no query string; their reads and DELETEs,
     /// and the other exchanges' writes, may.
