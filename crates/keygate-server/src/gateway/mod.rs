@@ -358,7 +358,8 @@ async fn proxy_call(
         body,
     };
     api.strip_auth(&mut out);
-    let class = funds_moving(api.classify(&out.method, &out.path), &out);
+    let classified = api.classify(&out.method, &out.path);
+    let class = funds_moving(classified, &out);
     let mut log = CallLog {
         started,
         exchange,
@@ -384,7 +385,20 @@ async fn proxy_call(
             retry_after_secs: None,
             status: DenyCode::RequestMalformed.status(),
         }),
-        None => decide(&s, &prepared, exchange, &out, class, &meta, now).await,
+        None => {
+            let unclassified = classified == EndpointClass::Unknown;
+            decide(
+                &s,
+                &prepared,
+                exchange,
+                &out,
+                class,
+                unclassified,
+                &meta,
+                now,
+            )
+            .await
+        }
     };
     let approved = match decided {
         Ok((a, reserved)) => {
@@ -751,12 +765,16 @@ fn base_url(
 }
 
 /// Gathers the facts and asks policy. Errors are denials (never forwarded).
+#[allow(clippy::too_many_arguments)]
 async fn decide(
     s: &AppState,
     prepared: &context::Prepared,
     exchange: ExchangeId,
     out: &OutgoingRequest,
     class: EndpointClass,
+    // the exchange module does not know the endpoint (`class` may be what `funds_moving`
+    // took it for)
+    unclassified: bool,
     meta: &RequestMeta,
     now: DateTime<Utc>,
 ) -> Result<(PolicyApproved, Option<spending::Reserved>), Denial> {
@@ -831,9 +849,7 @@ async fn decide(
         client_ip,
         path: out.path.clone(),
         writes: !matches!(out.method, Method::GET | Method::HEAD),
-        // `class` may be what `funds_moving` took an unknown endpoint for
-        unclassified: class == EndpointClass::Unknown
-            || exchange.api().classify(&out.method, &out.path) == EndpointClass::Unknown,
+        unclassified,
     };
     let mut counters = Counters::default();
     let public = class == EndpointClass::Public && request.intent == RequestIntent::None;

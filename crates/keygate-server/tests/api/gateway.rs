@@ -2355,6 +2355,31 @@ both_backends!(
     }
 );
 
+// An endpoint the exchange module does not know is taken for a transfer when its path
+// says so, and then still needs what any unknown endpoint needs: a broker's transfer to a
+// client's account does not pass on the `transfer` scope alone. Before, it did.
+both_backends!(
+    an_unknown_transfer_path_needs_what_an_unknown_endpoint_needs,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn =
+            binance_connection(&app, &t, &mock, json!(["read", "transfer"]), json!({})).await;
+        let (s, _, body) = call(
+            &app,
+            &t,
+            reqwest::Method::POST,
+            &conn,
+            "sapi/v1/broker/universalTransfer",
+            Some("fromAccountType=SPOT&toAccountType=SPOT&toId=1&asset=USDT&amount=50000"),
+        )
+        .await;
+        assert_eq!(s, 403, "{body}");
+        assert_eq!(code(&body), "endpoint_unknown", "{body}");
+        assert!(mock.requests().is_empty(), "never reaches the exchange");
+    }
+);
+
 // The call's time is read once its body is in: a caller that sends the headers before a
 // key's expiry and the body after it is refused (`credential_expired`), not signed with
 // the expired key. Before, the time the headers came at decided, however slowly the body
