@@ -67,38 +67,13 @@ impl Store {
 
     /// Refuses `user`'s tokens of one sign-in (`sign_in`: a token's `session_id`, else an
     /// id derived from the token; `user` the nil UUID for a service-role token without
-    /// `sub`) until `expires_at`. Revoking again keeps the later expiry.
+    /// `sub`) until `expires_at`; revoking again keeps the later expiry. With `cap`, only
+    /// while `user` has fewer than that many revocations in force (or this one already
+    /// is): every instance reloads them all each second, so a user naming sign-ins (by
+    /// session id) must not be able to grow them without bound. Answers the expiry now in
+    /// force, `None` when the cap refused it. Not a change the gateway's context cache
+    /// depends on (`@quiet`).
     pub async fn revoke_sign_in(
-        &self,
-        user: Uuid,
-        sign_in: Uuid,
-        expires_at: DbTime,
-        now: DbTime,
-    ) -> Result<()> {
-        // one statement; not a change the gateway's context cache depends on
-        in_tx!(@quiet self, Actor::service(), |tx| {
-            sqlx::query::<DB>(
-                "INSERT INTO revoked_sign_ins (user_id, sign_in, expires_at, revoked_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, sign_in) DO UPDATE SET \
-                 expires_at = CASE WHEN excluded.expires_at > revoked_sign_ins.expires_at \
-                                   THEN excluded.expires_at ELSE revoked_sign_ins.expires_at END",
-            )
-            .bind(user)
-            .bind(sign_in)
-            .bind(expires_at)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        });
-        Ok(())
-    }
-
-    /// [`Store::revoke_sign_in`] for a sign-in named by the caller (a session id), and with
-    /// `cap`, only while `user` has fewer than that many revocations in force (or this one
-    /// already is): every instance reloads them all each second, so one user must not be
-    /// able to grow them without bound. Answers the expiry now in force (a later one
-    /// already there is kept), `None` when the cap refused it.
-    pub async fn revoke_sign_in_capped(
         &self,
         user: Uuid,
         sign_in: Uuid,

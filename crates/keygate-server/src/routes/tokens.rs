@@ -100,14 +100,19 @@ pub async fn revoke_current(
         .saturating_add(crate::auth::LEEWAY_SECS as i64 + 60)
         .min((now + chrono::Duration::days(366)).timestamp());
     let until = DateTime::from_timestamp(until, 0).unwrap_or(now);
-    s.store
+    // no cap: revoking the token at hand is never refused; the answer is the expiry in
+    // force (an earlier revocation's later one is kept)
+    let until = s
+        .store
         .revoke_sign_in(
             caller.user_id.unwrap_or_else(Uuid::nil),
             caller.sign_in,
             DbTime::new(until),
             DbTime::new(now),
+            None,
         )
-        .await?;
+        .await?
+        .map_or(until, |t| t.0);
     s.auth
         .revocations()
         .note_sign_in(caller.user_id, caller.sign_in, until.timestamp());
@@ -251,7 +256,7 @@ async fn revoke_session(
         .then_some(MAX_REVOKED_SESSIONS_PER_USER);
     let stored = s
         .store
-        .revoke_sign_in_capped(
+        .revoke_sign_in(
             user,
             req.session_id,
             DbTime::new(until),
