@@ -185,17 +185,8 @@ fn is_limit(order_type: &str) -> bool {
 fn spot_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
     // `planType` is a plan order's: on a plain order Bitget ignores it, so it must not
     // make keygate read `size` as a quote amount (a 10 BTC sell checked as $10)
-    refuse(v, &["planType"])?;
+    util::json_refuse(v, &["planType"])?;
     spot_order_with(v, settled, "price")
-}
-
-/// `Err` when `v` has any of `fields`: the exchange reads another field for what they
-/// would tell keygate, so which one counts would be in doubt.
-fn refuse(v: &Value, fields: &[&'static str]) -> Result<(), ParseError> {
-    match fields.iter().find(|f| v.get(**f).is_some()) {
-        Some(f) => Err(ParseError::InvalidValue(f)),
-        None => Ok(()),
-    }
 }
 
 /// Spot plan order (`place-plan-order`): on trigger it places a limit order at
@@ -284,7 +275,7 @@ fn amend_with(
         .into_iter()
         .filter(|f| *f != size && *f != price)
         .collect();
-    refuse(v, &others)?;
+    util::json_refuse(v, &others)?;
     let mut o = symbol_intent(symbol_of(v, settled)?);
     o.quantity = opt_positive_decimal(v, size)?;
     o.price = opt_positive_decimal(v, price)?;

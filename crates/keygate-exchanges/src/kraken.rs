@@ -454,16 +454,13 @@ impl Fields {
 
     /// `Err` when any of `names` is present at all.
     fn refuse(&self, names: &[&'static str]) -> Result<(), ParseError> {
-        for name in names {
-            let present = match self {
-                Fields::Form(p) => p.iter().any(|(k, _)| k == name),
-                Fields::Json(v) => v.get(*name).is_some(),
-            };
-            if present {
-                return Err(ParseError::InvalidValue(name));
-            }
+        match self {
+            Fields::Form(p) => match names.iter().find(|n| p.iter().any(|(k, _)| k == *n)) {
+                Some(n) => Err(ParseError::InvalidValue(n)),
+                None => Ok(()),
+            },
+            Fields::Json(v) => util::json_refuse(v, names),
         }
-        Ok(())
     }
 
     fn decimal(&self, name: &'static str) -> Result<Option<Decimal>, ParseError> {

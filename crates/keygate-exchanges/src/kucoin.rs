@@ -435,12 +435,7 @@ fn parse_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseErr
 /// KuCoin ignores them, and checked instead they would let a 50 BTC resize pass as a tiny
 /// order.
 fn alter_intent(v: &Value) -> Result<OrderIntent, ParseError> {
-    if let Some(f) = ["side", "size", "funds", "price", "type"]
-        .into_iter()
-        .find(|f| v.get(*f).is_some())
-    {
-        return Err(ParseError::InvalidValue(f));
-    }
+    util::json_refuse(v, &["side", "size", "funds", "price", "type"])?;
     let symbol = str_field(v, "symbol")?;
     let mut o = OrderIntent::new(symbol);
     (o.base, o.quote) = split_symbol(symbol);

@@ -155,6 +155,16 @@ pub fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     headers.insert(http::HeaderName::from_static(name), value);
 }
 
+/// `Err` when the JSON object `v` has any of `fields`: fields the exchange ignores on this
+/// endpoint (it reads others for the same thing), so what keygate would check in them is
+/// in doubt.
+pub fn json_refuse(v: &serde_json::Value, fields: &[&'static str]) -> Result<(), ParseError> {
+    match fields.iter().find(|f| v.get(**f).is_some()) {
+        Some(f) => Err(ParseError::InvalidValue(f)),
+        None => Ok(()),
+    }
+}
+
 /// A withdrawal's memo / tag field `name` of a JSON body, read as the exchange would: a
 /// string, or a number (which many exchanges take for the tag it spells), `None` when
 /// absent, null or empty. Anything else, or the same name in another case (`Memo`, which
