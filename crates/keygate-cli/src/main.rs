@@ -250,23 +250,14 @@ async fn main() -> ExitCode {
             if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
                 return fail("--ttl must be between 1s and 365d");
             }
-            // what the server requires of a token (`iss`, `aud`), so that it accepts it
-            let (admin_claim, issuer, audience) = (
-                config.admin_claim.clone(),
-                config.jwt_issuer.clone(),
-                config.jwt_audience.clone(),
-            );
             // the token is shown only once its issue is in the audit chain
             let state = match keygate_server::prepare_tool(config).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
             let session_id = Uuid::new_v4();
-            let scope = auth::Scope {
-                admin_claim: &admin_claim,
-                issuer: issuer.as_deref(),
-                audience: audience.as_deref(),
-            };
+            // with what the server requires of a token (`iss`, `aud`), so that it accepts it
+            let scope = auth::Scope::of(&state.config);
             let token =
                 match auth::mint_scoped(&secret, user, admin, &role, ttl, &scope, session_id) {
                     Ok(t) => t,
