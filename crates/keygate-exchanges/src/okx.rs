@@ -992,6 +992,22 @@ mod tests {
         assert!(req.headers.contains_key("content-type"));
     }
 
+    // A body keygate read as JSON goes out as JSON, whatever type the client named (OKX,
+    // Bybit and Bitget share this); an empty one gets no type.
+    #[test]
+    fn a_body_goes_out_as_json() {
+        let mut req = post("/api/v5/trade/order", r#"{"instId":"BTC-USDT"}"#);
+        req.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        default_json_content_type(&mut req);
+        assert_eq!(req.headers[http::header::CONTENT_TYPE], "application/json");
+        let mut req = post("/api/v5/account/balance", "");
+        default_json_content_type(&mut req);
+        assert!(!req.headers.contains_key(http::header::CONTENT_TYPE));
+    }
+
     #[test]
     fn table_entries_classify_as_listed() {
         for (verb, pattern, class) in ROUTES {
