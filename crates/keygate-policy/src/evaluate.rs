@@ -13,7 +13,7 @@ use crate::decision::{Decision, Denial, DenyCode, OrderApproval, PolicyApproved}
 use crate::limits::Limits;
 use crate::scope::{Scope, ScopeSet};
 use crate::state::{CapsElsewhere, Counters, KeyState, KeyStatus, Prices, VaultState};
-use crate::symbol::{normalize_symbol, same_address};
+use crate::symbol::normalize_symbol;
 
 /// One call through the gateway, as the server classified and parsed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -643,23 +643,6 @@ fn has_withdrawal_limits(l: &Limits) -> bool {
         || l.withdrawal_address_allowlist.is_some()
 }
 
-/// Whether allowlist `entry` names the withdrawal's destination: the same address and the
-/// same memo / tag / destination tag, written `address#tag` in the entry. An entry without
-/// one matches only a withdrawal without one: exchanges' deposit addresses are shared by
-/// their users and told apart by the memo, so `address` alone must not let a withdrawal
-/// credit whoever owns another memo.
-fn allows_destination(entry: &str, w: &WithdrawalIntent) -> bool {
-    let (address, tag) = match entry.rsplit_once('#') {
-        Some((a, t)) if !a.is_empty() => (a, Some(t)),
-        _ => (entry, None),
-    };
-    same_address(address, &w.address) && nonempty(tag) == nonempty(w.tag.as_deref())
-}
-
-fn nonempty(t: Option<&str>) -> Option<&str> {
-    t.map(str::trim).filter(|t| !t.is_empty())
-}
-
 fn check_withdrawal(p: &Policy, w: &WithdrawalIntent) -> Result<Option<Decimal>, Denial> {
     let l = &p.limits;
     if w.amount <= Decimal::ZERO || w.asset.trim().is_empty() || w.address.trim().is_empty() {
@@ -669,10 +652,33 @@ fn check_withdrawal(p: &Policy, w: &WithdrawalIntent) -> Result<Option<Decimal>,
         ));
     }
     if let Some(list) = &l.withdrawal_address_allowlist {
-        if !list.iter().any(|a| allows_destination(a, w)) {
+        let mut named = list
+            .iter()
+            .filter(|a| a.names(&w.address, w.tag.as_deref()))
+            .peekable();
+        if named.peek().is_none() {
             return Err(Denial::new(
                 DenyCode::WithdrawalAddressNotAllowed,
                 "destination address is not in the withdrawal allowlist",
+            ));
+        }
+        if !named.any(|a| a.allows_network(w.network.as_deref())) {
+            return Err(Denial::new(
+                DenyCode::WithdrawalAddressNotAllowed,
+                match w
+                    .network
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                {
+                    Some(n) => format!(
+                        "destination address is in the withdrawal allowlist, but not on network {}",
+                        for_message(n, 32)
+                    ),
+                    None => "destination address is in the withdrawal allowlist for a named \
+                             network only, and the withdrawal names none"
+                        .to_string(),
+                },
             ));
         }
     }

@@ -44,6 +44,7 @@
 #![deny(missing_debug_implementations)]
 
 mod decision;
+mod destination;
 mod evaluate;
 mod limits;
 mod scope;
@@ -51,6 +52,7 @@ mod state;
 mod symbol;
 
 pub use decision::{Decision, Denial, DenyCode, OrderApproval, PolicyApproved};
+pub use destination::AllowedDestination;
 pub use evaluate::{evaluate, CallRequest, Policy};
 pub use limits::{FieldError, Limits, MAX_SPEND_CAP_USD};
 pub use scope::{scopes_for_connection, Scope, ScopeSet};

@@ -6,7 +6,8 @@ use ipnet::IpNet;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::symbol::{normalize_symbol, same_address};
+use crate::destination::AllowedDestination;
+use crate::symbol::normalize_symbol;
 
 /// Limits; every field optional, absent = not limited. JSON amounts are written as strings
 /// and read from strings or numbers.
@@ -23,10 +24,12 @@ pub struct Limits {
     pub max_withdrawal_usd_per_tx: Option<Decimal>,
     pub max_withdrawal_usd_per_day: Option<Decimal>,
     pub max_withdrawal_usd_per_month: Option<Decimal>,
-    /// When set, withdrawals go only to these addresses (an empty list allows none). A
-    /// destination with a memo / tag is written `address#tag`, and matches only that tag;
-    /// a bare address matches only withdrawals without one.
-    pub withdrawal_address_allowlist: Option<Vec<String>>,
+    /// When set, withdrawals go only to these destinations (an empty list allows none).
+    /// A destination with a memo / tag is written `address#tag`, and matches only that
+    /// tag; a bare address matches only withdrawals without one. An entry written as an
+    /// object may name the network (`{"address", "tag", "network"}`), and then allows
+    /// only withdrawals on that network ([`AllowedDestination`]).
+    pub withdrawal_address_allowlist: Option<Vec<AllowedDestination>>,
     /// When set, only these symbols trade (an empty list allows none).
     pub allowed_symbols: Option<Vec<String>>,
     /// Never these symbols; wins over `allowed_symbols`.
@@ -147,7 +150,7 @@ impl Limits {
             withdrawal_address_allowlist: intersect_lists(
                 &a.withdrawal_address_allowlist,
                 &b.withdrawal_address_allowlist,
-                |x, y| same_address(x, y).then(|| x.clone()),
+                AllowedDestination::intersect,
             ),
             allowed_symbols: intersect_lists(&a.allowed_symbols, &b.allowed_symbols, |x, y| {
                 (normalize_symbol(x) == normalize_symbol(y)).then(|| x.clone())
@@ -350,14 +353,36 @@ impl Limits {
                 ));
             }
             for (i, a) in list.iter().enumerate() {
-                if a.is_empty()
-                    || a.len() > MAX_ADDRESS_LEN
-                    || !a.chars().all(|c| c.is_ascii_graphic())
-                {
+                let field = format!("withdrawal_address_allowlist[{i}]");
+                let printable = |s: &str, max: usize| {
+                    !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_graphic())
+                };
+                if !printable(&a.address, MAX_ADDRESS_LEN) {
                     errs.push(FieldError::new(
-                        format!("withdrawal_address_allowlist[{i}]"),
+                        if a.network.is_some() {
+                            format!("{field}.address")
+                        } else {
+                            field.clone()
+                        },
                         "must be 1 to 256 printable ASCII characters without spaces",
                     ));
+                }
+                if let Some(t) = &a.tag {
+                    // `address#` (an empty tag) reads as a bare address, as it always has.
+                    if !(t.is_empty() || printable(t, MAX_ADDRESS_LEN)) {
+                        errs.push(FieldError::new(
+                            format!("{field}.tag"),
+                            "must be at most 256 printable ASCII characters without spaces",
+                        ));
+                    }
+                }
+                if let Some(n) = &a.network {
+                    if !printable(n, MAX_SYMBOL_LEN) {
+                        errs.push(FieldError::new(
+                            format!("{field}.network"),
+                            "must be 1 to 64 printable ASCII characters without spaces",
+                        ));
+                    }
                 }
             }
         }
@@ -624,7 +649,7 @@ mod tests {
         assert_eq!(m.ip_allowlist, Some(vec!["10.1.0.0/16".parse().unwrap()]));
         assert_eq!(
             m.withdrawal_address_allowlist,
-            Some(vec!["0xABCDEF".to_string()])
+            Some(vec!["0xABCDEF".into()])
         );
         assert!(!m.allow_manage_endpoints);
         assert!(m.allow_unknown_endpoints);
@@ -641,6 +666,70 @@ mod tests {
         assert_eq!(
             Limits::merge_stricter(&Limits::default(), &Limits::default()),
             Limits::default()
+        );
+    }
+
+    #[test]
+    fn merged_allowlists_keep_a_network_either_side_names() {
+        let on = |n: &str| AllowedDestination {
+            network: Some(n.into()),
+            ..AllowedDestination::parse("0xabc")
+        };
+        let any = Limits {
+            withdrawal_address_allowlist: Some(vec!["0xabc".into()]),
+            ..Limits::default()
+        };
+        let eth = Limits {
+            withdrawal_address_allowlist: Some(vec![on("ETH")]),
+            ..Limits::default()
+        };
+        let bsc = Limits {
+            withdrawal_address_allowlist: Some(vec![on("BSC")]),
+            ..Limits::default()
+        };
+        for (a, b) in [(&any, &eth), (&eth, &any)] {
+            let m = Limits::merge_stricter(a, b);
+            assert_eq!(m.withdrawal_address_allowlist, Some(vec![on("ETH")]));
+        }
+        assert_eq!(
+            Limits::merge_stricter(&eth, &bsc).withdrawal_address_allowlist,
+            Some(vec![])
+        );
+        // Pinning a network narrows; dropping the pin widens.
+        assert!(eth.no_looser_than(&any));
+        assert!(!any.no_looser_than(&eth));
+        assert!(!bsc.no_looser_than(&eth));
+    }
+
+    #[test]
+    fn validate_checks_each_part_of_an_allowlist_entry() {
+        let entry = |address: &str, tag: Option<&str>, network: Option<&str>| AllowedDestination {
+            address: address.into(),
+            tag: tag.map(Into::into),
+            network: network.map(Into::into),
+        };
+        let l = Limits {
+            withdrawal_address_allowlist: Some(vec![
+                entry("0xabc", None, Some("ETH")),
+                entry("rAddr", Some("1"), Some("XRP")),
+                entry("0xabc", Some(""), None),
+                entry("", None, Some("ETH")),
+                entry("rAddr", Some("a b"), None),
+                entry("0xabc", None, Some("")),
+                entry("0xabc", None, Some(&"N".repeat(65))),
+            ]),
+            ..Limits::default()
+        };
+        let errs = l.validate().unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "withdrawal_address_allowlist[3].address",
+                "withdrawal_address_allowlist[4].tag",
+                "withdrawal_address_allowlist[5].network",
+                "withdrawal_address_allowlist[6].network",
+            ]
         );
     }
 

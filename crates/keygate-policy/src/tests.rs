@@ -1110,6 +1110,51 @@ fn withdrawal_address_allowlist() {
     );
 }
 
+/// An entry that names a network allows the address on that network only, and not a
+/// withdrawal that leaves the network to the exchange's default.
+#[test]
+fn withdrawal_allowlist_entries_can_pin_a_network() {
+    let mut p = policy();
+    let on = |address: &str, network: &str| AllowedDestination {
+        network: Some(network.into()),
+        ..AllowedDestination::parse(address)
+    };
+    p.limits.withdrawal_address_allowlist = Some(vec![
+        on("0x52908400098527886E0F7030069857D2E4169EE7", "ETH"),
+        on("0x52908400098527886E0F7030069857D2E4169EE7", "BSC"),
+        "bc1qAnyNetwork".into(),
+    ]);
+    let to = |address: &str, network: Option<&str>| {
+        req(
+            EndpointClass::Withdraw,
+            RequestIntent::Withdrawal(WithdrawalIntent {
+                asset: "USDT".into(),
+                amount: d("10"),
+                address: address.into(),
+                network: network.map(Into::into),
+                tag: None,
+            }),
+        )
+    };
+    let evm = "0x52908400098527886e0f7030069857d2e4169ee7";
+    allowed(&p, &to(evm, Some("ETH")));
+    allowed(&p, &to(evm, Some("eth")));
+    allowed(&p, &to(evm, Some("BSC")));
+    allowed(&p, &to("bc1qAnyNetwork", None));
+    allowed(&p, &to("bc1qAnyNetwork", Some("BTC")));
+    for (network, says) in [
+        (Some("ARBITRUM"), "not on network ARBITRUM"),
+        (None, "the withdrawal names none"),
+        (Some(" "), "the withdrawal names none"),
+    ] {
+        let Decision::Deny(denial) = evaluate(&p, &to(evm, network), now()) else {
+            panic!("{network:?} allowed");
+        };
+        assert_eq!(denial.code, DenyCode::WithdrawalAddressNotAllowed);
+        assert!(denial.detail.contains(says), "{}", denial.detail);
+    }
+}
+
 /// A memo / tag is part of the destination: an allowlisted address with another memo (or
 /// none where the entry has one) is refused.
 #[test]

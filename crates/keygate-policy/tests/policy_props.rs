@@ -107,12 +107,12 @@ fn order() -> impl Strategy<Value = OrderIntent> {
 }
 
 fn withdrawal() -> impl Strategy<Value = RequestIntent> {
-    (0usize..4, amount(), 0usize..4).prop_map(|(a, amount, ad)| {
+    (0usize..4, amount(), 0usize..4, 0usize..4).prop_map(|(a, amount, ad, n)| {
         RequestIntent::Withdrawal(WithdrawalIntent {
             asset: ["USDT", "BTC", "XYZ", "EUR"][a].into(),
             amount,
             address: ["0xabc123", "bc1qxyz", "BC1QXYZ", "elsewhere"][ad].into(),
-            network: None,
+            network: [None, Some("ETH"), Some("eth"), Some("BSC")][n].map(Into::into),
             tag: None,
         })
     })
@@ -152,7 +152,13 @@ fn limits() -> impl Strategy<Value = Limits> {
         ),
         (opt_amount(), opt_amount(), opt_amount()),
         (
-            proptest::option::of(proptest::sample::subsequence(ADDRESSES.to_vec(), 0..3)),
+            proptest::option::of(proptest::collection::vec(
+                (
+                    proptest::sample::select(ADDRESSES.to_vec()),
+                    proptest::sample::select(vec![None, Some("ETH"), Some("BSC")]),
+                ),
+                0..3,
+            )),
             proptest::option::of(proptest::sample::subsequence(LIST_SYMBOLS.to_vec(), 0..4)),
             proptest::sample::subsequence(LIST_SYMBOLS.to_vec(), 0..2),
             any::<bool>(),
@@ -175,8 +181,14 @@ fn limits() -> impl Strategy<Value = Limits> {
                     max_withdrawal_usd_per_tx: wtx,
                     max_withdrawal_usd_per_day: wd,
                     max_withdrawal_usd_per_month: wm,
-                    withdrawal_address_allowlist: addrs
-                        .map(|v| v.into_iter().map(String::from).collect()),
+                    withdrawal_address_allowlist: addrs.map(|v| {
+                        v.into_iter()
+                            .map(|(a, n)| AllowedDestination {
+                                network: n.map(Into::into),
+                                ..AllowedDestination::parse(a)
+                            })
+                            .collect()
+                    }),
                     allowed_symbols: allowed.map(|v| v.into_iter().map(String::from).collect()),
                     blocked_symbols: blocked.into_iter().map(String::from).collect(),
                     max_position_size: pos,
@@ -433,8 +445,12 @@ fn check_allowed_respects_limits(pol: &Policy, req: &CallRequest) -> Result<(), 
             prop_assert!(w.amount > Decimal::ZERO);
             if let Some(list) = &l.withdrawal_address_allowlist {
                 prop_assert!(
-                    list.iter().any(|a| same_address(a, &w.address)),
-                    "address broken"
+                    list.iter().any(|a| same_address(&a.address, &w.address)
+                        && a.network.as_deref().is_none_or(|n| w
+                            .network
+                            .as_deref()
+                            .is_some_and(|wn| wn.eq_ignore_ascii_case(n)))),
+                    "address or network broken"
                 );
             }
             if pol.caps_elsewhere.withdrawals {

@@ -639,6 +639,10 @@ enum Kind {
     Amount,
     /// Comma- or line-separated list.
     List,
+    /// Withdrawal destinations: comma- or line-separated, each `address` or
+    /// `address#tag`, optionally followed by `on NETWORK`
+    /// ([`keygate_policy::AllowedDestination`]).
+    Destinations,
     /// Checkbox.
     Flag,
 }
@@ -698,8 +702,8 @@ const LIMIT_FIELDS: &[(&str, Kind, &str)] = &[
     ("ip_allowlist", Kind::List, "Caller IP allowlist (CIDRs)"),
     (
         "withdrawal_address_allowlist",
-        Kind::List,
-        "Withdrawal address allowlist",
+        Kind::Destinations,
+        "Withdrawal address allowlist (address or address#memo, then optionally on NETWORK)",
     ),
     (
         "allow_unknown_endpoints",
@@ -737,6 +741,18 @@ fn limits_from(form: &Form) -> (Value, Map<String, Value>) {
                         .map(String::from)
                         .collect();
                     l.insert((*k).into(), json!(items));
+                }
+            }
+            Kind::Destinations => {
+                if let Some(v) = form.text(&name) {
+                    match destinations_from(&v) {
+                        Ok(items) => {
+                            l.insert((*k).into(), Value::Array(items));
+                        }
+                        Err(e) => {
+                            errors.insert(name, json!(e));
+                        }
+                    }
                 }
             }
             Kind::Count => {
@@ -791,6 +807,14 @@ fn limits_fields(l: &Value) -> Value {
                     .collect::<Vec<_>>()
                     .join(", "))
                 .unwrap_or_default()),
+            Kind::Destinations => json!(v
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .map(destination_text)
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()),
             Kind::Count | Kind::Amount => json!(v
                 .as_str()
                 .map(String::from)
@@ -799,6 +823,48 @@ fn limits_fields(l: &Value) -> Value {
         m.insert((*k).into(), shown);
     }
     Value::Object(m)
+}
+
+/// The allowlist entries typed in the editor: comma- or line-separated, each
+/// `address[#tag]` or `address[#tag] on NETWORK`. Without `on`, words separated by spaces
+/// are entries of their own, as in the other lists. Entries go to the API as typed, which
+/// validates them.
+fn destinations_from(text: &str) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for item in text.split([',', '\n']) {
+        let words: Vec<&str> = item.split_whitespace().collect();
+        match words.iter().position(|w| w.eq_ignore_ascii_case("on")) {
+            None => out.extend(words.iter().map(|w| json!(w))),
+            Some(1) if words.len() == 3 => {
+                let d = keygate_policy::AllowedDestination::parse(words[0]);
+                out.push(json!({ "address": d.address, "tag": d.tag, "network": words[2] }));
+            }
+            Some(_) => return Err(format!(
+                "write each entry as address, address#memo or address#memo on NETWORK (not: {})",
+                item.trim()
+            )),
+        }
+    }
+    Ok(out)
+}
+
+/// One stored allowlist entry as the editor shows it (the inverse of
+/// [`destinations_from`]).
+fn destination_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        _ => {
+            let part = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
+            let mut s = part("address").to_string();
+            if !part("tag").is_empty() {
+                s = format!("{s}#{}", part("tag"));
+            }
+            if !part("network").is_empty() {
+                s = format!("{s} on {}", part("network"));
+            }
+            s
+        }
+    }
 }
 
 /// The editor's fields as submitted (to show them again next to the errors).
@@ -823,7 +889,7 @@ fn limit_field_list() -> Value {
             "label": label,
             "kind": match kind {
                 Kind::Count | Kind::Amount => "number",
-                Kind::List => "list",
+                Kind::List | Kind::Destinations => "list",
                 Kind::Flag => "flag",
             },
         }))
@@ -1387,4 +1453,63 @@ pub async fn admin_site_keys(State(s): State<AppState>, c: Ctx) -> Response {
         &sess,
         json!({"keys": keys.items(), "error": (!keys.ok()).then(|| keys.message()), "section": "site-keys"}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_entries_read_and_show_with_their_network() {
+        let typed = "0xabc on ARBITRUM, rAddr#123 ON xrp\nbc1qa bc1qb,\n  0xdef  ";
+        let entries = destinations_from(typed).unwrap();
+        assert_eq!(
+            entries,
+            vec![
+                json!({"address": "0xabc", "tag": null, "network": "ARBITRUM"}),
+                json!({"address": "rAddr", "tag": "123", "network": "xrp"}),
+                json!("bc1qa"),
+                json!("bc1qb"),
+                json!("0xdef"),
+            ]
+        );
+        // What the API stores reads back as typed.
+        let stored: Vec<keygate_policy::AllowedDestination> =
+            serde_json::from_value(Value::Array(entries)).unwrap();
+        let shown: Vec<String> = serde_json::to_value(&stored)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(destination_text)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "0xabc on ARBITRUM",
+                "rAddr#123 on xrp",
+                "bc1qa",
+                "bc1qb",
+                "0xdef"
+            ]
+        );
+        assert_eq!(
+            destinations_from(&shown.join(", ")).unwrap(),
+            destinations_from(typed).unwrap()
+        );
+        for bad in ["0xabc on", "on ETH", "0xabc on ETH BSC", "0xabc ETH on"] {
+            assert!(destinations_from(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_editor_keeps_a_pinned_entry() {
+        let fields = limits_fields(&json!({
+            "withdrawal_address_allowlist": ["0xabc", {"address": "0xdef", "network": "BSC"}]
+        }));
+        assert_eq!(
+            fields["withdrawal_address_allowlist"],
+            json!("0xabc, 0xdef on BSC")
+        );
+    }
 }

@@ -1704,6 +1704,91 @@ both_backends!(
     }
 );
 
+// A withdrawal allowlist entry may name the network: the address is then allowed on that
+// network only (an EVM address on another chain may not be the same owner's), and not
+// when the request leaves the network to the exchange's default. The entry is stored and
+// read back as written; a bad one is refused by field. Before, entries named no network.
+both_backends!(
+    withdrawal_allowlist_entries_pin_a_network,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let allowlist = json!([{"address": "TXyz1", "network": "TRX"}, "0xAnyChain"]);
+        let conn = binance_connection(
+            &app,
+            &t,
+            &mock,
+            json!(["read", "withdraw"]),
+            json!({ "withdrawal_address_allowlist": allowlist }),
+        )
+        .await;
+        let (s, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        assert_eq!(s, 200, "{c}");
+        assert_eq!(c["limits"]["withdrawal_address_allowlist"], allowlist);
+
+        let path = "sapi/v1/capital/withdraw/apply";
+        let send = |to: &'static str| {
+            let body = format!("coin=USDT&address={to}&amount=10");
+            let (app, t, conn) = (&app, &t, &conn);
+            async move {
+                let (s, _, b) = call(app, t, reqwest::Method::POST, conn, path, Some(&body)).await;
+                (s, code(&b), b)
+            }
+        };
+        for allowed in [
+            "TXyz1&network=TRX",
+            "TXyz1&network=trx",
+            "0xAnyChain&network=BSC",
+        ] {
+            let (s, code, b) = send(allowed).await;
+            assert_eq!((s, code.as_str()), (200, ""), "{allowed}: {b}");
+        }
+        let reached = mock.requests().len();
+        for refused in ["TXyz1&network=BSC", "TXyz1", "TXyz1&network="] {
+            let (s, code, b) = send(refused).await;
+            assert_eq!(
+                (s, code.as_str()),
+                (403, "withdrawal_address_not_allowed"),
+                "{refused}: {b}"
+            );
+        }
+        assert_eq!(
+            mock.requests().len(),
+            reached,
+            "a refused withdrawal went out"
+        );
+
+        let (s, p) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/connections/{conn}"),
+                &t,
+                json!({"limits": {"withdrawal_address_allowlist": [{"address": "TXyz1", "network": "has space"}]}}),
+            )
+            .await;
+        assert_eq!(s, 422, "{p}");
+        assert!(
+            p.to_string()
+                .contains("withdrawal_address_allowlist[0].network"),
+            "{p}"
+        );
+        let (s, p) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/connections/{conn}"),
+                &t,
+                json!({"limits": {"withdrawal_address_allowlist": [{"address": "TXyz1", "chain": "TRX"}]}}),
+            )
+            .await;
+        assert_eq!(s, 422, "{p}");
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        assert_eq!(
+            c["limits"]["withdrawal_address_allowlist"], allowlist,
+            "nothing lost"
+        );
+    }
+);
+
 // An absurd order size is the exchange's to refuse, not a crash: with no caps set, an
 // order of 10^24 USD goes out and is recorded, its amount clamped to what the ledger
 // holds (100 billion USD per call and per day), so neither this call nor a batch it
