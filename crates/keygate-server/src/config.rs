@@ -40,8 +40,12 @@ pub struct Config {
     /// `KEYGATE_JWT_SECRET`: HS256 token secret instead of `<data_dir>/jwt.secret`; at
     /// least [`crate::keyfiles::MIN_JWT_SECRET_BYTES`] bytes.
     pub jwt_secret: Option<SecretString>,
-    /// `KEYGATE_JWKS_URL` / `jwks_url`: accept RS256/ES256 tokens signed by these keys (Supabase).
+    /// `KEYGATE_JWKS_URL` / `jwks_url`: accept RS256/ES256 tokens signed by these keys
+    /// (Supabase). https, or http to a loopback host ([`check_jwks_url`]).
     pub jwks_url: Option<String>,
+    /// `KEYGATE_JWKS_ALLOW_HTTP` / `jwks_allow_http`: accept an `http://` JWKS URL to
+    /// any host. Default false.
+    pub jwks_allow_http: bool,
     /// `KEYGATE_JWKS_MAX_AGE_SECS` / `jwks_max_age_secs`: how long a fetched JWKS key set
     /// is used before it is fetched again (a key removed from the JWKS stops working
     /// within this). Default 300; at least 1.
@@ -184,6 +188,7 @@ struct FileConfig {
     openbao_key: Option<String>,
     openbao_mount: Option<String>,
     jwks_url: Option<String>,
+    jwks_allow_http: Option<bool>,
     jwks_max_age_secs: Option<u64>,
     jwt_audience: Option<String>,
     jwt_issuer: Option<String>,
@@ -278,6 +283,7 @@ impl Default for Config {
             openbao_mount: "transit".into(),
             jwt_secret: None,
             jwks_url: None,
+            jwks_allow_http: false,
             jwks_max_age_secs: 300,
             jwt_audience: None,
             jwt_issuer: None,
@@ -422,6 +428,14 @@ impl Config {
                 ));
             }
         }
+        let jwks_url = env("KEYGATE_JWKS_URL").or(fc.jwks_url);
+        let jwks_allow_http = match env("KEYGATE_JWKS_ALLOW_HTTP") {
+            Some(v) => parse_bool("KEYGATE_JWKS_ALLOW_HTTP", &v)?,
+            None => fc.jwks_allow_http.unwrap_or(false),
+        };
+        if let Some(u) = &jwks_url {
+            check_jwks_url(u, jwks_allow_http)?;
+        }
         let allow_plaintext = match env("KEYGATE_ALLOW_PLAINTEXT") {
             Some(v) => parse_bool("KEYGATE_ALLOW_PLAINTEXT", &v)?,
             None => fc.allow_plaintext.unwrap_or(false),
@@ -548,7 +562,8 @@ impl Config {
                 .or(fc.openbao_mount)
                 .unwrap_or_else(|| "transit".into()),
             jwt_secret,
-            jwks_url: env("KEYGATE_JWKS_URL").or(fc.jwks_url),
+            jwks_url,
+            jwks_allow_http,
             jwks_max_age_secs: parse_num(
                 "KEYGATE_JWKS_MAX_AGE_SECS",
                 env("KEYGATE_JWKS_MAX_AGE_SECS"),
@@ -597,6 +612,32 @@ impl Config {
     }
 }
 
+/// A JWKS URL keygate may fetch signing keys from: https, or http to a loopback host
+/// (or anywhere with `KEYGATE_JWKS_ALLOW_HTTP`). Whoever can answer a plain-HTTP fetch
+/// in keygate's place can hand it a key, and sign tokens for any user or the service
+/// role. The error does not repeat the URL, which may carry an API key.
+pub fn check_jwks_url(u: &str, allow_http: bool) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(u)
+        .map_err(|e| ConfigError(format!("KEYGATE_JWKS_URL: not a URL ({e})")))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback || allow_http => Ok(()),
+        "http" => Err(ConfigError(
+            "KEYGATE_JWKS_URL: must be https (anyone who can answer a plain-HTTP fetch could sign tokens keygate accepts); http is accepted to a loopback host, or everywhere with KEYGATE_JWKS_ALLOW_HTTP=true".into(),
+        )),
+        other => Err(ConfigError(format!(
+            "KEYGATE_JWKS_URL: expected an https URL, not {}",
+            if other.len() <= 16 { other } else { "this scheme" }
+        ))),
+    }
+}
+
 /// The keys the TOML file accepts (the fields of `FileConfig`), read from serde's own
 /// field list so the configuration reference cannot drift from the loader.
 #[cfg(test)]
@@ -640,4 +681,39 @@ pub(crate) fn file_keys() -> &'static [&'static str] {
     let mut fields: &'static [&'static str] = &[];
     let _ = FileConfig::deserialize(Recorder(&mut fields));
     fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_jwks_url;
+
+    #[test]
+    fn a_jwks_url_is_https_or_loopback_http() {
+        for ok in [
+            "https://auth.example/auth/v1/.well-known/jwks.json",
+            "http://127.0.0.1:9999/jwks.json",
+            "http://127.8.0.1/jwks.json",
+            "http://localhost:54321/auth/v1/.well-known/jwks.json",
+            "http://[::1]:8080/jwks",
+        ] {
+            assert!(check_jwks_url(ok, false).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            (
+                "http://auth.internal/jwks.json?apikey=hunter2",
+                "must be https",
+            ),
+            ("http://10.0.0.5/jwks.json", "must be https"),
+            ("http://localhost.evil.example/jwks.json", "must be https"),
+            ("http://[::ffff:127.0.0.1]/jwks.json", "must be https"),
+            ("ftp://auth.example/jwks.json", "expected an https URL"),
+            ("auth.example/jwks.json", "not a URL"),
+        ] {
+            let e = check_jwks_url(bad, false).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("hunter2") && !e.contains("auth."), "{e}");
+        }
+        assert!(check_jwks_url("http://auth.internal/jwks.json", true).is_ok());
+        assert!(check_jwks_url("ftp://auth.example/jwks.json", true).is_err());
+    }
 }

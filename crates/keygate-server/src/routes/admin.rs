@@ -224,6 +224,7 @@ pub fn setting_value(c: &Config, env: &str) -> Option<String> {
             .as_deref()
             .map(without_password)
             .unwrap_or_else(|| "unset".into()),
+        "KEYGATE_JWKS_ALLOW_HTTP" => c.jwks_allow_http.to_string(),
         "KEYGATE_JWKS_MAX_AGE_SECS" => c.jwks_max_age_secs.to_string(),
         "KEYGATE_JWT_AUDIENCE" => opt(&c.jwt_audience),
         "KEYGATE_JWT_ISSUER" => opt(&c.jwt_issuer),

@@ -839,10 +839,12 @@ fn destinations_from(text: &str) -> Result<Vec<Value>, String> {
                 let d = keygate_policy::AllowedDestination::parse(words[0]);
                 out.push(json!({ "address": d.address, "tag": d.tag, "network": words[2] }));
             }
-            Some(_) => return Err(format!(
+            Some(_) => {
+                return Err(format!(
                 "write each entry as address, address#memo or address#memo on NETWORK (not: {})",
                 item.trim()
-            )),
+            ))
+            }
         }
     }
     Ok(out)
