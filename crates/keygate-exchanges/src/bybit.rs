@@ -335,8 +335,8 @@ impl Exchange for Bybit {
                         asset: req_str(&body, "coin")?,
                         amount: positive_decimal(&body, "amount")?,
                         address: req_str(&body, "address")?,
-                        network: str_field(&body, "chain"),
-                        tag: str_field(&body, "tag"),
+                        network: util::json_network(&body, "chain")?,
+                        tag: util::json_tag(&body, "tag")?,
                     }))
                 }
                 // Cancelling a pending withdrawal moves nothing.

@@ -436,7 +436,7 @@ fn parse_withdraw(path: &str, req: &OutgoingRequest) -> Result<RequestIntent, Pa
                 asset,
                 amount,
                 address: str_field(&v, "to")?.to_string(),
-                network: v.get("network").and_then(Value::as_str).map(str::to_string),
+                network: util::json_network(&v, "network")?,
                 tag: util::json_tag(&v, "destination_tag")?,
             })),
             // Between the user's own accounts.

@@ -810,6 +810,9 @@ fn parse_withdraw(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         // Cancelling a pending withdrawal sends nothing anywhere.
         return Ok(RequestIntent::None);
     }
+    // Withdrawals take their fields from the body alone: a query string beside it could
+    // carry a second `chain` or `address` keygate does not read.
+    util::no_query_beside_the_body(req)?;
     let v = util::json_request_body(&req.body)?;
     let amount = util::json_decimal("amount", field(&v, "amount")?)?;
     let asset = str_field(&v, "currency")?.to_string();
@@ -836,7 +839,7 @@ fn parse_withdraw(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         asset,
         amount,
         address: str_field(&v, "address")?.to_string(),
-        network: v.get("chain").and_then(Value::as_str).map(str::to_string),
+        network: util::json_network(&v, "chain")?,
         tag: util::json_tag(&v, "memo")?,
     }))
 }

@@ -577,7 +577,7 @@ fn parse_withdraw(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         asset: str_field(&v, "currency")?.to_string(),
         amount: util::json_decimal("amount", field(&v, "amount")?)?,
         address: address.to_string(),
-        network: v.get("chain").and_then(Value::as_str).map(str::to_string),
+        network: util::json_network(&v, "chain")?,
         tag: util::json_tag(&v, "memo")?,
     }))
 }

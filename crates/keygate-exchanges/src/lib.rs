@@ -666,6 +666,97 @@ mod tests {
         assert_eq!(per_ip, vec![ExchangeId::Binance, ExchangeId::Binanceusdm]);
     }
 
+    /// Each JSON exchange's withdrawal is read with the network keygate checks against
+    /// a network-pinned allowlist entry; the same field in another case, another type
+    /// (and on Gate a query string beside the body) is refused rather than left for the
+    /// exchange to read a second network from.
+    #[test]
+    fn withdrawal_networks_are_read_strictly() {
+        let cases: [(ExchangeId, &str, &str, &str); 6] = [
+            (
+                ExchangeId::Okx,
+                "/api/v5/asset/withdrawal",
+                r#"{"ccy":"USDT","amt":"1","dest":"4","toAddr":"0xabc","#,
+                "chain",
+            ),
+            (
+                ExchangeId::Bybit,
+                "/v5/asset/withdraw/create",
+                r#"{"coin":"USDT","amount":"1","address":"0xabc","#,
+                "chain",
+            ),
+            (
+                ExchangeId::Bitget,
+                "/api/v2/spot/wallet/withdrawal",
+                r#"{"coin":"USDT","size":"1","transferType":"on_chain","address":"0xabc","#,
+                "chain",
+            ),
+            (
+                ExchangeId::Kucoin,
+                "/api/v1/withdrawals",
+                r#"{"currency":"USDT","amount":"1","address":"0xabc","#,
+                "chain",
+            ),
+            (
+                ExchangeId::Gate,
+                "/api/v4/withdrawals",
+                r#"{"currency":"USDT","amount":"1","address":"0xabc","#,
+                "chain",
+            ),
+            (
+                ExchangeId::Coinbase,
+                "/v2/accounts/acc-1/transactions",
+                r#"{"type":"send","currency":"USDC","amount":"1","to":"0xabc","#,
+                "network",
+            ),
+        ];
+        let parse = |id: ExchangeId, path: &str, body: String, query: Option<&str>| {
+            let req = OutgoingRequest {
+                method: Method::POST,
+                path: path.into(),
+                query: query.map(str::to_string),
+                headers: http::HeaderMap::new(),
+                body: bytes::Bytes::from(body),
+            };
+            assert_eq!(
+                id.api().classify(&Method::POST, path),
+                EndpointClass::Withdraw
+            );
+            id.api().parse_intent(EndpointClass::Withdraw, &req)
+        };
+        for (id, path, head, key) in cases {
+            let upper = key.to_ascii_uppercase();
+            let network = |body: String| match parse(id, path, body.clone(), None) {
+                Ok(RequestIntent::Withdrawal(w)) => Ok(w.network),
+                other => Err(format!("{other:?}")),
+            };
+            assert_eq!(
+                network(format!(r#"{head}"{key}":"ETH"}}"#)),
+                Ok(Some("ETH".into())),
+                "{id:?}"
+            );
+            assert_eq!(
+                network(format!(r#"{head}"{key}":""}}"#)),
+                Ok(None),
+                "{id:?}"
+            );
+            for bad in [
+                format!(r#"{head}"{key}":"ETH","{upper}":"ARBITRUM"}}"#),
+                format!(r#"{head}"{upper}":"ARBITRUM"}}"#),
+                format!(r#"{head}"{key}":["ETH"]}}"#),
+                format!(r#"{head}"{key}":{{"name":"ETH"}}}}"#),
+            ] {
+                assert!(network(bad.clone()).is_err(), "{id:?}: {bad}");
+            }
+            let body = format!(r#"{head}"{key}":"ETH"}}"#);
+            let query = format!("{key}=ARBITRUM");
+            assert!(
+                parse(id, path, body, Some(&query)).is_err(),
+                "{id:?}: a query beside the body"
+            );
+        }
+    }
+
     #[test]
     fn ids_round_trip() {
         for id in ExchangeId::ALL {

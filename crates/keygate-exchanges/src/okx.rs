@@ -606,7 +606,7 @@ fn okx_withdraw_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseE
                 asset: req_str(body, "ccy")?,
                 amount: positive_decimal(body, "amt")?,
                 address,
-                network: str_field(body, "chain"),
+                network: util::json_network(body, "chain")?,
                 tag,
             }))
         }
@@ -614,7 +614,7 @@ fn okx_withdraw_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseE
             asset: req_str(body, "ccy")?,
             amount: positive_decimal(body, "amt")?,
             address: req_str(body, "paymentAcctId")?,
-            network: str_field(body, "paymentMethod"),
+            network: util::json_network(body, "paymentMethod")?,
             tag: None,
         })),
         // Cancelling a pending withdrawal moves nothing.

@@ -188,6 +188,18 @@ pub fn json_tag(v: &serde_json::Value, name: &'static str) -> Result<Option<Stri
     }
 }
 
+/// A withdrawal's network / chain field `name` of a JSON body, read as [`json_tag`] reads
+/// a memo: a string or a number, `None` when absent, null or empty, and refused as
+/// another type or with the name in another case. An allowlist entry that names a
+/// network allows only a withdrawal whose network keygate read is the one the exchange
+/// will use.
+pub fn json_network(
+    v: &serde_json::Value,
+    name: &'static str,
+) -> Result<Option<String>, ParseError> {
+    json_tag(v, name)
+}
+
 /// Parses a decimal from an exchange field (accepts `"1.5"`, `1.5`, `"1e-8"`).
 pub fn parse_decimal(field: &'static str, s: &str) -> Result<Decimal, ParseError> {
     let s = s.trim();
