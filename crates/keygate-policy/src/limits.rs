@@ -369,10 +369,11 @@ impl Limits {
                 }
                 if let Some(t) = &a.tag {
                     // `address#` (an empty tag) reads as a bare address, as it always has.
-                    if !(t.is_empty() || printable(t, MAX_ADDRESS_LEN)) {
+                    // No `#`: the string form `address#tag` could not say where it starts.
+                    if !(t.is_empty() || printable(t, MAX_ADDRESS_LEN) && !t.contains('#')) {
                         errs.push(FieldError::new(
                             format!("{field}.tag"),
-                            "must be at most 256 printable ASCII characters without spaces",
+                            "must be at most 256 printable ASCII characters without spaces or #",
                         ));
                     }
                 }
@@ -717,6 +718,7 @@ mod tests {
                 entry("rAddr", Some("a b"), None),
                 entry("0xabc", None, Some("")),
                 entry("0xabc", None, Some(&"N".repeat(65))),
+                entry("rAddr", Some("1#2"), Some("XRP")),
             ]),
             ..Limits::default()
         };
@@ -729,6 +731,7 @@ mod tests {
                 "withdrawal_address_allowlist[4].tag",
                 "withdrawal_address_allowlist[5].network",
                 "withdrawal_address_allowlist[6].network",
+                "withdrawal_address_allowlist[7].tag",
             ]
         );
     }

@@ -637,8 +637,10 @@ enum Kind {
     Count,
     /// Decimal amount, sent as a string so no precision is lost.
     Amount,
-    /// Comma- or line-separated list.
+    /// Comma- or line-separated allowlist (`None` = no limit, empty = allow none).
     List,
+    /// Comma- or line-separated blocklist (empty = nothing blocked).
+    Blocklist,
     /// Withdrawal destinations: comma- or line-separated, each `address` or
     /// `address#tag`, optionally followed by `on NETWORK`
     /// ([`keygate_policy::AllowedDestination`]).
@@ -698,7 +700,7 @@ const LIMIT_FIELDS: &[(&str, Kind, &str)] = &[
         "Stop-loss % (passed to bots, not enforced)",
     ),
     ("allowed_symbols", Kind::List, "Allowed symbols"),
-    ("blocked_symbols", Kind::List, "Blocked symbols"),
+    ("blocked_symbols", Kind::Blocklist, "Blocked symbols"),
     ("ip_allowlist", Kind::List, "Caller IP allowlist (CIDRs)"),
     (
         "withdrawal_address_allowlist",
@@ -717,6 +719,10 @@ const LIMIT_FIELDS: &[(&str, Kind, &str)] = &[
     ),
 ];
 
+/// How the editor writes an allowlist that allows nothing (an empty list), so that
+/// saving the form again keeps it: an empty field means no limit.
+const NONE_ALLOWED: &str = "(none)";
+
 /// Scopes a connection may be narrowed to (DESIGN.md §7).
 const SCOPES: &[&str] = &["read", "trade", "withdraw", "transfer", "sub_account"];
 
@@ -732,7 +738,14 @@ fn limits_from(form: &Form) -> (Value, Map<String, Value>) {
             Kind::Flag => {
                 l.insert((*k).into(), json!(form.get(&name) == Some("on")));
             }
-            Kind::List => {
+            Kind::List | Kind::Destinations
+                if form
+                    .text(&name)
+                    .is_some_and(|v| v.eq_ignore_ascii_case(NONE_ALLOWED)) =>
+            {
+                l.insert((*k).into(), json!([]));
+            }
+            Kind::List | Kind::Blocklist => {
                 if let Some(v) = form.text(&name) {
                     let items: Vec<String> = v
                         .split([',', '\n', ' '])
@@ -799,7 +812,10 @@ fn limits_fields(l: &Value) -> Value {
         };
         let shown = match kind {
             Kind::Flag => json!(v.as_bool().unwrap_or(false)),
-            Kind::List => json!(v
+            Kind::List | Kind::Destinations if v.as_array().is_some_and(Vec::is_empty) => {
+                json!(NONE_ALLOWED)
+            }
+            Kind::List | Kind::Blocklist => json!(v
                 .as_array()
                 .map(|a| a
                     .iter()
@@ -858,7 +874,8 @@ fn destination_text(v: &Value) -> String {
         _ => {
             let part = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
             let mut s = part("address").to_string();
-            if !part("tag").is_empty() {
+            if !part("tag").is_empty() || s.contains('#') {
+                // `a#b` with no tag is written `a#b#`, which reads back as address `a#b`.
                 s = format!("{s}#{}", part("tag"));
             }
             if !part("network").is_empty() {
@@ -892,6 +909,7 @@ fn limit_field_list() -> Value {
             "kind": match kind {
                 Kind::Count | Kind::Amount => "number",
                 Kind::List | Kind::Destinations => "list",
+                Kind::Blocklist => "blocklist",
                 Kind::Flag => "flag",
             },
         }))
@@ -1507,11 +1525,48 @@ mod tests {
     #[test]
     fn the_editor_keeps_a_pinned_entry() {
         let fields = limits_fields(&json!({
-            "withdrawal_address_allowlist": ["0xabc", {"address": "0xdef", "network": "BSC"}]
+            "withdrawal_address_allowlist": ["0xabc", {"address": "0xdef", "network": "BSC"},
+                                             {"address": "a#b", "network": "N"}]
         }));
         assert_eq!(
             fields["withdrawal_address_allowlist"],
-            json!("0xabc, 0xdef on BSC")
+            json!("0xabc, 0xdef on BSC, a#b# on N")
         );
+        let back =
+            destinations_from(fields["withdrawal_address_allowlist"].as_str().unwrap()).unwrap();
+        let back: Vec<keygate_policy::AllowedDestination> =
+            serde_json::from_value(Value::Array(back)).unwrap();
+        assert_eq!(back[2].address, "a#b");
+        assert_eq!(back[2].network.as_deref(), Some("N"));
+    }
+
+    /// An allowlist that allows nothing is shown as `(none)` and saved back as an empty
+    /// list. It was shown as an empty field, which saving the form again turned into no
+    /// limit at all: withdrawals to anywhere, any symbol, any caller IP.
+    #[test]
+    fn an_allowlist_that_allows_nothing_survives_the_editor() {
+        let stored = json!({
+            "withdrawal_address_allowlist": [],
+            "allowed_symbols": [],
+            "ip_allowlist": [],
+            "blocked_symbols": [],
+        });
+        let fields = limits_fields(&stored);
+        let mut form = Vec::new();
+        for (k, v) in fields.as_object().unwrap() {
+            form.push((format!("limits.{k}"), v.as_str().unwrap().to_string()));
+        }
+        assert!(form.contains(&("limits.allowed_symbols".into(), "(none)".into())));
+        let (sent, errors) = limits_from(&Form(form));
+        assert!(errors.is_empty(), "{errors:?}");
+        for k in [
+            "withdrawal_address_allowlist",
+            "allowed_symbols",
+            "ip_allowlist",
+        ] {
+            assert_eq!(sent[k], json!([]), "{k}");
+        }
+        assert_eq!(fields["blocked_symbols"], json!(""), "nothing blocked");
+        assert_eq!(sent.get("blocked_symbols"), None);
     }
 }
