@@ -660,6 +660,21 @@ proptest! {
         }
     }
 
+    /// The merged withdrawal allowlist allows exactly what both lists allow: address,
+    /// tag and network.
+    #[test]
+    fn merged_allowlists_allow_what_both_allow(a in limits(), b in limits(), i in withdrawal()) {
+        let RequestIntent::Withdrawal(w) = i else { unreachable!() };
+        let allows = |l: &Limits| match &l.withdrawal_address_allowlist {
+            None => true,
+            Some(list) => list.iter().any(|e| {
+                e.names(&w.address, w.tag.as_deref()) && e.allows_network(w.network.as_deref())
+            }),
+        };
+        let m = Limits::merge_stricter(&a, &b);
+        prop_assert_eq!(allows(&m), allows(&a) && allows(&b));
+    }
+
     #[test]
     fn normalize_symbol_is_idempotent(s in "\\PC{0,20}") {
         let n = normalize_symbol(&s);
