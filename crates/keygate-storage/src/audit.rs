@@ -215,8 +215,67 @@ impl AuditEvent {
     }
 }
 
+/// Makes `s` storable on both backends: PostgreSQL refuses U+0000 in `text` and `jsonb`
+/// (SQLite keeps it), so a NUL becomes U+FFFD on both. Every row of the group commit
+/// goes through this: one client's NUL (a percent-encoded `%00` in a proxied path) made
+/// the whole batch fail on PostgreSQL, with every other call's row and audit event in it.
+pub(crate) fn storable(s: &mut String) {
+    if s.contains('\0') {
+        *s = s.replace('\0', "\u{FFFD}");
+    }
+}
+
+pub(crate) fn storable_opt(s: &mut Option<String>) {
+    if let Some(s) = s {
+        storable(s);
+    }
+}
+
+fn storable_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => storable(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(storable_json),
+        serde_json::Value::Object(m) => {
+            if m.keys().any(|k| k.contains('\0')) {
+                *m = std::mem::take(m)
+                    .into_iter()
+                    .map(|(mut k, v)| {
+                        storable(&mut k);
+                        (k, v)
+                    })
+                    .collect();
+            }
+            m.values_mut().for_each(storable_json);
+        }
+        _ => {}
+    }
+}
+
+impl AuditEvent {
+    /// [`storable`] for every text of the event, before it is hashed.
+    pub fn make_storable(&mut self) {
+        for s in [&mut self.category, &mut self.action, &mut self.actor_role] {
+            storable(s);
+        }
+        for s in [
+            &mut self.endpoint,
+            &mut self.http_method,
+            &mut self.ip_address,
+            &mut self.user_agent,
+            &mut self.device_fingerprint,
+            &mut self.geo_country,
+            &mut self.geo_city,
+            &mut self.reason,
+        ] {
+            storable_opt(s);
+        }
+        self.risk_reasons.0.iter_mut().for_each(storable);
+        storable_json(&mut self.metadata.0);
+    }
+}
+
 /// Chains `events` after the head (`seq`, `prev`): assigns each its `seq`, `prev_hash`
-/// and `hash`. Returns them and the new head.
+/// and `hash`. Returns them and the new head. Each is made [`storable`] first.
 pub(crate) fn chain(
     events: Vec<AuditEvent>,
     mut seq: i64,
@@ -226,6 +285,7 @@ pub(crate) fn chain(
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, chain_key);
     let mut out = Vec::with_capacity(events.len());
     for mut e in events {
+        e.make_storable();
         seq += 1;
         e.seq = seq;
         e.prev_hash = prev;
@@ -444,6 +504,31 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_text_of_an_event_is_made_storable() {
+        let mut e = full();
+        e.endpoint = Some("/a\0b".into());
+        e.reason = Some("\0".into());
+        e.risk_reasons = Json(vec!["x\0".into()]);
+        e.metadata = Json(serde_json::json!({"k\0": ["v\0", {"n": "\0"}], "ok": 1}));
+        e.make_storable();
+        let all =
+            serde_json::to_string(&(&e.endpoint, &e.reason, &e.risk_reasons.0, &e.metadata.0))
+                .unwrap();
+        assert!(!all.contains("\\u0000"), "{all}");
+        assert_eq!(e.endpoint.as_deref(), Some("/a\u{fffd}b"));
+        assert_eq!(e.metadata.0["k\u{fffd}"][1]["n"], "\u{fffd}");
+        assert_eq!(e.metadata.0["ok"], 1);
+        let before = full();
+        let mut same = full();
+        same.make_storable();
+        assert_eq!(
+            same.canonical(),
+            before.canonical(),
+            "text without NUL unchanged"
+        );
+    }
 
     fn full() -> AuditEvent {
         let u = |n: u128| Some(Uuid::from_u128(n));

@@ -144,6 +144,43 @@ fn clamp_spend(x: i64) -> i64 {
 /// Adds uses to a credential: `(uses, latest time, user_id, id)`.
 pub(crate) const USAGE_UPDATE: &str = "UPDATE credentials SET usage_count = usage_count + $1, last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END WHERE user_id = $3 AND id = $4";
 
+impl ApiCallRecord {
+    /// [`crate::audit::storable`] for every text of the row.
+    pub fn make_storable(&mut self) {
+        for s in [
+            &mut self.method,
+            &mut self.endpoint,
+            &mut self.class,
+            &mut self.decision,
+        ] {
+            crate::audit::storable(s);
+        }
+        for s in [
+            &mut self.deny_code,
+            &mut self.error_message,
+            &mut self.ip_address,
+            &mut self.user_agent,
+        ] {
+            crate::audit::storable_opt(s);
+        }
+    }
+
+    fn storable(&self) -> bool {
+        let nul = |s: &str| s.contains('\0');
+        ![&self.method, &self.endpoint, &self.class, &self.decision]
+            .into_iter()
+            .any(|s| nul(s))
+            && ![
+                &self.deny_code,
+                &self.error_message,
+                &self.ip_address,
+                &self.user_agent,
+            ]
+            .into_iter()
+            .any(|s| s.as_deref().is_some_and(nul))
+    }
+}
+
 impl Store {
     /// Writes a batch of call rows and counts each allowed one as a use of its credential
     /// (see [`Store::record_batch`]).
@@ -178,6 +215,20 @@ impl Store {
         chain_key: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<AuditEvent>>> {
         Box::pin(async move {
+            let fixed: Vec<ApiCallRecord>;
+            let calls = if calls.iter().all(ApiCallRecord::storable) {
+                calls
+            } else {
+                fixed = calls
+                    .iter()
+                    .cloned()
+                    .map(|mut c| {
+                        c.make_storable();
+                        c
+                    })
+                    .collect();
+                &fixed
+            };
             let out = self.write_batch(calls, events, chain_key).await?;
             self.history.committed(HistoryCache::stamps(calls));
             Ok(out)
@@ -255,13 +306,14 @@ impl Store {
     /// [`Store::record_batch`] taking the rows by value (no copy for the SQLite writer).
     pub async fn record_batch_owned(
         &self,
-        calls: Vec<ApiCallRecord>,
+        mut calls: Vec<ApiCallRecord>,
         events: Vec<AuditEvent>,
         chain_key: &[u8],
     ) -> Result<Vec<AuditEvent>> {
         if calls.is_empty() && events.is_empty() {
             return Ok(events);
         }
+        calls.iter_mut().for_each(ApiCallRecord::make_storable);
         // the calls move to the writer: keep what the check after the commit needs
         let stamps: Vec<_> = HistoryCache::stamps(&calls).collect();
         let out = match &self.writer {

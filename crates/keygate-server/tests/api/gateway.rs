@@ -1704,6 +1704,71 @@ both_backends!(
     }
 );
 
+// A NUL in a proxied path (`%00`, decoded) is refused as malformed, and its row is
+// recorded with U+FFFD in its place: PostgreSQL refuses U+0000 in text, and the one row
+// failed the whole group commit, so the calls batched with it (other users' included,
+// already forwarded) answered 500 with no row and no audit event.
+both_backends!(
+    a_nul_in_a_path_fails_no_one_elses_bookkeeping,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let conn = binance_connection(&app, &t, &mock, json!(["read"]), json!({})).await;
+        let other = app.token(Uuid::new_v4());
+        let theirs = binance_connection(&app, &other, &mock, json!(["read"]), json!({})).await;
+        let nul = (0..8).map(|_| {
+            call(
+                &app,
+                &t,
+                reqwest::Method::GET,
+                &conn,
+                "api/v3/ti%00me",
+                None,
+            )
+        });
+        let fine = (0..8).map(|_| {
+            call(
+                &app,
+                &other,
+                reqwest::Method::GET,
+                &theirs,
+                "api/v3/time",
+                None,
+            )
+        });
+        let (nul, fine) = futures::future::join(
+            futures::future::join_all(nul),
+            futures::future::join_all(fine),
+        )
+        .await;
+        for (s, _, b) in &nul {
+            assert_eq!((*s, code(b).as_str()), (403, "request_malformed"), "{b}");
+        }
+        for (s, _, b) in &fine {
+            assert_eq!(*s, 200, "{b}");
+        }
+        let (_, calls) = app
+            .get(&format!("/v1/connections/{theirs}/calls?limit=100"), &other)
+            .await;
+        assert_eq!(calls["items"].as_array().unwrap().len(), 8, "{calls}");
+        let (_, calls) = app
+            .get(&format!("/v1/connections/{conn}/calls?limit=100"), &t)
+            .await;
+        let items = calls["items"].as_array().unwrap();
+        assert_eq!(items.len(), 8, "{calls}");
+        assert!(
+            items
+                .iter()
+                .all(|c| c["endpoint"] == "/api/v3/ti\u{fffd}me"),
+            "{calls}"
+        );
+        let (s, v) = app
+            .get("/v1/audit/verify", &app.admin_token(Uuid::new_v4()))
+            .await;
+        assert_eq!((s, v["ok"].as_bool()), (200, Some(true)), "{v}");
+    }
+);
+
 // A withdrawal allowlist entry may name the network: the address is then allowed on that
 // network only (an EVM address on another chain may not be the same owner's), and not
 // when the request leaves the network to the exchange's default. The entry is stored and
