@@ -233,17 +233,22 @@ impl Store {
         &self,
         actor: Actor,
         s: &VaultSession,
+        opened: &[u8],
         kdf_upgrade: Option<KdfUpgrade<'_>>,
     ) -> Result<()> {
         let ins = format!(
             "INSERT INTO vault_sessions ({SESSION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
         );
         in_tx!(self, actor, |tx| {
+            // `opened` is the stored wrap the password opened: a password change (or
+            // another setup) that committed since makes this unlock one with the old
+            // password, and it opens nothing.
             let active = sqlx::query::<DB>(
-                "SELECT 1 FROM user_keys WHERE user_id = $1 AND version = $2 AND state = 'active'",
+                "SELECT 1 FROM user_keys WHERE user_id = $1 AND version = $2 AND state = 'active' AND wrapped_dek = $3",
             )
             .bind(s.user_id)
             .bind(s.dek_version)
+            .bind(opened)
             .fetch_optional(&mut *tx)
             .await?;
             if active.is_none() {
@@ -402,6 +407,12 @@ impl Store {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+            // An unlock made with the old password ends with it (the caller opens its own
+            // session with the new one afterwards).
+            sqlx::query::<DB>("DELETE FROM vault_sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
         });
         Ok(())
     }

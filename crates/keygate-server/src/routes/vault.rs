@@ -211,6 +211,7 @@ pub async fn setup(
         user,
         handle.version,
         &handle.dek,
+        &outer,
         minutes,
         &meta,
         None,
@@ -232,6 +233,7 @@ async fn open_session(
     user: Uuid,
     version: u32,
     dek: &Dek,
+    opened: &[u8],
     minutes: i32,
     meta: &RequestMeta,
     upgrade: Option<KdfUpgrade<'_>>,
@@ -261,6 +263,7 @@ async fn open_session(
                 previous_session_dek: None,
                 previous_dek_version: None,
             },
+            opened,
             upgrade,
         )
         .await?;
@@ -404,6 +407,7 @@ pub async fn unlock(
         user,
         version,
         &dek,
+        rec.wrapped_dek.as_deref().unwrap_or_default(),
         v.auto_lock_minutes,
         &meta,
         upgrade.as_ref().map(|(k, s, w)| KdfUpgrade {
@@ -554,6 +558,21 @@ pub async fn change_password(
             DbTime::now(),
         )
         .await?;
+    s.keyring.evict(user);
+    // The change ended every unlock (one made with the old password by someone else
+    // included); the caller, who just proved the password, gets one of its own.
+    open_session(
+        &s,
+        &caller,
+        user,
+        rec.version as u32,
+        &dek,
+        &outer,
+        v.auto_lock_minutes,
+        &meta,
+        None,
+    )
+    .await?;
     s.keyring.evict(user);
     s.recorder
         .record(

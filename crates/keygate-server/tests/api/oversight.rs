@@ -2198,6 +2198,102 @@ both_backends!(
     }
 );
 
+// A password change ends the unlock made with the old password: someone who knew it
+// and unlocked from their own sign-in no longer holds an unlock (and so cannot widen a
+// key's policy), while the owner who changed it holds one of their own. Before, the old
+// unlock lived on, kept alive by use.
+both_backends!(
+    a_password_change_ends_the_old_passwords_unlock,
+    |app: TestApp| async move {
+        let mock = crate::gateway::mock().await;
+        let user = Uuid::new_v4();
+        let (owner, thief) = (app.token(user), app.token(user));
+        let conn = crate::gateway::binance_connection(
+            &app,
+            &owner,
+            &mock,
+            json!(["read"]),
+            json!({"max_trade_usd": "100"}),
+        )
+        .await;
+        let old = json!({"password": "correct horse battery"});
+        let (s, _) = app.post("/v1/vault/setup", &owner, old.clone()).await;
+        assert_eq!(s, 200);
+        let (s, v) = app.post("/v1/vault/unlock", &thief, old).await;
+        assert_eq!(s, 200, "{v}");
+        let widen = |t: String, max: &'static str| {
+            let (app, path) = (&app, format!("/v1/connections/{conn}"));
+            async move {
+                let (s, r) = app
+                    .send(
+                        reqwest::Method::PATCH,
+                        &path,
+                        &t,
+                        json!({"limits": {"max_trade_usd": max}}),
+                    )
+                    .await;
+                (s, r["code"].as_str().unwrap_or_default().to_string())
+            }
+        };
+        // the thief's unlock is its own: widening works for it, not for the owner
+        assert_eq!(widen(thief.clone(), "200").await, (200, String::new()));
+        let (s, r) = app
+            .post(
+                "/v1/vault/password",
+                &owner,
+                json!({"current_password": "correct horse battery", "new_password": "a new long passphrase"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+        let (_, v) = app.get("/v1/vault/status", &owner).await;
+        assert_eq!(v["unlocked"], true, "the owner keeps an unlock: {v}");
+        assert_eq!(
+            widen(thief.clone(), "300").await,
+            (403, "fresh_unlock_required".to_string()),
+            "the old password's unlock ended"
+        );
+        assert_eq!(widen(owner.clone(), "300").await, (200, String::new()));
+        let (s, r) = app
+            .post(
+                "/v1/vault/unlock",
+                &thief,
+                json!({"password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(
+            (s, r["code"].as_str()),
+            (403, Some("wrong_password")),
+            "{r}"
+        );
+
+        // An unlock that opened the old wrap before the change committed opens nothing.
+        let store = &app.state.store;
+        let actor = keygate_storage::Actor::user(user);
+        let key = store.active_user_key(actor, user).await.unwrap().unwrap();
+        let now = DbTime::now();
+        let session = keygate_storage::VaultSession {
+            user_id: user,
+            session_id: Uuid::now_v7(),
+            session_dek: vec![7; 60],
+            dek_version: key.version,
+            kek_version: 1,
+            unlocked_at: now,
+            last_used_at: now,
+            expires_at: DbTime::new(now.0 + chrono::Duration::minutes(5)),
+            ip_address: None,
+            previous_session_dek: None,
+            previous_dek_version: None,
+        };
+        let stale = store
+            .open_vault_session(actor, &session, b"the wrap before the change", None)
+            .await;
+        assert!(
+            matches!(stale, Err(keygate_storage::StorageError::VersionMismatch)),
+            "{stale:?}"
+        );
+    }
+);
+
 both_backends!(
     widening_a_keys_policy_takes_a_fresh_unlock_in_password_mode,
     |app: TestApp| async move {
