@@ -200,6 +200,10 @@ impl From<StorageError> for ApiError {
                 "credential_in_use",
                 "the credential is used by a connection; delete or re-point the connection first",
             ),
+            StorageError::Conflict("data_key_version") => ApiError::conflict(
+                "data_key_changed",
+                "your data key was rotated (or shredded) while this was being stored; nothing was written, retry",
+            ),
             StorageError::Conflict(what) => {
                 ApiError::conflict("conflict", format!("{what} already exists"))
             }

@@ -104,6 +104,7 @@ impl Store {
     ) -> Result<()> {
         let sql = format!("INSERT INTO credentials ({CCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)");
         in_tx!(self, actor, |tx| {
+            require_active_dek!(self, tx, s.user_id, s.dek_version);
             sqlx::query::<DB>(&sql)
                 .bind(c.id)
                 .bind(c.user_id)
@@ -295,6 +296,7 @@ impl Store {
                 .bind(c.id)
                 .execute(&mut *tx)
                 .await?;
+            require_active_dek!(self, tx, new_secret.user_id, new_secret.dek_version);
             insert_secret!(&mut *tx, new_secret);
             // A rotation restarts the credential's rotation schedule, if it has one.
             let interval: Option<i32> = sqlx::query_scalar::<DB, i32>(

@@ -84,6 +84,7 @@ impl Store {
                     MAX_INTEGRATIONS_PER_USER,
                 ));
             }
+            require_active_dek!(self, tx, i.user_id, i.dek_version);
             sqlx::query::<DB>(&sql)
                 .bind(i.id)
                 .bind(i.user_id)
@@ -333,6 +334,7 @@ impl Store {
              last_error = excluded.last_error, updated_at = excluded.updated_at"
         );
         in_tx!(self, actor, |tx| {
+            require_active_dek!(self, tx, t.user_id, t.dek_version);
             sqlx::query::<DB>(&sql)
                 .bind(t.integration_id)
                 .bind(t.user_id)

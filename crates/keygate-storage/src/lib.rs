@@ -137,6 +137,30 @@ macro_rules! owner_lock {
     };
 }
 
+/// Inside an `in_tx!` body: fails with `Conflict("data_key_version")` unless the user's
+/// data-key `version` is still the active one, for a write that stores something sealed
+/// under it. A row sealed under a version a rotation retired meanwhile would stay on it
+/// (outside a vault password set afterwards). On PostgreSQL the key's row is share-locked
+/// until the commit, so a rotation or shred waits for this write and its re-seal pass
+/// sees the row; SQLite's `in_tx!` holds the write lock.
+macro_rules! require_active_dek {
+    ($store:expr, $tx:ident, $user:expr, $version:expr) => {
+        let sql = match $store.backend() {
+            $crate::Backend::Postgres => "SELECT 1 FROM user_keys WHERE user_id = $1 AND version = $2 AND state = 'active' FOR SHARE",
+            $crate::Backend::Sqlite => "SELECT 1 FROM user_keys WHERE user_id = $1 AND version = $2 AND state = 'active'",
+        };
+        if sqlx::query::<DB>(sql)
+            .bind($user)
+            .bind($version)
+            .fetch_optional(&mut *$tx)
+            .await?
+            .is_none()
+        {
+            return Err($crate::StorageError::Conflict("data_key_version"));
+        }
+    };
+}
+
 /// Inside an `in_tx!` body: appends `events` to the audit chain under the chain head's row
 /// lock (their `seq`, `prev_hash` and `hash` assigned here) and evaluates to the stored
 /// events. Whatever else the transaction writes commits with them, or neither does.

@@ -835,3 +835,70 @@ both_backends!(
         assert_eq!(r["status"], "active");
     }
 );
+
+// Something sealed under a data-key version that a rotation retired is not stored: a
+// write that took the key before the rotation committed (an OAuth refresh waits seconds
+// on its provider) would otherwise leave a row on the retired version, outside a vault
+// password set afterwards. Refused with 409 `data_key_changed`; under the active
+// version the same write is stored.
+both_backends!(
+    nothing_is_stored_under_a_retired_data_key,
+    |app: TestApp| async move {
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (s, c) = app
+            .post(
+                "/v1/credentials",
+                &t,
+                json!({"exchange": "binance", "label": "r", "api_key": "k", "api_secret": "s"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{c}");
+        let (s, r) = app.post("/v1/vault/rotate-key", &t, json!({})).await;
+        assert_eq!((s, r["dek_version"].as_i64()), (200, Some(2)), "{r}");
+
+        let store = &app.state.store;
+        let actor = keygate_storage::Actor::user(user);
+        let id: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+        let cred = store.credential(actor, user, id).await.unwrap().unwrap();
+        let current = store.credential_secrets(actor, user, id).await.unwrap()[0].clone();
+        let next = |dek_version: i32| keygate_storage::SecretRecord {
+            id: Uuid::now_v7(),
+            generation: current.generation + 1,
+            dek_version,
+            rotated_from: Some(current.id),
+            created_at: keygate_storage::DbTime::now(),
+            ..current.clone()
+        };
+        let grace = keygate_storage::DbTime::now();
+        let stale = store
+            .rotate_credential(actor, &cred, cred.row_version, &next(1), grace)
+            .await;
+        assert!(
+            matches!(
+                stale,
+                Err(keygate_storage::StorageError::Conflict("data_key_version"))
+            ),
+            "{:?}",
+            stale.err()
+        );
+        assert_eq!(
+            store
+                .credential_secrets(actor, user, id)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "nothing was written"
+        );
+        let api = keygate_server::error::ApiError::from(stale.unwrap_err());
+        assert_eq!(
+            (api.status().as_u16(), api.code()),
+            (409, "data_key_changed")
+        );
+        store
+            .rotate_credential(actor, &cred, cred.row_version, &next(2), grace)
+            .await
+            .expect("stored under the active version");
+    }
+);
