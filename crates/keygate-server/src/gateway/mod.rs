@@ -661,7 +661,9 @@ async fn assess(
     {
         risk::Due::No => Ok(s.gateway.risk.last(cred)),
         risk::Due::Inline => {
-            let r = score_use(s, user, cred, meta.ip.clone(), withdrawal).await?;
+            let r = score_use(s, user, cred, meta.ip.clone(), withdrawal)
+                .await
+                .inspect_err(|_| s.gateway.risk.failed_inline(cred, meta.ip.as_deref()))?;
             s.gateway.risk.store(cred, &r);
             Ok(r)
         }

@@ -94,6 +94,14 @@ impl RiskCache {
         }
     }
 
+    /// An inline assessment failed (the call was refused): `ip` is not known yet, so the
+    /// next call from it is scored on the call again, not waved through as seen.
+    pub fn failed_inline(&self, credential: Uuid, ip: Option<&str>) {
+        if let (Some(st), Some(ip)) = (self.by_credential.lock().get_mut(&credential), ip) {
+            st.ips.remove(ip);
+        }
+    }
+
     /// A background assessment ended (with a score, or without one on error).
     pub fn finished(&self, credential: Uuid, risk: Option<&Risk>) {
         if let Some(st) = self.by_credential.lock().get_mut(&credential) {
@@ -138,6 +146,10 @@ mod tests {
         assert_eq!(cache.due(cred, Some("10.0.0.1"), false, false), Due::No);
         assert_eq!(cache.due(cred, Some("10.0.0.1"), true, false), Due::Inline);
         assert_eq!(cache.due(cred, Some("10.0.0.2"), false, false), Due::Inline);
+        // an inline score that failed leaves the IP new
+        assert_eq!(cache.due(cred, Some("10.0.0.9"), false, false), Due::Inline);
+        cache.failed_inline(cred, Some("10.0.0.9"));
+        assert_eq!(cache.due(cred, Some("10.0.0.9"), false, false), Due::Inline);
         assert_eq!(cache.due(cred, Some("10.0.0.1"), false, true), Due::Inline);
         // within a second, a second denial carries the last score
         assert_eq!(cache.due(cred, Some("10.0.0.1"), false, true), Due::No);
