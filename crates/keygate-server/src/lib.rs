@@ -26,6 +26,7 @@ pub mod extract;
 pub mod gateway;
 /// Core dumps off, not dumpable, memory locked (at `serve` start).
 pub mod hardening;
+pub(crate) mod heavy;
 /// OAuth token refresh for integrations.
 pub mod integrations;
 /// The audit events of what the command line hands out (tokens, sign-in links).

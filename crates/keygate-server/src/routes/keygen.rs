@@ -85,11 +85,16 @@ pub async fn generate(
     }
     let ex = ex.unwrap_or(ExchangeId::Binance);
     let pair = if key_type == "rsa" {
-        // RSA key generation is CPU-heavy: off the async workers.
-        tokio::task::spawn_blocking(|| generate_rsa(2048))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?
+        // RSA key generation is CPU-heavy: off the async workers, a few at a time.
+        let permit =
+            crate::heavy::turn(&crate::heavy::KEYGEN, crate::heavy::WAIT, "keygen_busy").await?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = permit;
+            generate_rsa(2048)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?
     } else {
         generate_ed25519()
     };

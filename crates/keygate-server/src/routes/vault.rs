@@ -79,34 +79,8 @@ fn check_password(p: &SecretString) -> ApiResult<()> {
     Ok(())
 }
 
-/// Password derivations running at once, process-wide. Each Argon2id run holds its
-/// memory (64 MiB with the default parameters) and a blocking thread; a right password
-/// meets no lockout, so without a bound one user's parallel unlocks could start hundreds
-/// at once and exhaust the server's memory (and every user's gateway with it).
-const KDF_CONCURRENCY: usize = 4;
-/// How long a password check waits for a turn before 503 `vault_busy`.
-const KDF_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-static KDF_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(KDF_CONCURRENCY);
-
-/// A turn at `sem` within `wait`, else 503 `vault_busy` (nothing else has happened yet:
-/// an unlock takes its turn before its attempt is counted).
-async fn turn(
-    sem: &'static tokio::sync::Semaphore,
-    wait: std::time::Duration,
-) -> ApiResult<tokio::sync::SemaphorePermit<'static>> {
-    match tokio::time::timeout(wait, sem.acquire()).await {
-        Ok(Ok(permit)) => Ok(permit),
-        _ => Err(ApiError::Status {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "vault_busy",
-            detail: "too many vault password checks are running; try again shortly".into(),
-            retry_after: Some(1),
-        }),
-    }
-}
-
 async fn derive(p: &SecretString, salt: Vec<u8>, params: KdfParams) -> ApiResult<PasswordKey> {
-    let permit = turn(&KDF_PERMITS, KDF_WAIT).await?;
+    let permit = crate::heavy::turn(&crate::heavy::KDF, crate::heavy::WAIT, "vault_busy").await?;
     derive_in_turn(permit, p, salt, params).await
 }
 
@@ -313,7 +287,9 @@ pub(crate) async fn verify_vault_password(
         .unwrap(&ctx, rec.wrapped_dek.as_deref().unwrap_or_default())
         .await?;
     let params = KdfParams::parse(&v.kdf)?;
-    let permit = turn(&KDF_PERMITS, KDF_WAIT).await?;
+    // A turn at the bounded derivations (`crate::heavy`) before the attempt is counted:
+    // a busy server (503 `vault_busy`) counts no check it did not make.
+    let permit = crate::heavy::turn(&crate::heavy::KDF, crate::heavy::WAIT, "vault_busy").await?;
     // The attempt is counted as a failure before Argon2id runs (see
     // `Store::claim_unlock_attempt`): parallel guesses cannot all pass the check above.
     let lockout = move |failed: i32| {
@@ -691,34 +667,4 @@ pub async fn shred_user(
         return Err(ApiError::not_found("resource"));
     }
     shred(&s, &caller, id, &meta, &req.confirm).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Password checks past the bound wait for a turn, and are refused with 503
-    /// `vault_busy` (and a Retry-After) when none comes in time.
-    #[tokio::test]
-    async fn password_checks_beyond_the_bound_wait_then_are_refused() {
-        static SEM: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-        let wait = std::time::Duration::from_millis(50);
-        let a = turn(&SEM, wait).await.unwrap();
-        let _b = turn(&SEM, wait).await.unwrap();
-        let busy = turn(&SEM, wait).await.unwrap_err();
-        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(busy.code(), "vault_busy");
-        assert!(matches!(
-            busy,
-            ApiError::Status {
-                retry_after: Some(1),
-                ..
-            }
-        ));
-        // a turn given back is taken by the next one waiting
-        let waiting = tokio::spawn(turn(&SEM, std::time::Duration::from_secs(5)));
-        drop(a);
-        assert!(waiting.await.unwrap().is_ok());
-        assert!(KDF_CONCURRENCY >= 2 && KDF_PERMITS.available_permits() == KDF_CONCURRENCY);
-    }
 }
