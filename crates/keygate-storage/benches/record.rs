@@ -64,6 +64,23 @@ async fn fixture(url: &str) -> Fixture {
         last_nonce: 0,
         created_at: now,
     };
+    // secrets are stored only under the user's active data-key version
+    store
+        .insert_first_user_key(
+            actor,
+            &keygate_storage::UserKeyRecord {
+                user_id: user,
+                version: 1,
+                wrapped_dek: Some(vec![3; 60]),
+                kek_version: 1,
+                protection: "platform".into(),
+                state: "active".into(),
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .await
+        .expect("user key");
     store
         .create_credential(actor, &credential, &secret)
         .await

@@ -268,6 +268,9 @@ impl Store {
     ) -> Result<CredentialRecord> {
         let sel = format!("SELECT {CCOLS} FROM credentials WHERE user_id = $1 AND id = $2");
         Ok(in_tx!(self, actor, |tx| {
+            // First, as everywhere it is taken: a shred locks the key's row before the
+            // user's credentials, so taking them the other way round could deadlock.
+            require_active_dek!(self, tx, new_secret.user_id, new_secret.dek_version);
             let n = sqlx::query::<DB>("UPDATE credentials SET current_generation = $1, status = $2, api_key_hint = $3, updated_at = $4, row_version = row_version + 1 WHERE user_id = $5 AND id = $6 AND row_version = $7")
                 .bind(new_secret.generation)
                 .bind(c.status.clone())
@@ -296,7 +299,6 @@ impl Store {
                 .bind(c.id)
                 .execute(&mut *tx)
                 .await?;
-            require_active_dek!(self, tx, new_secret.user_id, new_secret.dek_version);
             insert_secret!(&mut *tx, new_secret);
             // A rotation restarts the credential's rotation schedule, if it has one.
             let interval: Option<i32> = sqlx::query_scalar::<DB, i32>(

@@ -719,7 +719,14 @@ both_backends!(
             previous_session_dek: None,
             previous_dek_version: None,
         };
-        let opened = store.open_vault_session(actor, &session, &[], None).await;
+        let opened = store
+            .open_vault_session(
+                actor,
+                &session,
+                v1.wrapped_dek.as_deref().unwrap_or_default(),
+                None,
+            )
+            .await;
         assert!(
             matches!(opened, Err(StorageError::VersionMismatch)),
             "{opened:?}"
