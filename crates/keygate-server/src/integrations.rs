@@ -347,31 +347,37 @@ async fn refresh_claimed(
         Err(_) => return retry("token endpoint sent an unusable response".into()).await,
     };
     let new_rt = tr.refresh_token.as_ref().unwrap_or(&refresh_token);
-    let rec = IntegrationTokenRecord {
+    let token_type = tr
+        .token_type
+        .clone()
+        .unwrap_or_else(|| tok.token_type.clone());
+    let scopes = match &tr.scope {
+        Some(s) => Json(s.split_whitespace().map(String::from).collect()),
+        None => tok.scopes.clone(),
+    };
+    let expires_at = tr
+        .expires_in
+        .map(|s| DbTime::new(now.0 + chrono::Duration::seconds(s.clamp(0, 10 * 365 * 86_400))));
+    let record = |sealing: &crate::keyring::DekHandle| IntegrationTokenRecord {
         integration_id: integ.id,
         user_id: user,
         access_token_ct: seal(
-            &sealing,
+            sealing,
             user,
             integ.id,
             F_ACCESS_TOKEN,
             tr.access_token.expose_secret(),
         ),
         refresh_token_ct: Some(seal(
-            &sealing,
+            sealing,
             user,
             integ.id,
             F_REFRESH_TOKEN,
             new_rt.expose_secret(),
         )),
-        token_type: tr.token_type.unwrap_or_else(|| tok.token_type.clone()),
-        scopes: match tr.scope {
-            Some(s) => Json(s.split_whitespace().map(String::from).collect()),
-            None => tok.scopes.clone(),
-        },
-        expires_at: tr
-            .expires_in
-            .map(|s| DbTime::new(now.0 + chrono::Duration::seconds(s.clamp(0, 10 * 365 * 86_400)))),
+        token_type: token_type.clone(),
+        scopes: scopes.clone(),
+        expires_at,
         dek_version: sealing.version as i32,
         refreshed_at: Some(now),
         refresh_attempts: 0,
@@ -382,7 +388,26 @@ async fn refresh_claimed(
         created_at: tok.created_at,
         updated_at: now,
     };
-    state.store.put_integration_token(actor, &rec).await?;
+    // The provider may have retired the old refresh token: the new ones must be stored.
+    // A data-key rotation that committed while the provider answered retired the sealing
+    // version (409 `data_key_changed`): seal again under the active one.
+    let mut sealing = sealing;
+    let mut tries = 0;
+    loop {
+        match state
+            .store
+            .put_integration_token(actor, &record(&sealing))
+            .await
+        {
+            Err(keygate_storage::StorageError::Conflict("data_key_version")) if tries < 3 => {
+                tries += 1;
+                // another instance's rotation reaches this one's key cache within a second
+                tokio::time::sleep(std::time::Duration::from_millis(400 * tries)).await;
+                sealing = state.keyring.dek(actor, user, None).await?;
+            }
+            r => break r?,
+        }
+    }
     if integ.status != "active" || integ.last_error.is_some() {
         state
             .store

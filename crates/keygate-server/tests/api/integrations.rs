@@ -210,3 +210,70 @@ crate::both_backends!(
         }
     }
 );
+
+// A data-key rotation that commits while the token endpoint answers a refresh retires
+// the version the new tokens were to be sealed under. They are sealed again under the
+// active one and stored: the provider may already have retired the old refresh token,
+// so dropping the new pair would cost the integration its consent.
+crate::both_backends!(
+    a_refresh_during_a_key_rotation_keeps_the_new_tokens,
+    |app: TestApp| async move {
+        let owner = Uuid::new_v4();
+        let t = app.token(owner);
+        let rotate_url = format!("{}/v1/vault/rotate-key", app.base);
+        let (client, bearer) = (app.client.clone(), t.clone());
+        let sent = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sent2 = sent.clone();
+        let router = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let (client, bearer, url, sent) =
+                    (client.clone(), bearer.clone(), rotate_url.clone(), sent2.clone());
+                async move {
+                    let form: std::collections::HashMap<String, String> =
+                        url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                    let n = {
+                        let mut s = sent.lock().unwrap();
+                        s.push(form.get("refresh_token").cloned().unwrap_or_default());
+                        s.len()
+                    };
+                    if n == 1 {
+                        let r = client.post(&url).bearer_auth(&bearer).json(&json!({})).send().await.unwrap();
+                        assert_eq!(r.status().as_u16(), 200, "rotation during the refresh");
+                    }
+                    axum::Json(json!({"access_token": format!("at-{n}"),
+                        "refresh_token": format!("rt-{n}"), "token_type": "Bearer", "expires_in": 3600}))
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let token_url = format!("http://{}/token", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, router).await });
+        let id = create(&app, &t, &token_url).await;
+
+        let (s, r) = app
+            .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+            .await;
+        assert_eq!((s, r["outcome"].as_str()), (200, Some("refreshed")), "{r}");
+        let (_, v) = app.get("/v1/vault/status", &t).await;
+        let keys = app
+            .state
+            .store
+            .user_keys(keygate_storage::Actor::user(owner), owner)
+            .await
+            .unwrap();
+        assert!(
+            keys.iter().any(|k| k.version == 2 && k.state == "active"),
+            "{v}"
+        );
+        // the new refresh token was stored (under the new version): the next refresh sends it
+        let (s, r) = app
+            .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+            .await;
+        assert_eq!((s, r["outcome"].as_str()), (200, Some("refreshed")), "{r}");
+        assert_eq!(
+            *sent.lock().unwrap(),
+            vec!["rt-0".to_string(), "rt-1".to_string()]
+        );
+    }
+);
