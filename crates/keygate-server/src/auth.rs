@@ -341,6 +341,19 @@ fn jwks_unavailable() -> ApiError {
     )
 }
 
+/// Redirects a JWKS fetch may follow: at most three, and only to https. An https URL
+/// that redirected to plain http would hand the signing keys to whoever answers there,
+/// whatever `KEYGATE_JWKS_URL` itself was checked to be.
+fn jwks_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= 3 || attempt.url().scheme() != "https" {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 impl Authenticator {
     /// The key a console session opened with this token depends on: the JWKS key id of an
     /// asymmetric token (when a JWKS is configured), or the token secret's fingerprint
@@ -401,6 +414,7 @@ impl Authenticator {
                     fetching: tokio::sync::Mutex::new(()),
                     http: reqwest::Client::builder()
                         .timeout(Duration::from_secs(5))
+                        .redirect(jwks_redirects())
                         .build()
                         .expect("http client"),
                 })

@@ -859,3 +859,36 @@ async fn issuer_and_audience_are_required_when_set() {
     .unwrap();
     assert_eq!(app.get("/v1/credentials", &minted).await.0, 200);
 }
+
+// A JWKS fetch follows no redirect to plain http: whoever answered there could hand
+// keygate a signing key, whatever `KEYGATE_JWKS_URL` was checked to be. (The URL here
+// is loopback http, which is allowed; the redirect's target is the same kind, and is
+// still not followed.) Tokens signed by the key behind the redirect are refused.
+#[tokio::test]
+async fn a_jwks_fetch_follows_no_redirect_to_plain_http() {
+    let (signer, jwk) = ec_signer("ec-behind-redirect");
+    let (target, jwks) = jwks_server(vec![jwk]).await;
+    let router = axum::Router::new().route(
+        "/jwks.json",
+        get(move || {
+            let target = target.clone();
+            async move { axum::response::Redirect::temporary(&target) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let app = app_with_jwks(url, 300).await;
+    let (s, v) = app
+        .get("/v1/credentials", &signer.token(Uuid::new_v4(), 600))
+        .await;
+    assert!(
+        matches!(s, 401 | 503),
+        "accepted through a redirect: {s} {v}"
+    );
+    assert_eq!(
+        jwks.fetches.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}
