@@ -17,6 +17,56 @@ pub static KEYGEN: Semaphore = Semaphore::const_new(2);
 /// How long a request waits for a turn before it is refused.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+type Checks = std::collections::HashMap<uuid::Uuid, std::sync::Arc<tokio::sync::Mutex<()>>>;
+
+/// Per user, the lock their vault password checks take turns at (see [`one_per_user`]).
+static CHECKING: std::sync::Mutex<Option<Checks>> = std::sync::Mutex::new(None);
+
+/// Held while one user's vault password check runs; dropped, it lets the next one in.
+pub struct UserTurn {
+    user: uuid::Uuid,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for UserTurn {
+    fn drop(&mut self) {
+        let mut g = CHECKING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(map) = g.as_mut() {
+            // the map's and this turn's own: nobody else waits, the entry can go
+            if map
+                .get(&self.user)
+                .is_some_and(|m| std::sync::Arc::strong_count(m) <= 2)
+            {
+                map.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// One vault password check per user at a time, on this instance: a user's parallel
+/// unlocks (a right password meets no lockout) could otherwise hold every [`KDF`] turn
+/// and keep everyone else's unlocks waiting. Later ones wait their turn (so parallel
+/// guesses still meet the lockout one by one), at most `wait`, then 503 `vault_busy`.
+pub async fn one_per_user(user: uuid::Uuid, wait: Duration) -> ApiResult<UserTurn> {
+    let lock = CHECKING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Default::default)
+        .entry(user)
+        .or_default()
+        .clone();
+    match tokio::time::timeout(wait, lock.lock_owned()).await {
+        Ok(turn) => Ok(UserTurn { user, _turn: turn }),
+        Err(_) => Err(ApiError::Status {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "vault_busy",
+            detail: "another password check of this vault is still running; try again shortly"
+                .into(),
+            retry_after: Some(1),
+        }),
+    }
+}
+
 /// A turn at `sem` within `wait`, else 503 with problem `code` and `Retry-After: 1`.
 pub async fn turn(
     sem: &'static Semaphore,
@@ -61,6 +111,18 @@ mod tests {
         drop(a);
         assert!(waiting.await.unwrap().is_ok());
         assert_eq!(KDF.available_permits(), 4);
+        // one password check per user at a time; other users are not held up
+        let (u, v) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let first = one_per_user(u, wait).await.unwrap();
+        let busy = one_per_user(u, wait).await.err().map(|e| e.code());
+        assert_eq!(busy, Some("vault_busy"));
+        let other = one_per_user(v, wait).await.unwrap();
+        let next = tokio::spawn(one_per_user(u, Duration::from_secs(5)));
+        drop(first);
+        drop(next.await.unwrap().unwrap());
+        drop(other);
+        let left = CHECKING.lock().unwrap().as_ref().map_or(0, |m| m.len());
+        assert_eq!(left, 0, "entries go when no one waits");
         assert_eq!(KEYGEN.available_permits(), 2);
     }
 }

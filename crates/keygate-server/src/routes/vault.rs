@@ -116,6 +116,7 @@ pub async fn setup(
     // a password only the setter knows locks the owner out of their secrets: a token
     // alone (perhaps a stolen one) must not set it
     caller.require_recent_sign_in(s.config.recent_sign_in_minutes, "set a vault password")?;
+    let _one = crate::heavy::one_per_user(user, crate::heavy::WAIT).await?;
     let minutes = req
         .auto_lock_minutes
         .unwrap_or(s.config.vault_auto_lock_minutes as i32);
@@ -258,6 +259,7 @@ pub(crate) async fn verify_vault_password(
     action: &str,
 ) -> ApiResult<(PasswordKey, Dek)> {
     let user = v.user_id;
+    let _one = crate::heavy::one_per_user(user, crate::heavy::WAIT).await?;
     let now = DbTime::now();
     let locked_out = |until: DbTime| async move {
         let secs = (until.0 - now.0).num_seconds().max(1) as u64;
@@ -368,12 +370,19 @@ pub async fn unlock(
             .user_rows_not_on_dek(actor, user, rec.version)
             .await?
     {
-        let np = kdf_params(&s);
-        let salt = generate_salt().to_vec();
-        let npk = derive(&req.password, salt.clone(), np).await?;
-        let inner = npk.seal_dek(&ctx, dek.expose_secret());
-        let outer = s.keyring.provider.wrap(&ctx, &inner).await?;
-        Some((np.to_string(), salt, outer))
+        // The password is verified: a busy server does not turn that into a 503, it
+        // upgrades on a later unlock instead.
+        match crate::heavy::KDF.try_acquire() {
+            Ok(permit) => {
+                let np = kdf_params(&s);
+                let salt = generate_salt().to_vec();
+                let npk = derive_in_turn(permit, &req.password, salt.clone(), np).await?;
+                let inner = npk.seal_dek(&ctx, dek.expose_secret());
+                let outer = s.keyring.provider.wrap(&ctx, &inner).await?;
+                Some((np.to_string(), salt, outer))
+            }
+            Err(_) => None,
+        }
     } else {
         None
     };
@@ -535,21 +544,6 @@ pub async fn change_password(
         )
         .await?;
     s.keyring.evict(user);
-    // The change ended every unlock (one made with the old password by someone else
-    // included); the caller, who just proved the password, gets one of its own.
-    open_session(
-        &s,
-        &caller,
-        user,
-        rec.version as u32,
-        &dek,
-        &outer,
-        v.auto_lock_minutes,
-        &meta,
-        None,
-    )
-    .await?;
-    s.keyring.evict(user);
     s.recorder
         .record(
             vec![event(
@@ -562,6 +556,30 @@ pub async fn change_password(
             vec![],
         )
         .await?;
+    // The change ended every unlock (one made with the old password by someone else
+    // included); the caller, who just proved the password, gets one of its own. The
+    // change has committed: if that unlock cannot be opened (the key provider is down, a
+    // rotation or shred came in between), the answer says so by `unlocked: false`, and an
+    // unlock with the new password opens one.
+    if let Err(e) = open_session(
+        &s,
+        &caller,
+        user,
+        rec.version as u32,
+        &dek,
+        &outer,
+        v.auto_lock_minutes,
+        &meta,
+        None,
+    )
+    .await
+    {
+        tracing::warn!(
+            error = e.code(),
+            "vault password changed; the caller's unlock was not reopened"
+        );
+    }
+    s.keyring.evict(user);
     status_of(&s, &caller, user).await.map(Json)
 }
 
