@@ -346,8 +346,11 @@ fn jwks_unavailable() -> ApiError {
 /// whatever `KEYGATE_JWKS_URL` itself was checked to be.
 fn jwks_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        if attempt.previous().len() >= 3 || attempt.url().scheme() != "https" {
-            attempt.stop()
+        // `previous()` holds the URLs fetched so far, the first one included
+        if attempt.url().scheme() != "https" {
+            attempt.error("redirect to a URL other than https refused")
+        } else if attempt.previous().len() > 3 {
+            attempt.error("more than three redirects")
         } else {
             attempt.follow()
         }

@@ -30,15 +30,30 @@ pub struct UserTurn {
 
 impl Drop for UserTurn {
     fn drop(&mut self) {
-        let mut g = CHECKING.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(map) = g.as_mut() {
-            // the map's and this turn's own: nobody else waits, the entry can go
-            if map
-                .get(&self.user)
-                .is_some_and(|m| std::sync::Arc::strong_count(m) <= 2)
-            {
-                map.remove(&self.user);
-            }
+        // the map's and this turn's own: nobody else waits, the entry can go
+        forget_if_unused(
+            self.user,
+            lock_id(tokio::sync::OwnedMutexGuard::mutex(&self._turn)),
+            2,
+        );
+    }
+}
+
+/// Which lock an entry is (its address, only ever compared).
+fn lock_id(m: &std::sync::Arc<tokio::sync::Mutex<()>>) -> usize {
+    std::sync::Arc::as_ptr(m) as usize
+}
+
+/// Removes `user`'s entry if it is still the lock `lock` and at most `holders` hold it
+/// (the map included): a newer entry, or one someone waits on, stays.
+fn forget_if_unused(user: uuid::Uuid, lock: usize, holders: usize) {
+    let mut g = CHECKING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(map) = g.as_mut() {
+        if map
+            .get(&user)
+            .is_some_and(|m| lock_id(m) == lock && std::sync::Arc::strong_count(m) <= holders)
+        {
+            map.remove(&user);
         }
     }
 }
@@ -55,8 +70,31 @@ pub async fn one_per_user(user: uuid::Uuid, wait: Duration) -> ApiResult<UserTur
         .entry(user)
         .or_default()
         .clone();
-    match tokio::time::timeout(wait, lock.lock_owned()).await {
-        Ok(turn) => Ok(UserTurn { user, _turn: turn }),
+    // A waiter that gives up (a timeout, or its request dropped) takes the entry with it
+    // if no one else holds or waits on it.
+    struct Waiting {
+        user: uuid::Uuid,
+        lock: usize,
+        done: bool,
+    }
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            if !self.done {
+                forget_if_unused(self.user, self.lock, 1);
+            }
+        }
+    }
+    let mut waiting = Waiting {
+        user,
+        lock: lock_id(&lock),
+        done: false,
+    };
+    let got = tokio::time::timeout(wait, lock.lock_owned()).await;
+    match got {
+        Ok(turn) => {
+            waiting.done = true;
+            Ok(UserTurn { user, _turn: turn })
+        }
         Err(_) => Err(ApiError::Status {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "vault_busy",
@@ -121,8 +159,20 @@ mod tests {
         drop(first);
         drop(next.await.unwrap().unwrap());
         drop(other);
-        let left = CHECKING.lock().unwrap().as_ref().map_or(0, |m| m.len());
-        assert_eq!(left, 0, "entries go when no one waits");
+        let left = |u: uuid::Uuid| {
+            CHECKING
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|m| m.contains_key(&u))
+        };
+        assert!(!left(u) && !left(v), "entries go when no one waits");
+        // a waiter that gives up while the holder keeps its turn leaves no entry behind
+        let w = uuid::Uuid::new_v4();
+        let holder = one_per_user(w, wait).await.unwrap();
+        assert!(one_per_user(w, wait).await.is_err());
+        drop(holder);
+        assert!(!left(w), "the entry outlived its last waiter");
         assert_eq!(KEYGEN.available_permits(), 2);
     }
 }

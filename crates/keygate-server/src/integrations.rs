@@ -401,9 +401,16 @@ async fn refresh_claimed(
         {
             Err(keygate_storage::StorageError::Conflict("data_key_version")) if tries < 3 => {
                 tries += 1;
-                // another instance's rotation reaches this one's key cache within a second
-                tokio::time::sleep(std::time::Duration::from_millis(400 * tries)).await;
-                sealing = state.keyring.dek(actor, user, None).await?;
+                // the active version, read from the database
+                sealing = match state.keyring.dek(actor, user, None).await {
+                    Ok(d) => d,
+                    // a password vault that locked meanwhile: the new tokens cannot be
+                    // sealed; recorded as a failed attempt, retried later
+                    Err(e) if e.code() == "vault_locked" => {
+                        return retry("vault_locked after a data-key rotation".into()).await
+                    }
+                    Err(e) => return Err(e),
+                };
             }
             r => break r?,
         }

@@ -88,6 +88,8 @@ pub async fn rotate_key(
     let user = caller.user()?;
     let actor = caller.actor();
     let body = body.unwrap_or_default();
+    // taken before the vault and key are read (see `verify_vault_password`)
+    let turn = crate::heavy::one_per_user(user, crate::heavy::WAIT).await?;
     let old = s.keyring.active_record(actor, user).await?;
     let next = s
         .store
@@ -113,9 +115,17 @@ pub async fn rotate_key(
             .vault(actor, user)
             .await?
             .ok_or_else(|| ApiError::internal("password-protected data key without a vault"))?;
-        let (pk, old_dek) =
-            verify_vault_password(&s, &caller, &meta, &vault, &old, &password, "rotate_key")
-                .await?;
+        let (pk, old_dek) = verify_vault_password(
+            &s,
+            &caller,
+            &meta,
+            &vault,
+            &old,
+            &password,
+            "rotate_key",
+            &turn,
+        )
+        .await?;
         // nested like the old version: KEK(password key(DEK)), same KDF and salt
         let inner = pk.seal_dek(&new_ctx, new_dek.expose_secret());
         let wrapped = provider.wrap(&new_ctx, &inner).await?;

@@ -249,6 +249,7 @@ async fn open_session(
 /// out (429 `vault_locked_out`). A wrong password is counted (five in a row lock the vault
 /// out with a growing backoff), recorded in the vault access log under `action`, and
 /// refused (403 `wrong_password`). Returns the password key and the DEK of `rec`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn verify_vault_password(
     s: &AppState,
     caller: &Caller,
@@ -257,9 +258,11 @@ pub(crate) async fn verify_vault_password(
     rec: &UserKeyRecord,
     password: &SecretString,
     action: &str,
+    // The user's turn (`crate::heavy::one_per_user`), taken before `v` and `rec` were
+    // read: a check queued behind a password change then reads the changed records.
+    _turn: &crate::heavy::UserTurn,
 ) -> ApiResult<(PasswordKey, Dek)> {
     let user = v.user_id;
-    let _one = crate::heavy::one_per_user(user, crate::heavy::WAIT).await?;
     let now = DbTime::now();
     let locked_out = |until: DbTime| async move {
         let secs = (until.0 - now.0).num_seconds().max(1) as u64;
@@ -346,6 +349,7 @@ pub async fn unlock(
 ) -> ApiResult<Json<VaultStatus>> {
     let user = caller.user()?;
     let actor = caller.actor();
+    let turn = crate::heavy::one_per_user(user, crate::heavy::WAIT).await?;
     let v = s.store.vault(actor, user).await?.ok_or_else(|| {
         ApiError::conflict(
             "vault_not_password_protected",
@@ -359,7 +363,7 @@ pub async fn unlock(
         dek_version: version,
     };
     let (_, dek) =
-        verify_vault_password(&s, &caller, &meta, &v, &rec, &req.password, "unlock").await?;
+        verify_vault_password(&s, &caller, &meta, &v, &rec, &req.password, "unlock", &turn).await?;
     let params = KdfParams::parse(&v.kdf)?;
     // PBKDF2 vaults (imported) are upgraded to Argon2id on a successful unlock.
     // Not while rows remain on a retired DEK version (an interrupted rotation): those
@@ -492,6 +496,7 @@ pub async fn change_password(
     let actor = caller.actor();
     check_password(&req.new_password)
         .map_err(|_| ApiError::field("new_password", "must be 10 to 1024 characters"))?;
+    let turn = crate::heavy::one_per_user(user, crate::heavy::WAIT).await?;
     let v = s.store.vault(actor, user).await?.ok_or_else(|| {
         ApiError::conflict("vault_not_password_protected", "this vault has no password")
     })?;
@@ -521,6 +526,7 @@ pub async fn change_password(
         &rec,
         &req.current_password,
         "password_change",
+        &turn,
     )
     .await?;
     let params = kdf_params(&s);
