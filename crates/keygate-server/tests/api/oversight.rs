@@ -2223,17 +2223,7 @@ both_backends!(
         assert_eq!(s, 200, "{v}");
         let widen = |t: String, max: &'static str| {
             let (app, path) = (&app, format!("/v1/connections/{conn}"));
-            async move {
-                let (s, r) = app
-                    .send(
-                        reqwest::Method::PATCH,
-                        &path,
-                        &t,
-                        json!({"limits": {"max_trade_usd": max}}),
-                    )
-                    .await;
-                (s, r["code"].as_str().unwrap_or_default().to_string())
-            }
+            async move { set_max_trade(app, &path, &t, max).await }
         };
         // the thief's unlock is its own: widening works for it, not for the owner
         assert_eq!(widen(thief.clone(), "200").await, (200, String::new()));
