@@ -10,6 +10,7 @@ use keygate_exchanges::{
 use rust_decimal::Decimal;
 
 use crate::decision::{Decision, Denial, DenyCode, OrderApproval, PolicyApproved};
+use crate::destination::nonempty;
 use crate::limits::Limits;
 use crate::scope::{Scope, ScopeSet};
 use crate::state::{CapsElsewhere, Counters, KeyState, KeyStatus, Prices, VaultState};
@@ -665,12 +666,7 @@ fn check_withdrawal(p: &Policy, w: &WithdrawalIntent) -> Result<Option<Decimal>,
         if !named.any(|a| a.allows_network(w.network.as_deref())) {
             return Err(Denial::new(
                 DenyCode::WithdrawalAddressNotAllowed,
-                match w
-                    .network
-                    .as_deref()
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                {
+                match nonempty(w.network.as_deref()) {
                     Some(n) => format!(
                         "destination address is in the withdrawal allowlist, but not on network {}",
                         for_message(n, 32)

@@ -164,21 +164,6 @@ impl ApiCallRecord {
             crate::audit::storable_opt(s);
         }
     }
-
-    fn storable(&self) -> bool {
-        let nul = |s: &str| s.contains('\0');
-        ![&self.method, &self.endpoint, &self.class, &self.decision]
-            .into_iter()
-            .any(|s| nul(s))
-            && ![
-                &self.deny_code,
-                &self.error_message,
-                &self.ip_address,
-                &self.user_agent,
-            ]
-            .into_iter()
-            .any(|s| s.as_deref().is_some_and(nul))
-    }
 }
 
 impl Store {
@@ -214,25 +199,9 @@ impl Store {
         events: Vec<AuditEvent>,
         chain_key: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<AuditEvent>>> {
-        Box::pin(async move {
-            let fixed: Vec<ApiCallRecord>;
-            let calls = if calls.iter().all(ApiCallRecord::storable) {
-                calls
-            } else {
-                fixed = calls
-                    .iter()
-                    .cloned()
-                    .map(|mut c| {
-                        c.make_storable();
-                        c
-                    })
-                    .collect();
-                &fixed
-            };
-            let out = self.write_batch(calls, events, chain_key).await?;
-            self.history.committed(HistoryCache::stamps(calls));
-            Ok(out)
-        })
+        // the owned path makes the rows storable (the batches that come here are small:
+        // a sync's rows, a route's events)
+        Box::pin(self.record_batch_owned(calls.to_vec(), events, chain_key))
     }
 
     fn write_batch<'a>(
