@@ -17,92 +17,30 @@ pub static KEYGEN: Semaphore = Semaphore::const_new(2);
 /// How long a request waits for a turn before it is refused.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-type Checks = std::collections::HashMap<uuid::Uuid, std::sync::Arc<tokio::sync::Mutex<()>>>;
-
-/// Per user, the lock their vault password checks take turns at (see [`one_per_user`]).
-static CHECKING: std::sync::Mutex<Option<Checks>> = std::sync::Mutex::new(None);
+/// The locks users' vault password checks take turns at, one per user (by the user id's
+/// low bits; two users share one at a chance of 1 in 1024). A fixed array: nothing to
+/// add or remove per user.
+static CHECKING: [tokio::sync::Mutex<()>; 1024] =
+    [const { tokio::sync::Mutex::const_new(()) }; 1024];
 
 /// Held while one user's vault password check runs; dropped, it lets the next one in.
-pub struct UserTurn {
-    user: uuid::Uuid,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl Drop for UserTurn {
-    fn drop(&mut self) {
-        // the map's and this turn's own: nobody else waits, the entry can go
-        forget_if_unused(
-            self.user,
-            lock_id(tokio::sync::OwnedMutexGuard::mutex(&self._turn)),
-            2,
-        );
-    }
-}
-
-/// Which lock an entry is (its address, only ever compared).
-fn lock_id(m: &std::sync::Arc<tokio::sync::Mutex<()>>) -> usize {
-    std::sync::Arc::as_ptr(m) as usize
-}
-
-/// Removes `user`'s entry if it is still the lock `lock` and at most `holders` hold it
-/// (the map included): a newer entry, or one someone waits on, stays.
-fn forget_if_unused(user: uuid::Uuid, lock: usize, holders: usize) {
-    let mut g = CHECKING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(map) = g.as_mut() {
-        if map
-            .get(&user)
-            .is_some_and(|m| lock_id(m) == lock && std::sync::Arc::strong_count(m) <= holders)
-        {
-            map.remove(&user);
-        }
-    }
-}
+pub type UserTurn = tokio::sync::MutexGuard<'static, ()>;
 
 /// One vault password check per user at a time, on this instance: a user's parallel
 /// unlocks (a right password meets no lockout) could otherwise hold every [`KDF`] turn
 /// and keep everyone else's unlocks waiting. Later ones wait their turn (so parallel
 /// guesses still meet the lockout one by one), at most `wait`, then 503 `vault_busy`.
 pub async fn one_per_user(user: uuid::Uuid, wait: Duration) -> ApiResult<UserTurn> {
-    let lock = CHECKING
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(Default::default)
-        .entry(user)
-        .or_default()
-        .clone();
-    // A waiter that gives up (a timeout, or its request dropped) takes the entry with it
-    // if no one else holds or waits on it.
-    struct Waiting {
-        user: uuid::Uuid,
-        lock: usize,
-        done: bool,
-    }
-    impl Drop for Waiting {
-        fn drop(&mut self) {
-            if !self.done {
-                forget_if_unused(self.user, self.lock, 1);
-            }
-        }
-    }
-    let mut waiting = Waiting {
-        user,
-        lock: lock_id(&lock),
-        done: false,
-    };
-    let got = tokio::time::timeout(wait, lock.lock_owned()).await;
-    match got {
-        Ok(turn) => {
-            waiting.done = true;
-            Ok(UserTurn { user, _turn: turn })
-        }
-        Err(_) => Err(ApiError::Status {
+    let lock = &CHECKING[(user.as_u128() % CHECKING.len() as u128) as usize];
+    tokio::time::timeout(wait, lock.lock())
+        .await
+        .map_err(|_| ApiError::Status {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "vault_busy",
             detail: "another password check of this vault is still running; try again shortly"
                 .into(),
             retry_after: Some(1),
-        }),
-    }
+        })
 }
 
 /// A turn at `sem` within `wait`, else 503 with problem `code` and `Retry-After: 1`.
@@ -150,7 +88,8 @@ mod tests {
         assert!(waiting.await.unwrap().is_ok());
         assert_eq!(KDF.available_permits(), 4);
         // one password check per user at a time; other users are not held up
-        let (u, v) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let u = uuid::Uuid::new_v4();
+        let v = uuid::Uuid::from_u128(u.as_u128() ^ 1);
         let first = one_per_user(u, wait).await.unwrap();
         let busy = one_per_user(u, wait).await.err().map(|e| e.code());
         assert_eq!(busy, Some("vault_busy"));
@@ -159,20 +98,11 @@ mod tests {
         drop(first);
         drop(next.await.unwrap().unwrap());
         drop(other);
-        let left = |u: uuid::Uuid| {
-            CHECKING
-                .lock()
-                .unwrap()
-                .as_ref()
-                .is_some_and(|m| m.contains_key(&u))
-        };
-        assert!(!left(u) && !left(v), "entries go when no one waits");
-        // a waiter that gives up while the holder keeps its turn leaves no entry behind
-        let w = uuid::Uuid::new_v4();
-        let holder = one_per_user(w, wait).await.unwrap();
-        assert!(one_per_user(w, wait).await.is_err());
+        // a waiter that gave up leaves the turn free for the next one
+        let holder = one_per_user(u, wait).await.unwrap();
+        assert!(one_per_user(u, wait).await.is_err());
         drop(holder);
-        assert!(!left(w), "the entry outlived its last waiter");
+        assert!(one_per_user(u, wait).await.is_ok());
         assert_eq!(KEYGEN.available_permits(), 2);
     }
 }
