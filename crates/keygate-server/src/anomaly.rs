@@ -16,6 +16,10 @@
 //! | `denial_streak` | ≥ 5 denied calls in a row, not counting refusals for a locked vault, a rate limit or unavailable counters (≥ 10: 40 points) | 25 / 40 |
 //! | `withdrawal_attempt` | the call is a withdrawal | 40 |
 //! | `unlock_from_new_ip` | a password unlock from an IP never used to unlock before, just now | 30 |
+//! | `withdrawal_from_new_ip` | a withdrawal with `new_source_ip` or `unlock_from_new_ip` | 10 |
+//!
+//! With the default threshold (80), a withdrawal from a new IP suspends the key by itself
+//! (30 + 40 + 10), as does one right after an unlock from a new IP.
 
 use chrono::{Duration, Timelike};
 use keygate_storage::{Actor, DbTime, FactsQuery, Json};
@@ -33,6 +37,7 @@ pub const BURST: &str = "burst_above_baseline";
 pub const DENIAL_STREAK: &str = "denial_streak";
 pub const WITHDRAWAL: &str = "withdrawal_attempt";
 pub const UNLOCK_FROM_NEW_IP: &str = "unlock_from_new_ip";
+pub const WITHDRAWAL_FROM_NEW_IP: &str = "withdrawal_from_new_ip";
 
 /// Length of the "recent" window bursts are counted in.
 pub const RECENT_WINDOW: Duration = Duration::minutes(5);
@@ -86,9 +91,9 @@ pub fn score(s: &Signals) -> Score {
     };
     // New to the credential: absent from its older history, or, for a credential whose
     // whole life is the recent window, absent from that.
-    if (s.history_calls > 0 && s.history_calls_from_ip == 0)
-        || (s.history_calls == 0 && s.recent_calls > 0 && s.recent_calls_from_ip == 0)
-    {
+    let new_ip = (s.history_calls > 0 && s.history_calls_from_ip == 0)
+        || (s.history_calls == 0 && s.recent_calls > 0 && s.recent_calls_from_ip == 0);
+    if new_ip {
         add(30, NEW_SOURCE_IP);
     }
     let hist_total: i64 = s.hour_histogram.iter().sum();
@@ -111,6 +116,11 @@ pub fn score(s: &Signals) -> Score {
     }
     if s.unlock_from_new_ip {
         add(30, UNLOCK_FROM_NEW_IP);
+    }
+    // Moving funds out from somewhere new is what a stolen key is used for: the pair
+    // alone reaches the default threshold.
+    if s.is_withdrawal && (new_ip || s.unlock_from_new_ip) {
+        add(10, WITHDRAWAL_FROM_NEW_IP);
     }
     Score {
         score: total.min(100) as u8,
@@ -399,7 +409,48 @@ mod tests {
             ..quiet()
         };
         assert_eq!(score(&all).score, 100);
-        assert_eq!(score(&all).reasons.len(), 6);
+        assert_eq!(score(&all).reasons.len(), 7);
+    }
+
+    /// A withdrawal from a new IP, or right after an unlock from one, reaches the default
+    /// threshold by itself; neither half does.
+    #[test]
+    fn withdrawal_from_new_ip() {
+        let threshold = crate::config::DEFAULT_ANOMALY_SUSPEND_THRESHOLD;
+        let from_new_ip = Signals {
+            history_calls_from_ip: 0,
+            is_withdrawal: true,
+            ..quiet()
+        };
+        assert_eq!(
+            score(&from_new_ip).reasons,
+            vec![NEW_SOURCE_IP, WITHDRAWAL, WITHDRAWAL_FROM_NEW_IP]
+        );
+        assert!(score(&from_new_ip).score >= threshold);
+        let after_unlock = Signals {
+            unlock_from_new_ip: true,
+            is_withdrawal: true,
+            ..quiet()
+        };
+        assert_eq!(
+            score(&after_unlock).reasons,
+            vec![WITHDRAWAL, UNLOCK_FROM_NEW_IP, WITHDRAWAL_FROM_NEW_IP]
+        );
+        assert!(score(&after_unlock).score >= threshold);
+        // each half alone stays under it, and a new IP reading does not add the pair's
+        let new_ip_only = Signals {
+            history_calls_from_ip: 0,
+            ..quiet()
+        };
+        assert!(score(&new_ip_only).score < threshold);
+        assert!(!score(&new_ip_only)
+            .reasons
+            .contains(&WITHDRAWAL_FROM_NEW_IP));
+        let withdrawal_only = Signals {
+            is_withdrawal: true,
+            ..quiet()
+        };
+        assert!(score(&withdrawal_only).score < threshold);
     }
 
     #[test]

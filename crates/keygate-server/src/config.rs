@@ -224,6 +224,10 @@ struct FileConfig {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// `KEYGATE_ANOMALY_SUSPEND_THRESHOLD`'s default: a withdrawal from a new IP reaches it
+/// (`anomaly.rs`).
+pub const DEFAULT_ANOMALY_SUSPEND_THRESHOLD: u8 = 80;
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -304,7 +308,7 @@ impl Default for Config {
             tls_client_ca: None,
             allow_plaintext: false,
             trusted_proxies: Vec::new(),
-            anomaly_suspend_threshold: 80,
+            anomaly_suspend_threshold: DEFAULT_ANOMALY_SUSPEND_THRESHOLD,
             reactivate_fresh_unlock_minutes: 5,
             recent_sign_in_minutes: 15,
             webhook_urls: Vec::new(),
@@ -453,7 +457,7 @@ impl Config {
                 other => other.to_string(),
             })) {
             Some(v) => parse_threshold(&v)?,
-            None => 80,
+            None => DEFAULT_ANOMALY_SUSPEND_THRESHOLD,
         };
         let webhook_urls: Vec<String> = match env("KEYGATE_WEBHOOK_URLS") {
             Some(v) => v

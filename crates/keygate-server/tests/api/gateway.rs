@@ -1946,8 +1946,8 @@ async fn two_instances_share_the_spend_caps_on_postgres() {
 }
 
 // A withdrawal the policy allows is counted at once, but one refused after that (here:
-// anomaly detection suspends the key, withdrawal 40 + new IP 30 at a threshold of 70)
-// never went out: its row gives the reservation back, and after reactivation the whole
+// anomaly detection suspends the key at the default threshold: withdrawal 40 + new IP 30
+// + the pair 10) never went out: its row gives the reservation back, and after reactivation the whole
 // rest of the cap is there.
 both_backends!(
     a_call_refused_after_its_spend_check_gives_its_reservation_back,
@@ -1964,7 +1964,6 @@ both_backends!(
 async fn refused_after_its_spend_check(app: TestApp, its_commit_fails: bool) {
     let app = crate::helpers::spawn_app_with(app.backend, |cfg| {
         cfg.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-        cfg.anomaly_suspend_threshold = 70;
     })
     .await
     .unwrap();
@@ -1996,6 +1995,7 @@ async fn refused_after_its_spend_check(app: TestApp, its_commit_fails: bool) {
         app.raw_exec(&unfail).await.unwrap();
     } else {
         assert_eq!((s, code(&b).as_str()), (403, "credential_suspended"), "{b}");
+        assert!(b.contains("withdrawal_from_new_ip"), "{b}");
     }
     assert_eq!(mock.requests().len(), 1, "the second one never went out");
     let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
