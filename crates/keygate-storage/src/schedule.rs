@@ -7,6 +7,9 @@ use uuid::Uuid;
 
 use crate::{multi_insert, Actor, DbTime, DeliveryRecord, Result, Store};
 
+/// The least time between two reminders about one subject ([`Store::claim_reminder`]).
+pub const REMINDER_COOL_DOWN: chrono::Duration = chrono::Duration::hours(20);
+
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RotationSchedule {
     pub credential_id: Uuid,
@@ -139,6 +142,12 @@ impl Store {
     /// revoked, expired or shredded since. On PostgreSQL the schedule row is share locked,
     /// so a rotation that has written it and not yet committed is waited for and then
     /// seen; the credential's status is read as committed when the claim runs.
+    ///
+    /// Not within [`REMINDER_COOL_DOWN`] of the subject's last claimed reminder: each new
+    /// due date makes new reminder keys, so an owner who sets the date again and again
+    /// (into the past, or a minute ahead) would otherwise queue a reminder, to their own
+    /// and the platform's webhooks, each time. The stages are a day or more apart, so a
+    /// reminder held back is claimed by a pass after the cool-down, at the stage then due.
     #[allow(clippy::too_many_arguments)]
     pub async fn claim_reminder(
         &self,
@@ -151,7 +160,7 @@ impl Store {
         due: Option<DbTime>,
     ) -> Result<bool> {
         let pg = self.backend() == crate::Backend::Postgres;
-        // the subject's due date at $6, when there is one to check
+        // the subject's due date at $7, when there is one to check
         let due = due.and_then(|due| {
             let still_due = match subject_kind {
                 // and the credential not revoked, expired or shredded since (the job skips
@@ -160,13 +169,13 @@ impl Store {
                 // credential first, so locking both here could deadlock with it.
                 "credential" => format!(
                     "SELECT 1 FROM rotation_schedules r JOIN credentials c ON c.id = r.credential_id \
-                     WHERE r.credential_id = $3 AND r.next_due_at = $6 \
+                     WHERE r.credential_id = $3 AND r.next_due_at = $7 \
                      AND c.status NOT IN ({}){}",
                     NO_REMINDER_STATUSES.map(|s| format!("'{s}'")).join(", "),
                     if pg { " FOR SHARE OF r" } else { "" }
                 ),
                 "site_key" => format!(
-                    "SELECT 1 FROM site_api_keys WHERE id = $3 AND is_active AND next_rotation_at = $6{}",
+                    "SELECT 1 FROM site_api_keys WHERE id = $3 AND is_active AND next_rotation_at = $7{}",
                     if pg { " FOR SHARE" } else { "" }
                 ),
                 _ => return None,
@@ -175,7 +184,9 @@ impl Store {
         });
         let claim = format!(
             "INSERT INTO sent_reminders (reminder_key, subject_kind, subject_id, user_id, created_at) \
-             SELECT $1, $2, $3, $4, $5 WHERE EXISTS ({}) ON CONFLICT (reminder_key) DO NOTHING",
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS ({}) \
+             AND NOT EXISTS (SELECT 1 FROM sent_reminders WHERE subject_id = $3 AND created_at > $6) \
+             ON CONFLICT (reminder_key) DO NOTHING",
             due.as_ref().map_or("SELECT 1", |(_, still_due)| still_due.as_str())
         );
         let ins = multi_insert(
@@ -192,7 +203,8 @@ impl Store {
                 .bind(subject_kind)
                 .bind(subject_id)
                 .bind(user_id)
-                .bind(now);
+                .bind(now)
+                .bind(DbTime::new(now.0 - REMINDER_COOL_DOWN));
             if let Some((at, _)) = &due {
                 q = q.bind(*at);
             }

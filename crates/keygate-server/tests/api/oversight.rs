@@ -898,8 +898,9 @@ both_backends!(
             .contains(&key));
         // the current due date is claimed while the credential is in use, and no longer
         // once a shred has committed after the job's read
+        // (a day apart, and after the job's claims above: past the cool-down)
         let current = DbTime::new(next);
-        let claim = |stage: &str| {
+        let claim = |stage: &str, at: DbTime| {
             let key = format!("rotation:{cred}:{}:{stage}", current.micros());
             let store = app.state.store.clone();
             async move {
@@ -909,7 +910,7 @@ both_backends!(
                         "credential",
                         cred_id,
                         Some(user),
-                        DbTime::now(),
+                        at,
                         &[],
                         Some(current),
                     )
@@ -917,11 +918,11 @@ both_backends!(
                     .unwrap()
             }
         };
-        assert!(claim("probe_in_use").await);
+        assert!(claim("probe_in_use", days(60, 0)).await);
         let shred = json!({"confirm": "SHRED ALL MY SECRETS"});
         assert_eq!(app.post("/v1/vault/shred", &t, shred).await.0, 204);
         assert!(
-            !claim("probe_shredded").await,
+            !claim("probe_shredded", days(61, 0)).await,
             "a shredded credential's reminder"
         );
 
@@ -2547,3 +2548,51 @@ async fn a_reminder_that_fails_does_not_stop_the_others() {
         .unwrap();
     assert_eq!(sent, 1, "the skipped one, on the next pass");
 }
+
+// Setting a past (or a near) due date again and again queues one reminder, not one per
+// change: each new date makes new reminder keys, and before, every pass after each change
+// sent one more, to the owner's and the platform's webhooks. After the cool-down the next
+// pass sends the stage then due.
+both_backends!(
+    changing_a_due_date_again_and_again_queues_one_reminder,
+    |app: TestApp| async move {
+        // no background pass beside the test's own
+        let app = crate::helpers::spawn_app_with(app.backend, |c| c.jobs_enabled = false)
+            .await
+            .unwrap();
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (_, c) = app.post("/v1/credentials", &t, binance_body("spam")).await;
+        let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+        let now = Utc::now();
+        let mut sent = 0;
+        for minutes in 1..=5 {
+            let due = now - chrono::Duration::minutes(minutes);
+            let (s, v) = app
+                .send(
+                    reqwest::Method::PUT,
+                    &format!("/v1/credentials/{cred}/rotation-schedule"),
+                    &t,
+                    json!({"interval_days": 90, "next_due_at": due.to_rfc3339()}),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            let at = DbTime::new(now + chrono::Duration::seconds(minutes));
+            sent += keygate_server::jobs::run_rotation_reminders(&app.state, at)
+                .await
+                .unwrap();
+        }
+        assert_eq!(sent, 1, "one reminder for five changes");
+        let keys = app.state.store.reminders_sent(cred).await.unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert!(keys[0].ends_with(":overdue_0d"), "{keys:?}");
+        // a day later, the stage then due goes out
+        let later = DbTime::new(now + chrono::Duration::hours(25));
+        let n = keygate_server::jobs::run_rotation_reminders(&app.state, later)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let keys = app.state.store.reminders_sent(cred).await.unwrap();
+        assert!(keys.iter().any(|k| k.ends_with(":overdue_1d")), "{keys:?}");
+    }
+);
