@@ -60,31 +60,35 @@ impl Recorder {
                 }
                 let mut audit = Vec::new();
                 let mut calls = Vec::new();
+                // each job's rows, in order, and who waits for them
                 let mut waiters = Vec::with_capacity(jobs.len());
                 for j in jobs {
+                    waiters.push((j.calls.len(), j.audit.len(), j.done));
                     audit.extend(j.audit);
                     calls.extend(j.calls);
-                    waiters.push(j.done);
                 }
-                let (n_calls, n_events) = (calls.len(), audit.len());
-                let started = std::time::Instant::now();
-                // One transaction: call rows, credential usage, chained audit events.
-                let res = store
-                    .record_batch_owned(calls, audit, chain_key.as_ref())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| (e.to_string(), e.rolled_back()));
-                metrics.observe_commit(
-                    n_calls,
-                    n_events,
-                    started.elapsed().as_secs_f64(),
-                    res.is_ok(),
-                );
-                if let Err((e, _)) = &res {
-                    tracing::error!(error = %e, "recording audit/calls failed");
-                }
-                for w in waiters {
-                    let _ = w.send(res.clone());
+                let res = commit(&store, &metrics, &chain_key, calls, audit).await;
+                match res {
+                    // One row the database refuses (a constraint, a value it cannot store)
+                    // fails the whole batch: the other calls' rows are written again, one
+                    // call at a time, so that only the refused row's call goes unrecorded.
+                    Err(((e, _), Some(refused))) if waiters.len() > 1 => {
+                        tracing::warn!(error = %e, calls = waiters.len(), "the database refused a row of a group commit; its calls are recorded one by one");
+                        let mut calls = refused.calls.into_iter();
+                        let mut audit = refused.events.into_iter();
+                        for (n_calls, n_events, done) in waiters {
+                            let c = calls.by_ref().take(n_calls).collect();
+                            let a = audit.by_ref().take(n_events).collect();
+                            let one = commit(&store, &metrics, &chain_key, c, a).await;
+                            let _ = done.send(one.map_err(|(e, _)| e));
+                        }
+                    }
+                    res => {
+                        let res = res.map_err(|(e, _)| e);
+                        for (_, _, done) in waiters {
+                            let _ = done.send(res.clone());
+                        }
+                    }
                 }
             }
         });
@@ -127,6 +131,33 @@ impl Recorder {
                 rolled_back,
             })
     }
+}
+
+/// One transaction: call rows, credential usage, chained audit events. On failure: why,
+/// whether the database rolled it back, and the rows if it refused one of them.
+async fn commit(
+    store: &Store,
+    metrics: &Metrics,
+    chain_key: &[u8; 32],
+    calls: Vec<ApiCallRecord>,
+    audit: Vec<AuditEvent>,
+) -> Result<(), ((String, bool), Option<keygate_storage::RefusedBatch>)> {
+    let (n_calls, n_events) = (calls.len(), audit.len());
+    let started = std::time::Instant::now();
+    let res = store
+        .record_batch_keeping(calls, audit, chain_key)
+        .await
+        .map(|_| ());
+    metrics.observe_commit(
+        n_calls,
+        n_events,
+        started.elapsed().as_secs_f64(),
+        res.is_ok(),
+    );
+    res.map_err(|(e, refused)| {
+        tracing::error!(error = %e, "recording audit/calls failed");
+        ((e.to_string(), e.rolled_back()), refused)
+    })
 }
 
 /// Context of the HTTP request an event comes from.

@@ -277,23 +277,34 @@ impl AuditEvent {
 /// Chains `events` after the head (`seq`, `prev`): assigns each its `seq`, `prev_hash`
 /// and `hash`. Returns them and the new head. Each is made [`storable`] first.
 pub(crate) fn chain(
-    events: Vec<AuditEvent>,
+    mut events: Vec<AuditEvent>,
+    seq: i64,
+    prev: String,
+    chain_key: &[u8],
+) -> (Vec<AuditEvent>, i64, String) {
+    let (seq, prev) = chain_in_place(&mut events, seq, prev, chain_key);
+    (events, seq, prev)
+}
+
+/// [`chain`] in place: the events stay the caller's, so a batch the database refused
+/// can be chained again onto another head (whatever chain fields they carry are
+/// overwritten). Returns the new head.
+pub(crate) fn chain_in_place(
+    events: &mut [AuditEvent],
     mut seq: i64,
     mut prev: String,
     chain_key: &[u8],
-) -> (Vec<AuditEvent>, i64, String) {
+) -> (i64, String) {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, chain_key);
-    let mut out = Vec::with_capacity(events.len());
-    for mut e in events {
+    for e in events.iter_mut() {
         e.make_storable();
         seq += 1;
         e.seq = seq;
         e.prev_hash = prev;
         e.hash = e.hash_with(&key);
         prev = e.hash.clone();
-        out.push(e);
     }
-    (out, seq, prev)
+    (seq, prev)
 }
 
 /// `v` with every object's keys in sorted order: the JSON the hash covers, so that jsonb's

@@ -16,25 +16,44 @@ pub(crate) trait Sink: Send + 'static {
     type Conn;
     type Error: std::fmt::Display;
     fn open(&mut self) -> Result<Self::Conn, Self::Error>;
-    /// Records `calls` and chains and appends `events` in one transaction; returns the
-    /// stored events.
+    /// Records `calls` and chains and appends `events` in one transaction (chaining
+    /// fills the events' chain fields in place).
     fn write(
         &mut self,
         conn: &mut Self::Conn,
         calls: &[ApiCallRecord],
-        events: Vec<AuditEvent>,
+        events: &mut [AuditEvent],
         chain_key: &[u8],
-    ) -> Result<Vec<AuditEvent>, Self::Error>;
+    ) -> Result<(), Self::Error>;
     fn close(&mut self, conn: Self::Conn) {
         drop(conn);
     }
-    /// Whether a failed [`Sink::write`] is known to have stored nothing (the database
-    /// rolled its transaction back), rather than ended with an unknown outcome.
-    fn rolled_back(e: &Self::Error) -> bool;
+    /// How a failed [`Sink::write`] ended.
+    fn outcome(e: &Self::Error) -> Outcome;
 }
 
-/// The batch's stored events, or why it failed and whether it was rolled back.
-type Reply = oneshot::Sender<Result<Vec<AuditEvent>, (String, bool)>>;
+/// How a failed batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It may have been stored (the connection broke, the COMMIT failed on I/O).
+    Unknown,
+    /// The database rolled it back: nothing of it is stored.
+    RolledBack,
+    /// Rolled back because the database refused a row of it (a constraint, a value it
+    /// cannot store, a trigger): the rest of the batch, written without that row, would
+    /// be stored.
+    RowRefused,
+}
+
+/// A batch handed back with how it ended: its rows (the events chained when it was
+/// stored), and why it failed.
+struct Done {
+    calls: Vec<ApiCallRecord>,
+    events: Vec<AuditEvent>,
+    result: Result<(), (String, Outcome)>,
+}
+
+type Reply = oneshot::Sender<Done>;
 
 enum Job {
     Batch {
@@ -68,35 +87,55 @@ impl BatchWriter {
         Ok(BatchWriter { tx, backend })
     }
 
+    /// Writes one batch; hands its rows back whatever happened (unless the thread
+    /// dropped them), with the events chained when the batch was stored.
     pub(crate) async fn write(
         &self,
         calls: Vec<ApiCallRecord>,
         events: Vec<AuditEvent>,
         chain_key: &[u8],
-    ) -> crate::Result<Vec<AuditEvent>> {
+    ) -> (Vec<ApiCallRecord>, Vec<AuditEvent>, crate::Result<()>) {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Job::Batch {
+        let job = Job::Batch {
+            calls,
+            events,
+            chain_key: chain_key.to_vec(),
+            done,
+        };
+        if let Err(mpsc::SendError(job)) = self.tx.send(job) {
+            // the batch never reached it: nothing of it is stored
+            let error = StorageError::WriterRolledBack(format!(
+                "the {} writer thread has stopped",
+                self.backend
+            ));
+            return match job {
+                Job::Batch { calls, events, .. } => (calls, events, Err(error)),
+                Job::Close(_) => (Vec::new(), Vec::new(), Err(error)),
+            };
+        }
+        match wait.await {
+            Ok(Done {
                 calls,
                 events,
-                chain_key: chain_key.to_vec(),
-                done,
-            })
-            .map_err(|_| {
-                // the batch never reached it: nothing of it is stored
-                StorageError::WriterRolledBack(format!(
-                    "the {} writer thread has stopped",
+                result,
+            }) => (
+                calls,
+                events,
+                result.map_err(|(e, outcome)| match outcome {
+                    Outcome::Unknown => StorageError::Writer(e),
+                    Outcome::RolledBack => StorageError::WriterRolledBack(e),
+                    Outcome::RowRefused => StorageError::WriterRefusedRow(e),
+                }),
+            ),
+            Err(_) => (
+                Vec::new(),
+                Vec::new(),
+                Err(StorageError::Writer(format!(
+                    "the {} writer dropped a batch",
                     self.backend
-                ))
-            })?;
-        wait.await
-            .map_err(|_| {
-                StorageError::Writer(format!("the {} writer dropped a batch", self.backend))
-            })?
-            .map_err(|(e, rolled_back)| match rolled_back {
-                true => StorageError::WriterRolledBack(e),
-                false => StorageError::Writer(e),
-            })
+                ))),
+            ),
+        }
     }
 
     pub(crate) async fn close(&self) {
@@ -119,15 +158,15 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Job>) {
             }
             Job::Batch {
                 calls,
-                events,
+                mut events,
                 chain_key,
                 done,
             } => {
                 let res = match conn.as_mut() {
-                    Some(c) => sink.write(c, &calls, events, &chain_key),
+                    Some(c) => sink.write(c, &calls, &mut events, &chain_key),
                     None => sink.open().and_then(|c| {
                         let c = conn.insert(c);
-                        sink.write(c, &calls, events, &chain_key)
+                        sink.write(c, &calls, &mut events, &chain_key)
                     }),
                 };
                 if res.is_err() {
@@ -136,7 +175,11 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Job>) {
                         sink.close(c);
                     }
                 }
-                let _ = done.send(res.map_err(|e| (e.to_string(), S::rolled_back(&e))));
+                let _ = done.send(Done {
+                    calls,
+                    events,
+                    result: res.map_err(|e| (e.to_string(), S::outcome(&e))),
+                });
             }
         }
     }

@@ -313,6 +313,10 @@ pub enum StorageError {
     /// batch is stored.
     #[error("database error: {0}")]
     WriterRolledBack(String),
+    /// The database refused a row of the group commit's batch (a constraint, a value it
+    /// cannot store, a trigger) and rolled the batch back: none of it is stored.
+    #[error("database error: {0}")]
+    WriterRefusedRow(String),
 }
 
 impl StorageError {
@@ -321,8 +325,37 @@ impl StorageError {
     pub fn rolled_back(&self) -> bool {
         matches!(
             self,
-            StorageError::WriterRolledBack(_) | StorageError::Database(sqlx::Error::Database(_))
+            StorageError::WriterRolledBack(_)
+                | StorageError::WriterRefusedRow(_)
+                | StorageError::Database(sqlx::Error::Database(_))
         )
+    }
+
+    /// Whether the database refused a row of the failed write (see
+    /// [`refuses_a_row`]), and so rolled it back.
+    pub fn refused_row(&self) -> bool {
+        match self {
+            StorageError::WriterRefusedRow(_) => true,
+            StorageError::Database(e) => refuses_a_row(e),
+            _ => false,
+        }
+    }
+}
+
+/// Whether PostgreSQL's answer `e` refuses a row, rather than the whole write: a data
+/// exception (SQLSTATE class 22: a value it cannot store), an integrity constraint (class
+/// 23), an exception a trigger raised (P0001), or row-level security refusing the row
+/// (42501). A lock or statement timeout, a serialization failure, a full disk or a
+/// shutdown would fail any write, and are not.
+pub(crate) fn refuses_a_row(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|p| {
+                let c = p.code();
+                c.starts_with("22") || c.starts_with("23") || c == "P0001" || c == "42501"
+            }),
+        _ => false,
     }
 }
 

@@ -41,7 +41,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Postgres};
 use uuid::Uuid;
 
-use crate::batch_writer::{BatchWriter, Sink};
+use crate::batch_writer::{BatchWriter, Outcome, Sink};
 use crate::usage::{spend_of, usage_of, COLS as CALL_COLS};
 use crate::{audit, Actor, ApiCallRecord, AuditEvent, Result, StorageError};
 
@@ -368,10 +368,10 @@ async fn record_batch(
     conn: &mut PgConnection,
     head: &mut Option<(i64, String)>,
     calls: &[ApiCallRecord],
-    mut events: Vec<AuditEvent>,
+    events: &mut [AuditEvent],
     chain_key: &[u8],
     tries: usize,
-) -> Result<Vec<AuditEvent>> {
+) -> Result<()> {
     let usage = usage_of(calls);
     let spend = spend_of(calls);
     let parts = (!calls.is_empty(), !usage.is_empty(), !spend.is_empty());
@@ -380,7 +380,7 @@ async fn record_batch(
         bind_front(sqlx::query(&sql), calls, &usage, &spend)
             .execute(&mut *conn)
             .await?;
-        return Ok(events);
+        return Ok(());
     }
     let sql = batch_sql(parts.0, parts.1, parts.2, Chain::Guarded);
     for _ in 0..tries {
@@ -392,8 +392,8 @@ async fn record_batch(
                     .await?
             }
         };
-        let (out, new_seq, new_prev) = audit::chain(events, seq, prev.clone(), chain_key);
-        let q = bind_events(bind_front(sqlx::query(&sql), calls, &usage, &spend), &out)?
+        let (new_seq, new_prev) = audit::chain_in_place(events, seq, prev.clone(), chain_key);
+        let q = bind_events(bind_front(sqlx::query(&sql), calls, &usage, &spend), events)?
             .bind(new_seq)
             .bind(new_prev.clone())
             .bind(seq)
@@ -401,10 +401,9 @@ async fn record_batch(
         let moved: i64 = sqlx::Row::try_get(&q.fetch_one(&mut *conn).await?, 0)?;
         if moved == 1 {
             *head = Some((new_seq, new_prev));
-            return Ok(out);
+            return Ok(());
         }
         // another instance appended first: nothing was written; chain onto its head
-        events = out;
     }
     let mut tx = conn
         .begin_with(crate::db::pg_begin_sql(Actor::service()))
@@ -414,16 +413,16 @@ async fn record_batch(
         sqlx::query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
             .fetch_one(&mut *tx)
             .await?;
-    let (out, seq, prev) = audit::chain(events, seq, prev, chain_key);
+    let (seq, prev) = audit::chain_in_place(events, seq, prev, chain_key);
     let sql = batch_sql(parts.0, parts.1, parts.2, Chain::Locked);
-    bind_events(bind_front(sqlx::query(&sql), calls, &usage, &spend), &out)?
+    bind_events(bind_front(sqlx::query(&sql), calls, &usage, &spend), events)?
         .bind(seq)
         .bind(prev.clone())
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     *head = Some((seq, prev));
-    Ok(out)
+    Ok(())
 }
 
 /// How long the writer waits to (re)connect, as long as the pool waits to acquire.
@@ -493,9 +492,9 @@ impl Sink for PgSink {
         &mut self,
         conn: &mut PgConnection,
         calls: &[ApiCallRecord],
-        events: Vec<AuditEvent>,
+        events: &mut [AuditEvent],
         chain_key: &[u8],
-    ) -> Result<Vec<AuditEvent>> {
+    ) -> Result<()> {
         self.rt.block_on(record_batch(
             conn,
             &mut self.head,
@@ -512,8 +511,14 @@ impl Sink for PgSink {
 
     /// Only an error the server answered with: a broken connection or a timeout leaves
     /// the batch's fate unknown (the server may still commit it).
-    fn rolled_back(e: &StorageError) -> bool {
-        e.rolled_back()
+    fn outcome(e: &StorageError) -> Outcome {
+        if e.refused_row() {
+            Outcome::RowRefused
+        } else if e.rolled_back() {
+            Outcome::RolledBack
+        } else {
+            Outcome::Unknown
+        }
     }
 }
 
@@ -607,24 +612,20 @@ mod tests {
         let key = [9u8; 32];
         let mut head = None;
         // optimistic, from a fresh read of the head
-        let first = record_batch(&mut conn, &mut head, &[], vec![event("a")], &key, 3)
+        let mut first = vec![event("a")];
+        record_batch(&mut conn, &mut head, &[], &mut first, &key, 3)
             .await
             .unwrap();
         let stale = head.clone();
-        let second = record_batch(
-            &mut conn,
-            &mut head,
-            &[],
-            vec![event("b"), event("c")],
-            &key,
-            3,
-        )
-        .await
-        .unwrap();
+        let mut second = vec![event("b"), event("c")];
+        record_batch(&mut conn, &mut head, &[], &mut second, &key, 3)
+            .await
+            .unwrap();
         assert_eq!(second[0].seq, first[0].seq + 1);
         // the head moved on since `stale`: one lost try, then the lock
         head = stale.clone();
-        let third = record_batch(&mut conn, &mut head, &[], vec![event("d")], &key, 1)
+        let mut third = vec![event("d")];
+        record_batch(&mut conn, &mut head, &[], &mut third, &key, 1)
             .await
             .unwrap();
         assert_eq!(
@@ -635,7 +636,8 @@ mod tests {
         assert_eq!(third[0].prev_hash, second[1].hash);
         // no tries at all: straight to the lock, and the lock path leaves the head cached
         head = stale;
-        let fourth = record_batch(&mut conn, &mut head, &[], vec![event("e")], &key, 0)
+        let mut fourth = vec![event("e")];
+        record_batch(&mut conn, &mut head, &[], &mut fourth, &key, 0)
             .await
             .unwrap();
         assert_eq!(fourth[0].prev_hash, third[0].hash);

@@ -22,7 +22,7 @@ use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params_from_iter, Connection, OpenFlags, TransactionBehavior};
 use uuid::Uuid;
 
-use crate::batch_writer::{BatchWriter, Sink};
+use crate::batch_writer::{BatchWriter, Outcome, Sink};
 use crate::{audit, ApiCallRecord, AuditEvent, DbTime};
 
 /// Starts the writer thread for the database file `path` (opened on first use).
@@ -409,14 +409,26 @@ impl Sink for SqliteSink {
         &mut self,
         c: &mut Connection,
         calls: &[ApiCallRecord],
-        events: Vec<AuditEvent>,
+        events: &mut [AuditEvent],
         chain_key: &[u8],
-    ) -> Result<Vec<AuditEvent>, WriteError> {
+    ) -> Result<(), WriteError> {
         write(c, calls, events, chain_key)
     }
 
-    fn rolled_back(e: &WriteError) -> bool {
-        e.rolled_back
+    /// A constraint (a trigger's `RAISE(ABORT)` included), a value of the wrong type or
+    /// one too big refuses a row; anything else before the COMMIT fails the whole write.
+    fn outcome(e: &WriteError) -> Outcome {
+        use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
+        if !e.rolled_back {
+            Outcome::Unknown
+        } else if matches!(
+            e.error.sqlite_error_code(),
+            Some(ConstraintViolation | TypeMismatch | TooBig)
+        ) {
+            Outcome::RowRefused
+        } else {
+            Outcome::RolledBack
+        }
     }
 }
 
@@ -551,9 +563,9 @@ fn event_values<'a>(
 fn write(
     c: &mut Connection,
     calls: &[ApiCallRecord],
-    events: Vec<AuditEvent>,
+    events: &mut [AuditEvent],
     chain_key: &[u8],
-) -> Result<Vec<AuditEvent>, WriteError> {
+) -> Result<(), WriteError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // One row per statement: a multi-row INSERT inside a transaction makes SQLite keep a
     // statement journal (a copy of every page it touches, in case a later row fails);
@@ -592,13 +604,11 @@ fn write(
                 int(withdrawal),
             ]))?;
     }
-    let out = if events.is_empty() {
-        events
-    } else {
+    if !events.is_empty() {
         let (seq, prev): (i64, String) = tx
             .prepare_cached("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let (out, seq, prev) = audit::chain(events, seq, prev, chain_key);
+        let (seq, prev) = audit::chain_in_place(events, seq, prev, chain_key);
         let audit_sql = format!(
             "INSERT INTO audit_events ({}) VALUES {}",
             audit::COLS,
@@ -606,7 +616,7 @@ fn write(
         );
         let mut st = tx.prepare_cached(&audit_sql)?;
         let mut values = Vec::with_capacity(26);
-        for e in &out {
+        for e in events.iter() {
             values.clear();
             event_values(e, &mut values)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -615,10 +625,9 @@ fn write(
         drop(st);
         tx.prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?
             .execute(rusqlite::params![seq, prev])?;
-        out
-    };
+    }
     tx.commit().map_err(WriteError::at_commit)?;
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -627,27 +636,42 @@ mod tests {
 
     /// Which failed batches are known to have stored nothing: anything that failed before
     /// the COMMIT, and a COMMIT refused for a lock; not a COMMIT that failed otherwise
-    /// (what reached the WAL is not known).
+    /// (what reached the WAL is not known). Of those, a refused row (a constraint, a
+    /// trigger's abort, a value of the wrong type or too big) is told apart: the rest of
+    /// the batch would be stored without it.
     #[test]
     fn a_failure_is_a_rollback_unless_the_commit_itself_failed() {
         let failure =
             |code: i32| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
-        let before = [
+        let outcome = |e: rusqlite::Error| SqliteSink::outcome(&e.into());
+        for code in [
             ffi::SQLITE_CONSTRAINT_TRIGGER,
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY,
+            ffi::SQLITE_CONSTRAINT_NOTNULL,
+            ffi::SQLITE_MISMATCH,
+            ffi::SQLITE_TOOBIG,
+        ] {
+            assert_eq!(outcome(failure(code)), Outcome::RowRefused, "{code}");
+        }
+        for code in [
             ffi::SQLITE_ERROR,
             ffi::SQLITE_IOERR_WRITE,
             ffi::SQLITE_FULL,
-        ];
-        for code in before {
-            assert!(SqliteSink::rolled_back(&failure(code).into()), "{code}");
+            ffi::SQLITE_BUSY,
+        ] {
+            assert_eq!(outcome(failure(code)), Outcome::RolledBack, "{code}");
         }
         for code in [ffi::SQLITE_BUSY, ffi::SQLITE_LOCKED] {
             let e = WriteError::at_commit(failure(code));
-            assert!(SqliteSink::rolled_back(&e), "COMMIT {code}");
+            assert_eq!(
+                SqliteSink::outcome(&e),
+                Outcome::RolledBack,
+                "COMMIT {code}"
+            );
         }
         for code in [ffi::SQLITE_IOERR_WRITE, ffi::SQLITE_FULL, ffi::SQLITE_NOMEM] {
             let e = WriteError::at_commit(failure(code));
-            assert!(!SqliteSink::rolled_back(&e), "COMMIT {code}");
+            assert_eq!(SqliteSink::outcome(&e), Outcome::Unknown, "COMMIT {code}");
         }
         let io =
             crate::StorageError::Database(sqlx::Error::Io(std::io::ErrorKind::BrokenPipe.into()));
@@ -655,7 +679,11 @@ mod tests {
             !io.rolled_back(),
             "a broken connection leaves the outcome unknown"
         );
+        assert!(!io.refused_row());
         assert!(crate::StorageError::WriterRolledBack("x".into()).rolled_back());
+        assert!(!crate::StorageError::WriterRolledBack("x".into()).refused_row());
+        let refused = crate::StorageError::WriterRefusedRow("x".into());
+        assert!(refused.rolled_back() && refused.refused_row());
         assert!(!crate::StorageError::Writer("x".into()).rolled_back());
     }
 

@@ -8,7 +8,16 @@ use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::anomaly::HistoryCache;
-use crate::{multi_insert_for, Actor, AuditEvent, DbTime, Result, Store};
+use crate::{multi_insert_for, Actor, AuditEvent, DbTime, Result, StorageError, Store};
+
+/// A group commit's batch that the database refused a row of, handed back
+/// ([`Store::record_batch_keeping`]): none of it is stored. The events' chain fields are
+/// stale; writing them again chains them afresh.
+#[derive(Debug)]
+pub struct RefusedBatch {
+    pub calls: Vec<ApiCallRecord>,
+    pub events: Vec<AuditEvent>,
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiCallRecord {
@@ -214,9 +223,6 @@ impl Store {
             if calls.is_empty() && events.is_empty() {
                 return Ok(events);
             }
-            if let Some(w) = &self.writer {
-                return w.write(calls.to_vec(), events, chain_key).await;
-            }
             let usage = usage_of(calls);
             let spend = spend_of(calls);
             let backend = self.backend();
@@ -275,10 +281,24 @@ impl Store {
     /// [`Store::record_batch`] taking the rows by value (no copy for the SQLite writer).
     pub async fn record_batch_owned(
         &self,
-        mut calls: Vec<ApiCallRecord>,
+        calls: Vec<ApiCallRecord>,
         events: Vec<AuditEvent>,
         chain_key: &[u8],
     ) -> Result<Vec<AuditEvent>> {
+        self.record_batch_keeping(calls, events, chain_key)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`Store::record_batch_owned`] that hands the rows back when the database refused
+    /// one of them, and so stored none of the batch ([`StorageError::refused_row`]): the
+    /// caller can write them again in smaller batches, leaving the refused row's alone.
+    pub async fn record_batch_keeping(
+        &self,
+        mut calls: Vec<ApiCallRecord>,
+        events: Vec<AuditEvent>,
+        chain_key: &[u8],
+    ) -> std::result::Result<Vec<AuditEvent>, (StorageError, Option<RefusedBatch>)> {
         if calls.is_empty() && events.is_empty() {
             return Ok(events);
         }
@@ -286,9 +306,18 @@ impl Store {
         // the calls move to the writer: keep what the check after the commit needs
         let stamps: Vec<_> = HistoryCache::stamps(&calls).collect();
         let out = match &self.writer {
-            Some(w) => w.write(calls, events, chain_key).await,
-            None => self.write_batch(&calls, events, chain_key).await,
-        }?;
+            Some(w) => match w.write(calls, events, chain_key).await {
+                (_, events, Ok(())) => events,
+                (calls, events, Err(e)) if e.refused_row() => {
+                    return Err((e, Some(RefusedBatch { calls, events })))
+                }
+                (_, _, Err(e)) => return Err((e, None)),
+            },
+            None => self
+                .write_batch(&calls, events, chain_key)
+                .await
+                .map_err(|e| (e, None))?,
+        };
         self.history.committed(stamps);
         Ok(out)
     }

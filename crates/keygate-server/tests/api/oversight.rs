@@ -2596,3 +2596,156 @@ both_backends!(
         assert!(keys.iter().any(|k| k.ends_with(":overdue_1d")), "{keys:?}");
     }
 );
+
+/// A connection of the test's own that holds the database's write lock (SQLite) or the
+/// audit head's row lock (PostgreSQL): the group commit's writer waits at its next batch
+/// with audit events until [`WriterHold::release`].
+enum WriterHold {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriterHold {
+    async fn take(app: &TestApp) -> WriterHold {
+        use sqlx::Connection;
+        match app.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&app.database_url)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                WriterHold::Sqlite(c)
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&app.database_url)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql("BEGIN; SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                WriterHold::Postgres(c)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WriterHold::Sqlite(mut c) => {
+                sqlx::raw_sql("COMMIT").execute(&mut c).await.unwrap();
+            }
+            WriterHold::Postgres(mut c) => {
+                sqlx::raw_sql("COMMIT").execute(&mut c).await.unwrap();
+            }
+        }
+    }
+}
+
+/// How many audit events have one of `actions`, read directly from the database.
+async fn events_with(app: &TestApp, actions: &[&str]) -> i64 {
+    use sqlx::Connection;
+    let sql = format!(
+        "SELECT COUNT(*) FROM audit_events WHERE action IN ({})",
+        actions
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match app.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&app.database_url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&app.database_url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+        }
+    }
+}
+
+// A row the database refuses fails only its own call's bookkeeping: the group commit it
+// was batched into is written again one call at a time. Before, every call batched with
+// it (other users' too, already forwarded) answered 500 and left no row and no audit
+// event.
+both_backends!(
+    a_refused_row_fails_only_its_own_calls_bookkeeping,
+    |app: TestApp| async move {
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (_, c) = app
+            .post("/v1/credentials", &t, binance_body("poison"))
+            .await;
+        let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+        let conn = connection_for(&app, &t, &cred.to_string()).await;
+        let unfail = app
+            .fail_inserts("fail_poison", "audit_events", "NEW.action = 'poison'")
+            .await;
+        let ev = |action: &str| keygate_storage::AuditEvent::new("system", action, "service");
+        let now = Utc::now();
+        let (b, c, d) = (
+            call(conn, cred, user, "203.0.113.9", now),
+            call(conn, cred, user, "203.0.113.9", now),
+            call(conn, cred, user, "203.0.113.9", now),
+        );
+        let record = |events: Vec<keygate_storage::AuditEvent>, calls: Vec<ApiCallRecord>| {
+            let recorder = app.state.recorder.clone();
+            tokio::spawn(async move { recorder.record(events, calls).await.is_ok() })
+        };
+        // the writer waits at a first batch, while the next three queue up behind it
+        let hold = WriterHold::take(&app).await;
+        let first = record(vec![ev("blocker")], vec![]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let jobs = [
+            record(vec![ev("b1"), ev("b2")], vec![b.clone()]),
+            record(vec![ev("poison")], vec![c.clone()]),
+            record(vec![ev("d")], vec![d.clone()]),
+        ];
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!first.is_finished(), "the writer is held");
+        hold.release().await;
+        assert!(first.await.unwrap());
+        let mut answers = Vec::new();
+        for j in jobs {
+            answers.push(
+                tokio::time::timeout(Duration::from_secs(20), j)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        assert_eq!(
+            answers,
+            [true, false, true],
+            "only the refused row's call fails"
+        );
+        app.raw_exec(&unfail).await.unwrap();
+        let (s, v) = app
+            .get(&format!("/v1/connections/{conn}/calls?limit=10"), &t)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let ids: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap())
+            .collect();
+        let (b, c, d) = (b.id.to_string(), c.id.to_string(), d.id.to_string());
+        assert!(
+            ids.contains(&b.as_str()) && ids.contains(&d.as_str()),
+            "{v}"
+        );
+        assert!(!ids.contains(&c.as_str()), "the refused call's row: {v}");
+        assert_eq!(events_with(&app, &["b1", "b2", "d"]).await, 3);
+        assert_eq!(events_with(&app, &["poison"]).await, 0);
+        let admin = app.admin_token(Uuid::new_v4());
+        assert_eq!(verify(&app, &admin).await["ok"], true);
+    }
+);
