@@ -237,8 +237,11 @@ fn denial_streak(decisions: &[(String, Option<String>)]) -> i64 {
 /// How far back a denial streak is looked for.
 const STREAK_WINDOW: chrono::Duration = chrono::Duration::hours(1);
 
-/// The calls that count as use of a key: allowed and signed.
-const KEY_USE: &str = "decision = 'allowed' AND class <> 'public'";
+/// The calls that count as use of a key: allowed and signed, by a client. keygate's own
+/// calls (a connection's sync, which has no client IP) are not: counted, they made a
+/// key's first client IP "new" (30 points; with a withdrawal, enough to suspend it), and
+/// a sync at any hour blurred its usual hours.
+const KEY_USE: &str = "decision = 'allowed' AND class <> 'public' AND ip_address IS NOT NULL";
 
 impl Store {
     /// The facts for one assessment. The history and the settled part of the recent
@@ -262,7 +265,8 @@ impl Store {
         );
         // within the last hour: the scan walks the key's calls newest first, and skips its
         // public ones, of which a polling bot can have millions between two signed calls
-        let streak_sql = "SELECT decision, deny_code FROM api_calls WHERE credential_id = $1 AND created_at < $2 AND created_at >= $3 AND class <> 'public' ORDER BY created_at DESC LIMIT 50";
+        // (a sync between probes does not end the streak either)
+        let streak_sql = "SELECT decision, deny_code FROM api_calls WHERE credential_id = $1 AND created_at < $2 AND created_at >= $3 AND class <> 'public' AND ip_address IS NOT NULL ORDER BY created_at DESC LIMIT 50";
         let unlock_sql = "SELECT ip_address, seq FROM audit_events WHERE user_id = $1 AND category = 'vault' AND action = 'unlock' \
             AND success AND created_at >= $2 ORDER BY seq DESC LIMIT 1";
         let earlier_sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN ip_address = $3 THEN 1 ELSE 0 END), 0) FROM audit_events \

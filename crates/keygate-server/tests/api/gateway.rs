@@ -2369,6 +2369,9 @@ async fn refuse_withdrawal_keys_suspends_a_key_that_can_withdraw() {
     assert_eq!(code(&body), "scope_denied");
     assert!(body.contains("KEYGATE_REFUSE_WITHDRAWAL_KEYS"), "{body}");
     assert!(mock.requests().iter().all(|r| !r.path.contains("withdraw")));
+    // the sync's calls are keygate's own, not a client's: the withdrawal's IP is the
+    // key's first, not a new one (which, with the withdrawal, would suspend the key)
+    assert_eq!(credential_status(&app, &t, &conn).await, "active");
 
     mock.set_withdrawals_enabled(true);
     let r = sync_now(&app, &t, &conn).await;
