@@ -134,6 +134,13 @@ pub fn base_url_allowed(allowed: &[String], ex: ExchangeId, raw: &str) -> Result
     {
         return Err("must not contain credentials, a query or a fragment".into());
     }
+    // keygate appends the endpoint's path to this URL, and classifies the call (and checks
+    // it by policy) on that path alone: a path here would make the exchange act on
+    // another endpoint than the one checked (`…/sapi/v1/capital/withdraw` + `/apply`
+    // classified as an unknown `/apply`)
+    if !matches!(url.path(), "" | "/") {
+        return Err("must not contain a path: keygate appends the endpoint's own".into());
+    }
     let host = url
         .host_str()
         .ok_or("URL has no host")?

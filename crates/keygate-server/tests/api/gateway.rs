@@ -1290,6 +1290,21 @@ both_backends!(
             sent,
             "a request reached the upstream"
         );
+        // an allowed host with a path (a row from before paths were refused): the call
+        // would go to `…/withdraw` + the path keygate classified
+        app.raw_exec(&format!(
+            "UPDATE connections SET base_url = 'http://127.0.0.1:{port}/sapi/v1/capital/withdraw'"
+        ))
+        .await
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let (s, _, b) = account(&app, &t, &conn).await;
+        assert_eq!((s, code(&b).as_str()), (403, "upstream_not_allowed"), "{b}");
+        assert_eq!(
+            mock.requests().len(),
+            sent,
+            "a request reached the upstream"
+        );
     }
 );
 

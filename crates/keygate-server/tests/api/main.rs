@@ -393,6 +393,15 @@ both_backends!(
         let (s, p) = app.post("/v1/connections", &t, json!({"name": "evil", "exchange": "binance", "credential_id": cid, "base_url": "https://attacker.example"})).await;
         assert_eq!(s, 422);
         assert_eq!(p["errors"][0]["field"], "base_url");
+        // the exchange's own host with a path: the call would reach another endpoint than
+        // the one keygate classified (`…/withdraw` + `/apply`)
+        let (s, p) = app.post("/v1/connections", &t, json!({"name": "pathed", "exchange": "binance", "credential_id": cid, "base_url": "https://api.binance.com/sapi/v1/capital/withdraw"})).await;
+        assert_eq!(s, 422, "{p}");
+        assert_eq!(p["errors"][0]["field"], "base_url");
+        assert!(
+            p["errors"][0]["message"].as_str().unwrap().contains("path"),
+            "{p}"
+        );
         let (s, p) = app
             .post(
                 "/v1/connections",
