@@ -72,14 +72,33 @@ impl Recorder {
                     // One row the database refuses (a constraint, a value it cannot store)
                     // fails the whole batch: the other calls' rows are written again, one
                     // call at a time, so that only the refused row's call goes unrecorded.
-                    Err(((e, _), Some(refused))) if waiters.len() > 1 => {
-                        tracing::warn!(error = %e, calls = waiters.len(), "the database refused a row of a group commit; its calls are recorded one by one");
+                    Err((e, Some(refused)))
+                        if waiters.len() > 1
+                            && refused.calls.len()
+                                == waiters.iter().map(|w| w.0).sum::<usize>()
+                            && refused.events.len()
+                                == waiters.iter().map(|w| w.1).sum::<usize>() =>
+                    {
+                        tracing::warn!(error = %e.0, calls = waiters.len(), "the database refused a row of a group commit; its calls are recorded one by one");
                         let mut calls = refused.calls.into_iter();
                         let mut audit = refused.events.into_iter();
+                        let (mut stored, mut refusals) = (0, 0);
                         for (n_calls, n_events, done) in waiters {
                             let c = calls.by_ref().take(n_calls).collect();
                             let a = audit.by_ref().take(n_events).collect();
+                            // Refused twice, and nothing stored: the cause is not one
+                            // row but every row (a column a newer schema requires, a
+                            // trigger), and the rest would only fail one by one.
+                            if refusals >= 2 && stored == 0 {
+                                let _ = done.send(Err(e.clone()));
+                                continue;
+                            }
                             let one = commit(&store, &metrics, &chain_key, c, a).await;
+                            match &one {
+                                Ok(()) => stored += 1,
+                                Err((_, Some(_))) => refusals += 1,
+                                Err(_) => {}
+                            }
                             let _ = done.send(one.map_err(|(e, _)| e));
                         }
                     }

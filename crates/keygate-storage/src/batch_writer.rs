@@ -45,8 +45,9 @@ pub(crate) enum Outcome {
     RowRefused,
 }
 
-/// A batch handed back with how it ended: its rows (the events chained when it was
-/// stored), and why it failed.
+/// A batch handed back with how it ended: its events (chained, when it was stored), its
+/// calls only when the database refused a row (to be written again without it), and why
+/// it failed.
 struct Done {
     calls: Vec<ApiCallRecord>,
     events: Vec<AuditEvent>,
@@ -87,8 +88,8 @@ impl BatchWriter {
         Ok(BatchWriter { tx, backend })
     }
 
-    /// Writes one batch; hands its rows back whatever happened (unless the thread
-    /// dropped them), with the events chained when the batch was stored.
+    /// Writes one batch; hands back its events (chained, when the batch was stored) and,
+    /// when the database refused a row of it, its calls too (see [`Done`]).
     pub(crate) async fn write(
         &self,
         calls: Vec<ApiCallRecord>,
@@ -163,24 +164,51 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Job>) {
                 done,
             } => {
                 let res = match conn.as_mut() {
-                    Some(c) => sink.write(c, &calls, &mut events, &chain_key),
-                    None => sink.open().and_then(|c| {
-                        let c = conn.insert(c);
-                        sink.write(c, &calls, &mut events, &chain_key)
-                    }),
+                    Some(c) => sink
+                        .write(c, &calls, &mut events, &chain_key)
+                        .map_err(|e| (e.to_string(), S::outcome(&e))),
+                    None => match sink.open() {
+                        Ok(c) => sink
+                            .write(conn.insert(c), &calls, &mut events, &chain_key)
+                            .map_err(|e| (e.to_string(), S::outcome(&e))),
+                        // not a row's fault, whatever the error says
+                        Err(e) => Err((e.to_string(), downgrade(S::outcome(&e)))),
+                    },
                 };
-                if res.is_err() {
+                match &res {
+                    Ok(()) => {}
+                    // rolled back by the database, the connection is as before the batch
+                    Err((_, Outcome::RowRefused)) => {}
                     // its state is unknown: the next batch opens afresh
-                    if let Some(c) = conn.take() {
-                        sink.close(c);
+                    Err(_) => {
+                        if let Some(c) = conn.take() {
+                            sink.close(c);
+                        }
                     }
                 }
+                // the rows go back only to be written again; otherwise they are freed
+                // here, off the recorder's task
+                let calls = match &res {
+                    Err((_, Outcome::RowRefused)) => calls,
+                    _ => {
+                        drop(calls);
+                        Vec::new()
+                    }
+                };
                 let _ = done.send(Done {
                     calls,
                     events,
-                    result: res.map_err(|e| (e.to_string(), S::outcome(&e))),
+                    result: res,
                 });
             }
         }
+    }
+}
+
+/// A failure to open the connection is never a refused row.
+fn downgrade(o: Outcome) -> Outcome {
+    match o {
+        Outcome::RowRefused => Outcome::RolledBack,
+        o => o,
     }
 }

@@ -344,8 +344,9 @@ impl StorageError {
 
 /// Whether PostgreSQL's answer `e` refuses a row, rather than the whole write: a data
 /// exception (SQLSTATE class 22: a value it cannot store), an integrity constraint (class
-/// 23), an exception a trigger raised (P0001), or row-level security refusing the row
-/// (42501). A lock or statement timeout, a serialization failure, a full disk or a
+/// 23), or an exception a trigger raised (P0001). A lock or statement timeout, a
+/// serialization failure, a missing privilege (42501, which is also how row-level
+/// security refuses: the writer's identity is the same for every row), a full disk or a
 /// shutdown would fail any write, and are not.
 pub(crate) fn refuses_a_row(e: &sqlx::Error) -> bool {
     match e {
@@ -353,7 +354,7 @@ pub(crate) fn refuses_a_row(e: &sqlx::Error) -> bool {
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
             .is_some_and(|p| {
                 let c = p.code();
-                c.starts_with("22") || c.starts_with("23") || c == "P0001" || c == "42501"
+                c.starts_with("22") || c.starts_with("23") || c == "P0001"
             }),
         _ => false,
     }

@@ -2678,6 +2678,10 @@ async fn events_with(app: &TestApp, actions: &[&str]) -> i64 {
 both_backends!(
     a_refused_row_fails_only_its_own_calls_bookkeeping,
     |app: TestApp| async move {
+        // no background job's rows beside the test's own
+        let app = crate::helpers::spawn_app_with(app.backend, |c| c.jobs_enabled = false)
+            .await
+            .unwrap();
         let user = Uuid::new_v4();
         let t = app.token(user);
         let (_, c) = app
@@ -2726,7 +2730,11 @@ both_backends!(
             [true, false, true],
             "only the refused row's call fails"
         );
+        // they were one batch: it failed, then the refused job alone
+        assert_eq!(failed_commits(&app), 2);
         app.raw_exec(&unfail).await.unwrap();
+        let (_, cr) = app.get(&format!("/v1/credentials/{cred}"), &t).await;
+        assert_eq!(cr["usage_count"], 2, "each stored call counted once: {cr}");
         let (s, v) = app
             .get(&format!("/v1/connections/{conn}/calls?limit=10"), &t)
             .await;
@@ -2747,5 +2755,50 @@ both_backends!(
         assert_eq!(events_with(&app, &["poison"]).await, 0);
         let admin = app.admin_token(Uuid::new_v4());
         assert_eq!(verify(&app, &admin).await["ok"], true);
+    }
+);
+
+/// The group commits that failed so far (`/metrics`).
+fn failed_commits(app: &TestApp) -> u64 {
+    let m = app.state.metrics.render();
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("keygate_record_batches_total{outcome=\"failed\"}"))
+        .expect("the commit counter");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+// A refusal of every row (a trigger, a column a newer schema requires) is not retried job
+// by job through the whole batch: after two refused retries with nothing stored, the rest
+// fail as the batch did.
+both_backends!(
+    a_refusal_of_every_row_is_not_retried_through_the_whole_batch,
+    |app: TestApp| async move {
+        // no background job's rows beside the test's own
+        let app = crate::helpers::spawn_app_with(app.backend, |c| c.jobs_enabled = false)
+            .await
+            .unwrap();
+        let unfail = app
+            .fail_inserts("fail_every", "audit_events", "NEW.action LIKE 'every%'")
+            .await;
+        let ev = |action: String| keygate_storage::AuditEvent::new("system", &action, "service");
+        let record = |action: String| {
+            let recorder = app.state.recorder.clone();
+            tokio::spawn(async move { recorder.record(vec![ev(action)], vec![]).await.is_ok() })
+        };
+        let hold = WriterHold::take(&app).await;
+        let first = record("blocker".into());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let jobs: Vec<_> = (0..6).map(|i| record(format!("every{i}"))).collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hold.release().await;
+        assert!(first.await.unwrap());
+        for j in jobs {
+            assert!(!j.await.unwrap(), "every job fails");
+        }
+        // the batch of six, then two jobs on their own
+        assert_eq!(failed_commits(&app), 3);
+        app.raw_exec(&unfail).await.unwrap();
+        assert_eq!(events_with(&app, &["blocker"]).await, 1);
     }
 );
