@@ -187,20 +187,14 @@ async fn refresh_claimed(
             .await?;
         Ok::<_, ApiError>(RefreshOutcome::RetryLater(why))
     };
-    // saved before keygate checked token URLs, or since taken off the operator's list
-    if let Err(e) =
-        crate::outbound::check_target(&state.config.allowed_private_hosts, &integ.token_url)
+    // saved before keygate checked token URLs (their address, then their scheme), or
+    // since taken off the operator's list
+    if let Err((reason, e)) =
+        crate::outbound::check_token_endpoint(&state.config.allowed_private_hosts, &integ.token_url)
     {
         state
             .store
-            .set_integration_status(
-                actor,
-                user,
-                integ.id,
-                "error",
-                Some("token_url_not_public"),
-                now,
-            )
+            .set_integration_status(actor, user, integ.id, "error", Some(reason), now)
             .await?;
         audit(
             state,
@@ -208,7 +202,7 @@ async fn refresh_claimed(
             integ.id,
             "token_refresh",
             false,
-            Some("token_url_not_public".into()),
+            Some(reason.into()),
         )
         .await?;
         return Err(ApiError::new(

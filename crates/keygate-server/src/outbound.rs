@@ -162,6 +162,24 @@ pub fn check_user_url(allowed: &[String], raw: &str) -> Result<(), String> {
     check_target(allowed, raw)
 }
 
+/// An OAuth token endpoint: [`check_target`], and https, since the refresh token and the
+/// client secret are posted to it (plain http only to a host the operator listed in
+/// `KEYGATE_ALLOWED_PRIVATE_HOSTS`, such as a token service on the same network). Returns
+/// the reason code a refresh records when it is refused.
+pub fn check_token_endpoint(allowed: &[String], raw: &str) -> Result<(), (&'static str, String)> {
+    check_target(allowed, raw).map_err(|e| ("token_url_not_public", e))?;
+    let url =
+        url::Url::parse(raw).map_err(|_| ("token_url_not_public", "not a valid URL".into()))?;
+    let listed_host = url.host_str().is_some_and(|h| listed(allowed, h));
+    if url.scheme() != "https" && !listed_host {
+        return Err((
+            "token_url_not_https",
+            "must be https: the refresh token and client secret are sent to it (plain http only to a host in KEYGATE_ALLOWED_PRIVATE_HOSTS)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The resolver of the client for user-chosen URLs: a name resolves only to its public
 /// addresses (all of them, when the operator listed it). A name with none is an error, and
 /// the request fails as unreachable.

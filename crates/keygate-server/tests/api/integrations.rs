@@ -277,3 +277,55 @@ crate::both_backends!(
         );
     }
 );
+
+// A token endpoint gets the refresh token and the client secret: plain http is refused
+// unless the operator listed the host (KEYGATE_ALLOWED_PRIVATE_HOSTS, here 127.0.0.1),
+// when saved (422) and, for one stored before, when refreshing (nothing is sent).
+crate::both_backends!(a_token_endpoint_must_be_https, |app: TestApp| async move {
+    let t = app.token(Uuid::new_v4());
+    let body = |url: &str| {
+        json!({"provider": "example", "name": "crm-https", "client_id": "client-1",
+                "client_secret": "client-secret-1", "token_url": url,
+                "tokens": {"access_token": "at-0", "refresh_token": "rt-0"}})
+    };
+    let (s, p) = app
+        .post(
+            "/v1/integrations",
+            &t,
+            body("http://oauth.example.com/token"),
+        )
+        .await;
+    assert_eq!(s, 422, "{p}");
+    assert_eq!(p["errors"][0]["field"], "token_url", "{p}");
+    assert!(p.to_string().contains("https"), "{p}");
+    let (s, p) = app
+        .post(
+            "/v1/integrations",
+            &t,
+            body("https://oauth.example.com/token"),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    // a listed host may use http: the local endpoint the other tests use
+    let (url, _) = token_endpoint().await;
+    create(&app, &t, &url).await;
+    // one stored before the rule: refused at refresh, before any request
+    app.raw_exec(
+        "UPDATE integrations SET token_url = 'http://oauth.example.com/token' WHERE name = 'crm-https'",
+    )
+        .await
+        .unwrap();
+    let (s, r) = app
+        .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+        .await;
+    assert_eq!(
+        (s, r["code"].as_str()),
+        (502, Some("token_refresh_failed")),
+        "{r}"
+    );
+    assert!(r.to_string().contains("https"), "{r}");
+    let (_, v) = app.get(&format!("/v1/integrations/{id}"), &t).await;
+    assert_eq!(v["status"], "error", "{v}");
+    assert_eq!(v["last_error"], "token_url_not_https", "{v}");
+});
