@@ -186,20 +186,31 @@ fn spot_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseErro
     // `planType` is a plan order's: on a plain order Bitget ignores it, so it must not
     // make keygate read `size` as a quote amount (a 10 BTC sell checked as $10)
     util::json_refuse(v, &["planType"])?;
-    spot_order_with(v, settled, "price")
+    let market_buy = |order_type: &str, side| order_type == "market" && side == Side::Buy;
+    spot_order_with(v, settled, "price", market_buy)
 }
 
 /// Spot plan order (`place-plan-order`): on trigger it places a limit order at
-/// `executePrice` or a market order; it has no `price` field. `planType: total` sizes in the
-/// quote coin.
+/// `executePrice` or a market order; it has no `price` field. Its size is set by
+/// `planType`, whatever the order type or side (Bitget "Place Plan Order": "`amount`: base
+/// coin, `total`: quote coin. The default value is `amount`"): without it a 10 BTC
+/// market buy was checked as 10 USDT. Another value, or another type, is refused.
 fn spot_plan_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
-    spot_order_with(v, settled, "executePrice")
+    let by_quote = match v.get("planType") {
+        None => false,
+        Some(Value::String(t)) if t == "amount" => false,
+        Some(Value::String(t)) if t == "total" => true,
+        Some(_) => return Err(ParseError::InvalidValue("planType")),
+    };
+    spot_order_with(v, settled, "executePrice", |_, _| by_quote)
 }
 
+/// A spot order whose size is in the quote coin when `by_quote(order type, side)` says so.
 fn spot_order_with(
     v: &Value,
     settled: Option<&str>,
     price_field: &'static str,
+    by_quote: impl Fn(&str, Side) -> bool,
 ) -> Result<OrderIntent, ParseError> {
     let mut o = symbol_intent(symbol_of(v, settled)?);
     let side = parse_side(&req_str(v, "side")?)?;
@@ -208,12 +219,7 @@ fn spot_order_with(
     o.side = Some(side);
     o.price = opt_positive_decimal(v, price_field)?;
     o.price_is_limit = is_limit(&order_type) && o.price.is_some();
-    let by_quote = match str_field(v, "planType").as_deref() {
-        Some("total") => true,
-        Some("amount") => false,
-        _ => order_type == "market" && side == Side::Buy,
-    };
-    if by_quote {
+    if by_quote(&order_type, side) {
         o.quote_amount = Some(size);
     } else {
         o.quantity = Some(size);
@@ -1175,6 +1181,33 @@ mod tests {
             r#"{"symbol":"BTCUSDT","side":"buy","orderType":"market","size":"100","triggerPrice":"60000","planType":"total"}"#,
         );
         assert_eq!(o.quote_amount, Some(Decimal::from(100)));
+    }
+
+    // A plan order without `planType` is sized in the base coin, Bitget's default, for a
+    // market buy too: before, it was read like a plain market buy (quote), so a 10 BTC
+    // buy was checked as 10 USDT.
+    #[test]
+    fn a_plan_order_is_sized_in_the_base_coin_by_default() {
+        let parse = |body: &str| {
+            Bitget.parse_intent(Trade, &post("/api/v2/spot/trade/place-plan-order", body))
+        };
+        for plan in ["", r#","planType":"amount""#] {
+            let body = format!(
+                r#"{{"symbol":"BTCUSDT","side":"buy","orderType":"market","triggerPrice":"60000","triggerType":"fill_price","size":"10"{plan}}}"#
+            );
+            let o = orders(parse(&body).unwrap()).remove(0);
+            assert_eq!(
+                (o.quantity, o.quote_amount),
+                (Some(Decimal::from(10)), None),
+                "{body}"
+            );
+        }
+        for plan in [r#""""#, r#""TOTAL""#, "1", "null"] {
+            let body = format!(
+                r#"{{"symbol":"BTCUSDT","side":"buy","orderType":"market","triggerPrice":"60000","size":"10","planType":{plan}}}"#
+            );
+            assert!(parse(&body).is_err(), "{body}");
+        }
     }
 
     #[test]
