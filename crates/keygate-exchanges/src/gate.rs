@@ -707,10 +707,13 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         ["futures" | "delivery", settle, "orders"] => {
             orders(vec![futures_order(&body()?, settle)?])
         }
+        // An amendment names no contract (Gate "Amend an order": the order id, `size`,
+        // `price`); a `contract` in the query is ignored by Gate, so it is not what the
+        // symbol lists are checked against: no symbol, which policy refuses where lists
+        // or leverage caps apply (as Coinbase's edits and Kraken's `AmendOrder`).
         ["futures" | "delivery", settle, "orders", _id] if *m == Method::PUT => {
             let b = body()?;
-            let sym = util::pair(&q, "contract")?.unwrap_or_default();
-            let mut o = OrderIntent::new(sym);
+            let mut o = OrderIntent::new("");
             o.quote = Some(settle.to_ascii_uppercase());
             o.size_unit = SizeUnit::Contracts;
             o.quantity = util::json_opt_decimal("size", b.get("size"))?.map(|s| s.abs());
@@ -795,6 +798,9 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
             let mut o = OrderIntent::new(format!("{buy}_{sell}"));
             o.base = Some(buy.into());
             o.quote = Some(sell.into());
+            // selling `sell` for `buy` is the market `sell_buy` too: a list entry for
+            // either direction applies
+            o.aliases = vec![format!("{sell}_{buy}"), format!("{sell}{buy}")];
             o.side = Some(Side::Buy);
             o.order_type = Some("market".into());
             o.quantity = util::json_opt_decimal("buy_amount", b.get("buy_amount"))?;
@@ -1045,6 +1051,37 @@ mod tests {
         assert!(Gate.parse_intent(EndpointClass::Trade, &r).is_err());
         let r = req(Method::POST, "/api/v4/spot/something_new", None, "{}");
         assert!(Gate.parse_intent(EndpointClass::Trade, &r).is_err());
+    }
+
+    // A futures amendment names no contract: Gate ignores a `contract` in the query, so
+    // it is not taken as the order's symbol (before, a DOGE order could be resized while
+    // the symbol lists checked `?contract=BTC_USDT`). A flash swap selling an asset is
+    // known by that direction's market name too.
+    #[test]
+    fn amendments_and_swaps_are_checked_on_the_market_gate_trades() {
+        let o = one_order(&req(
+            Method::PUT,
+            "/api/v4/futures/usdt/orders/123456789",
+            Some("contract=BTC_USDT"),
+            r#"{"size": -50000}"#,
+        ));
+        assert_eq!(
+            o.symbol, "",
+            "no symbol: policy refuses it under symbol lists"
+        );
+        assert_eq!(o.quantity, Some(d("50000")));
+        let o = one_order(&req(
+            Method::POST,
+            "/api/v4/flash_swap/orders",
+            None,
+            r#"{"sell_currency":"DOGE","sell_amount":"1000","buy_currency":"USDT","buy_amount":"100"}"#,
+        ));
+        assert_eq!(o.symbol, "USDT_DOGE");
+        assert!(
+            o.aliases.iter().any(|a| a == "DOGE_USDT"),
+            "{:?}",
+            o.aliases
+        );
     }
 
     #[test]
