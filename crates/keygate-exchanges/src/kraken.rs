@@ -558,7 +558,7 @@ fn split_pair(pair: &str) -> (Option<String>, Option<String>) {
         && pair.starts_with('X')
         && matches!(&pair[4..5], "Z" | "X")
     {
-        return (Some(norm(&pair[1..4])), Some(pair[5..].to_string()));
+        return (Some(norm(&pair[1..4])), Some(norm(&pair[5..])));
     }
     // Kraken's quote currencies, longer names first (`TUSD` must not eat `XBTUSD`).
     const QUOTES: [&str; 14] = [
@@ -579,6 +579,8 @@ fn split_pair(pair: &str) -> (Option<String>, Option<String>) {
 /// a `%` suffix makes it an offset from the market or the trigger, not a price).
 fn absolute_price(f: &Fields, name: &'static str) -> Result<Option<Decimal>, ParseError> {
     match f.get(name)? {
+        // `" +5"` must not read as 5 if Kraken trims it to the offset `+5`
+        Some(p) if p.trim() != p => Err(ParseError::InvalidValue(name)),
         Some(p)
             if p.ends_with('%')
                 || p.starts_with('+')
@@ -617,15 +619,11 @@ fn order(f: &Fields, pair: Option<&str>) -> Result<OrderIntent, ParseError> {
     let volume = f
         .decimal("volume")?
         .ok_or(ParseError::MissingField("volume"))?;
-    // `viqc`: volume in quote currency.
+    // `viqc`: volume in quote currency, which Kraken documents for market buys without
+    // leverage only (checked below, once the leverage is read)
     let viqc = f
         .get("oflags")?
         .is_some_and(|fl| fl.split(',').any(|x| x == "viqc"));
-    if viqc {
-        o.quote_amount = Some(volume);
-    } else {
-        o.quantity = Some(volume);
-    }
     // Which field, if any, is a limit the order executes at (Kraken "Add Order",
     // ordertype): `limit` and `iceberg` at `price`; `stop-loss-limit` and
     // `take-profit-limit` at `price2` (`price` is their trigger). `market`, `stop-loss`,
@@ -649,6 +647,17 @@ fn order(f: &Fields, pair: Option<&str>) -> Result<OrderIntent, ParseError> {
     // `reduce_only` reduces a margin position; an order without leverage is a spot order,
     // which has no position to reduce, so the flag earns it no exemption.
     o.reduce_only = o.leverage.is_some() && f.get("reduce_only")?.is_some_and(|r| r == "true");
+    // Elsewhere Kraken may ignore `viqc` and read the volume in the base: a 10 BTC order
+    // would be checked as 10 USD. Refused rather than guessed.
+    if viqc {
+        let market_buy = o.side == Some(Side::Buy) && o.order_type.as_deref() == Some("market");
+        if !market_buy || o.leverage.is_some() {
+            return Err(ParseError::InvalidValue("oflags"));
+        }
+        o.quote_amount = Some(volume);
+    } else {
+        o.quantity = Some(volume);
+    }
     Ok(o)
 }
 
@@ -915,31 +924,46 @@ mod tests {
         assert!(a.iter().any(|x| x == "DOGEUSD"), "{a:?}");
         // another market's spellings are not among them
         assert!(!aliases("ETHUSD").iter().any(|x| x.contains("XBT")));
+        // a legacy name quoted in a crypto asset: its quote's spellings too
+        let a = aliases("XETHXXBT");
+        for spelling in ["ETHBTC", "ETHXBT", "XETHXXBT"] {
+            assert!(a.iter().any(|x| x == spelling), "{a:?}");
+        }
     }
 
     #[test]
     fn parses_intents() {
-        let r = req(
-            "/0/private/AddOrder",
-            "nonce=1&pair=XXBTZUSD&type=buy&ordertype=market&volume=100&oflags=fciq,viqc&leverage=2:1&reduce_only=true",
-        );
-        let RequestIntent::Orders { orders } =
-            Kraken.parse_intent(EndpointClass::Trade, &r).unwrap()
-        else {
-            panic!()
+        let one = |body: &str| {
+            let r = req("/0/private/AddOrder", body);
+            let RequestIntent::Orders { orders } =
+                Kraken.parse_intent(EndpointClass::Trade, &r).unwrap()
+            else {
+                panic!()
+            };
+            orders[0].clone()
         };
-        let o = &orders[0];
+        let o = one("nonce=1&pair=XXBTZUSD&type=buy&ordertype=market&volume=100&oflags=fciq,viqc");
         assert_eq!(
             (o.base.as_deref(), o.quote.as_deref()),
             (Some("BTC"), Some("USD"))
         );
         assert_eq!((o.quote_amount, o.quantity), (Some(d("100")), None));
+        let o = one("nonce=1&pair=XXBTZUSD&type=sell&ordertype=market&volume=2&leverage=2:1&reduce_only=true");
+        assert_eq!((o.quote_amount, o.quantity), (None, Some(d("2"))));
         assert_eq!(o.leverage, Some(d("2")));
         assert!(o.reduce_only);
         for bad in [
             "pair=XBTUSD&type=buy",
             "pair=XBTUSD&type=hold&ordertype=limit&volume=1",
             "",
+            // `viqc` only where Kraken documents it (a market buy without leverage):
+            // elsewhere it may read the volume in the base
+            "nonce=1&pair=XBTUSD&type=buy&ordertype=market&volume=100&oflags=viqc&leverage=2:1",
+            "nonce=1&pair=XBTUSD&type=sell&ordertype=market&volume=100&oflags=viqc",
+            "nonce=1&pair=XBTUSD&type=buy&ordertype=limit&volume=100&price=50000&oflags=viqc",
+            // a price Kraken may trim to an offset (`+5`)
+            "nonce=1&pair=XBTUSD&type=buy&ordertype=limit&volume=1&price=%20%2B5",
+            "nonce=1&pair=XBTUSD&type=buy&ordertype=limit&volume=1&price=5%20",
         ] {
             assert!(Kraken
                 .parse_intent(EndpointClass::Trade, &req("/0/private/AddOrder", bad))
