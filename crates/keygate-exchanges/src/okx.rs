@@ -453,6 +453,25 @@ fn okx_closes_whole_position(v: &Value, inst_id: &str, ord_type: &str) -> Result
 }
 
 /// A new order (`trade/order`, `batch-orders`, `order-algo`).
+/// OKX names an instrument by `instId` or by its numeric `instIdCode`, and where both are
+/// given the code wins (OKX's order docs, WebSocket; reported for REST too). keygate checks
+/// `instId`: an order, amendment or batch item naming a code (any case) is refused, so it
+/// cannot be checked as one instrument and traded as another.
+fn refuse_inst_id_code(v: &Value) -> Result<(), ParseError> {
+    let named = |item: &Value| {
+        item.as_object()
+            .is_some_and(|o| o.keys().any(|k| k.eq_ignore_ascii_case("instIdCode")))
+    };
+    let any = match v {
+        Value::Array(items) => items.iter().any(named),
+        one => named(one),
+    };
+    if any {
+        return Err(ParseError::InvalidValue("instIdCode"));
+    }
+    Ok(())
+}
+
 fn okx_new_order(v: &Value, endpoint: OkxNewOrder) -> Result<OrderIntent, ParseError> {
     let inst_id = req_str(v, "instId")?;
     let mut o = okx_symbol_intent(&inst_id);
@@ -696,7 +715,11 @@ impl Exchange for Okx {
     ) -> Result<RequestIntent, ParseError> {
         util::no_query_beside_the_body(req)?;
         match class {
-            Trade => okx_trade_intent(&req.path, &body_json(req)?),
+            Trade => {
+                let body = body_json(req)?;
+                refuse_inst_id_code(&body)?;
+                okx_trade_intent(&req.path, &body)
+            }
             Withdraw => okx_withdraw_intent(&req.path, &body_json(req)?),
             Transfer => {
                 let body = body_json(req)?;
@@ -913,6 +936,32 @@ mod tests {
     /// "mgnMode":"isolated"}` for set-leverage). The docs print no signature; the expected
     /// value was computed independently with
     /// `printf %s "$prehash" | openssl dgst -sha256 -hmac "$secret" -binary | base64`.
+    // An order naming its instrument by `instIdCode` (which OKX prefers to `instId`) is
+    // refused: keygate checks `instId`.
+    #[test]
+    fn an_instrument_code_is_refused() {
+        let parse = |path: &str, body: &str| Okx.parse_intent(Trade, &post(path, body));
+        let order = r#"{"instId":"BTC-USDT","tdMode":"cash","side":"buy","ordType":"limit","px":"1","sz":"1""#;
+        assert!(parse("/api/v5/trade/order", &format!("{order}}}")).is_ok());
+        for body in [
+            format!(r#"{order},"instIdCode":10459}}"#),
+            format!(r#"{order},"InstIdCode":"10459"}}"#),
+            format!(r#"[{order}}},{order},"instIdCode":10459}}]"#),
+        ] {
+            let path = if body.starts_with('[') {
+                "/api/v5/trade/batch-orders"
+            } else {
+                "/api/v5/trade/order"
+            };
+            assert!(parse(path, &body).is_err(), "{body}");
+        }
+        assert!(parse(
+            "/api/v5/trade/amend-order",
+            r#"{"instIdCode":10459,"ordId":"1","newSz":"2"}"#
+        )
+        .is_err());
+    }
+
     #[test]
     fn known_answer_from_doc_inputs() {
         let body = r#"{"instId":"BTC-USDT","lever":"5","mgnMode":"isolated"}"#;
