@@ -232,6 +232,16 @@ fn malformed(out: &OutgoingRequest) -> Option<String> {
     if out.headers.get_all(header::CONTENT_TYPE).iter().count() > 1 {
         return Some("the request has more than one Content-Type header".into());
     }
+    // keygate reads the body as sent; one the exchange would first decompress is not
+    // the one keygate checked
+    if out
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Some("the request has a Content-Encoding: send the body uncompressed".into());
+    }
     None
 }
 

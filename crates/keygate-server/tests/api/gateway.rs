@@ -2284,6 +2284,22 @@ both_backends!(
             .unwrap();
         assert_eq!(r.status(), 403);
         assert_eq!(code(&r.text().await.unwrap()), "request_malformed");
+        // a compressed body: the exchange would read what it decompresses to
+        let r = app
+            .client
+            .post(format!(
+                "{}/v1/connections/{conn}/proxy/api/v3/order",
+                app.base
+            ))
+            .bearer_auth(&t)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-encoding", "gzip")
+            .body("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(code(&r.text().await.unwrap()), "request_malformed");
         // a transfer keygate cannot read (no asset) is refused, not forwarded unchecked
         let (s, _, body) = call(
             &app,
@@ -2329,7 +2345,7 @@ both_backends!(
             .iter()
             .filter(|c| c["deny_code"] == "request_malformed")
             .count();
-        assert_eq!(refused, 3, "{calls}");
+        assert_eq!(refused, 4, "{calls}");
     }
 );
 
