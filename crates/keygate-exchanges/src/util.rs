@@ -405,12 +405,14 @@ pub fn route_row<'t>(
 /// Bitget, KuCoin, Coinbase, Kraken): a query string beside a write's body is refused.
 /// keygate reads the body only, and the exchange might read the query too (an order
 /// checked as one thing and run as another). Stock CCXT never sends one. Reads and
-/// DELETEs carry their parameters in the query and pass.
+/// DELETEs carry their parameters in the query and pass, unless they carry a body too:
+/// a GET or DELETE to an endpoint classified as a withdrawal or transfer for any method
+/// is read from its body, which the exchange may ignore for the query.
 pub(crate) fn no_query_beside_the_body(req: &crate::OutgoingRequest) -> Result<(), ParseError> {
     let writes = matches!(
         req.method,
         http::Method::POST | http::Method::PUT | http::Method::PATCH
-    );
+    ) || !req.body.is_empty();
     if writes && req.query.as_deref().is_some_and(|q| !q.is_empty()) {
         return Err(ParseError::Malformed(
             "a query string beside the body; this exchange reads a write's parameters from the body"
@@ -470,6 +472,14 @@ mod tests {
         assert!(no_query_beside_the_body(&with(post.clone(), None)).is_ok());
         assert!(no_query_beside_the_body(&with(post.clone(), Some(""))).is_ok());
         assert!(no_query_beside_the_body(&with(http::Method::DELETE, Some("symbol=A"))).is_ok());
+        // a read or a DELETE with a body is read from its body: no query beside it
+        for m in [http::Method::GET, http::Method::DELETE] {
+            let r = OutgoingRequest {
+                body: bytes::Bytes::from_static(br#"{"ccy":"USDT","amt":"1"}"#),
+                ..with(m.clone(), Some("amt=1000"))
+            };
+            assert!(no_query_beside_the_body(&r).is_err(), "{m}");
+        }
         for x in [
             X::Okx,
             X::Bybit,
