@@ -2556,10 +2556,7 @@ async fn a_reminder_that_fails_does_not_stop_the_others() {
 both_backends!(
     changing_a_due_date_again_and_again_queues_one_reminder,
     |app: TestApp| async move {
-        // no background pass beside the test's own
-        let app = crate::helpers::spawn_app_with(app.backend, |c| c.jobs_enabled = false)
-            .await
-            .unwrap();
+        let app = without_jobs(&app).await;
         let user = Uuid::new_v4();
         let t = app.token(user);
         let (_, c) = app.post("/v1/credentials", &t, binance_body("spam")).await;
@@ -2678,10 +2675,7 @@ async fn events_with(app: &TestApp, actions: &[&str]) -> i64 {
 both_backends!(
     a_refused_row_fails_only_its_own_calls_bookkeeping,
     |app: TestApp| async move {
-        // no background job's rows beside the test's own
-        let app = crate::helpers::spawn_app_with(app.backend, |c| c.jobs_enabled = false)
-            .await
-            .unwrap();
+        let app = without_jobs(&app).await;
         let user = Uuid::new_v4();
         let t = app.token(user);
         let (_, c) = app
@@ -2774,10 +2768,7 @@ fn failed_commits(app: &TestApp) -> u64 {
 both_backends!(
     a_refusal_of_every_row_is_not_retried_through_the_whole_batch,
     |app: TestApp| async move {
-        // no background job's rows beside the test's own
-        let app = crate::helpers::spawn_app_with(app.backend, |c| c.jobs_enabled = false)
-            .await
-            .unwrap();
+        let app = without_jobs(&app).await;
         let unfail = app
             .fail_inserts("fail_every", "audit_events", "NEW.action LIKE 'every%'")
             .await;
@@ -2802,3 +2793,11 @@ both_backends!(
         assert_eq!(events_with(&app, &["blocker"]).await, 1);
     }
 );
+
+/// An app like `app` (its backend) with no background jobs: nothing writes beside a
+/// test's own rows, and no pass runs beside its own.
+async fn without_jobs(app: &TestApp) -> TestApp {
+    crate::helpers::spawn_app_with(app.backend, |c| c.jobs_enabled = false)
+        .await
+        .unwrap()
+}
