@@ -293,9 +293,17 @@ fn amend_spot(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseErro
     amend_with(v, settled, "size", "price")
 }
 
-/// Spot `modify-plan-order`, mix `modify-tpsl-order`: `size`, `executePrice`.
+/// Mix `modify-tpsl-order`: `size`, `executePrice`.
 fn amend_plan(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseError> {
     amend_with(v, settled, "size", "executePrice")
+}
+
+/// Spot `modify-plan-order`: `size`, `executePrice`, and no symbol (Bitget "Modify Plan
+/// Order" names the order by id; a `symbol` beside it is ignored, and the size is in
+/// whichever coin the order's `planType` chose). The intent names no symbol, which policy
+/// refuses: checked against a stated symbol, a BTC order could be resized as SHIB.
+fn amend_spot_plan(v: &Value, _settled: Option<&str>) -> Result<OrderIntent, ParseError> {
+    amend_with(v, Some(""), "size", "executePrice")
 }
 
 /// Mix `modify-order`, `modify-plan-order`: `newSize`, `newPrice`.
@@ -398,7 +406,7 @@ fn trade_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseError> {
             }
         }
         "/api/v2/spot/trade/cancel-replace-order" => one(amend_spot)?,
-        "/api/v2/spot/trade/modify-plan-order" => one(amend_plan)?,
+        "/api/v2/spot/trade/modify-plan-order" => one(amend_spot_plan)?,
         "/api/v2/mix/order/modify-order" | "/api/v2/mix/order/modify-plan-order" => one(amend_mix)?,
         "/api/v2/mix/order/modify-tpsl-order" => {
             let mut o = amend_plan(body, None)?;
@@ -1139,14 +1147,20 @@ mod tests {
             (o.quantity, o.price),
             (Some(Decimal::from(50)), Some(Decimal::from(60_000)))
         );
-        let o = one(
-            "/api/v2/spot/trade/modify-plan-order",
-            r#"{"orderId":"1","symbol":"BTCUSDT","triggerPrice":"59000","orderType":"limit","executePrice":"60000","size":"50"}"#,
-        );
-        assert_eq!(
-            (o.quantity, o.price),
-            (Some(Decimal::from(50)), Some(Decimal::from(60_000)))
-        );
+        // a spot plan amendment names no symbol Bitget reads: none is taken from the body
+        // (policy refuses it), so a stated `SHIBUSDT` cannot stand for the BTC order
+        for symbol in [r#""symbol":"SHIBUSDT","#, ""] {
+            let o = one(
+                "/api/v2/spot/trade/modify-plan-order",
+                &format!(
+                    r#"{{"orderId":"1",{symbol}"triggerPrice":"59000","orderType":"limit","executePrice":"60000","size":"50"}}"#
+                ),
+            );
+            assert_eq!(
+                (o.symbol.as_str(), o.quantity, o.price),
+                ("", Some(Decimal::from(50)), Some(Decimal::from(60_000)))
+            );
+        }
         for (path, body) in [
             (
                 "/api/v2/spot/trade/cancel-replace-order",
