@@ -193,9 +193,14 @@ impl HistoryCache {
         *self.lock() = Entries::default();
     }
 
-    /// Each call row's credential and time (what [`HistoryCache::committed`] needs).
+    /// Each counted call row's credential and time (what [`HistoryCache::committed`]
+    /// needs). A row the counts leave out ([`is_key_use`]) cannot make them stale: a sync
+    /// that took longer than [`SETTLE`] no longer drops its credential's carried counts.
     pub(crate) fn stamps(calls: &[ApiCallRecord]) -> impl Iterator<Item = (Uuid, DbTime)> + '_ {
-        calls.iter().map(|c| (c.credential_id, c.created_at))
+        calls
+            .iter()
+            .filter(|c| is_key_use(c))
+            .map(|c| (c.credential_id, c.created_at))
     }
 
     /// After a batch committed: rows stamped more than [`SETTLE`] before now (imported,
@@ -242,6 +247,11 @@ const STREAK_WINDOW: chrono::Duration = chrono::Duration::hours(1);
 /// key's first client IP "new" (30 points; with a withdrawal, enough to suspend it), and
 /// a sync at any hour blurred its usual hours.
 const KEY_USE: &str = "decision = 'allowed' AND class <> 'public' AND ip_address IS NOT NULL";
+
+/// [`KEY_USE`] for a row in memory (keep the two in step).
+fn is_key_use(c: &ApiCallRecord) -> bool {
+    c.decision == "allowed" && c.class != "public" && c.ip_address.is_some()
+}
 
 impl Store {
     /// The facts for one assessment. The history and the settled part of the recent
@@ -438,6 +448,45 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the rows the counts include are stamped: a sync's (no client IP), a public
+    /// call's and a denied one's are not, so they never drop the carried counts.
+    #[test]
+    fn only_counted_rows_are_stamped() {
+        let row = |decision: &str, class: &str, ip: Option<&str>| ApiCallRecord {
+            id: Uuid::now_v7(),
+            connection_id: Uuid::from_u128(3),
+            credential_id: Uuid::from_u128(1),
+            user_id: Uuid::from_u128(2),
+            method: "GET".into(),
+            endpoint: "/api/v3/account".into(),
+            class: class.into(),
+            decision: decision.into(),
+            deny_code: None,
+            status_code: Some(200),
+            response_time_ms: Some(1),
+            success: true,
+            error_message: None,
+            rate_limit_remaining: None,
+            rate_limit_reset: None,
+            rate_limit_used: None,
+            notional_usd_micros: 0,
+            withdrawal_usd_micros: 0,
+            ip_address: ip.map(str::to_string),
+            user_agent: None,
+            session_id: None,
+            created_at: DbTime::from_micros(0),
+            reserved: None,
+        };
+        let rows = [
+            row("allowed", "read", Some("10.0.0.1")),
+            row("allowed", "read", None),
+            row("allowed", "public", Some("10.0.0.1")),
+            row("denied", "trade", Some("10.0.0.1")),
+        ];
+        assert_eq!(HistoryCache::stamps(&rows).count(), 1);
+        assert!(is_key_use(&rows[0]));
+    }
 
     #[test]
     fn a_denial_streak_leaves_out_refusals_that_are_not_probing() {
