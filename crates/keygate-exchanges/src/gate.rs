@@ -709,8 +709,8 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
         }
         // An amendment names no contract (Gate "Amend an order": the order id, `size`,
         // `price`); a `contract` in the query is ignored by Gate, so it is not what the
-        // symbol lists are checked against: no symbol, which policy refuses where lists
-        // or leverage caps apply (as Coinbase's edits and Kraken's `AmendOrder`).
+        // symbol lists are checked against: no symbol, which policy refuses as an order
+        // it cannot read (as Coinbase's edits and Kraken's `AmendOrder`).
         ["futures" | "delivery", settle, "orders", _id] if *m == Method::PUT => {
             let b = body()?;
             let mut o = OrderIntent::new("");
