@@ -458,9 +458,14 @@ fn okx_closes_whole_position(v: &Value, inst_id: &str, ord_type: &str) -> Result
 /// `instId`: an order, amendment or batch item naming a code (any case) is refused, so it
 /// cannot be checked as one instrument and traded as another.
 fn refuse_inst_id_code(v: &Value) -> Result<(), ParseError> {
+    // any case, and with `_` or `-` (`inst_id_code`), for a binder that matches loosely
     let named = |item: &Value| {
-        item.as_object()
-            .is_some_and(|o| o.keys().any(|k| k.eq_ignore_ascii_case("instIdCode")))
+        item.as_object().is_some_and(|o| {
+            o.keys().any(|k| {
+                let k: String = k.chars().filter(|c| !matches!(c, '_' | '-')).collect();
+                k.eq_ignore_ascii_case("instIdCode")
+            })
+        })
     };
     let any = match v {
         Value::Array(items) => items.iter().any(named),
@@ -946,6 +951,7 @@ mod tests {
         for body in [
             format!(r#"{order},"instIdCode":10459}}"#),
             format!(r#"{order},"InstIdCode":"10459"}}"#),
+            format!(r#"{order},"inst_id_code":"10459"}}"#),
             format!(r#"[{order}}},{order},"instIdCode":10459}}]"#),
         ] {
             let path = if body.starts_with('[') {
