@@ -74,6 +74,11 @@ impl Keyring {
         user: Uuid,
         version: u32,
     ) -> Result<Option<Arc<Dek>>, ApiError> {
+        // another user's key is never served from the cache: the uncached path reads it
+        // under `actor`, and row-level security decides
+        if !actor.may_act_for(user) {
+            return Ok(None);
+        }
         let hit = self.cached_raw(user, version);
         match hit {
             Some((d, true, _)) => {

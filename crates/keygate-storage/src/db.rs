@@ -73,6 +73,14 @@ impl Actor {
             role: ActorRole::Service,
         }
     }
+
+    /// Whether this actor may read `owner`'s own rows, as the owner policies of
+    /// row-level security say (the service role, or the owner). For the caches in front
+    /// of the database: a cached row of another user is not served to this actor, whose
+    /// read the database would have refused.
+    pub fn may_act_for(&self, owner: Uuid) -> bool {
+        self.role == ActorRole::Service || self.user_id == Some(owner)
+    }
 }
 
 /// Switches to `keygate_app` and sets the caller's identity for the rest of the
@@ -98,6 +106,46 @@ pub(crate) async fn set_pg_identity(
 /// role name), never caller text.
 pub(crate) fn pg_begin_sql(actor: Actor) -> String {
     format!("BEGIN; {}", pg_identity_sql(actor, true))
+}
+
+/// A pooled PostgreSQL connection on its way into a transaction. sqlx (0.8.6) counts the
+/// transaction only once its `BEGIN` has answered and left it open, and rolls back only a
+/// counted one: a `BEGIN` cut off on the way (the request's future dropped when its client
+/// went away) or failing half-way (`BEGIN; <statement that fails>`) went back to the pool
+/// inside a transaction no one would end, holding the last caller's identity, or aborted,
+/// failing every later statement on it (upstream: launchbadge/sqlx#4393, #4409). Until
+/// [`PgBegin::begin`] has answered, dropping this closes the connection instead.
+pub(crate) struct PgBegin {
+    conn: sqlx::pool::PoolConnection<Postgres>,
+    begun: bool,
+}
+
+impl PgBegin {
+    pub(crate) async fn acquire(pool: &PgPool) -> std::result::Result<PgBegin, sqlx::Error> {
+        Ok(PgBegin {
+            conn: pool.acquire().await?,
+            begun: false,
+        })
+    }
+
+    /// `BEGIN` with `sql` ([`pg_begin_sql`]); the transaction borrows the connection.
+    pub(crate) async fn begin(
+        &mut self,
+        sql: String,
+    ) -> std::result::Result<Transaction<'_, Postgres>, sqlx::Error> {
+        let PgBegin { conn, begun } = self;
+        let tx = sqlx::Connection::begin_with(&mut **conn, sql).await?;
+        *begun = true;
+        Ok(tx)
+    }
+}
+
+impl Drop for PgBegin {
+    fn drop(&mut self) {
+        if !self.begun {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 /// The `SELECT set_config(…)` of [`pg_begin_sql`]; `local` = for the transaction only,
@@ -279,7 +327,8 @@ impl Store {
             Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
             Db::Postgres(p) => {
                 // Instances starting together must not race on migrations.
-                PG_MIGRATIONS.run(p).await?
+                PG_MIGRATIONS.run(p).await?;
+                check_second_wall(p).await?
             }
         }
         Ok(())
@@ -356,6 +405,37 @@ impl Store {
     }
 }
 
+/// Row-level security is keygate's second wall on PostgreSQL, and it holds only while the
+/// role requests run as (`keygate_app`) is neither a superuser nor exempt from it, and
+/// every table holding users' rows has it enabled. The role is the cluster's, and the
+/// migration keeps a `keygate_app` that existed before; an operator can disable a table's
+/// policies. Either is refused at start rather than served without the wall.
+async fn check_second_wall(pool: &PgPool) -> Result<()> {
+    let (superuser, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'keygate_app'")
+            .fetch_one(pool)
+            .await?;
+    if superuser || bypass {
+        return Err(StorageError::SecondWall(
+            "the role keygate_app is a superuser or has BYPASSRLS, so row-level security does not apply to it: ALTER ROLE keygate_app NOSUPERUSER NOBYPASSRLS".into(),
+        ));
+    }
+    let open: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relrowsecurity \
+         AND c.relname NOT IN ('_sqlx_migrations', 'keygate_meta', 'audit_head') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    if !open.is_empty() {
+        return Err(StorageError::SecondWall(format!(
+            "row-level security is disabled on {}: ALTER TABLE … ENABLE ROW LEVEL SECURITY",
+            open.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// A fixed list of embedded migrations as a [`sqlx::migrate::MigrationSource`].
 #[derive(Debug)]
 struct MigrationsUpTo(Vec<sqlx::migrate::Migration>);
@@ -398,6 +478,63 @@ impl RawTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `BEGIN` that fails half-way, or is cut off before it answers, does not put its
+    /// connection back in the pool inside a transaction (sqlx would not end it).
+    #[tokio::test]
+    async fn a_begin_that_did_not_answer_does_not_go_back_to_the_pool() {
+        let Some(admin) = crate::scratch::test_admin_url() else {
+            return;
+        };
+        // one connection: whatever the test leaves in the pool, the next query gets
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin)
+            .await
+            .unwrap();
+        // Outside a transaction a statement's `now()` is its own start; inside one opened
+        // earlier, the transaction's. An aborted one fails the statement.
+        let in_old_transaction = |pool: PgPool| async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT now() < statement_timestamp() - interval '50 milliseconds'",
+            )
+            .fetch_one(&pool)
+            .await
+        };
+        {
+            let mut c = PgBegin::acquire(&pool).await.unwrap();
+            assert!(c.begin("BEGIN; SELECT 1/0".into()).await.is_err());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !in_old_transaction(pool.clone())
+                .await
+                .expect("not an aborted transaction"),
+            "failed half-way"
+        );
+        {
+            let mut c = PgBegin::acquire(&pool).await.unwrap();
+            let cut = tokio::time::timeout(
+                Duration::from_millis(50),
+                c.begin("BEGIN; SELECT pg_sleep(0.3)".into()),
+            )
+            .await;
+            assert!(cut.is_err(), "the BEGIN was cut off");
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            !in_old_transaction(pool.clone()).await.unwrap(),
+            "cut off before it answered"
+        );
+        // a BEGIN that answered is pooled as before
+        {
+            let mut c = PgBegin::acquire(&pool).await.unwrap();
+            let tx = c.begin("BEGIN".into()).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        assert!(!in_old_transaction(pool.clone()).await.unwrap());
+        pool.close().await;
+    }
 
     /// Upgrades are forward-only and transactional, and both backends move in step.
     #[test]

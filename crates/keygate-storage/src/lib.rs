@@ -46,8 +46,10 @@ macro_rules! in_tx {
             $crate::db::Db::Postgres(pool) => {
                 #[allow(dead_code)]
                 type DB = sqlx::Postgres;
-                // BEGIN and the identity in one round trip
-                let mut $tx = pool.begin_with($crate::db::pg_begin_sql($actor)).await?;
+                // BEGIN and the identity in one round trip; a connection whose BEGIN did
+                // not answer is closed, not pooled (`PgBegin`)
+                let mut conn = $crate::db::PgBegin::acquire(pool).await?;
+                let mut $tx = conn.begin($crate::db::pg_begin_sql($actor)).await?;
                 #[allow(unused_mut)]
                 let out = { $body };
                 $tx.commit().await?;
@@ -313,6 +315,9 @@ pub enum StorageError {
     /// batch is stored.
     #[error("database error: {0}")]
     WriterRolledBack(String),
+    /// PostgreSQL's row-level security would not hold (`Store::migrate`): why.
+    #[error("refusing to serve without row-level security: {0}")]
+    SecondWall(String),
     /// The database refused a row of the group commit's batch (a constraint, a value it
     /// cannot store, a trigger) and rolled the batch back: none of it is stored.
     #[error("database error: {0}")]

@@ -85,11 +85,16 @@ impl ContextCache {
                 .await?
                 .map(|c| Arc::new(Prepared::new(c, allowed_upstreams))))
         };
-        if self.ttl.is_zero() {
+        // Row-level security is the database's: an actor that may not read `user`'s rows
+        // (a bug passing another user's id) is not served them from the cache, but asks
+        // the database, which refuses.
+        if self.ttl.is_zero() || !actor.may_act_for(user) {
             return load().await;
         }
-        self.get_with((user, connection, generation), || store.write_epoch(), load)
-            .await
+        let found = self
+            .get_with((user, connection, generation), || store.write_epoch(), load)
+            .await?;
+        Ok(found.filter(|p| p.ctx.connection.user_id == user))
     }
 }
 

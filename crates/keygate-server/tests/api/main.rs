@@ -812,6 +812,132 @@ async fn rls_hides_other_users_rows() {
     );
 }
 
+/// keygate refuses to serve a PostgreSQL database where a table's row-level security
+/// was turned off (checked with the migrations, at every start).
+#[tokio::test]
+async fn a_table_without_row_level_security_is_refused_at_start() {
+    let Some(app) = helpers::spawn_app(helpers::Backend::Postgres).await else {
+        eprintln!("NOT RUN: needs PostgreSQL");
+        return;
+    };
+    app.raw_exec("ALTER TABLE api_calls DISABLE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    let e = app.state.store.migrate().await.unwrap_err().to_string();
+    assert!(
+        e.contains("row-level security") && e.contains("api_calls"),
+        "{e}"
+    );
+    app.raw_exec("ALTER TABLE api_calls ENABLE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    app.state.store.migrate().await.unwrap();
+}
+
+/// Tables only the service identity writes refuse a user identity's writes (a bug
+/// running a statement as the wrong user): a planted spend row could block or lift
+/// another user's caps, a revocation cut-off moved back would undo "sign out everywhere".
+/// The owner still reads its own rows, and deletes its call rows with a connection.
+#[tokio::test]
+async fn service_only_tables_refuse_a_users_writes() {
+    let Some(app) = helpers::spawn_app(helpers::Backend::Postgres).await else {
+        eprintln!("NOT RUN: needs PostgreSQL");
+        return;
+    };
+    use sqlx::Connection;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut c = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let as_user = |u: Uuid, role: &str| {
+        format!(
+            "SELECT set_config('role', 'keygate_app', true), set_config('keygate.user_id', '{u}', true), set_config('keygate.role', '{role}', true)"
+        )
+    };
+    let writes = [
+        format!("INSERT INTO credential_spend (credential_id, user_id, day, volume_usd_micros) VALUES ('{b}', '{a}', '9999-12-31', 100000000000000000)"),
+        format!("INSERT INTO token_revocations (user_id, issued_before, updated_at) VALUES ('{a}', '2000-01-01T00:00:00Z', '2026-11-28T00:00:00Z')"),
+        "INSERT INTO rate_counters (bucket, window_start, count) VALUES ('up:x', 0, 0)".to_string(),
+        "UPDATE rate_counters SET count = 0".to_string(),
+        format!("INSERT INTO api_calls (id, connection_id, credential_id, user_id, method, endpoint, class, decision, success, notional_usd_micros, withdrawal_usd_micros, created_at) VALUES ('{b}', '{b}', '{b}', '{a}', 'GET', '/', 'read', 'allowed', true, 0, 0, '2026-11-28T00:00:00Z')"),
+    ];
+    for w in &writes {
+        sqlx::raw_sql("BEGIN").execute(&mut c).await.unwrap();
+        sqlx::raw_sql(&as_user(a, "user"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let r = sqlx::raw_sql(w).execute(&mut c).await;
+        sqlx::raw_sql("ROLLBACK").execute(&mut c).await.unwrap();
+        match r {
+            Err(e) => assert!(e.to_string().contains("row-level security"), "{w}: {e}"),
+            // an UPDATE the policies hide every row from changes nothing
+            Ok(done) => assert_eq!(done.rows_affected(), 0, "{w}"),
+        }
+    }
+    // the service identity writes them
+    sqlx::raw_sql("BEGIN").execute(&mut c).await.unwrap();
+    sqlx::raw_sql(&as_user(Uuid::nil(), "service"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&writes[0]).execute(&mut c).await.unwrap();
+    sqlx::raw_sql("ROLLBACK").execute(&mut c).await.unwrap();
+}
+
+/// The caches in front of the database keep to row-level security: a data key another
+/// user's calls keep warm is not handed to an actor whose read the database refuses (a
+/// bug passing the wrong user id). Before, the keyring served it from its cache.
+#[tokio::test]
+async fn the_keyring_cache_keeps_to_row_level_security() {
+    let Some(app) = helpers::spawn_app(helpers::Backend::Postgres).await else {
+        eprintln!("NOT RUN: needs PostgreSQL");
+        return;
+    };
+    use keygate_storage::Actor;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    for (u, l) in [(a, "a1"), (b, "b1")] {
+        assert_eq!(
+            app.post("/v1/credentials", &app.token(u), binance_body(l))
+                .await
+                .0,
+            201
+        );
+    }
+    // B's key, warm in the cache; a ciphertext names its version (as signing does)
+    let v = match app.state.keyring.dek(Actor::user(b), b, None).await {
+        Ok(h) => h.version,
+        Err(_) => panic!("B's data key"),
+    };
+    assert!(app
+        .state
+        .keyring
+        .dek(Actor::user(b), b, Some(v))
+        .await
+        .is_ok());
+    assert!(
+        app.state
+            .keyring
+            .dek(Actor::user(a), b, Some(v))
+            .await
+            .is_err(),
+        "A was handed B's data key"
+    );
+    assert!(app
+        .state
+        .keyring
+        .dek(Actor::user(a), b, None)
+        .await
+        .is_err());
+    // the service role reads every user's rows, from the cache or not
+    assert!(app
+        .state
+        .keyring
+        .dek(Actor::service(), b, Some(v))
+        .await
+        .is_ok());
+}
+
 // The database itself refuses to hang one user's row under another user's: a
 // connection cannot take another user's credential, a secret cannot change owner, and a
 // parent with children keeps its owner. Consistent changes still go through.
