@@ -620,12 +620,20 @@ fn okx_withdraw_intent(path: &str, body: &Value) -> Result<RequestIntent, ParseE
         "/api/v5/asset/withdrawal" => {
             // Addresses with a memo are sent as `address:tag` (docs-v5 "Withdrawal", toAddr).
             let to = req_str(body, "toAddr")?;
-            let (address, tag) = match to.split_once(':') {
+            let (mut address, tag) = match to.split_once(':') {
                 Some((a, t)) if !a.is_empty() && !t.is_empty() => {
                     (a.to_string(), Some(t.to_string()))
                 }
                 _ => (to.clone(), None),
             };
+            // An internal withdrawal to a phone number names its country in `areaCode`
+            // (docs-v5 "Withdrawal"): the same `toAddr` under another code is someone
+            // else's account. It is checked as `+<areaCode><toAddr>` (allowlist entries
+            // for phone numbers are written so); an on-chain address with one matches no
+            // entry.
+            if let Some(area) = util::json_tag(body, "areaCode")? {
+                address = format!("+{}{address}", area.trim_start_matches('+'));
+            }
             Ok(RequestIntent::Withdrawal(WithdrawalIntent {
                 asset: req_str(body, "ccy")?,
                 amount: positive_decimal(body, "amt")?,
@@ -1200,6 +1208,24 @@ mod tests {
         assert_eq!(w.address, "rAddr");
         assert_eq!(w.tag.as_deref(), Some("12345"));
         assert_eq!(w.network.as_deref(), Some("XRP-Ripple"));
+        // an internal withdrawal to a phone number: its area code is part of the address
+        for (area, want) in [(r#""86""#, "+8613800000000"), ("1", "+113800000000")] {
+            let req = post(
+                "/api/v5/asset/withdrawal",
+                &format!(
+                    r#"{{"ccy":"USDT","toAddr":"13800000000","areaCode":{area},"dest":"3","amt":"1"}}"#
+                ),
+            );
+            let RequestIntent::Withdrawal(w) = Okx.parse_intent(Withdraw, &req).unwrap() else {
+                panic!()
+            };
+            assert_eq!(w.address, want);
+        }
+        let other_case = post(
+            "/api/v5/asset/withdrawal",
+            r#"{"ccy":"USDT","toAddr":"13800000000","AreaCode":"1","dest":"3","amt":"1"}"#,
+        );
+        assert!(Okx.parse_intent(Withdraw, &other_case).is_err());
         let ln = post(
             "/api/v5/asset/withdrawal-lightning",
             r#"{"ccy":"BTC","invoice":"lnbc1"}"#,
