@@ -126,7 +126,15 @@ impl Store {
                     crate::db::pg_identity_sql(Actor::service(), true),
                     LOCK_WAIT.as_millis(),
                 );
-                let mut tx = pool.begin_with(begin).await?;
+                // Begun on a task of its own: a call whose client goes away mid-BEGIN
+                // does not cut it off (sqlx would then pool the connection inside a
+                // transaction it does not know of, `db::PgBegin`); the task finishes it,
+                // and a transaction no one takes is rolled back as sqlx's own.
+                let begun = {
+                    let pool = pool.clone();
+                    tokio::spawn(async move { pool.begin_with(begin).await })
+                };
+                let mut tx = begun.await.map_err(|_| sqlx::Error::WorkerCrashed)??;
                 sqlx::query::<Postgres>("SELECT pg_advisory_xact_lock($1)")
                     .bind(lock_key(credential_id))
                     .execute(&mut *tx)
