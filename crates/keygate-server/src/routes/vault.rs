@@ -640,7 +640,10 @@ async fn shred(
     // service-role caller is the platform's backend. Not an unlock: a user who forgot
     // the vault password must still be able to shred and start over.
     caller.require_recent_sign_in(s.config.recent_sign_in_minutes, "shred secrets")?;
-    let actor = if caller.admin || caller.service {
+    // another user's keys (an admin's shred of them, the platform's): the service
+    // identity; one's own, one's own identity, so row-level security still checks that
+    // every row touched is the caller's
+    let actor = if caller.service || caller.user_id != Some(user) {
         keygate_storage::Actor::service()
     } else {
         caller.actor()
