@@ -92,7 +92,7 @@ const TOTALS_SQL: &str = "SELECT \
     CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN volume_usd_micros ELSE 0 END), 0) AS BIGINT), \
     CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN withdrawal_usd_micros ELSE 0 END), 0) AS BIGINT), \
     CAST(COALESCE(SUM(withdrawal_usd_micros), 0) AS BIGINT) \
-    FROM credential_spend WHERE credential_id = $1 AND day >= $3";
+    FROM credential_spend WHERE credential_id = $1 AND day >= $3 AND day <= $2";
 
 impl Store {
     /// Takes the credential's spend lock (waiting for any check under way on it, in this
@@ -292,6 +292,13 @@ mod tests {
         a.give_back_spend(&r).await.unwrap();
         let after = b.begin_spend_check(cred, now).await.unwrap().totals();
         assert_eq!(after, SpentTotals::default());
+        // a later day's row (an instance whose clock is ahead, or a planted one) is not
+        // today's, nor this month's so far
+        let tomorrow = DbTime::new(now.0 + chrono::Duration::days(1));
+        let c = a.begin_spend_check(cred, tomorrow).await.unwrap();
+        c.reserve(user, 9, 9).await.unwrap();
+        let today = b.begin_spend_check(cred, now).await.unwrap().totals();
+        assert_eq!(today, SpentTotals::default());
         a.close().await;
         b.close().await;
     }
