@@ -756,14 +756,24 @@ fn spot_trade_intent(
         || path.ends_with("/margin/loan")
         || path.ends_with("/margin/repay")
     {
-        // Parsed (asset + amount are required), but no order: margin borrowing is covered
-        // by the `trade` scope itself.
-        util::pair(params, "asset")?.ok_or(ParseError::MissingField("asset"))?;
-        util::parse_decimal(
+        // Parsed (asset + amount are required). A loan is the `trade` scope's, and policy
+        // refuses it while `max_leverage` is set; a repayment only lowers exposure.
+        let asset = util::pair(params, "asset")?.ok_or(ParseError::MissingField("asset"))?;
+        let amount = util::parse_decimal(
             "amount",
             util::pair(params, "amount")?.ok_or(ParseError::MissingField("amount"))?,
         )?;
-        return Ok(RequestIntent::None);
+        let repays = path.ends_with("/margin/repay")
+            || (path.ends_with("/margin/borrow-repay")
+                && util::pair(params, "type")? == Some("REPAY"));
+        return Ok(if repays {
+            RequestIntent::None
+        } else {
+            RequestIntent::Borrow {
+                asset: asset.to_string(),
+                amount: Some(amount),
+            }
+        });
     }
     if path.ends_with("/order/amend/keeppriority") {
         // Amend-keep-priority can only lower the quantity.
@@ -835,8 +845,16 @@ fn spot_trade_intent(
     };
     // Spot and margin orders have no reduce-only flag (it is a futures parameter): nothing
     // here earns the exemption, whatever the request says.
+    // A margin order's `sideEffectType` may borrow what it trades with: `MARGIN_BUY` and
+    // `AUTO_BORROW_REPAY` do, `NO_SIDE_EFFECT` and `AUTO_REPAY` do not; another value
+    // counts as borrowing.
+    let borrows = !matches!(
+        util::pair(params, "sideEffectType")?,
+        None | Some("NO_SIDE_EFFECT") | Some("AUTO_REPAY")
+    );
     for o in &mut orders {
         o.reduce_only = false;
+        o.borrows = borrows;
     }
     Ok(RequestIntent::Orders { orders })
 }
@@ -1638,6 +1656,49 @@ pub(crate) mod tests {
         match Binance.parse_intent(EndpointClass::Trade, &req(Method::POST, path, None, body))? {
             RequestIntent::Orders { orders } => Ok(orders),
             other => panic!("{other:?}"),
+        }
+    }
+
+    // A margin loan is a `Borrow` (a repayment is nothing to check); a margin order whose
+    // `sideEffectType` borrows says so.
+    #[test]
+    fn loans_and_borrowing_orders_are_marked() {
+        let parse = |path: &str, body: &str| {
+            Binance
+                .parse_intent(EndpointClass::Trade, &req(Method::POST, path, None, body))
+                .unwrap()
+        };
+        for (path, body) in [
+            (
+                "/sapi/v1/margin/borrow-repay",
+                "asset=USDT&amount=1000&type=BORROW&isIsolated=FALSE",
+            ),
+            ("/sapi/v1/margin/borrow-repay", "asset=USDT&amount=1000"),
+            ("/sapi/v1/margin/loan", "asset=USDT&amount=1000"),
+        ] {
+            assert!(
+                matches!(parse(path, body), RequestIntent::Borrow { ref asset, .. } if asset == "USDT"),
+                "{path} {body}"
+            );
+        }
+        assert_eq!(
+            parse(
+                "/sapi/v1/margin/borrow-repay",
+                "asset=USDT&amount=1000&type=REPAY"
+            ),
+            RequestIntent::None
+        );
+        let order = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=1";
+        for (effect, borrows) in [
+            ("", false),
+            ("&sideEffectType=NO_SIDE_EFFECT", false),
+            ("&sideEffectType=AUTO_REPAY", false),
+            ("&sideEffectType=MARGIN_BUY", true),
+            ("&sideEffectType=AUTO_BORROW_REPAY", true),
+            ("&sideEffectType=SOMETHING_NEW", true),
+        ] {
+            let o = spot_orders("/sapi/v1/margin/order", &format!("{order}{effect}")).unwrap();
+            assert_eq!(o[0].borrows, borrows, "{effect}");
         }
     }
 

@@ -178,6 +178,15 @@ fn new_order(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> 
         o.quantity = Some(qty);
     }
     o.order_type = Some(order_type);
+    // a spot margin order (`isLeverage: 1`) borrows what it trades with; `0` or none is a
+    // plain spot order, another value counts as borrowing
+    o.borrows = category == "spot"
+        && match v.get("isLeverage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Number(n)) => n.as_i64() != Some(0),
+            Some(Value::String(s)) => s != "0",
+            Some(_) => true,
+        };
     Ok(o)
 }
 
@@ -576,6 +585,30 @@ mod tests {
             query: None,
             headers: HeaderMap::new(),
             body: Bytes::from(body.to_string()),
+        }
+    }
+
+    // A spot margin order (`isLeverage: 1`) borrows; a derivatives order never does.
+    #[test]
+    fn spot_margin_orders_are_marked_as_borrowing() {
+        let one = |body: &str| match Bybit
+            .parse_intent(Trade, &post("/v5/order/create", body))
+            .unwrap()
+        {
+            RequestIntent::Orders { mut orders } => orders.remove(0),
+            other => panic!("{other:?}"),
+        };
+        for (category, extra, borrows) in [
+            ("spot", "", false),
+            ("spot", r#","isLeverage":0"#, false),
+            ("spot", r#","isLeverage":1"#, true),
+            ("spot", r#","isLeverage":"1""#, true),
+            ("linear", r#","isLeverage":1"#, false),
+        ] {
+            let o = one(&format!(
+                r#"{{"category":"{category}","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"1","price":"1"{extra}}}"#
+            ));
+            assert_eq!(o.borrows, borrows, "{category}{extra}");
         }
     }
 

@@ -786,11 +786,21 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
                 .unwrap_or(false);
             orders(vec![o])
         }
-        // Borrow/repay and dust conversion are not orders; the orders that use the funds
-        // are what policy checks.
-        ["margin", ..] | ["unified", "loans"] | ["wallet", "small_balance"] => {
-            Ok(RequestIntent::None)
+        // A loan (`margin/loans`; `margin/uni/loans` and `unified/loans` unless `type` is
+        // `repay`): policy refuses it while `max_leverage` is set. Repayments, auto-repay
+        // settings and dust conversion only lower exposure.
+        ["margin", "loans"] | ["margin", "uni", "loans"] | ["unified", "loans"] => {
+            let b = body()?;
+            let typed = segs.len() > 2 || segs[0] == "unified";
+            if typed && b.get("type").and_then(Value::as_str) == Some("repay") {
+                return Ok(RequestIntent::None);
+            }
+            Ok(RequestIntent::Borrow {
+                asset: str_field(&b, "currency")?.to_string(),
+                amount: util::json_opt_decimal("amount", b.get("amount"))?,
+            })
         }
+        ["margin", ..] | ["wallet", "small_balance"] => Ok(RequestIntent::None),
         ["flash_swap", "orders"] => {
             let b = body()?;
             let sell = str_field(&b, "sell_currency")?;
@@ -1082,6 +1092,35 @@ mod tests {
             "{:?}",
             o.aliases
         );
+    }
+
+    // A margin or unified loan is a `Borrow`, unless its `type` is `repay`.
+    #[test]
+    fn loans_are_marked() {
+        let parse = |path: &str, body: &str| {
+            Gate.parse_intent(EndpointClass::Trade, &req(Method::POST, path, None, body))
+                .unwrap()
+        };
+        for path in ["/api/v4/margin/uni/loans", "/api/v4/unified/loans"] {
+            assert!(matches!(
+                parse(path, r#"{"currency":"USDT","type":"borrow","amount":"1000"}"#),
+                RequestIntent::Borrow { ref asset, .. } if asset == "USDT"
+            ));
+            assert_eq!(
+                parse(
+                    path,
+                    r#"{"currency":"USDT","type":"repay","amount":"1000"}"#
+                ),
+                RequestIntent::None
+            );
+        }
+        assert!(matches!(
+            parse(
+                "/api/v4/margin/loans",
+                r#"{"currency":"USDT","amount":"1000","side":"borrow"}"#
+            ),
+            RequestIntent::Borrow { .. }
+        ));
     }
 
     #[test]

@@ -426,6 +426,9 @@ fn parse_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseErr
         return Err(ParseError::MissingField("size"));
     }
     o.order_type = Some(order_type);
+    // a margin order may borrow what it trades with (`autoBorrow`, a boolean); another
+    // type counts as borrowing
+    o.borrows = !matches!(v.get("autoBorrow"), None | Some(Value::Bool(false)));
     Ok(o)
 }
 
@@ -508,14 +511,18 @@ fn parse_trade(req: &OutgoingRequest) -> Result<RequestIntent, ParseError> {
     if req.method != Method::POST {
         return Err(ParseError::Malformed("unexpected method".into()));
     }
-    if path.ends_with("/margin/borrow")
-        || path.ends_with("/margin/repay")
-        || path.contains("/margin/repay/")
-    {
-        // Borrowing is not an order; the orders that use the funds are checked.
+    if path.ends_with("/margin/repay") || path.contains("/margin/repay/") {
+        // A repayment only lowers exposure.
         return Ok(RequestIntent::None);
     }
     let body = util::json_request_body(&req.body)?;
+    if path.ends_with("/margin/borrow") {
+        // A loan: policy refuses it while `max_leverage` is set.
+        return Ok(RequestIntent::Borrow {
+            asset: str_field(&body, "currency")?.to_string(),
+            amount: util::json_opt_decimal("size", body.get("size"))?,
+        });
+    }
     if path.ends_with("/position/update-user-leverage") {
         let symbol = body
             .get("symbol")
@@ -626,6 +633,32 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    // A margin loan is a `Borrow`; a margin order with `autoBorrow` borrows.
+    #[test]
+    fn loans_and_borrowing_orders_are_marked() {
+        let parse = |path: &str, body: &str| {
+            Kucoin.parse_intent(Trade, &req(Method::POST, path, None, body))
+        };
+        assert!(matches!(
+            parse("/api/v3/margin/borrow", r#"{"currency":"USDT","size":"1000","timeInForce":"IOC"}"#).unwrap(),
+            RequestIntent::Borrow { ref asset, amount: Some(_) } if asset == "USDT"
+        ));
+        let order = r#"{"clientOid":"1","symbol":"BTC-USDT","side":"buy","type":"limit","price":"1","size":"1""#;
+        for (extra, borrows) in [
+            ("", false),
+            (r#","autoBorrow":false"#, false),
+            (r#","autoBorrow":true"#, true),
+            (r#","autoBorrow":"true""#, true),
+        ] {
+            let RequestIntent::Orders { orders } =
+                parse("/api/v3/hf/margin/order", &format!("{order}{extra}}}")).unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(orders[0].borrows, borrows, "{extra}");
+        }
     }
 
     #[test]

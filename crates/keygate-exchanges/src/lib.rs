@@ -308,6 +308,12 @@ pub struct OrderIntent {
     /// applies to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// The order borrows what it trades with (auto-borrow: Binance margin
+    /// `sideEffectType` `MARGIN_BUY` or `AUTO_BORROW_REPAY`, KuCoin `autoBorrow`, Bybit
+    /// spot `isLeverage=1`): its leverage is the margin account's, which keygate does not
+    /// know, so it is refused while `max_leverage` is set.
+    #[serde(default)]
+    pub borrows: bool,
 }
 
 impl OrderIntent {
@@ -328,6 +334,7 @@ impl OrderIntent {
             reduce_only: false,
             is_cancel: false,
             aliases: Vec::new(),
+            borrows: false,
         }
     }
 }
@@ -363,6 +370,14 @@ pub enum RequestIntent {
     /// the exchanges' own sub-account transfer endpoints do. A sub-account's keys are not
     /// keygate's, so what is sent there escapes every cap and allowlist.
     SubAccountTransfer {
+        asset: String,
+        amount: Option<Decimal>,
+    },
+    /// A margin loan (Binance `margin/borrow-repay` with `type=BORROW` and `margin/loan`,
+    /// KuCoin `margin/borrow`, Gate's margin and unified loans): exposure beyond what the
+    /// account holds, at a leverage keygate cannot tell, so refused while `max_leverage`
+    /// is set.
+    Borrow {
         asset: String,
         amount: Option<Decimal>,
     },

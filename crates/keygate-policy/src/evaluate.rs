@@ -98,8 +98,15 @@ fn decide(p: &Policy, req: &CallRequest, now: DateTime<Utc>) -> Result<PolicyApp
         }
         RequestIntent::Orders { orders } => approved.orders = check_orders(p, orders)?,
         RequestIntent::Withdrawal(w) => approved.withdrawal_usd = check_withdrawal(p, w)?,
+        RequestIntent::Borrow { .. } if p.limits.max_leverage.is_some() => {
+            return Err(Denial::new(
+                DenyCode::LeverageExceedsLimit,
+                "a margin loan is refused while max_leverage is set: the leverage it makes is the account's, which keygate cannot tell",
+            ));
+        }
         RequestIntent::Transfer { amount, .. }
-        | RequestIntent::SubAccountTransfer { amount, .. } => {
+        | RequestIntent::SubAccountTransfer { amount, .. }
+        | RequestIntent::Borrow { amount, .. } => {
             if amount.is_some_and(|a| a.is_sign_negative() && !a.is_zero()) {
                 return Err(Denial::new(
                     DenyCode::OrderUnparsable,
@@ -184,6 +191,7 @@ fn intent_scope(intent: &RequestIntent) -> Option<Scope> {
         RequestIntent::Withdrawal(_) => Some(Scope::Withdraw),
         RequestIntent::Transfer { .. } => Some(Scope::Transfer),
         RequestIntent::SubAccountTransfer { .. } => Some(Scope::SubAccount),
+        RequestIntent::Borrow { .. } => Some(Scope::Trade),
     }
 }
 
@@ -512,6 +520,12 @@ fn check_orders(p: &Policy, orders: &[OrderIntent]) -> Result<Vec<OrderApproval>
             ));
         }
         check_symbol(l, o)?;
+        if o.borrows && l.max_leverage.is_some() {
+            return Err(Denial::new(
+                DenyCode::LeverageExceedsLimit,
+                "an order that borrows (auto-borrow) is refused while max_leverage is set: its leverage is the margin account's, which keygate cannot tell",
+            ));
+        }
         if let (Some(lev), Some(max)) = (o.leverage, l.max_leverage) {
             if lev > max {
                 return Err(Denial::new(

@@ -869,6 +869,31 @@ fn leverage_cap() {
     assert_eq!(denied(&p, &orders(vec![o])), DenyCode::OrderUnparsable);
 }
 
+/// A margin loan, or an order that borrows what it trades with, makes leverage keygate
+/// cannot tell (the margin account's): refused while `max_leverage` is set, allowed
+/// otherwise.
+#[test]
+fn borrowing_is_refused_under_a_leverage_cap() {
+    let loan = req(
+        EndpointClass::Trade,
+        RequestIntent::Borrow {
+            asset: "USDT".into(),
+            amount: Some(d("1000000")),
+        },
+    );
+    let mut borrowing = OrderIntent::new("BTCUSDT");
+    borrowing.borrows = true;
+    let borrowing = orders(vec![borrowing]);
+    let mut p = policy();
+    allowed(&p, &loan);
+    allowed(&p, &borrowing);
+    p.limits.max_leverage = Some(d("1"));
+    assert_eq!(denied(&p, &loan), DenyCode::LeverageExceedsLimit);
+    assert_eq!(denied(&p, &borrowing), DenyCode::LeverageExceedsLimit);
+    // an order that does not borrow still passes
+    allowed(&p, &orders(vec![OrderIntent::new("BTCUSDT")]));
+}
+
 #[test]
 fn leverage_change_is_not_sized() {
     let mut p = policy();

@@ -477,6 +477,12 @@ fn check_allowed_respects_limits(pol: &Policy, req: &CallRequest) -> Result<(), 
                 }
             }
         }
+        RequestIntent::Borrow { .. } => {
+            prop_assert!(
+                pol.limits.max_leverage.is_none(),
+                "a loan under max_leverage"
+            );
+        }
         RequestIntent::Transfer { .. }
         | RequestIntent::SubAccountTransfer { .. }
         | RequestIntent::None => {}
