@@ -590,7 +590,7 @@ pub(crate) fn request_params(req: &OutgoingRequest) -> Result<Vec<(String, Strin
     Ok(pairs)
 }
 
-fn opt_decimal(
+pub(crate) fn opt_decimal(
     params: &[(String, String)],
     name: &'static str,
 ) -> Result<Option<Decimal>, ParseError> {

@@ -17,8 +17,8 @@
 use http::{HeaderMap, Method};
 
 use crate::binance::{
-    self, cancel_intent, classify_with, intent_for, order_from_params, parse_bool, parse_side, On,
-    Route,
+    self, cancel_intent, classify_with, intent_for, opt_decimal, order_from_params, parse_bool,
+    parse_side, On, Route,
 };
 use crate::util;
 use crate::*;
@@ -326,17 +326,47 @@ fn usdm_trade_intent(
         let o = intent_for(symbol()?)?;
         return Ok(RequestIntent::Orders { orders: vec![o] });
     }
+    let amends = method == Method::PUT;
     if path.ends_with("/batchorders") {
-        return batch_intent(params);
+        return batch_intent(params, amends);
     }
-    // order, order/test, order modify (PUT), algoOrder
+    if amends {
+        // Modify Order names the order, `side`, `quantity`, `price` and `priceMatch`,
+        // and modifies a LIMIT order only; the order keeps its own `reduceOnly`. Fields a
+        // new order has are refused: read, `reduceOnly` or `closePosition` earned the
+        // amendment the reduce-only exemption while Binance grew the order.
+        for f in AMEND_REFUSED {
+            if util::pair(params, f)?.is_some() {
+                return Err(ParseError::InvalidValue(f));
+            }
+        }
+        let mut o = intent_for(symbol()?)?;
+        o.side = Some(parse_side(
+            util::pair(params, "side")?.ok_or(ParseError::MissingField("side"))?,
+        )?);
+        o.quantity = opt_decimal(params, "quantity")?;
+        o.price = opt_decimal(params, "price")?;
+        o.price_is_limit = o.price.is_some()
+            && util::pair(params, "priceMatch")?.is_none_or(|m| m.is_empty() || m == "NONE");
+        return Ok(RequestIntent::Orders { orders: vec![o] });
+    }
+    // order, order/test, algoOrder
     let o = order_from_params(params, "", &USDM_LIMIT_TYPES)?;
     let o = with_usdm_units(o, util::pair(params, "closePosition")?)?;
     Ok(RequestIntent::Orders { orders: vec![o] })
 }
 
+/// A new order's fields, which Modify Order (single or batch) does not take.
+const AMEND_REFUSED: [&str; 5] = [
+    "reduceOnly",
+    "closePosition",
+    "type",
+    "stopPrice",
+    "positionSide",
+];
+
 /// `batchOrders` is a JSON list of order objects (max 5) in one form parameter.
-fn batch_intent(params: &[(String, String)]) -> Result<RequestIntent, ParseError> {
+fn batch_intent(params: &[(String, String)], amends: bool) -> Result<RequestIntent, ParseError> {
     let raw = util::pair(params, "batchOrders")?.ok_or(ParseError::MissingField("batchOrders"))?;
     // Refuses an order object with a repeated key, as for JSON bodies.
     let list = match util::json_request_body(raw.as_bytes())? {
@@ -363,6 +393,11 @@ fn batch_intent(params: &[(String, String)]) -> Result<RequestIntent, ParseError
     for item in &list {
         if !item.is_object() {
             return Err(ParseError::InvalidValue("batchOrders"));
+        }
+        if amends {
+            if let Some(f) = AMEND_REFUSED.iter().find(|f| item.get(**f).is_some()) {
+                return Err(ParseError::InvalidValue(f));
+            }
         }
         let symbol = text(item, "symbol")?.ok_or(ParseError::MissingField("symbol"))?;
         let mut o = intent_for(&symbol)?;
@@ -394,6 +429,53 @@ mod tests {
     use super::*;
     use crate::binance::tests::{check_table, req};
     use rust_decimal::Decimal;
+
+    // Modify Order (single and batch) takes the order's id, side, quantity, price and
+    // priceMatch; the order keeps its own reduce-only. A new order's fields are refused:
+    // read, `reduceOnly` or `closePosition` earned a 50 BTC resize the reduce-only
+    // exemption from every size cap.
+    #[test]
+    fn an_amendment_is_never_reduce_only() {
+        let parse = |path: &str, query: &str| {
+            BinanceUsdm.parse_intent(
+                EndpointClass::Trade,
+                &req(Method::PUT, path, Some(query), ""),
+            )
+        };
+        let RequestIntent::Orders { orders } = parse(
+            "/fapi/v1/order",
+            "symbol=BTCUSDT&side=BUY&orderId=123&quantity=50&price=200000",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(!orders[0].reduce_only);
+        assert_eq!(orders[0].quantity, Some(Decimal::from(50)));
+        assert!(orders[0].price_is_limit);
+        for extra in [
+            "&reduceOnly=true",
+            "&closePosition=true&type=STOP_MARKET",
+            "&type=LIMIT",
+        ] {
+            let q = format!("symbol=BTCUSDT&side=BUY&orderId=123&quantity=50&price=200000{extra}");
+            assert!(parse("/fapi/v1/order", &q).is_err(), "{extra}");
+        }
+        let batch =
+            |item: &str| format!("batchOrders={}", util::percent_encode(&format!("[{item}]")));
+        assert!(parse(
+            "/fapi/v1/batchOrders",
+            &batch(r#"{"orderId":"123","symbol":"BTCUSDT","side":"BUY","quantity":"50","price":"200000","reduceOnly":"true"}"#),
+        )
+        .is_err());
+        let RequestIntent::Orders { orders } = parse(
+            "/fapi/v1/batchOrders",
+            &batch(r#"{"orderId":"123","symbol":"BTCUSDT","side":"BUY","quantity":"50","price":"200000"}"#),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(!orders[0].reduce_only);
+    }
 
     #[test]
     fn usdm_classification_table() {
