@@ -167,6 +167,8 @@ pub(crate) const SPOT_ROUTES: &[Route] = &[
     (On::Any, "/sapi/v2/sub-account/*", SUB_ACCOUNT),
     (On::Any, "/sapi/v3/sub-account/*", SUB_ACCOUNT),
     (On::Any, "/sapi/v4/sub-account/*", SUB_ACCOUNT),
+    // managed sub-accounts (run by an asset manager): deposits into them move funds out
+    (On::Any, "/sapi/v1/managed-subaccount/*", SUB_ACCOUNT),
     // --- API-key management and account settings ----------------------------------------
     (On::Any, "/sapi/v1/account/apiRestrictions/*", MANAGE), // IP allowlist edits
     (On::Any, "/sapi/v1/account/enableFastWithdrawSwitch", MANAGE),

@@ -45,6 +45,8 @@ pub(crate) const ROUTES: &[Route] = &[
     (Any,  "/v5/asset/transfer/universal-transfer",        Transfer),
     // Sub-accounts.
     (Any,  "/v5/asset/transfer/save-transfer-sub-member",  SubAccount),
+    // moves positions between the master's and sub-accounts' UIDs
+    (Any,  "/v5/position/move-positions",                  SubAccount),
     (Post, "/v5/user/create-sub-member",                   SubAccount),
     (Post, "/v5/user/frozen-sub-member",                   SubAccount),
     (Post, "/v5/user/del-submember",                       SubAccount),
@@ -163,7 +165,15 @@ fn new_order(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> 
     o.reduce_only = matches!(category.as_str(), "linear" | "inverse" | "option")
         && (json_true(v, "reduceOnly") || json_true(v, "closeOnTrigger"));
     // Spot market orders: qty is in the quote coin for buys and the base coin for sells,
-    // unless `marketUnit` says otherwise (docs v5 "Place Order", marketUnit).
+    // unless `marketUnit` says otherwise (docs v5 "Place Order", marketUnit). The key in
+    // another case is refused: read by a backend that ignores case, `MarketUnit:
+    // baseCoin` would make a buy checked as 10 USDT one of 10 BTC.
+    if v.as_object().is_some_and(|o| {
+        o.keys()
+            .any(|k| k != "marketUnit" && k.eq_ignore_ascii_case("marketUnit"))
+    }) {
+        return Err(ParseError::InvalidValue("marketUnit"));
+    }
     let by_quote = category == "spot"
         && order_type == "market"
         && match str_field(v, "marketUnit").as_deref() {
@@ -610,6 +620,20 @@ mod tests {
             ));
             assert_eq!(o.borrows, borrows, "{category}{extra}");
         }
+        // `marketUnit` in another case is refused, not read as absent (quote)
+        assert!(Bybit
+            .parse_intent(
+                Trade,
+                &post(
+                    "/v5/order/create",
+                    r#"{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Market","qty":"10","MarketUnit":"baseCoin"}"#
+                )
+            )
+            .is_err());
+        assert_eq!(
+            Bybit.classify(&Method::POST, "/v5/position/move-positions"),
+            SubAccount
+        );
     }
 
     fn creds() -> ApiCredentials {

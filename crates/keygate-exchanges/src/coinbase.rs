@@ -341,10 +341,34 @@ fn split_product(product: &str) -> (Option<String>, Option<String>) {
     (base, quote)
 }
 
+/// The fields of an order configuration keygate accepts: the sizes and prices it reads,
+/// and those that time or trigger the order without sizing it.
+const CONFIG_FIELDS: [&str; 12] = [
+    "base_size",
+    "quote_size",
+    "limit_price",
+    "stop_price",
+    "stop_direction",
+    "stop_trigger_price",
+    "end_time",
+    "start_time",
+    "post_only",
+    "number_buckets",
+    "bucket_duration",
+    "rfq_disabled",
+];
+
 fn parse_order(v: &Value) -> Result<OrderIntent, ParseError> {
     let product = str_field(v, "product_id")?;
     let mut o = OrderIntent::new(product);
     (o.base, o.quote) = split_product(product);
+    // A futures product (`BIT-24APR26-CDE`) is sized in contracts, and its code (`BIT`)
+    // is not an asset: no base to price it by, so a size cap refuses it until the
+    // contract's value is known.
+    if product.ends_with("-CDE") {
+        o.size_unit = SizeUnit::Contracts;
+        (o.base, o.quote) = (None, None);
+    }
     o.side = Some(match str_field(v, "side")? {
         s if s.eq_ignore_ascii_case("buy") => Side::Buy,
         s if s.eq_ignore_ascii_case("sell") => Side::Sell,
@@ -357,21 +381,27 @@ fn parse_order(v: &Value) -> Result<OrderIntent, ParseError> {
         Some(entry) if config.len() == 1 => entry,
         _ => return Err(ParseError::InvalidValue("order_configuration")),
     };
-    // market_market_ioc, limit_limit_gtc, sor_limit_ioc, stop_limit_stop_limit_gtd,
-    // trigger_bracket_gtc, twap_limit_gtd, ...
-    let order_type = if kind.starts_with("market_") {
-        "market"
-    } else if kind.starts_with("stop_limit_") {
-        "stop_limit"
-    } else if kind.starts_with("trigger_bracket_") {
-        "bracket"
-    } else if kind.starts_with("twap_") {
-        "twap"
-    } else if kind.contains("limit") {
-        "limit"
-    } else {
-        return Err(ParseError::InvalidValue("order_configuration"));
+    // The configurations keygate knows how to size, by name: another one (a
+    // `scaled_limit_gtc` whose `orders[]` legs keygate would not read) is refused.
+    let order_type = match kind.as_str() {
+        "market_market_ioc" | "market_market_fok" => "market",
+        "limit_limit_gtc" | "limit_limit_gtd" | "limit_limit_fok" | "sor_limit_ioc" => "limit",
+        "stop_limit_stop_limit_gtc" | "stop_limit_stop_limit_gtd" => "stop_limit",
+        "trigger_bracket_gtc" | "trigger_bracket_gtd" => "bracket",
+        "twap_limit_gtd" => "twap",
+        _ => return Err(ParseError::InvalidValue("order_configuration")),
     };
+    // and only the fields it reads or that do not size the order: another one (a
+    // camelCase `baseSize`, which Coinbase's parser also accepts) is refused
+    let params_obj = params
+        .as_object()
+        .ok_or(ParseError::InvalidValue("order_configuration"))?;
+    if params_obj
+        .keys()
+        .any(|k| !CONFIG_FIELDS.contains(&k.as_str()))
+    {
+        return Err(ParseError::InvalidValue("order_configuration"));
+    }
     o.order_type = Some(order_type.into());
     o.quantity = util::json_opt_decimal("base_size", params.get("base_size"))?;
     o.quote_amount = util::json_opt_decimal("quote_size", params.get("quote_size"))?;
@@ -421,7 +451,12 @@ fn parse_trade(path: &str, req: &OutgoingRequest) -> Result<RequestIntent, Parse
             o.reduce_only = true;
             one(o)
         }
-        "cfm/intraday/margin_setting" => Ok(RequestIntent::None),
+        // Intraday margin raises the leverage of the account's futures positions: a
+        // change keygate cannot size, refused like a loan while `max_leverage` is set.
+        "cfm/intraday/margin_setting" => Ok(RequestIntent::Borrow {
+            asset: String::new(),
+            amount: None,
+        }),
         _ => Err(ParseError::Malformed("unrecognised trade endpoint".into())),
     }
 }
@@ -527,6 +562,53 @@ XzXvASt+A1a7lpmBH7o0+jkqe0BWkIeDGFyBiTp3J95g3eLStJu3ATFk
         Coinbase.sign(&mut r, &creds, &ctx).unwrap();
         let auth = r.headers["authorization"].to_str().unwrap();
         auth.strip_prefix("Bearer ").unwrap().to_string()
+    }
+
+    // Only the order configurations keygate can size, with only the fields it knows; a
+    // futures product is sized in contracts; intraday margin is refused like a loan.
+    #[test]
+    fn only_known_configurations_are_sized() {
+        let parse = |path: &str, body: &str| {
+            Coinbase.parse_intent(EndpointClass::Trade, &req(Method::POST, path, body))
+        };
+        let order = |config: &str| {
+            format!(
+                r#"{{"client_order_id":"1","product_id":"BTC-USD","side":"BUY","order_configuration":{config}}}"#
+            )
+        };
+        assert!(parse(
+            "/api/v3/brokerage/orders",
+            &order(r#"{"limit_limit_gtc":{"base_size":"0.001","limit_price":"60000","post_only":false}}"#)
+        )
+        .is_ok());
+        for config in [
+            r#"{"scaled_limit_gtc":{"base_size":"0.0001","num_orders":5,"min_price":"60000","max_price":"1000000","orders":[{"base_size":"10","limit_price":"1000000"}]}}"#,
+            r#"{"limit_limit_gtc":{"baseSize":"10","base_size":"0.001","limit_price":"60000"}}"#,
+            r#"{"twap_limit_gtd":{"base_size":"0.001","limit_price":"60000","bucket_size":"10","end_time":"2027-01-01T00:00:00Z"}}"#,
+            r#"{"something_new_limit":{"base_size":"0.001","limit_price":"60000"}}"#,
+        ] {
+            assert!(
+                parse("/api/v3/brokerage/orders", &order(config)).is_err(),
+                "{config}"
+            );
+        }
+        let RequestIntent::Orders { orders } = parse(
+            "/api/v3/brokerage/orders",
+            r#"{"client_order_id":"1","product_id":"BIT-24APR26-CDE","side":"BUY","order_configuration":{"market_market_ioc":{"base_size":"10"}}}"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(orders[0].size_unit, SizeUnit::Contracts);
+        assert_eq!(orders[0].base, None);
+        assert!(matches!(
+            parse(
+                "/api/v3/brokerage/cfm/intraday/margin_setting",
+                r#"{"setting":"INTRADAY_MARGIN_SETTING_INTRADAY"}"#
+            )
+            .unwrap(),
+            RequestIntent::Borrow { .. }
+        ));
     }
 
     #[test]

@@ -374,7 +374,8 @@ pub enum RequestIntent {
         amount: Option<Decimal>,
     },
     /// A margin loan (Binance `margin/borrow-repay` with `type=BORROW` and `margin/loan`,
-    /// KuCoin `margin/borrow`, Gate's margin and unified loans): exposure beyond what the
+    /// KuCoin `margin/borrow`, Gate's margin and unified loans), or a margin setting that
+    /// raises leverage (Coinbase `cfm/intraday/margin_setting`): exposure beyond what the
     /// account holds, at a leverage keygate cannot tell, so refused while `max_leverage`
     /// is set.
     Borrow {
