@@ -324,8 +324,9 @@ async fn proxy_call(
             )
         })?;
     // the call's time is read once the body is in: a body sent slowly must not let a key
-    // sign after its expiry or grace end with the time its headers came at
-    let now = Utc::now();
+    // sign after its expiry or grace end with the time its headers came at (and again
+    // after a wait for the spent totals, `decide`)
+    let mut now = Utc::now();
     let prepared = s
         .gateway
         .contexts
@@ -405,7 +406,7 @@ async fn proxy_call(
                 class,
                 unclassified,
                 &meta,
-                now,
+                &mut now,
             )
             .await
         }
@@ -788,8 +789,10 @@ async fn decide(
     // took it for)
     unclassified: bool,
     meta: &RequestMeta,
-    now: DateTime<Utc>,
+    // the call's time; moved on after a wait for the spent totals
+    at: &mut DateTime<Utc>,
 ) -> Result<(PolicyApproved, Option<spending::Reserved>), Denial> {
+    let mut now = *at;
     let ctx = &prepared.ctx;
     let denial = |code: DenyCode, detail: String| Denial {
         code,
@@ -907,12 +910,28 @@ async fn decide(
         if capped {
             // from reading the totals (calls under way on any instance included) until
             // this call's amounts are reserved or it is refused (`spending.rs`)
-            let turn = s.gateway.spending.lock(ctx.credential.id).await;
+            // waited for as long as the database's lock is (5 s), then refused
+            let turn = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                s.gateway.spending.lock(ctx.credential.id),
+            )
+            .await
+            .map_err(|_| {
+                denial(
+                    DenyCode::CountersUnavailable,
+                    "the spent totals were not free within 5 s; refusing rather than guessing"
+                        .into(),
+                )
+            })?;
             let c = s
                 .store
                 .begin_spend_check(ctx.credential.id, DbTime::from(now))
                 .await
                 .map_err(unavailable)?;
+            // the key's expiry, its rotation's grace and the unlock's end are judged, and
+            // the request signed, at the time the call goes ahead, not before its wait
+            now = Utc::now();
+            *at = now;
             let spent = c.totals();
             counters.daily_volume_usd = Decimal::new(spent.volume_today, 6);
             counters.withdrawals_today_usd = Decimal::new(spent.withdrawals_today, 6);
