@@ -310,7 +310,7 @@ pub struct OrderIntent {
     pub aliases: Vec<String>,
     /// The order borrows what it trades with (auto-borrow: Binance margin
     /// `sideEffectType` `MARGIN_BUY` or `AUTO_BORROW_REPAY`, KuCoin `autoBorrow`, Bybit
-    /// spot `isLeverage=1`): its leverage is the margin account's, which keygate does not
+    /// spot `isLeverage=1`, OKX spot in a margin `tdMode`): its leverage is the margin account's, which keygate does not
     /// know, so it is refused while `max_leverage` is set.
     #[serde(default)]
     pub borrows: bool,

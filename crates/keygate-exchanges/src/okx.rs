@@ -531,6 +531,14 @@ fn okx_new_order(v: &Value, endpoint: OkxNewOrder) -> Result<OrderIntent, ParseE
         o.quantity = sz;
     }
     o.order_type = Some(ord_type);
+    // A spot instrument traded in a margin mode (`cross`, `isolated`) may borrow what it
+    // trades with; `cash` (and copy trading's `spot_isolated`) does not. Derivatives are
+    // sized in contracts and margined by their own leverage setting.
+    o.borrows = o.size_unit == SizeUnit::Base
+        && !matches!(
+            str_field(v, "tdMode").as_deref(),
+            Some("cash" | "spot_isolated")
+        );
     Ok(o)
 }
 
@@ -949,6 +957,27 @@ mod tests {
     /// "mgnMode":"isolated"}` for set-leverage). The docs print no signature; the expected
     /// value was computed independently with
     /// `printf %s "$prehash" | openssl dgst -sha256 -hmac "$secret" -binary | base64`.
+    // A spot order in a margin mode may borrow; a cash one, or a swap, does not.
+    #[test]
+    fn spot_margin_orders_are_marked_as_borrowing() {
+        let one = |inst: &str, mode: &str| {
+            let body = format!(
+                r#"{{"instId":"{inst}","tdMode":"{mode}","side":"buy","ordType":"limit","px":"1","sz":"1"}}"#
+            );
+            match Okx
+                .parse_intent(Trade, &post("/api/v5/trade/order", &body))
+                .unwrap()
+            {
+                RequestIntent::Orders { mut orders } => orders.remove(0).borrows,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(!one("BTC-USDT", "cash"));
+        assert!(one("BTC-USDT", "cross"));
+        assert!(one("BTC-USDT", "isolated"));
+        assert!(!one("BTC-USDT-SWAP", "cross"));
+    }
+
     // An order naming its instrument by `instIdCode` (which OKX prefers to `instId`) is
     // refused: keygate checks `instId`.
     #[test]
