@@ -408,10 +408,12 @@ fn batch_intent(params: &[(String, String)], amends: bool) -> Result<RequestInte
         o.quantity = util::json_opt_decimal("quantity", item.get("quantity"))?;
         o.price = util::json_opt_decimal("price", item.get("price"))?;
         let price_match = text(item, "priceMatch")?;
+        // an amendment modifies a LIMIT order (its type is not sent)
         o.price_is_limit = o.price.is_some()
-            && o.order_type
-                .as_deref()
-                .is_some_and(|t| USDM_LIMIT_TYPES.contains(&t))
+            && (amends
+                || o.order_type
+                    .as_deref()
+                    .is_some_and(|t| USDM_LIMIT_TYPES.contains(&t)))
             && price_match
                 .as_deref()
                 .is_none_or(|m| m.is_empty() || m == "NONE");

@@ -264,6 +264,12 @@ fn margin_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseEr
     if o.quantity.is_none() && o.quote_amount.is_none() {
         return Err(ParseError::MissingField("baseSize"));
     }
+    // `loanType`: `normal` (and `autoRepay`) trade what the account holds; `autoLoan` and
+    // `autoLoanAndRepay` borrow. Another value counts as borrowing.
+    o.borrows = !matches!(
+        v.get("loanType").and_then(Value::as_str),
+        Some("normal" | "autoRepay")
+    ) && v.get("loanType").is_some();
     Ok(o)
 }
 
@@ -1221,6 +1227,29 @@ mod tests {
                 r#"{{"symbol":"BTCUSDT","side":"buy","orderType":"market","triggerPrice":"60000","size":"10","planType":{plan}}}"#
             );
             assert!(parse(&body).is_err(), "{body}");
+        }
+    }
+
+    // A margin order whose `loanType` borrows is marked; `normal` and `autoRepay` are not.
+    #[test]
+    fn margin_orders_that_borrow_are_marked() {
+        for (extra, borrows) in [
+            ("", false),
+            (r#","loanType":"normal""#, false),
+            (r#","loanType":"autoRepay""#, false),
+            (r#","loanType":"autoLoan""#, true),
+            (r#","loanType":"autoLoanAndRepay""#, true),
+        ] {
+            let body = format!(
+                r#"{{"symbol":"BTCUSDT","side":"buy","orderType":"limit","price":"1","baseSize":"1","force":"gtc"{extra}}}"#
+            );
+            let o = orders(
+                Bitget
+                    .parse_intent(Trade, &post("/api/v2/margin/crossed/place-order", &body))
+                    .unwrap(),
+            )
+            .remove(0);
+            assert_eq!(o.borrows, borrows, "{extra}");
         }
     }
 

@@ -168,11 +168,12 @@ fn new_order(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> 
     // unless `marketUnit` says otherwise (docs v5 "Place Order", marketUnit). The key in
     // another case is refused: read by a backend that ignores case, `MarketUnit:
     // baseCoin` would make a buy checked as 10 USDT one of 10 BTC.
-    if v.as_object().is_some_and(|o| {
-        o.keys()
-            .any(|k| k != "marketUnit" && k.eq_ignore_ascii_case("marketUnit"))
-    }) {
-        return Err(ParseError::InvalidValue("marketUnit"));
+    for name in ["marketUnit", "isLeverage"] {
+        if v.as_object()
+            .is_some_and(|o| o.keys().any(|k| k != name && k.eq_ignore_ascii_case(name)))
+        {
+            return Err(ParseError::InvalidValue(name));
+        }
     }
     let by_quote = category == "spot"
         && order_type == "market"
@@ -627,6 +628,15 @@ mod tests {
                 &post(
                     "/v5/order/create",
                     r#"{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Market","qty":"10","MarketUnit":"baseCoin"}"#
+                )
+            )
+            .is_err());
+        assert!(Bybit
+            .parse_intent(
+                Trade,
+                &post(
+                    "/v5/order/create",
+                    r#"{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"1","price":"1","IsLeverage":1}"#
                 )
             )
             .is_err());

@@ -453,10 +453,18 @@ fn parse_trade(path: &str, req: &OutgoingRequest) -> Result<RequestIntent, Parse
         }
         // Intraday margin raises the leverage of the account's futures positions: a
         // change keygate cannot size, refused like a loan while `max_leverage` is set.
-        "cfm/intraday/margin_setting" => Ok(RequestIntent::Borrow {
-            asset: String::new(),
-            amount: None,
-        }),
+        "cfm/intraday/margin_setting" => Ok(
+            if v.get("setting").and_then(Value::as_str) == Some("INTRADAY_MARGIN_SETTING_STANDARD")
+            {
+                // back to standard margin only lowers leverage
+                RequestIntent::None
+            } else {
+                RequestIntent::Borrow {
+                    asset: String::new(),
+                    amount: None,
+                }
+            },
+        ),
         _ => Err(ParseError::Malformed("unrecognised trade endpoint".into())),
     }
 }
@@ -609,6 +617,14 @@ XzXvASt+A1a7lpmBH7o0+jkqe0BWkIeDGFyBiTp3J95g3eLStJu3ATFk
             .unwrap(),
             RequestIntent::Borrow { .. }
         ));
+        assert_eq!(
+            parse(
+                "/api/v3/brokerage/cfm/intraday/margin_setting",
+                r#"{"setting":"INTRADAY_MARGIN_SETTING_STANDARD"}"#
+            )
+            .unwrap(),
+            RequestIntent::None
+        );
     }
 
     #[test]

@@ -544,6 +544,9 @@ fn spot_order(v: &Value, symbol: Option<&str>) -> Result<OrderIntent, ParseError
     // Gate spot types are `limit` (default) and `market`; a market order ignores `price`.
     o.price_is_limit = order_type == "limit" && o.price.is_some();
     o.order_type = Some(order_type);
+    // a margin or unified account's order may borrow what it trades with
+    // (`auto_borrow`, a boolean); another type counts as borrowing
+    o.borrows = !matches!(v.get("auto_borrow"), None | Some(Value::Bool(false)));
     Ok(o)
 }
 

@@ -923,15 +923,16 @@ async fn decide(
                         .into(),
                 )
             })?;
+            // the key's expiry, its rotation's grace and the unlock's end are judged, the
+            // spend booked to a day, and the request signed, at the time the call goes
+            // ahead, not before its wait (never earlier than what was checked before)
+            now = now.max(Utc::now());
+            *at = now;
             let c = s
                 .store
                 .begin_spend_check(ctx.credential.id, DbTime::from(now))
                 .await
                 .map_err(unavailable)?;
-            // the key's expiry, its rotation's grace and the unlock's end are judged, and
-            // the request signed, at the time the call goes ahead, not before its wait
-            now = Utc::now();
-            *at = now;
             let spent = c.totals();
             counters.daily_volume_usd = Decimal::new(spent.volume_today, 6);
             counters.withdrawals_today_usd = Decimal::new(spent.withdrawals_today, 6);
