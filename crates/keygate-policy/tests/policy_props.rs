@@ -100,6 +100,7 @@ fn order() -> impl Strategy<Value = OrderIntent> {
                     SizeUnit::Base
                 };
                 o.reduce_only = ro == 0;
+                o.borrows = ro == 1;
                 o.is_cancel = cancel == 0;
                 o
             },
@@ -126,6 +127,10 @@ fn intent() -> impl Strategy<Value = RequestIntent> {
             .prop_map(|orders| RequestIntent::Orders { orders }),
         withdrawal(),
         (proptest::option::of(amount())).prop_map(|amount| RequestIntent::Transfer {
+            asset: "USDT".into(),
+            amount
+        }),
+        (proptest::option::of(amount())).prop_map(|amount| RequestIntent::Borrow {
             asset: "USDT".into(),
             amount
         }),
@@ -384,6 +389,10 @@ fn check_allowed_respects_limits(pol: &Policy, req: &CallRequest) -> Result<(), 
             let mut net = c.net_positions.values().next().copied().unwrap_or_default();
             for o in orders.iter().filter(|o| !o.is_cancel) {
                 prop_assert!(symbol_ok(l, o), "symbol list broken");
+                prop_assert!(
+                    !(o.borrows && l.max_leverage.is_some() && !o.is_cancel),
+                    "a borrowing order under max_leverage"
+                );
                 if let (Some(lev), Some(max)) = (o.leverage, l.max_leverage) {
                     prop_assert!(lev <= max, "leverage broken");
                 }
