@@ -189,9 +189,14 @@ async fn refresh_claimed(
     };
     // saved before keygate checked token URLs (their address, then their scheme), or
     // since taken off the operator's list
-    if let Err((reason, e)) =
-        crate::outbound::check_token_endpoint(&state.config.allowed_private_hosts, &integ.token_url)
-    {
+    let allowed = &state.config.allowed_private_hosts;
+    let refused = crate::outbound::check_target(allowed, &integ.token_url)
+        .map_err(|e| ("token_url_not_public", e))
+        .and_then(|()| {
+            crate::outbound::check_token_scheme(allowed, &integ.token_url)
+                .map_err(|e| ("token_url_not_https", e))
+        });
+    if let Err((reason, e)) = refused {
         state
             .store
             .set_integration_status(actor, user, integ.id, "error", Some(reason), now)

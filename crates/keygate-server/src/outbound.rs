@@ -162,20 +162,14 @@ pub fn check_user_url(allowed: &[String], raw: &str) -> Result<(), String> {
     check_target(allowed, raw)
 }
 
-/// An OAuth token endpoint: [`check_target`], and https, since the refresh token and the
-/// client secret are posted to it (plain http only to a host the operator listed in
-/// `KEYGATE_ALLOWED_PRIVATE_HOSTS`, such as a token service on the same network). Returns
-/// the reason code a refresh records when it is refused.
-pub fn check_token_endpoint(allowed: &[String], raw: &str) -> Result<(), (&'static str, String)> {
-    check_target(allowed, raw).map_err(|e| ("token_url_not_public", e))?;
-    let url =
-        url::Url::parse(raw).map_err(|_| ("token_url_not_public", "not a valid URL".into()))?;
-    let listed_host = url.host_str().is_some_and(|h| listed(allowed, h));
-    if url.scheme() != "https" && !listed_host {
-        return Err((
-            "token_url_not_https",
-            "must be https: the refresh token and client secret are sent to it (plain http only to a host in KEYGATE_ALLOWED_PRIVATE_HOSTS)".into(),
-        ));
+/// An OAuth token endpoint must be https: the refresh token and the client secret are
+/// posted to it. Plain http only to a host the operator listed in
+/// `KEYGATE_ALLOWED_PRIVATE_HOSTS` (a token service on the same network). Checked beside
+/// [`check_target`] (saving: [`check_user_url`]).
+pub fn check_token_scheme(allowed: &[String], raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|_| "not a valid URL".to_string())?;
+    if url.scheme() != "https" && !url.host_str().is_some_and(|h| listed(allowed, h)) {
+        return Err("must be https: the refresh token and client secret are sent to it (plain http only to a host in KEYGATE_ALLOWED_PRIVATE_HOSTS)".into());
     }
     Ok(())
 }

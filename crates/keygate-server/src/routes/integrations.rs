@@ -137,10 +137,9 @@ fn token_url_immutable() -> ApiError {
 }
 
 fn check_token_url(s: &AppState, u: &str, errors: &mut Vec<FieldError>) {
-    if let Err(e) = crate::outbound::check_user_url(&s.config.allowed_private_hosts, u) {
-        errors.push(FieldError::new("token_url", e));
-    } else if let Err((_, e)) =
-        crate::outbound::check_token_endpoint(&s.config.allowed_private_hosts, u)
+    let allowed = &s.config.allowed_private_hosts;
+    if let Err(e) = crate::outbound::check_user_url(allowed, u)
+        .and_then(|()| crate::outbound::check_token_scheme(allowed, u))
     {
         errors.push(FieldError::new("token_url", e));
     }
