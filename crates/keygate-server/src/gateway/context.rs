@@ -91,10 +91,8 @@ impl ContextCache {
         if self.ttl.is_zero() || !actor.may_act_for(user) {
             return load().await;
         }
-        let found = self
-            .get_with((user, connection, generation), || store.write_epoch(), load)
-            .await?;
-        Ok(found.filter(|p| p.ctx.connection.user_id == user))
+        self.get_with((user, connection, generation), || store.write_epoch(), load)
+            .await
     }
 }
 
