@@ -168,13 +168,8 @@ fn new_order(v: &Value, outer: Option<&str>) -> Result<OrderIntent, ParseError> 
     // unless `marketUnit` says otherwise (docs v5 "Place Order", marketUnit). The key in
     // another case is refused: read by a backend that ignores case, `MarketUnit:
     // baseCoin` would make a buy checked as 10 USDT one of 10 BTC.
-    for name in ["marketUnit", "isLeverage"] {
-        if v.as_object()
-            .is_some_and(|o| o.keys().any(|k| k != name && k.eq_ignore_ascii_case(name)))
-        {
-            return Err(ParseError::InvalidValue(name));
-        }
-    }
+    util::json_refuse_other_case(v, "marketUnit")?;
+    util::json_refuse_other_case(v, "isLeverage")?;
     let by_quote = category == "spot"
         && order_type == "market"
         && match str_field(v, "marketUnit").as_deref() {

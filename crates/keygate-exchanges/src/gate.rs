@@ -546,7 +546,7 @@ fn spot_order(v: &Value, symbol: Option<&str>) -> Result<OrderIntent, ParseError
     o.order_type = Some(order_type);
     // a margin or unified account's order may borrow what it trades with
     // (`auto_borrow`, a boolean); another type counts as borrowing
-    o.borrows = !matches!(v.get("auto_borrow"), None | Some(Value::Bool(false)));
+    o.borrows = util::json_flag_set(v, "auto_borrow");
     Ok(o)
 }
 

@@ -428,7 +428,7 @@ fn parse_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseErr
     o.order_type = Some(order_type);
     // a margin order may borrow what it trades with (`autoBorrow`, a boolean); another
     // type counts as borrowing
-    o.borrows = !matches!(v.get("autoBorrow"), None | Some(Value::Bool(false)));
+    o.borrows = util::json_flag_set(v, "autoBorrow");
     Ok(o)
 }
 

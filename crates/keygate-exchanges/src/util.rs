@@ -165,20 +165,39 @@ pub fn json_refuse(v: &serde_json::Value, fields: &[&'static str]) -> Result<(),
     }
 }
 
+/// Refuses a key of the JSON object `v` that is `name` in another case (`Memo`,
+/// `MarketUnit`): a backend matching keys without regard to case would read it, and
+/// keygate, reading `name`, would not.
+pub fn json_refuse_other_case(v: &serde_json::Value, name: &'static str) -> Result<(), ParseError> {
+    match v.as_object() {
+        Some(obj)
+            if obj
+                .keys()
+                .any(|k| k != name && k.eq_ignore_ascii_case(name)) =>
+        {
+            Err(ParseError::InvalidValue(name))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether the JSON flag `name` of `v` is set: present and neither `false` nor null. A
+/// value of another type counts as set (an `autoBorrow: "true"` is refused under a cap
+/// rather than taken for unset).
+pub fn json_flag_set(v: &serde_json::Value, name: &str) -> bool {
+    !matches!(
+        v.get(name),
+        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false))
+    )
+}
+
 /// A withdrawal's memo / tag field `name` of a JSON body, read as the exchange would: a
 /// string, or a number (which many exchanges take for the tag it spells), `None` when
 /// absent, null or empty. Anything else, or the same name in another case (`Memo`, which
 /// a backend matching keys without regard to case would read), is refused: a tag keygate
 /// did not see would pass an allowlist entry that names none.
 pub fn json_tag(v: &serde_json::Value, name: &'static str) -> Result<Option<String>, ParseError> {
-    if let Some(obj) = v.as_object() {
-        if obj
-            .keys()
-            .any(|k| k != name && k.eq_ignore_ascii_case(name))
-        {
-            return Err(ParseError::InvalidValue(name));
-        }
-    }
+    json_refuse_other_case(v, name)?;
     match v.get(name) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
