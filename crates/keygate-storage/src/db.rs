@@ -526,12 +526,21 @@ mod tests {
             !in_old_transaction(pool.clone()).await.unwrap(),
             "cut off before it answered"
         );
-        // a BEGIN that answered is pooled as before
+        // a BEGIN that answered is pooled as before: the same server process serves the
+        // next query, outside any transaction
+        let pid = || async {
+            sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        let before = pid().await;
         {
             let mut c = PgBegin::acquire(&pool).await.unwrap();
             let tx = c.begin("BEGIN".into()).await.unwrap();
             tx.commit().await.unwrap();
         }
+        assert_eq!(pid().await, before, "the connection was pooled");
         assert!(!in_old_transaction(pool.clone()).await.unwrap());
         pool.close().await;
     }
