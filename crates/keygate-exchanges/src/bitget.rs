@@ -266,10 +266,10 @@ fn margin_order(v: &Value, settled: Option<&str>) -> Result<OrderIntent, ParseEr
     }
     // `loanType`: `normal` (and `autoRepay`) trade what the account holds; `autoLoan` and
     // `autoLoanAndRepay` borrow. Another value counts as borrowing.
-    o.borrows = !matches!(
-        v.get("loanType").and_then(Value::as_str),
-        Some("normal" | "autoRepay")
-    ) && v.get("loanType").is_some();
+    o.borrows = match v.get("loanType") {
+        None => false,
+        Some(t) => !matches!(t.as_str(), Some("normal" | "autoRepay")),
+    };
     Ok(o)
 }
 
