@@ -277,6 +277,8 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         && !is_problem
         && !route.contains("/proxy/")
         && !route.starts_with("/ui")
+        // its 503 says what is not ready (`Ready`, documented in the OpenAPI)
+        && route != "/readyz"
     {
         let code = match status {
             StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
@@ -326,6 +328,11 @@ impl Application {
             .map(crate::tls::TlsReloader::load)
             .transpose()?;
         let state = prepare(config).await?;
+        if state.config.dev_fast_kdf {
+            tracing::warn!(
+                "KEYGATE_DEV_FAST_KDF is on: vault passwords set or changed now are derived with Argon2id at 1 MiB and one pass, cheap to guess; they stay that weak until changed with it off. For tests only"
+            );
+        }
         crate::ui::session::end_sessions_of_changed_token_settings(&state)
             .await
             .map_err(|e| ConfigError(format!("cannot check the console's sessions: {e}")))?;

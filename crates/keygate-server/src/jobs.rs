@@ -248,6 +248,9 @@ pub async fn tick(state: &AppState, now: DbTime) {
         if let Err(e) = state.store.prune_revoked_sign_ins(now).await {
             tracing::warn!(job = "prune_revoked_sign_ins", error = %e, "job failed");
         }
+        if let Err(e) = state.store.prune_vault_sessions(now).await {
+            tracing::warn!(job = "prune_vault_sessions", error = %e, "job failed");
+        }
     }
     deliver(state, now).await;
 }

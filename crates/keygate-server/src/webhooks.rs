@@ -26,6 +26,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "rotation.reminder",
     "site_key.rotation_reminder",
     "integration.needs_reconsent",
+    "connection.exchange_expiry_reminder",
 ];
 
 /// The event type of `POST /v1/webhooks/{id}/test` (sent to that endpoint only).
@@ -57,6 +58,10 @@ pub fn backoff(attempts: i32) -> Duration {
 pub fn check_url(u: &str) -> Result<(), &'static str> {
     if u.len() > 2000 {
         return Err("must be at most 2000 characters");
+    }
+    // the URL parser drops or escapes them, but the text is what is stored
+    if u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must not contain spaces or control characters");
     }
     let url = url::Url::parse(u).map_err(|_| "not a valid URL")?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -149,8 +154,14 @@ fn secret_for(
 
 /// Sends every due delivery once (claimed, so no other instance sends it too). Returns
 /// how many were attempted.
+///
+/// `now` picks what is due; the claim and the next attempt count from the clock (never
+/// before `now`): a caller's `now` may be minutes old (a job tick that waited for a slow
+/// exchange), and a claim that ended before it was made would let another instance send
+/// the same deliveries at once.
 pub async fn deliver_due(state: &AppState, now: DbTime) -> Result<usize, ApiError> {
-    let claim_until = DbTime::new(now.0 + chrono::Duration::minutes(2));
+    let fresh = || DbTime::new(now.0.max(chrono::Utc::now()));
+    let claim_until = DbTime::new(fresh().0 + chrono::Duration::minutes(2));
     let due = state
         .store
         .claim_due_deliveries(now, claim_until, 100)
@@ -258,7 +269,7 @@ pub async fn deliver_due(state: &AppState, now: DbTime) -> Result<usize, ApiErro
                     d.status = "failed".into();
                 } else {
                     d.next_attempt_at = DbTime::new(
-                        now.0
+                        fresh().0
                             + chrono::Duration::from_std(backoff(d.attempts))
                                 .unwrap_or(chrono::Duration::hours(6)),
                     );

@@ -64,11 +64,51 @@ pub const MAX_INTEGRATIONS_PER_USER: i64 = 50;
 const ICOLS: &str = "id, user_id, provider, name, client_id, client_secret_ct, token_url, scopes, config, status, last_error, dek_version, row_version, created_at, updated_at";
 const TCOLS: &str = "integration_id, user_id, access_token_ct, refresh_token_ct, token_type, scopes, expires_at, dek_version, refreshed_at, refresh_attempts, next_attempt_at, last_error, created_at, updated_at";
 
+/// Inserts or replaces an integration's tokens (bound with [`bind_token!`]).
+fn token_upsert_sql() -> String {
+    format!(
+        "INSERT INTO integration_tokens ({TCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) \
+         ON CONFLICT (integration_id) DO UPDATE SET access_token_ct = excluded.access_token_ct, \
+         refresh_token_ct = excluded.refresh_token_ct, token_type = excluded.token_type, scopes = excluded.scopes, \
+         expires_at = excluded.expires_at, dek_version = excluded.dek_version, refreshed_at = excluded.refreshed_at, \
+         refresh_attempts = excluded.refresh_attempts, next_attempt_at = excluded.next_attempt_at, \
+         last_error = excluded.last_error, updated_at = excluded.updated_at"
+    )
+}
+
+/// Binds the 14 columns of one `IntegrationTokenRecord` (order of `TCOLS`).
+macro_rules! bind_token {
+    ($q:expr, $t:expr) => {{
+        let t = $t;
+        $q.bind(t.integration_id)
+            .bind(t.user_id)
+            .bind(t.access_token_ct.clone())
+            .bind(t.refresh_token_ct.clone())
+            .bind(t.token_type.clone())
+            .bind(t.scopes.clone())
+            .bind(t.expires_at)
+            .bind(t.dek_version)
+            .bind(t.refreshed_at)
+            .bind(t.refresh_attempts)
+            .bind(t.next_attempt_at)
+            .bind(t.last_error.clone())
+            .bind(t.created_at)
+            .bind(t.updated_at)
+    }};
+}
+
 impl Store {
     /// Stores integration `i`, unless its user already has [`MAX_INTEGRATIONS_PER_USER`]
     /// ([`StorageError::LimitReached`]): each one is refreshed by the platform's job.
-    pub async fn create_integration(&self, actor: Actor, i: &IntegrationRecord) -> Result<()> {
+    /// Adds an integration, and its first tokens when given, in one transaction.
+    pub async fn create_integration(
+        &self,
+        actor: Actor,
+        i: &IntegrationRecord,
+        tokens: Option<&IntegrationTokenRecord>,
+    ) -> Result<()> {
         let sql = format!("INSERT INTO integrations ({ICOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)");
+        let token_sql = token_upsert_sql();
         in_tx!(self, actor, |tx| {
             // the count and the insert, one user at a time: a burst cannot pass together
             owner_lock!(self, tx, i.user_id, crate::webhooks::CAP_LOCKS);
@@ -104,6 +144,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| on_unique(e, "name"))?;
+            if let Some(t) = tokens {
+                bind_token!(sqlx::query::<DB>(&token_sql), t)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         });
         Ok(())
     }
@@ -325,31 +370,10 @@ impl Store {
         actor: Actor,
         t: &IntegrationTokenRecord,
     ) -> Result<()> {
-        let sql = format!(
-            "INSERT INTO integration_tokens ({TCOLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) \
-             ON CONFLICT (integration_id) DO UPDATE SET access_token_ct = excluded.access_token_ct, \
-             refresh_token_ct = excluded.refresh_token_ct, token_type = excluded.token_type, scopes = excluded.scopes, \
-             expires_at = excluded.expires_at, dek_version = excluded.dek_version, refreshed_at = excluded.refreshed_at, \
-             refresh_attempts = excluded.refresh_attempts, next_attempt_at = excluded.next_attempt_at, \
-             last_error = excluded.last_error, updated_at = excluded.updated_at"
-        );
+        let sql = token_upsert_sql();
         in_tx!(self, actor, |tx| {
             require_active_dek!(self, tx, t.user_id, t.dek_version);
-            sqlx::query::<DB>(&sql)
-                .bind(t.integration_id)
-                .bind(t.user_id)
-                .bind(t.access_token_ct.clone())
-                .bind(t.refresh_token_ct.clone())
-                .bind(t.token_type.clone())
-                .bind(t.scopes.clone())
-                .bind(t.expires_at)
-                .bind(t.dek_version)
-                .bind(t.refreshed_at)
-                .bind(t.refresh_attempts)
-                .bind(t.next_attempt_at)
-                .bind(t.last_error.clone())
-                .bind(t.created_at)
-                .bind(t.updated_at)
+            bind_token!(sqlx::query::<DB>(&sql), t)
                 .execute(&mut *tx)
                 .await?;
         });

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use crate::{Actor, AuditEvent, DbTime, Result, Store};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct UserKeyRecord {
     pub user_id: Uuid,
     pub version: i32,
@@ -17,6 +17,25 @@ pub struct UserKeyRecord {
     pub state: String,
     pub created_at: DbTime,
     pub updated_at: DbTime,
+}
+
+/// Without the wrapped key (a platform-mode one opens with the master key alone).
+impl std::fmt::Debug for UserKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserKeyRecord")
+            .field("user_id", &self.user_id)
+            .field("version", &self.version)
+            .field(
+                "wrapped_dek",
+                &self.wrapped_dek.as_ref().map(|_| "[wrapped]"),
+            )
+            .field("kek_version", &self.kek_version)
+            .field("protection", &self.protection)
+            .field("state", &self.state)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
 }
 
 pub(crate) const COLS: &str =

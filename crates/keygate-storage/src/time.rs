@@ -14,6 +14,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArgumentValue, SqliteTypeInfo, SqliteValueRef};
 use sqlx::{Decode, Encode, Type};
 
+#[cfg(test)]
 const FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
 /// A UTC instant at microsecond precision.
@@ -35,17 +36,33 @@ impl DbTime {
     pub fn micros(&self) -> i64 {
         self.0.timestamp_micros()
     }
-    /// The fixed-width text form (also the canonical form in audit hashes). Written by
-    /// hand for years 0–9999 (chrono's formatter interprets the pattern on every call, a
-    /// visible cost when the gateway's writer encodes two per call); the same text as
-    /// `FORMAT`, which the other years go through.
+    /// The instant as stored: within years 1–9999, the range both backends store and
+    /// read back as the same text (an instant outside is stored as the nearest end). A
+    /// client may send any year chrono knows (`+10000-…`, `-0001-…`); stored as such, it
+    /// came back from SQLite as text no RFC 3339 parser reads, or PostgreSQL refused it.
+    pub fn stored(&self) -> DateTime<Utc> {
+        self.0.clamp(Self::first(), Self::last())
+    }
+    /// 0001-01-01T00:00:00Z.
+    pub fn first() -> DateTime<Utc> {
+        Utc.timestamp_micros(-62_135_596_800_000_000)
+            .single()
+            .unwrap_or_default()
+    }
+    /// 9999-12-31T23:59:59.999999Z.
+    pub fn last() -> DateTime<Utc> {
+        Utc.timestamp_micros(253_402_300_799_999_999)
+            .single()
+            .unwrap_or_default()
+    }
+    /// The fixed-width text form of [`DbTime::stored`] (also the canonical form in audit
+    /// hashes). Written by hand (chrono's formatter interprets the pattern on every call,
+    /// a visible cost when the gateway's writer encodes two per call); the same text as
+    /// `FORMAT`.
     pub fn canonical(&self) -> String {
         use chrono::{Datelike, Timelike};
-        let t = &self.0;
+        let t = &self.stored();
         let year = t.year();
-        if !(0..=9999).contains(&year) {
-            return t.format(FORMAT).to_string();
-        }
         let mut b = [0u8; 27];
         let mut put = |at: usize, width: usize, mut v: u32| {
             for i in (0..width).rev() {
@@ -101,7 +118,14 @@ impl<'q> Encode<'q, Sqlite> for DbTime {
 impl<'r> Decode<'r, Sqlite> for DbTime {
     fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
         let s = <&str as Decode<Sqlite>>::decode(value)?;
-        let t = DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc);
+        let t = match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => t.with_timezone(&Utc),
+            // a year outside 0–9999 (`+10000-…`), stored before such instants were
+            // clamped ([`DbTime::stored`])
+            Err(e) => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.fZ")
+                .map_err(|_| e)?
+                .and_utc(),
+        };
         Ok(DbTime::new(t))
     }
 }
@@ -117,7 +141,7 @@ impl Type<Postgres> for DbTime {
 
 impl Encode<'_, Postgres> for DbTime {
     fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <DateTime<Utc> as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+        <DateTime<Utc> as Encode<Postgres>>::encode_by_ref(&self.stored(), buf)
     }
 }
 
@@ -162,8 +186,26 @@ mod tests {
             let t = DbTime::from_micros(us);
             assert_eq!(t.canonical(), t.0.format(FORMAT).to_string(), "{us}");
         }
-        // outside 0-9999 chrono's form is kept
+        // outside 1-9999 the nearest end
         let far = DbTime(Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap());
-        assert_eq!(far.canonical(), far.0.format(FORMAT).to_string());
+        assert_eq!(far.canonical(), "9999-12-31T23:59:59.999999Z");
+        let early = DbTime(Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(early.canonical(), "0001-01-01T00:00:00.000000Z");
+        for t in [far, early] {
+            let back = DateTime::parse_from_rfc3339(&t.canonical()).unwrap();
+            assert_eq!(back.with_timezone(&Utc), t.stored());
+        }
+    }
+
+    /// Text an earlier keygate stored for a year past 9999 is read back.
+    #[test]
+    fn far_years_stored_before_are_read() {
+        let t = chrono::NaiveDateTime::parse_from_str(
+            "+10000-01-01T00:00:00.000000Z",
+            "%Y-%m-%dT%H:%M:%S%.fZ",
+        )
+        .unwrap()
+        .and_utc();
+        assert_eq!(t, Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap());
     }
 }

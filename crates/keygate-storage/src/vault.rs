@@ -41,7 +41,7 @@ pub struct VaultRecord {
     pub updated_at: DbTime,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct VaultSession {
     pub user_id: Uuid,
     pub session_id: Uuid,
@@ -57,6 +57,29 @@ pub struct VaultSession {
     /// `session_dek`, so rows not yet re-sealed stay readable (`None` otherwise).
     pub previous_session_dek: Option<Vec<u8>>,
     pub previous_dek_version: Option<i32>,
+}
+
+/// Without the wrapped keys: `session_dek` opens the vault with the master key alone, and
+/// must not reach a log through a `{:?}`.
+impl std::fmt::Debug for VaultSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSession")
+            .field("user_id", &self.user_id)
+            .field("session_id", &self.session_id)
+            .field("session_dek", &"[wrapped]")
+            .field("dek_version", &self.dek_version)
+            .field("kek_version", &self.kek_version)
+            .field("unlocked_at", &self.unlocked_at)
+            .field("last_used_at", &self.last_used_at)
+            .field("expires_at", &self.expires_at)
+            .field("ip_address", &self.ip_address)
+            .field(
+                "previous_session_dek",
+                &self.previous_session_dek.as_ref().map(|_| "[wrapped]"),
+            )
+            .field("previous_dek_version", &self.previous_dek_version)
+            .finish()
+    }
 }
 
 /// How a password-mode DEK rotation carries a live unlock session over to the new version
@@ -329,6 +352,20 @@ impl Store {
         }))
     }
 
+    /// Deletes unlock sessions that ended before `before`. An ended session's row still
+    /// holds the data key wrapped by the master key alone: left in place, a database
+    /// writer could move its end forward and unlock the vault without the password.
+    pub async fn prune_vault_sessions(&self, before: DbTime) -> Result<u64> {
+        // quiet: an ended session already unlocks nothing, so no cached context changes
+        Ok(in_tx!(@quiet self, Actor::service(), |tx| {
+            sqlx::query::<DB>("DELETE FROM vault_sessions WHERE expires_at <= $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        }))
+    }
+
     /// Slides the idle timeout of a live session.
     pub async fn touch_vault_session(
         &self,
@@ -368,6 +405,26 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Locks `user_id`'s vault when its unlock session was opened by the sign-in
+    /// `sign_in` (any sign-in: `None`), as revoking that sign-in (or all) does.
+    pub async fn close_vault_session_of(
+        &self,
+        user_id: Uuid,
+        sign_in: Option<Uuid>,
+    ) -> Result<bool> {
+        let n = in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>(
+                "DELETE FROM vault_sessions WHERE user_id = $1 AND ($2 IS NULL OR session_id = $2)",
+            )
+            .bind(user_id)
+            .bind(sign_in)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
         });
         Ok(n > 0)
     }

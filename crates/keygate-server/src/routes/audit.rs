@@ -117,8 +117,13 @@ impl AuditQuery {
             Some(_) => return Err(ApiError::field("result", "must be success or failure")),
         };
         let short = |f: &str, v: &Option<String>| -> ApiResult<()> {
-            if v.as_ref().is_some_and(|v| v.len() > 64) {
-                return Err(ApiError::field(f, "must be at most 64 characters"));
+            if v.as_ref()
+                .is_some_and(|v| v.len() > 64 || v.chars().any(char::is_control))
+            {
+                return Err(ApiError::field(
+                    f,
+                    "must be at most 64 characters, without control characters",
+                ));
             }
             Ok(())
         };

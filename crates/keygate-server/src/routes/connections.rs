@@ -225,6 +225,7 @@ fn check_common(
             "must be a JSON object of at most 16 KiB",
         ));
     }
+    super::check_json_text("metadata", meta, errors);
 }
 
 /// The credential must exist, be the caller's, and be for the same venue.

@@ -350,6 +350,7 @@ pub async fn create(
         if e <= now.0 {
             errors.push(FieldError::new("expires_at", "must be in the future"));
         }
+        super::check_instant("expires_at", &e, &mut errors);
     }
     let plain = PlainSecrets {
         api_key: req.api_key,
@@ -502,14 +503,18 @@ pub(crate) fn expected_version(
     body: Option<i64>,
     current: i64,
 ) -> ApiResult<i64> {
+    // a header that is there but unreadable is refused, not taken as absent (which would
+    // skip the check)
     let from_header = headers
         .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
         .map(|v| {
-            v.trim()
+            v.to_str()
+                .map_err(|_| ())?
+                .trim()
                 .trim_start_matches("W/")
                 .trim_matches('"')
                 .parse::<i64>()
+                .map_err(|_| ())
         })
         .transpose()
         .map_err(|_| {
@@ -555,6 +560,9 @@ pub async fn update(
     if let Some(e) = req.expires_at {
         if e.is_some_and(|e| e <= Utc::now()) {
             errors.push(FieldError::new("expires_at", "must be in the future"));
+        }
+        if let Some(e) = &e {
+            super::check_instant("expires_at", e, &mut errors);
         }
         c.expires_at = e.map(DbTime::new);
     }

@@ -194,6 +194,9 @@ fn check_tokens(t: &TokensBody, errors: &mut Vec<FieldError>) {
     if let Some(tt) = &t.token_type {
         check_text("tokens.token_type", tt, 32, errors);
     }
+    if let Some(e) = &t.expires_at {
+        super::check_instant("tokens.expires_at", e, errors);
+    }
 }
 
 async fn seal_tokens(
@@ -261,6 +264,7 @@ pub async fn create(
             "must be a JSON object under 16 KiB",
         ));
     }
+    super::check_json_text("config", &config, &mut errors);
     if let Some(t) = &req.tokens {
         check_tokens(t, &mut errors);
     }
@@ -290,23 +294,20 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
+    let tok = match &req.tokens {
+        Some(t) => Some(seal_tokens(&s, actor, user, id, t, now).await?),
+        None => None,
+    };
+    // the integration and its first tokens together: a failure leaves neither
     s.store
-        .create_integration(actor, &rec)
+        .create_integration(actor, &rec, tok.as_ref())
         .await
         .map_err(|e| match e {
-            keygate_storage::StorageError::Conflict(_) => {
+            keygate_storage::StorageError::Conflict("name") => {
                 ApiError::field("name", "an integration with this name already exists")
             }
             e => e.into(),
         })?;
-    let tok = match &req.tokens {
-        Some(t) => {
-            let t = seal_tokens(&s, actor, user, id, t, now).await?;
-            s.store.put_integration_token(actor, &t).await?;
-            Some(t)
-        }
-        None => None,
-    };
     let mut ev = event("integration", "create", &caller, Some(user), &meta);
     ev.metadata = DbJson(serde_json::json!({"integration_id": id, "provider": rec.provider}));
     s.recorder.record(vec![ev], vec![]).await?;
@@ -430,6 +431,7 @@ pub async fn update(
                 "must be a JSON object under 16 KiB",
             ));
         }
+        super::check_json_text("config", &c, &mut errors);
         i.config = DbJson(c);
     }
     if let Some(cs) = &req.client_secret {
@@ -451,7 +453,7 @@ pub async fn update(
         .update_integration(actor, &i, Some(expected))
         .await
         .map_err(|e| match e {
-            keygate_storage::StorageError::Conflict(_) => {
+            keygate_storage::StorageError::Conflict("name") => {
                 ApiError::field("name", "an integration with this name already exists")
             }
             e => e.into(),

@@ -121,3 +121,87 @@ pub fn with_etag<T: Serialize>(status: StatusCode, row_version: i64, view: T) ->
     }
     r
 }
+
+/// An instant a client sends (an expiry, a due date): from 1970 to 9999. chrono reads any
+/// year it knows (`+10000-…`, `-0001-…`); keygate stores years 1–9999
+/// (`DbTime::stored`), and nothing it schedules is before 1970.
+pub fn check_instant(field: &str, t: &chrono::DateTime<chrono::Utc>, errors: &mut Vec<FieldError>) {
+    use chrono::Datelike;
+    if !(1970..=9999).contains(&t.year()) {
+        errors.push(FieldError::new(
+            field,
+            "must be a time between 1970 and 9999",
+        ));
+    }
+}
+
+/// Free text (a description): at most `max` characters, no control characters but line
+/// breaks and tabs (PostgreSQL's text refuses NUL, and logs and the console show it).
+pub fn check_free_text(field: &str, v: &str, max: usize, errors: &mut Vec<FieldError>) {
+    if v.chars().count() > max
+        || v.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {max} characters, without control characters"),
+        ));
+    }
+}
+
+/// A client's JSON value (metadata, configuration): no NUL in any key or string, which
+/// PostgreSQL's `jsonb` refuses.
+pub fn check_json_text(field: &str, v: &serde_json::Value, errors: &mut Vec<FieldError>) {
+    fn has_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(a) => a.iter().any(has_nul),
+            serde_json::Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(v) {
+        errors.push(FieldError::new(field, "must not contain NUL characters"));
+    }
+}
+
+#[cfg(test)]
+mod checks {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn instants_outside_1970_to_9999_are_refused() {
+        let mut e = vec![];
+        for y in [1970, 2026, 9999] {
+            check_instant(
+                "t",
+                &chrono::Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap(),
+                &mut e,
+            );
+        }
+        assert!(e.is_empty());
+        for y in [-1, 0, 1969, 10_000] {
+            check_instant(
+                "t",
+                &chrono::Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap(),
+                &mut e,
+            );
+        }
+        assert_eq!(e.len(), 4);
+    }
+
+    #[test]
+    fn nul_is_found_anywhere_in_json() {
+        let mut e = vec![];
+        check_json_text("m", &serde_json::json!({"a": ["b", {"c": 1}]}), &mut e);
+        assert!(e.is_empty());
+        check_json_text("m", &serde_json::json!({"a": ["b\u{0}"]}), &mut e);
+        check_json_text("m", &serde_json::json!({"a\u{0}": 1}), &mut e);
+        assert_eq!(e.len(), 2);
+        check_free_text("d", "two\nlines\tok", 20, &mut e);
+        assert_eq!(e.len(), 2);
+        check_free_text("d", "nul\u{0}", 20, &mut e);
+        assert_eq!(e.len(), 3);
+    }
+}

@@ -103,6 +103,7 @@ pub async fn put_schedule(
     }
     let now = DbTime::now();
     if let Some(d) = req.next_due_at {
+        super::check_instant("next_due_at", &d, &mut errors);
         if d > now.0 + Duration::days(3650) {
             errors.push(FieldError::new("next_due_at", "must be within 10 years"));
         }

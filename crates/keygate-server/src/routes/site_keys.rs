@@ -144,12 +144,7 @@ pub async fn create(
     check_value(&req.value, &mut errors);
     check_interval(req.rotation_interval_days, &mut errors);
     if let Some(d) = &req.description {
-        if d.chars().count() > 500 {
-            errors.push(FieldError::new(
-                "description",
-                "must be at most 500 characters",
-            ));
-        }
+        super::check_free_text("description", d, 500, &mut errors);
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -282,12 +277,7 @@ pub async fn update(
         k.provider = p;
     }
     if let Some(d) = req.description {
-        if d.chars().count() > 500 {
-            errors.push(FieldError::new(
-                "description",
-                "must be at most 500 characters",
-            ));
-        }
+        super::check_free_text("description", &d, 500, &mut errors);
         k.description = Some(d);
     }
     if let Some(a) = req.is_active {
@@ -296,6 +286,13 @@ pub async fn update(
     if req.rotation_interval_days.is_some() {
         check_interval(req.rotation_interval_days, &mut errors);
         k.rotation_interval_days = req.rotation_interval_days;
+    }
+    if let Some(t) = &req.next_rotation_at {
+        super::check_instant("next_rotation_at", t, &mut errors);
+    }
+    // the dates below add the interval: only a valid one (an overflow would panic)
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
     }
     let rotated = req.value.is_some();
     if let Some(v) = &req.value {

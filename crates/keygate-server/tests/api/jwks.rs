@@ -423,12 +423,27 @@ crate::both_backends!(
         .await
         .unwrap();
 
+        // the vault, unlocked by its setup, locks with the revocation
+        let pw = json!({"password": "correct horse battery"});
+        assert_eq!(app.post("/v1/vault/setup", &old, pw).await.0, 200);
+        let unlocked = || async {
+            use keygate_storage::{Actor, DbTime};
+            app.state
+                .store
+                .vault_session(Actor::service(), user, DbTime::now())
+                .await
+                .unwrap()
+                .is_some()
+        };
+        assert!(unlocked().await);
+
         let (s, v) = app.post("/v1/tokens/revoke", &old, json!({})).await;
         assert_eq!(
             (s, v["user_id"].as_str()),
             (200, Some(user.to_string().as_str())),
             "{v}"
         );
+        assert!(!unlocked().await, "the vault stayed unlocked");
         let cutoff: chrono::DateTime<chrono::Utc> =
             v["tokens_issued_before"].as_str().unwrap().parse().unwrap();
         for t in [&old, &old2] {

@@ -211,6 +211,22 @@ both_backends!(
             )
             .await;
         assert_eq!(s, 412);
+        // an If-Match that cannot be read is refused, not taken as absent
+        let r = app
+            .client
+            .patch(format!("{}/v1/credentials/{id}", app.base))
+            .bearer_auth(&ta)
+            .header(
+                "if-match",
+                reqwest::header::HeaderValue::from_bytes(b"\"\xff\"").unwrap(),
+            )
+            .json(&json!({"label": "renamed"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let p: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(p["code"], "bad_if_match", "{p}");
         let (s, u) = app
             .send(
                 reqwest::Method::PATCH,
@@ -379,8 +395,68 @@ both_backends!(bad_input_is_rejected_cleanly, |app: TestApp| async move {
     assert_eq!(r.status(), 413);
     assert_eq!(count_credentials(&app, &t).await, 0, "nothing was written");
     // OKX with passphrase is fine
-    let (s, _) = app.post("/v1/credentials", &t, json!({"exchange": "okx", "label": "okx", "api_key": "k", "api_secret": "s", "passphrase": OKX_PASSPHRASE})).await;
+    let (s, c) = app.post("/v1/credentials", &t, json!({"exchange": "okx", "label": "okx", "api_key": "k", "api_secret": "s", "passphrase": OKX_PASSPHRASE})).await;
     assert_eq!(s, 201);
+    let cred = c["id"].as_str().unwrap().to_string();
+
+    // Years chrono reads but nothing stores alike, and NUL, which PostgreSQL refuses: 422
+    // (they were stored unreadable on SQLite, or a 500 on PostgreSQL), nothing written.
+    let field_of =
+        |p: &serde_json::Value| p["errors"][0]["field"].as_str().unwrap_or("").to_string();
+    let far = "+10000-01-01T00:00:00Z";
+    let (s, p) = app.post("/v1/credentials", &t, json!({"exchange": "binance", "label": "far", "api_key": "k", "api_secret": "s", "expires_at": far})).await;
+    assert_eq!((s, field_of(&p)), (422, "expires_at".into()), "{p}");
+    let (s, p) = app
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/credentials/{cred}/rotation-schedule"),
+            &t,
+            json!({"interval_days": 90, "next_due_at": "-0001-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!((s, field_of(&p)), (422, "next_due_at".into()), "{p}");
+    let (s, p) = app
+        .post(
+            "/v1/integrations",
+            &t,
+            json!({
+            "provider": "p", "name": "n", "client_id": "c", "token_url": "https://example.com/t",
+            "tokens": {"access_token": "a", "refresh_token": "r", "expires_at": far}}),
+        )
+        .await;
+    assert_eq!((s, field_of(&p)), (422, "tokens.expires_at".into()), "{p}");
+    let (s, p) = app
+        .post(
+            "/v1/integrations",
+            &t,
+            json!({
+            "provider": "p", "name": "n", "client_id": "c", "token_url": "https://example.com/t",
+            "config": {"a": ["b\u{0}"]}}),
+        )
+        .await;
+    assert_eq!((s, field_of(&p)), (422, "config".into()), "{p}");
+    let (s, p) = app
+        .post(
+            "/v1/webhooks",
+            &t,
+            json!({"url": "https://example.com/a\u{0}b"}),
+        )
+        .await;
+    assert_eq!((s, field_of(&p)), (422, "url".into()), "{p}");
+    let (s, p) = app
+        .post("/v1/connections", &t, json!({"name": "m", "exchange": "okx", "credential_id": cred, "metadata": {"k\u{0}": 1}}))
+        .await;
+    assert_eq!((s, field_of(&p)), (422, "metadata".into()), "{p}");
+    let (s, p) = app.get("/v1/audit?category=%00", &t).await;
+    assert_eq!((s, field_of(&p)), (422, "category".into()), "{p}");
+    // a time filter outside what is stored is no error: nothing is that old
+    let (s, p) = app.get("/v1/audit?since=-5000-01-01T00:00:00Z", &t).await;
+    assert_eq!(s, 200, "{p}");
+    let (_, l) = app.get("/v1/integrations", &t).await;
+    assert_eq!(l["items"], json!([]), "an integration was written: {l}");
+    let (_, l) = app.get("/v1/webhooks", &t).await;
+    assert_eq!(l["items"], json!([]), "a webhook was written: {l}");
+    assert_eq!(count_credentials(&app, &t).await, 1);
 });
 
 both_backends!(
@@ -711,6 +787,27 @@ both_backends!(
             .expect("still unlocked");
         let left = session.expires_at.0 - now;
         assert!(left > chrono::Duration::seconds(55), "locks in {left}");
+        // an ended session's row (it holds the data key wrapped by the master key alone)
+        // is deleted by the pruning job; a live one is kept
+        assert_eq!(
+            app.state
+                .store
+                .prune_vault_sessions(DbTime::now())
+                .await
+                .unwrap(),
+            0
+        );
+        let ended = format!("UPDATE vault_sessions SET expires_at = '{}'", at(-1));
+        assert_eq!(app.raw_exec(&ended).await.unwrap(), 1);
+        assert_eq!(
+            app.state
+                .store
+                .prune_vault_sessions(DbTime::now())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(app.raw_exec("DELETE FROM vault_sessions").await.unwrap(), 0);
     }
 );
 
@@ -754,6 +851,47 @@ both_backends!(no_plaintext_at_rest, |app: TestApp| async move {
         );
     }
 });
+
+/// A shredded user's wrapped data key leaves the SQLite file once the WAL is checkpointed:
+/// its bytes are not kept anywhere the master key could still open them from. (SQLite
+/// rewrote this page whole here even without `secure_delete`, which keygate sets for the
+/// pages it does not.)
+#[tokio::test]
+async fn a_shredded_data_key_leaves_the_database_file() {
+    use keygate_storage::Actor;
+    let app = helpers::spawn_app(helpers::Backend::Sqlite).await.unwrap();
+    let user = Uuid::new_v4();
+    let t = app.token(user);
+    assert_eq!(
+        app.post("/v1/credentials", &t, binance_body("s")).await.0,
+        201
+    );
+    let wrapped = app
+        .state
+        .store
+        .active_user_key(Actor::user(user), user)
+        .await
+        .unwrap()
+        .and_then(|k| k.wrapped_dek)
+        .expect("a wrapped data key");
+    let in_files = |app: &helpers::TestApp| {
+        ["keygate.db", "keygate.db-wal"].iter().any(|f| {
+            std::fs::read(app.data_dir.path().join(f))
+                .is_ok_and(|b| b.windows(wrapped.len()).any(|w| w == wrapped.as_slice()))
+        })
+    };
+    assert!(in_files(&app), "the test looks for the wrong bytes");
+    let shred = json!({"confirm": "SHRED ALL MY SECRETS"});
+    assert_eq!(app.post("/v1/vault/shred", &t, shred).await.0, 204);
+    // what the WAL holds goes into the file, and the WAL is emptied
+    app.raw_exec("PRAGMA wal_checkpoint(TRUNCATE)")
+        .await
+        .unwrap();
+    assert!(
+        !in_files(&app),
+        "the shredded key's bytes are still in the file"
+    );
+}
 
 /// Row-level security isolates users even for a query without a WHERE clause.
 #[tokio::test]

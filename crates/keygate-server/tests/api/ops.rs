@@ -114,6 +114,17 @@ async fn plaintext_on_a_public_address_needs_an_explicit_flag() {
     let (_, v) = app.get("/readyz", "").await;
     assert_eq!(v["transport"], "plaintext_loopback");
     assert_eq!(v["warnings"], json!([]));
+    // not ready: the 503 says what is not (it was rewritten into a bare internal_error)
+    app.raw_exec("UPDATE _sqlx_migrations SET success = false WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)")
+        .await
+        .unwrap();
+    let (s, v) = app.get("/readyz", "").await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(
+        (&v["status"], &v["database"]),
+        (&json!("not_ready"), &json!("migrations_pending")),
+        "{v}"
+    );
 }
 
 /// A binary older than the database's schema refuses to start, naming both versions.
