@@ -13,7 +13,9 @@ use crate::decision::{Decision, Denial, DenyCode, OrderApproval, PolicyApproved}
 use crate::destination::nonempty;
 use crate::limits::Limits;
 use crate::scope::{Scope, ScopeSet};
-use crate::state::{CapsElsewhere, Counters, KeyState, KeyStatus, Prices, VaultState};
+use crate::state::{
+    CapsElsewhere, ConnectionRates, Counters, KeyState, KeyStatus, Prices, VaultState,
+};
 use crate::symbol::normalize_symbol;
 
 /// One call through the gateway, as the server classified and parsed it.
@@ -41,11 +43,14 @@ pub struct CallRequest {
 pub struct Policy {
     /// Effective scopes: see [`crate::scopes_for_connection`].
     pub scopes: ScopeSet,
-    /// Effective limits: see [`Limits::merge_stricter`].
+    /// Effective limits: see [`Limits::merge_stricter`]. Its request caps count every
+    /// call of the key (the server puts the credential's own there).
     pub limits: Limits,
     pub key: KeyState,
     pub vault: VaultState,
     pub counters: Counters,
+    /// The connection's own request caps and counts.
+    pub connection_rates: ConnectionRates,
     pub prices: Prices,
     /// Caps on the key's other connections, which count this call's amounts too.
     pub caps_elsewhere: CapsElsewhere,
@@ -79,7 +84,7 @@ fn decide(p: &Policy, req: &CallRequest, now: DateTime<Utc>) -> Result<PolicyApp
     check_vault(p.vault)?;
     check_ip(&p.limits, req.client_ip)?;
     check_endpoint(p, req)?;
-    check_rates(&p.limits, &p.counters, now)?;
+    check_rates(&p.limits, &p.counters, &p.connection_rates, now)?;
 
     let mut approved = PolicyApproved {
         class: req.class,
@@ -290,43 +295,68 @@ pub(crate) fn secs_to_window_end(now: DateTime<Utc>, window_secs: u32) -> u64 {
     u64::from(window_secs.saturating_sub(into).max(1))
 }
 
-fn check_rates(limits: &Limits, c: &Counters, now: DateTime<Utc>) -> Result<(), Denial> {
+fn check_rates(
+    limits: &Limits,
+    c: &Counters,
+    conn: &ConnectionRates,
+    now: DateTime<Utc>,
+) -> Result<(), Denial> {
+    const KEY: &str = "request limit";
+    const CONNECTION: &str = "this connection's request limit";
     let windows = [
         (
             limits.max_requests_per_minute,
             c.requests_this_minute,
             60,
             "minute",
+            KEY,
         ),
         (
             limits.max_requests_per_hour,
             c.requests_this_hour,
             3600,
             "hour",
+            KEY,
         ),
         (
             limits.max_requests_per_day,
             c.requests_today,
             86_400,
             "day (UTC)",
+            KEY,
+        ),
+        (
+            conn.max_per_minute,
+            conn.this_minute,
+            60,
+            "minute",
+            CONNECTION,
+        ),
+        (conn.max_per_hour, conn.this_hour, 3600, "hour", CONNECTION),
+        (
+            conn.max_per_day,
+            conn.today,
+            86_400,
+            "day (UTC)",
+            CONNECTION,
         ),
     ];
-    let mut worst: Option<(u64, &str, u32)> = None;
-    for (limit, used, secs, name) in windows {
+    let mut worst: Option<(u64, &str, u32, &str)> = None;
+    for (limit, used, secs, name, scope) in windows {
         let Some(limit) = limit else { continue };
         if u64::from(used) + 1 > u64::from(limit) {
             let retry = secs_to_window_end(now, secs);
-            if worst.is_none_or(|(r, _, _)| retry > r) {
-                worst = Some((retry, name, limit));
+            if worst.is_none_or(|(r, _, _, _)| retry > r) {
+                worst = Some((retry, name, limit, scope));
             }
         }
     }
     match worst {
         None => Ok(()),
-        Some((retry, name, limit)) => {
+        Some((retry, name, limit, scope)) => {
             let mut d = Denial::new(
                 DenyCode::RateLimited,
-                format!("request limit of {limit} per {name} reached"),
+                format!("{scope} of {limit} per {name} reached"),
             );
             d.retry_after_secs = Some(retry);
             Err(d)

@@ -11,7 +11,8 @@
 //!   (`as_str()` = stable problem code, `status()`), [`OrderApproval`].
 //! - [`Scope`], [`ScopeSet`], [`scopes_for_connection`].
 //! - [`Limits`] (`merge_stricter`, `validate` -> [`FieldError`]s).
-//! - [`KeyState`]/[`KeyStatus`], [`VaultState`], [`Counters`], [`Prices`].
+//! - [`KeyState`]/[`KeyStatus`], [`VaultState`], [`Counters`], [`ConnectionRates`],
+//!   [`Prices`].
 //! - [`normalize_symbol`], [`same_address`], [`USD_STABLECOINS`].
 //!
 //! # Rules (fail closed: anything unknown while a limit needs it denies)
@@ -28,7 +29,9 @@
 //!    trade, withdrawal -> withdraw, transfer -> transfer), whatever the class.
 //! 6. **Rates**: calendar-aligned UTC windows (minute, hour, day). `used + 1 > limit` ->
 //!    429 `rate_limited`, `retry_after_secs` = seconds to the end of the longest exceeded
-//!    window. The caller supplies counts for the windows containing `now`.
+//!    window. The caller supplies counts for the windows containing `now`. The caps in
+//!    [`Limits`] count every call of the key; a connection's own caps
+//!    ([`ConnectionRates`]) count only the calls made through it.
 //! 7. **Orders** (each order of a batch; cancels skip all of this):
 //!    symbol lists (blocked wins; native symbol or `base+quote` may match) -> leverage ->
 //!    *(reduce-only stops here)* -> daily loss (`None` loss = no snapshot ->
@@ -56,7 +59,9 @@ pub use destination::AllowedDestination;
 pub use evaluate::{evaluate, CallRequest, Policy};
 pub use limits::{FieldError, Limits, MAX_SPEND_CAP_USD};
 pub use scope::{scopes_for_connection, Scope, ScopeSet};
-pub use state::{CapsElsewhere, Counters, KeyState, KeyStatus, Prices, VaultState};
+pub use state::{
+    CapsElsewhere, ConnectionRates, Counters, KeyState, KeyStatus, Prices, VaultState,
+};
 pub use symbol::{normalize_symbol, same_address, USD_STABLECOINS};
 
 #[cfg(test)]

@@ -66,6 +66,38 @@ pub struct CapsElsewhere {
     pub withdrawals: bool,
 }
 
+/// A connection's own request caps, with the calls made through that connection alone
+/// (the request caps in [`crate::Limits`] count every call of the key, through any of its
+/// connections). Counts are for the calendar windows that contain `now`, without the
+/// request being evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectionRates {
+    pub max_per_minute: Option<u32>,
+    pub max_per_hour: Option<u32>,
+    pub max_per_day: Option<u32>,
+    pub this_minute: u32,
+    pub this_hour: u32,
+    pub today: u32,
+}
+
+impl ConnectionRates {
+    /// The request caps of a connection's own limits (counts zero).
+    pub fn caps_of(limits: &crate::Limits) -> ConnectionRates {
+        ConnectionRates {
+            max_per_minute: limits.max_requests_per_minute,
+            max_per_hour: limits.max_requests_per_hour,
+            max_per_day: limits.max_requests_per_day,
+            ..ConnectionRates::default()
+        }
+    }
+
+    /// Whether any request cap is set.
+    pub fn capped(&self) -> bool {
+        self.max_per_minute.is_some() || self.max_per_hour.is_some() || self.max_per_day.is_some()
+    }
+}
+
 /// What is already spent, from persisted rows and shared counters (DESIGN.md §7
 /// "Counters that must not reset"). Request counts are for the *calendar* windows that
 /// contain `now` (UTC minute, hour and day), without the request being evaluated.

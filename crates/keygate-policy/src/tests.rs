@@ -36,6 +36,7 @@ fn policy() -> Policy {
             daily_loss_usd: Some(Decimal::ZERO),
             ..Counters::default()
         },
+        connection_rates: ConnectionRates::default(),
         prices,
         caps_elsewhere: CapsElsewhere::default(),
     }
@@ -453,6 +454,42 @@ fn rate_limit_allows_up_to_the_limit_and_reports_longest_window() {
     p.counters.requests_this_minute = u32::MAX;
     p.limits.max_requests_per_minute = Some(u32::MAX);
     assert_eq!(denied(&p, &read()), DenyCode::RateLimited);
+}
+
+#[test]
+fn connection_rate_caps_count_only_the_connections_calls() {
+    let mut p = policy();
+    // the key allows 100 a minute and has made 50; this connection allows 5 and made 4
+    p.limits.max_requests_per_minute = Some(100);
+    p.counters.requests_this_minute = 50;
+    p.connection_rates = ConnectionRates {
+        max_per_minute: Some(5),
+        this_minute: 4,
+        ..ConnectionRates::default()
+    };
+    allowed(&p, &read());
+    p.connection_rates.this_minute = 5;
+    let den = evaluate(&p, &read(), now()).into_result().unwrap_err();
+    assert_eq!(den.code, DenyCode::RateLimited);
+    assert_eq!(den.retry_after_secs, Some(4));
+    assert!(den.detail.contains("this connection's"), "{}", den.detail);
+    // the key's own cap still counts every call, whatever the connection's count
+    p.connection_rates.this_minute = 0;
+    p.counters.requests_this_minute = 100;
+    let den = evaluate(&p, &read(), now()).into_result().unwrap_err();
+    assert_eq!(den.code, DenyCode::RateLimited);
+    assert!(!den.detail.contains("connection"), "{}", den.detail);
+    // the longest exceeded window decides Retry-After across both scopes
+    p.connection_rates.max_per_day = Some(1);
+    p.connection_rates.today = 1;
+    let den = evaluate(&p, &read(), now()).into_result().unwrap_err();
+    assert_eq!(den.retry_after_secs, Some(11 * 3600 + 25 * 60 + 4));
+    // a public call without intent is not counted against either
+    p.counters.requests_this_minute = 0;
+    p.connection_rates.this_minute = 9;
+    let mut public = read();
+    public.class = EndpointClass::Public;
+    allowed(&p, &public);
 }
 
 #[test]

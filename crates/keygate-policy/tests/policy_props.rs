@@ -208,6 +208,20 @@ fn limits() -> impl Strategy<Value = Limits> {
         )
 }
 
+fn connection_rates() -> impl Strategy<Value = ConnectionRates> {
+    let cap = || proptest::option::of(0u32..5);
+    ((cap(), cap(), cap()), (0u32..6, 0u32..6, 0u32..6)).prop_map(|((pm, ph, pd), (m, h, d))| {
+        ConnectionRates {
+            max_per_minute: pm,
+            max_per_hour: ph,
+            max_per_day: pd,
+            this_minute: m,
+            this_hour: h,
+            today: d,
+        }
+    })
+}
+
 fn counters() -> impl Strategy<Value = Counters> {
     (
         (0u32..6, 0u32..6, 0u32..6),
@@ -377,6 +391,15 @@ fn check_allowed_respects_limits(pol: &Policy, req: &CallRequest) -> Result<(), 
         (l.max_requests_per_minute, c.requests_this_minute),
         (l.max_requests_per_hour, c.requests_this_hour),
         (l.max_requests_per_day, c.requests_today),
+        (
+            pol.connection_rates.max_per_minute,
+            pol.connection_rates.this_minute,
+        ),
+        (
+            pol.connection_rates.max_per_hour,
+            pol.connection_rates.this_hour,
+        ),
+        (pol.connection_rates.max_per_day, pol.connection_rates.today),
     ] {
         if let Some(lim) = lim {
             prop_assert!(used < lim, "rate limit broken");
@@ -512,6 +535,7 @@ proptest! {
             key: KeyState::active(),
             vault: VaultState::NotPasswordProtected,
             counters: c,
+            connection_rates: ConnectionRates::default(),
             prices: p,
             caps_elsewhere: CapsElsewhere::default(),
         };
@@ -528,7 +552,7 @@ proptest! {
     #[test]
     fn allowed_calls_respect_every_limit(
         s in scopes(), l in limits(), c in counters(), p in prices(), cl in class(), i in intent(),
-        elsewhere in any::<(bool, bool)>()
+        elsewhere in any::<(bool, bool)>(), cr in connection_rates()
     ) {
         let pol = Policy {
             scopes: s,
@@ -536,6 +560,7 @@ proptest! {
             key: KeyState::active(),
             vault: VaultState::Unlocked,
             counters: c,
+            connection_rates: cr,
             prices: p,
             caps_elsewhere: CapsElsewhere { volume: elsewhere.0, withdrawals: elsewhere.1 },
         };
@@ -594,6 +619,7 @@ proptest! {
             key: KeyState::active(),
             vault: VaultState::NotPasswordProtected,
             counters,
+            connection_rates: ConnectionRates::default(),
             prices,
             caps_elsewhere: CapsElsewhere::default(),
         };
@@ -620,6 +646,7 @@ proptest! {
             key: KeyState::active(),
             vault: VaultState::NotPasswordProtected,
             counters: c,
+            connection_rates: ConnectionRates::default(),
             prices: p,
             caps_elsewhere: CapsElsewhere::default(),
         };
@@ -641,6 +668,7 @@ proptest! {
             key: KeyState::active(),
             vault: VaultState::NotPasswordProtected,
             counters: c,
+            connection_rates: ConnectionRates::default(),
             prices: p,
             caps_elsewhere: CapsElsewhere::default(),
         };

@@ -17,9 +17,12 @@
 //! | `withdrawal_attempt` | the call is a withdrawal | 40 |
 //! | `unlock_from_new_ip` | a password unlock from an IP never used to unlock before, just now | 30 |
 //! | `withdrawal_from_new_ip` | a withdrawal with `new_source_ip` or `unlock_from_new_ip` | 10 |
+//! | `withdrawal_from_young_ip` | a withdrawal from an IP that is not new, but that the key, used more than a day ago, had not used until the last day | 40 |
 //!
 //! With the default threshold (80), a withdrawal from a new IP suspends the key by itself
-//! (30 + 40 + 10), as does one right after an unlock from a new IP.
+//! (30 + 40 + 10), as does one right after an unlock from a new IP, and one from an IP
+//! first used in the last day (40 + 40): a thief who makes a few calls first, until the
+//! IP counts as known five minutes later, is caught too.
 
 use chrono::{Duration, Timelike};
 use keygate_storage::{Actor, DbTime, FactsQuery, Json};
@@ -38,6 +41,7 @@ pub const DENIAL_STREAK: &str = "denial_streak";
 pub const WITHDRAWAL: &str = "withdrawal_attempt";
 pub const UNLOCK_FROM_NEW_IP: &str = "unlock_from_new_ip";
 pub const WITHDRAWAL_FROM_NEW_IP: &str = "withdrawal_from_new_ip";
+pub const WITHDRAWAL_FROM_YOUNG_IP: &str = "withdrawal_from_young_ip";
 
 /// Length of the "recent" window bursts are counted in.
 pub const RECENT_WINDOW: Duration = Duration::minutes(5);
@@ -45,6 +49,8 @@ pub const RECENT_WINDOW: Duration = Duration::minutes(5);
 pub const HISTORY: Duration = Duration::days(14);
 /// An unlock this recent counts as "just before" the use.
 pub const UNLOCK_WINDOW: Duration = Duration::minutes(15);
+/// A withdrawal's source IP must have been used by the key at least this long ago.
+pub const WITHDRAWAL_IP_AGE: Duration = Duration::days(1);
 
 /// Facts reduced to what the scorer needs. Build it from storage with
 /// [`Signals::from_facts`], or by hand in tests.
@@ -70,6 +76,9 @@ pub struct Signals {
     pub is_withdrawal: bool,
     /// A password unlock from a never-before-seen IP happened just before.
     pub unlock_from_new_ip: bool,
+    /// The key was used before [`WITHDRAWAL_IP_AGE`] ago, never from this IP (asked for
+    /// withdrawals only).
+    pub ip_young: bool,
 }
 
 /// A score and why.
@@ -121,6 +130,9 @@ pub fn score(s: &Signals) -> Score {
     // alone reaches the default threshold.
     if s.is_withdrawal && (new_ip || s.unlock_from_new_ip) {
         add(10, WITHDRAWAL_FROM_NEW_IP);
+    } else if s.is_withdrawal && s.ip_young {
+        // the IP became "known" within the last day: a few calls first are no cover
+        add(40, WITHDRAWAL_FROM_YOUNG_IP);
     }
     Score {
         score: total.min(100) as u8,
@@ -145,6 +157,7 @@ impl Signals {
             unlock_from_new_ip: f.recent_unlock_ip.is_some()
                 && f.earlier_unlocks > 0
                 && f.earlier_unlocks_from_ip == 0,
+            ip_young: is_withdrawal && f.ip_used_before == Some(false),
         }
     }
 }
@@ -189,6 +202,9 @@ pub async fn assess(
         history_since: DbTime::new(now.0 - HISTORY),
         unlock_since: DbTime::new(now.0 - UNLOCK_WINDOW),
         now,
+        ip_settled_before: input
+            .is_withdrawal
+            .then(|| DbTime::new(now.0 - WITHDRAWAL_IP_AGE)),
     };
     let facts = state.store.anomaly_facts(Actor::service(), &q).await?;
     let s = score(&Signals::from_facts(&facts, now, input.is_withdrawal));
@@ -451,6 +467,32 @@ mod tests {
             ..quiet()
         };
         assert!(score(&withdrawal_only).score < threshold);
+        // an IP first used in the last day, by a key used before that: a few calls made
+        // first (the IP is then known) do not hide the withdrawal
+        let young = Signals {
+            is_withdrawal: true,
+            ip_young: true,
+            ..quiet()
+        };
+        assert_eq!(
+            score(&young).reasons,
+            vec![WITHDRAWAL, WITHDRAWAL_FROM_YOUNG_IP]
+        );
+        assert!(score(&young).score >= threshold);
+        // counted once with a new IP (which is young too), and not without a withdrawal
+        let young_and_new = Signals {
+            history_calls_from_ip: 0,
+            ..young.clone()
+        };
+        assert_eq!(score(&young_and_new).score, 80);
+        assert!(!score(&young_and_new)
+            .reasons
+            .contains(&WITHDRAWAL_FROM_YOUNG_IP));
+        let young_read = Signals {
+            is_withdrawal: false,
+            ..young
+        };
+        assert_eq!(score(&young_read).score, 0);
     }
 
     #[test]

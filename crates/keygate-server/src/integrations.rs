@@ -293,10 +293,17 @@ async fn refresh_claimed(
         return retry(format!("token endpoint answered {}", status.as_u16())).await;
     }
     if !status.is_success() {
+        // stored, audited and shown to admins: only an error code's shape is taken (a
+        // provider that puts anything else there, a credential even, is not echoed)
         let code = serde_json::from_slice::<TokenError>(&bytes)
+            .ok()
             .map(|e| e.error)
-            .unwrap_or_else(|_| format!("http_{}", status.as_u16()));
-        let code: String = code.chars().take(64).collect();
+            .filter(|c| {
+                (1..=64).contains(&c.len())
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            })
+            .unwrap_or_else(|| format!("http_{}", status.as_u16()));
         let i = state
             .store
             .set_integration_status(
@@ -324,14 +331,26 @@ async fn refresh_claimed(
         if i.status == "needs_reconsent" {
             // once, when it changes: a token endpoint that keeps refusing must not turn
             // every retry into a round of webhook deliveries
+            // — nor an owner who sets it active again (an edit, new tokens) and refreshes,
+            // over and over: at most one in `REMINDER_COOL_DOWN` (20 h) per integration,
+            // claimed like a reminder, across instances
             if integ.status != "needs_reconsent" {
-                crate::webhooks::emit(
+                let rows = crate::webhooks::deliveries_for(
                     state,
                     Some(user),
                     "integration.needs_reconsent",
                     serde_json::json!({"integration_id": integ.id, "provider": integ.provider, "error": code}),
+                    now,
                 )
                 .await?;
+                let key = format!("reconsent:{}:{}", integ.id, now.0.timestamp_micros());
+                if state
+                    .store
+                    .claim_reminder(&key, "integration", integ.id, Some(user), now, &rows, None)
+                    .await?
+                {
+                    state.jobs.wake();
+                }
             }
             return Ok(RefreshOutcome::NeedsReconsent);
         }

@@ -67,12 +67,21 @@ struct Commits {
     wait: Histogram,
 }
 
+/// A request method as a label: HTTP's own, or `other` (any token is a method, and a
+/// label per client-made method would grow the metrics without bound).
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
 impl Metrics {
     pub fn observe_request(&self, method: &str, route: &str, status: u16, secs: f64) {
         *self
             .requests
             .lock()
-            .entry((method.to_string(), route.to_string(), status))
+            .entry((method_label(method).to_string(), route.to_string(), status))
             .or_default() += 1;
         self.latency
             .lock()
@@ -165,5 +174,27 @@ impl Metrics {
         );
         c.wait.render(&mut out, "keygate_record_commit_seconds", "");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client's made-up methods share one label: they cannot grow the metrics.
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            m.observe_request(&format!("X{i:0>1000}"), "/healthz", 405, 0.001);
+        }
+        m.observe_request("GET", "/healthz", 200, 0.001);
+        let requests = m.requests.lock();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(
+            requests[&("other".to_string(), "/healthz".to_string(), 405)],
+            100
+        );
+        assert!(requests.contains_key(&("GET".to_string(), "/healthz".to_string(), 200)));
     }
 }

@@ -24,6 +24,9 @@ pub struct FactsQuery {
     pub unlock_since: DbTime,
     /// Calls are considered up to here (exclusive).
     pub now: DbTime,
+    /// When set (withdrawals): also find out whether the key was used from `ip` between
+    /// `history_since` and this time ([`AnomalyFacts::ip_used_before`]).
+    pub ip_settled_before: Option<DbTime>,
 }
 
 /// Raw counts; the pure scorer turns them into signals.
@@ -47,6 +50,10 @@ pub struct AnomalyFacts {
     pub earlier_unlocks_from_ip: i64,
     /// Successful unlocks before that one at all.
     pub earlier_unlocks: i64,
+    /// With [`FactsQuery::ip_settled_before`]: whether the key was used from the assessed
+    /// IP between the history's start and that time; `None` when the key has no use in
+    /// that span at all (or no IP, or the query did not ask).
+    pub ip_used_before: Option<bool>,
 }
 
 /// Calls of one credential over a time window, in all and per source IP.
@@ -277,6 +284,15 @@ impl Store {
         // public ones, of which a polling bot can have millions between two signed calls
         // (a sync between probes does not end the streak either)
         let streak_sql = "SELECT decision, deny_code FROM api_calls WHERE credential_id = $1 AND created_at < $2 AND created_at >= $3 AND class <> 'public' AND ip_address IS NOT NULL ORDER BY created_at DESC LIMIT 50";
+        // 0 or 1: whether such a call exists (the first one found ends the scan)
+        let settled_sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM api_calls WHERE credential_id = $1 AND created_at >= $2 \
+             AND created_at < $3 AND {KEY_USE} LIMIT 1) AS t"
+        );
+        let settled_ip_sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM api_calls WHERE credential_id = $1 AND created_at >= $2 \
+             AND created_at < $3 AND ip_address = $4 AND {KEY_USE} LIMIT 1) AS t"
+        );
         let unlock_sql = "SELECT ip_address, seq FROM audit_events WHERE user_id = $1 AND category = 'vault' AND action = 'unlock' \
             AND success AND created_at >= $2 ORDER BY seq DESC LIMIT 1";
         let earlier_sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN ip_address = $3 THEN 1 ELSE 0 END), 0) FROM audit_events \
@@ -373,6 +389,27 @@ impl Store {
                     if (0..24).contains(&hour) {
                         h.hours[hour as usize] += hist * n;
                     }
+                }
+            }
+            if let (Some(before), Some(ip)) = (q.ip_settled_before, q.ip.as_ref()) {
+                // withdrawals only: the first call in the span answers the first question
+                // at once, and a long-used IP is met early in the second (a scan of the
+                // whole span means the IP is young)
+                let any: i64 = sqlx::query_scalar::<DB, i64>(&settled_sql)
+                    .bind(q.credential_id)
+                    .bind(q.history_since)
+                    .bind(before)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if any > 0 {
+                    let from_ip: i64 = sqlx::query_scalar::<DB, i64>(&settled_ip_sql)
+                        .bind(q.credential_id)
+                        .bind(q.history_since)
+                        .bind(before)
+                        .bind(ip)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    f.ip_used_before = Some(from_ip > 0);
                 }
             }
             let decisions: Vec<(String, Option<String>)> = sqlx::query_as::<DB, _>(streak_sql)

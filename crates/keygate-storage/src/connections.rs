@@ -242,20 +242,22 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a key check's outcome on the connection.
+    /// Stores a key check's outcome on the connection. `warnings` None (a check that
+    /// failed, which learnt nothing of the key) keeps the ones stored: a key found risky
+    /// stays marked so through an exchange's error.
     pub async fn record_verification(
         &self,
         actor: Actor,
         user_id: Uuid,
         id: Uuid,
         status: &str,
-        warnings: &[String],
+        warnings: Option<&[String]>,
         now: DbTime,
     ) -> Result<()> {
         in_tx!(self, actor, |tx| {
-            sqlx::query::<DB>("UPDATE connections SET verification_status = $1, warnings = $2, last_verified_at = $3 WHERE user_id = $4 AND id = $5")
+            sqlx::query::<DB>("UPDATE connections SET verification_status = $1, warnings = COALESCE($2, warnings), last_verified_at = $3 WHERE user_id = $4 AND id = $5")
                 .bind(status)
-                .bind(Json(warnings))
+                .bind(warnings.map(Json))
                 .bind(now)
                 .bind(user_id)
                 .bind(id)

@@ -24,8 +24,9 @@ type Key = (Uuid, Uuid, Option<i32>);
 /// A call context and what calls derive from it.
 pub struct Prepared {
     pub ctx: CallContext,
-    /// Credential and connection limits, the stricter of each (Err: unreadable).
-    pub limits: Result<keygate_policy::Limits, String>,
+    /// Credential and connection limits, the stricter of each, and the connection's own
+    /// request caps (Err: unreadable).
+    pub limits: Result<(keygate_policy::Limits, keygate_policy::ConnectionRates), String>,
     pub scopes: keygate_policy::ScopeSet,
     /// Base URL, environment and signed host (None: `upstream_of` says why).
     pub upstream: Option<(String, keygate_exchanges::Environment, String)>,

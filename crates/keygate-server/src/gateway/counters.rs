@@ -67,14 +67,17 @@ impl CounterStore {
         }
     }
 
-    /// Counts one request of `credential` and returns the counts of the current minute,
-    /// hour and day *including* it.
+    /// Counts one request in each of `scopes` and returns, for each, the counts of the
+    /// current minute, hour and day *including* it.
     pub async fn bump(
         &self,
         store: &Store,
-        credential: Uuid,
+        scopes: &[Scope],
         now: DateTime<Utc>,
-    ) -> Result<(u32, u32, u32), String> {
+    ) -> Result<Vec<[u32; 3]>, String> {
+        if scopes.is_empty() {
+            return Ok(Vec::new());
+        }
         let w = windows(now);
         let to_u32 = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
         match self {
@@ -82,27 +85,40 @@ impl CounterStore {
                 let mut m = map.lock();
                 if m.len() > 100_000 {
                     // Drop windows that have ended (bounded memory).
-                    m.retain(|(_, k, start), _| *start + SPANS[*k as usize] > now.timestamp());
+                    m.retain(|(_, k, start), _| {
+                        *start + SPANS[usize::from(*k % 3)] > now.timestamp()
+                    });
                 }
-                let mut out = [0u32; 3];
-                for (k, start) in w.iter().enumerate() {
-                    let c = m.entry((credential, k as u8, *start)).or_insert(0);
-                    *c = c.saturating_add(1);
-                    out[k] = *c;
-                }
-                Ok((out[0], out[1], out[2]))
+                Ok(scopes
+                    .iter()
+                    .map(|scope| {
+                        let mut out = [0u32; 3];
+                        for (k, start) in w.iter().enumerate() {
+                            let c = m.entry((scope.id(), scope.slot(k), *start)).or_insert(0);
+                            *c = c.saturating_add(1);
+                            out[k] = *c;
+                        }
+                        out
+                    })
+                    .collect())
             }
             CounterStore::Database => {
-                let keys: Vec<(String, i64)> = ["m", "h", "d"]
+                let keys: Vec<(String, i64)> = scopes
                     .iter()
-                    .zip(w)
-                    .map(|(k, start)| (format!("req:{credential}:{k}"), start))
+                    .flat_map(|scope| {
+                        ["m", "h", "d"]
+                            .iter()
+                            .zip(w)
+                            .map(move |(k, start)| (format!("{}:{k}", scope.bucket()), start))
+                    })
                     .collect();
                 let v = store
                     .bump_counters(Actor::service(), &keys)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok((to_u32(v[0]), to_u32(v[1]), to_u32(v[2])))
+                Ok(v.chunks(3)
+                    .map(|c| [to_u32(c[0]), to_u32(c[1]), to_u32(c[2])])
+                    .collect())
             }
             CounterStore::Redis(r) => {
                 let mut conn = r
@@ -113,16 +129,60 @@ impl CounterStore {
                     .clone();
                 let mut pipe = redis::pipe();
                 pipe.atomic();
-                for ((k, start), span) in ["m", "h", "d"].iter().zip(w).zip(SPANS) {
-                    let key = format!("keygate:req:{credential}:{k}:{start}");
-                    pipe.incr(&key, 1).expire(&key, span + 60).ignore();
+                for scope in scopes {
+                    for ((k, start), span) in ["m", "h", "d"].iter().zip(w).zip(SPANS) {
+                        let key = format!("keygate:{}:{k}:{start}", scope.bucket());
+                        pipe.incr(&key, 1).expire(&key, span + 60).ignore();
+                    }
                 }
-                let v: (i64, i64, i64) = pipe
+                let v: Vec<i64> = pipe
                     .query_async(&mut conn)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok((to_u32(v.0), to_u32(v.1), to_u32(v.2)))
+                if v.len() != 3 * scopes.len() {
+                    return Err(format!(
+                        "Redis answered {} counts for {}",
+                        v.len(),
+                        3 * scopes.len()
+                    ));
+                }
+                Ok(v.chunks(3)
+                    .map(|c| [to_u32(c[0]), to_u32(c[1]), to_u32(c[2])])
+                    .collect())
             }
+        }
+    }
+}
+
+/// What a request counter counts: every call of a key, or the calls made through one of
+/// its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Credential(Uuid),
+    Connection(Uuid),
+}
+
+impl Scope {
+    fn id(self) -> Uuid {
+        match self {
+            Scope::Credential(id) | Scope::Connection(id) => id,
+        }
+    }
+
+    /// The in-process map's window slot: 0–2 for a key, 3–5 for a connection.
+    fn slot(self, window: usize) -> u8 {
+        let base = match self {
+            Scope::Credential(_) => 0,
+            Scope::Connection(_) => 3,
+        };
+        base + window as u8
+    }
+
+    /// The shared counter's name (a key's is the one keygate has always used).
+    fn bucket(self) -> String {
+        match self {
+            Scope::Credential(id) => format!("req:{id}"),
+            Scope::Connection(id) => format!("reqc:{id}"),
         }
     }
 }

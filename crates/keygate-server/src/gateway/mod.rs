@@ -33,8 +33,9 @@ use keygate_exchanges::{
     SignContext,
 };
 use keygate_policy::{
-    evaluate, scopes_for_connection, CallRequest, CapsElsewhere, Counters, Decision, Denial,
-    DenyCode, KeyState, KeyStatus, Limits, Policy, PolicyApproved, ScopeSet, VaultState,
+    evaluate, scopes_for_connection, CallRequest, CapsElsewhere, ConnectionRates, Counters,
+    Decision, Denial, DenyCode, KeyState, KeyStatus, Limits, Policy, PolicyApproved, ScopeSet,
+    VaultState,
 };
 use keygate_storage::{ApiCallRecord, CallContext, DbTime};
 use rust_decimal::prelude::ToPrimitive;
@@ -838,7 +839,7 @@ async fn decide(
         }
         _ => RequestIntent::None,
     };
-    let limits = prepared
+    let (limits, mut connection_rates) = prepared
         .limits
         .clone()
         .map_err(|d| denial(DenyCode::CountersUnavailable, d))?;
@@ -881,14 +882,23 @@ async fn decide(
     // check would not see it
     let caps_elsewhere = prepared.sibling_caps;
     if !public {
-        if limits.max_requests_per_minute.is_some()
+        // the key's caps count its calls through every connection, the connection's own
+        // caps only the calls made through it
+        let key_capped = limits.max_requests_per_minute.is_some()
             || limits.max_requests_per_hour.is_some()
-            || limits.max_requests_per_day.is_some()
-        {
-            let (m, h, d) = s
+            || limits.max_requests_per_day.is_some();
+        let mut scopes = Vec::with_capacity(2);
+        if key_capped {
+            scopes.push(counters::Scope::Credential(ctx.credential.id));
+        }
+        if connection_rates.capped() {
+            scopes.push(counters::Scope::Connection(ctx.connection.id));
+        }
+        if !scopes.is_empty() {
+            let counts = s
                 .gateway
                 .counters
-                .bump(&s.store, ctx.credential.id, now)
+                .bump(&s.store, &scopes, now)
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "request counters unavailable");
@@ -897,9 +907,25 @@ async fn decide(
                         "request counters are unavailable; refusing rather than guessing".into(),
                     )
                 })?;
-            counters.requests_this_minute = m.saturating_sub(1);
-            counters.requests_this_hour = h.saturating_sub(1);
-            counters.requests_today = d.saturating_sub(1);
+            for (scope, [m, h, d]) in scopes.iter().zip(counts) {
+                let (m, h, d) = (
+                    m.saturating_sub(1),
+                    h.saturating_sub(1),
+                    d.saturating_sub(1),
+                );
+                match scope {
+                    counters::Scope::Credential(_) => {
+                        counters.requests_this_minute = m;
+                        counters.requests_this_hour = h;
+                        counters.requests_today = d;
+                    }
+                    counters::Scope::Connection(_) => {
+                        connection_rates.this_minute = m;
+                        connection_rates.this_hour = h;
+                        connection_rates.today = d;
+                    }
+                }
+            }
         }
         let (volume_capped, withdrawals_capped) = limits.spend_caps();
         let capped = match class {
@@ -946,6 +972,7 @@ async fn decide(
         key,
         vault,
         counters,
+        connection_rates,
         prices: s.config.reference_prices.clone(),
         caps_elsewhere,
     };
@@ -978,10 +1005,22 @@ fn parse_limits(v: &serde_json::Value) -> Result<Limits, String> {
     Limits::deserialize(v).map_err(|_| "stored limits cannot be read".to_string())
 }
 
-fn effective_limits(ctx: &CallContext) -> Result<Limits, String> {
+/// The stricter of the credential's and the connection's limits, except request caps:
+/// the limits keep the credential's own (they count every call of the key), and the
+/// connection's come apart (they count only the calls made through it).
+fn effective_limits(ctx: &CallContext) -> Result<(Limits, ConnectionRates), String> {
     let a = parse_limits(&ctx.credential.limits.0)?;
     let b = parse_limits(&ctx.connection.limits.0)?;
-    Ok(Limits::merge_stricter(&a, &b).spend_caps_within_the_ledger())
+    let merged = Limits {
+        max_requests_per_minute: a.max_requests_per_minute,
+        max_requests_per_hour: a.max_requests_per_hour,
+        max_requests_per_day: a.max_requests_per_day,
+        ..Limits::merge_stricter(&a, &b)
+    };
+    Ok((
+        merged.spend_caps_within_the_ledger(),
+        ConnectionRates::caps_of(&b),
+    ))
 }
 
 /// Whether any other connection of the call's credential sets a daily volume cap, and a

@@ -356,7 +356,7 @@ pub async fn sync_connection(
             ctx.connection.user_id,
             ctx.connection.id,
             status,
-            &warnings,
+            key_check.is_some().then_some(&warnings[..]),
             at,
         )
         .await?;

@@ -408,6 +408,67 @@ both_backends!(
     }
 );
 
+// A connection's request cap counts the calls made through that connection alone; the
+// key's own cap counts its calls through every connection.
+both_backends!(
+    connection_rate_caps_count_their_own_calls,
+    |app: TestApp| async move {
+        let mock = mock().await;
+        let t = app.token(Uuid::new_v4());
+        let (s, cred) = app
+            .post(
+                "/v1/credentials",
+                &t,
+                json!({"exchange": "binance", "label": "shared", "api_key": API_KEY, "api_secret": API_SECRET, "permissions": ["read"], "limits": {"max_requests_per_minute": 5}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{cred}");
+        let mut conns = vec![];
+        for (name, limits) in [
+            ("capped", json!({"max_requests_per_minute": 2})),
+            ("open", json!({})),
+        ] {
+            let (s, c) = app
+                .post(
+                    "/v1/connections",
+                    &t,
+                    json!({"name": name, "exchange": "binance", "credential_id": cred["id"], "base_url": mock.base_url(), "limits": limits}),
+                )
+                .await;
+            assert_eq!(s, 201, "{c}");
+            conns.push(c["id"].as_str().unwrap().to_string());
+        }
+        let (capped, open) = (&conns[0], &conns[1]);
+        // Start at the beginning of a minute so the window cannot roll over mid-test.
+        let secs = chrono::Utc::now().timestamp() % 60;
+        if secs > 50 {
+            tokio::time::sleep(std::time::Duration::from_secs((61 - secs) as u64)).await;
+        }
+        // Two calls through the open connection do not use the capped one's two.
+        for _ in 0..2 {
+            assert_eq!(account(&app, &t, open).await.0, 200);
+        }
+        for _ in 0..2 {
+            assert_eq!(account(&app, &t, capped).await.0, 200);
+        }
+        let (s, h, b) = account(&app, &t, capped).await;
+        assert_eq!((s, code(&b).as_str()), (429, "rate_limited"), "{b}");
+        let detail = |b: &str| serde_json::from_str::<Value>(b).unwrap()["detail"].to_string();
+        assert!(
+            detail(&b).contains("this connection's request limit of 2 per minute"),
+            "{b}"
+        );
+        assert!(h.contains_key("retry-after"));
+        // The key's cap (5) counted all four, and the refused one: the open connection
+        // has no cap of its own, and gets nothing more this minute.
+        let (s, _, b) = account(&app, &t, open).await;
+        assert_eq!((s, code(&b).as_str()), (429, "rate_limited"), "{b}");
+        assert!(detail(&b).contains("request limit of 5 per minute"), "{b}");
+        assert!(!detail(&b).contains("connection"), "{b}");
+        assert_eq!(mock.count_verified(), 4);
+    }
+);
+
 both_backends!(
     rate_limits_ours_and_the_exchanges,
     |app: TestApp| async move {
@@ -693,7 +754,7 @@ async fn two_instances_share_counters_in_redis() {
     let client = redis::Client::open(redis).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("keygate:req:*")
+        .arg("keygate:reqc:*")
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -928,6 +989,23 @@ both_backends!(
             .unwrap();
         assert_eq!(n, 0);
         assert!(mock.requests().iter().all(|r| r.verified));
+        // A check the exchange fails learns nothing of the key: the warnings stay.
+        mock.set_fault(Some(Fault::Status(503)));
+        let (s, r) = app
+            .post(&format!("/v1/connections/{conn}/sync"), &t, json!({}))
+            .await;
+        assert_eq!(s, 200, "{r}");
+        mock.set_fault(None);
+        let (_, c) = app.get(&format!("/v1/connections/{conn}"), &t).await;
+        assert_eq!(c["verification_status"], "failed", "{c}");
+        assert!(
+            c["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w == "no IP restriction"),
+            "a failed check cleared the warnings: {c}"
+        );
     }
 );
 
@@ -1718,6 +1796,46 @@ both_backends!(
         assert_eq!(withdraw(&app, &t, &conn, 50).await, (200, String::new()));
     }
 );
+
+// A capped call waits at most 5 s for its key's spend lock, which every instance on the
+// PostgreSQL takes (here another session holds it), then is refused with
+// `counters_unavailable` without reaching the exchange; once the lock is free it goes out.
+#[tokio::test]
+async fn a_spend_lock_held_elsewhere_refuses_after_5_s() {
+    use sqlx::Connection;
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await else {
+        eprintln!("PostgreSQL not configured: test not run");
+        return;
+    };
+    let (mock, t, conn) = capped_withdrawals(&app).await;
+    let credential: Uuid = credential_of(&app, &t, &conn).await.parse().unwrap();
+    // the key keygate's spend check locks (`keygate_storage::spend::lock_key`)
+    let (hi, lo) = credential.as_u64_pair();
+    let mut other = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind((hi ^ lo) as i64)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let refused = withdraw(&app, &t, &conn, 100).await;
+    let waited = started.elapsed();
+    assert_eq!(refused, (503, "counters_unavailable".to_string()));
+    assert!(
+        (4_500..15_000).contains(&waited.as_millis()),
+        "waited {waited:?}"
+    );
+    assert!(
+        mock.requests().is_empty(),
+        "a refused call reached the exchange"
+    );
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    assert_eq!(withdraw(&app, &t, &conn, 100).await, (200, String::new()));
+    assert_eq!(mock.requests().len(), 1);
+}
 
 // A NUL in a proxied path (`%00`, decoded) is refused as malformed, and its row is
 // recorded with U+FFFD in its place: PostgreSQL refuses U+0000 in text, and the one row

@@ -740,6 +740,93 @@ both_backends!(threshold_off_never_suspends, |_app: TestApp| async move {
     );
 });
 
+// A thief who makes a few calls from a new IP before withdrawing (the IP counts as known
+// five minutes later) is still caught: the key was used more than a day ago, never from
+// that IP until the last day. A withdrawal from the key's long-used IP is not, nor one by
+// a key whose whole use is younger than a day.
+both_backends!(
+    withdrawal_from_an_ip_first_used_today_suspends,
+    |app: TestApp| async move {
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let mut creds = vec![];
+        for label in ["old", "new"] {
+            let (_, c) = app.post("/v1/credentials", &t, binance_body(label)).await;
+            let cred: Uuid = c["id"].as_str().unwrap().parse().unwrap();
+            let conn = connection_for(&app, &t, &cred.to_string()).await;
+            creds.push((cred, conn));
+        }
+        let now = Utc::now();
+        let (old, old_conn) = creds[0];
+        let mut rows: Vec<_> = (0..20)
+            .map(|i| {
+                call(
+                    old_conn,
+                    old,
+                    user,
+                    "10.0.0.1",
+                    now - chrono::Duration::days(2 + i % 12),
+                )
+            })
+            .collect();
+        // the thief's warm-up, ten minutes ago: the IP is known by now
+        rows.extend((0..3).map(|i| {
+            call(
+                old_conn,
+                old,
+                user,
+                "198.51.100.4",
+                now - chrono::Duration::minutes(10 + i),
+            )
+        }));
+        // the other key's whole use is from the last hours
+        let (new, new_conn) = creds[1];
+        rows.extend((0..3).map(|i| {
+            call(
+                new_conn,
+                new,
+                user,
+                "198.51.100.4",
+                now - chrono::Duration::hours(2 + i),
+            )
+        }));
+        app.state.store.insert_api_calls(&rows).await.unwrap();
+        let withdraw = |cred: Uuid, ip: &str| {
+            let (state, ip) = (app.state.clone(), ip.to_string());
+            async move {
+                assess(
+                    &state,
+                    user,
+                    cred,
+                    AssessInput {
+                        ip: Some(ip),
+                        is_withdrawal: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let a = withdraw(old, "10.0.0.1").await;
+        assert_eq!((a.score, a.suspended), (40, false), "{a:?}");
+        let a = withdraw(new, "198.51.100.4").await;
+        assert_eq!((a.score, a.suspended), (40, false), "{a:?}");
+        let a = withdraw(old, "198.51.100.4").await;
+        assert_eq!(
+            a.reasons,
+            vec!["withdrawal_attempt", "withdrawal_from_young_ip"]
+        );
+        assert_eq!((a.score, a.suspended), (80, true), "{a:?}");
+        let (_, c) = app.get(&format!("/v1/credentials/{old}"), &t).await;
+        assert_eq!(c["status"], "suspended");
+        assert!(c["suspended_reason"]
+            .as_str()
+            .unwrap()
+            .contains("withdrawal_from_young_ip"));
+    }
+);
+
 both_backends!(
     rotation_reminders_fire_once_across_instances,
     |_app: TestApp| async move {
@@ -1049,6 +1136,30 @@ both_backends!(site_keys_are_admin_only, |app: TestApp| async move {
         .get("/v1/audit?category=site_key&action=use", &admin)
         .await;
     assert_eq!(ev["items"].as_array().unwrap().len(), 2);
+    // an interval out of range is refused before any date is computed from it (it
+    // overflowed chrono: a panic, a 500), with or without a new value; nothing changes
+    for body in [
+        json!({"rotation_interval_days": i32::MAX}),
+        json!({"rotation_interval_days": i32::MIN, "value": "sk-other-AAAAAAAAAAAAAAAA"}),
+        json!({"next_rotation_at": "+10000-01-01T00:00:00Z"}),
+        json!({"description": "nul\u{0}"}),
+    ] {
+        let (s, p) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/site-keys/{id}"),
+                &admin,
+                body.clone(),
+            )
+            .await;
+        assert_eq!(
+            (s, p["code"].as_str()),
+            (422, Some("validation_failed")),
+            "{body}: {p}"
+        );
+    }
+    let (_, same) = app.get(&format!("/v1/site-keys/{id}"), &admin).await;
+    assert_eq!(same["version"], k["version"], "{same}");
     // rotate the value
     let (s, k2) = app
         .send(
@@ -1116,6 +1227,12 @@ async fn oauth_server() -> (String, Arc<OAuth>) {
                     "invalid" => (
                         axum::http::StatusCode::BAD_REQUEST,
                         json!({"error": "invalid_grant"}).to_string(),
+                    ),
+                    // an error field that is no error code (it echoes the secret)
+                    "leak" => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        json!({"error": format!("bad client secret {}", form["client_secret"])})
+                            .to_string(),
                     ),
                     // a token that is already expired when it is issued
                     "zero" => (
@@ -1392,6 +1509,15 @@ both_backends!(
             .parse()
             .unwrap();
         assert!(next > Utc::now() + chrono::Duration::seconds(50), "{v}");
+        // an error that is not an error code is kept as the status it came with
+        *oauth.mode.lock() = "leak";
+        let (_, r) = app
+            .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+            .await;
+        assert!(!r.to_string().contains("client-secret-1"), "{r}");
+        let (_, v) = app.get(&format!("/v1/integrations/{id}"), &t).await;
+        assert_eq!(v["last_error"], "http_400", "{v}");
+        assert!(!v.to_string().contains("client-secret-1"), "{v}");
         // refused for good: one notification, and no more asking
         *oauth.mode.lock() = "invalid";
         let (_, r) = app
@@ -1404,7 +1530,25 @@ both_backends!(
                 .await;
             assert_eq!(s, 409);
         }
-        assert_eq!(oauth.seen.lock().len(), 2);
+        assert_eq!(oauth.seen.lock().len(), 3);
+        // setting it active again (an edit) and refreshing, over and over, asks the
+        // provider each time but notifies no more than once in 20 hours
+        for i in 0..3 {
+            let (s, v) = app
+                .send(
+                    reqwest::Method::PATCH,
+                    &format!("/v1/integrations/{id}"),
+                    &t,
+                    json!({"name": format!("hog-{i}")}),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            let (_, r) = app
+                .post(&format!("/v1/integrations/{id}/refresh"), &t, json!({}))
+                .await;
+            assert_eq!(r["outcome"], "needs_reconsent", "{r}");
+        }
+        assert_eq!(oauth.seen.lock().len(), 6);
         let queued = app
             .raw_exec(
                 "DELETE FROM webhook_deliveries WHERE event_type = 'integration.needs_reconsent'",
@@ -1799,6 +1943,7 @@ both_backends!(
                     history_since: DbTime::new(now - chrono::Duration::days(30)),
                     unlock_since: DbTime::new(now - chrono::Duration::minutes(15)),
                     now: DbTime::new(now),
+                    ip_settled_before: None,
                 };
                 store
                     .anomaly_facts(Actor::service(), &q)
@@ -1852,6 +1997,7 @@ both_backends!(
                     history_since: DbTime::new(now - chrono::Duration::days(30)),
                     unlock_since: DbTime::new(now - chrono::Duration::minutes(15)),
                     now: DbTime::new(now),
+                    ip_settled_before: None,
                 };
                 store.anomaly_facts(Actor::service(), &q).await.unwrap()
             }
@@ -1910,6 +2056,7 @@ both_backends!(
             history_since: DbTime::new(now - HISTORY),
             unlock_since: DbTime::new(now - chrono::Duration::minutes(15)),
             now: DbTime::new(now),
+            ip_settled_before: None,
         };
         let facts = |store: &keygate_storage::Store, now, ip: &str| {
             let (store, q) = (store.clone(), q(now, ip));
