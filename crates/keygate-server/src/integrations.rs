@@ -140,7 +140,7 @@ pub async fn refresh(
 const REFRESH_LEASE_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
 
 /// A refresh lease taken now ends after the token request's timeout and the margin.
-fn lease_until(state: &AppState) -> DbTime {
+pub(crate) fn lease_until(state: &AppState) -> DbTime {
     DbTime::new(
         chrono::Utc::now()
             + chrono::Duration::milliseconds(state.config.oauth_timeout_ms as i64)
@@ -151,7 +151,7 @@ fn lease_until(state: &AppState) -> DbTime {
 /// A token endpoint's answer is a few hundred bytes; a longer one is refused unread.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 
-fn refresh_in_progress() -> ApiError {
+pub(crate) fn refresh_in_progress() -> ApiError {
     ApiError::conflict(
         "refresh_in_progress",
         "another refresh of this integration is under way; read it again shortly",
@@ -482,17 +482,28 @@ pub const MIN_REFRESH_INTERVAL: chrono::Duration = chrono::Duration::minutes(1);
 /// the request timeout each) cannot hold up the job runner's other jobs for longer.
 const PASS_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// Refreshes started at once within a pass: a token endpoint that hangs holds one of
+/// them for its timeout, not the pass.
+const PARALLEL_REFRESHES: usize = 8;
+
+/// Refreshes of one user's integrations started in one pass: a user whose token endpoints
+/// hang (or whose tokens are always due, expiring in 1970) takes at most this many of a
+/// pass's slots, and the rest are left for the next pass.
+const REFRESHES_PER_USER_PER_PASS: usize = 4;
+
 /// Refreshes every token that expires within [`REFRESH_AHEAD`] and is due for an attempt,
 /// soonest expiry first, page by page (a keyset cursor: tokens that keep failing cannot
-/// fill every page), until none is left or [`PASS_BUDGET`] is spent. Each refresh reads
-/// the clock when it starts. A refreshed token is not due again for
+/// fill every page), until none is left or [`PASS_BUDGET`] is spent;
+/// [`PARALLEL_REFRESHES`] at a time, at most [`REFRESHES_PER_USER_PER_PASS`] per user.
+/// Each refresh reads the clock when it starts. A refreshed token is not due again for
 /// [`MIN_REFRESH_INTERVAL`], a failed one until its backoff, so no integration takes
 /// every pass's slots and leaves the others to expire.
 pub async fn refresh_due(state: &AppState, now: DbTime) -> Result<usize, ApiError> {
+    use futures::StreamExt;
     let started = std::time::Instant::now();
     let mut after = None;
     let mut n = 0;
-    let mut now = now;
+    let mut per_user: std::collections::HashMap<Uuid, usize> = Default::default();
     loop {
         let due = state
             .store
@@ -502,12 +513,26 @@ pub async fn refresh_due(state: &AppState, now: DbTime) -> Result<usize, ApiErro
             return Ok(n);
         };
         after = Some((last.expires_at.unwrap_or(now), last.integration_id));
-        for t in due {
-            if started.elapsed() > PASS_BUDGET {
-                return Ok(n);
-            }
-            now = DbTime::now().max(now);
-            n += refresh_one(state, &t, now).await?;
+        let mine = due.into_iter().filter(|t| {
+            let taken = per_user.entry(t.user_id).or_default();
+            *taken += 1;
+            *taken <= REFRESHES_PER_USER_PER_PASS
+        });
+        let done: Vec<Result<usize, ApiError>> = futures::stream::iter(mine)
+            .map(|t| async move {
+                if started.elapsed() > PASS_BUDGET {
+                    return Ok(0);
+                }
+                refresh_one(state, &t, DbTime::now().max(now)).await
+            })
+            .buffer_unordered(PARALLEL_REFRESHES)
+            .collect()
+            .await;
+        for r in done {
+            n += r?;
+        }
+        if started.elapsed() > PASS_BUDGET {
+            return Ok(n);
         }
     }
 }

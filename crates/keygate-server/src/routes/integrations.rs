@@ -493,8 +493,9 @@ pub async fn remove(
 }
 
 /// Store tokens (after a new consent): replaces the previous ones, status back to `active`.
+/// 409 `refresh_in_progress` while a refresh of the integration runs (try again).
 #[utoipa::path(put, path = "/v1/integrations/{id}/tokens", tag = "integrations", params(("id" = Uuid, Path)), request_body = TokensBody, security(("bearer" = [])),
-    responses((status = 200, body = IntegrationView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = IntegrationView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn put_tokens(
     State(s): State<AppState>,
     caller: Caller,
@@ -510,23 +511,48 @@ pub async fn put_tokens(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let prev = s.store.integration_token(actor, owner, id).await?;
-    let t = seal_tokens(
-        &s,
-        actor,
-        owner,
-        id,
-        &req,
-        prev.map(|p| p.created_at).unwrap_or_else(DbTime::now),
-    )
-    .await?;
-    s.store.put_integration_token(actor, &t).await?;
-    if i.status != "active" {
-        i = s
-            .store
-            .set_integration_status(actor, owner, id, "active", None, DbTime::now())
-            .await?;
+    // under the refresh's lease: a refresh under way with the old refresh token would
+    // otherwise overwrite these tokens, or mark them needing consent when the provider
+    // refuses the old one (409 `refresh_in_progress` while it runs; try again)
+    let lease = format!("integration_refresh:{id}");
+    let holder = Uuid::now_v7().to_string();
+    if !s
+        .store
+        .try_job_lease(
+            &lease,
+            &holder,
+            DbTime::now(),
+            crate::integrations::lease_until(&s),
+        )
+        .await?
+    {
+        return Err(crate::integrations::refresh_in_progress());
     }
+    let stored = async {
+        let prev = s.store.integration_token(actor, owner, id).await?;
+        let t = seal_tokens(
+            &s,
+            actor,
+            owner,
+            id,
+            &req,
+            prev.map(|p| p.created_at).unwrap_or_else(DbTime::now),
+        )
+        .await?;
+        s.store.put_integration_token(actor, &t).await?;
+        if i.status != "active" {
+            i = s
+                .store
+                .set_integration_status(actor, owner, id, "active", None, DbTime::now())
+                .await?;
+        }
+        Ok::<_, ApiError>(t)
+    }
+    .await;
+    if let Err(e) = s.store.release_job_lease(&lease, &holder).await {
+        tracing::warn!(integration = %id, error = %e, "the refresh lease could not be given back; it expires by itself");
+    }
+    let t = stored?;
     let mut ev = event("integration", "tokens_set", &caller, Some(owner), &meta);
     ev.metadata = DbJson(serde_json::json!({"integration_id": id}));
     s.recorder.record(vec![ev], vec![]).await?;
