@@ -404,49 +404,58 @@ both_backends!(bad_input_is_rejected_cleanly, |app: TestApp| async move {
     let field_of =
         |p: &serde_json::Value| p["errors"][0]["field"].as_str().unwrap_or("").to_string();
     let far = "+10000-01-01T00:00:00Z";
-    let (s, p) = app.post("/v1/credentials", &t, json!({"exchange": "binance", "label": "far", "api_key": "k", "api_secret": "s", "expires_at": far})).await;
-    assert_eq!((s, field_of(&p)), (422, "expires_at".into()), "{p}");
-    let (s, p) = app
-        .send(
+    let integration = |extra: serde_json::Value| {
+        let mut b = json!({"provider": "p", "name": "n", "client_id": "c", "token_url": "https://example.com/t"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let post = reqwest::Method::POST;
+    let cases = [
+        (
+            post.clone(),
+            "/v1/credentials".to_string(),
+            json!({"exchange": "binance", "label": "far", "api_key": "k", "api_secret": "s", "expires_at": far}),
+            "expires_at",
+        ),
+        (
             reqwest::Method::PUT,
-            &format!("/v1/credentials/{cred}/rotation-schedule"),
-            &t,
+            format!("/v1/credentials/{cred}/rotation-schedule"),
             json!({"interval_days": 90, "next_due_at": "-0001-01-01T00:00:00Z"}),
-        )
-        .await;
-    assert_eq!((s, field_of(&p)), (422, "next_due_at".into()), "{p}");
-    let (s, p) = app
-        .post(
-            "/v1/integrations",
-            &t,
-            json!({
-            "provider": "p", "name": "n", "client_id": "c", "token_url": "https://example.com/t",
-            "tokens": {"access_token": "a", "refresh_token": "r", "expires_at": far}}),
-        )
-        .await;
-    assert_eq!((s, field_of(&p)), (422, "tokens.expires_at".into()), "{p}");
-    let (s, p) = app
-        .post(
-            "/v1/integrations",
-            &t,
-            json!({
-            "provider": "p", "name": "n", "client_id": "c", "token_url": "https://example.com/t",
-            "config": {"a": ["b\u{0}"]}}),
-        )
-        .await;
-    assert_eq!((s, field_of(&p)), (422, "config".into()), "{p}");
-    let (s, p) = app
-        .post(
-            "/v1/webhooks",
-            &t,
+            "next_due_at",
+        ),
+        (
+            post.clone(),
+            "/v1/integrations".to_string(),
+            integration(
+                json!({"tokens": {"access_token": "a", "refresh_token": "r", "expires_at": far}}),
+            ),
+            "tokens.expires_at",
+        ),
+        (
+            post.clone(),
+            "/v1/integrations".to_string(),
+            integration(json!({"config": {"a": ["b\u{0}"]}})),
+            "config",
+        ),
+        (
+            post.clone(),
+            "/v1/webhooks".to_string(),
             json!({"url": "https://example.com/a\u{0}b"}),
-        )
-        .await;
-    assert_eq!((s, field_of(&p)), (422, "url".into()), "{p}");
-    let (s, p) = app
-        .post("/v1/connections", &t, json!({"name": "m", "exchange": "okx", "credential_id": cred, "metadata": {"k\u{0}": 1}}))
-        .await;
-    assert_eq!((s, field_of(&p)), (422, "metadata".into()), "{p}");
+            "url",
+        ),
+        (
+            post,
+            "/v1/connections".to_string(),
+            json!({"name": "m", "exchange": "okx", "credential_id": cred, "metadata": {"k\u{0}": 1}}),
+            "metadata",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let (s, p) = app.send(method, &path, &t, body.clone()).await;
+        assert_eq!((s, field_of(&p)), (422, field.to_string()), "{body}: {p}");
+    }
     let (s, p) = app.get("/v1/audit?category=%00", &t).await;
     assert_eq!((s, field_of(&p)), (422, "category".into()), "{p}");
     // a time filter outside what is stored is no error: nothing is that old
