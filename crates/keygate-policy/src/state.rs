@@ -96,6 +96,15 @@ impl ConnectionRates {
     pub fn capped(&self) -> bool {
         self.max_per_minute.is_some() || self.max_per_hour.is_some() || self.max_per_day.is_some()
     }
+
+    /// Whether counts that *include* a request (minute, hour, day) pass any cap: that
+    /// request is refused.
+    pub fn exceeded_by(&self, counts: [u32; 3]) -> bool {
+        [self.max_per_minute, self.max_per_hour, self.max_per_day]
+            .into_iter()
+            .zip(counts)
+            .any(|(cap, n)| cap.is_some_and(|cap| n > cap))
+    }
 }
 
 /// What is already spent, from persisted rows and shared counters (DESIGN.md §7
@@ -187,6 +196,20 @@ mod tests {
         assert_eq!(p.usd_price("BTC"), Some(Decimal::ONE_HUNDRED));
         assert_eq!(p.usd_price("BAD"), None);
         assert_eq!(p.usd_price("EUR"), None);
+    }
+
+    #[test]
+    fn a_connection_cap_is_exceeded_by_counts_past_it() {
+        let r = ConnectionRates {
+            max_per_minute: Some(2),
+            max_per_day: Some(10),
+            ..ConnectionRates::default()
+        };
+        assert!(r.capped());
+        assert!(!r.exceeded_by([2, 99, 10]));
+        assert!(r.exceeded_by([3, 0, 0]));
+        assert!(r.exceeded_by([1, 0, 11]));
+        assert!(!ConnectionRates::default().exceeded_by([u32::MAX; 3]));
     }
 
     #[test]

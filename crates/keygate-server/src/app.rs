@@ -278,7 +278,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         && !route.contains("/proxy/")
         && !route.starts_with("/ui")
         // its 503 says what is not ready (`Ready`, documented in the OpenAPI)
-        && route != "/readyz"
+        && (route != "/readyz" || status != StatusCode::SERVICE_UNAVAILABLE)
     {
         let code = match status {
             StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",

@@ -331,26 +331,8 @@ async fn refresh_claimed(
         if i.status == "needs_reconsent" {
             // once, when it changes: a token endpoint that keeps refusing must not turn
             // every retry into a round of webhook deliveries
-            // — nor an owner who sets it active again (an edit, new tokens) and refreshes,
-            // over and over: at most one in `REMINDER_COOL_DOWN` (20 h) per integration,
-            // claimed like a reminder, across instances
             if integ.status != "needs_reconsent" {
-                let rows = crate::webhooks::deliveries_for(
-                    state,
-                    Some(user),
-                    "integration.needs_reconsent",
-                    serde_json::json!({"integration_id": integ.id, "provider": integ.provider, "error": code}),
-                    now,
-                )
-                .await?;
-                let key = format!("reconsent:{}:{}", integ.id, now.0.timestamp_micros());
-                if state
-                    .store
-                    .claim_reminder(&key, "integration", integ.id, Some(user), now, &rows, None)
-                    .await?
-                {
-                    state.jobs.wake();
-                }
+                notify_reconsent(state, &i, &code, now).await?;
             }
             return Ok(RefreshOutcome::NeedsReconsent);
         }
@@ -481,6 +463,56 @@ pub const MIN_REFRESH_INTERVAL: chrono::Duration = chrono::Duration::minutes(1);
 /// How long one pass goes on starting refreshes: token endpoints that answer slowly (up to
 /// the request timeout each) cannot hold up the job runner's other jobs for longer.
 const PASS_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Tells the owner's (and the platform's) webhooks that `i` needs consent: once per time
+/// it came to need it (`i.updated_at`, when the status was set), and at most once in
+/// `REMINDER_COOL_DOWN` (20 h) per integration, claimed like a reminder across instances.
+/// An owner who sets it active again (an edit, new tokens) and refreshes, over and over,
+/// cannot turn each round into deliveries; a notice the cool-down holds back is sent by
+/// the reminders job once it allows ([`send_held_reconsent_notices`]).
+async fn notify_reconsent(
+    state: &AppState,
+    i: &IntegrationRecord,
+    error: &str,
+    now: DbTime,
+) -> Result<(), ApiError> {
+    let rows = crate::webhooks::deliveries_for(
+        state,
+        Some(i.user_id),
+        "integration.needs_reconsent",
+        serde_json::json!({"integration_id": i.id, "provider": i.provider, "error": error}),
+        now,
+    )
+    .await?;
+    let key = format!("reconsent:{}:{}", i.id, i.updated_at.micros());
+    if state
+        .store
+        .claim_reminder(&key, "integration", i.id, Some(i.user_id), now, &rows, None)
+        .await?
+    {
+        state.jobs.wake();
+    }
+    Ok(())
+}
+
+/// Sends the `integration.needs_reconsent` notices a cool-down held back (up to 100 a
+/// pass; each still under its cool-down waits for a later pass).
+pub async fn send_held_reconsent_notices(state: &AppState, now: DbTime) -> Result<(), ApiError> {
+    for i in state
+        .store
+        .integrations_awaiting_reconsent_notice(100)
+        .await?
+    {
+        let error = i
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "invalid_grant".into());
+        // claimed no earlier than the status change it answers (a pass's `now` may be
+        // older), or the integration would stay listed as awaiting its notice
+        notify_reconsent(state, &i, &error, now.max(i.updated_at)).await?;
+    }
+    Ok(())
+}
 
 /// Refreshes started at once within a pass: a token endpoint that hangs holds one of
 /// them for its timeout, not the pass.

@@ -217,6 +217,9 @@ pub async fn tick(state: &AppState, now: DbTime) {
         if let Err(e) = run_rotation_reminders(state, now).await {
             tracing::warn!(job = "rotation_reminders", error = %e, "job failed");
         }
+        if let Err(e) = crate::integrations::send_held_reconsent_notices(state, now).await {
+            tracing::warn!(job = "reconsent_notices", error = %e, "job failed");
+        }
     }
     if lease("token_refresh").await {
         if let Err(e) = crate::integrations::refresh_due(state, now).await {

@@ -483,6 +483,39 @@ impl RawTable {
 mod tests {
     use super::*;
 
+    /// Every pooled SQLite connection zeroes deleted cells (`secure_delete` = 2, `fast`),
+    /// and reads back a time stored with a year past 9999 by an earlier release.
+    #[tokio::test]
+    async fn sqlite_connections_zero_deleted_cells_and_read_far_years() {
+        let dir = std::env::temp_dir().join(format!("keygate-db-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.join("t.db").display()))
+            .await
+            .unwrap();
+        let Db::Sqlite(pool) = &store.db else {
+            panic!("not SQLite")
+        };
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut c = pool.acquire().await.unwrap();
+            let mode: i64 = sqlx::query_scalar("PRAGMA secure_delete")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+            assert_eq!(mode, 2);
+            held.push(c);
+        }
+        let far: crate::DbTime = sqlx::query_scalar("SELECT '+10000-01-01T00:00:00.000000Z'")
+            .fetch_one(&mut *held[0])
+            .await
+            .unwrap();
+        assert_eq!(far.0.format("%Y").to_string(), "+10000");
+        assert_eq!(far.canonical(), "9999-12-31T23:59:59.999999Z");
+        drop(held);
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A `BEGIN` that fails half-way, or is cut off before it answers, does not put its
     /// connection back in the pool inside a transaction (sqlx would not end it).
     #[tokio::test]

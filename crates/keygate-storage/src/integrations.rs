@@ -217,6 +217,27 @@ impl Store {
         }))
     }
 
+    /// Integrations that need consent and whose owner was not told since they came to
+    /// need it (no `integration.needs_reconsent` claimed at or after the status change,
+    /// `updated_at`): the notices a cool-down held back, oldest first.
+    pub async fn integrations_awaiting_reconsent_notice(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<IntegrationRecord>> {
+        let sql = format!(
+            "SELECT {ICOLS} FROM integrations i WHERE status = 'needs_reconsent' \
+             AND NOT EXISTS (SELECT 1 FROM sent_reminders r WHERE r.subject_id = i.id \
+                             AND r.created_at >= i.updated_at) \
+             ORDER BY updated_at LIMIT $1"
+        );
+        Ok(in_tx!(@quiet self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, _>(&sql)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+        }))
+    }
+
     /// Sets only an integration's `status` and `last_error` (a token refresh's outcome,
     /// tokens stored): unlike [`Store::update_integration`] with no expected version, it
     /// cannot write back fields another request or a data-key rotation changed meanwhile.

@@ -196,16 +196,4 @@ mod tests {
             assert_eq!(back.with_timezone(&Utc), t.stored());
         }
     }
-
-    /// Text an earlier keygate stored for a year past 9999 is read back.
-    #[test]
-    fn far_years_stored_before_are_read() {
-        let t = chrono::NaiveDateTime::parse_from_str(
-            "+10000-01-01T00:00:00.000000Z",
-            "%Y-%m-%dT%H:%M:%S%.fZ",
-        )
-        .unwrap()
-        .and_utc();
-        assert_eq!(t, Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap());
-    }
 }

@@ -887,18 +887,20 @@ async fn decide(
         let key_capped = limits.max_requests_per_minute.is_some()
             || limits.max_requests_per_hour.is_some()
             || limits.max_requests_per_day.is_some();
+        // The connection's first: a call its own cap refuses is not counted against the
+        // key, or a bot retrying on one connection would use up the others' share.
         let mut scopes = Vec::with_capacity(2);
-        if key_capped {
-            scopes.push(counters::Scope::Credential(ctx.credential.id));
-        }
         if connection_rates.capped() {
             scopes.push(counters::Scope::Connection(ctx.connection.id));
         }
-        if !scopes.is_empty() {
-            let counts = s
+        if key_capped {
+            scopes.push(counters::Scope::Credential(ctx.credential.id));
+        }
+        for scope in scopes {
+            let counted = s
                 .gateway
                 .counters
-                .bump(&s.store, &scopes, now)
+                .bump(&s.store, &[scope], now)
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "request counters unavailable");
@@ -907,22 +909,34 @@ async fn decide(
                         "request counters are unavailable; refusing rather than guessing".into(),
                     )
                 })?;
-            for (scope, [m, h, d]) in scopes.iter().zip(counts) {
-                let (m, h, d) = (
-                    m.saturating_sub(1),
-                    h.saturating_sub(1),
-                    d.saturating_sub(1),
-                );
-                match scope {
-                    counters::Scope::Credential(_) => {
-                        counters.requests_this_minute = m;
-                        counters.requests_this_hour = h;
-                        counters.requests_today = d;
-                    }
-                    counters::Scope::Connection(_) => {
-                        connection_rates.this_minute = m;
-                        connection_rates.this_hour = h;
-                        connection_rates.today = d;
+            // counts including this call; policy takes them without it
+            let Some(&[m, h, d]) = counted.first() else {
+                return Err(denial(
+                    DenyCode::CountersUnavailable,
+                    "request counters answered no count; refusing rather than guessing".into(),
+                ));
+            };
+            let before = (
+                m.saturating_sub(1),
+                h.saturating_sub(1),
+                d.saturating_sub(1),
+            );
+            match scope {
+                counters::Scope::Credential(_) => {
+                    (
+                        counters.requests_this_minute,
+                        counters.requests_this_hour,
+                        counters.requests_today,
+                    ) = before;
+                }
+                counters::Scope::Connection(_) => {
+                    (
+                        connection_rates.this_minute,
+                        connection_rates.this_hour,
+                        connection_rates.today,
+                    ) = before;
+                    if connection_rates.exceeded_by([m, h, d]) {
+                        break;
                     }
                 }
             }

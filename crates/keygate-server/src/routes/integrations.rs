@@ -529,6 +529,9 @@ pub async fn put_tokens(
         return Err(crate::integrations::refresh_in_progress());
     }
     let stored = async {
+        // read again under the lease: a refresh that ended just before it may have
+        // marked the integration as needing consent, which these tokens end
+        i = load(&s, &caller, id).await?;
         let prev = s.store.integration_token(actor, owner, id).await?;
         let t = seal_tokens(
             &s,

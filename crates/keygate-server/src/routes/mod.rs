@@ -122,15 +122,15 @@ pub fn with_etag<T: Serialize>(status: StatusCode, row_version: i64, view: T) ->
     r
 }
 
-/// An instant a client sends (an expiry, a due date): from 1970 to 9999. chrono reads any
-/// year it knows (`+10000-…`, `-0001-…`); keygate stores years 1–9999
-/// (`DbTime::stored`), and nothing it schedules is before 1970.
+/// An instant a client sends (an expiry, a due date): in years 1–9999, what keygate
+/// stores (`DbTime::stored`). chrono reads any year it knows (`+10000-…`, `-0001-…`);
+/// year 1 is what some clients send for "unknown" (Go's zero time).
 pub fn check_instant(field: &str, t: &chrono::DateTime<chrono::Utc>, errors: &mut Vec<FieldError>) {
     use chrono::Datelike;
-    if !(1970..=9999).contains(&t.year()) {
+    if !(1..=9999).contains(&t.year()) {
         errors.push(FieldError::new(
             field,
-            "must be a time between 1970 and 9999",
+            "must be a time in the years 1 to 9999",
         ));
     }
 }
@@ -171,9 +171,9 @@ mod checks {
     use chrono::TimeZone;
 
     #[test]
-    fn instants_outside_1970_to_9999_are_refused() {
+    fn instants_outside_years_1_to_9999_are_refused() {
         let mut e = vec![];
-        for y in [1970, 2026, 9999] {
+        for y in [1, 1970, 2026, 9999] {
             check_instant(
                 "t",
                 &chrono::Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap(),
@@ -181,7 +181,7 @@ mod checks {
             );
         }
         assert!(e.is_empty());
-        for y in [-1, 0, 1969, 10_000] {
+        for y in [-1, 0, -5000, 10_000] {
             check_instant(
                 "t",
                 &chrono::Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap(),

@@ -118,7 +118,7 @@ pub async fn revoke_current(
         .note_sign_in(caller.user_id, caller.sign_in, until.timestamp());
     // a vault unlocked with this sign-in locks with it
     let vault_locked = match caller.user_id {
-        Some(user) => lock_vault(&s, user, Some(caller.sign_in)).await?,
+        Some(user) => lock_vault(&s, user, Some(caller.sign_in)).await,
         None => false,
     };
     let mut ev = event("auth", "token_revoked", &caller, caller.user_id, &meta);
@@ -162,7 +162,7 @@ async fn revoke(
     let before = DbTime::new(DateTime::from_timestamp(now.0.timestamp() + 1, 0).unwrap_or(now.0));
     let cutoff = s.store.revoke_tokens(user, before, now).await?;
     s.auth.revocations().note(user, cutoff);
-    let vault_locked = lock_vault(s, user, None).await?;
+    let vault_locked = lock_vault(s, user, None).await;
     let mut ev = event("auth", "tokens_revoked", caller, Some(user), meta);
     ev.metadata =
         DbJson(serde_json::json!({"tokens_issued_before": cutoff.0, "vault_locked": vault_locked}));
@@ -176,12 +176,22 @@ async fn revoke(
 /// Locks `user`'s vault when a revoked sign-in (`None`: all of them) unlocked it: a
 /// thief's token revoked must not leave the vault it unlocked open to the platform's
 /// calls, or to a token the thief mints later from a stolen refresh token.
-async fn lock_vault(s: &AppState, user: Uuid, sign_in: Option<Uuid>) -> ApiResult<bool> {
-    let locked = s.store.close_vault_session_of(user, sign_in).await?;
-    if locked {
-        s.keyring.evict(user);
+///
+/// The revocation is committed by then: a failure here is logged and the answer (and
+/// audit event, `vault_locked: false`) still goes out.
+async fn lock_vault(s: &AppState, user: Uuid, sign_in: Option<Uuid>) -> bool {
+    match s.store.close_vault_session_of(user, sign_in).await {
+        Ok(locked) => {
+            if locked {
+                s.keyring.evict(user);
+            }
+            locked
+        }
+        Err(e) => {
+            tracing::error!(%user, error = %e, "the vault could not be locked with the revocation");
+            false
+        }
     }
-    Ok(locked)
 }
 
 /// Token and session revocations one user may have in force when they revoke a session
@@ -296,7 +306,7 @@ async fn revoke_session(
     s.auth
         .revocations()
         .note_sign_in(Some(user), req.session_id, until.timestamp());
-    let vault_locked = lock_vault(s, user, Some(req.session_id)).await?;
+    let vault_locked = lock_vault(s, user, Some(req.session_id)).await;
     let mut ev = event("auth", "session_revoked", caller, Some(user), meta);
     ev.metadata = DbJson(serde_json::json!({
         "session_id": req.session_id,

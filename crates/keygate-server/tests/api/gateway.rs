@@ -459,13 +459,14 @@ both_backends!(
             "{b}"
         );
         assert!(h.contains_key("retry-after"));
-        // The key's cap (5) counted all four, and the refused one: the open connection
-        // has no cap of its own, and gets nothing more this minute.
+        // The key's cap (5) counted the four that passed, not the one the connection's
+        // cap refused: one more fits, through the open connection, and then no more.
+        assert_eq!(account(&app, &t, open).await.0, 200);
         let (s, _, b) = account(&app, &t, open).await;
         assert_eq!((s, code(&b).as_str()), (429, "rate_limited"), "{b}");
         assert!(detail(&b).contains("request limit of 5 per minute"), "{b}");
         assert!(!detail(&b).contains("connection"), "{b}");
-        assert_eq!(mock.count_verified(), 4);
+        assert_eq!(mock.count_verified(), 5);
     }
 );
 
@@ -674,19 +675,32 @@ async fn second_instance(app: &TestApp, redis: Option<String>) -> TestApp {
     .await
 }
 
-/// Calls alternate between two instances; the per-minute limit holds across both.
-async fn limit_holds_across_instances(a: TestApp, b: TestApp) {
+/// Calls alternate between two instances; the per-minute limit holds across both. The
+/// key has a cap too (100 a minute), so both its count and the connection's are shared.
+/// Answers the credential's and the connection's ids.
+async fn limit_holds_across_instances(a: TestApp, b: TestApp) -> (String, String) {
     let mock = mock().await;
     let user = Uuid::new_v4();
     let t = a.token(user);
-    let conn = binance_connection(
-        &a,
-        &t,
-        &mock,
-        json!(["read"]),
-        json!({"max_requests_per_minute": 4}),
-    )
-    .await;
+    let (s, cred) = a
+        .post(
+            "/v1/credentials",
+            &t,
+            json!({"exchange": "binance", "label": "shared", "api_key": API_KEY, "api_secret": API_SECRET,
+                   "permissions": ["read"], "limits": {"max_requests_per_minute": 100}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{cred}");
+    let (s, c) = a
+        .post(
+            "/v1/connections",
+            &t,
+            json!({"name": "shared", "exchange": "binance", "credential_id": cred["id"], "base_url": mock.base_url(),
+                   "limits": {"max_requests_per_minute": 4}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let conn = c["id"].as_str().unwrap().to_string();
     // Start at the beginning of a minute so the window cannot roll over mid-test.
     let secs = chrono::Utc::now().timestamp() % 60;
     if secs > 50 {
@@ -716,6 +730,7 @@ async fn limit_holds_across_instances(a: TestApp, b: TestApp) {
     }
     assert_eq!((ok, limited), (4, 4), "4 per minute across both instances");
     assert_eq!(mock.count_verified(), 4);
+    (cred["id"].as_str().unwrap().to_string(), conn)
 }
 
 #[tokio::test]
@@ -749,16 +764,28 @@ async fn two_instances_share_counters_in_redis() {
     // Restart the first instance with Redis counters too.
     let a2 = second_instance(&a, Some(redis.clone())).await;
     let b = second_instance(&a, Some(redis.clone())).await;
-    limit_holds_across_instances(a2, b).await;
-    // The counts are in Redis, not in the database.
+    let (credential, connection) = limit_holds_across_instances(a2, b).await;
+    // The counts are in Redis, not in the database: the key's (the 4 that passed, not
+    // the 4 the connection's cap refused) and the connection's (all 8).
     let client = redis::Client::open(redis).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("keygate:reqc:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!keys.is_empty());
+    for (pattern, calls) in [
+        (format!("keygate:req:{credential}:m:*"), 4),
+        (format!("keygate:reqc:{connection}:m:*"), 8),
+    ] {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "{pattern}: {keys:?}");
+        let n: i64 = redis::cmd("GET")
+            .arg(&keys[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, calls, "{pattern}");
+    }
     let db: i64 = {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&a.database_url).await.unwrap();

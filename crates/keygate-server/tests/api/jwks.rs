@@ -566,11 +566,27 @@ crate::both_backends!(
         // a console session the token's thief opened with it
         let cookie = app.console_sign_in(&leaked).await;
         assert_eq!(app.console_home(&cookie).await, 200);
+        // the vault, unlocked by the other token's sign-in, stays unlocked
+        let pw = json!({"password": "correct horse battery"});
+        assert_eq!(app.post("/v1/vault/setup", &kept, pw).await.0, 200);
 
         let (s, v) = app
             .post("/v1/tokens/revoke-current", &leaked, json!({}))
             .await;
         assert_eq!(s, 200, "{v}");
+        let unlocked = || async {
+            app.state
+                .store
+                .vault_session(
+                    keygate_storage::Actor::service(),
+                    user,
+                    keygate_storage::DbTime::now(),
+                )
+                .await
+                .unwrap()
+                .is_some()
+        };
+        assert!(unlocked().await, "another sign-in's unlock was ended");
         assert_eq!(v["user_id"].as_str(), Some(user.to_string().as_str()));
         assert_eq!(v["session"], json!(false));
         let until: chrono::DateTime<chrono::Utc> = v["until"].as_str().unwrap().parse().unwrap();
@@ -684,6 +700,9 @@ crate::both_backends!(
         assert!(second.auth.verify(&on_device).await.is_ok());
         let cookie = app.console_sign_in(&on_device).await;
         assert_eq!(app.console_home(&cookie).await, 200);
+        // the lost device's sign-in unlocked the vault: it locks with the session
+        let pw = json!({"password": "correct horse battery"});
+        assert_eq!(app.post("/v1/vault/setup", &on_device, pw).await.0, 200);
 
         let (s, v) = app
             .post(
@@ -693,6 +712,8 @@ crate::both_backends!(
             )
             .await;
         assert_eq!(s, 200, "{v}");
+        let (_, status) = app.get("/v1/vault/status", &mine).await;
+        assert_eq!(status["unlocked"], false, "{status}");
         assert_eq!(v["user_id"].as_str(), Some(user.to_string().as_str()));
         assert_eq!(v["session_id"].as_str(), Some(lost.to_string().as_str()));
         revoked(app.get("/v1/credentials", &on_device).await);

@@ -902,6 +902,48 @@ async fn a_shredded_data_key_leaves_the_database_file() {
     );
 }
 
+/// A due date an earlier release stored with a year past 9999 (as `+10000-…` text, which
+/// sorts before every real date on SQLite, so it was always due) is read back, and the
+/// upgrade's migration moves it to the last instant keygate stores.
+#[tokio::test]
+async fn a_far_year_stored_by_an_earlier_release_is_read_and_migrated() {
+    let app = helpers::spawn_app(helpers::Backend::Sqlite).await.unwrap();
+    let t = app.token(Uuid::new_v4());
+    let (_, c) = app.post("/v1/credentials", &t, binance_body("far")).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/credentials/{id}/rotation-schedule");
+    let (s, v) = app
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            &t,
+            json!({"interval_days": 90}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // as the earlier release wrote it, and as if this release's migration had not run
+    app.raw_exec(
+        "UPDATE rotation_schedules SET next_due_at = '+10000-01-01T00:00:00.000000Z'; \
+         DELETE FROM _sqlx_migrations WHERE version = 20261128000190",
+    )
+    .await
+    .unwrap();
+    let (s, v) = app.get(&path, &t).await;
+    assert_eq!(
+        (s, v["next_due_at"].as_str()),
+        (200, Some("+10000-01-01T00:00:00Z")),
+        "{v}"
+    );
+    let (data_dir, database_url, backend) = app.stop().await;
+    let app = helpers::start(data_dir, database_url, backend).await;
+    let (s, v) = app.get(&path, &t).await;
+    assert_eq!(
+        (s, v["next_due_at"].as_str()),
+        (200, Some("9999-12-31T23:59:59.999999Z")),
+        "{v}"
+    );
+}
+
 /// Row-level security isolates users even for a query without a WHERE clause.
 #[tokio::test]
 async fn rls_hides_other_users_rows() {

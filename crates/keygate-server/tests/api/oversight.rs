@@ -1549,13 +1549,27 @@ both_backends!(
             assert_eq!(r["outcome"], "needs_reconsent", "{r}");
         }
         assert_eq!(oauth.seen.lock().len(), 6);
-        let queued = app
-            .raw_exec(
-                "DELETE FROM webhook_deliveries WHERE event_type = 'integration.needs_reconsent'",
-            )
-            .await
-            .unwrap();
-        assert_eq!(queued, 1);
+        let held =
+            || keygate_server::integrations::send_held_reconsent_notices(&app.state, DbTime::now());
+        held().await.unwrap();
+        // rows touched = notices queued
+        let queued = "UPDATE webhook_deliveries SET attempts = attempts WHERE event_type = 'integration.needs_reconsent'";
+        assert_eq!(
+            app.raw_exec(queued).await.unwrap(),
+            1,
+            "notified again within the cool-down"
+        );
+        // the notice the cool-down held back (it still needs consent) goes out once the
+        // cool-down has passed, and only once
+        app.raw_exec(&format!(
+            "UPDATE sent_reminders SET created_at = '{}'",
+            DbTime::new(Utc::now() - chrono::Duration::hours(21)).canonical()
+        ))
+        .await
+        .unwrap();
+        held().await.unwrap();
+        held().await.unwrap();
+        assert_eq!(app.raw_exec(queued).await.unwrap(), 2);
     }
 );
 
