@@ -88,7 +88,30 @@ pub fn client_ip<'a>(
     client
 }
 
-/// Middleware: resolves the client IP once per request.
+/// Where the client is, as a trusted proxy says (`KEYGATE_GEO_COUNTRY_HEADER`,
+/// `KEYGATE_GEO_CITY_HEADER`): put into request extensions by [`resolve`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Geo {
+    pub country: Option<String>,
+    pub city: Option<String>,
+}
+
+/// A country as a proxy names it: two ASCII letters or digits (`DE`; Cloudflare's `XX`
+/// and `T1` too), upper case; anything else is not recorded.
+fn country(v: &str) -> Option<String> {
+    let v = v.trim();
+    (v.len() == 2 && v.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| v.to_ascii_uppercase())
+}
+
+/// A city: at most 100 characters, none of them control characters.
+fn city(v: &str) -> Option<String> {
+    let v = v.trim();
+    (!v.is_empty() && v.chars().count() <= 100 && !v.chars().any(char::is_control))
+        .then(|| v.to_string())
+}
+
+/// Middleware: resolves the client IP once per request, and its place when a trusted
+/// proxy names it.
 pub async fn resolve(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if let Some(peer) = req
         .extensions()
@@ -104,6 +127,21 @@ pub async fn resolve(State(state): State<AppState>, mut req: Request, next: Next
             &state.config.trusted_proxies,
         );
         req.extensions_mut().insert(ClientIp(ip));
+        // a client that reaches keygate directly could name any place
+        if is_trusted(canonical(peer), &state.config.trusted_proxies) {
+            let header = |name: &Option<String>| {
+                name.as_deref()
+                    .and_then(|n| req.headers().get(n))
+                    .and_then(|v| v.to_str().ok())
+            };
+            let geo = Geo {
+                country: header(&state.config.geo_country_header).and_then(country),
+                city: header(&state.config.geo_city_header).and_then(city),
+            };
+            if geo != Geo::default() {
+                req.extensions_mut().insert(geo);
+            }
+        }
     }
     next.run(req).await
 }
@@ -111,6 +149,18 @@ pub async fn resolve(State(state): State<AppState>, mut req: Request, next: Next
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proxys_place_is_taken_only_in_shape() {
+        assert_eq!(country(" de "), Some("DE".into()));
+        assert_eq!(country("T1"), Some("T1".into()));
+        assert_eq!(country("DEU"), None);
+        assert_eq!(country("d\u{0}"), None);
+        assert_eq!(city("Frankfurt am Main"), Some("Frankfurt am Main".into()));
+        assert_eq!(city("a\nb"), None);
+        assert_eq!(city(&"x".repeat(101)), None);
+        assert_eq!(city(""), None);
+    }
 
     fn nets(v: &[&str]) -> Vec<IpNet> {
         parse_trusted_proxies(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()

@@ -102,6 +102,12 @@ pub struct Config {
     /// `KEYGATE_TRUSTED_PROXIES` / `trusted_proxies`: peers (IPs or CIDRs) whose
     /// `X-Forwarded-For` is believed. Default empty: the peer address is the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `KEYGATE_GEO_COUNTRY_HEADER` / `geo_country_header`: the request header in which a
+    /// trusted proxy names the client's country (e.g. `cf-ipcountry`), recorded in audit
+    /// events. Read only from `trusted_proxies` peers. Default unset.
+    pub geo_country_header: Option<String>,
+    /// `KEYGATE_GEO_CITY_HEADER` / `geo_city_header`: likewise the client's city.
+    pub geo_city_header: Option<String>,
     /// `KEYGATE_ANOMALY_SUSPEND_THRESHOLD` / `anomaly_suspend_threshold`: risk score (1–100)
     /// at which a credential is suspended at once; `0` or `off` disables. Default 80.
     pub anomaly_suspend_threshold: u8,
@@ -208,6 +214,8 @@ struct FileConfig {
     tls_client_ca: Option<PathBuf>,
     allow_plaintext: Option<bool>,
     trusted_proxies: Option<Vec<String>>,
+    geo_country_header: Option<String>,
+    geo_city_header: Option<String>,
     anomaly_suspend_threshold: Option<toml::Value>,
     reactivate_fresh_unlock_minutes: Option<u32>,
     recent_sign_in_minutes: Option<u32>,
@@ -308,6 +316,8 @@ impl Default for Config {
             tls_client_ca: None,
             allow_plaintext: false,
             trusted_proxies: Vec::new(),
+            geo_country_header: None,
+            geo_city_header: None,
             anomaly_suspend_threshold: DEFAULT_ANOMALY_SUSPEND_THRESHOLD,
             reactivate_fresh_unlock_minutes: 5,
             recent_sign_in_minutes: 15,
@@ -449,6 +459,17 @@ impl Config {
             None => fc.trusted_proxies.unwrap_or_default(),
         };
         let trusted_proxies = crate::client_ip::parse_trusted_proxies(&trusted_proxies)?;
+        let geo_header = |var: &str, file: Option<String>| -> Result<Option<String>, ConfigError> {
+            match env(var).or(file).map(|h| h.trim().to_ascii_lowercase()) {
+                None => Ok(None),
+                Some(h) if h.is_empty() => Ok(None),
+                Some(h) => axum::http::HeaderName::from_bytes(h.as_bytes())
+                    .map(|_| Some(h))
+                    .map_err(|_| ConfigError(format!("{var}: not a header name"))),
+            }
+        };
+        let geo_country_header = geo_header("KEYGATE_GEO_COUNTRY_HEADER", fc.geo_country_header)?;
+        let geo_city_header = geo_header("KEYGATE_GEO_CITY_HEADER", fc.geo_city_header)?;
         let anomaly_suspend_threshold = match env("KEYGATE_ANOMALY_SUSPEND_THRESHOLD").or(fc
             .anomaly_suspend_threshold
             .map(|v| match v {
@@ -612,6 +633,8 @@ impl Config {
                 .or(fc.tls_client_ca),
             allow_plaintext,
             trusted_proxies,
+            geo_country_header,
+            geo_city_header,
         })
     }
 }

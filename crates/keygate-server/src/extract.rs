@@ -199,12 +199,18 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
         };
         let device_fingerprint =
             header("x-device-id").map(|d| hex::encode(&Sha256::digest(d.as_bytes())[..16]));
+        // from a trusted proxy's headers only (`client_ip::resolve`)
+        let geo = parts
+            .extensions
+            .get::<crate::client_ip::Geo>()
+            .cloned()
+            .unwrap_or_default();
         Ok(RequestMeta {
             ip,
             user_agent: header("user-agent"),
             device_fingerprint,
-            geo_country: None,
-            geo_city: None,
+            geo_country: geo.country,
+            geo_city: geo.city,
             request_id: header("x-request-id"),
         })
     }

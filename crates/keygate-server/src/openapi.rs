@@ -51,6 +51,7 @@ impl Modify for Bearer {
         routes::vault::unlock,
         routes::vault::lock,
         routes::vault::status,
+        routes::vault::settings,
         routes::vault::change_password,
         routes::vault::access_log,
         routes::vault::shred_own,

@@ -333,6 +333,33 @@ impl Store {
         Ok(())
     }
 
+    /// Changes a password vault's auto-lock (idle minutes) and biometric-unlock flag; a
+    /// `None` keeps the stored value. Answers false when the user has no password vault.
+    pub async fn update_vault_settings(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        auto_lock_minutes: Option<i32>,
+        biometric_unlock_enabled: Option<bool>,
+        now: DbTime,
+    ) -> Result<bool> {
+        let n = in_tx!(self, actor, |tx| {
+            sqlx::query::<DB>(
+                "UPDATE vaults SET auto_lock_minutes = COALESCE($1, auto_lock_minutes), \
+                 biometric_unlock_enabled = COALESCE($2, biometric_unlock_enabled), updated_at = $3 \
+                 WHERE user_id = $4",
+            )
+            .bind(auto_lock_minutes)
+            .bind(biometric_unlock_enabled)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// The user's live unlock session (not expired at `now`).
     pub async fn vault_session(
         &self,

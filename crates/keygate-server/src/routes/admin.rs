@@ -256,6 +256,8 @@ pub fn setting_value(c: &Config, env: &str) -> Option<String> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
+        "KEYGATE_GEO_COUNTRY_HEADER" => opt(&c.geo_country_header),
+        "KEYGATE_GEO_CITY_HEADER" => opt(&c.geo_city_header),
         "KEYGATE_SYNC_INTERVAL_MINUTES" => c.sync_interval_minutes.to_string(),
         "KEYGATE_REFUSE_WITHDRAWAL_KEYS" => c.refuse_withdrawal_keys.to_string(),
         "KEYGATE_ANOMALY_SUSPEND_THRESHOLD" => match c.anomaly_suspend_threshold {

@@ -42,6 +42,9 @@ pub struct AuditView {
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
     pub device_fingerprint: Option<String>,
+    /// Where the client was, as a trusted proxy said (`KEYGATE_GEO_COUNTRY_HEADER`).
+    pub geo_country: Option<String>,
+    pub geo_city: Option<String>,
     pub session_id: Option<Uuid>,
     pub success: bool,
     pub status_code: Option<i32>,
@@ -71,6 +74,8 @@ impl From<AuditEvent> for AuditView {
             ip_address: e.ip_address,
             user_agent: e.user_agent,
             device_fingerprint: e.device_fingerprint,
+            geo_country: e.geo_country,
+            geo_city: e.geo_city,
             session_id: e.session_id,
             success: e.success,
             status_code: e.status_code,

@@ -561,11 +561,17 @@ pub struct ApiCallView {
     pub success: bool,
     pub error_message: Option<String>,
     pub rate_limit_remaining: Option<i64>,
+    /// When the exchange's current rate-limit window ends, where it says.
+    pub rate_limit_reset: Option<DateTime<Utc>>,
     /// Weight (or requests) the exchange reported used in its current window.
     pub rate_limit_used: Option<i64>,
     /// The credential that signed (or would have signed) the call.
     pub credential_id: Uuid,
     pub ip_address: Option<String>,
+    /// The caller's `User-Agent` (at most 500 characters).
+    pub user_agent: Option<String>,
+    /// The caller's sign-in session (the token's `session_id`), when it names one.
+    pub session_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -583,9 +589,12 @@ impl From<ApiCallRecord> for ApiCallView {
             success: r.success,
             error_message: r.error_message,
             rate_limit_remaining: r.rate_limit_remaining,
+            rate_limit_reset: r.rate_limit_reset.map(|t| t.0),
             rate_limit_used: r.rate_limit_used,
             credential_id: r.credential_id,
             ip_address: r.ip_address,
+            user_agent: r.user_agent,
+            session_id: r.session_id,
             created_at: r.created_at.0,
         }
     }
@@ -616,24 +625,29 @@ pub async fn calls(
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BalanceView {
+    pub id: Uuid,
     pub asset: String,
     pub account_type: String,
     pub free: String,
     pub locked: String,
     pub total: String,
     pub usd_value: Option<String>,
+    /// The asset's USD price the value was computed with, where known.
+    pub last_price: Option<String>,
     pub synced_at: DateTime<Utc>,
 }
 
 impl From<BalanceRecord> for BalanceView {
     fn from(b: BalanceRecord) -> Self {
         BalanceView {
+            id: b.id,
             asset: b.asset,
             account_type: b.account_type,
             free: b.free,
             locked: b.locked,
             total: b.total,
             usd_value: b.usd_value,
+            last_price: b.last_price,
             synced_at: b.synced_at.0,
         }
     }

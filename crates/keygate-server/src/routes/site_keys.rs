@@ -43,6 +43,8 @@ pub struct SiteKeyView {
     pub last_used_at: Option<DateTime<Utc>>,
     pub rotation_interval_days: Option<i32>,
     pub next_rotation_at: Option<DateTime<Utc>>,
+    /// The admin who added it.
+    pub created_by: Option<Uuid>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -61,6 +63,7 @@ impl From<SiteKeyRecord> for SiteKeyView {
             last_used_at: k.last_used_at.map(|t| t.0),
             rotation_interval_days: k.rotation_interval_days,
             next_rotation_at: k.next_rotation_at.map(|t| t.0),
+            created_by: k.created_by,
             version: k.row_version,
             created_at: k.created_at.0,
             updated_at: k.updated_at.0,

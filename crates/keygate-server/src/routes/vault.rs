@@ -1,6 +1,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use keygate_crypto::{generate_salt, Dek, KdfParams, PasswordKey, WrapContext};
@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/vault/unlock", post(unlock))
         .route("/v1/vault/lock", post(lock))
         .route("/v1/vault/status", get(status))
+        .route("/v1/vault/settings", patch(settings))
         .route("/v1/vault/password", post(change_password))
         .route("/v1/vault/access-log", get(access_log))
         .route("/v1/vault/shred", post(shred_own))
@@ -40,7 +41,8 @@ pub fn router() -> Router<AppState> {
 pub struct PasswordBody {
     #[schema(value_type = String)]
     pub password: SecretString,
-    /// Idle minutes before auto-lock (setup only; 1–1440, default from config).
+    /// Idle minutes before auto-lock (setup only; 1–1440, default from config; change it
+    /// later with `PATCH /v1/vault/settings`).
     #[serde(default)]
     pub auto_lock_minutes: Option<i32>,
 }
@@ -56,6 +58,16 @@ pub struct VaultStatus {
     pub locked_out_until: Option<DateTime<Utc>>,
     pub kdf: Option<String>,
     pub last_unlocked_at: Option<DateTime<Utc>>,
+    /// The last failed unlock (password mode).
+    pub last_failed_unlock_at: Option<DateTime<Utc>>,
+    /// Secrets decrypt only during an unlock session (password mode).
+    pub require_password_on_decrypt: bool,
+    /// The owner's choice for their apps (keygate stores it; unlocking is still by
+    /// password): `PATCH /v1/vault/settings`.
+    pub biometric_unlock_enabled: bool,
+    /// When the password was set up, and the vault's settings last changed.
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
     pub shredded: bool,
 }
 
@@ -451,6 +463,11 @@ async fn status_of(s: &AppState, caller: &Caller, user: Uuid) -> ApiResult<Vault
             locked_out_until: None,
             kdf: None,
             last_unlocked_at: None,
+            last_failed_unlock_at: None,
+            require_password_on_decrypt: false,
+            biometric_unlock_enabled: false,
+            created_at: None,
+            updated_at: None,
             shredded,
         },
         Some(v) => VaultStatus {
@@ -462,6 +479,11 @@ async fn status_of(s: &AppState, caller: &Caller, user: Uuid) -> ApiResult<Vault
             locked_out_until: v.locked_out_until.map(|t| t.0),
             kdf: Some(v.kdf),
             last_unlocked_at: v.last_unlocked_at.map(|t| t.0),
+            last_failed_unlock_at: v.last_failed_unlock_at.map(|t| t.0),
+            require_password_on_decrypt: v.require_password_on_decrypt,
+            biometric_unlock_enabled: v.biometric_unlock_enabled,
+            created_at: Some(v.created_at.0),
+            updated_at: Some(v.updated_at.0),
             shredded,
         },
     })
@@ -471,6 +493,73 @@ async fn status_of(s: &AppState, caller: &Caller, user: Uuid) -> ApiResult<Vault
 #[utoipa::path(get, path = "/v1/vault/status", tag = "vault", security(("bearer" = [])), responses((status = 200, body = VaultStatus)))]
 pub async fn status(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<VaultStatus>> {
     let user = caller.user()?;
+    status_of(&s, &caller, user).await.map(Json)
+}
+
+/// A password vault's settings; a field left out keeps its value.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSettings {
+    /// Idle minutes before auto-lock, 1–1440. The current unlock keeps its end until
+    /// its next use.
+    #[serde(default)]
+    pub auto_lock_minutes: Option<i32>,
+    #[serde(default)]
+    pub biometric_unlock_enabled: Option<bool>,
+}
+
+/// Change a password vault's auto-lock or biometric-unlock setting. Needs a fresh unlock
+/// from the caller's own sign-in (a longer auto-lock keeps secrets decryptable longer);
+/// 409 `vault_not_password_protected` without a password. Audited (`vault`/`settings`).
+#[utoipa::path(patch, path = "/v1/vault/settings", tag = "vault", request_body = VaultSettings, security(("bearer" = [])),
+    responses((status = 200, body = VaultStatus), (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn settings(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppJson(req): AppJson<VaultSettings>,
+) -> ApiResult<Json<VaultStatus>> {
+    let user = caller.user()?;
+    let actor = caller.actor();
+    if req
+        .auto_lock_minutes
+        .is_some_and(|m| !(1..=1440).contains(&m))
+    {
+        return Err(ApiError::field(
+            "auto_lock_minutes",
+            "must be between 1 and 1440",
+        ));
+    }
+    if s.store.vault(actor, user).await?.is_none() {
+        return Err(ApiError::conflict(
+            "vault_not_password_protected",
+            "this vault has no password: set one up first (POST /v1/vault/setup)",
+        ));
+    }
+    crate::routes::rotation::require_fresh_unlock(&s, &caller, user, "change the vault's settings")
+        .await?;
+    let changed = s
+        .store
+        .update_vault_settings(
+            actor,
+            user,
+            req.auto_lock_minutes,
+            req.biometric_unlock_enabled,
+            DbTime::now(),
+        )
+        .await?;
+    if !changed {
+        return Err(ApiError::conflict(
+            "vault_not_password_protected",
+            "this vault has no password",
+        ));
+    }
+    let mut ev = event("vault", "settings", &caller, Some(user), &meta);
+    ev.metadata = keygate_storage::Json(serde_json::json!({
+        "auto_lock_minutes": req.auto_lock_minutes,
+        "biometric_unlock_enabled": req.biometric_unlock_enabled,
+    }));
+    s.recorder.record(vec![ev], vec![]).await?;
     status_of(&s, &caller, user).await.map(Json)
 }
 

@@ -538,6 +538,52 @@ both_backends!(vault_password_flow, |app: TestApp| async move {
     assert_eq!(s, 200, "{st}");
     assert_eq!(st["protection"], "password");
     assert_eq!(st["unlocked"], true);
+    assert_eq!(st["require_password_on_decrypt"], true);
+    assert_eq!(st["biometric_unlock_enabled"], false);
+    assert!(st["created_at"].is_string(), "{st}");
+    // settings: with the fresh unlock of the caller's own sign-in only; audited
+    let settings = |t: String, body: serde_json::Value| {
+        let app = &app;
+        async move {
+            app.send(reqwest::Method::PATCH, "/v1/vault/settings", &t, body)
+                .await
+        }
+    };
+    let (s, st) = settings(
+        t.clone(),
+        json!({"auto_lock_minutes": 30, "biometric_unlock_enabled": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(
+        (&st["auto_lock_minutes"], &st["biometric_unlock_enabled"]),
+        (&json!(30), &json!(true)),
+        "{st}"
+    );
+    let (s, p) = settings(app.token(user), json!({"auto_lock_minutes": 1440})).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (403, Some("fresh_unlock_required")),
+        "another sign-in: {p}"
+    );
+    let (s, p) = settings(t.clone(), json!({"auto_lock_minutes": 0})).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (422, Some("validation_failed")),
+        "{p}"
+    );
+    let (s, p) = settings(app.token(Uuid::new_v4()), json!({"auto_lock_minutes": 5})).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (409, Some("vault_not_password_protected")),
+        "{p}"
+    );
+    let (_, st) = app.get("/v1/vault/status", &t).await;
+    assert_eq!(st["auto_lock_minutes"], 30, "{st}");
+    let (_, log) = app
+        .get("/v1/audit?category=vault&action=settings", &t)
+        .await;
+    assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
     let svc = app.service_token(user);
     assert_eq!(
         app.post(&format!("/v1/credentials/{id}/reveal"), &svc, json!({}))

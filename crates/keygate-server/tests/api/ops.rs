@@ -56,6 +56,64 @@ async fn client_ip_case(backend: Backend) {
     assert_eq!(audited_ip(&app, None).await, "127.0.0.1");
 }
 
+/// Creates a credential with these geo headers and returns the place its audit event
+/// recorded (country, city).
+async fn audited_place(
+    app: &TestApp,
+    country: &str,
+    city: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let t = app.token(Uuid::new_v4());
+    let r = app
+        .client
+        .post(format!("{}/v1/credentials", app.base))
+        .bearer_auth(&t)
+        .header("cf-ipcountry", country)
+        .header("x-geo-city", city)
+        .json(&crate::binance_body("geo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, v) = app.get("/v1/audit?action=create&limit=1", &t).await;
+    let ev = &v["items"][0];
+    (ev["geo_country"].clone(), ev["geo_city"].clone())
+}
+
+/// The client's place comes from the headers the operator names, and only from a
+/// trusted proxy: a client that reaches keygate directly could claim any.
+#[tokio::test]
+async fn geo_comes_from_a_trusted_proxys_headers_only() {
+    let geo = |trusted: bool| {
+        move |c: &mut keygate_server::config::Config| {
+            if trusted {
+                c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+            }
+            c.geo_country_header = Some("cf-ipcountry".into());
+            c.geo_city_header = Some("x-geo-city".into());
+        }
+    };
+    let app = helpers::spawn_app_with(Backend::Sqlite, geo(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        audited_place(&app, "de", "Frankfurt am Main").await,
+        (json!("DE"), json!("Frankfurt am Main"))
+    );
+    // not in a place's shape: not recorded
+    assert_eq!(
+        audited_place(&app, "Germany", "").await,
+        (json!(null), json!(null))
+    );
+    let app = helpers::spawn_app_with(Backend::Sqlite, geo(false))
+        .await
+        .unwrap();
+    assert_eq!(
+        audited_place(&app, "DE", "Frankfurt").await,
+        (json!(null), json!(null))
+    );
+}
+
 #[tokio::test]
 async fn client_ip_from_trusted_proxies_only_sqlite() {
     client_ip_case(Backend::Sqlite).await;
