@@ -195,6 +195,33 @@ async fn remind_site_key(
         .await?)
 }
 
+/// Marks keys past their `expires_at` as `expired` (audited `credential`/`expire`), and
+/// generations past their rotation grace as revoked.
+pub async fn expire_credentials(state: &AppState, now: DbTime) -> Result<usize, ApiError> {
+    let expired = state.store.expire_due(now, 500).await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let system = crate::auth::Caller::system();
+    let events = expired
+        .iter()
+        .map(|(user, id)| {
+            let mut ev = crate::recorder::event(
+                "credential",
+                "expire",
+                &system,
+                Some(*user),
+                &crate::recorder::RequestMeta::default(),
+            );
+            ev.credential_id = Some(*id);
+            ev.reason = Some("expires_at passed".into());
+            ev
+        })
+        .collect();
+    state.recorder.record(events, vec![]).await?;
+    Ok(expired.len())
+}
+
 /// One pass of every job whose lease this instance gets.
 pub async fn tick(state: &AppState, now: DbTime) {
     let interval = Span::milliseconds(state.config.jobs_interval_ms as i64);
@@ -235,6 +262,11 @@ pub async fn tick(state: &AppState, now: DbTime) {
         .await
         {
             tracing::warn!(job = "connection_sync", error = %e, "job failed");
+        }
+    }
+    if lease("credential_expiry").await {
+        if let Err(e) = expire_credentials(state, now).await {
+            tracing::warn!(job = "credential_expiry", error = %e, "job failed");
         }
     }
     if lease("prune_counters").await {

@@ -360,6 +360,34 @@ impl Store {
         }))
     }
 
+    /// Every user's keys whose `expires_at` has passed become `expired` (active or
+    /// rotating ones, at most `limit` a call; a suspended key stays suspended, so that
+    /// only its owner's reactivation brings it back), and generations whose rotation grace
+    /// has ended become `revoked`: what the gateway already refuses by the times, the
+    /// rows now say (lists, the admin's status filter, rotation reminders). Answers the
+    /// expired credentials as `(user_id, id)`.
+    pub async fn expire_due(&self, now: DbTime, limit: i64) -> Result<Vec<(Uuid, Uuid)>> {
+        Ok(in_tx!(self, Actor::service(), |tx| {
+            sqlx::query::<DB>(
+                "UPDATE credential_secrets SET status = 'revoked' \
+                 WHERE status = 'rotating' AND grace_period_ends_at <= $1",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query_as::<DB, (Uuid, Uuid)>(
+                "UPDATE credentials SET status = 'expired', updated_at = $1, row_version = row_version + 1 \
+                 WHERE id IN (SELECT id FROM credentials WHERE status IN ('active', 'rotating') \
+                              AND expires_at <= $1 ORDER BY expires_at LIMIT $2) \
+                 RETURNING user_id, id",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?
+        }))
+    }
+
     /// Marks generations whose grace period has ended as revoked.
     pub async fn revoke_expired_generations(
         &self,

@@ -565,6 +565,11 @@ pub async fn update(
             super::check_instant("expires_at", e, &mut errors);
         }
         c.expires_at = e.map(DbTime::new);
+        // a key that expired comes back with a later expiry (or none): a widening, so
+        // it takes the fresh unlock below
+        if c.status == "expired" {
+            c.status = "active".into();
+        }
     }
     let mut action = "update";
     if let Some(st) = req.status.as_deref() {

@@ -948,6 +948,79 @@ async fn a_shredded_data_key_leaves_the_database_file() {
     );
 }
 
+// A key past its `expires_at` is refused by the gateway at once; the expiry job then
+// marks it `expired` (audited), so lists, the admin's status filter and reminders say
+// so. A later expiry brings it back (a widening: a recent sign-in on this vault). A
+// suspended key stays suspended.
+both_backends!(
+    keys_past_their_expiry_are_marked_expired,
+    |app: TestApp| async move {
+        use keygate_storage::DbTime;
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let mut ids = vec![];
+        for label in ["old", "held"] {
+            let (s, c) = app.post("/v1/credentials", &t, binance_body(label)).await;
+            assert_eq!(s, 201, "{c}");
+            ids.push(c["id"].as_str().unwrap().to_string());
+        }
+        let (s, _) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/credentials/{}", ids[1]),
+                &t,
+                json!({"status": "suspended"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let past = DbTime::new(chrono::Utc::now() - chrono::Duration::minutes(1)).canonical();
+        app.raw_exec(&format!("UPDATE credentials SET expires_at = '{past}'"))
+            .await
+            .unwrap();
+        let n = keygate_server::jobs::expire_credentials(&app.state, DbTime::now())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let (_, c) = app.get(&format!("/v1/credentials/{}", ids[0]), &t).await;
+        assert_eq!(c["status"], "expired", "{c}");
+        let (_, c) = app.get(&format!("/v1/credentials/{}", ids[1]), &t).await;
+        assert_eq!(c["status"], "suspended", "{c}");
+        let (_, log) = app
+            .get("/v1/audit?category=credential&action=expire", &t)
+            .await;
+        assert_eq!(log["items"][0]["credential_id"], json!(ids[0]), "{log}");
+        let admin = app.admin_token(Uuid::new_v4());
+        let (_, l) = app
+            .get("/v1/admin/credentials?status=expired", &admin)
+            .await;
+        assert!(
+            l["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == json!(ids[0])),
+            "{l}"
+        );
+        // nothing more to do
+        assert_eq!(
+            keygate_server::jobs::expire_credentials(&app.state, DbTime::now())
+                .await
+                .unwrap(),
+            0
+        );
+        let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+        let (s, c) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/credentials/{}", ids[0]),
+                &t,
+                json!({"expires_at": later}),
+            )
+            .await;
+        assert_eq!((s, c["status"].as_str()), (200, Some("active")), "{c}");
+    }
+);
+
 /// A due date an earlier release stored with a year past 9999 (as `+10000-…` text, which
 /// sorts before every real date on SQLite, so it was always due) is read back, and the
 /// upgrade's migration moves it to the last instant keygate stores.
