@@ -38,6 +38,8 @@ impl Modify for Bearer {
         routes::credentials::remove,
         routes::credentials::rotate,
         routes::credentials::reveal,
+        routes::credentials::generations,
+        routes::credentials::usage,
         routes::keygen::generate,
         routes::keygen::attach_key,
         routes::connections::create,

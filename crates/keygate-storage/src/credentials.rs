@@ -351,7 +351,8 @@ impl Store {
         credential_id: Uuid,
     ) -> Result<Vec<SecretRecord>> {
         let sql = format!("SELECT {SCOLS} FROM credential_secrets WHERE user_id = $1 AND credential_id = $2 ORDER BY generation DESC");
-        Ok(in_tx!(self, actor, |tx| {
+        // a read: it must not drop the gateway's cached contexts
+        Ok(in_tx!(@quiet self, actor, |tx| {
             sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(credential_id)

@@ -94,7 +94,75 @@ const TOTALS_SQL: &str = "SELECT \
     CAST(COALESCE(SUM(withdrawal_usd_micros), 0) AS BIGINT) \
     FROM credential_spend WHERE credential_id = $1 AND day >= $3 AND day <= $2";
 
+/// A key's use so far today and this month (UTC): calls recorded through keygate (the
+/// rows of a deleted connection go with it) and the spend ledger (kept when a connection
+/// is deleted). Amounts in micro-USD.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CredentialUsage {
+    pub calls_today: i64,
+    pub denied_today: i64,
+    pub calls_this_month: i64,
+    pub denied_this_month: i64,
+    pub volume_today: i64,
+    pub withdrawals_today: i64,
+    pub withdrawals_this_month: i64,
+}
+
 impl Store {
+    /// [`CredentialUsage`] of `credential_id` at `now`, as `actor` (its owner reads it).
+    pub async fn credential_usage(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        credential_id: Uuid,
+        now: DbTime,
+    ) -> Result<CredentialUsage> {
+        use chrono::{Datelike, TimeZone};
+        let day = crate::usage::utc_day(&now);
+        let month = format!("{}-01", &day[..7]);
+        let t = now.0;
+        let day_start = DbTime::new(
+            chrono::Utc
+                .with_ymd_and_hms(t.year(), t.month(), t.day(), 0, 0, 0)
+                .single()
+                .unwrap_or(t),
+        );
+        let month_start = DbTime::new(
+            chrono::Utc
+                .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+                .single()
+                .unwrap_or(t),
+        );
+        let calls = "SELECT CAST(COUNT(*) AS BIGINT), \
+            CAST(COALESCE(SUM(CASE WHEN decision = 'denied' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+            FROM api_calls WHERE user_id = $1 AND credential_id = $2 AND created_at >= $3 AND created_at < $4";
+        Ok(in_tx!(@quiet self, actor, |tx| {
+            let mut u = CredentialUsage::default();
+            for (since, into) in [(day_start, 0), (month_start, 1)] {
+                let (n, denied): (i64, i64) = sqlx::query_as::<DB, _>(calls)
+                    .bind(user_id)
+                    .bind(credential_id)
+                    .bind(since)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if into == 0 {
+                    (u.calls_today, u.denied_today) = (n, denied);
+                } else {
+                    (u.calls_this_month, u.denied_this_month) = (n, denied);
+                }
+            }
+            let (v, wd, wm): (i64, i64, i64) = sqlx::query_as::<DB, _>(TOTALS_SQL)
+                .bind(credential_id)
+                .bind(&day)
+                .bind(&month)
+                .fetch_one(&mut *tx)
+                .await?;
+            (u.volume_today, u.withdrawals_today, u.withdrawals_this_month) = (v, wd, wm);
+            u
+        }))
+    }
+
     /// Takes the credential's spend lock (waiting for any check under way on it, in this
     /// or another instance) and reads its totals for `now`'s UTC day and month.
     /// PostgreSQL sums `bigint` as `numeric`: the sums are cast back.

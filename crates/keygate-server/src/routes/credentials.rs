@@ -37,6 +37,104 @@ pub fn router() -> Router<AppState> {
             post(crate::routes::keygen::attach_key),
         )
         .route("/v1/credentials/{id}/reveal", post(reveal))
+        .route("/v1/credentials/{id}/generations", get(generations))
+        .route("/v1/credentials/{id}/usage", get(usage))
+}
+
+/// A key's use so far today and this month (UTC; the seed's daily and monthly usage
+/// counts). Calls are those recorded through keygate (a deleted connection's calls go
+/// with it); amounts come from the spend ledger the caps use (kept when a connection is
+/// deleted), as decimal USD strings.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageView {
+    pub calls_today: i64,
+    pub denied_today: i64,
+    pub calls_this_month: i64,
+    pub denied_this_month: i64,
+    pub volume_today_usd: String,
+    pub withdrawals_today_usd: String,
+    pub withdrawals_this_month_usd: String,
+}
+
+/// A key's use today and this month.
+#[utoipa::path(get, path = "/v1/credentials/{id}/usage", tag = "credentials", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = UsageView), (status = 404, body = crate::error::Problem)))]
+pub async fn usage(
+    State(s): State<AppState>,
+    caller: Caller,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Json<UsageView>> {
+    let c = load(&s, &caller, id).await?;
+    let u = s
+        .store
+        .credential_usage(caller.actor(), c.user_id, id, DbTime::now())
+        .await?;
+    let usd = |micros: i64| {
+        rust_decimal::Decimal::new(micros, 6)
+            .normalize()
+            .to_string()
+    };
+    Ok(Json(UsageView {
+        calls_today: u.calls_today,
+        denied_today: u.denied_today,
+        calls_this_month: u.calls_this_month,
+        denied_this_month: u.denied_this_month,
+        volume_today_usd: usd(u.volume_today),
+        withdrawals_today_usd: usd(u.withdrawals_today),
+        withdrawals_this_month_usd: usd(u.withdrawals_this_month),
+    }))
+}
+
+/// One generation of a credential's keys (no secret): which one signs, and until when
+/// a rotated-away one still does.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GenerationView {
+    pub id: Uuid,
+    pub generation: i32,
+    /// `active` (signs), `rotating` (signs until `grace_period_ends_at`) or `revoked`.
+    pub status: String,
+    /// The generation this one replaced.
+    pub rotated_from: Option<Uuid>,
+    pub grace_period_ends_at: Option<DateTime<Utc>>,
+    /// Whether it may sign now (the active one, or a rotating one within its grace).
+    pub signs: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A credential's key generations, newest first (the seed's rotation columns:
+/// `rotated_from_key_id`, `rotation_grace_period_ends_at`, `is_rotation_active`).
+#[utoipa::path(get, path = "/v1/credentials/{id}/generations", tag = "credentials", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = List<GenerationView>), (status = 404, body = crate::error::Problem)))]
+pub async fn generations(
+    State(s): State<AppState>,
+    caller: Caller,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Json<List<GenerationView>>> {
+    let c = load(&s, &caller, id).await?;
+    let now = Utc::now();
+    let items = s
+        .store
+        .credential_secrets(caller.actor(), c.user_id, id)
+        .await?
+        .into_iter()
+        .map(|g| GenerationView {
+            signs: match g.status.as_str() {
+                "active" => true,
+                "rotating" => g.grace_period_ends_at.is_some_and(|t| t.0 > now),
+                _ => false,
+            },
+            id: g.id,
+            generation: g.generation,
+            status: g.status,
+            rotated_from: g.rotated_from,
+            grace_period_ends_at: g.grace_period_ends_at.map(|t| t.0),
+            created_at: g.created_at.0,
+        })
+        .collect();
+    Ok(Json(List {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// A credential's metadata. No secret is ever returned.

@@ -2311,6 +2311,23 @@ both_backends!(
         assert_eq!(withdraw(&app, &t, &first, 200).await, (200, String::new()));
         let (_, c) = app.get(&format!("/v1/connections/{first}"), &t).await;
         let credential = c["credential_id"].clone();
+        let usage_path = format!("/v1/credentials/{}/usage", credential.as_str().unwrap());
+        let (s, u) = app.get(&usage_path, &t).await;
+        assert_eq!(s, 200, "{u}");
+        assert_eq!(
+            (
+                &u["calls_today"],
+                &u["denied_today"],
+                &u["withdrawals_today_usd"]
+            ),
+            (&json!(1), &json!(0), &json!("200")),
+            "{u}"
+        );
+        assert_eq!(u["withdrawals_this_month_usd"], "200", "{u}");
+        assert_eq!(
+            app.get(&usage_path, &app.token(Uuid::new_v4())).await.0,
+            404
+        );
         let s = app
             .send(
                 reqwest::Method::DELETE,
@@ -2335,6 +2352,17 @@ both_backends!(
             (403, "withdrawal_daily_limit_exceeded".to_string())
         );
         assert_eq!(withdraw(&app, &t, &second, 50).await, (200, String::new()));
+        // the ledger kept what the deleted connection's calls spent; the calls went
+        let (_, u) = app.get(&usage_path, &t).await;
+        assert_eq!(
+            (
+                &u["calls_today"],
+                &u["denied_today"],
+                &u["withdrawals_today_usd"]
+            ),
+            (&json!(2), &json!(1), &json!("250")),
+            "{u}"
+        );
     }
 );
 

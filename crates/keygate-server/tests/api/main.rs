@@ -243,6 +243,35 @@ both_backends!(
         assert_eq!(s, 200, "{r}");
         assert_eq!(r["generation"], 2);
         assert_eq!(r["api_key_hint"], "…WXYZ");
+        // the generations: the new one signs, the old one within its grace
+        let (s, g) = app
+            .get(&format!("/v1/credentials/{id}/generations"), &ta)
+            .await;
+        assert_eq!(s, 200, "{g}");
+        let g = g["items"].as_array().unwrap().clone();
+        assert_eq!(g.len(), 2, "{g:?}");
+        assert_eq!(
+            (&g[0]["generation"], &g[0]["status"], &g[0]["signs"]),
+            (&json!(2), &json!("active"), &json!(true))
+        );
+        assert_eq!(
+            (&g[1]["generation"], &g[1]["status"], &g[1]["signs"]),
+            (&json!(1), &json!("rotating"), &json!(true))
+        );
+        assert_eq!(g[0]["rotated_from"], g[1]["id"]);
+        assert!(g[1]["grace_period_ends_at"].is_string());
+        assert!(!serde_json::Value::Array(g.clone())
+            .to_string()
+            .contains("new-secret-value"));
+        assert_eq!(
+            app.get(
+                &format!("/v1/credentials/{id}/generations"),
+                &app.token(Uuid::new_v4())
+            )
+            .await
+            .0,
+            404
+        );
         // reveal: service role only, returns the current generation
         assert_eq!(
             app.post(&format!("/v1/credentials/{id}/reveal"), &ta, json!({}))
