@@ -59,7 +59,9 @@ pub struct IntegrationView {
     pub scopes: Vec<String>,
     #[schema(value_type = Object)]
     pub config: serde_json::Value,
-    /// active | needs_reconsent | error
+    /// `false` while paused (status `disabled`).
+    pub enabled: bool,
+    /// active | needs_reconsent | error | disabled
     pub status: String,
     pub last_error: Option<String>,
     pub token: Option<TokenInfo>,
@@ -78,6 +80,7 @@ fn view(i: IntegrationRecord, t: Option<IntegrationTokenRecord>) -> IntegrationV
         token_url: i.token_url,
         scopes: i.scopes.0,
         config: i.config.0,
+        enabled: i.status != "disabled",
         status: i.status,
         last_error: i.last_error,
         token: t.map(|t| TokenInfo {
@@ -124,6 +127,14 @@ fn check_scopes(v: &[String], errors: &mut Vec<FieldError>) {
             "up to 100 scopes, each 1 to 200 characters without spaces",
         ));
     }
+}
+
+/// 409 for a paused integration's token or refresh.
+fn integration_disabled() -> ApiError {
+    ApiError::conflict(
+        "integration_disabled",
+        "this integration is disabled: enable it (PATCH with \"enabled\": true) first",
+    )
 }
 
 /// 422 for a PATCH that would move `token_url`.
@@ -385,11 +396,14 @@ pub struct UpdateIntegration {
     pub scopes: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub config: Option<serde_json::Value>,
+    /// `false` pauses it (status `disabled`): its tokens are neither refreshed nor handed
+    /// out (409 `integration_disabled`) until it is enabled again.
+    pub enabled: Option<bool>,
     pub version: Option<i64>,
 }
 
-/// Edit an integration's configuration (status returns to `active`). `token_url` cannot
-/// change (422 `token_url_immutable`).
+/// Edit an integration's configuration (status returns to `active`, unless it is or
+/// becomes disabled: `enabled`). `token_url` cannot change (422 `token_url_immutable`).
 #[utoipa::path(patch, path = "/v1/integrations/{id}", tag = "integrations", params(("id" = Uuid, Path)), request_body = UpdateIntegration, security(("bearer" = [])),
     responses((status = 200, body = IntegrationView), (status = 404, body = crate::error::Problem), (status = 412, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn update(
@@ -445,8 +459,16 @@ pub async fn update(
         i.client_secret_ct = Some(seal(&dek, owner, id, F_CLIENT_SECRET, cs.expose_secret()));
         i.dek_version = dek.version as i32;
     }
-    i.status = "active".into();
-    i.last_error = None;
+    let disabled = match req.enabled {
+        Some(enabled) => !enabled,
+        None => i.status == "disabled",
+    };
+    if disabled {
+        i.status = "disabled".into();
+    } else {
+        i.status = "active".into();
+        i.last_error = None;
+    }
     i.updated_at = DbTime::now();
     let stored = s
         .store
@@ -543,7 +565,8 @@ pub async fn put_tokens(
         )
         .await?;
         s.store.put_integration_token(actor, &t).await?;
-        if i.status != "active" {
+        // new tokens end a refusal or an error; a paused integration stays paused
+        if i.status != "active" && i.status != "disabled" {
             i = s
                 .store
                 .set_integration_status(actor, owner, id, "active", None, DbTime::now())
@@ -589,6 +612,12 @@ pub async fn token(
         .ok_or_else(|| ApiError::conflict("no_token", "this integration has no token yet"))?;
     let mut ev = event("integration", "token_read", &caller, Some(i.user_id), &meta);
     ev.metadata = DbJson(serde_json::json!({"integration_id": id}));
+    if i.status == "disabled" {
+        ev.success = false;
+        ev.reason = Some("disabled".into());
+        s.recorder.record(vec![ev], vec![]).await?;
+        return Err(integration_disabled());
+    }
     if i.status == "needs_reconsent" {
         ev.success = false;
         ev.reason = Some("needs_reconsent".into());
@@ -634,6 +663,9 @@ pub async fn refresh_now(
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Json<RefreshResult>> {
     let i = load(&s, &caller, id).await?;
+    if i.status == "disabled" {
+        return Err(integration_disabled());
+    }
     if i.status == "needs_reconsent" {
         // the provider refused this refresh token for good: asking again only repeats the
         // refusal (and its notifications); new tokens come with PUT .../tokens

@@ -78,6 +78,8 @@ pub struct PutSchedule {
     /// Next due date; default: now + interval.
     #[serde(default)]
     pub next_due_at: Option<DateTime<Utc>>,
+    /// Stored for the platform's own rotation tooling (keygate does not rotate keys at
+    /// the exchange); left out, the stored value is kept (`false` for a new schedule).
     #[serde(default)]
     pub auto_rotation_enabled: Option<bool>,
 }
@@ -121,7 +123,11 @@ pub async fn put_schedule(
             .next_due_at
             .map(DbTime::new)
             .unwrap_or_else(|| DbTime::new(now.0 + Duration::days(req.interval_days as i64))),
-        auto_rotation_enabled: req.auto_rotation_enabled.unwrap_or(false),
+        // left out: kept (a PUT that changes the interval does not turn it off)
+        auto_rotation_enabled: req
+            .auto_rotation_enabled
+            .or(existing.as_ref().map(|e| e.auto_rotation_enabled))
+            .unwrap_or(false),
         last_rotated_at: existing.as_ref().and_then(|e| e.last_rotated_at),
         created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
         updated_at: now,

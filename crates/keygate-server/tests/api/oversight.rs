@@ -862,6 +862,27 @@ both_backends!(
             .await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["interval_days"], 90);
+        // auto-rotation, once on, stays on through a PUT that leaves it out
+        for (body, on) in [
+            (
+                json!({"interval_days": 90, "next_due_at": due.to_rfc3339(), "auto_rotation_enabled": true}),
+                true,
+            ),
+            (
+                json!({"interval_days": 90, "next_due_at": due.to_rfc3339()}),
+                true,
+            ),
+        ] {
+            let (_, v) = app
+                .send(
+                    reqwest::Method::PUT,
+                    &format!("/v1/credentials/{cred}/rotation-schedule"),
+                    &t,
+                    body,
+                )
+                .await;
+            assert_eq!(v["auto_rotation_enabled"], on, "{v}");
+        }
         assert_eq!(
             app.get(&format!("/v1/credentials/{cred}/rotation-schedule"), &t)
                 .await
@@ -1691,6 +1712,63 @@ async fn integration_expiring(
         .await;
     assert_eq!(s, 201, "{i}");
     i["id"].as_str().unwrap().to_string()
+}
+
+// An integration can be paused: its tokens are neither refreshed nor handed out until it
+// is enabled again; edits and new tokens leave it paused.
+#[tokio::test]
+async fn a_disabled_integration_is_neither_refreshed_nor_read() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
+        c.jobs_enabled = false;
+    })
+    .await
+    .unwrap();
+    let (url, oauth) = oauth_server().await;
+    let t = app.token(Uuid::new_v4());
+    let soon = (Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
+    let id = integration_expiring(&app, &t, &url, "crm", &soon).await;
+    let path = format!("/v1/integrations/{id}");
+    let patch = |body: serde_json::Value| app.send(reqwest::Method::PATCH, &path, &t, body);
+    let (s, v) = patch(json!({"enabled": false})).await;
+    assert_eq!(
+        (s, &v["enabled"], &v["status"]),
+        (200, &json!(false), &json!("disabled")),
+        "{v}"
+    );
+    let pass = || keygate_server::integrations::refresh_due(&app.state, DbTime::now());
+    assert_eq!(pass().await.unwrap(), 0);
+    let (s, p) = app.get(&format!("{path}/token"), &t).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (409, Some("integration_disabled")),
+        "{p}"
+    );
+    let (s, p) = app.post(&format!("{path}/refresh"), &t, json!({})).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (409, Some("integration_disabled")),
+        "{p}"
+    );
+    let (_, v) = patch(json!({"name": "crm-2"})).await;
+    assert_eq!(v["status"], "disabled", "{v}");
+    let (s, v) = app
+        .send(
+            reqwest::Method::PUT,
+            &format!("{path}/tokens"),
+            &t,
+            json!({"access_token": "at-new", "refresh_token": "rt-0", "expires_at": soon}),
+        )
+        .await;
+    assert_eq!((s, &v["status"]), (200, &json!("disabled")), "{v}");
+    assert!(oauth.seen.lock().is_empty());
+    let (_, v) = patch(json!({"enabled": true})).await;
+    assert_eq!(
+        (&v["enabled"], &v["status"]),
+        (&json!(true), &json!("active")),
+        "{v}"
+    );
+    assert_eq!(pass().await.unwrap(), 1);
+    assert_eq!(app.get(&format!("{path}/token"), &t).await.0, 200);
 }
 
 // New tokens are not stored while a refresh is under way (it holds the refresh lease, on
