@@ -36,22 +36,40 @@ pub struct ScheduleView {
     pub next_due_at: DateTime<Utc>,
     pub auto_rotation_enabled: bool,
     pub last_rotated_at: Option<DateTime<Utc>>,
+    /// `next_due_at` has passed.
+    pub is_overdue: bool,
+    /// Whole days since `next_due_at` (0 when not overdue).
+    pub days_overdue: i64,
+    /// The reminders sent for this due date, in order (`before_30d`, `before_14d`,
+    /// `before_7d`, `before_1d`, `overdue_0d`, …): the seed's `reminder_sent_*` flags.
+    pub reminders_sent: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<RotationSchedule> for ScheduleView {
-    fn from(r: RotationSchedule) -> Self {
-        ScheduleView {
-            credential_id: r.credential_id,
-            interval_days: r.interval_days,
-            next_due_at: r.next_due_at.0,
-            auto_rotation_enabled: r.auto_rotation_enabled,
-            last_rotated_at: r.last_rotated_at.map(|t| t.0),
-            created_at: r.created_at.0,
-            updated_at: r.updated_at.0,
-        }
-    }
+/// The view of `r` now, with the reminders sent for its due date.
+async fn schedule_view(s: &AppState, r: RotationSchedule) -> ApiResult<ScheduleView> {
+    let prefix = format!("rotation:{}:{}:", r.credential_id, r.next_due_at.micros());
+    let reminders_sent = s
+        .store
+        .reminders_sent(r.credential_id)
+        .await?
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    let late = Utc::now() - r.next_due_at.0;
+    Ok(ScheduleView {
+        credential_id: r.credential_id,
+        interval_days: r.interval_days,
+        next_due_at: r.next_due_at.0,
+        auto_rotation_enabled: r.auto_rotation_enabled,
+        last_rotated_at: r.last_rotated_at.map(|t| t.0),
+        is_overdue: late > Duration::zero(),
+        days_overdue: late.num_days().max(0),
+        reminders_sent,
+        created_at: r.created_at.0,
+        updated_at: r.updated_at.0,
+    })
 }
 
 /// A credential's rotation schedule.
@@ -63,11 +81,12 @@ pub async fn read_schedule(
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Json<ScheduleView>> {
     let c = load(&s, &caller, id).await?;
-    s.store
+    let r = s
+        .store
         .rotation_schedule(caller.actor(), c.user_id, id)
         .await?
-        .map(|r| Json(r.into()))
-        .ok_or_else(|| ApiError::not_found("rotation schedule"))
+        .ok_or_else(|| ApiError::not_found("rotation schedule"))?;
+    schedule_view(&s, r).await.map(Json)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -144,7 +163,7 @@ pub async fn put_schedule(
     ev.metadata = keygate_storage::Json(serde_json::json!({
         "interval_days": stored.interval_days, "next_due_at": stored.next_due_at.0}));
     s.recorder.record(vec![ev], vec![]).await?;
-    Ok(Json(stored.into()))
+    schedule_view(&s, stored).await.map(Json)
 }
 
 /// Remove a credential's rotation schedule.

@@ -959,6 +959,12 @@ both_backends!(
         let mut got = stages.clone();
         got.sort();
         assert_eq!(got, want);
+        // the schedule shows them, in order, and that the key is overdue
+        let (_, v) = app
+            .get(&format!("/v1/credentials/{cred}/rotation-schedule"), &t)
+            .await;
+        assert_eq!(v["reminders_sent"], json!(expected), "{v}");
+        assert_eq!(v["is_overdue"], json!(Utc::now() > due), "{v}");
         let deliveries = app
             .state
             .store
