@@ -129,10 +129,14 @@ pub async fn resolve(State(state): State<AppState>, mut req: Request, next: Next
         req.extensions_mut().insert(ClientIp(ip));
         // a client that reaches keygate directly could name any place
         if is_trusted(canonical(peer), &state.config.trusted_proxies) {
+            // one value only: a proxy that appends to the client's own header (rather than
+            // replacing it) would leave the client's first
             let header = |name: &Option<String>| {
-                name.as_deref()
-                    .and_then(|n| req.headers().get(n))
-                    .and_then(|v| v.to_str().ok())
+                let mut values = req.headers().get_all(name.as_deref()?).iter();
+                match (values.next(), values.next()) {
+                    (Some(v), None) => v.to_str().ok(),
+                    _ => None,
+                }
             };
             let geo = Geo {
                 country: header(&state.config.geo_country_header).and_then(country),

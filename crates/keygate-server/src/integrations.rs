@@ -116,19 +116,32 @@ pub async fn refresh(
     {
         return Err(refresh_in_progress());
     }
-    let out = match state
-        .store
-        .integration_token(actor, integ.user_id, integ.id)
-        .await
-    {
-        // the latest tokens, unless a refresh finished since the caller read them (a DEK
-        // rotation re-seals them without refreshing: not that)
-        Ok(Some(current)) if current.refreshed_at == tok.refreshed_at => {
-            refresh_claimed(state, actor, integ, &current, now, &lease, &holder).await
+    // paused since the caller read it (a job pass lists integrations before it gets to
+    // them): not sent
+    let paused = match state.store.integration_by_id(integ.id).await {
+        Ok(i) => i.is_some_and(|i| i.status == "disabled"),
+        Err(e) => {
+            let _ = state.store.release_job_lease(&lease, &holder).await;
+            return Err(e.into());
         }
-        // refreshed (or removed) since the caller read it: the tokens are current
-        Ok(_) => Ok(RefreshOutcome::Refreshed),
-        Err(e) => Err(e.into()),
+    };
+    let out = if paused {
+        Err(integration_disabled())
+    } else {
+        match state
+            .store
+            .integration_token(actor, integ.user_id, integ.id)
+            .await
+        {
+            // the latest tokens, unless a refresh finished since the caller read them (a DEK
+            // rotation re-seals them without refreshing: not that)
+            Ok(Some(current)) if current.refreshed_at == tok.refreshed_at => {
+                refresh_claimed(state, actor, integ, &current, now, &lease, &holder).await
+            }
+            // refreshed (or removed) since the caller read it: the tokens are current
+            Ok(_) => Ok(RefreshOutcome::Refreshed),
+            Err(e) => Err(e.into()),
+        }
     };
     if let Err(e) = state.store.release_job_lease(&lease, &holder).await {
         tracing::warn!(integration = %integ.id, error = %e, "the refresh lease could not be given back; it expires by itself");
@@ -150,6 +163,14 @@ pub(crate) fn lease_until(state: &AppState) -> DbTime {
 
 /// A token endpoint's answer is a few hundred bytes; a longer one is refused unread.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// 409 for a paused integration's token or refresh.
+pub(crate) fn integration_disabled() -> ApiError {
+    ApiError::conflict(
+        "integration_disabled",
+        "this integration is disabled: enable it (PATCH with \"enabled\": true) first",
+    )
+}
 
 pub(crate) fn refresh_in_progress() -> ApiError {
     ApiError::conflict(
@@ -580,8 +601,8 @@ async fn refresh_one(
     Ok(match refresh(state, Actor::service(), &i, t, now).await {
         Ok(RefreshOutcome::Refreshed) => 1,
         Ok(_) => 0,
-        // another instance, or the owner, is refreshing it
-        Err(e) if e.code() == "refresh_in_progress" => 0,
+        // another instance, or the owner, is refreshing it; or it was paused meanwhile
+        Err(e) if matches!(e.code(), "refresh_in_progress" | "integration_disabled") => 0,
         Err(e) => {
             // any other failure (the owner's keys shredded, a broken record) backs off
             // like a failed request, rather than leave the token due on every pass

@@ -80,6 +80,7 @@ impl Modify for Bearer {
         routes::site_keys::update,
         routes::site_keys::remove,
         routes::site_keys::use_key,
+        routes::site_keys::use_provider_key,
         routes::integrations::create,
         routes::integrations::list,
         routes::integrations::read,

@@ -376,10 +376,14 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // the conditions again outside the subquery: PostgreSQL re-checks only the
+            // outer ones on a row another transaction changed meanwhile (a suspension, a
+            // shred, a later expiry), and would otherwise overwrite it
             sqlx::query_as::<DB, (Uuid, Uuid)>(
                 "UPDATE credentials SET status = 'expired', updated_at = $1, row_version = row_version + 1 \
                  WHERE id IN (SELECT id FROM credentials WHERE status IN ('active', 'rotating') \
                               AND expires_at <= $1 ORDER BY expires_at LIMIT $2) \
+                 AND status IN ('active', 'rotating') AND expires_at <= $1 \
                  RETURNING user_id, id",
             )
             .bind(now)

@@ -239,7 +239,8 @@ impl Store {
     }
 
     /// Sets only an integration's `status` and `last_error` (a token refresh's outcome,
-    /// tokens stored): unlike [`Store::update_integration`] with no expected version, it
+    /// tokens stored), unless it is `disabled` (paused by its owner: answered unchanged,
+    /// so a refresh that was under way when it was paused cannot switch it on): unlike [`Store::update_integration`] with no expected version, it
     /// cannot write back fields another request or a data-key rotation changed meanwhile.
     pub async fn set_integration_status(
         &self,
@@ -254,7 +255,7 @@ impl Store {
         Ok(in_tx!(self, actor, |tx| {
             let n = sqlx::query::<DB>(
                 "UPDATE integrations SET status = $1, last_error = $2, updated_at = $3, \
-                 row_version = row_version + 1 WHERE user_id = $4 AND id = $5",
+                 row_version = row_version + 1 WHERE user_id = $4 AND id = $5 AND status <> 'disabled'",
             )
             .bind(status)
             .bind(last_error)
@@ -264,14 +265,16 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            if n != 1 {
-                return Err(StorageError::NotFound);
-            }
-            sqlx::query_as::<DB, _>(&sel)
+            // a paused integration keeps its status: answered as it is
+            let row: Option<IntegrationRecord> = sqlx::query_as::<DB, _>(&sel)
                 .bind(user_id)
                 .bind(id)
-                .fetch_one(&mut *tx)
-                .await?
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row {
+                Some(r) if n == 1 || r.status == "disabled" => r,
+                _ => return Err(StorageError::NotFound),
+            }
         }))
     }
 

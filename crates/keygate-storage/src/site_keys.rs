@@ -151,6 +151,19 @@ impl Store {
         }))
     }
 
+    /// The active site keys of `provider` (any case): the ids, at most two (one is the
+    /// key to use; two mean the provider's key is ambiguous).
+    pub async fn active_site_keys_of(&self, actor: Actor, provider: &str) -> Result<Vec<Uuid>> {
+        Ok(in_tx!(@quiet self, actor, |tx| {
+            sqlx::query_scalar::<DB, Uuid>(
+                "SELECT id FROM site_api_keys WHERE is_active AND LOWER(provider) = LOWER($1) ORDER BY id LIMIT 2",
+            )
+            .bind(provider)
+            .fetch_all(&mut *tx)
+            .await?
+        }))
+    }
+
     /// Active site keys with a rotation date before `due_before` (reminder job).
     pub async fn site_keys_due(&self, due_before: DbTime) -> Result<Vec<SiteKeyRecord>> {
         let sql = format!(

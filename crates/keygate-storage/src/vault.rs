@@ -360,6 +360,26 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Brings a live unlock session's end forward to `end` (never later).
+    pub async fn shorten_vault_session(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        end: DbTime,
+    ) -> Result<bool> {
+        let n = in_tx!(self, actor, |tx| {
+            sqlx::query::<DB>(
+                "UPDATE vault_sessions SET expires_at = $1 WHERE user_id = $2 AND expires_at > $1",
+            )
+            .bind(end)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
     /// The user's live unlock session (not expired at `now`).
     pub async fn vault_session(
         &self,

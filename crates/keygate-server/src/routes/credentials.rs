@@ -96,7 +96,8 @@ pub struct GenerationView {
     /// The generation this one replaced.
     pub rotated_from: Option<Uuid>,
     pub grace_period_ends_at: Option<DateTime<Utc>>,
-    /// Whether it may sign now (the active one, or a rotating one within its grace).
+    /// Whether it may sign now: the active one, or a rotating one within its grace, of a
+    /// key that is itself active (not suspended, expired, revoked or shredded).
     pub signs: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -112,17 +113,21 @@ pub async fn generations(
 ) -> ApiResult<Json<List<GenerationView>>> {
     let c = load(&s, &caller, id).await?;
     let now = Utc::now();
+    // no generation signs for a key that is itself out of use
+    let key_signs = matches!(c.status.as_str(), "active" | "rotating")
+        && c.expires_at.is_none_or(|t| t.0 > now);
     let items = s
         .store
         .credential_secrets(caller.actor(), c.user_id, id)
         .await?
         .into_iter()
         .map(|g| GenerationView {
-            signs: match g.status.as_str() {
-                "active" => true,
-                "rotating" => g.grace_period_ends_at.is_some_and(|t| t.0 > now),
-                _ => false,
-            },
+            signs: key_signs
+                && match g.status.as_str() {
+                    "active" => true,
+                    "rotating" => g.grace_period_ends_at.is_some_and(|t| t.0 > now),
+                    _ => false,
+                },
             id: g.id,
             generation: g.generation,
             status: g.status,
@@ -695,6 +700,10 @@ pub async fn update(
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
+    }
+    if before.status == "expired" && c.status == "active" {
+        // an expired key back in use: as a reactivation (the owner, fresh unlock)
+        action = "reactivate";
     }
     if action == "reactivate" {
         // Only the owner reactivates, with a fresh unlock in password mode (issue 8).

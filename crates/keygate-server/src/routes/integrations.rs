@@ -129,14 +129,6 @@ fn check_scopes(v: &[String], errors: &mut Vec<FieldError>) {
     }
 }
 
-/// 409 for a paused integration's token or refresh.
-fn integration_disabled() -> ApiError {
-    ApiError::conflict(
-        "integration_disabled",
-        "this integration is disabled: enable it (PATCH with \"enabled\": true) first",
-    )
-}
-
 /// 422 for a PATCH that would move `token_url`.
 fn token_url_immutable() -> ApiError {
     ApiError::new(
@@ -480,7 +472,12 @@ pub async fn update(
             }
             e => e.into(),
         })?;
-    let mut ev = event("integration", "update", &caller, Some(owner), &meta);
+    let action = match req.enabled {
+        Some(false) => "disable",
+        Some(true) => "enable",
+        None => "update",
+    };
+    let mut ev = event("integration", action, &caller, Some(owner), &meta);
     ev.metadata = DbJson(serde_json::json!({"integration_id": id}));
     s.recorder.record(vec![ev], vec![]).await?;
     let t = s.store.integration_token(actor, owner, id).await?;
@@ -616,7 +613,7 @@ pub async fn token(
         ev.success = false;
         ev.reason = Some("disabled".into());
         s.recorder.record(vec![ev], vec![]).await?;
-        return Err(integration_disabled());
+        return Err(crate::integrations::integration_disabled());
     }
     if i.status == "needs_reconsent" {
         ev.success = false;
@@ -664,7 +661,7 @@ pub async fn refresh_now(
 ) -> ApiResult<Json<RefreshResult>> {
     let i = load(&s, &caller, id).await?;
     if i.status == "disabled" {
-        return Err(integration_disabled());
+        return Err(crate::integrations::integration_disabled());
     }
     if i.status == "needs_reconsent" {
         // the provider refused this refresh token for good: asking again only repeats the

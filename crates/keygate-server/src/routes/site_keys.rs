@@ -28,6 +28,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/site-keys", post(create).get(list))
         .route("/v1/site-keys/{id}", get(read).patch(update).delete(remove))
         .route("/v1/site-keys/{id}/use", post(use_key))
+        .route(
+            "/v1/site-keys/providers/{provider}/use",
+            post(use_provider_key),
+        )
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -374,6 +378,12 @@ pub async fn use_key(
     meta: RequestMeta,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Response> {
+    service_only(&caller)?;
+    use_it(&s, &caller, &meta, id).await
+}
+
+/// Site key values go to the service role only (an admin gets 403, anyone else 404).
+fn service_only(caller: &Caller) -> ApiResult<()> {
     if !caller.service {
         if caller.admin {
             return Err(ApiError::forbidden(
@@ -383,13 +393,51 @@ pub async fn use_key(
         }
         return Err(ApiError::not_found("resource"));
     }
+    Ok(())
+}
+
+/// Service role: use the active key of a provider (`openai`, any case), counted and
+/// audited like `POST /v1/site-keys/{id}/use`. 404 when it has none; 409
+/// `site_key_ambiguous` when it has more than one active key (deactivate all but one, or
+/// use the key by id).
+#[utoipa::path(post, path = "/v1/site-keys/providers/{provider}/use", tag = "site-keys", params(("provider" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SiteKeyValue), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+pub async fn use_provider_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    meta: RequestMeta,
+    AppPath(provider): AppPath<String>,
+) -> ApiResult<Response> {
+    service_only(&caller)?;
+    if provider.is_empty()
+        || provider.chars().count() > 64
+        || provider.chars().any(char::is_control)
+    {
+        return Err(ApiError::not_found("site key"));
+    }
+    match s.store.active_site_keys_of(caller.actor(), &provider).await?[..] {
+        [id] => use_it(&s, &caller, &meta, id).await,
+        [] => Err(ApiError::not_found("site key")),
+        _ => Err(ApiError::conflict(
+            "site_key_ambiguous",
+            "this provider has more than one active site key: deactivate all but one, or use one by id",
+        )),
+    }
+}
+
+async fn use_it(
+    s: &AppState,
+    caller: &Caller,
+    meta: &RequestMeta,
+    id: Uuid,
+) -> ApiResult<Response> {
     let k = s
         .store
         .use_site_key(caller.actor(), id, DbTime::now())
         .await?
         .ok_or_else(|| ApiError::not_found("site key"))?;
     let value = s.platform.open_site_value(k.id, &k.value_ct)?;
-    let mut ev = event("site_key", "use", &caller, None, &meta);
+    let mut ev = event("site_key", "use", caller, None, meta);
     ev.metadata =
         keygate_storage::Json(serde_json::json!({"site_key_id": id, "usage_count": k.usage_count}));
     s.recorder.record(vec![ev], vec![]).await?;

@@ -500,8 +500,8 @@ pub async fn status(State(s): State<AppState>, caller: Caller) -> ApiResult<Json
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VaultSettings {
-    /// Idle minutes before auto-lock, 1–1440. The current unlock keeps its end until
-    /// its next use.
+    /// Idle minutes before auto-lock, 1–1440. A shorter one also brings the current
+    /// unlock's end forward (to its last use plus the new minutes).
     #[serde(default)]
     pub auto_lock_minutes: Option<i32>,
     #[serde(default)]
@@ -553,6 +553,16 @@ pub async fn settings(
             "vault_not_password_protected",
             "this vault has no password",
         ));
+    }
+    // a shorter auto-lock holds for the unlock under way too (it slides by its own idle
+    // window, the one it was opened with)
+    if let Some(minutes) = req.auto_lock_minutes {
+        if let Some(sess) = s.store.vault_session(actor, user, DbTime::now()).await? {
+            let end = DbTime::new(sess.last_used_at.0 + Duration::minutes(minutes.into()));
+            if end < sess.expires_at && s.store.shorten_vault_session(actor, user, end).await? {
+                s.keyring.evict(user);
+            }
+        }
     }
     let mut ev = event("vault", "settings", &caller, Some(user), &meta);
     ev.metadata = keygate_storage::Json(serde_json::json!({

@@ -46,7 +46,8 @@ pub async fn index(State(s): State<AppState>, c: Ctx) -> Response {
     let attention = integrations
         .items()
         .iter()
-        .filter(|i| i["status"] != "active")
+        // paused by their owner is no trouble
+        .filter(|i| i["status"] != "active" && i["status"] != "disabled")
         .count();
     render(
         "admin.html",

@@ -103,7 +103,12 @@ pub async fn calendar(State(s): State<AppState>, c: Ctx) -> Response {
     }
     let unscheduled: Vec<&Value> = creds
         .iter()
-        .filter(|cr| !matches!(cr["status"].as_str(), Some("shredded" | "revoked")))
+        .filter(|cr| {
+            !matches!(
+                cr["status"].as_str(),
+                Some("shredded" | "revoked" | "expired")
+            )
+        })
         .filter(|cr| !items.iter().any(|i| i["credential_id"] == cr["id"]))
         .collect();
     render(

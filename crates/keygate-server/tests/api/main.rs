@@ -607,12 +607,23 @@ both_backends!(vault_password_flow, |app: TestApp| async move {
         (409, Some("vault_not_password_protected")),
         "{p}"
     );
+    // a shorter auto-lock brings the unlock under way forward too
+    let (s, st) = settings(t.clone(), json!({"auto_lock_minutes": 1})).await;
+    assert_eq!(s, 200, "{st}");
+    let until: chrono::DateTime<chrono::Utc> =
+        st["unlocked_until"].as_str().unwrap().parse().unwrap();
+    assert!(
+        until <= chrono::Utc::now() + chrono::Duration::seconds(61),
+        "{st}"
+    );
+    let (s, _) = settings(t.clone(), json!({"auto_lock_minutes": 30})).await;
+    assert_eq!(s, 200);
     let (_, st) = app.get("/v1/vault/status", &t).await;
     assert_eq!(st["auto_lock_minutes"], 30, "{st}");
     let (_, log) = app
         .get("/v1/audit?category=vault&action=settings", &t)
         .await;
-    assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
+    assert_eq!(log["items"].as_array().unwrap().len(), 3, "{log}");
     let svc = app.service_token(user);
     assert_eq!(
         app.post(&format!("/v1/credentials/{id}/reveal"), &svc, json!({}))
@@ -1037,16 +1048,32 @@ both_backends!(
                 .unwrap(),
             0
         );
+        // back in use: as a reactivation, by the owner with a recent sign-in only
         let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
-        let (s, c) = app
-            .send(
-                reqwest::Method::PATCH,
-                &format!("/v1/credentials/{}", ids[0]),
-                &t,
-                json!({"expires_at": later}),
-            )
-            .await;
+        let path = format!("/v1/credentials/{}", ids[0]);
+        let renew = |t: String| {
+            let (app, path, body) = (&app, path.clone(), json!({"expires_at": later}));
+            async move { app.send(reqwest::Method::PATCH, &path, &t, body).await }
+        };
+        let (s, p) = renew(app.service_token(user)).await;
+        assert_eq!(
+            (s, p["code"].as_str()),
+            (403, Some("owner_required")),
+            "{p}"
+        );
+        let an_hour_ago = chrono::Utc::now().timestamp() - 3600;
+        let (s, p) = renew(app.token_with(user, an_hour_ago, json!({}))).await;
+        assert_eq!(
+            (s, p["code"].as_str()),
+            (403, Some("reauthentication_required")),
+            "{p}"
+        );
+        let (s, c) = renew(t.clone()).await;
         assert_eq!((s, c["status"].as_str()), (200, Some("active")), "{c}");
+        let (_, log) = app
+            .get("/v1/audit?category=credential&action=reactivate", &t)
+            .await;
+        assert_eq!(log["items"][0]["credential_id"], json!(ids[0]), "{log}");
     }
 );
 

@@ -1734,6 +1734,22 @@ async fn a_disabled_integration_is_neither_refreshed_nor_read() {
     let soon = (Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
     let id = integration_expiring(&app, &t, &url, "crm", &soon).await;
     let path = format!("/v1/integrations/{id}");
+    // what a job pass read before the pause
+    let uuid: Uuid = id.parse().unwrap();
+    let stale = app
+        .state
+        .store
+        .integration_by_id(uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    let stale_token = app
+        .state
+        .store
+        .integration_token(keygate_storage::Actor::service(), stale.user_id, uuid)
+        .await
+        .unwrap()
+        .unwrap();
     let patch = |body: serde_json::Value| app.send(reqwest::Method::PATCH, &path, &t, body);
     let (s, v) = patch(json!({"enabled": false})).await;
     assert_eq!(
@@ -1741,6 +1757,32 @@ async fn a_disabled_integration_is_neither_refreshed_nor_read() {
         (200, &json!(false), &json!("disabled")),
         "{v}"
     );
+    // that pass's refresh, under way as it was paused, neither asks nor switches it on
+    let e = keygate_server::integrations::refresh(
+        &app.state,
+        keygate_storage::Actor::service(),
+        &stale,
+        &stale_token,
+        DbTime::now(),
+    )
+    .await
+    .map(|_| ())
+    .expect_err("refused");
+    assert_eq!(e.code(), "integration_disabled");
+    let kept = app
+        .state
+        .store
+        .set_integration_status(
+            keygate_storage::Actor::service(),
+            stale.user_id,
+            uuid,
+            "active",
+            None,
+            DbTime::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.status, "disabled");
     let pass = || keygate_server::integrations::refresh_due(&app.state, DbTime::now());
     assert_eq!(pass().await.unwrap(), 0);
     let (s, p) = app.get(&format!("{path}/token"), &t).await;
