@@ -1156,13 +1156,51 @@ both_backends!(site_keys_are_admin_only, |app: TestApp| async move {
             .0,
         403
     );
+    // by provider (any case): the one active key, counted and audited like by id
+    let (s, u) = app
+        .post("/v1/site-keys/providers/OpenAI/use", &svc, json!({}))
+        .await;
+    assert_eq!((s, u["id"].as_str()), (200, Some(id.as_str())), "{u}");
+    assert_eq!(u["value"], value);
+    for (token, status) in [(&admin, 403), (&app.token(Uuid::new_v4()), 404)] {
+        let (s, _) = app
+            .post("/v1/site-keys/providers/openai/use", token, json!({}))
+            .await;
+        assert_eq!(s, status);
+    }
+    let (s, _) = app
+        .post("/v1/site-keys/providers/anthropic/use", &svc, json!({}))
+        .await;
+    assert_eq!(s, 404);
+    let (s, second) = app
+        .post("/v1/site-keys", &admin, json!({"name": "openai-spare", "provider": "openai", "value": "sk-spare-AAAAAAAAAAAAAAAA"}))
+        .await;
+    assert_eq!(s, 201, "{second}");
+    let (s, p) = app
+        .post("/v1/site-keys/providers/openai/use", &svc, json!({}))
+        .await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (409, Some("site_key_ambiguous")),
+        "{p}"
+    );
+    let spare = second["id"].as_str().unwrap();
+    let (s, _) = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/site-keys/{spare}"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 204);
     let (_, k) = app.get(&format!("/v1/site-keys/{id}"), &admin).await;
-    assert_eq!(k["usage_count"], 2);
+    assert_eq!(k["usage_count"], 3);
     assert!(k["last_used_at"].is_string());
     let (_, ev) = app
         .get("/v1/audit?category=site_key&action=use", &admin)
         .await;
-    assert_eq!(ev["items"].as_array().unwrap().len(), 2);
+    assert_eq!(ev["items"].as_array().unwrap().len(), 3);
     // an interval out of range is refused before any date is computed from it (it
     // overflowed chrono: a panic, a 500), with or without a new value; nothing changes
     for body in [
