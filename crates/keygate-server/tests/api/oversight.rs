@@ -1695,11 +1695,7 @@ async fn a_vault_that_locks_during_a_refresh_keeps_the_new_tokens() {
 // due later, is still refreshed. Before, the same first page came back on every pass.
 #[tokio::test]
 async fn failing_tokens_do_not_hide_the_others_from_the_refresh_job() {
-    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
-        c.jobs_enabled = false;
-    })
-    .await
-    .unwrap();
+    let app = sqlite_app_without_jobs().await;
     let (url, oauth) = oauth_server().await;
     let hog = app.token(Uuid::new_v4());
     let an_hour_ago = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
@@ -1740,6 +1736,15 @@ async fn failing_tokens_do_not_hide_the_others_from_the_refresh_job() {
     assert_eq!(due.len(), 46, "{} still due", due.len());
 }
 
+/// A SQLite instance whose background jobs do not run (the test runs them).
+async fn sqlite_app_without_jobs() -> TestApp {
+    crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
+        c.jobs_enabled = false;
+    })
+    .await
+    .unwrap()
+}
+
 /// Creates an integration for the user of token `t`, refreshed at `url`, whose tokens
 /// (`at-0`, `rt-0`) expire at `expires_at`; answers its id.
 async fn integration_expiring(
@@ -1762,11 +1767,7 @@ async fn integration_expiring(
 // is enabled again; edits and new tokens leave it paused.
 #[tokio::test]
 async fn a_disabled_integration_is_neither_refreshed_nor_read() {
-    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
-        c.jobs_enabled = false;
-    })
-    .await
-    .unwrap();
+    let app = sqlite_app_without_jobs().await;
     let (url, oauth) = oauth_server().await;
     let t = app.token(Uuid::new_v4());
     let soon = (Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
@@ -1862,11 +1863,7 @@ async fn a_disabled_integration_is_neither_refreshed_nor_read() {
 // them, or mark them needing consent. 409 `refresh_in_progress`; they are stored after.
 #[tokio::test]
 async fn tokens_are_not_replaced_under_a_running_refresh() {
-    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
-        c.jobs_enabled = false;
-    })
-    .await
-    .unwrap();
+    let app = sqlite_app_without_jobs().await;
     let (url, _oauth) = oauth_server().await;
     let t = app.token(Uuid::new_v4());
     let later = (Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
@@ -1956,11 +1953,7 @@ async fn one_users_hanging_token_endpoint_does_not_take_the_refresh_pass() {
 // for those) fill the first page, and a token due later is still refreshed in the pass.
 #[tokio::test]
 async fn a_full_page_of_held_refreshes_does_not_stop_the_pass() {
-    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
-        c.jobs_enabled = false;
-    })
-    .await
-    .unwrap();
+    let app = sqlite_app_without_jobs().await;
     let (url, oauth) = oauth_server().await;
     let tie = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let later = (Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
@@ -2929,11 +2922,7 @@ both_backends!(
 // schedule made to sort first kept every later reminder from being sent.
 #[tokio::test]
 async fn a_reminder_that_fails_does_not_stop_the_others() {
-    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
-        c.jobs_enabled = false;
-    })
-    .await
-    .unwrap();
+    let app = sqlite_app_without_jobs().await;
     let t = app.token(Uuid::new_v4());
     let mut creds = Vec::new();
     for (label, days_ago) in [("first", 3), ("second", 1)] {
