@@ -388,14 +388,14 @@ pub struct UpdateConnection {
     pub name: Option<String>,
     pub credential_id: Option<Uuid>,
     /// `null` resets to the exchange's default host.
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>)]
     pub base_url: Option<Option<String>>,
     pub timeout_ms: Option<i32>,
     pub max_retries: Option<i32>,
     pub is_default: Option<bool>,
     pub is_enabled: Option<bool>,
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<Vec<String>>)]
     pub scopes: Option<Option<Vec<String>>>,
     #[schema(value_type = Option<Object>)]
@@ -404,12 +404,6 @@ pub struct UpdateConnection {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     pub version: Option<i64>,
-}
-
-fn some<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Edit a connection (limits included).

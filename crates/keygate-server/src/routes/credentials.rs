@@ -552,22 +552,13 @@ pub struct UpdateCredential {
     #[schema(value_type = Option<Object>)]
     pub limits: Option<serde_json::Value>,
     /// `null` clears the expiry.
-    #[serde(default, with = "double_option")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
     /// `suspended` or `active` (reactivation by the owner).
     pub status: Option<String>,
     /// The `version` you read (or send `If-Match`).
     pub version: Option<i64>,
-}
-
-mod double_option {
-    use serde::{Deserialize, Deserializer};
-    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Option<T>>, D::Error> {
-        Option::<T>::deserialize(d).map(Some)
-    }
 }
 
 /// Whether `after` lets the key do anything `before` did not: a permission added, limits

@@ -122,6 +122,15 @@ pub fn with_etag<T: Serialize>(status: StatusCode, row_version: i64, view: T) ->
     r
 }
 
+/// A PATCH field that may be sent as `null` (clear it) or left out (keep it): use with
+/// `#[serde(default, deserialize_with = "crate::routes::present")]` on an
+/// `Option<Option<T>>` (`None` left out, `Some(None)` null).
+pub fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// An instant a client sends (an expiry, a due date): in years 1–9999, what keygate
 /// stores (`DbTime::stored`). chrono reads any year it knows (`+10000-…`, `-0001-…`);
 /// year 1 is what some clients send for "unknown" (Go's zero time).

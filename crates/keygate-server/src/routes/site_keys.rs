@@ -252,10 +252,19 @@ pub struct UpdateSiteKey {
     /// A new value (rotation): resets the usage clock's rotation date.
     #[schema(value_type = Option<String>)]
     pub value: Option<SecretString>,
-    pub description: Option<String>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
     pub is_active: Option<bool>,
-    pub rotation_interval_days: Option<i32>,
-    pub next_rotation_at: Option<DateTime<Utc>>,
+    /// `null` clears it, with the rotation date: no more reminders.
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<i32>)]
+    pub rotation_interval_days: Option<Option<i32>>,
+    /// `null` clears it (no reminders until a rotation sets one from the interval).
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub next_rotation_at: Option<Option<DateTime<Utc>>>,
     pub version: Option<i64>,
 }
 
@@ -284,17 +293,22 @@ pub async fn update(
         k.provider = p;
     }
     if let Some(d) = req.description {
-        super::check_free_text("description", &d, 500, &mut errors);
-        k.description = Some(d);
+        if let Some(d) = &d {
+            super::check_free_text("description", d, 500, &mut errors);
+        }
+        k.description = d;
     }
     if let Some(a) = req.is_active {
         k.is_active = a;
     }
-    if req.rotation_interval_days.is_some() {
-        check_interval(req.rotation_interval_days, &mut errors);
-        k.rotation_interval_days = req.rotation_interval_days;
+    if let Some(days) = req.rotation_interval_days {
+        check_interval(days, &mut errors);
+        k.rotation_interval_days = days;
+        if days.is_none() {
+            k.next_rotation_at = None;
+        }
     }
-    if let Some(t) = &req.next_rotation_at {
+    if let Some(Some(t)) = &req.next_rotation_at {
         super::check_instant("next_rotation_at", t, &mut errors);
     }
     // the dates below add the interval: only a valid one (an overflow would panic)
@@ -311,7 +325,7 @@ pub async fn update(
             .map(|d| DbTime::new(now.0 + Duration::days(d as i64)));
     }
     if let Some(t) = req.next_rotation_at {
-        k.next_rotation_at = Some(DbTime::new(t));
+        k.next_rotation_at = t.map(DbTime::new);
     } else if req.rotation_interval_days.is_some() && !rotated {
         k.next_rotation_at = k
             .rotation_interval_days

@@ -1240,6 +1240,27 @@ both_backends!(site_keys_are_admin_only, |app: TestApp| async move {
         .post(&format!("/v1/site-keys/{id}/use"), &svc, json!({}))
         .await;
     assert_eq!(u["value"], "sk-next-AAAAAAAAAAAAAAAAAAAAAAAA");
+    // null clears: the description, and the interval with its rotation date (no more
+    // reminders); a field left out stays
+    let (s, k3) = app
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/site-keys/{id}"),
+            &admin,
+            json!({"description": null, "rotation_interval_days": null}),
+        )
+        .await;
+    assert_eq!(s, 200, "{k3}");
+    assert_eq!(
+        (
+            &k3["description"],
+            &k3["rotation_interval_days"],
+            &k3["next_rotation_at"]
+        ),
+        (&json!(null), &json!(null), &json!(null)),
+        "{k3}"
+    );
+    assert_eq!(k3["name"], k2["name"]);
     let (_, l) = app.get("/v1/site-keys", &admin).await;
     assert_eq!(l["items"].as_array().unwrap().len(), 1);
     assert_eq!(
