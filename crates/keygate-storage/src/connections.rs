@@ -35,6 +35,16 @@ pub struct ConnectionRecord {
     pub updated_at: DbTime,
 }
 
+/// What a connection list is narrowed to (`None`: any).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionFilter {
+    pub exchange: Option<String>,
+    pub status: Option<String>,
+    pub is_default: Option<bool>,
+    pub is_enabled: Option<bool>,
+    pub credential_id: Option<Uuid>,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BalanceRecord {
     pub id: Uuid,
@@ -106,12 +116,35 @@ impl Store {
         cursor: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<ConnectionRecord>> {
-        let sql = format!("SELECT {COLS} FROM connections WHERE user_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3");
-        Ok(in_tx!(self, actor, |tx| {
+        self.list_connections_where(actor, user_id, &ConnectionFilter::default(), cursor, limit)
+            .await
+    }
+
+    /// [`Store::list_connections`] narrowed by `filter` (each set field must match).
+    pub async fn list_connections_where(
+        &self,
+        actor: Actor,
+        user_id: Uuid,
+        filter: &ConnectionFilter,
+        cursor: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<ConnectionRecord>> {
+        let sql = format!(
+            "SELECT {COLS} FROM connections WHERE user_id = $1 AND ($2 IS NULL OR id > $2) \
+             AND ($4 IS NULL OR exchange = $4) AND ($5 IS NULL OR status = $5) \
+             AND ($6 IS NULL OR is_default = $6) AND ($7 IS NULL OR is_enabled = $7) \
+             AND ($8 IS NULL OR credential_id = $8) ORDER BY id LIMIT $3"
+        );
+        Ok(in_tx!(@quiet self, actor, |tx| {
             sqlx::query_as::<DB, _>(&sql)
                 .bind(user_id)
                 .bind(cursor)
                 .bind(limit)
+                .bind(filter.exchange.clone())
+                .bind(filter.status.clone())
+                .bind(filter.is_default)
+                .bind(filter.is_enabled)
+                .bind(filter.credential_id)
                 .fetch_all(&mut *tx)
                 .await?
         }))

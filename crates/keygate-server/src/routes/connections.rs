@@ -343,18 +343,42 @@ pub async fn create(
 }
 
 /// List your connections.
-#[utoipa::path(get, path = "/v1/connections", tag = "connections", params(Page), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections", tag = "connections", params(ConnectionQuery), security(("bearer" = [])),
     responses((status = 200, body = List<ConnectionView>), (status = 422, body = crate::error::Problem)))]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
-    AppQuery(p): AppQuery<Page>,
+    AppQuery(q): AppQuery<ConnectionQuery>,
 ) -> ApiResult<Json<List<ConnectionView>>> {
     let user = caller.user()?;
+    let p = Page {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    };
     let limit = p.limit()?;
+    let short = |f: &str, v: &Option<String>| -> ApiResult<()> {
+        if v.as_ref()
+            .is_some_and(|v| v.len() > 64 || v.chars().any(char::is_control))
+        {
+            return Err(ApiError::field(
+                f,
+                "must be at most 64 characters, without control characters",
+            ));
+        }
+        Ok(())
+    };
+    short("exchange", &q.exchange)?;
+    short("status", &q.status)?;
+    let filter = keygate_storage::ConnectionFilter {
+        exchange: q.exchange,
+        status: q.status,
+        is_default: q.is_default,
+        is_enabled: q.is_enabled,
+        credential_id: q.credential_id,
+    };
     let rows = s
         .store
-        .list_connections(caller.actor(), user, p.cursor_uuid()?, limit + 1)
+        .list_connections_where(caller.actor(), user, &filter, p.cursor_uuid()?, limit + 1)
         .await?;
     Ok(Json(page(
         rows,
@@ -362,6 +386,24 @@ pub async fn list(
         |r| r.id.to_string(),
         ConnectionView::from,
     )))
+}
+
+/// A connection list's paging and filters (each given one must match).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionQuery {
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    /// Opaque cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// A CCXT exchange id (`binance`).
+    pub exchange: Option<String>,
+    /// new | healthy | degraded | failing
+    pub status: Option<String>,
+    pub is_default: Option<bool>,
+    pub is_enabled: Option<bool>,
+    /// Connections of this credential.
+    pub credential_id: Option<Uuid>,
 }
 
 pub(crate) async fn load(s: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ConnectionRecord> {

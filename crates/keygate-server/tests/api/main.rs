@@ -1077,6 +1077,55 @@ both_backends!(
     }
 );
 
+// The connection list narrows by exchange, status, default, enabled and credential;
+// an unknown filter is refused rather than ignored (a typo listed everything).
+both_backends!(connections_list_by_filter, |app: TestApp| async move {
+    let t = app.token(Uuid::new_v4());
+    let (_, b) = app.post("/v1/credentials", &t, binance_body("b")).await;
+    let (_, o) = app
+        .post("/v1/credentials", &t, json!({"exchange": "okx", "label": "o", "api_key": "k", "api_secret": "s", "passphrase": OKX_PASSPHRASE}))
+        .await;
+    for (name, cred, exchange, enabled) in [
+        ("b1", &b, "binance", true),
+        ("b2", &b, "binance", false),
+        ("o1", &o, "okx", true),
+    ] {
+        let (s, c) = app
+            .post(
+                "/v1/connections",
+                &t,
+                json!({"name": name, "exchange": exchange, "credential_id": cred["id"], "is_enabled": enabled}),
+            )
+            .await;
+        assert_eq!(s, 201, "{c}");
+    }
+    let names = |q: &'static str| {
+        let app = &app;
+        let t = t.clone();
+        async move {
+            let (s, l) = app.get(&format!("/v1/connections{q}"), &t).await;
+            assert_eq!(s, 200, "{q}: {l}");
+            let mut n: Vec<String> = l["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_string())
+                .collect();
+            n.sort();
+            n
+        }
+    };
+    assert_eq!(names("").await, ["b1", "b2", "o1"]);
+    assert_eq!(names("?exchange=binance").await, ["b1", "b2"]);
+    assert_eq!(names("?exchange=binance&is_enabled=true").await, ["b1"]);
+    assert_eq!(names("?is_enabled=false").await, ["b2"]);
+    let by_cred = format!("?credential_id={}", o["id"].as_str().unwrap());
+    let (_, l) = app.get(&format!("/v1/connections{by_cred}"), &t).await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 1, "{l}");
+    let (s, p) = app.get("/v1/connections?stauts=healthy", &t).await;
+    assert_eq!(s, 422, "{p}");
+});
+
 /// A due date an earlier release stored with a year past 9999 (as `+10000-…` text, which
 /// sorts before every real date on SQLite, so it was always due) is read back, and the
 /// upgrade's migration moves it to the last instant keygate stores.
