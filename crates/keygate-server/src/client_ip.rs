@@ -127,27 +127,37 @@ pub async fn resolve(State(state): State<AppState>, mut req: Request, next: Next
             &state.config.trusted_proxies,
         );
         req.extensions_mut().insert(ClientIp(ip));
-        // a client that reaches keygate directly could name any place
-        if is_trusted(canonical(peer), &state.config.trusted_proxies) {
-            // one value only: a proxy that appends to the client's own header (rather than
-            // replacing it) would leave the client's first
-            let header = |name: &Option<String>| {
-                let mut values = req.headers().get_all(name.as_deref()?).iter();
-                match (values.next(), values.next()) {
-                    (Some(v), None) => v.to_str().ok(),
-                    _ => None,
-                }
-            };
-            let geo = Geo {
-                country: header(&state.config.geo_country_header).and_then(country),
-                city: header(&state.config.geo_city_header).and_then(city),
-            };
-            if geo != Geo::default() {
-                req.extensions_mut().insert(geo);
-            }
+        if let Some(geo) = geo_of(req.headers(), peer, &state.config) {
+            req.extensions_mut().insert(geo);
         }
     }
     next.run(req).await
+}
+
+/// The place a request from `peer` carries in the configured geo headers, when `peer` is
+/// a trusted proxy (a client that reaches keygate directly could name any place), each
+/// header sent once (a proxy that appends to the client's own header, rather than
+/// replacing it, would leave the client's first) and in a place's shape.
+pub fn geo_of(
+    headers: &axum::http::HeaderMap,
+    peer: IpAddr,
+    config: &crate::config::Config,
+) -> Option<Geo> {
+    if !is_trusted(canonical(peer), &config.trusted_proxies) {
+        return None;
+    }
+    let header = |name: &Option<String>| {
+        let mut values = headers.get_all(name.as_deref()?).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok(),
+            _ => None,
+        }
+    };
+    let geo = Geo {
+        country: header(&config.geo_country_header).and_then(country),
+        city: header(&config.geo_city_header).and_then(city),
+    };
+    (geo != Geo::default()).then_some(geo)
 }
 
 #[cfg(test)]

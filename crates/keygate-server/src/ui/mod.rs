@@ -355,6 +355,10 @@ pub async fn dispatch(
                 ip,
                 c.0.port(),
             )));
+        // and the place a trusted proxy named for it
+        if let Some(geo) = crate::client_ip::geo_of(orig, c.0.ip(), &state.config) {
+            req.extensions_mut().insert(geo);
+        }
     }
     match crate::app::router(state.clone()).oneshot(req).await {
         Ok(r) => r,

@@ -174,7 +174,8 @@ async fn vault_setup_in_console(
         .header("origin", &app.base)
         .header("content-type", "application/x-www-form-urlencoded");
     if let Some(ip) = forwarded_for {
-        r = r.header("x-forwarded-for", ip);
+        // and the place the proxy names for it
+        r = r.header("x-forwarded-for", ip).header("cf-ipcountry", "de");
     }
     let r = r
         .body(format!(
@@ -386,11 +387,13 @@ async fn behind_a_tls_proxy_the_console_cookie_is_secure() {
 }
 
 // Behind a trusted proxy, what a console page does through the API is audited with the
-// browser's address (X-Forwarded-For), as an API call would be, not the proxy's.
+// browser's address (X-Forwarded-For) and the place the proxy names, as an API call
+// would be, not the proxy's.
 #[tokio::test]
 async fn console_actions_are_audited_with_the_browsers_address() {
     let app = crate::helpers::spawn_app_with(Backend::Sqlite, |c| {
-        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.geo_country_header = Some("cf-ipcountry".into());
     })
     .await
     .expect("sqlite");
@@ -404,6 +407,7 @@ async fn console_actions_are_audited_with_the_browsers_address() {
         .get("/v1/audit?category=vault&action=setup", &app.token(user))
         .await;
     assert_eq!(log["items"][0]["ip_address"], "203.0.113.9", "{log}");
+    assert_eq!(log["items"][0]["geo_country"], "DE", "{log}");
 }
 
 // A console session opened with a pasted JWT ends when the token does: before, it got the
