@@ -121,19 +121,8 @@ impl AuditQuery {
             Some("failure") => Some(false),
             Some(_) => return Err(ApiError::field("result", "must be success or failure")),
         };
-        let short = |f: &str, v: &Option<String>| -> ApiResult<()> {
-            if v.as_ref()
-                .is_some_and(|v| v.len() > 64 || v.chars().any(char::is_control))
-            {
-                return Err(ApiError::field(
-                    f,
-                    "must be at most 64 characters, without control characters",
-                ));
-            }
-            Ok(())
-        };
-        short("category", &self.category)?;
-        short("action", &self.action)?;
+        super::check_filter("category", &self.category)?;
+        super::check_filter("action", &self.action)?;
         if let (Some(a), Some(b)) = (self.since, self.until) {
             if a > b {
                 return Err(ApiError::field("until", "must not be before since"));

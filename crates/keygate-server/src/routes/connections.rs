@@ -356,19 +356,8 @@ pub async fn list(
         cursor: q.cursor.clone(),
     };
     let limit = p.limit()?;
-    let short = |f: &str, v: &Option<String>| -> ApiResult<()> {
-        if v.as_ref()
-            .is_some_and(|v| v.len() > 64 || v.chars().any(char::is_control))
-        {
-            return Err(ApiError::field(
-                f,
-                "must be at most 64 characters, without control characters",
-            ));
-        }
-        Ok(())
-    };
-    short("exchange", &q.exchange)?;
-    short("status", &q.status)?;
+    super::check_filter("exchange", &q.exchange)?;
+    super::check_filter("status", &q.status)?;
     let filter = keygate_storage::ConnectionFilter {
         exchange: q.exchange,
         status: q.status,

@@ -131,6 +131,20 @@ pub fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A list filter's text (`?category=`, `?exchange=`): at most 64 characters, none of them
+/// control characters (PostgreSQL refuses NUL with a 500).
+pub fn check_filter(field: &str, v: &Option<String>) -> Result<(), ApiError> {
+    if v.as_ref()
+        .is_some_and(|v| v.len() > 64 || v.chars().any(char::is_control))
+    {
+        return Err(ApiError::field(
+            field,
+            "must be at most 64 characters, without control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// An instant a client sends (an expiry, a due date): in years 1–9999, what keygate
 /// stores (`DbTime::stored`). chrono reads any year it knows (`+10000-…`, `-0001-…`);
 /// year 1 is what some clients send for "unknown" (Go's zero time).
