@@ -80,6 +80,76 @@ pub fn reminder_stage(due: DbTime, now: DbTime) -> Option<String> {
     Some(format!("overdue_{o}d"))
 }
 
+/// Sends the reminders before keys' own expiry (`expires_at`), 30, 14, 7 and 1 days
+/// ahead, as `credential.expiry_reminder` webhooks (each once, across instances, and at
+/// most one reminder per key in 20 hours with the rotation ones); returns how many this
+/// call sent. A key past its expiry is the expiry job's ([`expire_credentials`]).
+pub async fn run_expiry_reminders(state: &AppState, now: DbTime) -> Result<usize, ApiError> {
+    let horizon = DbTime::new(now.0 + Span::days(30) + Span::seconds(1));
+    let mut sent = 0;
+    let mut after = None;
+    loop {
+        let rows = state
+            .store
+            .credentials_expiring(now, horizon, after, 200)
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = Some((last.expires_at, last.id));
+        let n = rows.len();
+        for c in rows {
+            let Some(stage) = reminder_stage(c.expires_at, now) else {
+                continue;
+            };
+            let key = format!("expiry:{}:{}:{stage}", c.id, c.expires_at.micros());
+            let data = serde_json::json!({
+                "credential_id": c.id,
+                "label": c.label,
+                "exchange": c.exchange,
+                "expires_at": c.expires_at.0,
+                "stage": stage,
+            });
+            let claimed = async {
+                let rows = crate::webhooks::deliveries_for(
+                    state,
+                    Some(c.user_id),
+                    "credential.expiry_reminder",
+                    data,
+                    now,
+                )
+                .await?;
+                Ok::<_, ApiError>(
+                    state
+                        .store
+                        .claim_reminder(
+                            &key,
+                            "credential_expiry",
+                            c.id,
+                            Some(c.user_id),
+                            now,
+                            &rows,
+                            Some(c.expires_at),
+                        )
+                        .await?,
+                )
+            };
+            match claimed.await {
+                Ok(true) => sent += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(credential = %c.id, error = %e, "expiry reminder not sent")
+                }
+            }
+        }
+        if n < 200 {
+            break;
+        }
+    }
+    if sent > 0 {
+        state.jobs.wake();
+    }
+    Ok(sent)
+}
+
 /// Sends due rotation reminders for credentials and site keys; returns how many this call
 /// sent (claimed).
 pub async fn run_rotation_reminders(state: &AppState, now: DbTime) -> Result<usize, ApiError> {
@@ -246,6 +316,9 @@ pub async fn tick(state: &AppState, now: DbTime) {
         }
         if let Err(e) = crate::integrations::send_held_reconsent_notices(state, now).await {
             tracing::warn!(job = "reconsent_notices", error = %e, "job failed");
+        }
+        if let Err(e) = run_expiry_reminders(state, now).await {
+            tracing::warn!(job = "expiry_reminders", error = %e, "job failed");
         }
     }
     if lease("token_refresh").await {

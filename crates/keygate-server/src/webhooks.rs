@@ -27,6 +27,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "site_key.rotation_reminder",
     "integration.needs_reconsent",
     "connection.exchange_expiry_reminder",
+    "credential.expiry_reminder",
 ];
 
 /// The event type of `POST /v1/webhooks/{id}/test` (sent to that endpoint only).

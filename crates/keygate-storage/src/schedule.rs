@@ -38,6 +38,17 @@ const RCOLS: &str = "credential_id, user_id, interval_days, next_due_at, auto_ro
 const DCOLS: &str =
     "r.credential_id, r.user_id, r.interval_days, r.next_due_at, c.label, c.exchange, c.status";
 
+/// A key in use with an expiry of its own (`credentials.expires_at`), for the reminders
+/// before it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExpiringCredential {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub label: String,
+    pub exchange: String,
+    pub expires_at: DbTime,
+}
+
 /// Credential statuses that get no rotation reminder: the key is out of use for good.
 pub const NO_REMINDER_STATUSES: [&str; 3] = ["revoked", "expired", "shredded"];
 
@@ -134,6 +145,32 @@ impl Store {
         }))
     }
 
+    /// Keys in use (active or rotating) whose own expiry is after `now` and before
+    /// `before`, soonest first, after the keyset cursor `after`.
+    pub async fn credentials_expiring(
+        &self,
+        now: DbTime,
+        before: DbTime,
+        after: Option<(DbTime, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<ExpiringCredential>> {
+        Ok(in_tx!(@quiet self, Actor::service(), |tx| {
+            sqlx::query_as::<DB, ExpiringCredential>(
+                "SELECT id, user_id, label, exchange, expires_at FROM credentials \
+                 WHERE status IN ('active', 'rotating') AND expires_at > $1 AND expires_at < $2 \
+                 AND ($3 IS NULL OR expires_at > $3 OR (expires_at = $3 AND id > $4)) \
+                 ORDER BY expires_at, id LIMIT $5",
+            )
+            .bind(now)
+            .bind(before)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?
+        }))
+    }
+
     /// Claims reminder `key` and, only if this call claimed it, queues `deliveries`, in one
     /// transaction. Returns whether this call claimed it. With `due`, only while the
     /// subject (a `credential`'s rotation schedule, or a `site_key`) is still due then: a
@@ -176,6 +213,12 @@ impl Store {
                 ),
                 "site_key" => format!(
                     "SELECT 1 FROM site_api_keys WHERE id = $3 AND is_active AND next_rotation_at = $7{}",
+                    if pg { " FOR SHARE" } else { "" }
+                ),
+                // a key's own expiry, still the one the job read, and the key in use
+                "credential_expiry" => format!(
+                    "SELECT 1 FROM credentials WHERE id = $3 AND expires_at = $7 \
+                     AND status IN ('active', 'rotating'){}",
                     if pg { " FOR SHARE" } else { "" }
                 ),
                 _ => return None,

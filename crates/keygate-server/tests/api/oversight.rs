@@ -827,6 +827,91 @@ both_backends!(
     }
 );
 
+// A key's own expiry (`expires_at`) is announced 30, 14, 7 and 1 days ahead, each stage
+// once, to endpoints that subscribe to `credential.expiry_reminder`; a suspended key's
+// is not.
+both_backends!(
+    expiry_reminders_come_before_a_keys_own_expiry,
+    |_app: TestApp| async move {
+        let app = crate::helpers::spawn_app_with(_app.backend, |c| c.jobs_enabled = false)
+            .await
+            .unwrap();
+        let user = Uuid::new_v4();
+        let t = app.token(user);
+        let (s, _) = app
+            .post(
+                "/v1/webhooks",
+                &t,
+                json!({"url": "http://127.0.0.1:9/hook", "events": ["credential.expiry_reminder"]}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let t0 = Utc::now();
+        let expires = (t0 + chrono::Duration::days(10)).to_rfc3339();
+        let mut ids = vec![];
+        for label in ["soon", "held"] {
+            let mut body = binance_body(label);
+            body["expires_at"] = json!(expires);
+            let (s, c) = app.post("/v1/credentials", &t, body).await;
+            assert_eq!(s, 201, "{c}");
+            ids.push(c["id"].as_str().unwrap().to_string());
+        }
+        let (s, _) = app
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/v1/credentials/{}", ids[1]),
+                &t,
+                json!({"status": "suspended"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let run = |at: chrono::DateTime<Utc>| {
+            keygate_server::jobs::run_expiry_reminders(&app.state, DbTime::new(at))
+        };
+        assert_eq!(run(t0).await.unwrap(), 1, "before_14d");
+        assert_eq!(run(t0).await.unwrap(), 0, "sent once");
+        assert_eq!(
+            run(t0 + chrono::Duration::days(4)).await.unwrap(),
+            1,
+            "before_7d"
+        );
+        assert_eq!(
+            run(t0 + chrono::Duration::days(9) + chrono::Duration::hours(1))
+                .await
+                .unwrap(),
+            1,
+            "before_1d"
+        );
+        let keys = app
+            .state
+            .store
+            .reminders_sent(ids[0].parse().unwrap())
+            .await
+            .unwrap();
+        let stages: Vec<_> = keys.iter().map(|k| k.rsplit(':').next().unwrap()).collect();
+        assert_eq!(stages, ["before_14d", "before_7d", "before_1d"]);
+        assert!(app
+            .state
+            .store
+            .reminders_sent(ids[1].parse().unwrap())
+            .await
+            .unwrap()
+            .is_empty());
+        let deliveries = app
+            .state
+            .store
+            .deliveries_of_type("credential.expiry_reminder")
+            .await
+            .unwrap();
+        assert_eq!(deliveries.len(), 3);
+        assert!(
+            deliveries[0].payload.contains(&ids[0]),
+            "{}",
+            deliveries[0].payload
+        );
+    }
+);
+
 both_backends!(
     rotation_reminders_fire_once_across_instances,
     |_app: TestApp| async move {
