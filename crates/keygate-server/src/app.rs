@@ -293,6 +293,33 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         if let Some(a) = allow {
             resp.headers_mut().insert(header::ALLOW, a);
         }
+    } else if route.starts_with("/ui")
+        && status.is_client_error()
+        && !is_problem
+        && !resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/html"))
+    {
+        // the console's pages answer a request they cannot read (a malformed id or query,
+        // a method a page does not take, a form too large) with its error page, not
+        // axum's plain-text rejection
+        let title = match status {
+            StatusCode::METHOD_NOT_ALLOWED => "Not allowed here",
+            StatusCode::PAYLOAD_TOO_LARGE => "Too large",
+            StatusCode::NOT_FOUND => "Not found",
+            _ => "Request not understood",
+        };
+        let allow = resp.headers().get(header::ALLOW).cloned();
+        resp = crate::ui::render_status(
+            status,
+            "error.html",
+            None,
+            serde_json::json!({"title": title, "detail": "This page could not read the request: check the address or go back and try again."}),
+        );
+        if let Some(a) = allow {
+            resp.headers_mut().insert(header::ALLOW, a);
+        }
     }
     resp.headers_mut().insert(
         "x-request-id",

@@ -683,3 +683,36 @@ async fn a_delivery_to_a_removed_operator_url_ends_unsent() {
         1
     );
 }
+
+// A console page that cannot read its request (an id that is not one, repeated query
+// parameters, a method it does not take) answers with the console's error page, as HTML,
+// not axum's plain-text rejection.
+#[tokio::test]
+async fn console_pages_refuse_unreadable_requests_with_their_error_page() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let cookie = app.console_sign_in(&app.token(Uuid::new_v4())).await;
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/ui/credentials/not-a-uuid", 400),
+        (reqwest::Method::GET, "/ui/audit?category=a&category=b", 400),
+        (reqwest::Method::DELETE, "/ui/credentials", 405),
+    ] {
+        let r = c
+            .request(method.clone(), format!("{}{path}", app.base))
+            .header("cookie", &cookie)
+            .header("origin", &app.base)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("text/html"), "{method} {path}: {ct}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("could not read the request"), "{page}");
+    }
+}
