@@ -497,20 +497,16 @@ async fn notify_reconsent(
     error: &str,
     now: DbTime,
 ) -> Result<(), ApiError> {
-    let rows = crate::webhooks::deliveries_for(
-        state,
-        Some(i.user_id),
-        "integration.needs_reconsent",
-        serde_json::json!({"integration_id": i.id, "provider": i.provider, "error": error}),
-        now,
-    )
-    .await?;
-    let key = format!("reconsent:{}:{}", i.id, i.updated_at.micros());
-    if state
-        .store
-        .claim_reminder(&key, "integration", i.id, Some(i.user_id), now, &rows, None)
-        .await?
-    {
+    let once = crate::webhooks::Once {
+        key: format!("reconsent:{}:{}", i.id, i.updated_at.micros()),
+        subject_kind: "integration",
+        subject_id: i.id,
+        user: Some(i.user_id),
+        event_type: "integration.needs_reconsent",
+        data: serde_json::json!({"integration_id": i.id, "provider": i.provider, "error": error}),
+        due: None,
+    };
+    if crate::webhooks::queue_once(state, once, now).await? {
         state.jobs.wake();
     }
     Ok(())

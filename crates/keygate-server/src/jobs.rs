@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::webhooks::{queue_once, Once};
 
 /// Handle to the runner: `wake` makes it run the delivery job now.
 #[derive(Clone)]
@@ -100,39 +101,22 @@ pub async fn run_expiry_reminders(state: &AppState, now: DbTime) -> Result<usize
             let Some(stage) = reminder_stage(c.expires_at, now) else {
                 continue;
             };
-            let key = format!("expiry:{}:{}:{stage}", c.id, c.expires_at.micros());
-            let data = serde_json::json!({
-                "credential_id": c.id,
-                "label": c.label,
-                "exchange": c.exchange,
-                "expires_at": c.expires_at.0,
-                "stage": stage,
-            });
-            let claimed = async {
-                let rows = crate::webhooks::deliveries_for(
-                    state,
-                    Some(c.user_id),
-                    "credential.expiry_reminder",
-                    data,
-                    now,
-                )
-                .await?;
-                Ok::<_, ApiError>(
-                    state
-                        .store
-                        .claim_reminder(
-                            &key,
-                            "credential_expiry",
-                            c.id,
-                            Some(c.user_id),
-                            now,
-                            &rows,
-                            Some(c.expires_at),
-                        )
-                        .await?,
-                )
+            let once = Once {
+                key: format!("expiry:{}:{}:{stage}", c.id, c.expires_at.micros()),
+                subject_kind: "credential_expiry",
+                subject_id: c.id,
+                user: Some(c.user_id),
+                event_type: "credential.expiry_reminder",
+                data: serde_json::json!({
+                    "credential_id": c.id,
+                    "label": c.label,
+                    "exchange": c.exchange,
+                    "expires_at": c.expires_at.0,
+                    "stage": stage,
+                }),
+                due: Some(c.expires_at),
             };
-            match claimed.await {
+            match queue_once(state, once, now).await {
                 Ok(true) => sent += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -211,33 +195,26 @@ async fn remind_credential(
     stage: &str,
     now: DbTime,
 ) -> Result<bool, ApiError> {
-    let key = format!(
-        "rotation:{}:{}:{stage}",
-        r.credential_id,
-        r.next_due_at.micros()
-    );
-    let data = serde_json::json!({
-        "credential_id": r.credential_id,
-        "label": r.label,
-        "exchange": r.exchange,
-        "due_at": r.next_due_at.0,
-        "stage": stage,
-    });
-    let rows =
-        crate::webhooks::deliveries_for(state, Some(r.user_id), "rotation.reminder", data, now)
-            .await?;
-    Ok(state
-        .store
-        .claim_reminder(
-            &key,
-            "credential",
+    let once = Once {
+        key: format!(
+            "rotation:{}:{}:{stage}",
             r.credential_id,
-            Some(r.user_id),
-            now,
-            &rows,
-            Some(r.next_due_at),
-        )
-        .await?)
+            r.next_due_at.micros()
+        ),
+        subject_kind: "credential",
+        subject_id: r.credential_id,
+        user: Some(r.user_id),
+        event_type: "rotation.reminder",
+        data: serde_json::json!({
+            "credential_id": r.credential_id,
+            "label": r.label,
+            "exchange": r.exchange,
+            "due_at": r.next_due_at.0,
+            "stage": stage,
+        }),
+        due: Some(r.next_due_at),
+    };
+    queue_once(state, once, now).await
 }
 
 /// Queues site key `k`'s reminder for `stage` unless it was sent; true when queued now.
@@ -248,21 +225,22 @@ async fn remind_site_key(
     stage: &str,
     now: DbTime,
 ) -> Result<bool, ApiError> {
-    let key = format!("site_key:{}:{}:{stage}", k.id, due.micros());
-    let data = serde_json::json!({
-        "site_key_id": k.id,
-        "name": k.name,
-        "provider": k.provider,
-        "due_at": due.0,
-        "stage": stage,
-    });
-    let rows =
-        crate::webhooks::deliveries_for(state, None, "site_key.rotation_reminder", data, now)
-            .await?;
-    Ok(state
-        .store
-        .claim_reminder(&key, "site_key", k.id, None, now, &rows, Some(due))
-        .await?)
+    let once = Once {
+        key: format!("site_key:{}:{}:{stage}", k.id, due.micros()),
+        subject_kind: "site_key",
+        subject_id: k.id,
+        user: None,
+        event_type: "site_key.rotation_reminder",
+        data: serde_json::json!({
+            "site_key_id": k.id,
+            "name": k.name,
+            "provider": k.provider,
+            "due_at": due.0,
+            "stage": stage,
+        }),
+        due: Some(due),
+    };
+    queue_once(state, once, now).await
 }
 
 /// Marks keys past their `expires_at` as `expired` (audited `credential`/`expire`), and

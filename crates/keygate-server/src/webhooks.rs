@@ -77,6 +77,38 @@ pub fn check_url(u: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A reminder or notice sent at most once: its claim key in `sent_reminders`, what it is
+/// about (`subject_kind`, `subject_id`; at most one per subject in 20 hours), the event,
+/// and with `due` the date the subject must still have when it is claimed.
+pub struct Once<'a> {
+    pub key: String,
+    pub subject_kind: &'a str,
+    pub subject_id: Uuid,
+    pub user: Option<Uuid>,
+    pub event_type: &'a str,
+    pub data: serde_json::Value,
+    pub due: Option<DbTime>,
+}
+
+/// Claims `once` and, only if this call claimed it, queues its deliveries (one
+/// transaction, `Store::claim_reminder`). True when queued now; the caller wakes the
+/// deliverer (a job pass once for all it queued).
+pub async fn queue_once(state: &AppState, once: Once<'_>, now: DbTime) -> Result<bool, ApiError> {
+    let rows = deliveries_for(state, once.user, once.event_type, once.data, now).await?;
+    Ok(state
+        .store
+        .claim_reminder(
+            &once.key,
+            once.subject_kind,
+            once.subject_id,
+            once.user,
+            now,
+            &rows,
+            once.due,
+        )
+        .await?)
+}
+
 /// Deliveries of one event to every endpoint that wants it: the user's own, the
 /// platform's, and `KEYGATE_WEBHOOK_URLS`.
 pub async fn deliveries_for(

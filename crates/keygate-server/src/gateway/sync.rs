@@ -462,28 +462,24 @@ pub async fn run_connection_sync(
         let Some(stage) = crate::jobs::reminder_stage(DbTime::from(expiry), now) else {
             continue;
         };
-        let key = format!(
-            "exchange_expiry:{conn}:{}:{stage}",
-            DbTime::from(expiry).micros()
-        );
-        let data = serde_json::json!({
-            "connection_id": conn,
-            "expires_at": expiry,
-            "stage": stage,
-            "why": "the exchange takes trading (or the key) away at this time, e.g. Binance keys without an IP whitelist",
-        });
-        let rows = crate::webhooks::deliveries_for(
-            s,
-            Some(user),
-            "connection.exchange_expiry_reminder",
-            data,
-            now,
-        )
-        .await?;
-        if s.store
-            .claim_reminder(&key, "connection", conn, Some(user), now, &rows, None)
-            .await?
-        {
+        let once = crate::webhooks::Once {
+            key: format!(
+                "exchange_expiry:{conn}:{}:{stage}",
+                DbTime::from(expiry).micros()
+            ),
+            subject_kind: "connection",
+            subject_id: conn,
+            user: Some(user),
+            event_type: "connection.exchange_expiry_reminder",
+            data: serde_json::json!({
+                "connection_id": conn,
+                "expires_at": expiry,
+                "stage": stage,
+                "why": "the exchange takes trading (or the key) away at this time, e.g. Binance keys without an IP whitelist",
+            }),
+            due: None,
+        };
+        if crate::webhooks::queue_once(s, once, now).await? {
             s.jobs.wake();
         }
     }
