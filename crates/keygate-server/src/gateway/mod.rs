@@ -889,14 +889,13 @@ async fn decide(
             || limits.max_requests_per_day.is_some();
         // The connection's first: a call its own cap refuses is not counted against the
         // key, or a bot retrying on one connection would use up the others' share.
-        let mut scopes = Vec::with_capacity(2);
-        if connection_rates.capped() {
-            scopes.push(counters::Scope::Connection(ctx.connection.id));
-        }
-        if key_capped {
-            scopes.push(counters::Scope::Credential(ctx.credential.id));
-        }
-        for scope in scopes {
+        let scopes = [
+            connection_rates
+                .capped()
+                .then_some(counters::Scope::Connection(ctx.connection.id)),
+            key_capped.then_some(counters::Scope::Credential(ctx.credential.id)),
+        ];
+        for scope in scopes.into_iter().flatten() {
             let counted = s
                 .gateway
                 .counters
